@@ -1,0 +1,570 @@
+package balancer
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/reqid"
+)
+
+func TestRoundRobin(t *testing.T) {
+	t.Parallel()
+	for _, k := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d backends", k), func(t *testing.T) {
+			t.Parallel()
+			var names, urls []string
+			for i := range k {
+				name := fmt.Sprintf("gw%d", i)
+				names = append(names, name)
+				urls = append(urls, echoBackend(t, name).URL)
+			}
+			base := startBalancer(t, testConfig(urls...))
+			c := newClient(t)
+
+			const rounds = 5
+			var got, want []string
+			for i := range rounds * k {
+				res, _ := get(t, c, base+"/data")
+				if res.StatusCode != http.StatusOK {
+					t.Fatalf("GET /data = %d, want 200", res.StatusCode)
+				}
+				got = append(got, res.Header.Get("X-Served-By"))
+				want = append(want, names[i%k])
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("X-Served-By sequence mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRoundRobinConcurrent checks that the lock-free pick stays exact under
+// concurrency: every backend gets the same share.
+func TestRoundRobinConcurrent(t *testing.T) {
+	t.Parallel()
+	const k, workers, perWorker = 3, 8, 3000
+	p := &roundRobin{backends: make([]*backend, k)}
+	var counts [k]atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range perWorker {
+				counts[p.next()].Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range counts {
+		if got, want := counts[i].Load(), int64(workers*perWorker/k); got != want {
+			t.Errorf("backend %d picked %d times, want %d", i, got, want)
+		}
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "gw0")
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+
+	req := newRequest(t, http.MethodGet, base+"/data", nil)
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	req.Header.Set("Forwarded", "for=6.6.6.6")
+	res, body := do(t, c, req)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /data = %d, want 200", res.StatusCode)
+	}
+	e := decodeEcho(t, body)
+	balancerHost := strings.TrimPrefix(base, "http://")
+	gwHost := strings.TrimPrefix(gw.URL, "http://")
+	for _, check := range []struct{ name, got, want string }{
+		{"X-Forwarded-For", strings.Join(e.Header.Values("X-Forwarded-For"), ", "), "127.0.0.1"},
+		{"X-Forwarded-Host", e.Header.Get("X-Forwarded-Host"), balancerHost},
+		{"X-Forwarded-Proto", e.Header.Get("X-Forwarded-Proto"), "http"},
+		{"Forwarded", e.Header.Get("Forwarded"), ""},
+		{"Host", e.Host, gwHost},
+	} {
+		if check.got != check.want {
+			t.Errorf("gateway saw %s %q, want %q", check.name, check.got, check.want)
+		}
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "gw0")
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+
+	tests := []struct {
+		name string
+		sent string // "" sends none
+		keep bool   // whether the sent ID must be passed on
+	}{
+		{name: "propagated", sent: "req-123_abc.DEF~", keep: true},
+		{name: "uuid", sent: "0b6c1a7e-3f0e-4c59-9a43-8f5f3c0e2d11", keep: true},
+		{name: "128 characters", sent: strings.Repeat("a", 128), keep: true},
+		{name: "generated when absent"},
+		{name: "too long", sent: strings.Repeat("a", 129)},
+		{name: "space", sent: "has space"},
+		{name: "control character", sent: "a\tb"},
+		{name: "non-ASCII", sent: "café"},
+		{name: "quote", sent: `a"b`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := newRequest(t, http.MethodGet, base+"/data", nil)
+			if tt.sent != "" {
+				req.Header.Set("X-Request-ID", tt.sent)
+			}
+			res, body := do(t, c, req)
+			seen := decodeEcho(t, body).Header.Get("X-Request-ID")
+			if tt.keep && seen != tt.sent {
+				t.Errorf("gateway saw X-Request-ID %q, want %q", seen, tt.sent)
+			}
+			if !tt.keep && (seen == tt.sent || !reqid.Valid(seen)) {
+				t.Errorf("gateway saw X-Request-ID %q, want a new sane one", seen)
+			}
+			if got := res.Header.Values("X-Request-ID"); !cmp.Equal(got, []string{seen}) {
+				t.Errorf("client got X-Request-ID %q, want [%q]", got, seen)
+			}
+		})
+	}
+}
+
+// TestRequestIDFromGateway checks that a gateway's own X-Request-ID reaches
+// the client alone, not next to the balancer's.
+func TestRequestIDFromGateway(t *testing.T) {
+	t.Parallel()
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Request-ID", "from-gateway")
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	res, _ := get(t, newClient(t), base+"/data")
+	if got, want := res.Header.Values("X-Request-ID"), []string{"from-gateway"}; !cmp.Equal(got, want) {
+		t.Errorf("X-Request-ID = %q, want %q", got, want)
+	}
+}
+
+func TestProxyPassesRequestAndResponse(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "gw0")
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+
+	tests := []struct {
+		name       string
+		method     string
+		target     string // path and query, as sent
+		body       string
+		status     string // X-Want-Status
+		wantPath   string
+		wantQuery  string
+		wantStatus int
+	}{
+		{
+			name: "POST body and query", method: http.MethodPost,
+			target: "/longtask?a=1&b=x%20y&c=%2F&d=", body: `{"task":"report"}`, status: "202",
+			wantPath: "/longtask", wantQuery: "a=1&b=x%20y&c=%2F&d=", wantStatus: http.StatusAccepted,
+		},
+		{
+			name: "PUT", method: http.MethodPut, target: "/items/7", body: `{"name":"x","price_cents":5,"stock":1}`,
+			wantPath: "/items/7", wantStatus: http.StatusOK,
+		},
+		{
+			name: "DELETE with error status", method: http.MethodDelete, target: "/tasks/1", status: "404",
+			wantPath: "/tasks/1", wantStatus: http.StatusNotFound,
+		},
+		{
+			// A ServeMux would answer this path with a redirect to /y/z;
+			// the balancer passes it on as it came.
+			name: "unclean path", method: http.MethodGet, target: "/x/../y//z",
+			wantPath: "/x/../y//z", wantStatus: http.StatusOK,
+		},
+		{
+			// The gateway's /healthz, not the balancer's (which is /-/healthz).
+			name: "gateway ops path", method: http.MethodGet, target: "/healthz",
+			wantPath: "/healthz", wantStatus: http.StatusOK,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := newRequest(t, tt.method, base+tt.target, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer t0ken")
+			if tt.status != "" {
+				req.Header.Set("X-Want-Status", tt.status)
+			}
+			res, body := do(t, c, req)
+			if res.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d", res.StatusCode, tt.wantStatus)
+			}
+			if got, want := res.Header.Get("X-Served-By"), "gw0"; got != want {
+				t.Errorf("X-Served-By = %q, want %q", got, want)
+			}
+			e := decodeEcho(t, body)
+			got := echo{Method: e.Method, Path: e.Path, RawQuery: e.RawQuery, Body: e.Body}
+			want := echo{Method: tt.method, Path: tt.wantPath, RawQuery: tt.wantQuery, Body: tt.body}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("gateway saw (-want +got):\n%s", diff)
+			}
+			for _, h := range []string{"Content-Type", "Authorization"} {
+				if got, want := e.Header.Get(h), req.Header.Get(h); got != want {
+					t.Errorf("gateway saw %s %q, want %q", h, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestRedirectPassesThrough(t *testing.T) {
+	t.Parallel()
+	const location = "http://127.0.0.1:5000/elsewhere?x=1"
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, location, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+
+	res, _ := do(t, newClient(t), newRequest(t, http.MethodPost, base+"/old", strings.NewReader("x")))
+	if res.StatusCode != http.StatusTemporaryRedirect {
+		t.Errorf("status = %d, want %d", res.StatusCode, http.StatusTemporaryRedirect)
+	}
+	if got := res.Header.Get("Location"); got != location {
+		t.Errorf("Location = %q, want %q", got, location)
+	}
+}
+
+// TestStreaming checks that an event stream reaches the client event by
+// event, not when the gateway finishes.
+func TestStreaming(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		_, _ = io.WriteString(w, "data: second\n\n")
+	}))
+	t.Cleanup(gw.Close)
+	t.Cleanup(func() { close(release) }) // runs before gw.Close
+	base := startBalancer(t, testConfig(gw.URL))
+
+	res, err := newClient(t).Do(newRequest(t, http.MethodGet, base+"/events", nil))
+	if err != nil {
+		t.Fatalf("GET /events: %v", err)
+	}
+	defer res.Body.Close()
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read first event: %v", err)
+	}
+	if want := "data: first\n"; line != want {
+		t.Errorf("first line = %q, want %q", line, want)
+	}
+}
+
+func TestDeadBackend(t *testing.T) {
+	t.Parallel()
+	dead := deadURL(t)
+	live := echoBackend(t, "live")
+	base := startBalancer(t, testConfig(dead, live.URL))
+	c := newClient(t)
+
+	// Every other request picks the dead gateway first; each must still be
+	// served by the live one, bodies included.
+	const n = 6
+	for i := range n {
+		method, body := http.MethodGet, ""
+		if i%3 == 2 {
+			method, body = http.MethodPost, fmt.Sprintf(`{"n":%d}`, i)
+		}
+		res, resBody := do(t, c, newRequest(t, method, base+"/data", strings.NewReader(body)))
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status = %d, want 200; body %s", i, res.StatusCode, resBody)
+		}
+		if got := decodeEcho(t, resBody).Body; got != body {
+			t.Errorf("request %d: gateway saw body %q, want %q", i, got, body)
+		}
+	}
+
+	want := []backendCounts{
+		{URL: dead, Requests: n / 2, Errors: n / 2},
+		{URL: live.URL, Requests: n},
+	}
+	eventually(t, 5*time.Second, func() error {
+		if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends); diff != "" {
+			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+	metrics := scrape(t, c, base)
+	for _, line := range []string{
+		fmt.Sprintf(`scalelab_balancer_backend_errors_total{backend=%q} %d`, dead, n/2),
+		fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="2xx"} %d`, live.URL, n),
+	} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("/-/metrics lacks %q", line)
+		}
+	}
+}
+
+func TestAllBackendsDead(t *testing.T) {
+	t.Parallel()
+	base := startBalancer(t, testConfig(deadURL(t), deadURL(t)))
+	c := newClient(t)
+
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		t.Run(method, func(t *testing.T) {
+			start := time.Now()
+			req := newRequest(t, method, base+"/data", strings.NewReader("payload"))
+			req.Header.Set("X-Request-ID", "dead-1")
+			res, body := do(t, c, req)
+			if elapsed := time.Since(start); elapsed > 3*time.Second {
+				t.Errorf("answer took %v, want under 3s", elapsed)
+			}
+			if res.StatusCode != http.StatusBadGateway {
+				t.Errorf("status = %d, want 502", res.StatusCode)
+			}
+			if got, want := res.Header.Get("Content-Type"), "application/json; charset=utf-8"; got != want {
+				t.Errorf("Content-Type = %q, want %q", got, want)
+			}
+			if got, want := res.Header.Get("X-Request-ID"), "dead-1"; got != want {
+				t.Errorf("X-Request-ID = %q, want %q", got, want)
+			}
+			var got struct {
+				Error struct {
+					Code      string `json:"code"`
+					Message   string `json:"message"`
+					RequestID string `json:"request_id"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("decode %q: %v", body, err)
+			}
+			if got.Error.Code != "bad_gateway" || got.Error.Message != msgBadGateway || got.Error.RequestID != "dead-1" {
+				t.Errorf("body = %s, want code bad_gateway, message %q, request_id dead-1", body, msgBadGateway)
+			}
+		})
+	}
+}
+
+// TestNoRetryAfterSend checks that a request is not sent to a second gateway
+// once the first may have received it: a gateway that reads the request and
+// hangs up gets a 502, and the next gateway sees nothing.
+func TestNoRetryAfterSend(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go hangUpOnEveryRequest(ln)
+	var served atomic.Int64
+	live := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served.Add(1) }))
+	t.Cleanup(live.Close)
+	base := startBalancer(t, testConfig("http://"+ln.Addr().String(), live.URL))
+
+	res, body := do(t, newClient(t), newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader(`{"task":"report"}`)))
+	if res.StatusCode != http.StatusBadGateway {
+		t.Errorf("status = %d, want 502; body %s", res.StatusCode, body)
+	}
+	if got := served.Load(); got != 0 {
+		t.Errorf("second gateway served %d requests, want 0", got)
+	}
+}
+
+// hangUpOnEveryRequest accepts connections on ln, reads a request head and
+// closes the connection without answering, until ln is closed.
+func hangUpOnEveryRequest(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = http.ReadRequest(bufio.NewReader(conn))
+		conn.Close()
+	}
+}
+
+// fakeRoundTripper answers by host: an error from errs, or 200 after
+// reading the body.
+type fakeRoundTripper struct {
+	errs  map[string]error
+	mu    sync.Mutex
+	tried []string // the URL of every attempt
+	read  []string // the body each successful attempt read
+}
+
+func (f *fakeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tried = append(f.tried, req.URL.String())
+	if err := f.errs[req.URL.Host]; err != nil {
+		// Like a failed dial: the body is left alone.
+		return nil, err
+	}
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+	}
+	f.read = append(f.read, string(body))
+	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+}
+
+// dialErr is what a refused or timed-out connection looks like.
+func dialErr(msg string) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New(msg)}
+}
+
+func TestRetryTransport(t *testing.T) {
+	t.Parallel()
+	// Gateway c has a path prefix, which a retry must apply like SetURL.
+	backendURLs := []string{"http://a:1", "http://b:2", "http://c:3/api"}
+	tests := []struct {
+		name      string
+		errs      map[string]error
+		body      string
+		readFirst bool // the first attempt reads the body before failing
+		cancel    bool // the client is gone
+		wantTried []string
+		wantErr   bool
+	}{
+		{
+			name:      "first gateway answers",
+			wantTried: []string{"http://a:1/items/1?x=1"},
+		},
+		{
+			name:      "refused, next answers",
+			errs:      map[string]error{"a:1": dialErr("connection refused")},
+			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1"},
+		},
+		{
+			name: "every gateway refuses",
+			errs: map[string]error{
+				"a:1": dialErr("connection refused"), "b:2": dialErr("i/o timeout"), "c:3": dialErr("no route to host"),
+			},
+			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1", "http://c:3/api/items/1?x=1"},
+			wantErr:   true,
+		},
+		{
+			name:      "unread body is sent again",
+			errs:      map[string]error{"a:1": dialErr("connection refused"), "b:2": dialErr("connection refused")},
+			body:      "payload",
+			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1", "http://c:3/api/items/1?x=1"},
+		},
+		{
+			name:      "failure after connecting is not retried",
+			errs:      map[string]error{"a:1": io.ErrUnexpectedEOF},
+			wantTried: []string{"http://a:1/items/1?x=1"},
+			wantErr:   true,
+		},
+		{
+			name:      "read body is not sent again",
+			errs:      map[string]error{"a:1": dialErr("connection refused")},
+			body:      "payload",
+			readFirst: true,
+			wantTried: []string{"http://a:1/items/1?x=1"},
+			wantErr:   true,
+		},
+		{
+			name:      "client gone",
+			errs:      map[string]error{"a:1": dialErr("operation was canceled")},
+			cancel:    true,
+			wantTried: []string{"http://a:1/items/1?x=1"},
+			wantErr:   true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			urls, err := parseBackends(backendURLs)
+			if err != nil {
+				t.Fatalf("parseBackends: %v", err)
+			}
+			m := newMetrics(prometheus.NewRegistry())
+			var backends []*backend
+			for _, u := range urls {
+				backends = append(backends, &backend{url: u, label: u.String(), metrics: m.forBackend(u.String())})
+			}
+			fake := &fakeRoundTripper{errs: tt.errs}
+			var next http.RoundTripper = fake
+			if tt.readFirst {
+				next = readThenFail{fake}
+			}
+			rt := &retryTransport{next: next, backends: backends, log: testLogger(t)}
+
+			// The outbound URL before SetURL, and after it for backend a.
+			in := url.URL{Path: "/items/1", RawQuery: "x=1"}
+			ex := &exchange{requestID: "r1", first: 0, base: in}
+			ctx, cancel := context.WithCancel(context.WithValue(t.Context(), exchangeKey{}, ex))
+			defer cancel()
+			if tt.cancel {
+				cancel()
+			}
+			out := &url.URL{Scheme: "http", Host: "a:1", Path: "/items/1", RawQuery: "x=1"}
+			req := (&http.Request{Method: http.MethodPost, URL: out, Header: http.Header{}}).WithContext(ctx)
+			if tt.body != "" {
+				req.Body = io.NopCloser(strings.NewReader(tt.body))
+				req.ContentLength = int64(len(tt.body))
+			}
+
+			res, err := rt.RoundTrip(req)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("RoundTrip() error = %v, want error %v", err, tt.wantErr)
+			}
+			if res != nil {
+				res.Body.Close()
+			}
+			if diff := cmp.Diff(tt.wantTried, fake.tried); diff != "" {
+				t.Errorf("attempts mismatch (-want +got):\n%s", diff)
+			}
+			if tt.body != "" && !tt.readFirst {
+				if got := fake.read[len(fake.read)-1]; got != tt.body {
+					t.Errorf("last attempt read body %q, want %q", got, tt.body)
+				}
+			}
+			for _, b := range backends {
+				if got := b.inFlight.Load(); got != 0 {
+					t.Errorf("%s in flight = %d, want 0", b.label, got)
+				}
+			}
+		})
+	}
+}
+
+// readThenFail reads a little of the body, as a transport that had already
+// connected would, and then fails with whatever the wrapped transport says.
+type readThenFail struct{ next *fakeRoundTripper }
+
+func (r readThenFail) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		_, _ = req.Body.Read(make([]byte, 1))
+	}
+	return r.next.RoundTrip(req)
+}

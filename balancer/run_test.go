@@ -1,0 +1,295 @@
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// backendCounts is one entry of GET /-/balancer.
+type backendCounts struct {
+	URL      string `json:"url"`
+	Requests int64  `json:"requests"`
+	Errors   int64  `json:"errors"`
+	InFlight int64  `json:"in_flight"`
+}
+
+// statusBody is the body of GET /-/balancer.
+type statusBody struct {
+	Policy   string          `json:"policy"`
+	Backends []backendCounts `json:"backends"`
+}
+
+func balancerStatus(t *testing.T, c *http.Client, base string) statusBody {
+	t.Helper()
+	res, body := get(t, c, base+"/-/balancer")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /-/balancer = %d, want 200", res.StatusCode)
+	}
+	var s statusBody
+	if err := json.Unmarshal(body, &s); err != nil {
+		t.Fatalf("decode /-/balancer %q: %v", body, err)
+	}
+	return s
+}
+
+func scrape(t *testing.T, c *http.Client, base string) string {
+	t.Helper()
+	res, body := get(t, c, base+"/-/metrics")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /-/metrics = %d, want 200", res.StatusCode)
+	}
+	return string(body)
+}
+
+func TestOpsRoutes(t *testing.T) {
+	t.Parallel()
+	gw0, gw1 := echoBackend(t, "gw0"), echoBackend(t, "gw1")
+	base := startBalancer(t, testConfig(gw0.URL, gw1.URL))
+	c := newClient(t)
+
+	for _, tt := range []struct {
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{"/-/healthz", http.StatusOK, `{"status":"ok"}`},
+		{"/-/readyz", http.StatusOK, `{"status":"ready"}`},
+		{"/-/nope", http.StatusNotFound, `{"error":{"code":"not_found","message":"no balancer route /-/nope"}}`},
+	} {
+		res, body := get(t, c, base+tt.path)
+		if res.StatusCode != tt.wantStatus {
+			t.Errorf("GET %s = %d, want %d", tt.path, res.StatusCode, tt.wantStatus)
+		}
+		if got := strings.TrimSpace(string(body)); got != tt.wantBody {
+			t.Errorf("GET %s body = %q, want %q", tt.path, got, tt.wantBody)
+		}
+	}
+
+	const n = 4
+	for range n {
+		if res, _ := get(t, c, base+"/data"); res.StatusCode != http.StatusOK {
+			t.Fatalf("GET /data = %d, want 200", res.StatusCode)
+		}
+	}
+	want := statusBody{Policy: "round_robin", Backends: []backendCounts{
+		{URL: gw0.URL, Requests: n / 2},
+		{URL: gw1.URL, Requests: n / 2},
+	}}
+	eventually(t, 5*time.Second, func() error {
+		if diff := cmp.Diff(want, balancerStatus(t, c, base)); diff != "" {
+			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, func() error {
+		metrics := scrape(t, c, base)
+		for _, line := range []string{
+			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="2xx"} %d`, gw0.URL, n/2),
+			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="2xx"} %d`, gw1.URL, n/2),
+			fmt.Sprintf(`scalelab_balancer_backend_errors_total{backend=%q} 0`, gw0.URL),
+			fmt.Sprintf(`scalelab_balancer_request_seconds_count %d`, n),
+		} {
+			if !strings.Contains(metrics, line+"\n") {
+				return fmt.Errorf("/-/metrics lacks %q", line)
+			}
+		}
+		return nil
+	})
+}
+
+// TestGracefulShutdown cancels Run while a request is in flight: the request
+// must complete, new connections must be refused, and Run must return nil.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	started, release := make(chan struct{}), make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-release:
+			_, _ = io.WriteString(w, "done")
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(gw.Close)
+	base, cancel, errc := runBalancer(t, testConfig(gw.URL))
+	defer cancel()
+	c := newClient(t)
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	req := newRequest(t, http.MethodGet, base+"/slow", nil)
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		done <- result{status: res.StatusCode, body: string(body), err: err}
+	}()
+
+	<-started
+	cancel()
+	// Shutdown has begun once the listener is closed.
+	addr := strings.TrimPrefix(base, "http://")
+	eventually(t, 5*time.Second, func() error {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil
+		}
+		conn.Close()
+		return errors.New("balancer still accepts connections")
+	})
+	select {
+	case err := <-errc:
+		t.Fatalf("Run() returned %v while a request was in flight", err)
+	default:
+	}
+	close(release)
+
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || r.body != "done" {
+		t.Errorf("in-flight request = %d %q, %v; want 200 \"done\", nil", r.status, r.body, r.err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	cfg := testConfig("foo")
+	cfg.Listener = ln
+	err = Run(t.Context(), cfg, testLogger(t))
+	if want := `balancer: --backends: "foo" is not an http(s) URL`; err == nil || err.Error() != want {
+		t.Errorf("Run() = %v, want %q", err, want)
+	}
+	// Run owns the listener, also when it refuses to start.
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept() after Run = %v, want %v", err, net.ErrClosed)
+	}
+}
+
+// BenchmarkProxy measures a small GET through the balancer to one gateway,
+// next to the same GET sent to the gateway directly, so that the
+// balancer's cost can be compared across changes.
+func BenchmarkProxy(b *testing.B) {
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"cached":true,"data":"Fetched fresh data from DB"}`)
+	}))
+	defer gw.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatalf("listen: %v", err)
+	}
+	cfg := DefaultConfig()
+	cfg.Backends = []string{gw.URL}
+	cfg.Listener = ln
+	ctx, cancel := context.WithCancel(b.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			b.Errorf("Run() = %v, want nil", err)
+		}
+	}()
+
+	for _, bb := range []struct{ name, url string }{
+		{"direct", gw.URL + "/data"},
+		{"balancer", "http://" + ln.Addr().String() + "/data"},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			tr := &http.Transport{MaxIdleConnsPerHost: 1024}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res, err := c.Get(bb.url)
+					if err != nil {
+						b.Errorf("GET: %v", err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != http.StatusOK {
+						b.Errorf("GET = %d, want 200", res.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestClientGoneIsNotBackendError checks that a client hanging up while its
+// gateway works is recorded as 499 and not held against the gateway.
+func TestClientGoneIsNotBackendError(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done() // until the balancer drops the request
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req := newRequest(t, http.MethodGet, base+"/slow", nil).WithContext(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		res, err := c.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("client error = %v, want %v", err, context.Canceled)
+	}
+
+	eventually(t, 5*time.Second, func() error {
+		metrics := scrape(t, c, base)
+		for _, line := range []string{
+			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="4xx"} 1`, gw.URL),
+			fmt.Sprintf(`scalelab_balancer_backend_errors_total{backend=%q} 0`, gw.URL),
+		} {
+			if !strings.Contains(metrics, line+"\n") {
+				return fmt.Errorf("/-/metrics lacks %q", line)
+			}
+		}
+		return nil
+	})
+	want := []backendCounts{{URL: gw.URL, Requests: 1}}
+	if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends); diff != "" {
+		t.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
+	}
+}

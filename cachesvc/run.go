@@ -1,0 +1,47 @@
+package cachesvc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/internal/httpserver"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/ops"
+)
+
+// Run provisions the cache bucket and serves the cache API until ctx is
+// cancelled, then finishes in-flight requests and returns. The caller owns
+// nc and drains it after Run returns.
+func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
+	log = log.With("role", "cachesvc")
+	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
+	ln, err := httpserver.Listen(hc)
+	if err != nil {
+		return fmt.Errorf("cachesvc: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("cachesvc: jetstream: %w", err)
+	}
+	var kv jetstream.KeyValue
+	err = natsconn.Retry(ctx, log, "provision cache bucket", func(ctx context.Context) error {
+		kv, err = provision(ctx, js, cfg)
+		return err
+	})
+	if err != nil {
+		ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cachesvc: %w", err)
+	}
+	log.Info("cache bucket ready", "bucket", Bucket, "ttl", cfg.TTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
+	reg := ops.NewRegistry()
+	h := newAPI(kv, newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
+	return httpserver.Serve(ctx, hc, ln, h, log)
+}

@@ -1,0 +1,130 @@
+package dbsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/natsconn"
+)
+
+// DefaultClientTimeout is the request timeout of a Client whose Timeout is
+// zero.
+const DefaultClientTimeout = 5 * time.Second
+
+// Client calls the dbsvc NATS endpoints. It is what other roles use to reach
+// the database; it is safe for concurrent use.
+//
+// Every method returns an *apperr.Error (check it with errors.As) when the
+// request fails in a way the caller's client should hear about:
+// apperr.Unavailable when no dbsvc is running, it did not answer in time, or
+// nc is not connected; and the code the service answered with otherwise
+// (not_found, invalid, unavailable, internal). A not_found answer also
+// matches ErrNotFound with errors.Is.
+type Client struct {
+	nc *nats.Conn
+	// Timeout bounds each request, in addition to the deadline of the ctx
+	// passed in (the earlier one wins). Zero means DefaultClientTimeout.
+	Timeout time.Duration
+}
+
+// NewClient returns a Client that sends its requests over nc.
+func NewClient(nc *nats.Conn) *Client {
+	return &Client{nc: nc, Timeout: DefaultClientTimeout}
+}
+
+// Data runs the data report and returns the Report as the service encoded
+// it, so that a cache can store the bytes as they are.
+func (c *Client) Data(ctx context.Context, requestID string) (json.RawMessage, error) {
+	msg, err := c.request(ctx, SubjectData, requestID, nil)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(msg.Data), nil
+}
+
+// Item returns the item with the given id.
+func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, error) {
+	body, err := json.Marshal(itemGetRequest{ID: id})
+	if err != nil {
+		return Item{}, fmt.Errorf("encode %s request: %w", SubjectItemGet, err)
+	}
+	msg, err := c.request(ctx, SubjectItemGet, requestID, body)
+	if err != nil {
+		return Item{}, err
+	}
+	var it Item
+	if err := json.Unmarshal(msg.Data, &it); err != nil {
+		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemGet, err)
+	}
+	return it, nil
+}
+
+// UpdateItem replaces the name, price and stock of item id and returns the
+// updated item. An update that fails ItemUpdate.Validate is answered invalid.
+func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u ItemUpdate) (Item, error) {
+	body, err := json.Marshal(itemUpdateRequest{ID: id, ItemUpdate: u})
+	if err != nil {
+		return Item{}, fmt.Errorf("encode %s request: %w", SubjectItemUpdate, err)
+	}
+	msg, err := c.request(ctx, SubjectItemUpdate, requestID, body)
+	if err != nil {
+		return Item{}, err
+	}
+	var it Item
+	if err := json.Unmarshal(msg.Data, &it); err != nil {
+		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemUpdate, err)
+	}
+	return it, nil
+}
+
+// request sends one request and returns the reply, or the error it carries.
+func (c *Client) request(ctx context.Context, subject, requestID string, data []byte) (*nats.Msg, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultClientTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	msg := &nats.Msg{Subject: subject, Data: data}
+	if requestID != "" {
+		msg.Header = nats.Header{natsconn.RequestIDHeader: []string{requestID}}
+	}
+	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, requestError(subject, err)
+	}
+	if err := apperr.FromNATSReply(reply); err != nil {
+		var aerr *apperr.Error
+		if errors.As(err, &aerr) && aerr.Code == apperr.NotFound {
+			aerr.Err = ErrNotFound
+		}
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	return reply, nil
+}
+
+// requestError translates a failed NATS request into an *apperr.Error where
+// the cause is that the service cannot be reached.
+func requestError(subject string, err error) error {
+	werr := fmt.Errorf("request %s: %w", subject, err)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return apperr.Wrap(werr, apperr.Unavailable, "database service is not available")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return apperr.Wrap(werr, apperr.Unavailable, "database service did not answer in time")
+	case errors.Is(err, context.Canceled):
+		return apperr.Wrap(werr, apperr.Unavailable, "database request was cancelled")
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, nats.ErrInvalidConnection):
+		return apperr.Wrap(werr, apperr.Unavailable, "not connected to NATS")
+	}
+	return werr
+}

@@ -1,0 +1,95 @@
+package dbsvc
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/natsconn"
+)
+
+func TestClientWithoutService(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	client := NewClient(nc)
+	start := time.Now()
+	_, err := client.Data(t.Context(), "")
+	if got := codeOf(err); got != apperr.Unavailable {
+		t.Errorf("Data() = %v, want code %s", err, apperr.Unavailable)
+	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("Data() = %v, want it to wrap nats.ErrNoResponders", err)
+	}
+	// No responders is an immediate answer from the server, not a timeout.
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Data() took %v, want well under the %v timeout", took, client.Timeout)
+	}
+}
+
+func TestClientTimeout(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	// A responder that never answers.
+	sub, err := nc.Subscribe(SubjectData, func(*nats.Msg) {})
+	if err != nil {
+		t.Fatalf("Subscribe() = %v", err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("Flush() = %v", err)
+	}
+
+	t.Run("client timeout", func(t *testing.T) {
+		client := NewClient(nc)
+		client.Timeout = 50 * time.Millisecond
+		_, err := client.Data(t.Context(), "")
+		if got := codeOf(err); got != apperr.Unavailable || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Data() = %v, want unavailable after the deadline", err)
+		}
+	})
+	t.Run("ctx deadline", func(t *testing.T) {
+		client := NewClient(nc)
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, err := client.Data(ctx, "")
+		if got := codeOf(err); got != apperr.Unavailable || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Data() = %v, want unavailable after the deadline", err)
+		}
+	})
+}
+
+func TestClientClosedConnection(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	client := NewClient(nc)
+	nc.Close()
+	_, err := client.Item(t.Context(), "", 1)
+	if got := codeOf(err); got != apperr.Unavailable || !errors.Is(err, nats.ErrConnectionClosed) {
+		t.Errorf("Item() on a closed connection = %v, want unavailable", err)
+	}
+}
+
+func TestClientSendsRequestID(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	got := make(chan string, 1)
+	sub, err := nc.Subscribe(SubjectItemGet, func(m *nats.Msg) {
+		got <- m.Header.Get(natsconn.RequestIDHeader)
+		_ = m.Respond([]byte(`{"id":1,"name":"x","price_cents":1,"stock":1,"updated_at":"2025-01-01T00:00:00Z"}`))
+	})
+	if err != nil {
+		t.Fatalf("Subscribe() = %v", err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	if _, err := NewClient(nc).Item(t.Context(), "rid-123", 1); err != nil {
+		t.Fatalf("Item() = %v, want nil error", err)
+	}
+	if rid := <-got; rid != "rid-123" {
+		t.Errorf("request header %s = %q, want %q", natsconn.RequestIDHeader, rid, "rid-123")
+	}
+}

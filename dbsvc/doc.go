@@ -1,0 +1,27 @@
+// Package dbsvc is the database role: it owns the SQLite database and is the
+// only code that opens it. Other roles reach it over NATS through Client.
+//
+// What the role owns:
+//
+//   - The file DataDir/scalelab.db (DBFile), in WAL mode, with the tables
+//     items (SeedItems rows), sales (Config.SeedRows rows, the big table that
+//     the data report aggregates) and meta (schema version and seed
+//     facts). The schema and seed data are created on first start only, in
+//     one transaction; later starts keep the data.
+//   - The NATS micro service "dbsvc" (ServiceName), queue group "q", with the
+//     endpoints SubjectData ("db.data"), SubjectItemGet ("db.items.get") and
+//     SubjectItemUpdate ("db.items.update"). Errors are micro error replies
+//     carrying an apperr code.
+//   - The HTTP routes (default address :5002):
+//     GET /db (the data Report, the lab's endpoint), GET /items/{id} (one
+//     Item), and the ops routes GET /healthz, /readyz (NATS and the database
+//     answer) and /metrics.
+//   - The metrics scalelab_db_queries_total{query} and
+//     scalelab_db_query_seconds{query}, query being data, item_get or
+//     item_update.
+//
+// The data report is the expensive query the gateway caches: it reads every
+// row of sales (about 100 ms for the default 300,000 rows) and returns
+// totals by region and the best-selling items. It is slow because it does
+// real work, never because it sleeps.
+package dbsvc

@@ -1,0 +1,136 @@
+package dbsvc
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/ops"
+)
+
+// newHandler returns the role's HTTP API:
+//
+//	GET /db          the data report (the lab's endpoint)
+//	GET /items/{id}  one item
+//	GET /healthz, /readyz, /metrics
+//
+// Anything else gets the house JSON error body, 404 or 405.
+func newHandler(st *store, reg *prometheus.Registry, ready ops.ReadyFunc, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /db", handleDB(st, log))
+	mux.HandleFunc("GET /items/{id}", handleGetItem(st, log))
+	ops.Mount(mux, "", reg, ready)
+	return jsonErrors(mux)
+}
+
+// handleDB serves the data report.
+func handleDB(st *store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rid := requestID(w, r)
+		log := log.With("route", "GET /db", "request_id", rid)
+		log.Debug("http request")
+		rep, err := st.Report(r.Context())
+		if err != nil {
+			writeError(w, log, publicError(err), rid)
+			return
+		}
+		writeJSON(w, log, http.StatusOK, rep)
+	}
+}
+
+// handleGetItem serves one item; a bad id is 400, an unknown one 404.
+func handleGetItem(st *store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rid := requestID(w, r)
+		log := log.With("route", "GET /items/{id}", "request_id", rid)
+		log.Debug("http request")
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil || id <= 0 {
+			writeError(w, log, apperr.New(apperr.Invalid, "id must be a positive integer"), rid)
+			return
+		}
+		it, err := st.Item(r.Context(), id)
+		if err != nil {
+			writeError(w, log, publicError(itemError(id, err)), rid)
+			return
+		}
+		writeJSON(w, log, http.StatusOK, it)
+	}
+}
+
+// requestID returns the request's X-Request-ID and echoes it on the response,
+// so that a person with curl can find the request in the logs.
+func requestID(w http.ResponseWriter, r *http.Request) string {
+	rid := r.Header.Get(natsconn.RequestIDHeader)
+	if rid != "" {
+		w.Header().Set(natsconn.RequestIDHeader, rid)
+	}
+	return rid
+}
+
+// writeError logs err if it is the service's fault and writes it as the
+// house JSON error body.
+func writeError(w http.ResponseWriter, log *slog.Logger, err error, rid string) {
+	logFailure(log, err)
+	apperr.WriteHTTP(w, err, rid)
+}
+
+// writeJSON writes v as a JSON response with the given status.
+func writeJSON(w http.ResponseWriter, log *slog.Logger, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, log, err, w.Header().Get(natsconn.RequestIDHeader))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// jsonErrors serves mux, but answers paths and methods that mux has no route
+// for with the house JSON error body instead of mux's plain-text 404 and 405.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r) // ServeHTTP, not h: it sets the path values
+			return
+		}
+		// No route: let mux's own handler decide between 404 and 405 (it
+		// also sets Allow), but keep only its status.
+		rec := &statusRecorder{header: w.Header()}
+		h.ServeHTTP(rec, r)
+		rid := r.Header.Get(natsconn.RequestIDHeader)
+		if rec.status == http.StatusMethodNotAllowed {
+			apperr.WriteHTTP(w, apperr.New(apperr.Unsupported, "method %s not allowed on %s", r.Method, r.URL.Path), rid)
+			return
+		}
+		apperr.WriteHTTP(w, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path), rid)
+	})
+}
+
+// statusRecorder is a ResponseWriter that keeps the status and drops the body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return len(p), nil
+}
+
+func (s *statusRecorder) WriteHeader(status int) {
+	if s.status == 0 {
+		s.status = status
+	}
+}

@@ -1,0 +1,315 @@
+package dbsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+)
+
+func TestRunServesNATS(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	ctx := t.Context()
+
+	t.Run("data", func(t *testing.T) {
+		raw, err := db.client.Data(ctx, "req-data")
+		if err != nil {
+			t.Fatalf("Data() = %v, want nil error", err)
+		}
+		var rep Report
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			t.Fatalf("json.Unmarshal(Data()) = %v; body %s", err, raw)
+		}
+		if rep.Message != ReportMessage {
+			t.Errorf("Data().Message = %q, want %q", rep.Message, ReportMessage)
+		}
+		if rep.RowsScanned != testSeedRows {
+			t.Errorf("Data().RowsScanned = %d, want %d", rep.RowsScanned, testSeedRows)
+		}
+		if len(rep.Regions) != 8 {
+			t.Errorf("len(Data().Regions) = %d, want 8", len(rep.Regions))
+		}
+		if len(rep.TopItems) != TopItemsLimit {
+			t.Errorf("len(Data().TopItems) = %d, want %d", len(rep.TopItems), TopItemsLimit)
+		}
+		var sum int64
+		for _, r := range rep.Regions {
+			sum += r.Sales
+		}
+		if sum != rep.RowsScanned {
+			t.Errorf("sum of Data().Regions[].Sales = %d, want RowsScanned %d", sum, rep.RowsScanned)
+		}
+		for i := 1; i < len(rep.TopItems); i++ {
+			if rep.TopItems[i].RevenueCents > rep.TopItems[i-1].RevenueCents {
+				t.Errorf("Data().TopItems not sorted by revenue: %+v", rep.TopItems)
+				break
+			}
+		}
+		if rep.GeneratedAt.IsZero() || rep.QueryMS <= 0 {
+			t.Errorf("Data() GeneratedAt = %v, QueryMS = %v, want both set", rep.GeneratedAt, rep.QueryMS)
+		}
+	})
+
+	t.Run("item", func(t *testing.T) {
+		got, err := db.client.Item(ctx, "req-item", 42)
+		if err != nil {
+			t.Fatalf("Item(42) = %v, want nil error", err)
+		}
+		if got.ID != 42 || !strings.HasSuffix(got.Name, " 0042") || got.PriceCents <= 0 || got.UpdatedAt.IsZero() {
+			t.Errorf("Item(42) = %+v, want item 42 named \"... 0042\" with a price and a time", got)
+		}
+	})
+
+	itemErrors := []struct {
+		name string
+		id   int64
+		want apperr.Code
+	}{
+		{"unknown", 999_999, apperr.NotFound},
+		{"zero", 0, apperr.Invalid},
+		{"negative", -3, apperr.Invalid},
+	}
+	for _, tt := range itemErrors {
+		t.Run("item "+tt.name, func(t *testing.T) {
+			_, err := db.client.Item(ctx, "", tt.id)
+			if got := codeOf(err); got != tt.want {
+				t.Errorf("Item(%d) error = %v, want code %s", tt.id, err, tt.want)
+			}
+			if got, want := errors.Is(err, ErrNotFound), tt.want == apperr.NotFound; got != want {
+				t.Errorf("errors.Is(Item(%d) error, ErrNotFound) = %v, want %v", tt.id, got, want)
+			}
+		})
+	}
+
+	badBodies := []struct {
+		name, subject, body string
+	}{
+		{"get empty", SubjectItemGet, ""},
+		{"get not json", SubjectItemGet, "id=1"},
+		{"get id as string", SubjectItemGet, `{"id":"1"}`},
+		{"get unknown field", SubjectItemGet, `{"id":1,"x":2}`},
+		{"get trailing data", SubjectItemGet, `{"id":1} {"id":2}`},
+		{"update empty name", SubjectItemUpdate, `{"id":1,"name":"","price_cents":1,"stock":1}`},
+		{"update negative price", SubjectItemUpdate, `{"id":1,"name":"x","price_cents":-1,"stock":1}`},
+		{"update negative stock", SubjectItemUpdate, `{"id":1,"name":"x","price_cents":1,"stock":-1}`},
+		{"update long name", SubjectItemUpdate, `{"id":1,"name":"` + strings.Repeat("n", MaxNameLen+1) + `","price_cents":1,"stock":1}`},
+		{"update no id", SubjectItemUpdate, `{"name":"x","price_cents":1,"stock":1}`},
+	}
+	for _, tt := range badBodies {
+		t.Run("bad body "+tt.name, func(t *testing.T) {
+			msg, err := nc.RequestWithContext(ctx, tt.subject, []byte(tt.body))
+			if err != nil {
+				t.Fatalf("Request(%s) = %v", tt.subject, err)
+			}
+			if got := msg.Header.Get(micro.ErrorCodeHeader); got != string(apperr.Invalid) {
+				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", tt.subject, tt.body, got,
+					msg.Header.Get(micro.ErrorHeader), apperr.Invalid)
+			}
+		})
+	}
+
+	t.Run("update", func(t *testing.T) {
+		u := ItemUpdate{Name: "Renamed", PriceCents: 1234, Stock: 7}
+		before := time.Now().Add(-time.Second)
+		got, err := db.client.UpdateItem(ctx, "req-update", 7, u)
+		if err != nil {
+			t.Fatalf("UpdateItem(7) = %v, want nil error", err)
+		}
+		want := Item{ID: 7, Name: u.Name, PriceCents: u.PriceCents, Stock: u.Stock, UpdatedAt: got.UpdatedAt}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("UpdateItem(7) mismatch (-want +got):\n%s", diff)
+		}
+		if got.UpdatedAt.Before(before) {
+			t.Errorf("UpdateItem(7).UpdatedAt = %v, want after %v", got.UpdatedAt, before)
+		}
+		read, err := db.client.Item(ctx, "", 7)
+		if err != nil {
+			t.Fatalf("Item(7) = %v, want nil error", err)
+		}
+		if diff := cmp.Diff(got, read); diff != "" {
+			t.Errorf("Item(7) after update mismatch (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("update unknown", func(t *testing.T) {
+		_, err := db.client.UpdateItem(ctx, "", 999_999, ItemUpdate{Name: "x"})
+		if got := codeOf(err); got != apperr.NotFound || !errors.Is(err, ErrNotFound) {
+			t.Errorf("UpdateItem(999999) error = %v, want not_found matching ErrNotFound", err)
+		}
+	})
+}
+
+func TestRunCountsQueries(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	ctx := t.Context()
+
+	// Concurrent reports run in parallel goroutines (and under -race, show
+	// that the service shares nothing unsafely).
+	const n = 8
+	before := db.queries.Load()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = db.client.Data(ctx, "")
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Data() #%d = %v, want nil error", i, err)
+		}
+	}
+	if _, err := db.client.Item(ctx, "", 1); err != nil {
+		t.Fatalf("Item(1) = %v, want nil error", err)
+	}
+	if got, want := db.queries.Load()-before, int64(n+1); got != want {
+		t.Errorf("queries counted = %d, want %d", got, want)
+	}
+}
+
+func TestRunRestartKeepsData(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	dir := t.TempDir()
+	ctx := t.Context()
+
+	first := startDB(t, nc, dir, testSeedRows)
+	want, err := first.client.UpdateItem(ctx, "", 3, ItemUpdate{Name: "Kept", PriceCents: 99, Stock: 1})
+	if err != nil {
+		t.Fatalf("UpdateItem(3) = %v, want nil error", err)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+
+	// A different --seed-rows must not matter: the database exists.
+	second := startDB(t, nc, dir, 2*testSeedRows)
+	raw, err := second.client.Data(ctx, "")
+	if err != nil {
+		t.Fatalf("Data() after restart = %v, want nil error", err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("json.Unmarshal(Data()) = %v", err)
+	}
+	if rep.RowsScanned != testSeedRows {
+		t.Errorf("Data().RowsScanned after restart = %d, want %d (not re-seeded)", rep.RowsScanned, testSeedRows)
+	}
+	got, err := second.client.Item(ctx, "", 3)
+	if err != nil {
+		t.Fatalf("Item(3) after restart = %v, want nil error", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Item(3) after restart mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	if err := db.stop(); err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	if nc.IsClosed() || nc.IsDraining() {
+		t.Errorf("nc closed or draining after Run returned; the caller owns it")
+	}
+	// The service is gone: nobody answers.
+	_, err := db.client.Data(t.Context(), "")
+	if got := codeOf(err); got != apperr.Unavailable || !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("Data() after stop = %v, want unavailable (no responders)", err)
+	}
+}
+
+func TestRunFailsAtStart(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() = %v", err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatalf("os.WriteFile() = %v", err)
+	}
+
+	tests := []struct {
+		name string
+		edit func(*Config)
+		nc   *nats.Conn
+		want string
+	}{
+		{"invalid config", func(c *Config) { c.SeedRows = -1 }, nc, "--seed-rows must be >= 0"},
+		{"port in use", func(c *Config) { c.Addr = busy.Addr().String() }, nc, "listen on"},
+		{"no nats", func(*Config) {}, nil, "NATS connection is required"},
+		{"data dir is a file", func(c *Config) { c.DataDir = filepath.Join(file, "data") }, nc, "create data dir"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Addr = "127.0.0.1:0"
+			cfg.DataDir = t.TempDir()
+			cfg.SeedRows = 10
+			tt.edit(&cfg)
+			err := Run(t.Context(), cfg, tt.nc, testLogger(t))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Run() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunCancelledBeforeStart(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.SeedRows = 10
+	if err := Run(ctx, cfg, nc, testLogger(t)); err != nil {
+		t.Errorf("Run(cancelled ctx) = %v, want nil", err)
+	}
+}
+
+func TestServiceRefusesAfterClose(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	st := openTestStore(t, t.TempDir())
+	svc := newService(st, 2, testLogger(t))
+	msvc, err := svc.register(nc)
+	if err != nil {
+		t.Fatalf("register() = %v", err)
+	}
+	t.Cleanup(func() { _ = msvc.Stop() })
+	client := NewClient(nc)
+	if _, err := client.Item(t.Context(), "", 1); err != nil {
+		t.Fatalf("Item(1) before close = %v, want nil error", err)
+	}
+	// close without Stop: the subscription still delivers, as it does while
+	// Stop's drain is in progress.
+	svc.close()
+	_, err = client.Item(t.Context(), "", 1)
+	if got := codeOf(err); got != apperr.Unavailable {
+		t.Errorf("Item(1) after close = %v, want code %s", err, apperr.Unavailable)
+	}
+}

@@ -1,0 +1,249 @@
+package dbsvc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/natsconn"
+)
+
+// ServiceName is the name of the NATS micro service, as listed by
+// `nats micro ls`.
+const ServiceName = "dbsvc"
+
+// ServiceVersion is the version the micro service announces.
+const ServiceVersion = "1.0.0"
+
+// The subjects of the service's endpoints. All requests are answered in JSON;
+// errors come back as micro error replies whose Nats-Service-Error-Code
+// header holds an apperr code (Client turns them into *apperr.Error).
+const (
+	// SubjectData runs the data report. The request body is ignored; the
+	// reply is a Report.
+	SubjectData = "db.data"
+	// SubjectItemGet reads one item. The request is {"id":N}; the reply is an
+	// Item, or not_found, or invalid for a bad body or an id <= 0.
+	SubjectItemGet = "db.items.get"
+	// SubjectItemUpdate replaces an item's name, price and stock. The request
+	// is {"id":N,"name":...,"price_cents":...,"stock":...}; the reply is the
+	// updated Item, or not_found, or invalid.
+	SubjectItemUpdate = "db.items.update"
+)
+
+// maxRequestBytes bounds request bodies; items are small.
+const maxRequestBytes = 64 << 10
+
+// itemGetRequest is the body of a SubjectItemGet request.
+type itemGetRequest struct {
+	ID int64 `json:"id"`
+}
+
+// itemUpdateRequest is the body of a SubjectItemUpdate request.
+type itemUpdateRequest struct {
+	ID int64 `json:"id"`
+	ItemUpdate
+}
+
+// service answers the NATS endpoints. Each request runs in its own
+// goroutine, at most cap(sem) at a time, because a micro endpoint otherwise
+// handles one message at a time and the report takes tens of milliseconds.
+type service struct {
+	store *store
+	log   *slog.Logger
+	sem   chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+}
+
+func newService(st *store, concurrency int, log *slog.Logger) *service {
+	return &service{store: st, log: log, sem: make(chan struct{}, concurrency)}
+}
+
+// register adds the micro service and its endpoints to nc.
+func (s *service) register(nc *nats.Conn) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ServiceName,
+		Version:     ServiceVersion,
+		Description: "scalelab database: the data report and items (SQLite)",
+		ErrorHandler: func(_ micro.Service, nerr *micro.NATSError) {
+			s.log.Error("nats service error", "subject", nerr.Subject, "err", nerr.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service %s: %w", ServiceName, err)
+	}
+	endpoints := []struct {
+		name, subject string
+		handle        func(context.Context, micro.Request) (any, error)
+	}{
+		{queryData, SubjectData, s.handleData},
+		{queryItemGet, SubjectItemGet, s.handleItemGet},
+		{queryItemUpdate, SubjectItemUpdate, s.handleItemUpdate},
+	}
+	for _, e := range endpoints {
+		h := s.dispatch(e.subject, e.handle)
+		if err := svc.AddEndpoint(e.name, h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("add endpoint %s: %w", e.subject, err)
+		}
+	}
+	return svc, nil
+}
+
+// dispatch wraps handle: it runs it in a goroutine once a slot is free,
+// answers with its result as JSON, and turns its error into a micro error
+// reply. A request that arrives after close is answered unavailable.
+func (s *service) dispatch(subject string, handle func(context.Context, micro.Request) (any, error)) micro.HandlerFunc {
+	return func(req micro.Request) {
+		if !s.begin() {
+			_ = apperr.RespondNATS(req, apperr.New(apperr.Unavailable, "database service is shutting down"))
+			return
+		}
+		// Blocking here, rather than queueing goroutines, keeps the backlog in
+		// the subscription, where the NATS pending limits apply.
+		s.sem <- struct{}{}
+		go func() {
+			defer s.running.Done()
+			defer func() { <-s.sem }()
+			rid := req.Headers().Get(natsconn.RequestIDHeader)
+			log := s.log.With("subject", subject, "request_id", rid)
+			log.Debug("nats request")
+			// Context: the store bounds each query with its own timeout.
+			res, err := handle(context.Background(), req)
+			if err != nil {
+				err = publicError(err)
+				logFailure(log, err)
+				if rerr := apperr.RespondNATS(req, err); rerr != nil {
+					log.Warn("nats respond failed", "err", rerr)
+				}
+				return
+			}
+			if rerr := req.RespondJSON(res); rerr != nil {
+				log.Warn("nats respond failed", "err", rerr)
+			}
+		}()
+	}
+}
+
+// begin registers one running request; it returns false after close.
+func (s *service) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.running.Add(1)
+	return true
+}
+
+// close refuses new requests and waits for the running ones, so that the
+// database can be closed after it. Stop the micro service first: its
+// subscriptions drain in the background and may still deliver a few messages,
+// which are then answered unavailable.
+func (s *service) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.running.Wait()
+}
+
+func (s *service) handleData(ctx context.Context, _ micro.Request) (any, error) {
+	rep, err := s.store.Report(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (s *service) handleItemGet(ctx context.Context, req micro.Request) (any, error) {
+	var in itemGetRequest
+	if err := decodeJSON(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if in.ID <= 0 {
+		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
+	}
+	it, err := s.store.Item(ctx, in.ID)
+	if err != nil {
+		return nil, itemError(in.ID, err)
+	}
+	return it, nil
+}
+
+func (s *service) handleItemUpdate(ctx context.Context, req micro.Request) (any, error) {
+	var in itemUpdateRequest
+	if err := decodeJSON(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if in.ID <= 0 {
+		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
+	}
+	if err := in.ItemUpdate.Validate(); err != nil {
+		return nil, apperr.Wrap(err, apperr.Invalid, "%v", err)
+	}
+	it, err := s.store.UpdateItem(ctx, in.ID, in.ItemUpdate)
+	if err != nil {
+		return nil, itemError(in.ID, err)
+	}
+	return it, nil
+}
+
+// itemError gives ErrNotFound the code not_found; other errors pass
+// through unchanged.
+func itemError(id int64, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return apperr.Wrap(err, apperr.NotFound, "item %d not found", id)
+	}
+	return err
+}
+
+// publicError gives a query that ran over its timeout the code unavailable
+// (the database is overloaded: a client may retry). Other errors keep their
+// code; those without one are internal, so the client sees a generic
+// message and the log gets the details.
+func publicError(err error) error {
+	if apperr.CodeOf(err) == apperr.Internal && errors.Is(err, context.DeadlineExceeded) {
+		return apperr.Wrap(err, apperr.Unavailable, "database query timed out")
+	}
+	return err
+}
+
+// logFailure logs an error that is the service's fault, once, with its
+// cause; errors the client caused are only answered.
+func logFailure(log *slog.Logger, err error) {
+	switch apperr.CodeOf(err) {
+	case apperr.Internal:
+		log.Error("request failed", "err", err)
+	case apperr.Unavailable:
+		log.Warn("request failed", "err", err)
+	}
+}
+
+// decodeJSON decodes one JSON object into v, strictly: unknown fields,
+// trailing data and oversized bodies are invalid.
+func decodeJSON(data []byte, v any) error {
+	if len(data) > maxRequestBytes {
+		return apperr.New(apperr.Invalid, "request body is larger than %d bytes", maxRequestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apperr.Wrap(err, apperr.Invalid, "bad request body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apperr.New(apperr.Invalid, "bad request body: data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// Config is the gateway's configuration.
+type Config struct {
+	// ID names this gateway in X-Served-By and logs.
+	ID string
+	// Addr is the HTTP address.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr.
+	Listener net.Listener
+	// JWT holds the token key and expected claims. The secret comes only
+	// from the environment (SCALELAB_JWT_SECRET), never from a flag.
+	JWT auth.Keys
+	// RequestTimeout bounds each call to a service over NATS.
+	RequestTimeout time.Duration
+	// CacheTimeout bounds a cache read; past it the gateway reads the
+	// database, so a slow cache costs little.
+	CacheTimeout time.Duration
+	// ShutdownTimeout bounds in-flight requests on shutdown.
+	ShutdownTimeout time.Duration
+	// Provision sizes the TASKS stream and tasks bucket.
+	Provision task.ProvisionConfig
+}
+
+// DefaultConfig returns the defaults of DESIGN.md.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            ":5000",
+		JWT:             auth.Keys{Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience},
+		RequestTimeout:  5 * time.Second,
+		CacheTimeout:    500 * time.Millisecond,
+		ShutdownTimeout: 10 * time.Second,
+		Provision:       task.DefaultProvisionConfig(),
+	}
+}
+
+// RegisterFlags defines the gateway's flags on s and reads its secrets from
+// the environment.
+func (c *Config) RegisterFlags(s *envflag.Set) {
+	s.String(&c.ID, "id", "SCALELAB_ID", c.ID, "gateway id shown in X-Served-By and logs")
+	s.String(&c.Addr, "addr", "SCALELAB_ADDR", c.Addr, "HTTP address")
+	s.Duration(&c.RequestTimeout, "request-timeout", "SCALELAB_REQUEST_TIMEOUT", c.RequestTimeout, "timeout of each service call over NATS")
+	s.Duration(&c.CacheTimeout, "cache-timeout", "SCALELAB_CACHE_TIMEOUT", c.CacheTimeout, "timeout of a cache read before falling back to the database")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
+	s.Int(&c.Provision.Replicas, "replicas", "SCALELAB_REPLICAS", c.Provision.Replicas, "JetStream replicas for TASKS and tasks (3 on a cluster)")
+	if s.Getenv != nil {
+		c.JWT = auth.KeysFromEnv(s.Getenv)
+	}
+}
+
+// Validate reports every bad setting at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("gateway: --id must not be empty"))
+	}
+	if c.Addr == "" && c.Listener == nil {
+		errs = append(errs, errors.New("gateway: --addr must not be empty"))
+	}
+	if err := c.JWT.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("gateway: %w", err))
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("gateway: --request-timeout must be positive, got %v", c.RequestTimeout))
+	}
+	if c.CacheTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("gateway: --cache-timeout must be positive, got %v", c.CacheTimeout))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
+	}
+	if c.Provision.Replicas < 1 || c.Provision.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("gateway: --replicas must be 1..5, got %d", c.Provision.Replicas))
+	}
+	return errors.Join(errs...)
+}

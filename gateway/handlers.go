@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nuid"
+
+	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// Cache is the shared cache as the gateway uses it (cachesvc.Client).
+type Cache interface {
+	// Get returns cachesvc.ErrMiss when the key is not cached.
+	Get(ctx context.Context, key string) ([]byte, error)
+	Put(ctx context.Context, key string, value []byte) error
+}
+
+// DataSource runs the expensive query behind /data (dbsvc.Client).
+type DataSource interface {
+	Data(ctx context.Context, requestID string) (json.RawMessage, error)
+}
+
+// Processor calls the sync business logic (worker.ProcessClient).
+type Processor interface {
+	Process(ctx context.Context, requestID string) (worker.ProcessReply, error)
+}
+
+// TaskStore holds task records (task.Store).
+type TaskStore interface {
+	Create(ctx context.Context, rec *task.Record) error
+	Get(ctx context.Context, id string) (*task.Record, uint64, error)
+	Update(ctx context.Context, id string, fn func(*task.Record) error) (*task.Record, error)
+}
+
+// TaskQueue enqueues tasks for the workers.
+type TaskQueue interface {
+	Enqueue(ctx context.Context, env task.Envelope, requestID string) error
+}
+
+// dataCacheKey is the cache key of /data's result. The version segment lets
+// a change of the value's shape start from an empty cache.
+const dataCacheKey = "data.v1"
+
+// handleGetData is the lab's cached endpoint: cache-aside over the shared
+// bucket. A cache that is down or slow is skipped (logged, counted), never
+// an error: the database is the source of truth.
+func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *metrics, log *slog.Logger) echo.HandlerFunc {
+	type response struct {
+		Cached bool            `json:"cached"`
+		Data   json.RawMessage `json:"data"`
+	}
+	return func(c echo.Context) error {
+		ctx := c.Request().Context()
+		rid := requestID(c)
+		cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
+		v, err := cache.Get(cctx, dataCacheKey)
+		cancel()
+		switch {
+		case err == nil:
+			m.cacheLookup.WithLabelValues("hit").Inc()
+			return c.JSON(http.StatusOK, response{Cached: true, Data: v})
+		case errors.Is(err, cachesvc.ErrMiss):
+			m.cacheLookup.WithLabelValues("miss").Inc()
+		default:
+			m.cacheLookup.WithLabelValues("error").Inc()
+			log.Warn("cache unavailable, reading the database", "key", dataCacheKey, "request_id", rid, "err", err)
+		}
+		data, err := db.Data(ctx, rid)
+		if err != nil {
+			return err
+		}
+		cctx, cancel = context.WithTimeout(ctx, cacheTimeout)
+		if err := cache.Put(cctx, dataCacheKey, data); err != nil {
+			log.Warn("cache write failed", "key", dataCacheKey, "request_id", rid, "err", err)
+		}
+		cancel()
+		return c.JSON(http.StatusOK, response{Cached: false, Data: data})
+	}
+}
+
+// handleProcess calls the process service on some worker.
+func handleProcess(p Processor) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		reply, err := p.Process(c.Request().Context(), requestID(c))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, reply)
+	}
+}
+
+// handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
+// The record is created before the message is published, so a worker never
+// sees a task without a record.
+func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
+	type response struct {
+		Status    string `json:"status"`
+		TaskID    string `json:"task_id"`
+		StatusURL string `json:"status_url"`
+	}
+	return func(c echo.Context) error {
+		body, err := io.ReadAll(c.Request().Body)
+		if err != nil {
+			return err // body limit: echo's 413
+		}
+		typ, err := task.Validate(body)
+		if err != nil {
+			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
+		}
+		ctx := c.Request().Context()
+		rid := requestID(c)
+		now := time.Now().UTC()
+		rec := &task.Record{
+			ID: nuid.Next(), Type: typ, State: task.Queued, Payload: compact(body),
+			RequestID: rid, CreatedAt: now, UpdatedAt: now,
+		}
+		if err := store.Create(ctx, rec); err != nil {
+			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		}
+		if err := queue.Enqueue(ctx, task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}, rid); err != nil {
+			// Say so in the record too, so a client that polls the id
+			// anyway sees why it never ran. Best effort: the bus is down.
+			_, _ = store.Update(context.WithoutCancel(ctx), rec.ID, func(r *task.Record) error {
+				r.State, r.Error = task.Failed, "could not be queued: "+err.Error()
+				return nil
+			})
+			return err
+		}
+		url := "/tasks/" + rec.ID
+		c.Response().Header().Set(echo.HeaderLocation, url)
+		return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: rec.ID, StatusURL: url})
+	}
+}
+
+// handleGetTask returns a task's record.
+func handleGetTask(store TaskStore) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Param("id")
+		if !task.ValidID(id) {
+			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+		}
+		rec, _, err := store.Get(c.Request().Context(), id)
+		switch {
+		case errors.Is(err, task.ErrNotFound):
+			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
+		case err != nil:
+			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		}
+		return c.JSON(http.StatusOK, rec)
+	}
+}
+
+// publicMessage strips the package prefix of a validation error.
+func publicMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": ")
+}
+
+// compact re-encodes valid JSON without insignificant space.
+func compact(b []byte) json.RawMessage {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/reqid"
+)
+
+// claimsKey is where authenticate stores the verified claims in echo.Context.
+const claimsKey = "scalelab.claims"
+
+// servedByHeader names the gateway that answered.
+const servedByHeader = "X-Served-By"
+
+// sanitizeRequestID drops an incoming X-Request-ID that is not safe to log
+// or forward, so that echo's RequestID middleware makes a new one.
+func sanitizeRequestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header
+		if id := h.Get(reqid.Header); id != "" && !reqid.Valid(id) {
+			h.Del(reqid.Header)
+		}
+		return next(c)
+	}
+}
+
+// requestID returns the request's id, set by echo's RequestID middleware.
+func requestID(c echo.Context) string {
+	return c.Response().Header().Get(echo.HeaderXRequestID)
+}
+
+// servedBy sets X-Served-By before the handler runs, so errors carry it too.
+func servedBy(id string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set(servedByHeader, id)
+			return next(c)
+		}
+	}
+}
+
+// authenticate verifies the bearer token (or the lab's bare token) and
+// stores its claims for requireScope and handlers.
+func authenticate(v *auth.Verifier) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			raw, ok := auth.FromHeader(c.Request().Header.Get(echo.HeaderAuthorization))
+			if !ok {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="scalelab"`)
+				return apperr.New(apperr.Unauthorized, "missing token: send Authorization: Bearer <token>")
+			}
+			claims, err := v.Verify(raw)
+			if err != nil {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="scalelab", error="invalid_token"`)
+				return apperr.Wrap(err, apperr.Unauthorized, "%s", tokenProblem(err))
+			}
+			c.Set(claimsKey, claims)
+			return next(c)
+		}
+	}
+}
+
+// tokenProblem says why a token was refused, in words a client can act
+// on, without echoing the token.
+func tokenProblem(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token is expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token is not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "token has the wrong issuer"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "token has the wrong audience"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "token lacks a required claim (exp)"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "token signature is invalid"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "token algorithm is not allowed (HS256 only)"
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "token is malformed"
+	default:
+		return "token is invalid"
+	}
+}
+
+// requireScope refuses tokens that lack scope with 403.
+func requireScope(scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			claims, _ := c.Get(claimsKey).(*auth.Claims)
+			if claims == nil || !claims.HasScope(scope) {
+				return apperr.New(apperr.Forbidden, "token lacks the scope %q", scope)
+			}
+			return next(c)
+		}
+	}
+}
+
+// requireBus answers 503 at once while the NATS connection is down.
+func requireBus(nc *nats.Conn) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if !nc.IsConnected() {
+				c.Response().Header().Set("Retry-After", "1")
+				return apperr.New(apperr.Unavailable, "message bus is not connected, try again shortly")
+			}
+			return next(c)
+		}
+	}
+}
+
+// observe records metrics and logs one line per request. Errors are logged
+// by the error handler, not here, so each is logged once.
+func observe(m *metrics, log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err) // write the error now so the status is known
+			}
+			route := c.Path()
+			if route == "" || route == "/*" {
+				route = "unmatched" // keep label cardinality bounded
+			}
+			status := c.Response().Status
+			elapsed := time.Since(start)
+			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
+			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+			log.Debug("http request", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", status, "duration_ms", float64(elapsed.Microseconds())/1000, "request_id", requestID(c))
+			return nil
+		}
+	}
+}

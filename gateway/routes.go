@@ -1,0 +1,32 @@
+package gateway
+
+import (
+	"github.com/labstack/echo/v4"
+
+	"github.com/scalelab/scalelab/internal/auth"
+)
+
+// routes lists the gateway's whole HTTP API and the middleware of each
+// route. Every route also passes the server-wide middleware of newServer:
+// recover, request id, X-Served-By, metrics and access log, body limit.
+func routes(e *echo.Echo, d deps) {
+	// Ops: no auth, so probes and Prometheus need no token.
+	e.GET("/healthz", echo.WrapHandler(d.ops))
+	e.GET("/readyz", echo.WrapHandler(d.ops))
+	e.GET("/metrics", echo.WrapHandler(d.ops))
+
+	// API: a valid token, then the scope the route needs. requireBus fails
+	// fast with 503 while NATS is disconnected, instead of letting the
+	// request wait out its timeout.
+	// (Per route, not an echo Group: a Group with middleware turns 405s
+	// into 404s.)
+	api := func(scope string) []echo.MiddlewareFunc {
+		return []echo.MiddlewareFunc{authenticate(d.verifier), requireScope(scope), requireBus(d.nc)}
+	}
+	e.GET("/data", handleGetData(d.cache, d.db, d.cfg.CacheTimeout, d.metrics, d.log), api(auth.ScopeDataRead)...)
+	e.GET("/process", handleProcess(d.process), api(auth.ScopeDataRead)...)
+	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue), api(auth.ScopeTasksWrite)...)
+	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
+	// Unknown paths and methods reach errorHandler as echo's 404 and 405,
+	// which it writes as JSON like every other error.
+}

@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/httpserver"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/reqid"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// maxBodyBytes bounds every request body; task payloads are smaller still.
+const maxBodyBytes = task.MaxPayloadBytes
+
+// deps are what the routes need.
+type deps struct {
+	cfg      Config
+	nc       *nats.Conn
+	verifier *auth.Verifier
+	cache    Cache
+	db       DataSource
+	process  Processor
+	tasks    TaskStore
+	queue    TaskQueue
+	metrics  *metrics
+	ops      http.Handler
+	log      *slog.Logger
+}
+
+// Run serves the API until ctx is cancelled, then finishes in-flight
+// requests and returns. The caller owns nc and drains it after Run returns.
+func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
+	log = log.With("role", "gateway", "gateway", cfg.ID)
+	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
+	ln, err := httpserver.Listen(hc)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: jetstream: %w", err)
+	}
+	var store *task.Store
+	err = natsconn.Retry(ctx, log, "provision tasks", func(ctx context.Context) error {
+		store, err = task.Provision(ctx, js, cfg.Provision)
+		return err
+	})
+	if err != nil {
+		ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("gateway: %w", err)
+	}
+	reg := ops.NewRegistry()
+	db := dbsvc.NewClient(nc)
+	db.Timeout = cfg.RequestTimeout
+	d := deps{
+		cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
+		cache: cachesvc.NewClient(js), db: db,
+		process: worker.NewProcessClient(nc, cfg.RequestTimeout),
+		tasks:   store, queue: streamQueue{js: js},
+		metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
+	}
+	return httpserver.Serve(ctx, hc, ln, newServer(d), log)
+}
+
+// newServer builds the echo server with its server-wide middleware.
+func newServer(d deps) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(d.log)
+	e.Use(
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+				d.log.Error("handler panicked", "path", c.Request().URL.Path, "request_id", requestID(c), "err", err, "stack", string(stack))
+				return err
+			},
+		}),
+		sanitizeRequestID,
+		middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: reqid.New, TargetHeader: reqid.Header}),
+		servedBy(d.cfg.ID),
+		observe(d.metrics, d.log),
+		middleware.BodyLimit(fmt.Sprintf("%dB", maxBodyBytes)),
+	)
+	routes(e, d)
+	return e
+}

@@ -1,0 +1,92 @@
+// Package envflag defines command-line flags whose defaults come from
+// SCALELAB_* environment variables, so that a flag overrides the environment
+// and the environment overrides the built-in default.
+//
+// Values from the environment that do not parse are collected rather than
+// ignored: Err reports them so that a role refuses to start on a typo.
+package envflag
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Set binds flags to a flag.FlagSet with environment fallbacks read through
+// Getenv (never os.Getenv, so tests can inject the environment).
+type Set struct {
+	FS     *flag.FlagSet
+	Getenv func(string) string
+	errs   []error
+}
+
+// New returns a Set over fs reading the environment through getenv.
+func New(fs *flag.FlagSet, getenv func(string) string) *Set {
+	return &Set{FS: fs, Getenv: getenv}
+}
+
+func (s *Set) usage(usage, env string) string {
+	if env == "" {
+		return usage
+	}
+	return fmt.Sprintf("%s (env %s)", usage, env)
+}
+
+// String defines a string flag; env may be empty for flag-only settings.
+func (s *Set) String(p *string, name, env, def, usage string) {
+	if v := s.lookup(env); v != "" {
+		def = v
+	}
+	s.FS.StringVar(p, name, def, s.usage(usage, env))
+}
+
+// Int defines an int flag.
+func (s *Set) Int(p *int, name, env string, def int, usage string) {
+	if v := s.lookup(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.FS.IntVar(p, name, def, s.usage(usage, env))
+}
+
+// Duration defines a time.Duration flag.
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v := s.lookup(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a duration (e.g. 5s)", env, v))
+		} else {
+			def = d
+		}
+	}
+	s.FS.DurationVar(p, name, def, s.usage(usage, env))
+}
+
+// Bool defines a bool flag.
+func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	if v := s.lookup(env); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	s.FS.BoolVar(p, name, def, s.usage(usage, env))
+}
+
+func (s *Set) lookup(env string) string {
+	if env == "" || s.Getenv == nil {
+		return ""
+	}
+	return s.Getenv(env)
+}
+
+// Err returns every environment value that did not parse, joined.
+func (s *Set) Err() error { return errors.Join(s.errs...) }

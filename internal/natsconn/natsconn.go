@@ -1,0 +1,136 @@
+// Package natsconn connects a role to NATS the same way everywhere: named
+// connections, endless reconnects, logged state changes, and a wait for the
+// server at start so that roles can start before NATS does (compose).
+package natsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+)
+
+// RequestIDHeader carries the HTTP request id through NATS messages so that
+// workers and services log the id the client saw in X-Request-ID.
+const RequestIDHeader = "X-Request-ID"
+
+// Options are the connection settings shared by every role.
+type Options struct {
+	URL  string // comma-separated server URLs
+	Name string // connection name, shown by `nats server report connections`
+	// User and Password, when set, authenticate the connection.
+	User, Password string
+}
+
+// Connect dials NATS, retrying until it succeeds or ctx is done, and returns a
+// connection that reconnects forever. It returns ctx's error if ctx ends first.
+func Connect(ctx context.Context, o Options, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.Timeout(2 * time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("nats async error", "subject", subject, "err", err)
+		}),
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		nc, err := nats.Connect(o.URL, opts...)
+		if err == nil {
+			log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "name", o.Name)
+			return nc, nil
+		}
+		log.Warn("nats not reachable yet, retrying", "url", o.URL, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to nats %s: %w", o.URL, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Retry calls fn until it returns nil or ctx is done, backing off between
+// attempts. It is for start-up steps such as provisioning streams, which fail
+// while a JetStream cluster is still electing its leader.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		log.Warn("retrying", "what", what, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// RequestError translates a failed NATS request to an *apperr.Error: no
+// responders, a timeout or a lost connection all mean the service is
+// unavailable, which the gateway answers with 503.
+func RequestError(service string, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return apperr.Wrap(err, apperr.Unavailable, "%s is not available", service)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return apperr.Wrap(err, apperr.Unavailable, "%s did not answer in time", service)
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+		return apperr.Wrap(err, apperr.Unavailable, "message bus is not connected")
+	default:
+		return fmt.Errorf("request %s: %w", service, err)
+	}
+}
+
+// Close drains nc (pending publishes are flushed, subscriptions finish
+// their in-flight messages) and waits until it is closed or timeout passes.
+func Close(nc *nats.Conn, timeout time.Duration) error {
+	if nc == nil || nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain nats connection: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return fmt.Errorf("drain nats connection: not closed after %v", timeout)
+	}
+}

@@ -1,0 +1,143 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotFound is returned when no record exists for a task id.
+var ErrNotFound = errors.New("task: not found")
+
+// ErrExists is returned by Store.Create when the id is taken.
+var ErrExists = errors.New("task: already exists")
+
+// ProvisionConfig sizes the stream and bucket.
+type ProvisionConfig struct {
+	// Replicas is 1 on a single server and 3 on a cluster.
+	Replicas int
+	// Retention is how long task records are kept after their last update.
+	Retention time.Duration
+	// MaxQueueBytes caps the stream; when full, submission fails loudly
+	// (DiscardNew) instead of dropping old tasks.
+	MaxQueueBytes int64
+	// DedupeWindow is how long a repeated Nats-Msg-Id is ignored.
+	DedupeWindow time.Duration
+}
+
+// DefaultProvisionConfig is the single-server configuration.
+func DefaultProvisionConfig() ProvisionConfig {
+	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute}
+}
+
+// Provision creates or updates the TASKS stream and the tasks bucket, and
+// returns a Store over the bucket. Both the gateway and the worker call it at
+// start, so either can come up first; the calls are idempotent.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        Stream,
+		Description: "scalelab async tasks, one subject per task type",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxBytes:    cfg.MaxQueueBytes,
+		MaxMsgSize:  MaxPayloadBytes + 4<<10,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  cfg.DedupeWindow,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", Stream, err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "scalelab task records by id",
+		History:     1,
+		TTL:         cfg.Retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+// Store reads and writes task records.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// NewStore returns a Store over an existing bucket.
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Create stores a new record. It returns ErrExists if the id is taken.
+func (s *Store) Create(ctx context.Context, rec *Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode task %s: %w", rec.ID, err)
+	}
+	if _, err := s.kv.Create(ctx, rec.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("create task %s: %w", rec.ID, ErrExists)
+		}
+		return fmt.Errorf("create task %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// Get returns the record of id and its revision. It returns ErrNotFound
+// when there is none.
+func (s *Store) Get(ctx context.Context, id string) (*Record, uint64, error) {
+	e, err := s.kv.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, fmt.Errorf("get task %s: %w", id, ErrNotFound)
+		}
+		return nil, 0, fmt.Errorf("get task %s: %w", id, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, 0, fmt.Errorf("decode task %s: %w", id, err)
+	}
+	return &rec, e.Revision(), nil
+}
+
+// maxUpdateTries bounds the compare-and-set loop; contention on one task
+// record is rare (one worker and an occasional cancel), so a few tries do.
+const maxUpdateTries = 10
+
+// Update applies fn to the current record of id and stores the result with
+// compare-and-set, retrying when another writer got there first, so two
+// writers never clobber each other. fn may be called more than once. If fn
+// returns an error, nothing is written and that error is returned.
+func (s *Store) Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error) {
+	var lastErr error
+	for range maxUpdateTries {
+		rec, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(rec); err != nil {
+			return nil, err
+		}
+		rec.UpdatedAt = time.Now().UTC()
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("encode task %s: %w", id, err)
+		}
+		if _, err := s.kv.Update(ctx, id, b, rev); err != nil {
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				lastErr = err
+				continue
+			}
+			return nil, fmt.Errorf("update task %s: %w", id, err)
+		}
+		return rec, nil
+	}
+	return nil, fmt.Errorf("update task %s: gave up after %d conflicting writes: %w", id, maxUpdateTries, lastErr)
+}

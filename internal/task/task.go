@@ -1,0 +1,181 @@
+// Package task holds what the gateway (which submits tasks and reads their
+// records) and the worker (which runs them) share: the names of the JetStream
+// stream and KV bucket, the message envelope, the task record, the shipped
+// task types and their payload validation.
+//
+// Flow: the gateway creates a record (state queued) in the KV bucket "tasks",
+// then publishes an Envelope to "tasks.<type>" on the stream TASKS. A worker
+// pulls it through the durable consumer "workers", moves the record to
+// running, runs the handler, records the outcome, and only then acks.
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Names of the NATS resources (DESIGN.md).
+const (
+	// Stream is the work-queue stream that holds submitted tasks.
+	Stream = "TASKS"
+	// SubjectPrefix prefixes a task's type to make its subject: tasks.report.
+	SubjectPrefix = "tasks."
+	// Consumer is the durable pull consumer shared by all workers.
+	Consumer = "workers"
+	// Bucket is the KV bucket of task records, keyed by task id.
+	Bucket = "tasks"
+)
+
+// Header names set on task messages.
+const (
+	// HeaderTaskID carries the task id so it can be logged without decoding.
+	HeaderTaskID = "Scalelab-Task-Id"
+)
+
+// Subject returns the subject a task of type typ is published to.
+func Subject(typ string) string { return SubjectPrefix + typ }
+
+// State is where a task is in its life.
+type State string
+
+// The states of DESIGN.md.
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Dead      State = "dead"
+	Cancelled State = "cancelled"
+)
+
+// Terminal reports whether s is final: a task in a terminal state never runs again.
+func (s State) Terminal() bool {
+	switch s {
+	case Succeeded, Failed, Dead, Cancelled:
+		return true
+	}
+	return false
+}
+
+// Record is a task's status as stored in the bucket and returned by
+// GET /tasks/{id}.
+type Record struct {
+	ID              string          `json:"id"`
+	Type            string          `json:"type"`
+	State           State           `json:"state"`
+	Attempts        int             `json:"attempts"`
+	Progress        int             `json:"progress"`
+	ProgressMessage string          `json:"progress_message,omitempty"`
+	Payload         json.RawMessage `json:"payload,omitempty"`
+	Result          json.RawMessage `json:"result,omitempty"`
+	Error           string          `json:"error,omitempty"`
+	Worker          string          `json:"worker,omitempty"`
+	RequestID       string          `json:"request_id,omitempty"`
+	CreatedAt       time.Time       `json:"created_at"`
+	UpdatedAt       time.Time       `json:"updated_at"`
+	StartedAt       *time.Time      `json:"started_at,omitempty"`
+	FinishedAt      *time.Time      `json:"finished_at,omitempty"`
+}
+
+// Envelope is the body of a task message.
+type Envelope struct {
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// ErrInvalid is wrapped by every validation error in this package.
+var ErrInvalid = errors.New("task: invalid")
+
+// idPattern matches task ids: letters and digits only, so an id can never
+// smuggle a wildcard, a dot or a path into a KV key or subject.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
+
+// ValidID reports whether id is a well-formed task id.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// MaxPayloadBytes bounds a task's JSON body.
+const MaxPayloadBytes = 64 << 10
+
+// MaxSleep bounds the sleep task's duration_ms.
+const MaxSleep = 10 * time.Minute
+
+// SleepPayload is the body of a sleep task: {"task":"sleep","duration_ms":N}.
+type SleepPayload struct {
+	DurationMS int64 `json:"duration_ms"`
+}
+
+// Types lists the shipped task types, sorted.
+var Types = []string{"noop", "report", "sleep"}
+
+// Validate checks a /longtask body and returns its task type. The body is a
+// JSON object whose "task" member names a shipped type; the other members
+// are the type's payload.
+func Validate(body []byte) (string, error) {
+	if len(body) > MaxPayloadBytes {
+		return "", fmt.Errorf("%w: body is over %d bytes", ErrInvalid, MaxPayloadBytes)
+	}
+	var head struct {
+		Task *string `json:"task"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return "", fmt.Errorf("%w: body is not a JSON object: %s", ErrInvalid, jsonProblem(err))
+	}
+	if head.Task == nil || *head.Task == "" {
+		return "", fmt.Errorf(`%w: "task" is required, one of %s`, ErrInvalid, strings.Join(Types, ", "))
+	}
+	typ := *head.Task
+	if !slices.Contains(Types, typ) {
+		return "", fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, truncate(typ, 40), strings.Join(Types, ", "))
+	}
+	if typ == "sleep" {
+		if _, err := DecodeSleep(body); err != nil {
+			return "", err
+		}
+	}
+	return typ, nil
+}
+
+// DecodeSleep decodes and bounds a sleep payload.
+func DecodeSleep(body []byte) (time.Duration, error) {
+	var p SleepPayload
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&p); err != nil {
+		return 0, fmt.Errorf("%w: sleep: %s", ErrInvalid, jsonProblem(err))
+	}
+	d := time.Duration(p.DurationMS) * time.Millisecond
+	if p.DurationMS < 0 || d > MaxSleep {
+		return 0, fmt.Errorf("%w: sleep: duration_ms must be between 0 and %d", ErrInvalid, MaxSleep.Milliseconds())
+	}
+	return d, nil
+}
+
+// jsonProblem turns a decoding error into a short message for clients.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return fmt.Sprintf("%q must be a %s", typ.Field, typ.Type)
+		}
+		return fmt.Sprintf("want a JSON %s", typ.Type)
+	default:
+		return "malformed JSON"
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

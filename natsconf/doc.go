@@ -1,0 +1,11 @@
+// Package natsconf holds the NATS server configurations of scalelab and
+// starts the embedded server that `scalelab up` and the tests use.
+//
+// Files:
+//   - single.conf: a one-node JetStream server for running the roles as
+//     separate processes (go run github.com/nats-io/nats-server/v2 -c natsconf/single.conf).
+//
+// The streams and buckets themselves are provisioned by the roles that own
+// them (TASKS and tasks by gateway and worker through internal/task, cache by
+// cachesvc), so a bare server is all a role needs.
+package natsconf

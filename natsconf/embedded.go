@@ -1,0 +1,75 @@
+package natsconf
+
+import (
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// SingleConf is the text of single.conf.
+//
+//go:embed single.conf
+var SingleConf string
+
+// Embedded configures the in-process server of `scalelab up`.
+type Embedded struct {
+	// Host and Port are the client listener; Port -1 picks a free port.
+	Host string
+	Port int
+	// HTTPPort is the monitoring port (/varz, /jsz); 0 disables it and -1
+	// picks a free port.
+	HTTPPort int
+	// StoreDir is the JetStream file store. Keeping it across runs keeps
+	// queued tasks and buckets.
+	StoreDir string
+}
+
+// StartEmbedded starts a JetStream-enabled server and waits until it
+// accepts connections. The caller stops it with Shutdown and
+// WaitForShutdown after draining its own connections.
+func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
+	dir, err := filepath.Abs(cfg.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats store dir %s: %w", cfg.StoreDir, err)
+	}
+	opts := &server.Options{
+		ServerName: "scalelab-embedded",
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		HTTPHost:   cfg.Host,
+		HTTPPort:   cfg.HTTPPort,
+		JetStream:  true,
+		StoreDir:   dir,
+		MaxPayload: 1 << 20,
+		// Only main handles signals: Ctrl-C must drain the roles before
+		// the server goes away.
+		NoSigs: true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.SetLoggerV2(slogAdapter{log.With("role", "nats")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats on %s:%d did not start in 30s (port in use?)", cfg.Host, cfg.Port)
+	}
+	log.Info("embedded nats ready", "url", ns.ClientURL(), "store_dir", dir, "monitor_port", cfg.HTTPPort)
+	return ns, nil
+}
+
+// slogAdapter sends the server's log lines to slog. The server is chatty
+// at notice level, so notices go to debug, except the few that matter.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }

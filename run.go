@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/balancer"
+	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/gateway"
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/logging"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// errUsage marks errors caused by bad command-line input or configuration;
+// main exits 2 on them.
+var errUsage = errors.New("usage")
+
+// usageErr wraps err so that errors.Is(err, errUsage) holds.
+func usageErr(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
+
+const usage = `scalelab — load balancing, caching and async processing on NATS
+
+Usage:
+  scalelab up        [flags]   run everything in one process with an embedded NATS server
+  scalelab balancer  [flags]   the HTTP front door (:8000)
+  scalelab gateway   [flags]   an API gateway (:5000); needs SCALELAB_JWT_SECRET
+  scalelab worker    [flags]   the process service and task worker
+  scalelab cachesvc  [flags]   the shared cache (:5004)
+  scalelab dbsvc     [flags]   the SQLite database service (:5002)
+  scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
+
+Run 'scalelab <command> -h' for the flags of a command.
+`
+
+// run is the whole program; main only adds signals and the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageErr(errors.New("no command given"))
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "up":
+		return runUp(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return runToken(rest, getenv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	r, ok := roles[cmd]
+	if !ok {
+		fmt.Fprint(stderr, usage)
+		return usageErr(fmt.Errorf("unknown command %q", cmd))
+	}
+	return runRole(ctx, cmd, r, rest, getenv, stderr)
+}
+
+// common are the flags every command has.
+type common struct {
+	NATSURL   string
+	LogFormat string
+	LogLevel  string
+}
+
+func (c *common) register(s *envflag.Set, withNATS bool) {
+	if withNATS {
+		s.String(&c.NATSURL, "nats", "SCALELAB_NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	}
+	s.String(&c.LogFormat, "log-format", "SCALELAB_LOG_FORMAT", logging.FormatAuto, "log format: text or json (default: text on a terminal, else json)")
+	s.String(&c.LogLevel, "log-level", "SCALELAB_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return logging.New(stderr, c.LogFormat, level)
+}
+
+// role is one runnable role: setup defines its flags and returns a
+// function that validates the parsed config and, if it is good, a start
+// function that runs the role.
+type role struct {
+	usesNATS bool
+	setup    func(s *envflag.Set) (prepare func() (start startFunc, err error))
+}
+
+// startFunc runs a role until ctx ends; nc is nil for roles without NATS.
+type startFunc func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
+
+var roles = map[string]role{
+	"gateway": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+		cfg := gateway.DefaultConfig()
+		cfg.RegisterFlags(s)
+		return func() (startFunc, error) {
+			if cfg.ID == "" {
+				cfg.ID = defaultID(cfg.Addr)
+			}
+			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return gateway.Run(ctx, cfg, nc, log)
+			}, cfg.Validate()
+		}
+	}},
+	"worker": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+		cfg := worker.DefaultConfig()
+		cfg.RegisterFlags(s)
+		return func() (startFunc, error) {
+			if cfg.ID == "" {
+				cfg.ID = defaultID(cfg.Addr)
+			}
+			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return worker.Run(ctx, cfg, nc, log)
+			}, cfg.Validate()
+		}
+	}},
+	"cachesvc": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+		cfg := cachesvc.DefaultConfig()
+		cfg.RegisterFlags(s)
+		return func() (startFunc, error) {
+			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return cachesvc.Run(ctx, cfg, nc, log)
+			}, cfg.Validate()
+		}
+	}},
+	"dbsvc": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+		cfg := dbsvc.DefaultConfig()
+		cfg.RegisterFlags(s)
+		return func() (startFunc, error) {
+			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return dbsvc.Run(ctx, cfg, nc, log)
+			}, cfg.Validate()
+		}
+	}},
+	"balancer": {usesNATS: false, setup: func(s *envflag.Set) func() (startFunc, error) {
+		cfg := balancer.DefaultConfig()
+		cfg.RegisterFlags(s)
+		return func() (startFunc, error) {
+			return func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
+				return balancer.Run(ctx, cfg, log)
+			}, cfg.Validate()
+		}
+	}},
+}
+
+// drainTimeout bounds the final drain of a role's NATS connection.
+const drainTimeout = 10 * time.Second
+
+// runRole runs one role against an external NATS server.
+func runRole(ctx context.Context, name string, r role, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scalelab "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s := envflag.New(fs, getenv)
+	var c common
+	c.register(s, r.usesNATS)
+	prepare := r.setup(s)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageErr(err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr(fmt.Errorf("%s: unexpected arguments %q", name, fs.Args()))
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return usageErr(err)
+	}
+	start, err := prepare()
+	if err = errors.Join(s.Err(), err); err != nil {
+		return usageErr(err)
+	}
+	var nc *nats.Conn
+	if r.usesNATS {
+		nc, err = natsconn.Connect(ctx, natsconn.Options{URL: c.NATSURL, Name: "scalelab-" + name}, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted while waiting for NATS
+			}
+			return err
+		}
+	}
+	err = start(ctx, nc, log)
+	if r.usesNATS {
+		if derr := natsconn.Close(nc, drainTimeout); derr != nil {
+			log.Warn("nats drain", "err", derr)
+		}
+	}
+	return err
+}
+
+// defaultID is DESIGN.md's default role id: hostname and port.
+func defaultID(addr string) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "" && port != "0" {
+		return host + ":" + port
+	}
+	return host
+}
+
+// runToken prints a token signed with SCALELAB_JWT_SECRET.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scalelab token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s := envflag.New(fs, getenv)
+	var sub, scope string
+	var ttl time.Duration
+	s.String(&sub, "sub", "", "dev", "subject (user name) of the token")
+	s.String(&scope, "scope", "", strings.Join(auth.AllScopes, " "), "space-separated scopes")
+	s.Duration(&ttl, "ttl", "", time.Hour, "lifetime of the token")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageErr(err)
+	}
+	keys := auth.KeysFromEnv(getenv)
+	var errs []error
+	if err := keys.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("token: %w", err))
+	}
+	if sub == "" {
+		errs = append(errs, errors.New("token: --sub must not be empty"))
+	}
+	if ttl <= 0 {
+		errs = append(errs, fmt.Errorf("token: --ttl must be positive, got %v", ttl))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageErr(err)
+	}
+	tok, _, err := keys.Issue(sub, strings.Fields(scope), ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/scalelab/scalelab/internal/auth"
+)
+
+// syncBuffer is a bytes.Buffer safe to write from run's goroutines while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func eventually(t *testing.T, within time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for err := check(); err != nil; err = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not met after %v: %v", within, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// platform is a running `scalelab up` started by startUp.
+type platform struct {
+	base   string // balancer URL
+	token  string
+	stdout *syncBuffer
+	stderr *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+var (
+	balancerLine = regexp.MustCompile(`balancer\s+(http://\S+)`)
+	tokenLine    = regexp.MustCompile(`export TOKEN=(\S+)`)
+)
+
+// startUp runs `scalelab up` in-process on random ports over dir and
+// waits until its API answers through the balancer.
+func startUp(t *testing.T, dir string, extra ...string) *platform {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	p := &platform{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	args := append([]string{"up", "--data", dir,
+		"--addr", "127.0.0.1:0", "--gateway-addrs", "127.0.0.1:0,127.0.0.1:0",
+		"--dbsvc-addr", "127.0.0.1:0", "--cachesvc-addr", "127.0.0.1:0",
+		"--nats-port", "-1", "--nats-http-port", "0",
+		"--seed-rows", "20000", "--report-duration", "200ms", "--shutdown-timeout", "2s",
+		"--log-format", "json", "--log-level", "debug",
+	}, extra...)
+	go func() { p.done <- run(ctx, args, env(nil), p.stdout, p.stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr (tail):\n%s", p.stdout, tail(p.stderr.String(), 6000))
+		}
+	})
+	eventually(t, 60*time.Second, func() error {
+		select {
+		case err := <-p.done:
+			t.Fatalf("run returned early: %v\nstderr:\n%s", err, tail(p.stderr.String(), 4000))
+		default:
+		}
+		out := p.stdout.String()
+		b, tok := balancerLine.FindStringSubmatch(out), tokenLine.FindStringSubmatch(out)
+		if b == nil || tok == nil {
+			return fmt.Errorf("no banner yet")
+		}
+		p.base, p.token = b[1], tok[1]
+		return nil
+	})
+	eventually(t, 60*time.Second, func() error {
+		res := p.do(t, "GET", "/readyz", "", nil)
+		if res.status != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %d", res.status)
+		}
+		return nil
+	})
+	return p
+}
+
+// stop cancels run and checks that it returns nil (a clean drain).
+func (p *platform) stop(t *testing.T) {
+	t.Helper()
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("run() after cancel = %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run() did not return 30s after cancel")
+	}
+	p.done <- nil // for the cleanup
+}
+
+type response struct {
+	status   int
+	header   http.Header
+	body     []byte
+	servedBy string
+}
+
+var client = &http.Client{
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func (p *platform) do(t *testing.T, method, path, auth string, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, p.base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: b, servedBy: res.Header.Get("X-Served-By")}
+}
+
+func decodeJSON[T any](t *testing.T, r response) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+	return v
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// TestUpEndToEnd is the lab's walk-through, through the balancer of a
+// real `scalelab up`: token → /data twice (the second cached) → /process →
+// /longtask → poll the task until it succeeded.
+func TestUpEndToEnd(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	bearer := "Bearer " + p.token
+
+	// /data: a miss, then a hit.
+	type dataResp struct {
+		Cached bool            `json:"cached"`
+		Data   json.RawMessage `json:"data"`
+	}
+	first := p.do(t, "GET", "/data", bearer, nil)
+	if first.status != http.StatusOK {
+		t.Fatalf("GET /data = %d %s, want 200", first.status, first.body)
+	}
+	d1 := decodeJSON[dataResp](t, first)
+	if d1.Cached {
+		t.Errorf("first GET /data cached = true, want false")
+	}
+	second := p.do(t, "GET", "/data", "Bearer "+p.token, nil)
+	d2 := decodeJSON[dataResp](t, second)
+	if !d2.Cached {
+		t.Errorf("second GET /data cached = false, want true")
+	}
+	if !bytes.Equal(d1.Data, d2.Data) {
+		t.Errorf("cached data differs from the database's:\n%s\n%s", d1.Data, d2.Data)
+	}
+	var report struct {
+		Message     string `json:"message"`
+		RowsScanned int64  `json:"rows_scanned"`
+	}
+	if err := json.Unmarshal(d1.Data, &report); err != nil || report.RowsScanned < 20000 {
+		t.Errorf("data = %s (err %v), want a report over >= 20000 rows", d1.Data, err)
+	}
+	if first.header.Get("X-Request-ID") == "" {
+		t.Errorf("no X-Request-ID in the response")
+	}
+
+	// The lab's bare "Authorization: <token>" works too.
+	proc := p.do(t, "GET", "/process", p.token, nil)
+	if proc.status != http.StatusOK {
+		t.Fatalf("GET /process = %d %s, want 200", proc.status, proc.body)
+	}
+	if got := decodeJSON[map[string]any](t, proc)["message"]; got != "Business logic executed" {
+		t.Errorf("GET /process message = %q, want %q", got, "Business logic executed")
+	}
+
+	// Round robin: consecutive requests alternate between the 2 gateways.
+	var served []string
+	for range 6 {
+		r := p.do(t, "GET", "/process", bearer, nil)
+		if r.servedBy == "" {
+			t.Fatalf("GET /process: no X-Served-By")
+		}
+		served = append(served, r.servedBy)
+	}
+	for i := 2; i < len(served); i++ {
+		if served[i] != served[i-2] || served[i] == served[i-1] {
+			t.Fatalf("X-Served-By sequence = %q, want two gateways alternating", served)
+		}
+	}
+
+	// /longtask → 202 → poll until succeeded.
+	sub := p.do(t, "POST", "/longtask", bearer, []byte(`{"task":"report"}`))
+	if sub.status != http.StatusAccepted {
+		t.Fatalf("POST /longtask = %d %s, want 202", sub.status, sub.body)
+	}
+	queued := decodeJSON[struct {
+		Status    string `json:"status"`
+		TaskID    string `json:"task_id"`
+		StatusURL string `json:"status_url"`
+	}](t, sub)
+	if queued.Status != "Task queued" || queued.TaskID == "" || queued.StatusURL != "/tasks/"+queued.TaskID {
+		t.Fatalf("POST /longtask body = %s", sub.body)
+	}
+	var rec struct {
+		State    string          `json:"state"`
+		Attempts int             `json:"attempts"`
+		Progress int             `json:"progress"`
+		Result   json.RawMessage `json:"result"`
+		Worker   string          `json:"worker"`
+	}
+	eventually(t, 30*time.Second, func() error {
+		r := p.do(t, "GET", queued.StatusURL, bearer, nil)
+		if r.status != http.StatusOK {
+			return fmt.Errorf("GET %s = %d %s", queued.StatusURL, r.status, r.body)
+		}
+		rec = decodeJSON[struct {
+			State    string          `json:"state"`
+			Attempts int             `json:"attempts"`
+			Progress int             `json:"progress"`
+			Result   json.RawMessage `json:"result"`
+			Worker   string          `json:"worker"`
+		}](t, r)
+		if rec.State != "succeeded" {
+			return fmt.Errorf("task state = %q", rec.State)
+		}
+		return nil
+	})
+	if rec.Attempts != 1 || rec.Progress != 100 || len(rec.Result) == 0 || rec.Worker == "" {
+		t.Errorf("task record = %+v, want 1 attempt, 100%% progress, a result and a worker", rec)
+	}
+	// The lab's "watch the worker logs".
+	for _, want := range []string{`"msg":"task started"`, `"msg":"task completed"`, `"task_id":"` + queued.TaskID + `"`} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("worker logs lack %s", want)
+		}
+	}
+
+	p.stop(t)
+}
+
+// TestUpRejectsBadInput sends what a careless or hostile client would:
+// every answer is a 4xx with the JSON error body, never a 5xx.
+func TestUpRejectsBadInput(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	otherKey := auth.Keys{Secret: []byte(strings.Repeat("k", 32)), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+	wrongKey, _, _ := otherKey.Issue("dev", auth.AllScopes, time.Hour, time.Now())
+	header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+	claims := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":"dev","iss":"scalelab","aud":"scalelab-api","exp":%d,"scope":"data:read"}`, time.Now().Add(time.Hour).Unix())))
+	algNone := header + "." + claims + "."
+	parts := strings.Split(p.token, ".")
+	tampered := parts[0] + "." + claims + "." + parts[2]
+	hs384, _ := jwt.NewWithClaims(jwt.SigningMethodHS384, jwt.MapClaims{"sub": "dev", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("x"))
+
+	tests := []struct {
+		name         string
+		method, path string
+		auth         string
+		body         string
+		wantStatus   int
+		wantCode     string
+	}{
+		{"no token", "GET", "/data", "", "", 401, "unauthorized"},
+		{"garbage token", "GET", "/data", "Bearer not.a.jwt", "", 401, "unauthorized"},
+		{"wrong scheme", "GET", "/data", "Basic dXNlcjpwYXNz", "", 401, "unauthorized"},
+		{"alg none", "GET", "/data", "Bearer " + algNone, "", 401, "unauthorized"},
+		{"other key", "GET", "/data", "Bearer " + wrongKey, "", 401, "unauthorized"},
+		{"tampered claims", "GET", "/data", "Bearer " + tampered, "", 401, "unauthorized"},
+		{"HS384", "GET", "/data", "Bearer " + hs384, "", 401, "unauthorized"},
+		{"malformed JSON", "POST", "/longtask", "Bearer " + p.token, `{"task":`, 400, "invalid"},
+		{"not an object", "POST", "/longtask", "Bearer " + p.token, `[1,2]`, 400, "invalid"},
+		{"no task type", "POST", "/longtask", "Bearer " + p.token, `{}`, 400, "invalid"},
+		{"unknown task type", "POST", "/longtask", "Bearer " + p.token, `{"task":"rm -rf"}`, 400, "invalid"},
+		{"sleep too long", "POST", "/longtask", "Bearer " + p.token, `{"task":"sleep","duration_ms":99999999999}`, 400, "invalid"},
+		{"body too large", "POST", "/longtask", "Bearer " + p.token, `{"task":"noop","pad":"` + strings.Repeat("x", 200<<10) + `"}`, 413, "too_large"},
+		{"bad task id", "GET", "/tasks/..%2Fetc", "Bearer " + p.token, "", 400, "invalid"},
+		{"unknown task id", "GET", "/tasks/nosuchtask", "Bearer " + p.token, "", 404, "not_found"},
+		{"unknown route", "GET", "/nope", "Bearer " + p.token, "", 404, "not_found"},
+		{"wrong method", "DELETE", "/data", "Bearer " + p.token, "", 405, "unsupported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			r := p.do(t, tt.method, tt.path, tt.auth, body)
+			if r.status != tt.wantStatus {
+				t.Errorf("%s %s = %d %s, want %d", tt.method, tt.path, r.status, r.body, tt.wantStatus)
+			}
+			var e struct {
+				Error struct {
+					Code    string `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code != tt.wantCode || e.Error.Message == "" {
+				t.Errorf("body = %s, want a JSON error with code %q", r.body, tt.wantCode)
+			}
+		})
+	}
+	p.stop(t)
+}
+
+// TestUpRestartKeepsQueuedTasks stops `up` with tasks queued and checks
+// that a second `up` on the same data directory runs them all.
+func TestUpRestartKeepsQueuedTasks(t *testing.T) {
+	dir := t.TempDir()
+	p := startUp(t, dir, "--workers", "1", "--worker-concurrency", "1")
+	var ids []string
+	for range 5 {
+		r := p.do(t, "POST", "/longtask", "Bearer "+p.token, []byte(`{"task":"sleep","duration_ms":300}`))
+		if r.status != http.StatusAccepted {
+			t.Fatalf("POST /longtask = %d %s", r.status, r.body)
+		}
+		ids = append(ids, decodeJSON[map[string]string](t, r)["task_id"])
+	}
+	last := p.do(t, "GET", "/tasks/"+ids[len(ids)-1], "Bearer "+p.token, nil)
+	if st := decodeJSON[map[string]any](t, last)["state"]; st != "queued" {
+		t.Fatalf("last task state before stop = %v, want queued", st)
+	}
+	p.stop(t)
+
+	p = startUp(t, dir)
+	for _, id := range ids {
+		eventually(t, 30*time.Second, func() error {
+			r := p.do(t, "GET", "/tasks/"+id, "Bearer "+p.token, nil)
+			if st := decodeJSON[map[string]any](t, r)["state"]; st != "succeeded" {
+				return fmt.Errorf("task %s state = %v", id, st)
+			}
+			return nil
+		})
+	}
+	p.stop(t)
+}

@@ -1,0 +1,103 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// Config is the worker's configuration.
+type Config struct {
+	// ID names this worker in logs, task records and process replies.
+	ID string
+	// Addr is the ops HTTP address; empty disables ops HTTP.
+	Addr string
+	// Listener, when set, is served for ops instead of listening on Addr.
+	Listener net.Listener
+	// Concurrency is how many tasks this worker runs at once. It also sizes
+	// the pull buffer, so a worker never holds tasks it is not running.
+	Concurrency int
+	// AckWait is how long JetStream waits for an ack (or an InProgress
+	// heartbeat) before it redelivers a task to another worker.
+	AckWait time.Duration
+	// MaxAttempts is how many times a task is tried before it fails.
+	MaxAttempts int
+	// TaskTimeout cancels a handler that runs longer.
+	TaskTimeout time.Duration
+	// RetryDelay is the base of the exponential back-off between attempts.
+	RetryDelay time.Duration
+	// ReportDuration is how long the lab's report task works.
+	ReportDuration time.Duration
+	// ShutdownTimeout is how long running tasks may take to finish on
+	// shutdown before they are interrupted and handed back to the queue.
+	ShutdownTimeout time.Duration
+	// Provision sizes the TASKS stream and tasks bucket.
+	Provision task.ProvisionConfig
+	// Handlers adds or replaces task handlers by type; tests use it.
+	Handlers map[string]Handler
+}
+
+// DefaultConfig returns the defaults of DESIGN.md.
+func DefaultConfig() Config {
+	return Config{
+		Concurrency:     4,
+		AckWait:         30 * time.Second,
+		MaxAttempts:     5,
+		TaskTimeout:     15 * time.Minute,
+		RetryDelay:      time.Second,
+		ReportDuration:  5 * time.Second,
+		ShutdownTimeout: 10 * time.Second,
+		Provision:       task.DefaultProvisionConfig(),
+	}
+}
+
+// RegisterFlags defines the worker's flags on s, with SCALELAB_* fallbacks.
+func (c *Config) RegisterFlags(s *envflag.Set) {
+	s.String(&c.ID, "id", "SCALELAB_ID", c.ID, "worker id shown in logs and task records")
+	s.String(&c.Addr, "addr", "SCALELAB_ADDR", c.Addr, "ops HTTP address for /healthz, /readyz, /metrics (empty: none)")
+	s.Int(&c.Concurrency, "concurrency", "SCALELAB_CONCURRENCY", c.Concurrency, "tasks run at once by this worker")
+	s.Duration(&c.AckWait, "ack-wait", "SCALELAB_ACK_WAIT", c.AckWait, "redeliver a task whose worker went silent for this long")
+	s.Int(&c.MaxAttempts, "max-attempts", "SCALELAB_MAX_ATTEMPTS", c.MaxAttempts, "attempts before a task fails")
+	s.Duration(&c.TaskTimeout, "task-timeout", "SCALELAB_TASK_TIMEOUT", c.TaskTimeout, "cancel a task running longer")
+	s.Duration(&c.RetryDelay, "retry-delay", "SCALELAB_RETRY_DELAY", c.RetryDelay, "base delay between attempts (doubles each attempt)")
+	s.Duration(&c.ReportDuration, "report-duration", "SCALELAB_REPORT_DURATION", c.ReportDuration, "how long the report task works")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for running tasks on shutdown")
+	s.Int(&c.Provision.Replicas, "replicas", "SCALELAB_REPLICAS", c.Provision.Replicas, "JetStream replicas for TASKS and tasks (3 on a cluster)")
+}
+
+// Validate reports every bad setting at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("worker: --id must not be empty"))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 1024 {
+		errs = append(errs, fmt.Errorf("worker: --concurrency must be 1..1024, got %d", c.Concurrency))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("worker: --ack-wait must be at least 1s, got %v", c.AckWait))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("worker: --max-attempts must be at least 1, got %d", c.MaxAttempts))
+	}
+	if c.TaskTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("worker: --task-timeout must be positive, got %v", c.TaskTimeout))
+	}
+	if c.RetryDelay < 0 {
+		errs = append(errs, fmt.Errorf("worker: --retry-delay must not be negative, got %v", c.RetryDelay))
+	}
+	if c.ReportDuration < 0 {
+		errs = append(errs, fmt.Errorf("worker: --report-duration must not be negative, got %v", c.ReportDuration))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("worker: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
+	}
+	if c.Provision.Replicas < 1 || c.Provision.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("worker: --replicas must be 1..5, got %d", c.Provision.Replicas))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,18 @@
+// Package worker is the business-logic role. It owns:
+//
+//   - the micro service "process" on the subject svc.process (ProcessSubject),
+//     the lab's synchronous /process endpoint, load balanced over workers by
+//     the service's queue group;
+//   - the durable pull consumer "workers" on the stream TASKS: every worker
+//     pulls from the same consumer, so each task goes to exactly one of them;
+//   - the task handlers (report, sleep, noop), registered by type name;
+//   - the lifecycle of a task record while it runs:
+//     queued → running → succeeded | failed (or back to queued for a retry).
+//
+// A task message is acked only after its outcome is recorded, so a worker
+// that dies mid-task loses nothing: JetStream redelivers the message to
+// another worker when the ack wait runs out.
+//
+// The worker has no public HTTP; with --addr set it serves /healthz, /readyz
+// and /metrics.
+package worker

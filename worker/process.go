@@ -1,0 +1,86 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/natsconn"
+)
+
+// ProcessSubject is the subject of the sync business-logic endpoint.
+const ProcessSubject = "svc.process"
+
+// ProcessService is the micro service name, as `nats micro ls` shows it.
+const ProcessService = "process"
+
+// ProcessReply is the reply of the process endpoint (and of GET /process).
+type ProcessReply struct {
+	Message   string `json:"message"`
+	Worker    string `json:"worker"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// addProcessService registers the process micro service. Every worker adds
+// its own instance; micro's default queue group spreads requests over them.
+func addProcessService(nc *nats.Conn, id string, log *slog.Logger) (micro.Service, error) {
+	handler := micro.HandlerFunc(func(req micro.Request) {
+		rid := req.Headers().Get(natsconn.RequestIDHeader)
+		reply := ProcessReply{Message: "Business logic executed", Worker: id, RequestID: rid}
+		if err := req.RespondJSON(reply); err != nil {
+			log.Warn("process reply", "request_id", rid, "err", err)
+			return
+		}
+		log.Debug("process served", "request_id", rid)
+	})
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ProcessService,
+		Version:     "1.0.0",
+		Description: "scalelab sync business logic (the lab's /process)",
+		Metadata:    map[string]string{"worker": id},
+		Endpoint:    &micro.EndpointConfig{Subject: ProcessSubject, Handler: handler},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service %s: %w", ProcessService, err)
+	}
+	return svc, nil
+}
+
+// ProcessClient calls the process service.
+type ProcessClient struct {
+	nc      *nats.Conn
+	timeout time.Duration
+}
+
+// NewProcessClient returns a client whose calls give up after timeout
+// unless the context ends sooner.
+func NewProcessClient(nc *nats.Conn, timeout time.Duration) *ProcessClient {
+	return &ProcessClient{nc: nc, timeout: timeout}
+}
+
+// Process runs the business logic on some worker. Its errors are
+// *apperr.Error: Unavailable when no worker answers.
+func (c *ProcessClient) Process(ctx context.Context, requestID string) (ProcessReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	msg := nats.NewMsg(ProcessSubject)
+	msg.Header.Set(natsconn.RequestIDHeader, requestID)
+	resp, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return ProcessReply{}, natsconn.RequestError("process service", err)
+	}
+	if err := apperr.FromNATSReply(resp); err != nil {
+		return ProcessReply{}, err
+	}
+	var reply ProcessReply
+	if err := json.Unmarshal(resp.Data, &reply); err != nil {
+		return ProcessReply{}, fmt.Errorf("decode process reply: %w", err)
+	}
+	return reply, nil
+}

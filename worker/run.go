@@ -1,0 +1,187 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scalelab/scalelab/internal/httpserver"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// Run serves the process service and runs tasks until ctx is cancelled,
+// then stops taking work, lets running tasks finish within
+// cfg.ShutdownTimeout, hands the rest back to the queue, and returns.
+// The caller owns nc and drains it after Run returns.
+func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
+	log = log.With("role", "worker", "worker", cfg.ID)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("worker: jetstream: %w", err)
+	}
+	var store *task.Store
+	var cons jetstream.Consumer
+	err = natsconn.Retry(ctx, log, "provision tasks", func(ctx context.Context) error {
+		var err error
+		if store, err = task.Provision(ctx, js, cfg.Provision); err != nil {
+			return err
+		}
+		cons, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it was ready: nothing to drain
+		}
+		return fmt.Errorf("worker: %w", err)
+	}
+
+	reg := ops.NewRegistry()
+	r := newRunner(cfg, store, newMetrics(reg), log)
+
+	svc, err := addProcessService(nc, cfg.ID, log)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	log.Info("worker started", "stream", task.Stream, "consumer", task.Consumer,
+		"process_subject", ProcessSubject, "concurrency", cfg.Concurrency)
+
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Addr != "" || cfg.Listener != nil {
+		hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: 5 * time.Second}
+		ln, err := httpserver.Listen(hc)
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("worker: %w", err)
+		}
+		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(reg, ops.NATSReady(nc)), log) })
+	}
+	r.start(cons)
+	g.Go(func() error {
+		<-gctx.Done()
+		// Stop taking work first: no new process requests, no new pulls.
+		r.stopTaking()
+		if err := svc.Stop(); err != nil {
+			log.Warn("stop process service", "err", err)
+		}
+		r.finish(cfg.ShutdownTimeout)
+		log.Info("worker stopped")
+		return nil
+	})
+	return g.Wait()
+}
+
+// consumerConfig is the durable consumer every worker shares.
+func consumerConfig(cfg Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       task.Consumer,
+		Description:   "scalelab workers: one queue shared by all workers",
+		FilterSubject: task.SubjectPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		// Attempts are counted and enforced by the worker (which records
+		// the outcome), not by the server: a server-side limit would strand
+		// a task whose last delivery died with its worker in "running".
+		MaxDeliver:    -1,
+		MaxAckPending: 10_000,
+	}
+}
+
+// runner runs tasks with at most cfg.Concurrency at once.
+//
+// Each of its cfg.Concurrency slots pulls one message only when it is free
+// (Next, a pull request for one message), rather than a Consume callback
+// fed from a prefetch buffer: a buffered message would wait behind a long
+// task while its ack wait runs out, and be redelivered to a second worker.
+type runner struct {
+	cfg      Config
+	store    *task.Store
+	handlers map[string]Handler
+	metrics  *metrics
+	log      *slog.Logger
+
+	// pullCtx ends when shutdown starts: slots stop pulling. A pull request
+	// cancelled this way is withdrawn (the server sees no more interest).
+	pullCtx    context.Context
+	stopTaking context.CancelFunc
+	// taskCtx is the parent of every handler's context. It is not the run
+	// ctx: on shutdown, running tasks get a grace period before it ends.
+	taskCtx    context.Context
+	cancelTask context.CancelFunc
+	slots      sync.WaitGroup
+}
+
+func newRunner(cfg Config, store *task.Store, m *metrics, log *slog.Logger) *runner {
+	handlers := builtinHandlers(cfg)
+	for typ, h := range cfg.Handlers {
+		handlers[typ] = h
+	}
+	pullCtx, stopTaking := context.WithCancel(context.Background())
+	taskCtx, cancelTask := context.WithCancel(context.Background())
+	return &runner{
+		cfg: cfg, store: store, handlers: handlers, metrics: m, log: log,
+		pullCtx: pullCtx, stopTaking: stopTaking,
+		taskCtx: taskCtx, cancelTask: cancelTask,
+	}
+}
+
+// start runs the slots; finish stops them.
+func (r *runner) start(cons jetstream.Consumer) {
+	for range r.cfg.Concurrency {
+		r.slots.Add(1)
+		go func() {
+			defer r.slots.Done()
+			r.pull(cons)
+		}()
+	}
+}
+
+// pull is one slot: fetch a task, run it, repeat until stopTaking.
+func (r *runner) pull(cons jetstream.Consumer) {
+	backoff := 100 * time.Millisecond
+	for r.pullCtx.Err() == nil {
+		msg, err := cons.Next(jetstream.FetchContext(r.pullCtx))
+		switch {
+		case err == nil:
+			backoff = 100 * time.Millisecond
+			r.handle(msg)
+		case r.pullCtx.Err() != nil:
+			return
+		case errors.Is(err, nats.ErrTimeout):
+			// The pull request expired with nothing queued: pull again.
+		default:
+			// NATS is reconnecting or the consumer is being recreated.
+			r.log.Warn("pull task", "err", err, "retry_in", backoff)
+			select {
+			case <-r.pullCtx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+}
+
+// finish waits up to grace for running tasks, then cancels them; cancelled
+// tasks are handed back to the queue by handle.
+func (r *runner) finish(grace time.Duration) {
+	r.stopTaking()
+	done := make(chan struct{})
+	go func() { r.slots.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		r.log.Warn("grace period over, interrupting running tasks", "grace", grace)
+		r.cancelTask()
+		<-done
+	}
+	r.cancelTask()
+}

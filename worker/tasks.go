@@ -1,0 +1,234 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// errAlreadyDone stops a record update for a task that already finished:
+// a redelivery after the outcome was recorded but before the ack landed.
+var errAlreadyDone = errors.New("worker: task already finished")
+
+// recordTimeout bounds each task record read or write.
+const recordTimeout = 5 * time.Second
+
+// handle runs one delivery of a task and settles its message: ack after the
+// outcome is recorded, nak (with back-off) to retry, term when it failed for
+// good. It never returns an error: every outcome is a message settlement.
+func (r *runner) handle(msg jetstream.Msg) {
+	var env task.Envelope
+	if err := json.Unmarshal(msg.Data(), &env); err != nil || !task.ValidID(env.ID) {
+		// A message nobody can parse will never succeed: drop it, loudly.
+		r.log.Error("malformed task message dropped", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason("malformed task message")
+		return
+	}
+	attempt := 1
+	if meta, err := msg.Metadata(); err == nil {
+		attempt = int(meta.NumDelivered)
+	}
+	log := r.log.With("task_id", env.ID, "task_type", env.Type, "attempt", attempt,
+		"request_id", msg.Headers().Get(natsconn.RequestIDHeader))
+
+	h, ok := r.handlers[env.Type]
+	if !ok {
+		r.fail(msg, env.ID, attempt, fmt.Errorf("no handler for task type %q", env.Type), log)
+		return
+	}
+	if attempt > r.cfg.MaxAttempts {
+		// The previous attempt died with its worker; don't run it again.
+		r.fail(msg, env.ID, attempt-1, fmt.Errorf("gave up after %d attempts", r.cfg.MaxAttempts), log)
+		return
+	}
+
+	_, err := r.update(env.ID, func(rec *task.Record) error {
+		if rec.State.Terminal() {
+			return errAlreadyDone
+		}
+		now := time.Now().UTC()
+		rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, attempt, r.cfg.ID, &now
+		return nil
+	})
+	switch {
+	case errors.Is(err, errAlreadyDone):
+		log.Info("task already finished, dropping duplicate delivery")
+		_ = msg.Ack()
+		return
+	case errors.Is(err, task.ErrNotFound):
+		log.Error("task record missing (expired?), dropping task")
+		_ = msg.TermWithReason("task record missing")
+		return
+	case err != nil:
+		log.Warn("cannot mark task running, retrying later", "err", err)
+		_ = msg.NakWithDelay(r.backoff(attempt))
+		return
+	}
+
+	log.Info("task started")
+	r.metrics.running.Inc()
+	start := time.Now()
+	result, herr := r.run(h, msg, &Task{
+		ID: env.ID, Type: env.Type, Payload: env.Payload, Attempt: attempt,
+		progress: func(pct int, text string) {
+			if _, err := r.update(env.ID, func(rec *task.Record) error {
+				rec.Progress, rec.ProgressMessage = pct, text
+				return nil
+			}); err != nil {
+				log.Warn("record progress", "err", err)
+			}
+		},
+	})
+	r.metrics.running.Dec()
+	elapsed := time.Since(start)
+	r.metrics.duration.WithLabelValues(env.Type).Observe(elapsed.Seconds())
+	log = log.With("duration_ms", elapsed.Milliseconds())
+
+	switch {
+	case herr == nil:
+		r.succeed(msg, env, result, log)
+	case r.taskCtx.Err() != nil:
+		// Shutdown interrupted the task: hand it back now so another
+		// worker starts it at once, not after the ack wait.
+		r.requeue(msg, env.ID, "interrupted by worker shutdown", 0, log)
+		r.metrics.outcomes.WithLabelValues(env.Type, "interrupted").Inc()
+	case IsPermanent(herr) || attempt >= r.cfg.MaxAttempts:
+		r.fail(msg, env.ID, attempt, herr, log)
+	default:
+		delay := r.backoff(attempt)
+		log.Warn("task attempt failed, will retry", "err", herr, "retry_in", delay)
+		r.requeue(msg, env.ID, herr.Error(), delay, log)
+		r.metrics.outcomes.WithLabelValues(env.Type, "retried").Inc()
+	}
+}
+
+// run calls the handler under the task timeout, keeping the message alive
+// with InProgress heartbeats so a long task is not redelivered while it
+// runs. A panicking handler fails its attempt instead of the worker.
+func (r *runner) run(h Handler, msg jetstream.Msg, t *Task) (result any, err error) {
+	ctx, cancel := context.WithTimeout(r.taskCtx, r.cfg.TaskTimeout)
+	defer cancel()
+	go func() {
+		tick := time.NewTicker(max(r.cfg.AckWait/3, 100*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("task handler panicked: %v", p)
+		}
+	}()
+	return h(ctx, t)
+}
+
+func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *slog.Logger) {
+	raw, err := json.Marshal(result)
+	if err != nil {
+		r.fail(msg, env.ID, 0, Permanent(fmt.Errorf("encode result: %w", err)), log)
+		return
+	}
+	if _, err := r.update(env.ID, func(rec *task.Record) error {
+		now := time.Now().UTC()
+		rec.State, rec.Result, rec.Error, rec.Progress, rec.FinishedAt = task.Succeeded, raw, "", 100, &now
+		return nil
+	}); err != nil {
+		// The work is done but not recorded: run it again rather than
+		// report nothing. Handlers are written to be safely repeatable.
+		log.Error("record task success, retrying task", "err", err)
+		_ = msg.NakWithDelay(r.cfg.RetryDelay)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil {
+		// The record says succeeded; a redelivery is dropped as a duplicate.
+		log.Warn("ack task", "err", err)
+	}
+	log.Info("task completed")
+	r.metrics.outcomes.WithLabelValues(env.Type, "succeeded").Inc()
+}
+
+// fail records a final failure and terminates the message.
+func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, log *slog.Logger) {
+	if _, err := r.update(id, func(rec *task.Record) error {
+		now := time.Now().UTC()
+		rec.State, rec.Error, rec.FinishedAt = task.Failed, cause.Error(), &now
+		if attempt > 0 {
+			rec.Attempts = attempt
+		}
+		return nil
+	}); err != nil && !errors.Is(err, task.ErrNotFound) {
+		log.Error("record task failure, retrying later", "err", err)
+		_ = msg.NakWithDelay(r.cfg.RetryDelay)
+		return
+	}
+	log.Error("task failed", "err", cause)
+	_ = msg.TermWithReason(truncate(cause.Error(), 200))
+	r.metrics.outcomes.WithLabelValues(typeOf(msg), "failed").Inc()
+}
+
+// requeue records that the task waits for another attempt and naks it.
+func (r *runner) requeue(msg jetstream.Msg, id, reason string, delay time.Duration, log *slog.Logger) {
+	if _, err := r.update(id, func(rec *task.Record) error {
+		rec.State, rec.Error = task.Queued, reason
+		return nil
+	}); err != nil {
+		log.Warn("record task requeue", "err", err)
+	}
+	var err error
+	if delay > 0 {
+		err = msg.NakWithDelay(delay)
+	} else {
+		err = msg.Nak()
+	}
+	if err != nil {
+		log.Warn("nak task", "err", err)
+	}
+}
+
+func (r *runner) update(id string, fn func(*task.Record) error) (*task.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	return r.store.Update(ctx, id, fn)
+}
+
+// backoff is the delay before attempt+1: exponential from RetryDelay,
+// capped at five minutes, with ±20 % jitter so failed tasks don't retry in
+// lockstep.
+func (r *runner) backoff(attempt int) time.Duration {
+	d := r.cfg.RetryDelay << min(attempt-1, 20)
+	d = min(d, 5*time.Minute)
+	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
+	return d - d/10 + jitter
+}
+
+func typeOf(msg jetstream.Msg) string {
+	s := msg.Subject()
+	if len(s) > len(task.SubjectPrefix) {
+		return s[len(task.SubjectPrefix):]
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
