@@ -1,0 +1,316 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/auth"
+)
+
+var testKeys = auth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+
+func eventually(t *testing.T, within time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for err := check(); err != nil; err = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not met after %v: %v", within, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func connect(t *testing.T, ns *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// runRole runs a role's Run in the background and checks, at cleanup, that
+// it returns nil after cancel.
+func runRole(t *testing.T, run func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() = %v, want nil", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("Run() did not return after cancel")
+		}
+	})
+}
+
+// startGateway runs a gateway over nc and returns its base URL once ready.
+func startGateway(t *testing.T, nc *nats.Conn) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Listener, cfg.JWT = "gw-test", ln, testKeys
+	cfg.RequestTimeout, cfg.ShutdownTimeout = 2*time.Second, 2*time.Second
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	runRole(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, quietLog()) })
+	base := "http://" + ln.Addr().String()
+	eventually(t, 10*time.Second, func() error {
+		if r := get(t, base+"/readyz", ""); r.status != 200 {
+			return fmt.Errorf("readyz = %d", r.status)
+		}
+		return nil
+	})
+	return base
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func get(t *testing.T, url, token string) result {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return result{res.StatusCode, res.Header, b}
+}
+
+func errorCode(t *testing.T, r result) string {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(r.body, &e); err != nil {
+		t.Fatalf("error body %q is not JSON: %v", r.body, err)
+	}
+	return e.Error.Code
+}
+
+func token(t *testing.T, scopes ...string) string {
+	t.Helper()
+	tok, _, err := testKeys.Issue("tester", scopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestBusDownIs503 stops NATS under a running gateway: API calls answer
+// 503 JSON at once instead of waiting out a timeout, and /readyz says so.
+func TestBusDownIs503(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	nc := connect(t, ns)
+	base := startGateway(t, nc)
+	tok := token(t, auth.AllScopes...)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventually(t, 5*time.Second, func() error {
+		if nc.IsConnected() {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+	for _, path := range []string{"/data", "/process", "/tasks/abc"} {
+		start := time.Now()
+		r := get(t, base+path, tok)
+		if r.status != http.StatusServiceUnavailable || errorCode(t, r) != "unavailable" {
+			t.Errorf("GET %s with NATS down = %d %s, want 503 unavailable", path, r.status, r.body)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("GET %s with NATS down took %v, want < 1s", path, d)
+		}
+		if r.header.Get("X-Served-By") != "gw-test" {
+			t.Errorf("GET %s: X-Served-By = %q, want gw-test", path, r.header.Get("X-Served-By"))
+		}
+	}
+	if r := get(t, base+"/readyz", ""); r.status != http.StatusServiceUnavailable {
+		t.Errorf("GET /readyz with NATS down = %d, want 503", r.status)
+	}
+	if r := get(t, base+"/healthz", ""); r.status != http.StatusOK {
+		t.Errorf("GET /healthz with NATS down = %d, want 200 (the process is alive)", r.status)
+	}
+}
+
+// TestServicesDownIs503: with NATS up but no dbsvc and no worker, the
+// routes that need them answer 503 quickly (no responders).
+func TestServicesDownIs503(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	base := startGateway(t, connect(t, ns))
+	tok := token(t, auth.AllScopes...)
+	for _, path := range []string{"/data", "/process"} {
+		start := time.Now()
+		r := get(t, base+path, tok)
+		if r.status != http.StatusServiceUnavailable || errorCode(t, r) != "unavailable" {
+			t.Errorf("GET %s without its service = %d %s, want 503 unavailable", path, r.status, r.body)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("GET %s without its service took %v, want < 1s", path, d)
+		}
+	}
+}
+
+// TestDataWithoutCacheReadsDatabase: with dbsvc up but no cache bucket
+// (cachesvc not started), /data still answers from the database every time.
+func TestDataWithoutCacheReadsDatabase(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	var queries atomic.Int64
+	dbCfg := dbsvc.DefaultConfig()
+	dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = t.TempDir(), 2000, &queries
+	dbLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbCfg.Listener = dbLn
+	dbNC := connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, quietLog()) })
+	base := startGateway(t, connect(t, ns))
+	tok := token(t, auth.ScopeDataRead)
+
+	eventually(t, 20*time.Second, func() error {
+		if r := get(t, base+"/data", tok); r.status != 200 {
+			return fmt.Errorf("GET /data = %d %s", r.status, r.body)
+		}
+		return nil
+	})
+	before := queries.Load()
+	for range 3 {
+		r := get(t, base+"/data", tok)
+		var body struct {
+			Cached bool `json:"cached"`
+		}
+		if err := json.Unmarshal(r.body, &body); err != nil || r.status != 200 || body.Cached {
+			t.Fatalf("GET /data without cache = %d %s, want 200 cached:false", r.status, r.body)
+		}
+	}
+	if got := queries.Load() - before; got != 3 {
+		t.Errorf("database queries for 3 uncached reads = %d, want 3", got)
+	}
+	m := get(t, base+"/metrics", "")
+	if !strings.Contains(string(m.body), `scalelab_gateway_cache_lookups_total{result="error"}`) {
+		t.Errorf("/metrics lacks the cache error counter")
+	}
+
+	// Once cachesvc provisions the bucket, the second read is a hit.
+	cacheLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cCfg := cachesvc.DefaultConfig()
+	cCfg.Listener = cacheLn
+	cNC := connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, quietLog()) })
+	eventually(t, 10*time.Second, func() error {
+		r := get(t, base+"/data", tok)
+		if !strings.Contains(string(r.body), `"cached":true`) {
+			return fmt.Errorf("GET /data = %s, want cached:true", r.body[:min(len(r.body), 40)])
+		}
+		return nil
+	})
+}
+
+// TestScopes: a valid token without the route's scope is refused with 403.
+func TestScopes(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	base := startGateway(t, connect(t, ns))
+	tests := []struct {
+		name   string
+		path   string
+		scopes []string
+		want   int
+	}{
+		{"data without data:read", "/data", []string{auth.ScopeTasksRead}, 403},
+		{"process without data:read", "/process", nil, 403},
+		{"task without tasks:read", "/tasks/abc", []string{auth.ScopeDataRead}, 403},
+		{"task with tasks:read", "/tasks/abc", []string{auth.ScopeTasksRead}, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := get(t, base+tt.path, token(t, tt.scopes...))
+			if r.status != tt.want {
+				t.Errorf("GET %s with scopes %q = %d %s, want %d", tt.path, tt.scopes, r.status, r.body, tt.want)
+			}
+		})
+	}
+}
+
+// TestConfigValidate names every bad setting, all at once.
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Addr = "", ""
+	cfg.JWT.Secret = []byte("short")
+	cfg.RequestTimeout, cfg.CacheTimeout, cfg.Provision.Replicas = 0, -1, 7
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil, want errors")
+	}
+	for _, want := range []string{"--id", "--addr", "SCALELAB_JWT_SECRET", "--request-timeout", "--cache-timeout", "--replicas"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %q, want it to name %s", err, want)
+		}
+	}
+	good := DefaultConfig()
+	good.ID, good.JWT = "gw", testKeys
+	if err := good.Validate(); err != nil {
+		t.Errorf("Validate() of a good config = %v, want nil", err)
+	}
+}
