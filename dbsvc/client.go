@@ -98,7 +98,7 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 	}
 	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return nil, requestError(subject, err)
+		return nil, natsconn.RequestError("database service", fmt.Errorf("request %s: %w", subject, err))
 	}
 	if err := apperr.FromNATSReply(reply); err != nil {
 		var aerr *apperr.Error
@@ -108,23 +108,4 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}
 	return reply, nil
-}
-
-// requestError translates a failed NATS request into an *apperr.Error where
-// the cause is that the service cannot be reached.
-func requestError(subject string, err error) error {
-	werr := fmt.Errorf("request %s: %w", subject, err)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return apperr.Wrap(werr, apperr.Unavailable, "database service is not available")
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return apperr.Wrap(werr, apperr.Unavailable, "database service did not answer in time")
-	case errors.Is(err, context.Canceled):
-		return apperr.Wrap(werr, apperr.Unavailable, "database request was cancelled")
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
-		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded),
-		errors.Is(err, nats.ErrInvalidConnection):
-		return apperr.Wrap(werr, apperr.Unavailable, "not connected to NATS")
-	}
-	return werr
 }

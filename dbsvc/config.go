@@ -36,10 +36,6 @@ type Config struct {
 	SeedRows int
 	// QueryTimeout bounds every database query.
 	QueryTimeout time.Duration
-	// Concurrency is how many NATS requests are served at once. SQLite in WAL
-	// mode runs readers in parallel, so more than one report can be computed
-	// at a time.
-	Concurrency int
 	// ShutdownTimeout bounds how long in-flight requests may take to finish.
 	ShutdownTimeout time.Duration
 	// Queries, when set, is incremented once for every database query the
@@ -57,7 +53,6 @@ func DefaultConfig() Config {
 		DataDir:         "./data",
 		SeedRows:        300_000,
 		QueryTimeout:    5 * time.Second,
-		Concurrency:     4,
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
@@ -69,7 +64,6 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.DataDir, "data", "SCALELAB_DATA", c.DataDir, "directory holding the database file "+DBFile)
 	s.Int(&c.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", c.SeedRows, "rows in the sales table when the database is first created")
 	s.Duration(&c.QueryTimeout, "query-timeout", "SCALELAB_QUERY_TIMEOUT", c.QueryTimeout, "maximum duration of one database query")
-	s.Int(&c.Concurrency, "concurrency", "SCALELAB_DB_CONCURRENCY", c.Concurrency, "NATS requests served at once")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "time allowed for in-flight requests at shutdown")
 }
 
@@ -92,9 +86,6 @@ func (c Config) Validate() error {
 	}
 	if c.QueryTimeout <= 0 {
 		errs = append(errs, errors.New("dbsvc: --query-timeout must be > 0"))
-	}
-	if c.Concurrency < 1 {
-		errs = append(errs, errors.New("dbsvc: --concurrency must be >= 1"))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("dbsvc: --shutdown-timeout must be > 0"))

@@ -29,13 +29,12 @@ func TestConfigFlags(t *testing.T) {
 				"SCALELAB_DATA":             "/var/lib/scalelab",
 				"SCALELAB_SEED_ROWS":        "42",
 				"SCALELAB_QUERY_TIMEOUT":    "2s",
-				"SCALELAB_DB_CONCURRENCY":   "3",
 				"SCALELAB_SHUTDOWN_TIMEOUT": "1m",
 			},
 			nil,
 			func(c *Config) {
 				c.Addr, c.DataDir, c.SeedRows = ":6000", "/var/lib/scalelab", 42
-				c.QueryTimeout, c.Concurrency, c.ShutdownTimeout = 2*time.Second, 3, time.Minute
+				c.QueryTimeout, c.ShutdownTimeout = 2*time.Second, time.Minute
 			},
 		},
 		{
@@ -98,7 +97,6 @@ func TestConfigValidate(t *testing.T) {
 		{"empty data", func(c *Config) { c.DataDir = "" }, []string{"dbsvc: --data must not be empty"}},
 		{"question mark in data", func(c *Config) { c.DataDir = "a?b" }, []string{"dbsvc: --data must not contain '?'"}},
 		{"zero query timeout", func(c *Config) { c.QueryTimeout = 0 }, []string{"dbsvc: --query-timeout must be > 0"}},
-		{"zero concurrency", func(c *Config) { c.Concurrency = 0 }, []string{"dbsvc: --concurrency must be >= 1"}},
 		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, []string{"dbsvc: --shutdown-timeout must be > 0"}},
 		{
 			"every problem at once",

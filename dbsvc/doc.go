@@ -21,7 +21,7 @@
 //     item_update.
 //
 // The data report is the expensive query the gateway caches: it reads every
-// row of sales (about 100 ms for the default 300,000 rows) and returns
+// row of sales (on the order of 100 ms for the default 300,000 rows) and returns
 // totals by region and the best-selling items. It is slow because it does
 // real work, never because it sleeps.
 package dbsvc

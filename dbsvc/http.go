@@ -36,7 +36,7 @@ func handleDB(st *store, log *slog.Logger) http.HandlerFunc {
 		log.Debug("http request")
 		rep, err := st.Report(r.Context())
 		if err != nil {
-			writeError(w, log, publicError(err), rid)
+			writeStoreError(w, r, log, err, rid)
 			return
 		}
 		writeJSON(w, log, http.StatusOK, rep)
@@ -56,7 +56,7 @@ func handleGetItem(st *store, log *slog.Logger) http.HandlerFunc {
 		}
 		it, err := st.Item(r.Context(), id)
 		if err != nil {
-			writeError(w, log, publicError(itemError(id, err)), rid)
+			writeStoreError(w, r, log, itemError(id, err), rid)
 			return
 		}
 		writeJSON(w, log, http.StatusOK, it)
@@ -71,6 +71,17 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 		w.Header().Set(natsconn.RequestIDHeader, rid)
 	}
 	return rid
+}
+
+// writeStoreError writes an error from the store. When the client has gone
+// away, the query was cancelled for that reason: nothing is wrong, and
+// nobody is listening for the answer.
+func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, rid string) {
+	if r.Context().Err() != nil {
+		log.Debug("client went away", "err", err)
+		return
+	}
+	writeError(w, log, publicError(err), rid)
 }
 
 // writeError logs err if it is the service's fault and writes it as the

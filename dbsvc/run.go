@@ -13,6 +13,11 @@ import (
 	"github.com/scalelab/scalelab/internal/ops"
 )
 
+// maxOpenConns bounds the database connections: one per NATS endpoint, and
+// the rest for HTTP requests, which net/http serves concurrently (SQLite in
+// WAL mode runs readers in parallel).
+const maxOpenConns = 8
+
 // Run serves until ctx is cancelled, then drains and returns.
 //
 // It validates cfg, binds the HTTP port, opens the database (creating and
@@ -50,7 +55,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		Path:         cfg.dbPath(),
 		SeedRows:     cfg.SeedRows,
 		QueryTimeout: cfg.QueryTimeout,
-		MaxOpenConns: cfg.Concurrency + 2, // the NATS requests, plus HTTP and /readyz
+		MaxOpenConns: maxOpenConns,
 		Queries:      cfg.Queries,
 		Metrics:      newMetrics(reg),
 	}, log)
@@ -63,7 +68,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("dbsvc: %w", err)
 	}
 
-	svc := newService(st, cfg.Concurrency, log)
+	svc := newService(st, log)
 	msvc, err := svc.register(nc)
 	if err != nil {
 		_ = ln.Close()

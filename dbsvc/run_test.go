@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,30 +161,74 @@ func TestRunCountsQueries(t *testing.T) {
 	nc := startNATS(t)
 	db := startDB(t, nc, t.TempDir(), testSeedRows)
 	ctx := t.Context()
+	httpClient := &http.Client{Timeout: 10 * time.Second}
 
-	// Concurrent reports run in parallel goroutines (and under -race, show
-	// that the service shares nothing unsafely).
-	const n = 8
+	// Concurrent reports over NATS and HTTP; under -race this also shows
+	// that the store is shared safely.
+	const n = 4
 	before := db.queries.Load()
 	var wg sync.WaitGroup
-	errs := make([]error, n)
+	errs := make([]error, 2*n)
 	for i := range n {
 		wg.Go(func() {
 			_, errs[i] = db.client.Data(ctx, "")
+		})
+		wg.Go(func() {
+			errs[n+i] = getOK(ctx, httpClient, db.url+"/db")
 		})
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Errorf("Data() #%d = %v, want nil error", i, err)
+			t.Errorf("report #%d = %v, want nil error", i, err)
 		}
 	}
 	if _, err := db.client.Item(ctx, "", 1); err != nil {
 		t.Fatalf("Item(1) = %v, want nil error", err)
 	}
-	if got, want := db.queries.Load()-before, int64(n+1); got != want {
+	if got, want := db.queries.Load()-before, int64(2*n+1); got != want {
 		t.Errorf("queries counted = %d, want %d", got, want)
 	}
+	metrics, err := getBody(ctx, httpClient, db.url+"/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics = %v", err)
+	}
+	for _, want := range []string{
+		`scalelab_db_queries_total{query="data"} 8`,
+		`scalelab_db_query_seconds_count{query="data"} 8`,
+		`scalelab_db_queries_total{query="item_update"} 0`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("GET /metrics does not contain %q", want)
+		}
+	}
+}
+
+// getOK gets url and returns an error unless the status is 200.
+func getOK(ctx context.Context, c *http.Client, url string) error {
+	_, err := getBody(ctx, c, url)
+	return err
+}
+
+// getBody gets url and returns its body, or an error unless the status is 200.
+func getBody(ctx context.Context, c *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: status %d, body %s", url, resp.StatusCode, body)
+	}
+	return string(body), nil
 }
 
 func TestRunRestartKeepsData(t *testing.T) {
@@ -295,7 +342,7 @@ func TestServiceRefusesAfterClose(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
 	st := openTestStore(t, t.TempDir())
-	svc := newService(st, 2, testLogger(t))
+	svc := newService(st, testLogger(t))
 	msvc, err := svc.register(nc)
 	if err != nil {
 		t.Fatalf("register() = %v", err)

@@ -35,8 +35,8 @@ type Item struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
-// ItemUpdate is the new state of an item, the body of PUT /items/{id} and of
-// the SubjectItemUpdate request (with the id).
+// ItemUpdate is the new state of an item: the body of the gateway's
+// PUT /items/{id}, and of a SubjectItemUpdate request (with the id).
 type ItemUpdate struct {
 	Name       string `json:"name"`
 	PriceCents int64  `json:"price_cents"`
@@ -302,6 +302,10 @@ func (s *store) migrate(ctx context.Context, seedRows int, log *slog.Logger) (er
 			return fmt.Errorf("commit migration of %s: %w", s.path, err)
 		}
 		log.Info("database opened", "path", s.path, "sales_rows", rows, "seeded", false)
+		if rows != int64(seedRows) {
+			log.Info("--seed-rows applies only to a new database; remove the file to seed again",
+				"seed_rows", seedRows, "path", s.path)
+		}
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
 	default:

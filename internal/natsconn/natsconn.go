@@ -97,17 +97,22 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 	}
 }
 
-// RequestError translates a failed NATS request to an *apperr.Error: no
-// responders, a timeout or a lost connection all mean the service is
-// unavailable, which the gateway answers with 503.
+// RequestError translates a failed request to service (a name for
+// clients, such as "database service") into an *apperr.Error when the cause
+// is that the service cannot be reached: no responders, a timeout, a
+// cancelled request or a lost connection all mean Unavailable, which HTTP
+// answers with 503. Other errors are wrapped as they are.
 func RequestError(service string, err error) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return apperr.Wrap(err, apperr.Unavailable, "%s is not available", service)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return apperr.Wrap(err, apperr.Unavailable, "%s did not answer in time", service)
+	case errors.Is(err, context.Canceled):
+		return apperr.Wrap(err, apperr.Unavailable, "request to %s was cancelled", service)
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
-		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrInvalidConnection):
 		return apperr.Wrap(err, apperr.Unavailable, "message bus is not connected")
 	default:
 		return fmt.Errorf("request %s: %w", service, err)
