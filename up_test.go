@@ -143,11 +143,23 @@ var client = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
+// do sends a request and fails the test if it cannot be sent.
 func (p *platform) do(t *testing.T, method, path, auth string, body []byte) response {
+	t.Helper()
+	r, err := p.try(t, method, path, auth, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// try sends a request; it is for polls, where a refused connection only
+// means "not yet".
+func (p *platform) try(t *testing.T, method, path, auth string, body []byte) (response, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, p.base+path, bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
@@ -157,14 +169,14 @@ func (p *platform) do(t *testing.T, method, path, auth string, body []byte) resp
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: b, servedBy: res.Header.Get("X-Served-By")}
+	return response{status: res.StatusCode, header: res.Header, body: b, servedBy: res.Header.Get("X-Served-By")}, nil
 }
 
 func decodeJSON[T any](t *testing.T, r response) T {

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scalelab/scalelab/internal/auth"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+func TestRunUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // in the error
+	}{
+		{"no command", nil, nil, "no command"},
+		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+		{"unknown flag", []string{"worker", "--nope"}, nil, "nope"},
+		{"gateway without secret", []string{"gateway"}, nil, "SCALELAB_JWT_SECRET is required"},
+		{"gateway with short secret", []string{"gateway"}, map[string]string{"SCALELAB_JWT_SECRET": "short"}, "at least 32 bytes"},
+		{"bad env value", []string{"worker"}, map[string]string{"SCALELAB_CONCURRENCY": "many"}, "SCALELAB_CONCURRENCY"},
+		{"bad worker flag", []string{"worker", "--concurrency", "0"}, nil, "--concurrency"},
+		{"bad balancer backend", []string{"balancer", "--backends", "ftp://x"}, nil, "--backends"},
+		{"bad log level", []string{"cachesvc", "--log-level", "loud"}, nil, "--log-level"},
+		{"stray argument", []string{"dbsvc", "extra"}, nil, "unexpected arguments"},
+		{"up with no gateways", []string{"up", "--gateway-addrs", ""}, nil, "--gateway-addrs"},
+		{"token without secret", []string{"token"}, nil, "SCALELAB_JWT_SECRET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, env(tt.env), io.Discard, io.Discard)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("run(%q) = %v, want a usage error (exit 2)", tt.args, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %q, want it to mention %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	err := run(t.Context(), []string{"token", "--sub", "alice", "--scope", "data:read", "--ttl", "10m"},
+		env(map[string]string{"SCALELAB_JWT_SECRET": testSecret}), &out, io.Discard)
+	if err != nil {
+		t.Fatalf("run(token) = %v", err)
+	}
+	keys := auth.Keys{Secret: []byte(testSecret), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+	claims, err := auth.NewVerifier(keys).Verify(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("Verify(printed token) = %v", err)
+	}
+	if claims.Subject != "alice" || !claims.HasScope("data:read") || claims.HasScope("tasks:write") {
+		t.Errorf("token claims = %+v, want sub alice with only data:read", claims)
+	}
+	if left := time.Until(claims.ExpiresAt.Time); left > 10*time.Minute || left < 9*time.Minute {
+		t.Errorf("token expires in %v, want about 10m", left)
+	}
+}
+
+// TestRolesAsSeparateCommands runs each role through its own subcommand,
+// as separate processes would, against one external NATS server, and
+// drives the API through the balancer.
+func TestRolesAsSeparateCommands(t *testing.T) {
+	t.Parallel()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+	freeAddr := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	gw, bal := freeAddr(), freeAddr()
+	vars := env(map[string]string{"SCALELAB_NATS_URL": ns.ClientURL(), "SCALELAB_JWT_SECRET": testSecret, "SCALELAB_LOG_FORMAT": "json"})
+	commands := [][]string{
+		{"dbsvc", "--addr", freeAddr(), "--data", t.TempDir(), "--seed-rows", "1000"},
+		{"cachesvc", "--addr", freeAddr()},
+		{"worker", "--id", "w1", "--report-duration", "50ms"},
+		{"gateway", "--id", "g1", "--addr", gw},
+		{"balancer", "--addr", bal, "--backends", "http://" + gw},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, len(commands))
+	logs := &syncBuffer{}
+	for _, args := range commands {
+		go func() {
+			if err := run(ctx, args, vars, io.Discard, logs); err != nil {
+				done <- fmt.Errorf("%s: %w", args[0], err)
+				return
+			}
+			done <- nil
+		}()
+	}
+	defer func() {
+		cancel()
+		for range commands {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run() after cancel = %v, want nil", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("a role did not stop 30s after cancel")
+				return
+			}
+		}
+		if t.Failed() {
+			t.Logf("logs:\n%s", tail(logs.String(), 4000))
+		}
+	}()
+
+	keys := auth.Keys{Secret: []byte(testSecret), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+	tok, _, _ := keys.Issue("dev", auth.AllScopes, time.Hour, time.Now())
+	p := &platform{base: "http://" + bal}
+	eventually(t, 30*time.Second, func() error {
+		r, err := p.try(t, http.MethodGet, "/data", "Bearer "+tok, nil)
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK {
+			return fmt.Errorf("GET /data = %d %s", r.status, r.body)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		r := p.do(t, http.MethodGet, "/process", "Bearer "+tok, nil)
+		if r.status != http.StatusOK || r.servedBy != "g1" {
+			return fmt.Errorf("GET /process = %d %s (served by %q)", r.status, r.body, r.servedBy)
+		}
+		return nil
+	})
+	r := p.do(t, http.MethodPost, "/longtask", "Bearer "+tok, []byte(`{"task":"report"}`))
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST /longtask = %d %s", r.status, r.body)
+	}
+	id := decodeJSON[map[string]string](t, r)["task_id"]
+	eventually(t, 20*time.Second, func() error {
+		r := p.do(t, http.MethodGet, "/tasks/"+id, "Bearer "+tok, nil)
+		if st := decodeJSON[map[string]any](t, r)["state"]; st != "succeeded" {
+			return fmt.Errorf("task state = %v", st)
+		}
+		return nil
+	})
+}
