@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -81,15 +80,7 @@ func TestTokenCommand(t *testing.T) {
 // drives the API through the balancer.
 func TestRolesAsSeparateCommands(t *testing.T) {
 	t.Parallel()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testutil.StartNATS(t)
 
 	freeAddr := func() string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,7 +132,7 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 	keys := auth.Keys{Secret: []byte(testSecret), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 	tok, _, _ := keys.Issue("dev", auth.AllScopes, time.Hour, time.Now())
 	p := &platform{base: "http://" + bal}
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		r, err := p.try(t, http.MethodGet, "/data", "Bearer "+tok, nil)
 		if err != nil {
 			return err
@@ -151,7 +142,7 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		r := p.do(t, http.MethodGet, "/process", "Bearer "+tok, nil)
 		if r.status != http.StatusOK || r.servedBy != "g1" {
 			return fmt.Errorf("GET /process = %d %s (served by %q)", r.status, r.body, r.servedBy)
@@ -163,7 +154,7 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 		t.Fatalf("POST /longtask = %d %s", r.status, r.body)
 	}
 	id := decodeJSON[map[string]string](t, r)["task_id"]
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		r := p.do(t, http.MethodGet, "/tasks/"+id, "Bearer "+tok, nil)
 		if st := decodeJSON[map[string]any](t, r)["state"]; st != "succeeded" {
 			return fmt.Errorf("task state = %v", st)

@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from run's goroutines while
@@ -36,17 +37,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
 }
 
 func env(vars map[string]string) func(string) string {
@@ -92,7 +82,7 @@ func startUp(t *testing.T, dir string, extra ...string) *platform {
 			t.Logf("stdout:\n%s\nstderr (tail):\n%s", p.stdout, tail(p.stderr.String(), 6000))
 		}
 	})
-	eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		select {
 		case err := <-p.done:
 			t.Fatalf("run returned early: %v\nstderr:\n%s", err, tail(p.stderr.String(), 4000))
@@ -106,7 +96,7 @@ func startUp(t *testing.T, dir string, extra ...string) *platform {
 		p.base, p.token = b[1], tok[1]
 		return nil
 	})
-	eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		res := p.do(t, "GET", "/readyz", "", nil)
 		if res.status != http.StatusOK {
 			return fmt.Errorf("GET /readyz = %d", res.status)
@@ -278,7 +268,7 @@ func TestUpEndToEnd(t *testing.T) {
 		Result   json.RawMessage `json:"result"`
 		Worker   string          `json:"worker"`
 	}
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		r := p.do(t, "GET", queued.StatusURL, bearer, nil)
 		if r.status != http.StatusOK {
 			return fmt.Errorf("GET %s = %d %s", queued.StatusURL, r.status, r.body)
@@ -299,7 +289,9 @@ func TestUpEndToEnd(t *testing.T) {
 		t.Errorf("task record = %+v, want 1 attempt, 100%% progress, a result and a worker", rec)
 	}
 	// The lab's "watch the worker logs".
-	for _, want := range []string{`"msg":"task started"`, `"msg":"task completed"`, `"task_id":"` + queued.TaskID + `"`} {
+	// ...and the request id travelled with the task through NATS.
+	rid := sub.header.Get("X-Request-ID")
+	for _, want := range []string{`"msg":"task started"`, `"msg":"task completed"`, `"task_id":"` + queued.TaskID + `"`, `"request_id":"` + rid + `"`} {
 		if !strings.Contains(p.stderr.String(), want) {
 			t.Errorf("worker logs lack %s", want)
 		}
@@ -392,7 +384,7 @@ func TestUpRestartKeepsQueuedTasks(t *testing.T) {
 
 	p = startUp(t, dir)
 	for _, id := range ids {
-		eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			r := p.do(t, "GET", "/tasks/"+id, "Bearer "+p.token, nil)
 			if st := decodeJSON[map[string]any](t, r)["state"]; st != "succeeded" {
 				return fmt.Errorf("task %s state = %v", id, st)

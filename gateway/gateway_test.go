@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -13,52 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 var testKeys = auth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
-
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
-func connect(t *testing.T, ns *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // runRole runs a role's Run in the background and checks, at cleanup, that
 // it returns nil after cancel.
@@ -93,9 +55,9 @@ func startGateway(t *testing.T, nc *nats.Conn) string {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	runRole(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, quietLog()) })
+	runRole(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
 	base := "http://" + ln.Addr().String()
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if r := get(t, base+"/readyz", ""); r.status != 200 {
 			return fmt.Errorf("readyz = %d", r.status)
 		}
@@ -153,14 +115,14 @@ func token(t *testing.T, scopes ...string) string {
 // 503 JSON at once instead of waiting out a timeout, and /readyz says so.
 func TestBusDownIs503(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	nc := connect(t, ns)
+	ns := testutil.StartNATS(t)
+	nc := testutil.Connect(t, ns)
 	base := startGateway(t, nc)
 	tok := token(t, auth.AllScopes...)
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if nc.IsConnected() {
 			return fmt.Errorf("still connected")
 		}
@@ -191,8 +153,8 @@ func TestBusDownIs503(t *testing.T) {
 // routes that need them answer 503 quickly (no responders).
 func TestServicesDownIs503(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	base := startGateway(t, connect(t, ns))
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns))
 	tok := token(t, auth.AllScopes...)
 	for _, path := range []string{"/data", "/process"} {
 		start := time.Now()
@@ -210,7 +172,7 @@ func TestServicesDownIs503(t *testing.T) {
 // (cachesvc not started), /data still answers from the database every time.
 func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
+	ns := testutil.StartNATS(t)
 	var queries atomic.Int64
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = t.TempDir(), 2000, &queries
@@ -219,12 +181,12 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbCfg.Listener = dbLn
-	dbNC := connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, quietLog()) })
-	base := startGateway(t, connect(t, ns))
+	dbNC := testutil.Connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
+	base := startGateway(t, testutil.Connect(t, ns))
 	tok := token(t, auth.ScopeDataRead)
 
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		if r := get(t, base+"/data", tok); r.status != 200 {
 			return fmt.Errorf("GET /data = %d %s", r.status, r.body)
 		}
@@ -255,9 +217,9 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	}
 	cCfg := cachesvc.DefaultConfig()
 	cCfg.Listener = cacheLn
-	cNC := connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, quietLog()) })
-	eventually(t, 10*time.Second, func() error {
+	cNC := testutil.Connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
+	testutil.Eventually(t, 10*time.Second, func() error {
 		r := get(t, base+"/data", tok)
 		if !strings.Contains(string(r.body), `"cached":true`) {
 			return fmt.Errorf("GET /data = %s, want cached:true", r.body[:min(len(r.body), 40)])
@@ -269,8 +231,8 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 // TestScopes: a valid token without the route's scope is refused with 403.
 func TestScopes(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	base := startGateway(t, connect(t, ns))
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns))
 	tests := []struct {
 		name   string
 		path   string

@@ -1,0 +1,77 @@
+// Package testutil holds the test helpers every package's tests share: a
+// real NATS server per test (in-process, random port, temp store), a
+// connection to it, and polling until a deadline instead of sleeping.
+//
+// It is imported only from _test.go files.
+package testutil
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// StartNATS starts a JetStream-enabled nats-server on a random port with
+// its store under t.TempDir(), and shuts it down at cleanup.
+func StartNATS(t testing.TB) *server.Server {
+	t.Helper()
+	return StartNATSAt(t, -1, t.TempDir())
+}
+
+// StartNATSAt starts a server on port (-1: any) over storeDir, for tests
+// that restart a server on the same store. It is shut down at cleanup (a
+// second Shutdown is harmless).
+func StartNATSAt(t testing.TB, port int, storeDir string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: storeDir,
+		NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatalf("new nats server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		t.Fatalf("nats server not ready after 10s")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
+
+// Connect connects to ns with quick, endless reconnects and closes the
+// connection at cleanup.
+func Connect(t testing.TB, ns *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(ns.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect to nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Eventually calls check until it returns nil, failing the test if it
+// still fails after within. It polls; it never sleeps in the hope that
+// something has finished.
+func Eventually(t testing.TB, within time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for err := check(); err != nil; err = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not met after %v: %v", within, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+// QuietLog returns a logger that discards everything.
+func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
