@@ -140,14 +140,15 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 // "Bearer <jwt>" and the lab's bare "<jwt>" are accepted.
 func FromHeader(h string) (string, bool) {
 	h = strings.TrimSpace(h)
-	if h == "" {
-		return "", false
-	}
-	if scheme, rest, ok := strings.Cut(h, " "); ok {
+	scheme, rest, hasScheme := strings.Cut(h, " ")
+	switch {
+	case hasScheme:
 		if !strings.EqualFold(scheme, "Bearer") {
 			return "", false
 		}
 		h = strings.TrimSpace(rest)
+	case strings.EqualFold(h, "Bearer"):
+		return "", false // a scheme with no token
 	}
 	return h, h != ""
 }

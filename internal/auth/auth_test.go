@@ -252,8 +252,9 @@ func TestFromHeader(t *testing.T) {
 		{"other scheme", "Token abc", "", false},
 		{"empty", "", "", false},
 		{"spaces only", "   ", "", false},
-		{"bearer without token", "Bearer ", "", false},
-		{"bearer followed by spaces", "Bearer     ", "", false},
+		{name: "bearer without token", header: "Bearer "},
+		{name: "bearer followed by spaces", header: "Bearer     "},
+		{name: "bearer alone", header: "Bearer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -149,11 +149,12 @@ func DecodeSleep(body []byte) (time.Duration, error) {
 	if err := dec.Decode(&p); err != nil {
 		return 0, fmt.Errorf("%w: sleep: %s", ErrInvalid, jsonProblem(err))
 	}
-	d := time.Duration(p.DurationMS) * time.Millisecond
-	if p.DurationMS < 0 || d > MaxSleep {
+	// Bound the number before converting it: a huge duration_ms would
+	// overflow time.Duration and wrap around to a small or negative sleep.
+	if p.DurationMS < 0 || p.DurationMS > MaxSleep.Milliseconds() {
 		return 0, fmt.Errorf("%w: sleep: duration_ms must be between 0 and %d", ErrInvalid, MaxSleep.Milliseconds())
 	}
-	return d, nil
+	return time.Duration(p.DurationMS) * time.Millisecond, nil
 }
 
 // jsonProblem turns a decoding error into a short message for clients.

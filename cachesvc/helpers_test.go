@@ -1,0 +1,190 @@
+package cachesvc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startNATS starts an in-process nats-server with JetStream for one test and
+// returns a connection to it. Both are closed when the test ends.
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoSigs:    true,
+		NoLog:     true,
+	})
+	if err != nil {
+		t.Fatalf("server.NewServer() = %v", err)
+	}
+	go ns.Start()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready after 10s")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatalf("nats.Connect(%s) = %v", ns.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func newJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream.New() = %v", err)
+	}
+	return js
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func eventually(t *testing.T, within time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for err := check(); err != nil; err = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not met after %v: %v", within, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+// testConfig is DefaultConfig with a TTL that differs from the default, so
+// tests can tell that the configured one was used.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.TTL = 90 * time.Second
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg
+}
+
+// instance is a cachesvc started by startCache.
+type instance struct {
+	url    string // http://127.0.0.1:port
+	http   *http.Client
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startCache runs cachesvc on nc with cfg on a fresh loopback port and waits
+// until /readyz answers 200. It is stopped when the test ends, if stop has
+// not been called, and the test fails if Run returns an error.
+func startCache(t *testing.T, nc *nats.Conn, cfg Config) *instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() = %v", err)
+	}
+	cfg.Listener = ln
+	ctx, cancel := context.WithCancel(t.Context())
+	in := &instance{
+		url:    "http://" + ln.Addr().String(),
+		http:   &http.Client{Timeout: 10 * time.Second},
+		cancel: cancel,
+		done:   make(chan error, 1),
+	}
+	log := testLogger(t)
+	go func() { in.done <- Run(ctx, cfg, nc, log) }()
+	t.Cleanup(func() {
+		if err := in.stop(); err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-in.done:
+			in.done <- err // for stop
+			t.Fatalf("Run() returned early: %v", err)
+		default:
+		}
+		resp, err := in.http.Get(in.url + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return in
+}
+
+// stop cancels Run and returns its result. It may be called more than once.
+func (in *instance) stop() error {
+	in.cancel()
+	select {
+	case err := <-in.done:
+		in.done <- err // for the next call
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("Run did not return within 30s of cancel")
+	}
+}
+
+// do sends a request and returns the status, the headers and the body.
+func (in *instance) do(t *testing.T, method, path string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, in.url+path, r)
+	if err != nil {
+		t.Fatalf("NewRequest(%s %s) = %v", method, path, err)
+	}
+	req.Header.Set("X-Request-ID", "req-test")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := in.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s = %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s %s body: %v", method, path, err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// doJSON is do with an expected status, decoding the JSON body into v.
+func (in *instance) doJSON(t *testing.T, method, path string, body []byte, wantStatus int, v any) {
+	t.Helper()
+	status, h, b := in.do(t, method, path, body)
+	if status != wantStatus {
+		t.Fatalf("%s %s = %d %s, want %d", method, path, status, b, wantStatus)
+	}
+	if ct := h.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("%s %s Content-Type = %q, want application/json; charset=utf-8", method, path, ct)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s %s body %q is not JSON: %v", method, path, b, err)
+	}
+}
