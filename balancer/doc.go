@@ -35,7 +35,7 @@
 // A gateway that refuses the connection, or does not accept it within
 // Config.DialTimeout, costs the client at most that wait: the request
 // (nothing of it was sent yet, so a POST too) is tried on the next gateway. When no gateway can serve it, the
-// client gets 502 with the house error body, code bad_gateway. The balancer
+// client gets 502 with the house error body, code unavailable. The balancer
 // never answers with a redirect of its own; a gateway's 3xx passes through
 // untouched.
 //

@@ -117,7 +117,7 @@ func (b *balancer) handleError(w http.ResponseWriter, r *http.Request, err error
 	b.log.Warn(msgBadGateway, "upstream", upstream, "err", err, "request_id", ex.requestID,
 		"method", r.Method, "path", r.URL.Path)
 	w.Header().Set(reqid.Header, ex.requestID)
-	apperr.WriteCode(w, http.StatusBadGateway, apperr.BadGateway, msgBadGateway, ex.requestID)
+	apperr.WriteCode(w, http.StatusBadGateway, apperr.Unavailable, msgBadGateway, ex.requestID)
 }
 
 // serveProxy proxies one request and records it.

@@ -367,8 +367,8 @@ func TestAllBackendsDead(t *testing.T) {
 			if err := json.Unmarshal(body, &got); err != nil {
 				t.Fatalf("decode %q: %v", body, err)
 			}
-			if got.Error.Code != "bad_gateway" || got.Error.Message != msgBadGateway || got.Error.RequestID != "dead-1" {
-				t.Errorf("body = %s, want code bad_gateway, message %q, request_id dead-1", body, msgBadGateway)
+			if got.Error.Code != "unavailable" || got.Error.Message != msgBadGateway || got.Error.RequestID != "dead-1" {
+				t.Errorf("body = %s, want code unavailable, message %q, request_id dead-1", body, msgBadGateway)
 			}
 		})
 	}

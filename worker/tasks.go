@@ -143,11 +143,20 @@ func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *
 		r.fail(msg, env.ID, 0, Permanent(fmt.Errorf("encode result: %w", err)), log)
 		return
 	}
-	if _, err := r.update(env.ID, func(rec *task.Record) error {
+	_, err = r.update(env.ID, func(rec *task.Record) error {
+		if rec.State.Terminal() {
+			return errAlreadyDone // cancelled while it ran: cancelled is final
+		}
 		now := time.Now().UTC()
 		rec.State, rec.Result, rec.Error, rec.Progress, rec.FinishedAt = task.Succeeded, raw, "", 100, &now
 		return nil
-	}); err != nil {
+	})
+	if errors.Is(err, errAlreadyDone) {
+		log.Info("task finished after it was cancelled, result dropped")
+		_ = msg.Ack()
+		return
+	}
+	if err != nil {
 		// The work is done but not recorded: run it again rather than
 		// report nothing. Handlers are written to be safely repeatable.
 		log.Error("record task success, retrying task", "err", err)
@@ -167,13 +176,16 @@ func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *
 // fail records a final failure and terminates the message.
 func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, log *slog.Logger) {
 	if _, err := r.update(id, func(rec *task.Record) error {
+		if rec.State.Terminal() {
+			return errAlreadyDone
+		}
 		now := time.Now().UTC()
 		rec.State, rec.Error, rec.FinishedAt = task.Failed, cause.Error(), &now
 		if attempt > 0 {
 			rec.Attempts = attempt
 		}
 		return nil
-	}); err != nil && !errors.Is(err, task.ErrNotFound) {
+	}); err != nil && !errors.Is(err, task.ErrNotFound) && !errors.Is(err, errAlreadyDone) {
 		log.Error("record task failure, retrying later", "err", err)
 		_ = msg.NakWithDelay(r.cfg.RetryDelay)
 		return
@@ -185,13 +197,21 @@ func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, lo
 
 // requeue records that the task waits for another attempt and naks it.
 func (r *runner) requeue(msg jetstream.Msg, id, reason string, delay time.Duration, log *slog.Logger) {
-	if _, err := r.update(id, func(rec *task.Record) error {
+	_, err := r.update(id, func(rec *task.Record) error {
+		if rec.State.Terminal() {
+			return errAlreadyDone
+		}
 		rec.State, rec.Error = task.Queued, reason
 		return nil
-	}); err != nil {
+	})
+	if errors.Is(err, errAlreadyDone) {
+		log.Info("task was cancelled, not retrying")
+		_ = msg.TermWithReason("cancelled")
+		return
+	}
+	if err != nil {
 		log.Warn("record task requeue", "err", err)
 	}
-	var err error
 	if delay > 0 {
 		err = msg.NakWithDelay(delay)
 	} else {
@@ -208,12 +228,22 @@ func (r *runner) update(id string, fn func(*task.Record) error) (*task.Record, e
 	return r.store.Update(ctx, id, fn)
 }
 
+// maxBackoff caps the delay between attempts.
+const maxBackoff = 5 * time.Minute
+
 // backoff is the delay before attempt+1: exponential from RetryDelay,
-// capped at five minutes, with ±20 % jitter so failed tasks don't retry in
+// capped at maxBackoff, with ±10 % jitter so failed tasks don't retry in
 // lockstep.
 func (r *runner) backoff(attempt int) time.Duration {
-	d := r.cfg.RetryDelay << min(attempt-1, 20)
-	d = min(d, 5*time.Minute)
+	d := r.cfg.RetryDelay
+	// Double step by step against the cap: a shift could overflow.
+	for i := 1; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	if d <= 0 {
+		return 0
+	}
 	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
 	return d - d/10 + jitter
 }

@@ -29,7 +29,6 @@ const (
 	Conflict      Code = "conflict"       // the request conflicts with current state: 409
 	TooLarge      Code = "too_large"      // the request body is over the limit: 413
 	Unavailable   Code = "unavailable"    // a dependency is down or did not answer: 503
-	BadGateway    Code = "bad_gateway"    // the balancer could not reach any backend: 502
 	Internal      Code = "internal"       // a bug or an unexpected failure: 500
 	RateLimited   Code = "rate_limited"   // too many requests: 429
 	Unsupported   Code = "unsupported"    // method not allowed on this path: 405
@@ -92,8 +91,6 @@ func Status(code Code) int {
 		return http.StatusRequestEntityTooLarge
 	case Unavailable:
 		return http.StatusServiceUnavailable
-	case BadGateway:
-		return http.StatusBadGateway
 	case RateLimited:
 		return http.StatusTooManyRequests
 	case Unsupported:
@@ -131,9 +128,7 @@ func CodeForStatus(status int) Code {
 		return NotAcceptable
 	case http.StatusTooManyRequests:
 		return RateLimited
-	case http.StatusBadGateway:
-		return BadGateway
-	case http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return Unavailable
 	default:
 		if status >= 400 && status < 500 {

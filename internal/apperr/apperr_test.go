@@ -29,7 +29,6 @@ var allCodes = []struct {
 	{Conflict, http.StatusConflict},
 	{TooLarge, http.StatusRequestEntityTooLarge},
 	{Unavailable, http.StatusServiceUnavailable},
-	{BadGateway, http.StatusBadGateway},
 	{Internal, http.StatusInternalServerError},
 	{RateLimited, http.StatusTooManyRequests},
 	{Unsupported, http.StatusMethodNotAllowed},
