@@ -170,18 +170,28 @@ func (r *runner) pull(cons jetstream.Consumer) {
 	}
 }
 
+// abandonAfter bounds the wait for handlers that ignore their cancelled
+// context: their messages are redelivered after the ack wait anyway.
+const abandonAfter = 5 * time.Second
+
 // finish waits up to grace for running tasks, then cancels them; cancelled
-// tasks are handed back to the queue by handle.
+// tasks are handed back to the queue by handle. A handler that ignores its
+// context is abandoned after abandonAfter more, so shutdown always ends.
 func (r *runner) finish(grace time.Duration) {
 	r.stopTaking()
 	done := make(chan struct{})
 	go func() { r.slots.Wait(); close(done) }()
+	defer r.cancelTask()
 	select {
 	case <-done:
+		return
 	case <-time.After(grace):
-		r.log.Warn("grace period over, interrupting running tasks", "grace", grace)
-		r.cancelTask()
-		<-done
 	}
+	r.log.Warn("grace period over, interrupting running tasks", "grace", grace)
 	r.cancelTask()
+	select {
+	case <-done:
+	case <-time.After(abandonAfter):
+		r.log.Error("tasks ignore cancellation; abandoning them to redelivery after the ack wait", "waited", abandonAfter)
+	}
 }

@@ -175,7 +175,7 @@ func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *
 
 // fail records a final failure and terminates the message.
 func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, log *slog.Logger) {
-	if _, err := r.update(id, func(rec *task.Record) error {
+	_, err := r.update(id, func(rec *task.Record) error {
 		if rec.State.Terminal() {
 			return errAlreadyDone
 		}
@@ -185,14 +185,19 @@ func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, lo
 			rec.Attempts = attempt
 		}
 		return nil
-	}); err != nil && !errors.Is(err, task.ErrNotFound) && !errors.Is(err, errAlreadyDone) {
+	})
+	switch {
+	case errors.Is(err, errAlreadyDone):
+		log.Info("task already final (cancelled?), dropping its failed attempt", "err", cause)
+	case err != nil && !errors.Is(err, task.ErrNotFound):
 		log.Error("record task failure, retrying later", "err", err)
 		_ = msg.NakWithDelay(r.cfg.RetryDelay)
 		return
+	default:
+		log.Error("task failed", "err", cause)
+		r.metrics.outcomes.WithLabelValues(typeOf(msg), "failed").Inc()
 	}
-	log.Error("task failed", "err", cause)
 	_ = msg.TermWithReason(truncate(cause.Error(), 200))
-	r.metrics.outcomes.WithLabelValues(typeOf(msg), "failed").Inc()
 }
 
 // requeue records that the task waits for another attempt and naks it.

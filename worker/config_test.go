@@ -1,0 +1,85 @@
+package worker_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalelab/scalelab/worker"
+)
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	valid := func() worker.Config {
+		cfg := worker.DefaultConfig()
+		cfg.ID = "w1"
+		return cfg
+	}
+	tests := []struct {
+		name   string
+		modify func(*worker.Config)
+		want   []string // flags the error must name; none means valid
+	}{
+		{name: "defaults with id", modify: func(*worker.Config) {}},
+		{name: "smallest accepted values", modify: func(c *worker.Config) {
+			c.Concurrency, c.AckWait, c.MaxAttempts, c.TaskTimeout = 1, time.Second, 1, time.Nanosecond
+			c.RetryDelay, c.ReportDuration, c.ShutdownTimeout, c.Provision.Replicas = 0, 0, 0, 1
+		}},
+		{name: "largest bounded values", modify: func(c *worker.Config) {
+			c.Concurrency, c.Provision.Replicas = 1024, 5
+		}},
+		{name: "default config has no id", modify: func(c *worker.Config) { c.ID = "" }, want: []string{"--id"}},
+		{name: "zero concurrency", modify: func(c *worker.Config) { c.Concurrency = 0 }, want: []string{"--concurrency"}},
+		{name: "too much concurrency", modify: func(c *worker.Config) { c.Concurrency = 1025 }, want: []string{"--concurrency"}},
+		{name: "short ack wait", modify: func(c *worker.Config) { c.AckWait = 999 * time.Millisecond }, want: []string{"--ack-wait"}},
+		{name: "zero max attempts", modify: func(c *worker.Config) { c.MaxAttempts = 0 }, want: []string{"--max-attempts"}},
+		{name: "zero task timeout", modify: func(c *worker.Config) { c.TaskTimeout = 0 }, want: []string{"--task-timeout"}},
+		{name: "negative retry delay", modify: func(c *worker.Config) { c.RetryDelay = -time.Millisecond }, want: []string{"--retry-delay"}},
+		{name: "negative report duration", modify: func(c *worker.Config) { c.ReportDuration = -1 }, want: []string{"--report-duration"}},
+		{name: "negative shutdown timeout", modify: func(c *worker.Config) { c.ShutdownTimeout = -1 }, want: []string{"--shutdown-timeout"}},
+		{name: "zero replicas", modify: func(c *worker.Config) { c.Provision.Replicas = 0 }, want: []string{"--replicas"}},
+		{name: "too many replicas", modify: func(c *worker.Config) { c.Provision.Replicas = 6 }, want: []string{"--replicas"}},
+		{
+			name: "everything wrong at once",
+			modify: func(c *worker.Config) {
+				*c = worker.Config{
+					RetryDelay: -1, ReportDuration: -1, ShutdownTimeout: -1,
+				}
+			},
+			want: []string{
+				"--id", "--concurrency", "--ack-wait", "--max-attempts", "--task-timeout",
+				"--retry-delay", "--report-duration", "--shutdown-timeout", "--replicas",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := valid()
+			tt.modify(&cfg)
+			err := cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Errorf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want an error naming %v", tt.want)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Errorf("Validate() = %q: %d problems, want %d (%v)", err, len(lines), len(tt.want), tt.want)
+			}
+			for _, flag := range tt.want {
+				found := false
+				for _, l := range lines {
+					found = found || (strings.HasPrefix(l, "worker: ") && strings.Contains(l, flag+" "))
+				}
+				if !found {
+					t.Errorf("Validate() = %q, want a line \"worker: %s ...\"", err, flag)
+				}
+			}
+		})
+	}
+}

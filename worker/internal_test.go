@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		base    time.Duration
+		attempt int
+		want    time.Duration // before jitter
+	}{
+		{name: "first retry", base: 10 * time.Millisecond, attempt: 1, want: 10 * time.Millisecond},
+		{name: "doubles", base: 10 * time.Millisecond, attempt: 2, want: 20 * time.Millisecond},
+		{name: "doubles again", base: 10 * time.Millisecond, attempt: 4, want: 80 * time.Millisecond},
+		{name: "capped at five minutes", base: time.Second, attempt: 12, want: 5 * time.Minute},
+		{name: "shift capped", base: 10 * time.Millisecond, attempt: 1000, want: 5 * time.Minute},
+		{name: "zero base", base: 0, attempt: 3, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := &runner{cfg: Config{RetryDelay: tt.base}}
+			lo, hi := tt.want-tt.want/10, tt.want+tt.want/10
+			for range 200 {
+				if got := r.backoff(tt.attempt); got < lo || got > hi {
+					t.Fatalf("backoff(%d) with RetryDelay %v = %v, want %v ±10%% [%v, %v]", tt.attempt, tt.base, got, tt.want, lo, hi)
+				}
+			}
+		})
+	}
+}
+
+// TestBackoffLongRetryDelay: Validate accepts any RetryDelay ≥ 0 and any
+// MaxAttempts ≥ 1, so a long delay with many attempts must still give a
+// sane (capped) delay.
+func TestBackoffLongRetryDelay(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	cfg.ID, cfg.RetryDelay, cfg.MaxAttempts = "w1", 3*time.Hour, 30
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	r := &runner{cfg: cfg}
+	for attempt := 1; attempt < cfg.MaxAttempts; attempt++ {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("backoff(%d) with RetryDelay %v panicked: %v", attempt, cfg.RetryDelay, p)
+				}
+			}()
+			if got, hi := r.backoff(attempt), 5*time.Minute+30*time.Second; got <= 0 || got > hi {
+				t.Errorf("backoff(%d) with RetryDelay %v = %v, want in (0, %v]", attempt, cfg.RetryDelay, got, hi)
+			}
+		}()
+	}
+}
+
+func TestTaskProgressClamps(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, want int
+	}{
+		{in: -5, want: 0},
+		{in: 0, want: 0},
+		{in: 42, want: 42},
+		{in: 100, want: 100},
+		{in: 250, want: 100},
+	}
+	for _, tt := range tests {
+		var got []int
+		tk := &Task{progress: func(p int, _ string) { got = append(got, p) }}
+		tk.Progress(tt.in, "msg")
+		if len(got) != 1 || got[0] != tt.want {
+			t.Errorf("Progress(%d) recorded %v, want [%d]", tt.in, got, tt.want)
+		}
+	}
+	(&Task{}).Progress(50, "no recorder: must not panic")
+}
