@@ -172,15 +172,3 @@ func deadURL(t *testing.T) string {
 	}
 	return "http://" + addr
 }
-
-// eventually polls check until it returns nil or within has passed.
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -317,7 +319,7 @@ func TestDeadBackend(t *testing.T) {
 		{URL: dead, Requests: n / 2, Errors: n / 2},
 		{URL: live.URL, Requests: n},
 	}
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends); diff != "" {
 			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 		}

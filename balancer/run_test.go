@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -87,13 +89,13 @@ func TestOpsRoutes(t *testing.T) {
 		{URL: gw0.URL, Requests: n / 2},
 		{URL: gw1.URL, Requests: n / 2},
 	}}
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if diff := cmp.Diff(want, balancerStatus(t, c, base)); diff != "" {
 			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 		}
 		return nil
 	})
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		metrics := scrape(t, c, base)
 		for _, line := range []string{
 			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="2xx"} %d`, gw0.URL, n/2),
@@ -149,7 +151,7 @@ func TestGracefulShutdown(t *testing.T) {
 	cancel()
 	// Shutdown has begun once the listener is closed.
 	addr := strings.TrimPrefix(base, "http://")
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			return nil
@@ -276,7 +278,7 @@ func TestClientGoneIsNotBackendError(t *testing.T) {
 		t.Fatalf("client error = %v, want %v", err, context.Canceled)
 	}
 
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		metrics := scrape(t, c, base)
 		for _, line := range []string{
 			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="4xx"} 1`, gw.URL),

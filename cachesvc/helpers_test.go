@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,31 +23,7 @@ import (
 // returns a connection to it. Both are closed when the test ends.
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("server.NewServer() = %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect(%s) = %v", ns.ClientURL(), err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testutil.Connect(t, testutil.StartNATS(t))
 }
 
 func newJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
@@ -61,17 +38,6 @@ func newJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 func testLogger(t *testing.T) *slog.Logger {
 	t.Helper()
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
 }
 
 // testConfig is DefaultConfig with a TTL that differs from the default, so
@@ -115,7 +81,7 @@ func startCache(t *testing.T, nc *nats.Conn, cfg Config) *instance {
 			t.Errorf("Run() = %v, want nil", err)
 		}
 	})
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		select {
 		case err := <-in.done:
 			in.done <- err // for stop

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 func TestValidKey(t *testing.T) {
@@ -193,7 +195,7 @@ func TestClientTTL(t *testing.T) {
 	if got, err := c.Get(ctx, "short"); err != nil || string(got) != "lived" {
 		t.Fatalf("Get() right after Put() = %q, %v, want \"lived\", nil", got, err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		got, err := c.Get(ctx, "short")
 		if errors.Is(err, ErrMiss) {
 			return nil

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/scalelab/scalelab/internal/apperr"
@@ -18,35 +19,11 @@ import (
 // testSeedRows keeps the test databases small: seeding takes milliseconds.
 const testSeedRows = 2000
 
-// startNATS starts an in-process nats-server for one test and returns a
-// connection to it. Both are closed when the test ends.
+// startNATS starts an in-process nats-server with JetStream for one test and
+// returns a connection to it. Both are closed when the test ends.
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("server.NewServer() = %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats-server not ready after 5s")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect(%s) = %v", ns.ClientURL(), err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testutil.Connect(t, testutil.StartNATS(t))
 }
 
 // testLogger logs to the test's output, which is shown for failed tests and
@@ -94,7 +71,7 @@ func startDB(t *testing.T, nc *nats.Conn, dir string, seedRows int) *instance {
 			t.Errorf("Run() = %v, want nil", err)
 		}
 	})
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		select {
 		case err := <-in.done:
 			in.done <- err // for stop
@@ -116,18 +93,6 @@ func (in *instance) stop() error {
 		return err
 	case <-time.After(30 * time.Second):
 		return errors.New("Run did not return within 30s of cancel")
-	}
-}
-
-// eventually polls check until it returns nil, failing the test after within.
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 }
 

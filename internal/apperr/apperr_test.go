@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -331,33 +332,9 @@ func requestContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// startNATS starts an in-process nats-server for one test and returns a
-// connection to it. Both are closed when the test ends.
+// startNATS starts an in-process nats-server with JetStream for one test and
+// returns a connection to it. Both are closed when the test ends.
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("server.NewServer() = %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect(%s) = %v", ns.ClientURL(), err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testutil.Connect(t, testutil.StartNATS(t))
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -96,17 +98,6 @@ func (r *recorder) count(msg string) int {
 	return n
 }
 
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
-
 type connResult struct {
 	nc  *nats.Conn
 	err error
@@ -125,7 +116,7 @@ func TestConnectWaitsForServer(t *testing.T) {
 		done <- connResult{nc, err}
 	}()
 	// Connect must have failed at least once before the server exists.
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if rec.count(retryMsg) == 0 {
 			return errors.New("no retry logged yet")
 		}

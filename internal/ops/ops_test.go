@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -19,17 +21,6 @@ import (
 )
 
 func ready(context.Context) error { return nil }
-
-func eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for err := check(); err != nil; err = check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not met after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
 
 // serve runs h on an httptest server closed when the test ends.
 func serve(t *testing.T, h http.Handler) (base string, client *http.Client) {
@@ -212,7 +203,7 @@ func TestNATSReady(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		if err := check(ctx); err == nil {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,30 +19,7 @@ import (
 // the test ends.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("server.NewServer() = %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect(%s) = %v", ns.ClientURL(), err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testutil.Connect(t, testutil.StartNATS(t))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("jetstream.New() = %v", err)
