@@ -36,6 +36,7 @@ type upConfig struct {
 	CacheAddr      string
 	Workers        int
 	Concurrency    int
+	MaxQueue       int64
 	NATSHost       string
 	NATSPort       int
 	NATSHTTPPort   int
@@ -52,6 +53,7 @@ func (c *upConfig) register(s *envflag.Set) {
 	s.String(&c.DBAddr, "dbsvc-addr", "SCALELAB_DBSVC_ADDR", "127.0.0.1:5002", "dbsvc HTTP address")
 	s.String(&c.CacheAddr, "cachesvc-addr", "SCALELAB_CACHESVC_ADDR", "127.0.0.1:5004", "cachesvc HTTP address")
 	s.Int(&c.Workers, "workers", "SCALELAB_WORKERS", 2, "number of workers")
+	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
 	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")
 	s.String(&c.NATSHost, "nats-host", "SCALELAB_NATS_HOST", "127.0.0.1", "embedded NATS listen host")
 	s.Int(&c.NATSPort, "nats-port", "SCALELAB_NATS_PORT", 4222, "embedded NATS client port (-1: any free port)")
@@ -183,6 +185,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		wCfg := worker.DefaultConfig()
 		wCfg.ID = defaultID("") + fmt.Sprintf("/worker-%d", i+1)
 		wCfg.ReportDuration, wCfg.ShutdownTimeout, wCfg.Concurrency = cfg.ReportDuration, cfg.ShutdownTime, cfg.Concurrency
+		wCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
 		cfgErrs = append(cfgErrs, wCfg.Validate())
 		upRoles = append(upRoles, upRole{fmt.Sprintf("worker-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return worker.Run(ctx, wCfg, nc, log)
@@ -193,6 +196,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		gwCfg := gateway.DefaultConfig()
 		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, keys, cfg.ShutdownTime
 		gwCfg.ID = defaultID(ln.Addr().String())
+		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
 		cfgErrs = append(cfgErrs, gwCfg.Validate())
 		backends = append(backends, "http://"+ln.Addr().String())
 		upRoles = append(upRoles, upRole{fmt.Sprintf("gateway-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {

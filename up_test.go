@@ -288,13 +288,21 @@ func TestUpEndToEnd(t *testing.T) {
 	if rec.Attempts != 1 || rec.Progress != 100 || len(rec.Result) == 0 || rec.Worker == "" {
 		t.Errorf("task record = %+v, want 1 attempt, 100%% progress, a result and a worker", rec)
 	}
-	// The lab's "watch the worker logs".
-	// ...and the request id travelled with the task through NATS.
+	// The lab's "watch the worker logs": a started and a completed line
+	// for the task, each with the request id that came back from POST
+	// /longtask (it travelled through NATS). The completed line is written
+	// just after the record, so poll for it.
 	rid := sub.header.Get("X-Request-ID")
-	for _, want := range []string{`"msg":"task started"`, `"msg":"task completed"`, `"task_id":"` + queued.TaskID + `"`, `"request_id":"` + rid + `"`} {
-		if !strings.Contains(p.stderr.String(), want) {
-			t.Errorf("worker logs lack %s", want)
-		}
+	for _, msg := range []string{"task started", "task completed"} {
+		testutil.Eventually(t, 5*time.Second, func() error {
+			for _, line := range strings.Split(p.stderr.String(), "\n") {
+				if strings.Contains(line, `"msg":"`+msg+`"`) && strings.Contains(line, `"task_id":"`+queued.TaskID+`"`) &&
+					strings.Contains(line, `"request_id":"`+rid+`"`) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %q log line with task_id %s and request_id %s", msg, queued.TaskID, rid)
+		})
 	}
 
 	p.stop(t)

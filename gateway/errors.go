@@ -29,6 +29,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			err = apperr.Wrap(err, code, "%s", msg)
 		}
 		code := apperr.CodeOf(err)
+		if code == apperr.RateLimited || code == apperr.Unavailable {
+			c.Response().Header().Set("Retry-After", "1")
+		}
 		if code == apperr.Internal || code == apperr.Unavailable {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path,
 				"code", code, "request_id", requestID(c), "err", err)

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -43,7 +45,8 @@ func runRole(t *testing.T, run func(ctx context.Context) error) {
 }
 
 // startGateway runs a gateway over nc and returns its base URL once ready.
-func startGateway(t *testing.T, nc *nats.Conn) string {
+// edit, if given, changes the test config first.
+func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,6 +55,9 @@ func startGateway(t *testing.T, nc *nats.Conn) string {
 	cfg := DefaultConfig()
 	cfg.ID, cfg.Listener, cfg.JWT = "gw-test", ln, testKeys
 	cfg.RequestTimeout, cfg.ShutdownTimeout = 2*time.Second, 2*time.Second
+	for _, f := range edit {
+		f(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +82,22 @@ var client = &http.Client{Timeout: 10 * time.Second}
 
 func get(t *testing.T, url, token string) result {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	return send(t, http.MethodGet, url, token, "", nil)
+}
+
+// send makes one request; header, if given, is set on it.
+func send(t *testing.T, method, url, token, body string, header map[string]string) result {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	res, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
@@ -274,5 +289,133 @@ func TestConfigValidate(t *testing.T) {
 	good.ID, good.JWT = "gw", testKeys
 	if err := good.Validate(); err != nil {
 		t.Errorf("Validate() of a good config = %v, want nil", err)
+	}
+}
+
+func taskID(t *testing.T, r result) string {
+	t.Helper()
+	var body struct {
+		TaskID string `json:"task_id"`
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || r.status != http.StatusAccepted || body.TaskID == "" {
+		t.Fatalf("POST /longtask = %d %s, want 202 with a task_id", r.status, r.body)
+	}
+	return body.TaskID
+}
+
+func taskState(t *testing.T, base, tok, id string) string {
+	t.Helper()
+	var rec struct {
+		State string `json:"state"`
+	}
+	r := get(t, base+"/tasks/"+id, tok)
+	if err := json.Unmarshal(r.body, &rec); err != nil {
+		t.Fatalf("GET /tasks/%s = %d %s", id, r.status, r.body)
+	}
+	return rec.State
+}
+
+// TestCancelTask cancels a queued task (no worker runs here): the record
+// says cancelled, and a second cancel, of a finished task, is a conflict.
+func TestCancelTask(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns))
+	tok := token(t, auth.AllScopes...)
+	id := taskID(t, send(t, "POST", base+"/longtask", tok, `{"task":"noop"}`, nil))
+
+	tests := []struct {
+		name     string
+		id       string
+		tok      string
+		want     int
+		wantCode string
+	}{
+		{"queued task", id, tok, 200, ""},
+		{"already cancelled", id, tok, 409, "conflict"},
+		{"unknown task", "nosuchtask", tok, 404, "not_found"},
+		{"bad id", "a.b", tok, 400, "invalid"},
+		{"without tasks:write", id, token(t, auth.ScopeTasksRead), 403, "forbidden"},
+	}
+	for _, tt := range tests { // in order: the first cancel makes the second a conflict
+		r := send(t, "DELETE", base+"/tasks/"+tt.id, tt.tok, "", nil)
+		if r.status != tt.want {
+			t.Errorf("%s: DELETE /tasks/%s = %d %s, want %d", tt.name, tt.id, r.status, r.body, tt.want)
+		}
+		if tt.wantCode != "" && errorCode(t, r) != tt.wantCode {
+			t.Errorf("%s: error code = %q, want %q", tt.name, errorCode(t, r), tt.wantCode)
+		}
+	}
+	if got := taskState(t, base, tok, id); got != "cancelled" {
+		t.Errorf("state after cancel = %q, want cancelled", got)
+	}
+}
+
+// TestIdempotencyKey: a repeated submission with the same key and body
+// gets the same task and is queued once; the key is scoped to the caller.
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	nc := testutil.Connect(t, ns)
+	base := startGateway(t, nc)
+	alice := token(t, auth.AllScopes...) // sub "tester"
+	bob, _, err := testKeys.Issue("bob", auth.AllScopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := map[string]string{"Idempotency-Key": "order-42"}
+
+	first := send(t, "POST", base+"/longtask", alice, `{"task":"sleep","duration_ms":5}`, key)
+	id := taskID(t, first)
+	again := send(t, "POST", base+"/longtask", alice, `{ "task": "sleep", "duration_ms": 5 }`, key)
+	if got := taskID(t, again); got != id {
+		t.Errorf("repeat with the same key: task_id = %q, want %q", got, id)
+	}
+	if again.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("repeat: Idempotent-Replayed = %q, want true", again.header.Get("Idempotent-Replayed"))
+	}
+	if r := send(t, "POST", base+"/longtask", alice, `{"task":"sleep","duration_ms":6}`, key); r.status != 409 || errorCode(t, r) != "conflict" {
+		t.Errorf("same key, other body = %d %s, want 409 conflict", r.status, r.body)
+	}
+	if got := taskID(t, send(t, "POST", base+"/longtask", bob, `{"task":"sleep","duration_ms":5}`, key)); got == id {
+		t.Errorf("another caller's key gave the same task %s, want its own", got)
+	}
+	if r := send(t, "POST", base+"/longtask", alice, `{"task":"noop"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}); r.status != 400 {
+		t.Errorf("256-character key = %d, want 400", r.status)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), task.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("TASKS holds %d messages, want 2 (alice's once, bob's once)", info.State.Msgs)
+	}
+}
+
+// TestQueueFull: when the stream is at its limit, submission answers 429
+// with Retry-After, never a silent drop.
+func TestQueueFull(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns), func(c *Config) { c.Provision.MaxQueueMsgs = 2 })
+	tok := token(t, auth.AllScopes...)
+	for range 2 {
+		taskID(t, send(t, "POST", base+"/longtask", tok, `{"task":"noop"}`, nil))
+	}
+	r := send(t, "POST", base+"/longtask", tok, `{"task":"noop"}`, nil)
+	if r.status != http.StatusTooManyRequests || errorCode(t, r) != "rate_limited" {
+		t.Fatalf("POST /longtask on a full queue = %d %s, want 429 rate_limited", r.status, r.body)
+	}
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After")
 	}
 }

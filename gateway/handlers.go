@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/worker"
 )
@@ -42,6 +45,12 @@ type TaskStore interface {
 	Create(ctx context.Context, rec *task.Record) error
 	Get(ctx context.Context, id string) (*task.Record, uint64, error)
 	Update(ctx context.Context, id string, fn func(*task.Record) error) (*task.Record, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Notifier publishes core NATS notices (*nats.Conn).
+type Notifier interface {
+	Publish(subject string, data []byte) error
 }
 
 // TaskQueue enqueues tasks for the workers.
@@ -101,9 +110,17 @@ func handleProcess(p Processor) echo.HandlerFunc {
 	}
 }
 
+// idempotencyHeader names the header that makes a submission repeatable.
+const idempotencyHeader = "Idempotency-Key"
+
 // handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
 // The record is created before the message is published, so a worker never
 // sees a task without a record.
+//
+// With an Idempotency-Key header, the task id is derived from the key and
+// the token's subject, so a repeat (same key, same body) returns the same
+// task instead of a new one for as long as the record is kept, and the
+// same body under a reused key with a different body is a 409.
 func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 	type response struct {
 		Status    string `json:"status"`
@@ -126,23 +143,105 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			ID: nuid.Next(), Type: typ, State: task.Queued, Payload: compact(body),
 			RequestID: rid, CreatedAt: now, UpdatedAt: now,
 		}
-		if err := store.Create(ctx, rec); err != nil {
+		key := c.Request().Header.Get(idempotencyHeader)
+		if key != "" {
+			if !validIdempotencyKey(key) {
+				return apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
+			}
+			claims, _ := c.Get(claimsKey).(*auth.Claims)
+			rec.ID = idempotentID(claims.Subject, key)
+		}
+		accepted := func(id string) error {
+			url := "/tasks/" + id
+			c.Response().Header().Set(echo.HeaderLocation, url)
+			return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: id, StatusURL: url})
+		}
+		err = store.Create(ctx, rec)
+		switch {
+		case errors.Is(err, task.ErrExists):
+			prev, _, err := store.Get(ctx, rec.ID)
+			if err != nil {
+				return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+			}
+			if !bytes.Equal(prev.Payload, rec.Payload) {
+				return apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
+			}
+			c.Response().Header().Set("Idempotent-Replayed", "true")
+			return accepted(prev.ID)
+		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
 		if err := queue.Enqueue(ctx, task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}, rid); err != nil {
-			// Say so in the record too, so a client that polls the id
-			// anyway sees why it never ran. Best effort: the bus is down.
-			_, _ = store.Update(context.WithoutCancel(ctx), rec.ID, func(r *task.Record) error {
-				r.State, r.Error = task.Failed, "could not be queued: "+err.Error()
-				return nil
-			})
+			// The client gets no task id with the error, so nobody polls
+			// this record; remove it so a retry with the same key can
+			// submit again. Best effort: the bus may be down.
+			_ = store.Delete(context.WithoutCancel(ctx), rec.ID)
 			return err
 		}
-		url := "/tasks/" + rec.ID
-		c.Response().Header().Set(echo.HeaderLocation, url)
-		return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: rec.ID, StatusURL: url})
+		return accepted(rec.ID)
 	}
 }
+
+// validIdempotencyKey accepts 1-255 printable ASCII characters.
+func validIdempotencyKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := range len(k) {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// idempotentID derives a task id from the caller and the key: the same
+// pair always gives the same id, and one caller cannot land on another's
+// task by guessing its key.
+func idempotentID(subject, key string) string {
+	sum := sha256.Sum256([]byte(subject + "\x00" + key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// handleCancelTask cancels a queued or running task. A queued task is
+// dropped by the worker that pulls it; a running one has its context
+// cancelled through a notice on task.CancelSubject. Cancelling a finished
+// task is a 409.
+func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Param("id")
+		if !task.ValidID(id) {
+			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+		}
+		var final task.State
+		rec, err := store.Update(c.Request().Context(), id, func(r *task.Record) error {
+			if r.State.Terminal() {
+				final = r.State
+				return errFinal
+			}
+			now := time.Now().UTC()
+			r.State, r.Error, r.FinishedAt = task.Cancelled, "cancelled by client", &now
+			return nil
+		})
+		switch {
+		case errors.Is(err, errFinal):
+			return apperr.New(apperr.Conflict, "task %s already %s", id, final)
+		case errors.Is(err, task.ErrNotFound):
+			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
+		case err != nil:
+			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		}
+		if err := notify.Publish(task.CancelSubject(id), nil); err != nil {
+			// The record says cancelled: a worker drops the task when it
+			// finishes or pulls it, so the notice only saves time.
+			log.Warn("publish cancel notice", "task_id", id, "request_id", requestID(c), "err", err)
+		}
+		return c.JSON(http.StatusOK, rec)
+	}
+}
+
+// errFinal stops a cancel of a task that already finished.
+var errFinal = errors.New("gateway: task already final")
 
 // handleGetTask returns a task's record.
 func handleGetTask(store TaskStore) echo.HandlerFunc {

@@ -112,7 +112,6 @@ func requireBus(nc *nats.Conn) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if !nc.IsConnected() {
-				c.Response().Header().Set("Retry-After", "1")
 				return apperr.New(apperr.Unavailable, "message bus is not connected, try again shortly")
 			}
 			return next(c)

@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,7 +33,22 @@ func (q streamQueue) Enqueue(ctx context.Context, env task.Envelope, requestID s
 	msg.Header.Set(reqid.Header, requestID)
 	msg.Header.Set(task.HeaderTaskID, env.ID)
 	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(task.Stream)); err != nil {
+		if queueFull(err) {
+			return apperr.Wrap(err, apperr.RateLimited, "task queue is full, try again later")
+		}
 		return apperr.Wrap(err, apperr.Unavailable, "task queue is not available")
 	}
 	return nil
 }
+
+// queueFull reports the stream refusing a message because it is at its
+// message or byte limit (DiscardNew): back-pressure, answered with 429.
+func queueFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamStoreFailed &&
+		strings.Contains(apiErr.Description, "maximum")
+}
+
+// errCodeStreamStoreFailed is the server's JSStreamStoreFailedF, which
+// nats.go does not name: "maximum messages exceeded" and friends.
+const errCodeStreamStoreFailed jetstream.ErrorCode = 10077

@@ -38,7 +38,7 @@ func TestCrashRecovery(t *testing.T) {
 			// The only allowed attempt died with its worker: the task fails
 			// rather than running a second time or staying "running".
 			name: "no attempts left", maxAttempts: 1,
-			wantState: task.Failed, wantAttempts: 1, wantCalls: []int{1}, wantWorker: "A",
+			wantState: task.Dead, wantAttempts: 1, wantCalls: []int{1}, wantWorker: "A",
 			wantErrSub: "gave up after 1 attempts",
 		},
 	}

@@ -46,11 +46,19 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	}
 
 	reg := ops.NewRegistry()
-	r := newRunner(cfg, store, newMetrics(reg), log)
+	r := newRunner(cfg, js, store, newMetrics(reg), log)
 
 	svc, err := addProcessService(nc, cfg.ID, log)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
+	}
+	// Every worker hears every cancel notice; the one running the task acts.
+	cancelSub, err := nc.Subscribe(task.CancelSubjectPrefix+"*", func(m *nats.Msg) {
+		r.cancelRunning(m.Subject[len(task.CancelSubjectPrefix):])
+	})
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("worker: subscribe to cancel notices: %w", err)
 	}
 	log.Info("worker started", "stream", task.Stream, "consumer", task.Consumer,
 		"process_subject", ProcessSubject, "concurrency", cfg.Concurrency)
@@ -61,6 +69,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		ln, err := httpserver.Listen(hc)
 		if err != nil {
 			_ = svc.Stop()
+			_ = cancelSub.Unsubscribe()
 			return fmt.Errorf("worker: %w", err)
 		}
 		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(reg, ops.NATSReady(nc)), log) })
@@ -74,6 +83,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			log.Warn("stop process service", "err", err)
 		}
 		r.finish(cfg.ShutdownTimeout)
+		_ = cancelSub.Unsubscribe()
 		log.Info("worker stopped")
 		return nil
 	})
@@ -104,6 +114,7 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 // task while its ack wait runs out, and be redelivered to a second worker.
 type runner struct {
 	cfg      Config
+	js       jetstream.JetStream
 	store    *task.Store
 	handlers map[string]Handler
 	metrics  *metrics
@@ -118,9 +129,12 @@ type runner struct {
 	taskCtx    context.Context
 	cancelTask context.CancelFunc
 	slots      sync.WaitGroup
+	// running maps the id of each task running here to the cancel func
+	// of its context, for cancelRunning.
+	running sync.Map
 }
 
-func newRunner(cfg Config, store *task.Store, m *metrics, log *slog.Logger) *runner {
+func newRunner(cfg Config, js jetstream.JetStream, store *task.Store, m *metrics, log *slog.Logger) *runner {
 	handlers := builtinHandlers(cfg)
 	for typ, h := range cfg.Handlers {
 		handlers[typ] = h
@@ -128,7 +142,7 @@ func newRunner(cfg Config, store *task.Store, m *metrics, log *slog.Logger) *run
 	pullCtx, stopTaking := context.WithCancel(context.Background())
 	taskCtx, cancelTask := context.WithCancel(context.Background())
 	return &runner{
-		cfg: cfg, store: store, handlers: handlers, metrics: m, log: log,
+		cfg: cfg, js: js, store: store, handlers: handlers, metrics: m, log: log,
 		pullCtx: pullCtx, stopTaking: stopTaking,
 		taskCtx: taskCtx, cancelTask: cancelTask,
 	}

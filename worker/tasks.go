@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/task"
 )
 
@@ -47,7 +50,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 	}
 	if attempt > r.cfg.MaxAttempts {
 		// The previous attempt died with its worker; don't run it again.
-		r.fail(msg, env.ID, attempt-1, fmt.Errorf("gave up after %d attempts", r.cfg.MaxAttempts), log)
+		r.bury(msg, env, attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", r.cfg.MaxAttempts), log)
 		return
 	}
 
@@ -77,7 +80,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 	log.Info("task started")
 	r.metrics.running.Inc()
 	start := time.Now()
-	result, herr := r.run(h, msg, &Task{
+	result, herr, cancelled := r.run(h, msg, &Task{
 		ID: env.ID, Type: env.Type, Payload: env.Payload, Attempt: attempt,
 		progress: func(pct int, text string) {
 			if _, err := r.update(env.ID, func(rec *task.Record) error {
@@ -94,6 +97,11 @@ func (r *runner) handle(msg jetstream.Msg) {
 	log = log.With("duration_ms", elapsed.Milliseconds())
 
 	switch {
+	case cancelled:
+		// DELETE /tasks/{id}: the record already says cancelled.
+		log.Info("task cancelled while running")
+		_ = msg.TermWithReason("cancelled")
+		r.metrics.outcomes.WithLabelValues(env.Type, "cancelled").Inc()
 	case herr == nil:
 		r.succeed(msg, env, result, log)
 	case r.taskCtx.Err() != nil:
@@ -101,8 +109,10 @@ func (r *runner) handle(msg jetstream.Msg) {
 		// worker starts it at once, not after the ack wait.
 		r.requeue(msg, env.ID, "interrupted by worker shutdown", 0, log)
 		r.metrics.outcomes.WithLabelValues(env.Type, "interrupted").Inc()
-	case IsPermanent(herr) || attempt >= r.cfg.MaxAttempts:
+	case IsPermanent(herr):
 		r.fail(msg, env.ID, attempt, herr, log)
+	case attempt >= r.cfg.MaxAttempts:
+		r.bury(msg, env, attempt, herr, log)
 	default:
 		delay := r.backoff(attempt)
 		log.Warn("task attempt failed, will retry", "err", herr, "retry_in", delay)
@@ -111,12 +121,21 @@ func (r *runner) handle(msg jetstream.Msg) {
 	}
 }
 
+// errCancelled is the cause of a running task's context when a client
+// cancels the task.
+var errCancelled = errors.New("task cancelled")
+
 // run calls the handler under the task timeout, keeping the message alive
 // with InProgress heartbeats so a long task is not redelivered while it
 // runs. A panicking handler fails its attempt instead of the worker.
-func (r *runner) run(h Handler, msg jetstream.Msg, t *Task) (result any, err error) {
-	ctx, cancel := context.WithTimeout(r.taskCtx, r.cfg.TaskTimeout)
+// cancelled reports that the task was cancelled (DELETE /tasks/{id}) while
+// it ran.
+func (r *runner) run(h Handler, msg jetstream.Msg, t *Task) (result any, err error, cancelled bool) {
+	ctx, cancelCause := context.WithCancelCause(r.taskCtx)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.TaskTimeout)
 	defer cancel()
+	r.running.Store(t.ID, cancelCause)
+	defer r.running.Delete(t.ID)
 	go func() {
 		tick := time.NewTicker(max(r.cfg.AckWait/3, 100*time.Millisecond))
 		defer tick.Stop()
@@ -133,8 +152,53 @@ func (r *runner) run(h Handler, msg jetstream.Msg, t *Task) (result any, err err
 		if p := recover(); p != nil {
 			err = fmt.Errorf("task handler panicked: %v", p)
 		}
+		cancelled = errors.Is(context.Cause(ctx), errCancelled)
 	}()
-	return h(ctx, t)
+	result, err = h(ctx, t)
+	return result, err, false
+}
+
+// cancelRunning cancels the task id if it runs here; every worker gets
+// every cancel notice, and the ones not running the task ignore it.
+func (r *runner) cancelRunning(id string) {
+	if cancel, ok := r.running.Load(id); ok {
+		cancel.(context.CancelCauseFunc)(errCancelled)
+	}
+}
+
+// bury moves a task that used up its attempts to the dead-letter stream,
+// records it dead, and terminates its message. The dead letter is stored
+// before the message is terminated, so a crash in between leaves a
+// duplicate (deduplicated by its Nats-Msg-Id), never a loss.
+func (r *runner) bury(msg jetstream.Msg, env task.Envelope, attempts int, cause error, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	dead := nats.NewMsg(task.DLQSubject(env.Type))
+	dead.Data = msg.Data()
+	dead.Header.Set(task.HeaderTaskID, env.ID)
+	dead.Header.Set(task.HeaderAttempts, strconv.Itoa(attempts))
+	dead.Header.Set(task.HeaderError, truncate(cause.Error(), 1000))
+	dead.Header.Set(reqid.Header, msg.Headers().Get(reqid.Header))
+	msgID := fmt.Sprintf("dead-%s-%d", env.ID, attempts)
+	if _, err := r.js.PublishMsg(ctx, dead, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(task.DLQStream)); err != nil {
+		log.Error("store dead letter, retrying later", "err", err)
+		_ = msg.NakWithDelay(r.cfg.RetryDelay)
+		return
+	}
+	_, err := r.update(env.ID, func(rec *task.Record) error {
+		if rec.State.Terminal() {
+			return errAlreadyDone
+		}
+		now := time.Now().UTC()
+		rec.State, rec.Error, rec.Attempts, rec.FinishedAt = task.Dead, cause.Error(), attempts, &now
+		return nil
+	})
+	if err != nil && !errors.Is(err, errAlreadyDone) && !errors.Is(err, task.ErrNotFound) {
+		log.Warn("record dead task", "err", err)
+	}
+	log.Error("task dead: attempts used up, moved to "+task.DLQStream, "err", cause)
+	_ = msg.TermWithReason("attempts used up")
+	r.metrics.outcomes.WithLabelValues(env.Type, "dead").Inc()
 }
 
 func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *slog.Logger) {

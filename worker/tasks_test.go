@@ -196,7 +196,7 @@ func TestRetries(t *testing.T) {
 		{
 			name:      "always fails",
 			handle:    func(context.Context, int) (any, error) { return nil, fmt.Errorf("always: %w", errBoom) },
-			wantState: task.Failed, wantAttempts: []int{1, 2, 3}, wantErrSub: "always: boom",
+			wantState: task.Dead, wantAttempts: []int{1, 2, 3}, wantErrSub: "always: boom",
 		},
 		{
 			name:      "permanent error",
@@ -223,7 +223,7 @@ func TestRetries(t *testing.T) {
 		{
 			name:      "always panics",
 			handle:    func(context.Context, int) (any, error) { panic("kaboom") },
-			wantState: task.Failed, wantAttempts: []int{1, 2, 3}, wantErrSub: "kaboom",
+			wantState: task.Dead, wantAttempts: []int{1, 2, 3}, wantErrSub: "kaboom",
 		},
 		{
 			name: "times out",
@@ -232,7 +232,7 @@ func TestRetries(t *testing.T) {
 				return nil, ctx.Err()
 			},
 			taskTimeout: 50 * time.Millisecond,
-			wantState:   task.Failed, wantAttempts: []int{1, 2, 3}, wantErrSub: "deadline exceeded",
+			wantState:   task.Dead, wantAttempts: []int{1, 2, 3}, wantErrSub: "deadline exceeded",
 		},
 		{
 			name:      "result cannot be encoded",

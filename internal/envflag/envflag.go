@@ -55,6 +55,19 @@ func (s *Set) Int(p *int, name, env string, def int, usage string) {
 	s.FS.IntVar(p, name, def, s.usage(usage, env))
 }
 
+// Int64 defines an int64 flag.
+func (s *Set) Int64(p *int64, name, env string, def int64, usage string) {
+	if v := s.lookup(env); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.FS.Int64Var(p, name, def, s.usage(usage, env))
+}
+
 // Duration defines a time.Duration flag.
 func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
 	if v := s.lookup(env); v != "" {

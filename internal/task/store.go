@@ -22,9 +22,11 @@ type ProvisionConfig struct {
 	Replicas int
 	// Retention is how long task records are kept after their last update.
 	Retention time.Duration
-	// MaxQueueBytes caps the stream; when full, submission fails loudly
-	// (DiscardNew) instead of dropping old tasks.
+	// MaxQueueBytes and MaxQueueMsgs cap the stream (0: no cap on
+	// messages); when full, submission fails loudly (DiscardNew) instead of
+	// dropping old tasks.
 	MaxQueueBytes int64
+	MaxQueueMsgs  int64
 	// DedupeWindow is how long a repeated Nats-Msg-Id is ignored.
 	DedupeWindow time.Duration
 }
@@ -46,12 +48,28 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		MaxBytes:    cfg.MaxQueueBytes,
+		MaxMsgs:     maxOrUnlimited(cfg.MaxQueueMsgs),
 		MaxMsgSize:  MaxPayloadBytes + 4<<10,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  cfg.DedupeWindow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", Stream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "scalelab dead letters: tasks that used up their attempts",
+		Subjects:    []string{DLQSubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      7 * 24 * time.Hour,
+		MaxBytes:    cfg.MaxQueueBytes,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  cfg.DedupeWindow,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", DLQStream, err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -65,6 +83,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
 	return &Store{kv: kv}, nil
+}
+
+func maxOrUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // Store reads and writes task records.
@@ -105,6 +130,14 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, uint64, error) {
 		return nil, 0, fmt.Errorf("decode task %s: %w", id, err)
 	}
 	return &rec, e.Revision(), nil
+}
+
+// Delete removes the record of id; deleting a missing record is not an error.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := s.kv.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete task %s: %w", id, err)
+	}
+	return nil
 }
 
 // maxUpdateTries bounds the compare-and-set loop; contention on one task

@@ -30,13 +30,32 @@ const (
 	Consumer = "workers"
 	// Bucket is the KV bucket of task records, keyed by task id.
 	Bucket = "tasks"
+	// DLQStream holds tasks that used up their attempts, on
+	// "dlq.tasks.<type>", with the last error in a header.
+	DLQStream = "TASKS_DLQ"
+	// DLQSubjectPrefix prefixes a task's type to make its dead-letter subject.
+	DLQSubjectPrefix = "dlq.tasks."
+	// CancelSubjectPrefix prefixes a task id to make the core NATS subject
+	// on which the gateway tells workers to stop a running task. It is
+	// outside "tasks.>" so it is never stored in the TASKS stream.
+	CancelSubjectPrefix = "taskctl.cancel."
 )
 
 // Header names set on task messages.
 const (
 	// HeaderTaskID carries the task id so it can be logged without decoding.
 	HeaderTaskID = "Scalelab-Task-Id"
+	// HeaderAttempts and HeaderError carry, on a dead letter, how many
+	// times the task ran and its last error.
+	HeaderAttempts = "Scalelab-Attempts"
+	HeaderError    = "Scalelab-Error"
 )
+
+// DLQSubject returns the dead-letter subject of a task of type typ.
+func DLQSubject(typ string) string { return DLQSubjectPrefix + typ }
+
+// CancelSubject returns the subject that cancels the running task id.
+func CancelSubject(id string) string { return CancelSubjectPrefix + id }
 
 // Subject returns the subject a task of type typ is published to.
 func Subject(typ string) string { return SubjectPrefix + typ }
