@@ -402,3 +402,41 @@ func TestUpRestartKeepsQueuedTasks(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestUpDelayedTask: a task with a delay waits, queued with its run_at,
+// and runs once the time has come.
+func TestUpDelayedTask(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	bearer := "Bearer " + p.token
+	submitted := time.Now()
+	r := p.do(t, "POST", "/longtask", bearer, []byte(`{"task":"noop","delay":"2s"}`))
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST /longtask with delay = %d %s, want 202", r.status, r.body)
+	}
+	id := decodeJSON[map[string]string](t, r)["task_id"]
+	type record struct {
+		State     string     `json:"state"`
+		RunAt     *time.Time `json:"run_at"`
+		StartedAt *time.Time `json:"started_at"`
+	}
+	rec := decodeJSON[record](t, p.do(t, "GET", "/tasks/"+id, bearer, nil))
+	if rec.State != "queued" || rec.RunAt == nil || rec.RunAt.Sub(submitted) < 1900*time.Millisecond {
+		t.Fatalf("delayed task right after submit = %+v, want queued with run_at about 2s ahead", rec)
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		rec = decodeJSON[record](t, p.do(t, "GET", "/tasks/"+id, bearer, nil))
+		if rec.State != "succeeded" {
+			return fmt.Errorf("state = %s", rec.State)
+		}
+		return nil
+	})
+	if rec.StartedAt.Before(rec.RunAt.Add(-time.Second)) {
+		t.Errorf("delayed task started at %v, before its run_at %v", rec.StartedAt, rec.RunAt)
+	}
+	for _, body := range []string{`{"task":"noop","delay":"soon"}`, `{"task":"noop","delay":"1s","run_at":"2030-01-01T00:00:00Z"}`, `{"task":"noop","run_at":"tomorrow"}`, `{"task":"noop","delay":"9000h"}`} {
+		if r := p.do(t, "POST", "/longtask", bearer, []byte(body)); r.status != http.StatusBadRequest {
+			t.Errorf("POST /longtask %s = %d %s, want 400", body, r.status, r.body)
+		}
+	}
+	p.stop(t)
+}

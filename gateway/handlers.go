@@ -53,9 +53,10 @@ type Notifier interface {
 	Publish(subject string, data []byte) error
 }
 
-// TaskQueue enqueues tasks for the workers.
+// TaskQueue enqueues tasks for the workers, at once or, with a non-zero
+// runAt, when that time comes.
 type TaskQueue interface {
-	Enqueue(ctx context.Context, env task.Envelope, requestID string) error
+	Enqueue(ctx context.Context, env task.Envelope, requestID string, runAt time.Time) error
 }
 
 // dataCacheKey is the cache key of /data's result. The version segment lets
@@ -139,9 +140,16 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		ctx := c.Request().Context()
 		rid := requestID(c)
 		now := time.Now().UTC()
+		runAt, err := task.RunAt(body, now)
+		if err != nil {
+			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
+		}
 		rec := &task.Record{
 			ID: nuid.Next(), Type: typ, State: task.Queued, Payload: compact(body),
 			RequestID: rid, CreatedAt: now, UpdatedAt: now,
+		}
+		if !runAt.IsZero() {
+			rec.RunAt = &runAt
 		}
 		key := c.Request().Header.Get(idempotencyHeader)
 		if key != "" {
@@ -171,7 +179,7 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
-		if err := queue.Enqueue(ctx, task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}, rid); err != nil {
+		if err := queue.Enqueue(ctx, task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}, rid, runAt); err != nil {
 			// The client gets no task id with the error, so nobody polls
 			// this record; remove it so a retry with the same key can
 			// submit again. Best effort: the bus may be down.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,17 +23,24 @@ type streamQueue struct {
 
 // Enqueue publishes env and waits for the stream's ack, so a 202 means the
 // task is stored on disk. The task id is the Nats-Msg-Id: a retried publish
-// inside the dedupe window is stored once.
-func (q streamQueue) Enqueue(ctx context.Context, env task.Envelope, requestID string) error {
+// inside the dedupe window is stored once. A task with a runAt is stored
+// as a schedule in TASKS_DELAYED, which hands it to TASKS when due.
+func (q streamQueue) Enqueue(ctx context.Context, env task.Envelope, requestID string, runAt time.Time) error {
 	data, err := json.Marshal(env)
 	if err != nil {
 		return fmt.Errorf("encode task %s: %w", env.ID, err)
 	}
 	msg := nats.NewMsg(task.Subject(env.Type))
+	stream := task.Stream
+	if !runAt.IsZero() {
+		msg.Subject, stream = task.DelayedAtPrefix+env.ID, task.DelayedStream
+		msg.Header.Set("Nats-Schedule", "@at "+runAt.UTC().Format(time.RFC3339))
+		msg.Header.Set("Nats-Schedule-Target", task.DelayedDuePrefix+env.Type)
+	}
 	msg.Data = data
 	msg.Header.Set(reqid.Header, requestID)
 	msg.Header.Set(task.HeaderTaskID, env.ID)
-	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(task.Stream)); err != nil {
+	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(stream)); err != nil {
 		if queueFull(err) {
 			return apperr.Wrap(err, apperr.RateLimited, "task queue is full, try again later")
 		}

@@ -41,6 +41,21 @@ func DefaultProvisionConfig() ProvisionConfig {
 // start, so either can come up first; the calls are idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              DelayedStream,
+		Description:       "scalelab delayed tasks: schedules, and tasks once due",
+		Subjects:          []string{DelayedAtPrefix + ">", DelayedDuePrefix + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxAge:            MaxDelay + 24*time.Hour,
+		MaxBytes:          cfg.MaxQueueBytes,
+		Duplicates:        cfg.DedupeWindow,
+		AllowMsgSchedules: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", DelayedStream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "scalelab async tasks, one subject per task type",
 		Subjects:    []string{SubjectPrefix + ">"},
@@ -52,6 +67,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		MaxMsgSize:  MaxPayloadBytes + 4<<10,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  cfg.DedupeWindow,
+		// Delayed tasks come in from TASKS_DELAYED once due.
+		Sources: []*jetstream.StreamSource{{
+			Name: DelayedStream,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source: DelayedDuePrefix + ">", Destination: SubjectPrefix + ">",
+			}},
+		}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", Stream, err)

@@ -30,6 +30,17 @@ const (
 	Consumer = "workers"
 	// Bucket is the KV bucket of task records, keyed by task id.
 	Bucket = "tasks"
+	// DelayedStream holds delayed tasks as schedule messages (nats-server
+	// >= 2.12) on "delayed.tasks.at.<id>". When one fires, the server
+	// stores the task on "delayed.tasks.due.<type>", and TASKS, which
+	// sources those subjects transformed back to "tasks.<type>", queues it.
+	// A separate stream because schedules cannot use DiscardNew, which the
+	// work queue needs for back-pressure.
+	DelayedStream = "TASKS_DELAYED"
+	// DelayedAtPrefix and DelayedDuePrefix are the subject prefixes of a
+	// delayed task's schedule (by id) and of the task once due (by type).
+	DelayedAtPrefix  = "delayed.tasks.at."
+	DelayedDuePrefix = "delayed.tasks.due."
 	// DLQStream holds tasks that used up their attempts, on
 	// "dlq.tasks.<type>", with the last error in a header.
 	DLQStream = "TASKS_DLQ"
@@ -96,6 +107,7 @@ type Record struct {
 	Error           string          `json:"error,omitempty"`
 	Worker          string          `json:"worker,omitempty"`
 	RequestID       string          `json:"request_id,omitempty"`
+	RunAt           *time.Time      `json:"run_at,omitempty"`
 	CreatedAt       time.Time       `json:"created_at"`
 	UpdatedAt       time.Time       `json:"updated_at"`
 	StartedAt       *time.Time      `json:"started_at,omitempty"`
@@ -159,6 +171,48 @@ func Validate(body []byte) (string, error) {
 		}
 	}
 	return typ, nil
+}
+
+// MaxDelay bounds how far ahead a task may be scheduled.
+const MaxDelay = 7 * 24 * time.Hour
+
+// RunAt returns when a task body asks to run: "run_at" (RFC 3339) or
+// "delay" (a Go duration such as "90s"), at most MaxDelay ahead of now.
+// It returns the zero time for "now": no field, or a time not after now.
+func RunAt(body []byte, now time.Time) (time.Time, error) {
+	var p struct {
+		RunAt *string `json:"run_at"`
+		Delay *string `json:"delay"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s", ErrInvalid, jsonProblem(err))
+	}
+	var at time.Time
+	switch {
+	case p.RunAt != nil && p.Delay != nil:
+		return time.Time{}, fmt.Errorf(`%w: give "run_at" or "delay", not both`, ErrInvalid)
+	case p.RunAt != nil:
+		t, err := time.Parse(time.RFC3339, *p.RunAt)
+		if err != nil {
+			return time.Time{}, fmt.Errorf(`%w: "run_at" must be an RFC 3339 time such as 2030-01-02T15:04:05Z`, ErrInvalid)
+		}
+		at = t
+	case p.Delay != nil:
+		d, err := time.ParseDuration(*p.Delay)
+		if err != nil || d < 0 {
+			return time.Time{}, fmt.Errorf(`%w: "delay" must be a duration such as "90s" or "5m"`, ErrInvalid)
+		}
+		at = now.Add(d)
+	default:
+		return time.Time{}, nil
+	}
+	if at.Sub(now) > MaxDelay {
+		return time.Time{}, fmt.Errorf("%w: a task can be scheduled at most %v ahead", ErrInvalid, MaxDelay)
+	}
+	if !at.After(now) {
+		return time.Time{}, nil
+	}
+	return at.UTC(), nil
 }
 
 // DecodeSleep decodes and bounds a sleep payload.
