@@ -42,6 +42,7 @@ Usage:
   scalelab cachesvc  [flags]   the shared cache (:5004)
   scalelab dbsvc     [flags]   the SQLite database service (:5002)
   scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
+  scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
 
 Run 'scalelab <command> -h' for the flags of a command.
 `
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runUp(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return runToken(rest, getenv, stdout, stderr)
+	case "tasks":
+		return runTasks(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

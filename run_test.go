@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -161,4 +164,35 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestTasksCommand drives `scalelab tasks dlq` against a live server.
+func TestTasksCommand(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	js, err := jetstream.New(testutil.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
+		t.Fatal(err)
+	}
+	vars := env(map[string]string{"SCALELAB_NATS_URL": ns.ClientURL()})
+
+	var out strings.Builder
+	if err := run(t.Context(), []string{"tasks", "dlq", "ls"}, vars, &out, io.Discard); err != nil {
+		t.Fatalf("tasks dlq ls = %v", err)
+	}
+	if got := strings.TrimSpace(out.String()); got != "no dead tasks" {
+		t.Errorf("tasks dlq ls printed %q, want %q", got, "no dead tasks")
+	}
+	err = run(t.Context(), []string{"tasks", "dlq", "retry", "nosuchtask"}, vars, io.Discard, io.Discard)
+	if !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("tasks dlq retry nosuchtask = %v, want not found", err)
+	}
+	for _, args := range [][]string{{"tasks"}, {"tasks", "dlq"}, {"tasks", "dlq", "retry", "a.b"}, {"tasks", "nope"}} {
+		if err := run(t.Context(), args, vars, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		}
+	}
 }

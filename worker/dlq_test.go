@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +21,11 @@ func TestDeadLetter(t *testing.T) {
 	e := newEnv(t)
 	cfg := testConfig("w1")
 	cfg.MaxAttempts = 3
+	var fixed atomic.Bool
 	cfg.Handlers = map[string]worker.Handler{"doomed": func(context.Context, *worker.Task) (any, error) {
+		if fixed.Load() {
+			return "ok", nil
+		}
 		return nil, errors.New("disk on fire")
 	}}
 	startWorker(t, e.ns, cfg)
@@ -49,6 +54,26 @@ func TestDeadLetter(t *testing.T) {
 	}
 	if got := h.Get(task.HeaderError); got != "disk on fire" {
 		t.Errorf("dead letter error = %q, want %q", got, "disk on fire")
+	}
+
+	// The operator lists the dead letters, fixes the cause, and retries.
+	dead, err := task.ListDead(t.Context(), e.js)
+	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 3 || dead[0].Type != "doomed" {
+		t.Fatalf("ListDead() = %+v, %v; want one dead letter for %s with 3 attempts", dead, err, id)
+	}
+	fixed.Store(true)
+	if err := task.RetryDead(t.Context(), e.js, e.store, id); err != nil {
+		t.Fatalf("RetryDead(%s) = %v", id, err)
+	}
+	rec = e.waitState(t, id, task.Succeeded, 20*time.Second)
+	if rec.Attempts != 1 {
+		t.Errorf("retried task attempts = %d, want 1 (a fresh budget)", rec.Attempts)
+	}
+	if dead, err := task.ListDead(t.Context(), e.js); err != nil || len(dead) != 0 {
+		t.Errorf("ListDead() after retry = %+v, %v; want none", dead, err)
+	}
+	if err := task.RetryDead(t.Context(), e.js, e.store, id); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("RetryDead(%s) again = %v, want ErrNotFound", id, err)
 	}
 }
 

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+const tasksUsage = `Usage:
+  scalelab tasks dlq ls            list the dead tasks (attempts used up), oldest first
+  scalelab tasks dlq retry <id>    queue a dead task again, with a fresh budget of attempts
+`
+
+// runTasks is the operator's view of the task pipeline.
+func runTasks(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scalelab tasks", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, tasksUsage); fs.PrintDefaults() }
+	s := envflag.New(fs, getenv)
+	var c common
+	c.register(s, true)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageErr(err)
+	}
+	rest := fs.Args()
+	var retryID string
+	switch {
+	case len(rest) == 2 && rest[0] == "dlq" && rest[1] == "ls":
+	case len(rest) == 3 && rest[0] == "dlq" && rest[1] == "retry":
+		retryID = rest[2]
+		if !task.ValidID(retryID) {
+			return usageErr(fmt.Errorf("tasks: %q is not a task id", retryID))
+		}
+	default:
+		fmt.Fprint(stderr, tasksUsage)
+		return usageErr(fmt.Errorf("tasks: unknown subcommand %q", rest))
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return usageErr(err)
+	}
+	if err := s.Err(); err != nil {
+		return usageErr(err)
+	}
+	// An operator command: fail fast rather than wait for NATS forever.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: c.NATSURL, Name: "scalelab-tasks"}, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("tasks: jetstream: %w", err)
+	}
+	if retryID != "" {
+		kv, err := js.KeyValue(ctx, task.Bucket)
+		if err != nil {
+			return fmt.Errorf("tasks: open bucket %s: %w", task.Bucket, err)
+		}
+		if err := task.RetryDead(ctx, js, task.NewStore(kv), retryID); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "task %s queued again\n", retryID)
+		return nil
+	}
+	dead, err := task.ListDead(ctx, js)
+	if err != nil {
+		return err
+	}
+	if len(dead) == 0 {
+		fmt.Fprintln(stdout, "no dead tasks")
+		return nil
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tTYPE\tATTEMPTS\tDIED\tLAST ERROR")
+	for _, d := range dead {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, d.Attempts, d.DiedAt.UTC().Format(time.RFC3339), d.Error)
+	}
+	return w.Flush()
+}
