@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/scalelab/scalelab/internal/envflag"
@@ -24,8 +26,12 @@ type Config struct {
 	// AckWait is how long JetStream waits for an ack (or an InProgress
 	// heartbeat) before it redelivers a task to another worker.
 	AckWait time.Duration
-	// MaxAttempts is how many times a task is tried before it fails.
+	// MaxAttempts is how many times a task is tried before it is dead
+	// (moved to TASKS_DLQ), unless its type has its own limit in
+	// AttemptsByType.
 	MaxAttempts int
+	// AttemptsByType overrides MaxAttempts per task type.
+	AttemptsByType map[string]int
 	// TaskTimeout cancels a handler that runs longer.
 	TaskTimeout time.Duration
 	// RetryDelay is the base of the exponential back-off between attempts.
@@ -61,7 +67,14 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Addr, "addr", "SCALELAB_ADDR", c.Addr, "ops HTTP address for /healthz, /readyz, /metrics (empty: none)")
 	s.Int(&c.Concurrency, "concurrency", "SCALELAB_CONCURRENCY", c.Concurrency, "tasks run at once by this worker")
 	s.Duration(&c.AckWait, "ack-wait", "SCALELAB_ACK_WAIT", c.AckWait, "redeliver a task whose worker went silent for this long")
-	s.Int(&c.MaxAttempts, "max-attempts", "SCALELAB_MAX_ATTEMPTS", c.MaxAttempts, "attempts before a task fails")
+	s.Int(&c.MaxAttempts, "max-attempts", "SCALELAB_MAX_ATTEMPTS", c.MaxAttempts, "attempts before a task is dead (moved to TASKS_DLQ)")
+	s.Func("max-attempts-by-type", "SCALELAB_MAX_ATTEMPTS_BY_TYPE", "per-type attempts, e.g. report=3,sleep=10", func(v string) error {
+		m, err := parseAttempts(v)
+		if err == nil {
+			c.AttemptsByType = m
+		}
+		return err
+	})
 	s.Duration(&c.TaskTimeout, "task-timeout", "SCALELAB_TASK_TIMEOUT", c.TaskTimeout, "cancel a task running longer")
 	s.Duration(&c.RetryDelay, "retry-delay", "SCALELAB_RETRY_DELAY", c.RetryDelay, "base delay between attempts (doubles each attempt)")
 	s.Duration(&c.ReportDuration, "report-duration", "SCALELAB_REPORT_DURATION", c.ReportDuration, "how long the report task works")
@@ -85,6 +98,11 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("worker: --max-attempts must be at least 1, got %d", c.MaxAttempts))
 	}
+	for typ, n := range c.AttemptsByType {
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("worker: --max-attempts-by-type %q: want type=N with N at least 1", typ))
+		}
+	}
 	if c.TaskTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("worker: --task-timeout must be positive, got %v", c.TaskTimeout))
 	}
@@ -104,4 +122,26 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("worker: --replicas must be 1..5, got %d", c.Provision.Replicas))
 	}
 	return errors.Join(errs...)
+}
+
+// maxAttempts is the attempt limit of tasks of type typ.
+func (c Config) maxAttempts(typ string) int {
+	if n, ok := c.AttemptsByType[typ]; ok {
+		return n
+	}
+	return c.MaxAttempts
+}
+
+// parseAttempts parses "type=N,type=N".
+func parseAttempts(v string) (map[string]int, error) {
+	m := map[string]int{}
+	for _, part := range strings.Split(v, ",") {
+		typ, n, ok := strings.Cut(strings.TrimSpace(part), "=")
+		count, err := strconv.Atoi(n)
+		if !ok || typ == "" || err != nil {
+			return nil, fmt.Errorf("%q: want type=N", part)
+		}
+		m[typ] = count
+	}
+	return m, nil
 }

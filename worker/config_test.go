@@ -1,10 +1,16 @@
 package worker_test
 
 import (
+	"errors"
+	"flag"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/worker"
 )
 
@@ -78,6 +84,47 @@ func TestConfigValidate(t *testing.T) {
 				}
 				if !found {
 					t.Errorf("Validate() = %q, want a line \"worker: %s ...\"", err, flag)
+				}
+			}
+		})
+	}
+}
+
+func TestAttemptsByType(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		env     string
+		want    map[string]int
+		wantErr bool
+	}{
+		{"flag", []string{"--max-attempts-by-type", "report=3,sleep=10"}, "", map[string]int{"report": 3, "sleep": 10}, false},
+		{"env", nil, "noop=2", map[string]int{"noop": 2}, false},
+		{"flag beats env", []string{"--max-attempts-by-type", "report=1"}, "noop=2", map[string]int{"report": 1}, false},
+		{"bad flag", []string{"--max-attempts-by-type", "report"}, "", nil, true},
+		{"bad env", nil, "report=x", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			s := envflag.New(fs, func(k string) string {
+				if k == "SCALELAB_MAX_ATTEMPTS_BY_TYPE" {
+					return tt.env
+				}
+				return ""
+			})
+			cfg := worker.DefaultConfig()
+			cfg.RegisterFlags(s)
+			err := errors.Join(fs.Parse(tt.args), s.Err())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parse = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr {
+				if diff := cmp.Diff(tt.want, cfg.AttemptsByType); diff != "" {
+					t.Errorf("AttemptsByType mismatch (-want +got):\n%s", diff)
 				}
 			}
 		})

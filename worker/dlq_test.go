@@ -20,7 +20,8 @@ func TestDeadLetter(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	cfg := testConfig("w1")
-	cfg.MaxAttempts = 3
+	cfg.MaxAttempts = 5
+	cfg.AttemptsByType = map[string]int{"doomed": 3} // the per-type limit wins
 	var fixed atomic.Bool
 	cfg.Handlers = map[string]worker.Handler{"doomed": func(context.Context, *worker.Task) (any, error) {
 		if fixed.Load() {

@@ -48,9 +48,10 @@ func (r *runner) handle(msg jetstream.Msg) {
 		r.fail(msg, env.ID, attempt, fmt.Errorf("no handler for task type %q", env.Type), log)
 		return
 	}
-	if attempt > r.cfg.MaxAttempts {
+	limit := r.cfg.maxAttempts(env.Type)
+	if attempt > limit {
 		// The previous attempt died with its worker; don't run it again.
-		r.bury(msg, env, attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", r.cfg.MaxAttempts), log)
+		r.bury(msg, env, attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", limit), log)
 		return
 	}
 
@@ -111,7 +112,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 		r.metrics.outcomes.WithLabelValues(env.Type, "interrupted").Inc()
 	case IsPermanent(herr):
 		r.fail(msg, env.ID, attempt, herr, log)
-	case attempt >= r.cfg.MaxAttempts:
+	case attempt >= limit:
 		r.bury(msg, env, attempt, herr, log)
 	default:
 		delay := r.backoff(attempt)

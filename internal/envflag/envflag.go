@@ -94,6 +94,18 @@ func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
 	s.FS.BoolVar(p, name, def, s.usage(usage, env))
 }
 
+// Func defines a flag parsed by parse, for values with a syntax of their
+// own (lists, maps). A set environment variable is parsed first; its error
+// is collected for Err.
+func (s *Set) Func(name, env, usage string, parse func(string) error) {
+	if v := s.lookup(env); v != "" {
+		if err := parse(v); err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+		}
+	}
+	s.FS.Func(name, s.usage(usage, env), parse)
+}
+
 func (s *Set) lookup(env string) string {
 	if env == "" || s.Getenv == nil {
 		return ""
