@@ -120,8 +120,8 @@ const idempotencyHeader = "Idempotency-Key"
 //
 // With an Idempotency-Key header, the task id is derived from the key and
 // the token's subject, so a repeat (same key, same body) returns the same
-// task instead of a new one for as long as the record is kept, and the
-// same body under a reused key with a different body is a 409.
+// task instead of a new one for as long as the record is kept; a reused
+// key with a different body is a 409.
 func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 	type response struct {
 		Status    string `json:"status"`
