@@ -53,8 +53,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.RequestTimeout, "request-timeout", "SCALELAB_REQUEST_TIMEOUT", c.RequestTimeout, "timeout of each service call over NATS")
 	s.Duration(&c.CacheTimeout, "cache-timeout", "SCALELAB_CACHE_TIMEOUT", c.CacheTimeout, "timeout of a cache read before falling back to the database")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
-	s.Int64(&c.Provision.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", c.Provision.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
-	s.Int(&c.Provision.Replicas, "replicas", "SCALELAB_REPLICAS", c.Provision.Replicas, "JetStream replicas for TASKS and tasks (3 on a cluster)")
+	c.Provision.RegisterFlags(s)
 	if s.Getenv != nil {
 		c.JWT = auth.KeysFromEnv(s.Getenv)
 	}
@@ -81,11 +80,8 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}
-	if c.Provision.MaxQueueMsgs < 0 {
-		errs = append(errs, fmt.Errorf("gateway: --max-queue must not be negative, got %d", c.Provision.MaxQueueMsgs))
-	}
-	if c.Provision.Replicas < 1 || c.Provision.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("gateway: --replicas must be 1..5, got %d", c.Provision.Replicas))
+	if err := c.Provision.Validate("gateway"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

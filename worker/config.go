@@ -79,8 +79,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.RetryDelay, "retry-delay", "SCALELAB_RETRY_DELAY", c.RetryDelay, "base delay between attempts (doubles each attempt)")
 	s.Duration(&c.ReportDuration, "report-duration", "SCALELAB_REPORT_DURATION", c.ReportDuration, "how long the report task works")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for running tasks on shutdown")
-	s.Int64(&c.Provision.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", c.Provision.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
-	s.Int(&c.Provision.Replicas, "replicas", "SCALELAB_REPLICAS", c.Provision.Replicas, "JetStream replicas for TASKS and tasks (3 on a cluster)")
+	c.Provision.RegisterFlags(s)
 }
 
 // Validate reports every bad setting at once.
@@ -115,11 +114,8 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("worker: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}
-	if c.Provision.MaxQueueMsgs < 0 {
-		errs = append(errs, fmt.Errorf("worker: --max-queue must not be negative, got %d", c.Provision.MaxQueueMsgs))
-	}
-	if c.Provision.Replicas < 1 || c.Provision.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("worker: --replicas must be 1..5, got %d", c.Provision.Replicas))
+	if err := c.Provision.Validate("worker"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/internal/envflag"
 )
 
 // ErrNotFound is returned when no record exists for a task id.
@@ -34,6 +36,26 @@ type ProvisionConfig struct {
 // DefaultProvisionConfig is the single-server configuration.
 func DefaultProvisionConfig() ProvisionConfig {
 	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute}
+}
+
+// RegisterFlags defines the flags that size the stream and bucket. Every
+// role that provisions them (gateway and worker) has them, with the same
+// meaning; give them the same values.
+func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
+	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
+	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster)")
+}
+
+// Validate reports every bad setting, naming the role.
+func (p ProvisionConfig) Validate(role string) error {
+	var errs []error
+	if p.MaxQueueMsgs < 0 {
+		errs = append(errs, fmt.Errorf("%s: --max-queue must not be negative, got %d", role, p.MaxQueueMsgs))
+	}
+	if p.Replicas < 1 || p.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("%s: --replicas must be 1..5, got %d", role, p.Replicas))
+	}
+	return errors.Join(errs...)
 }
 
 // Provision creates or updates the TASKS stream and the tasks bucket, and
