@@ -36,6 +36,8 @@ type upConfig struct {
 	CacheAddr      string
 	Workers        int
 	Concurrency    int
+	Gateways       int
+	Policy         string
 	MaxQueue       int64
 	NATSHost       string
 	NATSPort       int
@@ -53,6 +55,8 @@ func (c *upConfig) register(s *envflag.Set) {
 	s.String(&c.DBAddr, "dbsvc-addr", "SCALELAB_DBSVC_ADDR", "127.0.0.1:5002", "dbsvc HTTP address")
 	s.String(&c.CacheAddr, "cachesvc-addr", "SCALELAB_CACHESVC_ADDR", "127.0.0.1:5004", "cachesvc HTTP address")
 	s.Int(&c.Workers, "workers", "SCALELAB_WORKERS", 2, "number of workers")
+	s.Int(&c.Gateways, "gateways", "SCALELAB_GATEWAYS", 0, "number of gateways: the --gateway-addrs, then any free port for the rest (0: one per --gateway-addrs)")
+	s.String(&c.Policy, "policy", "SCALELAB_POLICY", balancer.PolicyRoundRobin, "balancer policy: round_robin, weighted_round_robin, least_connections, p2c")
 	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
 	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")
 	s.String(&c.NATSHost, "nats-host", "SCALELAB_NATS_HOST", "127.0.0.1", "embedded NATS listen host")
@@ -71,6 +75,14 @@ func (c *upConfig) gatewayAddrs() []string {
 			out = append(out, a)
 		}
 	}
+	if c.Gateways > 0 {
+		if len(out) > c.Gateways {
+			out = out[:c.Gateways]
+		}
+		for len(out) < c.Gateways {
+			out = append(out, "127.0.0.1:0")
+		}
+	}
 	return out
 }
 
@@ -81,6 +93,9 @@ func (c *upConfig) validate() error {
 	}
 	if len(c.gatewayAddrs()) == 0 {
 		errs = append(errs, errors.New("up: --gateway-addrs needs at least one address"))
+	}
+	if c.Gateways < 0 || c.Gateways > 64 {
+		errs = append(errs, fmt.Errorf("up: --gateways must be 0..64, got %d", c.Gateways))
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("up: --workers must be 1..64, got %d", c.Workers))
@@ -205,7 +220,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	balCfg := balancer.DefaultConfig()
 	balCfg.Listener, balCfg.ShutdownTimeout = balLn, cfg.ShutdownTime
-	balCfg.Backends = backends
+	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	if err := errors.Join(append(cfgErrs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...); err != nil {
 		closeAll(lns)
 		return usageErr(err)

@@ -440,3 +440,26 @@ func TestUpDelayedTask(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestUpScalesGateways: `up --gateways 3` runs three gateways and the
+// balancer spreads requests over all of them, in turn.
+func TestUpScalesGateways(t *testing.T) {
+	p := startUp(t, t.TempDir(), "--gateways", "3")
+	seen := map[string]int{}
+	for range 9 {
+		r := p.do(t, "GET", "/process", "Bearer "+p.token, nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET /process = %d %s", r.status, r.body)
+		}
+		seen[r.servedBy]++
+	}
+	if len(seen) != 3 {
+		t.Errorf("X-Served-By over 9 requests = %v, want 3 gateways", seen)
+	}
+	for g, n := range seen {
+		if n != 3 {
+			t.Errorf("gateway %s served %d of 9, want 3 (round robin)", g, n)
+		}
+	}
+	p.stop(t)
+}

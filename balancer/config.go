@@ -5,11 +5,32 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scalelab/scalelab/internal/envflag"
 )
+
+// The balancing policies, the values of --policy.
+const (
+	PolicyRoundRobin         = "round_robin"
+	PolicyWeightedRoundRobin = "weighted_round_robin"
+	PolicyLeastConnections   = "least_connections"
+	PolicyPowerOfTwo         = "p2c"
+)
+
+// policies lists the valid --policy values, in the order -h shows them.
+var policies = []string{PolicyRoundRobin, PolicyWeightedRoundRobin, PolicyLeastConnections, PolicyPowerOfTwo}
+
+// maxWeight bounds a --weights entry. The weighted policy precomputes one
+// cycle of picks, whose length is the sum of the weights.
+const maxWeight = 100
+
+// maxRetriesLimit bounds --max-retries: beyond a few attempts a request is
+// better answered with an error than sent around every gateway.
+const maxRetriesLimit = 5
 
 // Config is the balancer's configuration.
 type Config struct {
@@ -20,8 +41,22 @@ type Config struct {
 	// flag. Run owns it from then on and closes it before returning.
 	Listener net.Listener
 	// Backends are the gateways' base URLs (http or https, with a host and
-	// optionally a path prefix), in round-robin order.
+	// optionally a path prefix), in round-robin order. It is empty when
+	// Discover is set: the two are exclusive.
 	Backends []string
+	// Weights are the weights of Backends, in the same order, for the
+	// weighted_round_robin policy; empty means 1 each. Discovered gateways
+	// always weigh 1.
+	Weights []int
+	// Discover, as host:port, makes the gateways the addresses host
+	// resolves to, each on port, re-resolved every DiscoverInterval.
+	Discover string
+	// DiscoverInterval is how often Discover is resolved again.
+	DiscoverInterval time.Duration
+	// Policy picks the gateway of each request: one of the Policy*
+	// constants.
+	Policy string
+
 	// DialTimeout bounds connecting to a gateway. It is what keeps a
 	// gateway that silently drops packets from hanging clients; a gateway
 	// that is down and refuses connections fails at once anyway.
@@ -38,21 +73,82 @@ type Config struct {
 	// above two concurrent ones opens a new connection and closes it after,
 	// until the machine runs out of ephemeral ports (TIME_WAIT).
 	MaxIdleConnsPerHost int
+
+	// HealthPath is the path, relative to a gateway's URL, of its active
+	// health check: any 2xx answer passes.
+	HealthPath string
+	// HealthInterval is the time between two checks of a gateway; zero
+	// turns active checks off (every gateway then counts as healthy).
+	HealthInterval time.Duration
+	// HealthTimeout bounds one check, connection included.
+	HealthTimeout time.Duration
+	// HealthyThreshold is how many checks in a row must pass before an
+	// unhealthy gateway gets traffic again.
+	HealthyThreshold int
+	// UnhealthyThreshold is how many checks in a row must fail before a
+	// gateway gets no more traffic.
+	UnhealthyThreshold int
+
+	// EjectAfter is how many failed attempts in a row (connection errors,
+	// broken exchanges, 5xx answers) eject a gateway; zero turns passive
+	// ejection off.
+	EjectAfter int
+	// EjectBackoff is how long a first ejection lasts. Each ejection that
+	// follows before the gateway has recovered lasts twice as long as the
+	// one before, up to EjectBackoffMax.
+	EjectBackoff time.Duration
+	// EjectBackoffMax caps an ejection.
+	EjectBackoffMax time.Duration
+
+	// MaxRetries is how many other gateways a failed request may be sent
+	// to. See doc.go for which failures are retried.
+	MaxRetries int
+	// RetryBudgetPercent caps retries at this share of the requests of the
+	// last 10 s, so an outage is not multiplied by retries.
+	RetryBudgetPercent int
+	// RetryBudgetMin is how many retries every 10 s are allowed whatever
+	// the share, so a quiet balancer can retry at all.
+	RetryBudgetMin int
+
+	// Admin serves POST /-/backends/drain and /-/backends/undrain. They are
+	// unauthenticated: turn them off where the port is reachable by anyone
+	// but operators.
+	Admin bool
+
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// after shutdown starts.
 	ShutdownTimeout time.Duration
+
+	// envErr is a list from the environment that did not parse. envflag
+	// reports the other variables through its Err, which lists cannot
+	// reach, so Validate reports this one.
+	envErr error
 }
 
 // DefaultConfig returns the defaults: :8000 in front of the lab's two
-// gateways on :5000 and :5003.
+// gateways on :5000 and :5003, round robin, with health checks every 2 s.
 func DefaultConfig() Config {
 	return Config{
 		Addr:                  ":8000",
 		Backends:              []string{"http://127.0.0.1:5000", "http://127.0.0.1:5003"},
+		DiscoverInterval:      5 * time.Second,
+		Policy:                PolicyRoundRobin,
 		DialTimeout:           2 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   256,
+		HealthPath:            "/healthz",
+		HealthInterval:        2 * time.Second,
+		HealthTimeout:         time.Second,
+		HealthyThreshold:      2,
+		UnhealthyThreshold:    3,
+		EjectAfter:            5,
+		EjectBackoff:          5 * time.Second,
+		EjectBackoffMax:       time.Minute,
+		MaxRetries:            2,
+		RetryBudgetPercent:    20,
+		RetryBudgetMin:        20,
+		Admin:                 true,
 		ShutdownTimeout:       10 * time.Second,
 	}
 }
@@ -62,9 +158,25 @@ func DefaultConfig() Config {
 const (
 	envAddr                  = "SCALELAB_ADDR"
 	envBackends              = "SCALELAB_BACKENDS"
+	envWeights               = "SCALELAB_WEIGHTS"
+	envDiscover              = "SCALELAB_DISCOVER"
+	envDiscoverInterval      = "SCALELAB_DISCOVER_INTERVAL"
+	envPolicy                = "SCALELAB_POLICY"
 	envDialTimeout           = "SCALELAB_DIAL_TIMEOUT"
 	envResponseHeaderTimeout = "SCALELAB_RESPONSE_HEADER_TIMEOUT"
 	envMaxIdleConnsPerHost   = "SCALELAB_MAX_IDLE_CONNS_PER_HOST"
+	envHealthPath            = "SCALELAB_HEALTH_PATH"
+	envHealthInterval        = "SCALELAB_HEALTH_INTERVAL"
+	envHealthTimeout         = "SCALELAB_HEALTH_TIMEOUT"
+	envHealthyThreshold      = "SCALELAB_HEALTHY_THRESHOLD"
+	envUnhealthyThreshold    = "SCALELAB_UNHEALTHY_THRESHOLD"
+	envEjectAfter            = "SCALELAB_EJECT_AFTER"
+	envEjectBackoff          = "SCALELAB_EJECT_BACKOFF"
+	envEjectBackoffMax       = "SCALELAB_EJECT_BACKOFF_MAX"
+	envMaxRetries            = "SCALELAB_MAX_RETRIES"
+	envRetryBudget           = "SCALELAB_RETRY_BUDGET"
+	envRetryBudgetMin        = "SCALELAB_RETRY_BUDGET_MIN"
+	envAdmin                 = "SCALELAB_ADMIN"
 	envShutdownTimeout       = "SCALELAB_SHUTDOWN_TIMEOUT"
 )
 
@@ -73,24 +185,70 @@ const (
 // prepared, as `up` does). Values are checked by Validate, not here, so that
 // every problem is reported at once; environment values that do not parse
 // are reported by s.Err.
+//
+// --backends and --discover are exclusive. Setting --discover (or
+// SCALELAB_DISCOVER) clears the default gateway list; setting both it and
+// --backends (or SCALELAB_BACKENDS) is reported by Validate.
 func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Addr, "addr", envAddr, c.Addr, "HTTP address of the balancer")
-	// Backends is a list, which envflag has no type for: the environment
-	// value replaces the default here, and the flag replaces both when it is
-	// parsed.
+	// Lists have no envflag type: their environment values replace the
+	// defaults here, and their flags replace both when parsed.
+	getenv := func(string) string { return "" }
 	if s.Getenv != nil {
-		if v := s.Getenv(envBackends); v != "" {
-			c.Backends = splitList(v)
+		getenv = s.Getenv
+	}
+	src := &listSource{c: c}
+	if v := getenv(envBackends); v != "" {
+		c.Backends, src.backendsSet = splitList(v), true
+	}
+	if v := getenv(envDiscover); v != "" {
+		src.setDiscover(v)
+	}
+	if v := getenv(envWeights); v != "" {
+		if err := src.setWeights(v); err != nil {
+			c.envErr = fmt.Errorf("%s=%q: %w", envWeights, v, err)
 		}
 	}
-	s.FS.Var((*backendList)(&c.Backends), "backends",
+	s.FS.Var(backendsFlag{src}, "backends",
 		fmt.Sprintf("comma-separated base URLs of the gateways (env %s)", envBackends))
+	s.FS.Var(weightsFlag{src}, "weights",
+		fmt.Sprintf("comma-separated weights of the --backends, in order, for %s (env %s)", PolicyWeightedRoundRobin, envWeights))
+	s.FS.Var(discoverFlag{src}, "discover",
+		fmt.Sprintf("host:port whose DNS name lists the gateways, instead of --backends (env %s)", envDiscover))
+	s.Duration(&c.DiscoverInterval, "discover-interval", envDiscoverInterval, c.DiscoverInterval,
+		"how often --discover is resolved again")
+	s.String(&c.Policy, "policy", envPolicy, c.Policy,
+		"how a gateway is picked: "+strings.Join(policies, ", "))
 	s.Duration(&c.DialTimeout, "dial-timeout", envDialTimeout, c.DialTimeout,
 		"how long to wait for a gateway to accept a connection before trying the next")
 	s.Duration(&c.ResponseHeaderTimeout, "response-header-timeout", envResponseHeaderTimeout, c.ResponseHeaderTimeout,
 		"how long to wait for a gateway's response headers (0: no limit)")
 	s.Int(&c.MaxIdleConnsPerHost, "max-idle-conns-per-host", envMaxIdleConnsPerHost, c.MaxIdleConnsPerHost,
 		"idle connections kept open to each gateway for reuse")
+	s.String(&c.HealthPath, "health-path", envHealthPath, c.HealthPath,
+		"path of the active health check, relative to a gateway's URL")
+	s.Duration(&c.HealthInterval, "health-interval", envHealthInterval, c.HealthInterval,
+		"time between health checks of a gateway (0: no active checks)")
+	s.Duration(&c.HealthTimeout, "health-timeout", envHealthTimeout, c.HealthTimeout,
+		"time limit of one health check")
+	s.Int(&c.HealthyThreshold, "healthy-threshold", envHealthyThreshold, c.HealthyThreshold,
+		"passing checks in a row that readmit an unhealthy gateway")
+	s.Int(&c.UnhealthyThreshold, "unhealthy-threshold", envUnhealthyThreshold, c.UnhealthyThreshold,
+		"failing checks in a row that take a gateway out")
+	s.Int(&c.EjectAfter, "eject-after", envEjectAfter, c.EjectAfter,
+		"failed requests in a row (connection errors, 5xx) that eject a gateway (0: never)")
+	s.Duration(&c.EjectBackoff, "eject-backoff", envEjectBackoff, c.EjectBackoff,
+		"how long a first ejection lasts; it doubles for each ejection before recovery")
+	s.Duration(&c.EjectBackoffMax, "eject-backoff-max", envEjectBackoffMax, c.EjectBackoffMax,
+		"the longest an ejection lasts")
+	s.Int(&c.MaxRetries, "max-retries", envMaxRetries, c.MaxRetries,
+		"other gateways a failed request may be sent to")
+	s.Int(&c.RetryBudgetPercent, "retry-budget", envRetryBudget, c.RetryBudgetPercent,
+		"retries allowed, as a percentage of the requests of the last 10s")
+	s.Int(&c.RetryBudgetMin, "retry-budget-min", envRetryBudgetMin, c.RetryBudgetMin,
+		"retries allowed in any 10s, whatever the percentage")
+	s.Bool(&c.Admin, "admin", envAdmin, c.Admin,
+		"serve the unauthenticated POST /-/backends/drain and /-/backends/undrain")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", envShutdownTimeout, c.ShutdownTimeout,
 		"grace period for in-flight requests on shutdown")
 }
@@ -103,11 +261,25 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("balancer: "+format, args...))
 	}
+	if c.envErr != nil {
+		bad("%w", c.envErr)
+	}
 	if c.Addr == "" && c.Listener == nil {
 		bad("--addr is required")
 	}
-	if len(c.Backends) == 0 {
-		bad("--backends: at least one gateway URL is required")
+	switch {
+	case c.Discover != "" && len(c.Backends) > 0:
+		bad("--backends and --discover are exclusive: set one")
+	case c.Discover == "" && len(c.Backends) == 0:
+		bad("--backends: at least one gateway URL is required (or --discover)")
+	}
+	if c.Discover != "" {
+		if err := checkDiscover(c.Discover); err != nil {
+			bad("--discover: %w", err)
+		}
+		if c.DiscoverInterval <= 0 {
+			bad("--discover-interval: must be positive, got %v", c.DiscoverInterval)
+		}
 	}
 	seen := make(map[string]bool, len(c.Backends))
 	for _, raw := range c.Backends {
@@ -123,6 +295,22 @@ func (c Config) Validate() error {
 		}
 		seen[u.String()] = true
 	}
+	if !slices.Contains(policies, c.Policy) {
+		bad("--policy: %q is not one of %s", c.Policy, strings.Join(policies, ", "))
+	}
+	if len(c.Weights) > 0 {
+		if c.Policy != PolicyWeightedRoundRobin {
+			bad("--weights: only %s uses weights, --policy is %q", PolicyWeightedRoundRobin, c.Policy)
+		}
+		if len(c.Weights) != len(c.Backends) {
+			bad("--weights: %d weights for %d --backends", len(c.Weights), len(c.Backends))
+		}
+		for _, w := range c.Weights {
+			if w < 1 || w > maxWeight {
+				bad("--weights: %d is not between 1 and %d", w, maxWeight)
+			}
+		}
+	}
 	if c.DialTimeout <= 0 {
 		bad("--dial-timeout: must be positive, got %v", c.DialTimeout)
 	}
@@ -136,10 +324,60 @@ func (c Config) Validate() error {
 	if c.MaxIdleConnsPerHost < 1 {
 		bad("--max-idle-conns-per-host: must be at least 1, got %d", c.MaxIdleConnsPerHost)
 	}
+	if c.HealthInterval < 0 {
+		bad("--health-interval: must not be negative, got %v", c.HealthInterval)
+	}
+	if c.HealthInterval > 0 {
+		if !strings.HasPrefix(c.HealthPath, "/") {
+			bad("--health-path: must start with /, got %q", c.HealthPath)
+		}
+		if c.HealthTimeout <= 0 {
+			bad("--health-timeout: must be positive, got %v", c.HealthTimeout)
+		}
+		if c.HealthyThreshold < 1 {
+			bad("--healthy-threshold: must be at least 1, got %d", c.HealthyThreshold)
+		}
+		if c.UnhealthyThreshold < 1 {
+			bad("--unhealthy-threshold: must be at least 1, got %d", c.UnhealthyThreshold)
+		}
+	}
+	if c.EjectAfter < 0 {
+		bad("--eject-after: must not be negative, got %d", c.EjectAfter)
+	}
+	if c.EjectAfter > 0 {
+		if c.EjectBackoff <= 0 {
+			bad("--eject-backoff: must be positive, got %v", c.EjectBackoff)
+		}
+		if c.EjectBackoffMax < c.EjectBackoff {
+			bad("--eject-backoff-max: must be at least --eject-backoff (%v), got %v", c.EjectBackoff, c.EjectBackoffMax)
+		}
+	}
+	if c.MaxRetries < 0 || c.MaxRetries > maxRetriesLimit {
+		bad("--max-retries: must be between 0 and %d, got %d", maxRetriesLimit, c.MaxRetries)
+	}
+	if c.RetryBudgetPercent < 0 || c.RetryBudgetPercent > 100 {
+		bad("--retry-budget: must be a percentage between 0 and 100, got %d", c.RetryBudgetPercent)
+	}
+	if c.RetryBudgetMin < 0 {
+		bad("--retry-budget-min: must not be negative, got %d", c.RetryBudgetMin)
+	}
 	if c.ShutdownTimeout <= 0 {
 		bad("--shutdown-timeout: must be positive, got %v", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+// checkDiscover checks a --discover value: a host name (or address) and a
+// numeric port.
+func checkDiscover(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q is not host:port", hostport)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number between 1 and 65535", hostport, port)
+	}
+	return nil
 }
 
 // parseBackend parses one gateway base URL. It must be absolute, http or
@@ -174,14 +412,77 @@ func parseBackends(list []string) ([]*url.URL, error) {
 	return urls, nil
 }
 
-// backendList is the flag.Value of --backends: a comma-separated list whose
+// listSource is shared by the flags that set the gateway list, so that
+// --discover clears the default --backends but never ones that were set.
+type listSource struct {
+	c           *Config
+	backendsSet bool
+}
+
+func (s *listSource) setDiscover(v string) {
+	s.c.Discover = v
+	if v != "" && !s.backendsSet {
+		s.c.Backends = nil
+	}
+}
+
+func (s *listSource) setWeights(v string) error {
+	var ws []int
+	for _, item := range splitList(v) {
+		w, err := strconv.Atoi(item)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", item)
+		}
+		ws = append(ws, w)
+	}
+	s.c.Weights = ws
+	return nil
+}
+
+// backendsFlag is the flag.Value of --backends: a comma-separated list whose
 // value replaces the default (it does not append to it).
-type backendList []string
+type backendsFlag struct{ s *listSource }
 
-func (l *backendList) String() string { return strings.Join(*l, ",") }
+func (f backendsFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	return strings.Join(f.s.c.Backends, ",")
+}
 
-func (l *backendList) Set(v string) error {
-	*l = splitList(v)
+func (f backendsFlag) Set(v string) error {
+	f.s.c.Backends, f.s.backendsSet = splitList(v), true
+	return nil
+}
+
+// weightsFlag is the flag.Value of --weights.
+type weightsFlag struct{ s *listSource }
+
+func (f weightsFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	items := make([]string, len(f.s.c.Weights))
+	for i, w := range f.s.c.Weights {
+		items[i] = strconv.Itoa(w)
+	}
+	return strings.Join(items, ",")
+}
+
+func (f weightsFlag) Set(v string) error { return f.s.setWeights(v) }
+
+// discoverFlag is the flag.Value of --discover.
+type discoverFlag struct{ s *listSource }
+
+func (f discoverFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	return f.s.c.Discover
+}
+
+func (f discoverFlag) Set(v string) error {
+	f.s.setDiscover(v)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"net"
@@ -47,7 +48,86 @@ func TestValidate(t *testing.T) {
 		{name: "duplicate", modify: func(c *Config) { c.Backends = []string{"http://h:1", "http://h:1"} },
 			want: []string{`balancer: --backends: "http://h:1" is listed twice`}},
 		{name: "empty list", modify: func(c *Config) { c.Backends = nil },
-			want: []string{"balancer: --backends: at least one gateway URL is required"}},
+			want: []string{"balancer: --backends: at least one gateway URL is required (or --discover)"}},
+		{name: "discover instead of backends", modify: func(c *Config) {
+			c.Backends = nil
+			c.Discover = "gateway:5000"
+		}},
+		{name: "discover an IPv6 literal", modify: func(c *Config) {
+			c.Backends = nil
+			c.Discover = "[::1]:5000"
+		}},
+		{name: "discover and backends", modify: func(c *Config) { c.Discover = "gateway:5000" },
+			want: []string{"balancer: --backends and --discover are exclusive: set one"}},
+		{name: "discover without port", modify: func(c *Config) {
+			c.Backends = nil
+			c.Discover = "gateway"
+		}, want: []string{`balancer: --discover: "gateway" is not host:port`}},
+		{name: "discover bad port", modify: func(c *Config) {
+			c.Backends = nil
+			c.Discover = "gateway:http"
+			c.DiscoverInterval = 0
+		}, want: []string{
+			`balancer: --discover: "gateway:http": port "http" is not a number between 1 and 65535`,
+			"balancer: --discover-interval: must be positive, got 0s",
+		}},
+		{name: "every policy", modify: func(c *Config) { c.Policy = PolicyPowerOfTwo }},
+		{name: "unknown policy", modify: func(c *Config) { c.Policy = "random" },
+			want: []string{`balancer: --policy: "random" is not one of round_robin, weighted_round_robin, least_connections, p2c`}},
+		{name: "weights", modify: func(c *Config) {
+			c.Policy = PolicyWeightedRoundRobin
+			c.Weights = []int{3, 1}
+		}},
+		{name: "bad weights", modify: func(c *Config) {
+			c.Weights = []int{0, 101, 1}
+		}, want: []string{
+			`balancer: --weights: only weighted_round_robin uses weights, --policy is "round_robin"`,
+			"balancer: --weights: 3 weights for 2 --backends",
+			"balancer: --weights: 0 is not between 1 and 100",
+			"balancer: --weights: 101 is not between 1 and 100",
+		}},
+		{name: "weights from the environment that do not parse", modify: func(c *Config) {
+			c.envErr = errors.New(`SCALELAB_WEIGHTS="x": "x" is not an integer`)
+		}, want: []string{`balancer: SCALELAB_WEIGHTS="x": "x" is not an integer`}},
+		{name: "active checks off need no settings", modify: func(c *Config) {
+			c.HealthInterval = 0
+			c.HealthTimeout = 0
+			c.HealthyThreshold = 0
+			c.HealthPath = ""
+		}},
+		{name: "bad health settings", modify: func(c *Config) {
+			c.HealthPath = "healthz"
+			c.HealthTimeout = 0
+			c.HealthyThreshold = 0
+			c.UnhealthyThreshold = -1
+		}, want: []string{
+			`balancer: --health-path: must start with /, got "healthz"`,
+			"balancer: --health-timeout: must be positive, got 0s",
+			"balancer: --healthy-threshold: must be at least 1, got 0",
+			"balancer: --unhealthy-threshold: must be at least 1, got -1",
+		}},
+		{name: "negative health interval", modify: func(c *Config) { c.HealthInterval = -time.Second },
+			want: []string{"balancer: --health-interval: must not be negative, got -1s"}},
+		{name: "passive ejection off needs no back-off", modify: func(c *Config) {
+			c.EjectAfter = 0
+			c.EjectBackoff = 0
+		}},
+		{name: "bad ejection settings", modify: func(c *Config) {
+			c.EjectBackoff = 0
+			c.EjectBackoffMax = -1
+		}, want: []string{
+			"balancer: --eject-backoff: must be positive, got 0s",
+			"balancer: --eject-backoff-max: must be at least --eject-backoff (0s), got -1ns",
+		}},
+		{name: "bad retry settings", modify: func(c *Config) {
+			c.MaxRetries = 6
+			c.RetryBudgetPercent = 101
+			c.RetryBudgetMin = -1
+		}, want: []string{
+			"balancer: --max-retries: must be between 0 and 5, got 6",
+			"balancer: --retry-budget: must be a percentage between 0 and 100, got 101",
+			"balancer: --retry-budget-min: must not be negative, got -1",
+		}},
 		{name: "no addr", modify: func(c *Config) { c.Addr = "" },
 			want: []string{"balancer: --addr is required"}},
 		{name: "negative dial timeout", modify: func(c *Config) { c.DialTimeout = -time.Second },
@@ -104,28 +184,95 @@ func TestRegisterFlags(t *testing.T) {
 			env: map[string]string{
 				"SCALELAB_ADDR":                    ":9000",
 				"SCALELAB_BACKENDS":                " http://a:1, http://b:2 ,",
+				"SCALELAB_WEIGHTS":                 "3, 1",
+				"SCALELAB_POLICY":                  "weighted_round_robin",
 				"SCALELAB_DIAL_TIMEOUT":            "500ms",
 				"SCALELAB_RESPONSE_HEADER_TIMEOUT": "1m",
 				"SCALELAB_MAX_IDLE_CONNS_PER_HOST": "64",
+				"SCALELAB_HEALTH_PATH":             "/readyz",
+				"SCALELAB_HEALTH_INTERVAL":         "5s",
+				"SCALELAB_HEALTH_TIMEOUT":          "2s",
+				"SCALELAB_HEALTHY_THRESHOLD":       "1",
+				"SCALELAB_UNHEALTHY_THRESHOLD":     "4",
+				"SCALELAB_EJECT_AFTER":             "7",
+				"SCALELAB_EJECT_BACKOFF":           "1s",
+				"SCALELAB_EJECT_BACKOFF_MAX":       "10s",
+				"SCALELAB_MAX_RETRIES":             "1",
+				"SCALELAB_RETRY_BUDGET":            "10",
+				"SCALELAB_RETRY_BUDGET_MIN":        "3",
+				"SCALELAB_ADMIN":                   "false",
 				"SCALELAB_SHUTDOWN_TIMEOUT":        "3s",
 			},
 			want: func(c *Config) {
 				c.Addr = ":9000"
 				c.Backends = []string{"http://a:1", "http://b:2"}
+				c.Weights = []int{3, 1}
+				c.Policy = PolicyWeightedRoundRobin
 				c.DialTimeout = 500 * time.Millisecond
 				c.ResponseHeaderTimeout = time.Minute
 				c.MaxIdleConnsPerHost = 64
+				c.HealthPath = "/readyz"
+				c.HealthInterval = 5 * time.Second
+				c.HealthTimeout = 2 * time.Second
+				c.HealthyThreshold = 1
+				c.UnhealthyThreshold = 4
+				c.EjectAfter = 7
+				c.EjectBackoff = time.Second
+				c.EjectBackoffMax = 10 * time.Second
+				c.MaxRetries = 1
+				c.RetryBudgetPercent = 10
+				c.RetryBudgetMin = 3
+				c.Admin = false
 				c.ShutdownTimeout = 3 * time.Second
 			},
 		},
 		{
 			name: "flags override environment",
-			env:  map[string]string{"SCALELAB_ADDR": ":9000", "SCALELAB_BACKENDS": "http://a:1,http://b:2"},
-			args: []string{"--addr", ":9001", "--backends", "http://c:3", "--dial-timeout", "1s"},
+			env:  map[string]string{"SCALELAB_ADDR": ":9000", "SCALELAB_BACKENDS": "http://a:1,http://b:2", "SCALELAB_POLICY": "p2c"},
+			args: []string{"--addr", ":9001", "--backends", "http://c:3", "--dial-timeout", "1s",
+				"--policy", "least_connections", "--weights", "2", "--admin=false"},
 			want: func(c *Config) {
 				c.Addr = ":9001"
 				c.Backends = []string{"http://c:3"}
 				c.DialTimeout = time.Second
+				c.Policy = PolicyLeastConnections
+				c.Weights = []int{2}
+				c.Admin = false
+			},
+		},
+		{
+			name: "discover from the environment clears the default backends",
+			env:  map[string]string{"SCALELAB_DISCOVER": "gateway:5000", "SCALELAB_DISCOVER_INTERVAL": "1s"},
+			want: func(c *Config) {
+				c.Backends = nil
+				c.Discover = "gateway:5000"
+				c.DiscoverInterval = time.Second
+			},
+		},
+		{
+			name: "discover flag clears the default backends",
+			args: []string{"--discover", "gateway:5000"},
+			want: func(c *Config) {
+				c.Backends = nil
+				c.Discover = "gateway:5000"
+			},
+		},
+		{
+			// Both set: kept, so that Validate reports the conflict.
+			name: "discover does not clear backends that were set",
+			env:  map[string]string{"SCALELAB_BACKENDS": "http://a:1"},
+			args: []string{"--discover", "gateway:5000"},
+			want: func(c *Config) {
+				c.Backends = []string{"http://a:1"}
+				c.Discover = "gateway:5000"
+			},
+		},
+		{
+			name: "backends flag after discover",
+			args: []string{"--discover", "gateway:5000", "--backends", "http://a:1"},
+			want: func(c *Config) {
+				c.Backends = []string{"http://a:1"}
+				c.Discover = "gateway:5000"
 			},
 		},
 	}
@@ -145,11 +292,54 @@ func TestRegisterFlags(t *testing.T) {
 			}
 			want := DefaultConfig()
 			tt.want(&want)
-			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Listener")); diff != "" {
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Listener"), cmpopts.IgnoreUnexported(Config{})); diff != "" {
 				t.Errorf("config mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}
+}
+
+// TestRegisterFlagsBothSources checks that --backends and --discover
+// together are refused by Validate, whichever source set each.
+func TestRegisterFlagsBothSources(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+	env := map[string]string{"SCALELAB_DISCOVER": "gateway:5000"}
+	cfg := DefaultConfig()
+	cfg.RegisterFlags(envflag.New(fs, func(k string) string { return env[k] }))
+	if err := fs.Parse([]string{"--backends", "http://a:1"}); err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	want := "balancer: --backends and --discover are exclusive: set one"
+	if err := cfg.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate() = %v, want %q", err, want)
+	}
+}
+
+func TestRegisterFlagsBadWeights(t *testing.T) {
+	t.Parallel()
+	t.Run("environment", func(t *testing.T) {
+		t.Parallel()
+		fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+		env := map[string]string{"SCALELAB_WEIGHTS": "3,x", "SCALELAB_POLICY": "weighted_round_robin"}
+		cfg := DefaultConfig()
+		cfg.RegisterFlags(envflag.New(fs, func(k string) string { return env[k] }))
+		want := `balancer: SCALELAB_WEIGHTS="3,x": "x" is not an integer`
+		if err := cfg.Validate(); err == nil || err.Error() != want {
+			t.Errorf("Validate() = %v, want %q", err, want)
+		}
+	})
+	t.Run("flag", func(t *testing.T) {
+		t.Parallel()
+		fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg := DefaultConfig()
+		cfg.RegisterFlags(envflag.New(fs, func(string) string { return "" }))
+		err := fs.Parse([]string{"--weights", "1,two"})
+		if err == nil || !strings.Contains(err.Error(), `"two" is not an integer`) {
+			t.Errorf("Parse(--weights 1,two) = %v, want an error naming \"two\"", err)
+		}
+	})
 }
 
 func TestRegisterFlagsBadEnvironment(t *testing.T) {

@@ -1,21 +1,126 @@
 // Package balancer is scalelab's front door: an HTTP reverse proxy on :8000
-// that spreads requests over the API gateways, round robin.
+// that spreads requests over the API gateways, keeps track of which of them
+// are healthy, and finds them in DNS when they are scaled out.
 //
 // The lab's balancer answered every request with a 307 redirect, so clients
 // talked to the gateways directly and the gateways had to be reachable from
-// outside. This one is a real proxy: the client's connection ends here, and
-// the balancer opens (and reuses) its own connections to the gateways.
+// outside. This one is a real proxy (httputil.ReverseProxy): the client's
+// connection ends here, and the balancer opens (and reuses) its own
+// connections to the gateways.
 //
 // # Routes
 //
 // Everything under /-/ belongs to the balancer; every other path, with any
-// method, is proxied unchanged to the next gateway (so a gateway's own
-// /healthz stays reachable through the balancer):
+// method, is proxied unchanged to a gateway (so a gateway's own /healthz
+// stays reachable through the balancer):
 //
-//	GET /-/healthz   the process is alive
-//	GET /-/readyz    at least one gateway is configured (gateways are not probed)
-//	GET /-/metrics   Prometheus metrics, scalelab_balancer_*
-//	GET /-/balancer  {"policy":"round_robin","backends":[{"url","requests","errors","in_flight"}]}
+//	GET  /-/healthz                      the process is alive
+//	GET  /-/readyz                       at least one gateway is ready (503 otherwise)
+//	GET  /-/metrics                      Prometheus metrics, scalelab_balancer_*
+//	GET  /-/balancer                     the policy and every gateway: state, in flight, totals, p50/p99
+//	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (admin)
+//	POST /-/backends/undrain?url=<gw>    send it requests again (admin)
+//
+// GET /-/balancer answers {"policy","discover","ready","backends":[{"url",
+// "state","weight","in_flight","requests","errors","p50_ms","p99_ms"}]}.
+// state is healthy, unhealthy (failing its checks), ejected (failing
+// requests) or draining; only healthy gateways get new requests. requests
+// and errors count attempts since start; p50_ms and p99_ms are the time to
+// a gateway's response headers over the last 30 to 60 s (see latencyHist).
+//
+// The /-/ routes are unauthenticated. They are meant for loopback and the
+// compose network; where the balancer's port is reachable by anyone else,
+// start it with --admin=false, which removes the drain routes (the others
+// only read).
+//
+// # Policies
+//
+// --policy (SCALELAB_POLICY) picks the gateway of each request among the
+// healthy ones:
+//
+//   - round_robin (default): in turn, exactly: over k·N requests each of N
+//     gateways gets k.
+//   - weighted_round_robin: nginx's smooth weighted round robin, with
+//     --weights 3,1 (SCALELAB_WEIGHTS) giving one integer from 1 to 100 per
+//     --backends URL, in the same order. Over each cycle every gateway gets
+//     exactly its share, interleaved. Discovered gateways weigh 1.
+//   - least_connections: the one with the fewest requests in flight.
+//   - p2c: the less busy of two drawn at random ("power of two choices").
+//
+// Picking takes no lock: the healthy gateways are an immutable snapshot,
+// rebuilt whenever one changes state, and a pick is an atomic load plus one
+// atomic add (round robin; weighted round robin indexes a precomputed
+// cycle) or a few atomic loads (least_connections, p2c).
+//
+// # Health
+//
+// Active checks: every --health-interval (2s) the balancer sends GET
+// --health-path (/healthz, relative to the gateway URL) on a new connection;
+// a 2xx within --health-timeout (1s) passes. --unhealthy-threshold (3)
+// failures in a row take a gateway out; --healthy-threshold (2) passes in a
+// row bring it back. --health-interval=0 turns active checks off.
+//
+// Passive ejection: --eject-after (5) failed attempts in a row (a
+// connection error, a broken exchange or a 5xx answer) eject a gateway for
+// --eject-backoff (5s); each ejection before it has served --eject-after
+// requests in a row again lasts twice as long as the one before, up to
+// --eject-backoff-max (1m). Ejection never takes out the last healthy
+// gateway: when all of them fail, the cause is most likely shared (NATS is
+// down), and their own 5xx answers tell the client more. The active checks
+// still take out gateways that are really down. --eject-after=0 turns
+// passive ejection off.
+//
+// With no healthy gateway, a request is answered at once with 503 and the
+// house error body, code unavailable; it never waits.
+//
+// # Retries
+//
+// A request whose gateway fails is sent to another healthy one, at most
+// --max-retries (2) times, each time to a gateway it has not tried:
+//
+//   - when the connection could not be made, whatever the method: nothing
+//     of the request was sent;
+//   - when the exchange broke after the request was sent (reset, closed,
+//     timed out waiting for headers), only if the request is idempotent
+//     (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or it carries an
+//     Idempotency-Key) and its body, if any, is at most 64 KiB (the
+//     balancer keeps that much of it as it is sent, so it can send it
+//     again). A POST that reached a gateway is never sent twice.
+//
+// An answer is never retried, 5xx included. Retries are capped by a budget:
+// in any 10 s, at most --retry-budget (20) percent of the requests plus
+// --retry-budget-min (20) may be retried, so that an outage is not
+// multiplied by retries. A request that cannot be served gets 502, code
+// unavailable.
+//
+// # Discovery
+//
+// The gateways are either --backends (SCALELAB_BACKENDS), a static
+// comma-separated list of URLs, or --discover host:port (SCALELAB_DISCOVER):
+// every --discover-interval (5s) the balancer resolves host (A and AAAA,
+// with Go's net.Resolver, at most 5 s per lookup) and makes the gateways
+// http://<address>:<port>, one per address. In a compose project the
+// service name resolves to one address per replica, so
+//
+//	docker compose up --scale gateway=4
+//
+// with SCALELAB_DISCOVER=gateway:5000 needs no config edit. A gateway that
+// appears is checked first and gets traffic after one passing check; one
+// that disappears gets no new requests and finishes those in flight, and
+// its metrics series are dropped. A failed or empty lookup keeps the last
+// good set. Until the first lookup succeeds the balancer is not ready. The
+// two are exclusive: setting --discover clears the default --backends, and
+// setting both is an error.
+//
+// # Draining
+//
+// SIGTERM (handled by main) stops accepting connections and lets in-flight
+// requests finish within --shutdown-timeout; health checks keep running
+// until they have. One gateway is drained with POST
+// /-/backends/drain?url=<its URL as listed in GET /-/balancer>: it gets no
+// new requests, in-flight ones finish, and its in_flight in GET /-/balancer
+// shows when it is idle and can be stopped. POST /-/backends/undrain
+// reverses it.
 //
 // # Headers
 //
@@ -29,16 +134,15 @@
 //     error responses.
 //   - The Host header sent to a gateway is the gateway's own host; the
 //     client's is in X-Forwarded-Host.
+//   - Server-sent events and other streamed responses are flushed as they
+//     come.
 //
-// # Failures
+// # Transport
 //
-// A gateway that refuses the connection, or does not accept it within
-// Config.DialTimeout, costs the client at most that wait: the request
-// (nothing of it was sent yet, so a POST too) is tried on the next gateway. When no gateway can serve it, the
-// client gets 502 with the house error body, code unavailable. The balancer
-// never answers with a redirect of its own; a gateway's 3xx passes through
-// untouched.
-//
-// Gateways are a static list (--backends). Health checking and discovery of
-// scaled-out gateways are not done here yet.
+// Connections to the gateways are kept alive and reused,
+// --max-idle-conns-per-host (256) per gateway (Go's default of 2 would open
+// and close a connection for most requests under load); dials time out
+// after --dial-timeout (2s), response headers after
+// --response-header-timeout (30s), idle connections after 90 s. Response
+// bodies are copied through pooled 32 KiB buffers.
 package balancer

@@ -3,14 +3,20 @@ package balancer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 // testLogger logs at debug level into the test's output, so a failing test
@@ -20,12 +26,30 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // testConfig returns a valid config over backends, with a short dial timeout
-// so that a test hitting an unreachable address fails fast.
+// so that a test hitting an unreachable address fails fast. Active checks
+// and passive ejection are off, so that the pool does not change under a
+// test that is not about them; withHealth turns them on.
 func testConfig(backends ...string) Config {
 	cfg := DefaultConfig()
 	cfg.Backends = backends
 	cfg.DialTimeout = time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.HealthInterval = 0
+	cfg.EjectAfter = 0
+	return cfg
+}
+
+// withHealth turns on fast active checks (every 20 ms, two in a row
+// decide) and passive ejection after three failures for 100 ms (growing to
+// 1 s), so that health tests take milliseconds.
+func withHealth(cfg Config) Config {
+	cfg.HealthInterval = 20 * time.Millisecond
+	cfg.HealthTimeout = 500 * time.Millisecond
+	cfg.HealthyThreshold = 2
+	cfg.UnhealthyThreshold = 2
+	cfg.EjectAfter = 3
+	cfg.EjectBackoff = 100 * time.Millisecond
+	cfg.EjectBackoffMax = time.Second
 	return cfg
 }
 
@@ -34,15 +58,25 @@ func testConfig(backends ...string) Config {
 // channel that receives Run's result.
 func runBalancer(t *testing.T, cfg Config) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
+	return runBalancerWith(t, cfg, nil)
+}
+
+// runBalancerWith is runBalancer with the DNS lookup of --discover
+// replaced by lookup (nil: the real resolver).
+func runBalancerWith(t *testing.T, cfg Config, lookup lookupFunc) (string, context.CancelFunc, <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	cfg.Listener = ln
+	if lookup == nil {
+		lookup = resolverLookup()
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	log := testLogger(t)
-	go func() { errc <- Run(ctx, cfg, log) }()
+	go func() { errc <- run(ctx, cfg, log, lookup) }()
 	return "http://" + ln.Addr().String(), cancel, errc
 }
 
@@ -50,7 +84,13 @@ func runBalancer(t *testing.T, cfg Config) (string, context.CancelFunc, <-chan e
 // cleanup, that Run shut down cleanly.
 func startBalancer(t *testing.T, cfg Config) string {
 	t.Helper()
-	base, cancel, errc := runBalancer(t, cfg)
+	return startBalancerWith(t, cfg, nil)
+}
+
+// startBalancerWith is startBalancer with the DNS lookup replaced.
+func startBalancerWith(t *testing.T, cfg Config, lookup lookupFunc) string {
+	t.Helper()
+	base, cancel, errc := runBalancerWith(t, cfg, lookup)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {
@@ -171,4 +211,147 @@ func deadURL(t *testing.T) string {
 		t.Fatalf("close listener: %v", err)
 	}
 	return "http://" + addr
+}
+
+// statusBody is the body of GET /-/balancer.
+type statusBody struct {
+	Policy   string          `json:"policy"`
+	Discover string          `json:"discover"`
+	Ready    int             `json:"ready"`
+	Backends []backendStatus `json:"backends"`
+}
+
+// balancerStatus returns GET /-/balancer.
+func balancerStatus(t *testing.T, c *http.Client, base string) statusBody {
+	t.Helper()
+	res, body := get(t, c, base+"/-/balancer")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /-/balancer = %d, want 200", res.StatusCode)
+	}
+	var s statusBody
+	if err := json.Unmarshal(body, &s); err != nil {
+		t.Fatalf("decode /-/balancer %q: %v", body, err)
+	}
+	return s
+}
+
+// backendOf returns the entry of url in s; ok is false when it is not
+// there.
+func (s statusBody) backendOf(url string) (backendStatus, bool) {
+	for _, b := range s.Backends {
+		if b.URL == url {
+			return b, true
+		}
+	}
+	return backendStatus{}, false
+}
+
+// waitState polls GET /-/balancer until the backend url is in state.
+func waitState(t *testing.T, c *http.Client, base, url, state string) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		s := balancerStatus(t, c, base)
+		b, ok := s.backendOf(url)
+		if !ok {
+			return fmt.Errorf("/-/balancer lists no %s: %+v", url, s.Backends)
+		}
+		if b.State != state {
+			return fmt.Errorf("%s is %s, want %s", url, b.State, state)
+		}
+		return nil
+	})
+}
+
+// scrape returns GET /-/metrics.
+func scrape(t *testing.T, c *http.Client, base string) string {
+	t.Helper()
+	res, body := get(t, c, base+"/-/metrics")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /-/metrics = %d, want 200", res.StatusCode)
+	}
+	return string(body)
+}
+
+// killable is a gateway stand-in that can be killed hard (listener and
+// every connection closed at once, as when its process dies) and started
+// again on the same address.
+type killable struct {
+	t       *testing.T
+	addr    string
+	handler http.Handler
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+// startKillable starts a killable backend answering with h on a fresh
+// 127.0.0.1 port.
+func startKillable(t *testing.T, h http.Handler) *killable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	k := &killable{t: t, addr: ln.Addr().String(), handler: h}
+	k.serve(ln)
+	t.Cleanup(k.kill)
+	return k
+}
+
+func (k *killable) url() string { return "http://" + k.addr }
+
+func (k *killable) serve(ln net.Listener) {
+	srv := &http.Server{Handler: k.handler, ReadHeaderTimeout: 5 * time.Second}
+	k.mu.Lock()
+	k.srv = srv
+	k.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// kill closes the listener and every connection, in flight or idle.
+func (k *killable) kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.srv != nil {
+		_ = k.srv.Close()
+		k.srv = nil
+	}
+}
+
+// restart serves again on the same address.
+func (k *killable) restart() {
+	k.t.Helper()
+	ln, err := net.Listen("tcp", k.addr)
+	if err != nil {
+		k.t.Fatalf("listen again on %s: %v", k.addr, err)
+	}
+	k.serve(ln)
+}
+
+// switchable is a /healthz that an atomic turns on and off; every other
+// path answers like echoBackend would, minus the echo.
+type switchable struct {
+	name string
+	sick atomic.Bool
+	hits atomic.Int64 // requests other than /healthz
+}
+
+func (s *switchable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		if s.sick.Load() {
+			http.Error(w, "sick", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+		return
+	}
+	s.hits.Add(1)
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("X-Served-By", s.name)
+	_, _ = io.WriteString(w, `{"ok":true}`)
+}
+
+// containsLine reports whether text has line as a whole line.
+func containsLine(text, line string) bool {
+	return strings.HasPrefix(text, line+"\n") || strings.Contains(text, "\n"+line+"\n")
 }

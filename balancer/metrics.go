@@ -19,6 +19,14 @@ type metrics struct {
 	// timed-out connections, timeouts waiting for headers, broken
 	// connections. Clients that went away are not counted.
 	backendErrors *prometheus.CounterVec
+	// ejections counts passive ejections by gateway.
+	ejections *prometheus.CounterVec
+	// checks counts active health checks by gateway and result.
+	checks *prometheus.CounterVec
+	// retries counts retries by reason; retriesDenied counts the ones the
+	// budget refused.
+	retries       [len(retryReasons)]prometheus.Counter
+	retriesDenied prometheus.Counter
 }
 
 // noBackend labels requests that failed before a gateway was tried.
@@ -26,6 +34,14 @@ const noBackend = "none"
 
 // statusClasses are the values of the code label, by status/100.
 var statusClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// Reasons for a retry, the values of the reason label.
+const (
+	retryConnect   = iota // the gateway could not be connected to
+	retryAfterSend        // the exchange broke after the request was sent
+)
+
+var retryReasons = [...]string{retryConnect: "connect", retryAfterSend: "after_send"}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -44,8 +60,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "scalelab_balancer_backend_errors_total",
 			Help: "Attempts that failed on a gateway (refused, timed out, broken), retried or not.",
 		}, []string{"backend"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scalelab_balancer_ejections_total",
+			Help: "Times a gateway was ejected after failed requests in a row.",
+		}, []string{"backend"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scalelab_balancer_health_checks_total",
+			Help: "Active health checks of a gateway, by result (pass, fail).",
+		}, []string{"backend", "result"}),
+		retriesDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scalelab_balancer_retries_denied_total",
+			Help: "Retries not made because the retry budget was spent.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.seconds, m.backendErrors)
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scalelab_balancer_retries_total",
+		Help: "Requests sent to another gateway after a failed attempt, by reason (connect, after_send).",
+	}, []string{"reason"})
+	for i, r := range retryReasons {
+		m.retries[i] = retries.WithLabelValues(r)
+	}
+	reg.MustRegister(m.requests, m.seconds, m.backendErrors, m.ejections, m.checks, retries, m.retriesDenied)
 	return m
 }
 
@@ -59,7 +94,20 @@ func (m *metrics) forBackend(label string) backendMetrics {
 		bm.requests[class] = m.requests.WithLabelValues(label, statusClasses[class])
 	}
 	bm.errors = m.backendErrors.WithLabelValues(label)
+	bm.ejections = m.ejections.WithLabelValues(label)
+	bm.checkPass = m.checks.WithLabelValues(label, "pass")
+	bm.checkFail = m.checks.WithLabelValues(label, "fail")
 	return bm
+}
+
+// forget drops the series of a gateway that discovery no longer finds, so
+// that a compose project that scales up and down for days does not grow
+// its metrics without end.
+func (m *metrics) forget(label string) {
+	m.requests.DeletePartialMatch(prometheus.Labels{"backend": label})
+	m.backendErrors.DeleteLabelValues(label)
+	m.ejections.DeleteLabelValues(label)
+	m.checks.DeletePartialMatch(prometheus.Labels{"backend": label})
 }
 
 // observe records one finished client request; b is the gateway tried last,
@@ -81,8 +129,18 @@ func (m *metrics) observe(b *backend, status int, d time.Duration) {
 // backendMetrics are one gateway's resolved counters; requests is indexed by
 // statusClass, nil where not resolved.
 type backendMetrics struct {
-	requests [len(statusClasses)]prometheus.Counter
-	errors   prometheus.Counter
+	requests             [len(statusClasses)]prometheus.Counter
+	errors               prometheus.Counter
+	ejections            prometheus.Counter
+	checkPass, checkFail prometheus.Counter
+}
+
+// checks returns the counter of a check that passed or failed.
+func (bm backendMetrics) checks(passed bool) prometheus.Counter {
+	if passed {
+		return bm.checkPass
+	}
+	return bm.checkFail
 }
 
 // statusClass returns the index in statusClasses of status.
@@ -91,4 +149,49 @@ func statusClass(status int) int {
 		return 0
 	}
 	return status / 100
+}
+
+// poolCollector exports the pool's gauges at scrape time, read from the
+// atomics the hot path keeps anyway, so they cost requests nothing.
+type poolCollector struct {
+	pool     *pool
+	inFlight *prometheus.Desc
+	state    *prometheus.Desc
+	ready    *prometheus.Desc
+}
+
+func newPoolCollector(p *pool) *poolCollector {
+	return &poolCollector{
+		pool: p,
+		inFlight: prometheus.NewDesc("scalelab_balancer_backend_in_flight",
+			"Requests in flight on a gateway.", []string{"backend"}, nil),
+		state: prometheus.NewDesc("scalelab_balancer_backend_state",
+			"1 for the state a gateway is in (healthy, unhealthy, ejected, draining), 0 for the others.",
+			[]string{"backend", "state"}, nil),
+		ready: prometheus.NewDesc("scalelab_balancer_backends_ready",
+			"Gateways that get new requests.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.inFlight
+	ch <- c.state
+	ch <- c.ready
+}
+
+// Collect implements prometheus.Collector.
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range *c.pool.all.Load() {
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(b.inFlight.Load()), b.label)
+		current := b.state()
+		for _, s := range states {
+			v := 0.0
+			if s == current {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, b.label, s)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, float64(len(c.pool.ready.Load().backends)))
 }

@@ -2,27 +2,22 @@ package balancer
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/scalelab/scalelab/internal/testutil"
-
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalelab/scalelab/internal/reqid"
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 func TestRoundRobin(t *testing.T) {
@@ -61,13 +56,20 @@ func TestRoundRobin(t *testing.T) {
 func TestRoundRobinConcurrent(t *testing.T) {
 	t.Parallel()
 	const k, workers, perWorker = 3, 8, 3000
-	p := &roundRobin{backends: make([]*backend, k)}
+	set := &readySet{}
+	index := make(map[*backend]int, k)
+	for i := range k {
+		b := &backend{}
+		set.backends = append(set.backends, b)
+		index[b] = i
+	}
+	p := &roundRobin{}
 	var counts [k]atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for range perWorker {
-				counts[p.next()].Add(1)
+				counts[index[p.pick(set)]].Add(1)
 			}
 		})
 	}
@@ -315,12 +317,12 @@ func TestDeadBackend(t *testing.T) {
 		}
 	}
 
-	want := []backendCounts{
-		{URL: dead, Requests: n / 2, Errors: n / 2},
-		{URL: live.URL, Requests: n},
+	want := []backendStatus{
+		{URL: dead, State: "healthy", Weight: 1, Requests: n / 2, Errors: n / 2},
+		{URL: live.URL, State: "healthy", Weight: 1, Requests: n},
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends); diff != "" {
+		if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends, ignoreLatency); diff != "" {
 			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 		}
 		return nil
@@ -336,7 +338,10 @@ func TestDeadBackend(t *testing.T) {
 	}
 }
 
-func TestAllBackendsDead(t *testing.T) {
+// TestAllBackendsRefuse checks the answer when every gateway refuses the
+// connection before the balancer knows they are down: 502 at once, in the
+// house error body.
+func TestAllBackendsRefuse(t *testing.T) {
 	t.Parallel()
 	base := startBalancer(t, testConfig(deadURL(t), deadURL(t)))
 	c := newClient(t)
@@ -376,197 +381,11 @@ func TestAllBackendsDead(t *testing.T) {
 	}
 }
 
-// TestNoRetryAfterSend checks that a request is not sent to a second gateway
-// once the first may have received it: a gateway that reads the request and
-// hangs up gets a 502, and the next gateway sees nothing.
-func TestNoRetryAfterSend(t *testing.T) {
+// TestRequestIDKey checks that the key used for direct header access is
+// the canonical form of reqid.Header, which http.Header stores.
+func TestRequestIDKey(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
+	if got := textproto.CanonicalMIMEHeaderKey(reqid.Header); got != requestIDKey {
+		t.Errorf("CanonicalMIMEHeaderKey(%q) = %q, want requestIDKey %q", reqid.Header, got, requestIDKey)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go hangUpOnEveryRequest(ln)
-	var served atomic.Int64
-	live := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served.Add(1) }))
-	t.Cleanup(live.Close)
-	base := startBalancer(t, testConfig("http://"+ln.Addr().String(), live.URL))
-
-	res, body := do(t, newClient(t), newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader(`{"task":"report"}`)))
-	if res.StatusCode != http.StatusBadGateway {
-		t.Errorf("status = %d, want 502; body %s", res.StatusCode, body)
-	}
-	if got := served.Load(); got != 0 {
-		t.Errorf("second gateway served %d requests, want 0", got)
-	}
-}
-
-// hangUpOnEveryRequest accepts connections on ln, reads a request head and
-// closes the connection without answering, until ln is closed.
-func hangUpOnEveryRequest(ln net.Listener) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = http.ReadRequest(bufio.NewReader(conn))
-		conn.Close()
-	}
-}
-
-// fakeRoundTripper answers by host: an error from errs, or 200 after
-// reading the body.
-type fakeRoundTripper struct {
-	errs  map[string]error
-	mu    sync.Mutex
-	tried []string // the URL of every attempt
-	read  []string // the body each successful attempt read
-}
-
-func (f *fakeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.tried = append(f.tried, req.URL.String())
-	if err := f.errs[req.URL.Host]; err != nil {
-		// Like a failed dial: the body is left alone.
-		return nil, err
-	}
-	var body []byte
-	if req.Body != nil {
-		body, _ = io.ReadAll(req.Body)
-	}
-	f.read = append(f.read, string(body))
-	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
-}
-
-// dialErr is what a refused or timed-out connection looks like.
-func dialErr(msg string) error {
-	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New(msg)}
-}
-
-func TestRetryTransport(t *testing.T) {
-	t.Parallel()
-	// Gateway c has a path prefix, which a retry must apply like SetURL.
-	backendURLs := []string{"http://a:1", "http://b:2", "http://c:3/api"}
-	tests := []struct {
-		name      string
-		errs      map[string]error
-		body      string
-		readFirst bool // the first attempt reads the body before failing
-		cancel    bool // the client is gone
-		wantTried []string
-		wantErr   bool
-	}{
-		{
-			name:      "first gateway answers",
-			wantTried: []string{"http://a:1/items/1?x=1"},
-		},
-		{
-			name:      "refused, next answers",
-			errs:      map[string]error{"a:1": dialErr("connection refused")},
-			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1"},
-		},
-		{
-			name: "every gateway refuses",
-			errs: map[string]error{
-				"a:1": dialErr("connection refused"), "b:2": dialErr("i/o timeout"), "c:3": dialErr("no route to host"),
-			},
-			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1", "http://c:3/api/items/1?x=1"},
-			wantErr:   true,
-		},
-		{
-			name:      "unread body is sent again",
-			errs:      map[string]error{"a:1": dialErr("connection refused"), "b:2": dialErr("connection refused")},
-			body:      "payload",
-			wantTried: []string{"http://a:1/items/1?x=1", "http://b:2/items/1?x=1", "http://c:3/api/items/1?x=1"},
-		},
-		{
-			name:      "failure after connecting is not retried",
-			errs:      map[string]error{"a:1": io.ErrUnexpectedEOF},
-			wantTried: []string{"http://a:1/items/1?x=1"},
-			wantErr:   true,
-		},
-		{
-			name:      "read body is not sent again",
-			errs:      map[string]error{"a:1": dialErr("connection refused")},
-			body:      "payload",
-			readFirst: true,
-			wantTried: []string{"http://a:1/items/1?x=1"},
-			wantErr:   true,
-		},
-		{
-			name:      "client gone",
-			errs:      map[string]error{"a:1": dialErr("operation was canceled")},
-			cancel:    true,
-			wantTried: []string{"http://a:1/items/1?x=1"},
-			wantErr:   true,
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			urls, err := parseBackends(backendURLs)
-			if err != nil {
-				t.Fatalf("parseBackends: %v", err)
-			}
-			m := newMetrics(prometheus.NewRegistry())
-			var backends []*backend
-			for _, u := range urls {
-				backends = append(backends, &backend{url: u, label: u.String(), metrics: m.forBackend(u.String())})
-			}
-			fake := &fakeRoundTripper{errs: tt.errs}
-			var next http.RoundTripper = fake
-			if tt.readFirst {
-				next = readThenFail{fake}
-			}
-			rt := &retryTransport{next: next, backends: backends, log: testLogger(t)}
-
-			// The outbound URL before SetURL, and after it for backend a.
-			in := url.URL{Path: "/items/1", RawQuery: "x=1"}
-			ex := &exchange{requestID: "r1", first: 0, base: in}
-			ctx, cancel := context.WithCancel(context.WithValue(t.Context(), exchangeKey{}, ex))
-			defer cancel()
-			if tt.cancel {
-				cancel()
-			}
-			out := &url.URL{Scheme: "http", Host: "a:1", Path: "/items/1", RawQuery: "x=1"}
-			req := (&http.Request{Method: http.MethodPost, URL: out, Header: http.Header{}}).WithContext(ctx)
-			if tt.body != "" {
-				req.Body = io.NopCloser(strings.NewReader(tt.body))
-				req.ContentLength = int64(len(tt.body))
-			}
-
-			res, err := rt.RoundTrip(req)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("RoundTrip() error = %v, want error %v", err, tt.wantErr)
-			}
-			if res != nil {
-				res.Body.Close()
-			}
-			if diff := cmp.Diff(tt.wantTried, fake.tried); diff != "" {
-				t.Errorf("attempts mismatch (-want +got):\n%s", diff)
-			}
-			if tt.body != "" && !tt.readFirst {
-				if got := fake.read[len(fake.read)-1]; got != tt.body {
-					t.Errorf("last attempt read body %q, want %q", got, tt.body)
-				}
-			}
-			for _, b := range backends {
-				if got := b.inFlight.Load(); got != 0 {
-					t.Errorf("%s in flight = %d, want 0", b.label, got)
-				}
-			}
-		})
-	}
-}
-
-// readThenFail reads a little of the body, as a transport that had already
-// connected would, and then fails with whatever the wrapped transport says.
-type readThenFail struct{ next *fakeRoundTripper }
-
-func (r readThenFail) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		_, _ = req.Body.Read(make([]byte, 1))
-	}
-	return r.next.RoundTrip(req)
 }

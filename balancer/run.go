@@ -2,12 +2,13 @@ package balancer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,15 +21,17 @@ import (
 // path belongs to the gateways.
 const opsPrefix = "/-"
 
-// policy names the balancing policy in GET /-/balancer.
-const policy = "round_robin"
-
 // Run validates cfg, listens on cfg.Addr (or serves cfg.Listener) and proxies
-// requests to cfg.Backends until ctx is cancelled. Then it stops accepting
+// requests to the gateways until ctx is cancelled. Then it stops accepting
 // connections, lets in-flight requests finish within cfg.ShutdownTimeout and
 // returns nil. It returns the validation error for a bad cfg, the listen
 // error for a busy port, and an error if serving or shutting down failed.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, resolverLookup())
+}
+
+// run is Run with the DNS lookup of --discover injected.
+func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) error {
 	log = log.With("role", "balancer")
 	hcfg := httpserver.Config{
 		Addr:            cfg.Addr,
@@ -50,22 +53,43 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("balancing", "policy", policy, "backends", cfg.Backends)
+
+	// Health checks and discovery outlive ctx until the server has drained:
+	// requests finishing during shutdown still need an accurate pool.
+	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	var discovery sync.WaitGroup
+	defer func() {
+		stop()
+		discovery.Wait()
+		b.pool.close()
+	}()
+	if cfg.Discover != "" {
+		host, port, _ := net.SplitHostPort(cfg.Discover) // checked by Validate
+		d := &discoverer{host: host, port: port, interval: cfg.DiscoverInterval, lookup: lookup, pool: b.pool, log: log}
+		discovery.Go(func() { d.run(bctx) })
+		log.Info("balancing", "policy", cfg.Policy, "discover", cfg.Discover, "admin", cfg.Admin)
+	} else {
+		b.pool.set(bctx, b.static, true)
+		log.Info("balancing", "policy", cfg.Policy, "backends", cfg.Backends, "admin", cfg.Admin)
+	}
 	return httpserver.Serve(ctx, hcfg, ln, b, log)
 }
 
 // balancer is the balancer's HTTP handler: the /-/ routes and the proxy.
 type balancer struct {
+	cfg       Config
 	log       *slog.Logger
-	pool      *roundRobin
+	pool      *pool
+	static    []target // the --backends, when not discovering
 	metrics   *metrics
+	budget    *retryBudget
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	ops       *http.ServeMux
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
-// on reg.
+// on reg. The pool is empty until Run fills it.
 func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balancer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -74,21 +98,46 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	if err != nil {
 		return nil, err
 	}
+	policy, err := newPicker(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
 	b := &balancer{
+		cfg:       cfg,
 		log:       log,
-		pool:      &roundRobin{},
 		metrics:   newMetrics(reg),
-		transport: newTransport(cfg, len(urls)),
+		budget:    newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
+		transport: newTransport(cfg),
 	}
-	for _, u := range urls {
-		label := u.String()
-		b.pool.backends = append(b.pool.backends, &backend{url: u, label: label, metrics: b.metrics.forBackend(label)})
+	for i, u := range urls {
+		w := 1
+		if len(cfg.Weights) > 0 {
+			w = cfg.Weights[i]
+		}
+		b.static = append(b.static, target{url: u, weight: w})
 	}
-	b.proxy = b.newProxy(&retryTransport{next: b.transport, backends: b.pool.backends, log: log})
+	b.pool = newPool(poolConfig{
+		ejectAfter:      int32(cfg.EjectAfter),
+		ejectBackoff:    cfg.EjectBackoff,
+		ejectBackoffMax: cfg.EjectBackoffMax,
+	}, policy, b.metrics, newChecker(cfg), log)
+	reg.MustRegister(newPoolCollector(b.pool))
+	b.proxy = b.newProxy(&retryTransport{
+		next:       b.transport,
+		pool:       b.pool,
+		budget:     b.budget,
+		maxRetries: cfg.MaxRetries,
+		metrics:    b.metrics,
+		log:        log,
+	})
 
 	b.ops = http.NewServeMux()
 	ops.Mount(b.ops, opsPrefix, reg, b.ready)
 	b.ops.HandleFunc("GET "+opsPrefix+"/balancer", b.handleStatus)
+	if cfg.Admin {
+		b.ops.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
+		b.ops.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))
+	}
 	// The rest of /-/ is reserved, so that a new balancer route never
 	// shadows a gateway route that used to work.
 	b.ops.HandleFunc(opsPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
@@ -108,40 +157,12 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.serveProxy(w, r)
 }
 
-// ready reports whether the balancer can take traffic: it has a gateway to
-// send it to. Gateways are not probed: one that is down costs a retry, not
-// an outage, and the balancer's readiness must not flap with theirs.
+// ready reports whether the balancer can take traffic: at least one
+// gateway is ready. A balancer with none answers every request with 503,
+// so an orchestrator should not send it any.
 func (b *balancer) ready(context.Context) error {
-	if len(b.pool.backends) == 0 {
-		return errors.New("no gateways configured")
+	if len(b.pool.ready.Load().backends) == 0 {
+		return errors.New("no gateway is ready")
 	}
 	return nil
-}
-
-// handleStatus serves GET /-/balancer: the policy and each gateway's
-// counters, read from atomics (cheap enough to poll).
-func (b *balancer) handleStatus(w http.ResponseWriter, _ *http.Request) {
-	type backendStatus struct {
-		URL      string `json:"url"`
-		Requests int64  `json:"requests"`
-		Errors   int64  `json:"errors"`
-		InFlight int64  `json:"in_flight"`
-	}
-	type status struct {
-		Policy   string          `json:"policy"`
-		Backends []backendStatus `json:"backends"`
-	}
-	resp := status{Policy: policy, Backends: make([]backendStatus, 0, len(b.pool.backends))}
-	for _, be := range b.pool.backends {
-		resp.Backends = append(resp.Backends, backendStatus{
-			URL:      be.label,
-			Requests: be.requests.Load(),
-			Errors:   be.errors.Load(),
-			InFlight: be.inFlight.Load(),
-		})
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(resp)
 }

@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,46 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scalelab/scalelab/internal/testutil"
-
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
-// backendCounts is one entry of GET /-/balancer.
-type backendCounts struct {
-	URL      string `json:"url"`
-	Requests int64  `json:"requests"`
-	Errors   int64  `json:"errors"`
-	InFlight int64  `json:"in_flight"`
-}
-
-// statusBody is the body of GET /-/balancer.
-type statusBody struct {
-	Policy   string          `json:"policy"`
-	Backends []backendCounts `json:"backends"`
-}
-
-func balancerStatus(t *testing.T, c *http.Client, base string) statusBody {
-	t.Helper()
-	res, body := get(t, c, base+"/-/balancer")
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET /-/balancer = %d, want 200", res.StatusCode)
-	}
-	var s statusBody
-	if err := json.Unmarshal(body, &s); err != nil {
-		t.Fatalf("decode /-/balancer %q: %v", body, err)
-	}
-	return s
-}
-
-func scrape(t *testing.T, c *http.Client, base string) string {
-	t.Helper()
-	res, body := get(t, c, base+"/-/metrics")
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET /-/metrics = %d, want 200", res.StatusCode)
-	}
-	return string(body)
-}
+// ignoreLatency leaves the measured latencies out of a comparison of
+// backend statuses.
+var ignoreLatency = cmpopts.IgnoreFields(backendStatus{}, "P50Ms", "P99Ms")
 
 func TestOpsRoutes(t *testing.T) {
 	t.Parallel()
@@ -85,16 +53,23 @@ func TestOpsRoutes(t *testing.T) {
 			t.Fatalf("GET /data = %d, want 200", res.StatusCode)
 		}
 	}
-	want := statusBody{Policy: "round_robin", Backends: []backendCounts{
-		{URL: gw0.URL, Requests: n / 2},
-		{URL: gw1.URL, Requests: n / 2},
+	want := statusBody{Policy: "round_robin", Ready: 2, Backends: []backendStatus{
+		{URL: gw0.URL, State: "healthy", Weight: 1, Requests: n / 2},
+		{URL: gw1.URL, State: "healthy", Weight: 1, Requests: n / 2},
 	}}
+	var got statusBody
 	testutil.Eventually(t, 5*time.Second, func() error {
-		if diff := cmp.Diff(want, balancerStatus(t, c, base)); diff != "" {
+		got = balancerStatus(t, c, base)
+		if diff := cmp.Diff(want, got, ignoreLatency); diff != "" {
 			return fmt.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 		}
 		return nil
 	})
+	for _, b := range got.Backends {
+		if b.P50Ms <= 0 || b.P99Ms < b.P50Ms {
+			t.Errorf("%s latency p50 %v ms, p99 %v ms; want 0 < p50 <= p99", b.URL, b.P50Ms, b.P99Ms)
+		}
+	}
 	testutil.Eventually(t, 5*time.Second, func() error {
 		metrics := scrape(t, c, base)
 		for _, line := range []string{
@@ -102,6 +77,12 @@ func TestOpsRoutes(t *testing.T) {
 			fmt.Sprintf(`scalelab_balancer_requests_total{backend=%q,code="2xx"} %d`, gw1.URL, n/2),
 			fmt.Sprintf(`scalelab_balancer_backend_errors_total{backend=%q} 0`, gw0.URL),
 			fmt.Sprintf(`scalelab_balancer_request_seconds_count %d`, n),
+			fmt.Sprintf(`scalelab_balancer_backend_state{backend=%q,state="healthy"} 1`, gw0.URL),
+			fmt.Sprintf(`scalelab_balancer_backend_state{backend=%q,state="draining"} 0`, gw0.URL),
+			fmt.Sprintf(`scalelab_balancer_backend_in_flight{backend=%q} 0`, gw1.URL),
+			`scalelab_balancer_backends_ready 2`,
+			`scalelab_balancer_retries_total{reason="connect"} 0`,
+			`scalelab_balancer_retries_denied_total 0`,
 		} {
 			if !strings.Contains(metrics, line+"\n") {
 				return fmt.Errorf("/-/metrics lacks %q", line)
@@ -111,13 +92,15 @@ func TestOpsRoutes(t *testing.T) {
 	})
 }
 
-// TestGracefulShutdown cancels Run while a request is in flight: the request
-// must complete, new connections must be refused, and Run must return nil.
+// TestGracefulShutdown cancels Run, as SIGTERM does in main, while requests
+// are in flight: every one must complete, new connections must be refused,
+// and Run must return nil.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	started, release := make(chan struct{}), make(chan struct{})
+	const inFlight = 5
+	started, release := make(chan struct{}, inFlight), make(chan struct{})
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(started)
+		started <- struct{}{}
 		select {
 		case <-release:
 			_, _ = io.WriteString(w, "done")
@@ -134,20 +117,23 @@ func TestGracefulShutdown(t *testing.T) {
 		body   string
 		err    error
 	}
-	req := newRequest(t, http.MethodGet, base+"/slow", nil)
-	done := make(chan result, 1)
-	go func() {
-		res, err := c.Do(req)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer res.Body.Close()
-		body, err := io.ReadAll(res.Body)
-		done <- result{status: res.StatusCode, body: string(body), err: err}
-	}()
-
-	<-started
+	done := make(chan result, inFlight)
+	for range inFlight {
+		req := newRequest(t, http.MethodGet, base+"/slow", nil)
+		go func() {
+			res, err := c.Do(req)
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			done <- result{status: res.StatusCode, body: string(body), err: err}
+		}()
+	}
+	for range inFlight {
+		<-started
+	}
 	cancel()
 	// Shutdown has begun once the listener is closed.
 	addr := strings.TrimPrefix(base, "http://")
@@ -161,14 +147,16 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 	select {
 	case err := <-errc:
-		t.Fatalf("Run() returned %v while a request was in flight", err)
+		t.Fatalf("Run() returned %v while requests were in flight", err)
 	default:
 	}
 	close(release)
 
-	r := <-done
-	if r.err != nil || r.status != http.StatusOK || r.body != "done" {
-		t.Errorf("in-flight request = %d %q, %v; want 200 \"done\", nil", r.status, r.body, r.err)
+	for range inFlight {
+		r := <-done
+		if r.err != nil || r.status != http.StatusOK || r.body != "done" {
+			t.Errorf("in-flight request = %d %q, %v; want 200 \"done\", nil", r.status, r.body, r.err)
+		}
 	}
 	if err := <-errc; err != nil {
 		t.Errorf("Run() = %v, want nil", err)
@@ -290,8 +278,8 @@ func TestClientGoneIsNotBackendError(t *testing.T) {
 		}
 		return nil
 	})
-	want := []backendCounts{{URL: gw.URL, Requests: 1}}
-	if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends); diff != "" {
+	want := []backendStatus{{URL: gw.URL, State: "healthy", Weight: 1, Requests: 1}}
+	if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends, ignoreLatency); diff != "" {
 		t.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -8,27 +8,14 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync/atomic"
+	"sync"
 	"time"
 )
-
-// backend is one gateway and its counters. The counters are atomics, read by
-// GET /-/balancer while requests update them.
-type backend struct {
-	url   *url.URL
-	label string // url.String(): the backend label in metrics and logs
-
-	requests atomic.Int64 // attempts sent, including failed and retried ones
-	errors   atomic.Int64 // attempts that failed (see metrics.backendErrors)
-	inFlight atomic.Int64 // attempts whose response body is not yet closed
-
-	metrics backendMetrics
-}
 
 // newTransport returns the transport to the gateways. Every timeout is
 // explicit: a gateway that is down, blackholed or stuck must cost a client a
 // bounded wait, never a hang.
-func newTransport(cfg Config, backends int) *http.Transport {
+func newTransport(cfg Config) *http.Transport {
 	dialer := &net.Dialer{
 		Timeout:   cfg.DialTimeout,
 		KeepAlive: 30 * time.Second, // notice gateways that vanish without a FIN
@@ -41,8 +28,11 @@ func newTransport(cfg Config, backends int) *http.Transport {
 		// Gateways speak HTTP/1.1 in clear; HTTP/2 over TLS would multiplex
 		// everything onto one connection per gateway, which suits a proxy
 		// less than a pool of connections.
-		ForceAttemptHTTP2:     false,
-		MaxIdleConns:          cfg.MaxIdleConnsPerHost * backends,
+		ForceAttemptHTTP2: false,
+		// MaxIdleConns caps idle connections over all gateways; with
+		// discovery their number is not known up front, and zero means no
+		// cap. MaxIdleConnsPerHost is what bounds them.
+		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:       cfg.IdleConnTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -55,59 +45,110 @@ func newTransport(cfg Config, backends int) *http.Transport {
 	}
 }
 
-// retryTransport sends a request to the gateway Rewrite picked and, when
-// that gateway cannot be connected to, to the next ones in turn.
+// replayLimit is the largest request body a retry after a failed exchange
+// can send again. The body is kept in memory as it is sent, so larger
+// bodies are not retried once sent (a failed connection is still retried:
+// then the body was not read at all).
+const replayLimit = 64 << 10
+
+// retryTransport sends a request to the backend the proxy picked and, when
+// that fails, to other ready backends:
 //
-// Only connection failures are retried: then nothing of the request has
-// left the balancer, so sending it elsewhere cannot do anything twice, even
-// for a POST. Any later failure (a timeout waiting for headers, a reset
-// connection) may have happened after the gateway acted, and is returned to
-// the proxy's ErrorHandler as is. This is a cheap stand-in for health
-// checking: every request that picks a dead gateway pays one refused
-// connection (or, for a blackholed one, up to DialTimeout).
+//   - A failure to connect is retried for any method: nothing of the
+//     request left the balancer.
+//   - A failure after the request was sent (reset, broken connection,
+//     timeout waiting for headers) is retried only for an idempotent
+//     request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or any method with an
+//     Idempotency-Key header) whose body can be sent again (see
+//     replayLimit). A POST that reached a gateway is never sent twice.
+//   - An answer is never retried, 5xx included: the gateway answered, and
+//     its answer (perhaps streamed already) goes to the client.
+//
+// Each request is retried at most maxRetries times, each time on a backend
+// it has not tried, and only while the retry budget allows.
 type retryTransport struct {
-	next     http.RoundTripper
-	backends []*backend
-	log      *slog.Logger
+	next       http.RoundTripper
+	pool       *pool
+	budget     *retryBudget
+	maxRetries int
+	metrics    *metrics
+	log        *slog.Logger
 }
 
-// RoundTrip implements http.RoundTripper. It returns the last attempt's
-// error when no gateway could be connected to, or the first error that is
-// not a connection failure.
+// RoundTrip implements http.RoundTripper. It returns the error of the last
+// attempt when no attempt got an answer.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(req.Context())
-	var body *unreadBody
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+	idempotent := isIdempotent(req)
+	var body *replayBody
+	if req.Body != nil && req.Body != http.NoBody {
+		limit := 0
+		if idempotent {
+			limit = replayLimit
+		}
+		body = newReplayBody(req.Body, limit)
 		// A shallow copy, as a RoundTripper must not change its request.
 		r2 := new(http.Request)
 		*r2 = *req
-		body = &unreadBody{rc: req.Body}
 		r2.Body = body
 		req = r2
 	}
-	for i := 0; ; i++ {
-		b := t.backends[(ex.first+i)%len(t.backends)]
-		ex.backend = b
-		res, err := b.roundTrip(t.next, req)
+	out, b := req, ex.backend
+	for {
+		ex.tried[ex.attempts] = b
+		ex.attempts++
+		res, err := b.roundTrip(t.next, out)
 		if err == nil {
+			ex.holding = true
+			t.pool.observe(b, res.StatusCode >= 500)
 			return res, nil
 		}
-		if i == len(t.backends)-1 || !retryable(req, body, err) {
+		if req.Context().Err() != nil {
+			// The client hung up: not the gateway's fault, nobody to retry for.
 			return nil, err
 		}
-		t.log.Warn("gateway unreachable, trying the next one",
-			"upstream", b.label, "err", err, "request_id", ex.requestID)
-		next := t.backends[(ex.first+i+1)%len(t.backends)]
-		if req, err = retarget(req, ex.base, next.url); err != nil {
+		t.pool.observe(b, true)
+		connect := isDialError(err)
+		if !connect && !idempotent {
 			return nil, err
 		}
+		if body != nil && !body.replayable() {
+			return nil, err
+		}
+		if ex.attempts > t.maxRetries {
+			return nil, err
+		}
+		next := t.pool.pickRetry(ex.tried[:ex.attempts])
+		if next == nil {
+			return nil, err
+		}
+		if !t.budget.allow(time.Now()) {
+			t.metrics.retriesDenied.Inc()
+			t.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
+			return nil, err
+		}
+		reason := retryAfterSend
+		if connect {
+			reason = retryConnect
+		}
+		t.metrics.retries[reason].Inc()
+		t.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
+			"reason", retryReasons[reason], "err", err, "request_id", ex.requestID)
+		out = retarget(req, ex.base, next.url)
+		if body != nil {
+			out.Body = body.replay()
+		}
+		ex.backend, b = next, next
 	}
 }
 
-// roundTrip makes one attempt on b and keeps b's counters.
+// roundTrip makes one attempt on b and keeps b's counters. On success b's
+// in-flight count stays raised until the exchange ends (see
+// balancer.finish): the response body is still to be copied.
 func (b *backend) roundTrip(next http.RoundTripper, req *http.Request) (*http.Response, error) {
 	b.requests.Add(1)
 	b.inFlight.Add(1)
+	start := time.Now()
 	res, err := next.RoundTrip(req)
 	if err != nil {
 		b.inFlight.Add(-1)
@@ -118,25 +159,20 @@ func (b *backend) roundTrip(next http.RoundTripper, req *http.Request) (*http.Re
 		}
 		return nil, err
 	}
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		// The proxy needs the body of an upgrade response to be the raw
-		// io.ReadWriteCloser connection, so it is not wrapped; an upgraded
-		// connection (a WebSocket) is not counted as in flight.
-		b.inFlight.Add(-1)
-		return res, nil
-	}
-	res.Body = &inFlightBody{ReadCloser: res.Body, b: b}
+	now := time.Now()
+	b.latency.record(now, now.Sub(start))
 	return res, nil
 }
 
-// retryable reports whether a failed attempt may be sent to another gateway:
-// the connection was never made (so nothing was sent), the client is still
-// waiting, and the request body, if any, can be sent again.
-func retryable(req *http.Request, body *unreadBody, err error) bool {
-	if req.Context().Err() != nil || !isDialError(err) {
-		return false
+// isIdempotent reports whether req may be sent twice: its method is
+// idempotent by RFC 9110, or the client vouched for it with an
+// Idempotency-Key (the header net/http's own transport honours too).
+func isIdempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace:
+		return true
 	}
-	return body == nil || !body.read.Load()
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // isDialError reports whether err is a failure to connect: refused, timed
@@ -148,54 +184,91 @@ func isDialError(err error) bool {
 
 // retarget returns a copy of req aimed at target, built from base, the
 // outbound URL before Rewrite called SetURL, so that a gateway's path prefix
-// is applied exactly as SetURL does for the first attempt. It returns an
-// error only if the request body cannot be obtained again.
-func retarget(req *http.Request, base url.URL, target *url.URL) (*http.Request, error) {
+// is applied exactly as SetURL does for the first attempt.
+func retarget(req *http.Request, base url.URL, target *url.URL) *http.Request {
 	out := req.Clone(req.Context())
 	out.URL = &base
 	// ProxyRequest.SetURL touches only Out: reusing it keeps the path
 	// joining and the Host header rule identical to the first attempt.
 	(&httputil.ProxyRequest{Out: out}).SetURL(target)
-	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			return nil, err
-		}
-		out.Body = body
+	return out
+}
+
+// errBodyReplaced is what an attempt that outlived its RoundTrip reads from
+// a request body that a retry took over.
+var errBodyReplaced = errors.New("balancer: request body handed to a retry")
+
+// replayBody passes a request body through, keeping up to limit bytes of
+// it, so that a retry can send it again: replay returns a reader that
+// yields the kept bytes and then the rest of the body.
+//
+// The transport may still be reading the body of a failed attempt (its
+// writing goroutine can outlive RoundTrip), so only the newest reader may
+// read; the others get errBodyReplaced. Reads hold the lock, which makes a
+// replay wait for a read in progress rather than share the client's
+// connection with it.
+type replayBody struct {
+	s   *replayState
+	off int // bytes of s.kept this reader has returned
+}
+
+type replayState struct {
+	mu      sync.Mutex
+	src     io.ReadCloser
+	limit   int
+	kept    []byte
+	spoiled bool        // bytes were read that kept does not hold
+	reader  *replayBody // the reader allowed to read
+}
+
+func newReplayBody(src io.ReadCloser, limit int) *replayBody {
+	s := &replayState{src: src, limit: limit}
+	s.reader = &replayBody{s: s}
+	return s.reader
+}
+
+func (r *replayBody) Read(p []byte) (int, error) {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reader != r {
+		return 0, errBodyReplaced
 	}
-	return out, nil
-}
-
-// unreadBody passes a request body through and remembers whether anything
-// tried to read it. The http.Transport reads a body only after it has a
-// connection, so after a dial error the body is untouched and can be sent to
-// the next gateway as it is, without buffering it.
-type unreadBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool
-}
-
-func (b *unreadBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.rc.Read(p)
+	if r.off < len(s.kept) {
+		n := copy(p, s.kept[r.off:])
+		r.off += n
+		return n, nil
+	}
+	n, err := s.src.Read(p)
+	if n > 0 && !s.spoiled {
+		if len(s.kept)+n <= s.limit {
+			s.kept = append(s.kept, p[:n]...)
+			r.off += n
+		} else {
+			s.spoiled, s.kept = true, nil
+		}
+	}
+	return n, err
 }
 
 // Close does nothing: the transport closes a body after a failed attempt,
-// and the next attempt still needs it. The proxy closes the client's body
-// itself when the request is done.
-func (b *unreadBody) Close() error { return nil }
+// and a retry may still need it. The proxy closes the client's body itself
+// when the request is done.
+func (r *replayBody) Close() error { return nil }
 
-// inFlightBody counts its attempt out of backend.inFlight when closed. The
-// proxy closes every response body, also when copying it fails.
-type inFlightBody struct {
-	io.ReadCloser
-	b      *backend
-	closed atomic.Bool
+// replayable reports whether everything read so far can be read again.
+func (r *replayBody) replayable() bool {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return !r.s.spoiled
 }
 
-func (r *inFlightBody) Close() error {
-	if r.closed.CompareAndSwap(false, true) {
-		r.b.inFlight.Add(-1)
-	}
-	return r.ReadCloser.Close()
+// replay returns a reader of the whole body, from its start, and retires
+// every earlier reader.
+func (r *replayBody) replay() *replayBody {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	next := &replayBody{s: r.s}
+	r.s.reader = next
+	return next
 }

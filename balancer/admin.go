@@ -1,0 +1,109 @@
+package balancer
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/reqid"
+)
+
+// backendStatus is one gateway in GET /-/balancer and in the answers of
+// the admin routes.
+type backendStatus struct {
+	URL      string  `json:"url"`
+	State    string  `json:"state"`
+	Weight   int     `json:"weight"`
+	InFlight int64   `json:"in_flight"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	P50Ms    float64 `json:"p50_ms"`
+	P99Ms    float64 `json:"p99_ms"`
+}
+
+// statusOf reads b's state and counters, all atomics, at now.
+func statusOf(b *backend, now time.Time) backendStatus {
+	q := b.latency.quantiles(now, 0.50, 0.99)
+	return backendStatus{
+		URL:      b.label,
+		State:    b.state(),
+		Weight:   b.weight,
+		InFlight: b.inFlight.Load(),
+		Requests: b.requests.Load(),
+		Errors:   b.errors.Load(),
+		P50Ms:    float64(q[0].Microseconds()) / 1000,
+		P99Ms:    float64(q[1].Microseconds()) / 1000,
+	}
+}
+
+// handleStatus serves GET /-/balancer: the policy, how the gateways are
+// found, and each gateway's state and counters. It only reads atomics, so
+// it is cheap enough to poll.
+func (b *balancer) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	type status struct {
+		Policy   string          `json:"policy"`
+		Discover string          `json:"discover,omitempty"`
+		Ready    int             `json:"ready"`
+		Backends []backendStatus `json:"backends"`
+	}
+	all := *b.pool.all.Load()
+	resp := status{
+		Policy:   b.cfg.Policy,
+		Discover: b.cfg.Discover,
+		Ready:    len(b.pool.ready.Load().backends),
+		Backends: make([]backendStatus, 0, len(all)),
+	}
+	now := time.Now()
+	for _, be := range all {
+		resp.Backends = append(resp.Backends, statusOf(be, now))
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleDrain returns the handler of POST /-/backends/drain?url=<backend>
+// (draining true) and POST /-/backends/undrain?url=<backend>. A drained
+// gateway gets no new requests; the ones in flight finish, and its state
+// and in_flight in the answer (and in GET /-/balancer) show when it is
+// idle. Draining sticks while discovery keeps finding the gateway. The
+// answer is 200 with the gateway's status, 400 invalid without a usable
+// url, 404 not_found for a URL that is not a current gateway.
+//
+// These routes are unauthenticated, like the rest of /-/: they are meant
+// for loopback and the compose network, and --admin=false removes them.
+func (b *balancer) handleDrain(draining bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := reqid.Or(r.Header.Get(reqid.Header))
+		raw := r.URL.Query().Get("url")
+		if raw == "" {
+			apperr.WriteCode(w, http.StatusBadRequest, apperr.Invalid, "the url query parameter is required", id)
+			return
+		}
+		u, err := parseBackend(raw)
+		if err != nil {
+			apperr.WriteCode(w, http.StatusBadRequest, apperr.Invalid, err.Error(), id)
+			return
+		}
+		be := b.pool.byLabel(u.String())
+		if be == nil {
+			apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no gateway "+u.String(), id)
+			return
+		}
+		if b.pool.setDraining(be, draining) {
+			verb := "backend undrained"
+			if draining {
+				verb = "backend draining"
+			}
+			b.log.Info(verb, "upstream", be.label, "in_flight", be.inFlight.Load(), "request_id", id)
+		}
+		writeJSON(w, http.StatusOK, statusOf(be, time.Now()))
+	}
+}
+
+// writeJSON writes v as an uncached JSON answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

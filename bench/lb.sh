@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# bench/lb.sh: scalelab's balancer next to nginx and HAProxy, on this machine.
+#
+# Starts two identical trivial backends (bench/backend), then nginx, HAProxy
+# and `scalelab balancer` on their own ports in front of the same two, and runs
+# wrk against each of them and against one backend directly. The targets are
+# interleaved (every round runs each once, in a rotating order) and the table
+# shows medians over the rounds, with scalelab's ratios to nginx and HAProxy.
+#
+# Everything listens on 127.0.0.1 and is stopped on exit. Not part of CI.
+# Needs root only to apt-get install wrk, nginx and haproxy when missing.
+#
+#   bash bench/lb.sh                     # 3 rounds of 10 s per target: about 3 minutes
+#   ROUNDS=5 DURATION=15s bash bench/lb.sh
+#
+# Settings (environment):
+#   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
+#   WORKERS=$(nproc)   worker processes of nginx, threads of HAProxy, GOMAXPROCS
+#                      of scalelab: every proxy gets the same number of cores
+#   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+4 must be free
+#
+# Fairness: every proxy keeps idle connections to the backends (nginx
+# upstream keepalive 64, HAProxy http-reuse always, scalelab 256 per host),
+# logs no requests, sets X-Forwarded-For and an X-Request-ID, and balances
+# round robin. On a machine with few cores wrk, the proxy and both backends
+# compete for CPU, so the numbers compare the proxies' CPU cost per request
+# under contention rather than their capacity; the script says so in its
+# output.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-64}
+WORKERS=${WORKERS:-$(nproc)}
+PORT_BASE=${PORT_BASE:-18080}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tmp=$(mktemp -d /tmp/scalelab-lb.XXXXXX)
+pids=()
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+missing=()
+for tool in wrk nginx haproxy; do
+	command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) != 0 ]]; then
+		log "lb.sh: ${missing[*]} missing; run as root to apt-get install them"
+		exit 1
+	fi
+	log "installing ${missing[*]} ..."
+	apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin
+
+# --- ports -------------------------------------------------------------------
+p_backend1=$PORT_BASE
+p_backend2=$((PORT_BASE + 1))
+p_nginx=$((PORT_BASE + 2))
+p_haproxy=$((PORT_BASE + 3))
+p_scalelab=$((PORT_BASE + 4))
+for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab"; do
+	if ss -ltnH "sport = :$p" | grep -q .; then
+		log "lb.sh: port $p is taken; set PORT_BASE"
+		exit 1
+	fi
+done
+
+# --- build and start -----------------------------------------------------------
+log "building bench/backend and scalelab ..."
+(cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/scalelab" .)
+
+declare -A pid_of
+start() { # name, command...
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 &
+	pids+=($!)
+	pid_of[$name]=$!
+}
+
+# cpu_ticks prints the CPU time (user + system, in clock ticks) used so far
+# by a process, its threads and its children (nginx's workers).
+cpu_ticks() {
+	local root=$1 pid total=0 t
+	for pid in "$root" $(pgrep -P "$root" || true); do
+		# Fields after "(comm) ": state is 1, utime 12, stime 13.
+		t=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+		total=$((total + t))
+	done
+	echo "$total"
+}
+clk_tck=$(getconf CLK_TCK)
+
+# Backends get the same GOMAXPROCS as scalelab, so no process has more
+# threads than cores to fight with.
+start backend1 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend1"
+start backend2 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend2"
+
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $tmp/nginx/body;
+	proxy_temp_path $tmp/nginx/proxy;
+	fastcgi_temp_path $tmp/nginx/fastcgi;
+	uwsgi_temp_path $tmp/nginx/uwsgi;
+	scgi_temp_path $tmp/nginx/scgi;
+	upstream backends {
+		server 127.0.0.1:$p_backend1;
+		server 127.0.0.1:$p_backend2;
+		keepalive 64;
+	}
+	server {
+		listen 127.0.0.1:$p_nginx;
+		location / {
+			proxy_pass http://backends;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header X-Forwarded-For \$remote_addr;
+			proxy_set_header X-Request-ID \$request_id;
+		}
+	}
+}
+EOF
+start nginx nginx -e "$tmp/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx.conf"
+
+cat >"$tmp/haproxy.cfg" <<EOF
+global
+	nbthread $WORKERS
+	maxconn 4096
+defaults
+	mode http
+	timeout connect 2s
+	timeout client 30s
+	timeout server 30s
+	option http-keep-alive
+	http-reuse always
+frontend fe
+	bind 127.0.0.1:$p_haproxy
+	option forwardfor
+	unique-id-format %{+X}o\ %ci%cp%fi%fp%Ts%rt%pid
+	unique-id-header X-Request-ID
+	default_backend be
+backend be
+	balance roundrobin
+	server s1 127.0.0.1:$p_backend1
+	server s2 127.0.0.1:$p_backend2
+EOF
+start haproxy haproxy -db -f "$tmp/haproxy.cfg"
+
+start scalelab env GOMAXPROCS="$WORKERS" "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
+	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
+
+targets=(direct nginx haproxy scalelab)
+declare -A url=(
+	[direct]="http://127.0.0.1:$p_backend1/data"
+	[nginx]="http://127.0.0.1:$p_nginx/data"
+	[haproxy]="http://127.0.0.1:$p_haproxy/data"
+	[scalelab]="http://127.0.0.1:$p_scalelab/data"
+)
+for t in "${targets[@]}"; do
+	ok=
+	for _ in $(seq 100); do
+		if curl -fsS -o /dev/null --max-time 1 "${url[$t]}" 2>/dev/null; then
+			ok=1
+			break
+		fi
+		sleep 0.1 # waiting for a process to bind its port
+	done
+	if [[ -z $ok ]]; then
+		log "lb.sh: $t does not answer on ${url[$t]}; its log:"
+		cat "$tmp/$t.log" "$tmp/nginx-error.log" 2>/dev/null | tail -20 >&2
+		exit 1
+	fi
+done
+
+# --- measure -------------------------------------------------------------------
+# to_ms converts a wrk latency (850.00us, 1.23ms, 1.05s) to milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		n = v + 0
+		if (v ~ /us$/) n /= 1000
+		else if (v ~ /ms$/) n = n
+		else if (v ~ /m$/) n *= 60000
+		else if (v ~ /s$/) n *= 1000
+		printf "%.3f", n
+	}'
+}
+
+# The process whose CPU is measured for each target.
+declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab)
+
+# bench runs wrk once against target and appends "rps p50 p99 errors tw
+# cpu" to $tmp/<target>.results; cpu is the target's CPU time per request
+# in microseconds, which other load on the machine disturbs far less than
+# throughput.
+bench() {
+	local t=$1 out before after
+	before=$(cpu_ticks "${pid_of[${proc[$t]}]}")
+	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}")
+	after=$(cpu_ticks "${pid_of[${proc[$t]}]}")
+	local rps p50 p99 errs tw requests cpu
+	requests=$(awk '/requests in/ {print $1}' <<<"$out")
+	cpu=$(awk -v d=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+	p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+	errs=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
+	# Sockets in TIME_WAIT: a proxy that does not reuse its backend
+	# connections leaves thousands.
+	tw=$(ss -tanH state time-wait | wc -l)
+	echo "$rps $p50 $p99 $errs $tw $cpu" >>"$tmp/$t.results"
+	log "$(printf '  %-9s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  errors %s  time-wait %s' \
+		"$t" "$rps" "$p50" "$p99" "$cpu" "$errs" "$tw")"
+}
+
+cores=$(nproc)
+log "machine: $(uname -srm), $cores cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
+load=$(cut -d' ' -f1 /proc/loadavg)
+log "load average before the run: $load"
+if awk -v l="$load" -v c="$cores" 'BEGIN {exit !(l > c / 4)}'; then
+	log "warning: the machine is busy (load $load on $cores cores): throughput will suffer; cpu_us/req less so"
+fi
+log "wrk -t$THREADS -c$CONNS -d$DURATION --latency; $ROUNDS rounds; proxies get $WORKERS workers/threads/GOMAXPROCS"
+if ((cores <= 4)); then
+	log "note: only $cores cores: wrk, the proxy and both backends share them, so this compares CPU cost per"
+	log "      request under contention, not capacity; expect noise of several percent between rounds"
+fi
+log "warming up ..."
+for t in "${targets[@]}"; do
+	wrk -t"$THREADS" -c"$CONNS" -d2s "${url[$t]}" >/dev/null
+done
+for round in $(seq "$ROUNDS"); do
+	log "round $round/$ROUNDS"
+	# Rotate the order so that no target always runs first (or last).
+	for i in "${!targets[@]}"; do
+		bench "${targets[$(((i + round - 1) % ${#targets[@]}))]}"
+	done
+done
+
+# --- report ----------------------------------------------------------------------
+# median of column $2 of file $1
+median() {
+	sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {
+		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+	}'
+}
+declare -A rps p50 p99 errs cpu
+for t in "${targets[@]}"; do
+	rps[$t]=$(median "$tmp/$t.results" 1)
+	p50[$t]=$(median "$tmp/$t.results" 2)
+	p99[$t]=$(median "$tmp/$t.results" 3)
+	cpu[$t]=$(median "$tmp/$t.results" 6)
+	errs[$t]=$(awk '{n += $4} END {print n + 0}' "$tmp/$t.results")
+done
+echo
+echo "scalelab balancer vs nginx $(nginx -v 2>&1 | sed 's/.*\///') and HAProxy $(haproxy -v | awk 'NR == 1 {print $3}')," \
+	"$(date -u +%Y-%m-%d), $cores cores"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, medians of $ROUNDS interleaved rounds, 2 backends, $WORKERS workers per proxy"
+echo "cpu_us/req: CPU time of the target process (the backend for direct) per request"
+printf '%-10s %12s %10s %10s %12s %8s\n' target req/s p50_ms p99_ms cpu_us/req errors
+for t in "${targets[@]}"; do
+	printf '%-10s %12.0f %10.3f %10.3f %12.1f %8d\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${cpu[$t]}" "${errs[$t]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+printf '%-18s %8s %8s %8s %12s\n' ratio req/s p50 p99 cpu/req
+for other in nginx haproxy; do
+	printf '%-18s %8s %8s %8s %12s\n' "scalelab/$other" "$(ratio "${rps[scalelab]}" "${rps[$other]}")" \
+		"$(ratio "${p50[scalelab]}" "${p50[$other]}")" "$(ratio "${p99[scalelab]}" "${p99[$other]}")" \
+		"$(ratio "${cpu[scalelab]}" "${cpu[$other]}")"
+done
+if ((cores <= 4)); then
+	echo "(on $cores cores the load generator competes with the proxies and backends for CPU)"
+fi
