@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// loadConfig is the configuration of `driver run`.
+type loadConfig struct {
+	URL      string // balancer base URL
+	Token    string
+	NATS     string // embedded NATS URL of scalelab up
+	Varz     string // NATS monitoring /varz URL; empty: no message counts
+	PID      string // pid of scalelab up, for its CPU time
+	N, C     int
+	Rate     int // submissions per second; 0: as fast as the C submitters go
+	Warmup   int
+	Round    int
+	Timeout  time.Duration
+	Out      string
+	TaskBody string
+}
+
+func runLoad(args []string) error {
+	var cfg loadConfig
+	fs := flag.NewFlagSet("driver run", flag.ContinueOnError)
+	fs.StringVar(&cfg.URL, "url", "", "balancer base URL, e.g. http://127.0.0.1:8000")
+	fs.StringVar(&cfg.Token, "token", "", "bearer token (the dev token printed by scalelab up)")
+	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of scalelab up's embedded server")
+	fs.StringVar(&cfg.Varz, "varz", "", "NATS /varz URL for message counts (optional)")
+	fs.StringVar(&cfg.PID, "pid", "", "pid of scalelab up, for its CPU time (optional)")
+	fs.IntVar(&cfg.N, "n", 10000, "tasks to submit")
+	fs.IntVar(&cfg.C, "c", 32, "submissions in flight at once")
+	fs.IntVar(&cfg.Rate, "rate", 0, "pace submissions at this many per second (0: as fast as possible)")
+	fs.IntVar(&cfg.Warmup, "warmup", 200, "tasks submitted and awaited first, not measured")
+	fs.IntVar(&cfg.Round, "round", 0, "round number, copied to the result")
+	fs.DurationVar(&cfg.Timeout, "timeout", 3*time.Minute, "give up on the measured phase after this long")
+	fs.StringVar(&cfg.Out, "out", "", "append the JSON result line to this file")
+	fs.StringVar(&cfg.TaskBody, "body", `{"task":"noop"}`, "POST /longtask body")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.URL == "" || cfg.Token == "" || cfg.NATS == "" || cfg.N < 1 || cfg.C < 1 {
+		return errors.New("run: -url, -token, -nats are required; -n and -c must be positive")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Minute)
+	defer cancel()
+
+	nc, err := nats.Connect(cfg.NATS, nats.Name("bench-driver"))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", cfg.NATS, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, "tasks")
+	if err != nil {
+		return fmt.Errorf("open bucket tasks: %w", err)
+	}
+	// UpdatesOnly: records of earlier rounds are not replayed.
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("watch bucket tasks: %w", err)
+	}
+	defer w.Stop()
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+
+	tr := newTracker()
+	var watchMsgs atomic.Int64
+	go func() {
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			watchMsgs.Add(1)
+			if e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var rec struct {
+				State string `json:"state"`
+			}
+			if json.Unmarshal(e.Value(), &rec) != nil {
+				continue
+			}
+			switch rec.State {
+			case "succeeded", "failed", "dead", "cancelled":
+				// Created is the server's time of the write: when the
+				// outcome was stored, free of this watcher's own lag.
+				tr.finish(e.Key(), rec.State == "succeeded", e.Created(), time.Now())
+			}
+		}
+	}()
+
+	hc := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        2 * cfg.C,
+			MaxIdleConnsPerHost: 2 * cfg.C,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+	sub := submitter{hc: hc, url: cfg.URL + "/longtask", token: cfg.Token, body: []byte(cfg.TaskBody)}
+
+	if cfg.Warmup > 0 {
+		ph := tr.begin(cfg.Warmup)
+		sub.run(ctx, ph, cfg.C, time.Now(), 0)
+		if err := ph.wait(ctx, cfg.Timeout); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+
+	v0, err := readVarz(ctx, hc, cfg.Varz)
+	if err != nil {
+		return err
+	}
+	w0 := watchMsgs.Load()
+	sut0, drv0, sys0, m0 := cpuSeconds(cfg.PID), cpuSeconds("self"), ioSyscalls(cfg.PID), machineCPU()
+
+	ph := tr.begin(cfg.N)
+	start := time.Now()
+	lastAccepted := sub.run(ctx, ph, cfg.C, start, cfg.Rate)
+	werr := ph.wait(ctx, cfg.Timeout)
+
+	sut1, drv1, sys1, m1 := cpuSeconds(cfg.PID), cpuSeconds("self"), ioSyscalls(cfg.PID), machineCPU()
+	// Let the last acks and their replies land before counting messages.
+	time.Sleep(200 * time.Millisecond)
+	v1, err := readVarz(ctx, hc, cfg.Varz)
+	if err != nil {
+		return err
+	}
+	w1 := watchMsgs.Load()
+
+	r := ph.result(start)
+	r.System, r.Round, r.C, r.Rate = "scalelab", cfg.Round, cfg.C, cfg.Rate
+	if cfg.Rate > 0 {
+		r.System = fmt.Sprintf("scalelab@%d/s", cfg.Rate)
+	}
+	if acc := ph.accepted(); acc > 0 {
+		r.SubmitPerS = float64(acc) / lastAccepted.Sub(start).Seconds()
+	}
+	r.SUTCPU, r.DriverCPU, r.SUTSyscalls = sut1-sut0, drv1-drv0, sys1-sys0
+	r.MachineBusy, r.MachineSteal = m1.share(m0)
+	if cfg.Varz != "" {
+		r.InClientMsgs, r.OutClientMsgs = v1.InClientMsgs-v0.InClientMsgs, v1.OutClientMsgs-v0.OutClientMsgs
+		r.WatchMsgs = w1 - w0
+	}
+	fmt.Fprintf(os.Stderr, "%s round %d: %d ok, %d failed, %d errors, %.0f tasks/s, p50 %.1f ms, p99 %.1f ms, submit %.0f/s\n",
+		r.System, cfg.Round, r.OK, r.Failed, r.Errors, r.TasksPerSec, r.P50ms, r.P99ms, r.SubmitPerS)
+	if cfg.Out != "" {
+		if err := appendResult(cfg.Out, r); err != nil {
+			return err
+		}
+	}
+	if werr != nil {
+		return fmt.Errorf("measured phase: %w", werr)
+	}
+	return nil
+}
+
+// submitter POSTs tasks to /longtask.
+type submitter struct {
+	hc    *http.Client
+	url   string
+	token string
+	body  []byte
+}
+
+// run submits ph's tasks with c requests in flight (paced at rate per
+// second from start, if rate > 0) and returns when every submission has
+// been answered; it returns the time of the last 202.
+func (s submitter) run(ctx context.Context, ph *phase, c int, start time.Time, rate int) time.Time {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var last time.Time
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= ph.n {
+					return
+				}
+				pace(ctx, start, i, rate)
+				t0 := time.Now()
+				id, err := s.submit(ctx)
+				if err != nil {
+					ph.fail(i, err)
+					continue
+				}
+				t1 := time.Now()
+				ph.accept(i, id, t0)
+				mu.Lock()
+				if t1.After(last) {
+					last = t1
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return last
+}
+
+func (s submitter) submit(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := s.hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return "", err
+	}
+	if res.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("POST /longtask: %d %s", res.StatusCode, bytes.TrimSpace(b))
+	}
+	var out struct {
+		TaskID string `json:"task_id"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || out.TaskID == "" {
+		return "", fmt.Errorf("POST /longtask: no task_id in %q", b)
+	}
+	return out.TaskID, nil
+}
+
+// tracker matches task ids from HTTP answers with outcomes from the watch,
+// in whichever order they arrive: a no-op task often succeeds before its
+// 202 reaches the driver.
+type tracker struct {
+	mu   sync.Mutex
+	ph   *phase
+	seen map[string]outcome // outcomes of ids not (yet) known to a phase
+}
+
+type outcome struct {
+	ok            bool
+	stored, noted time.Time
+}
+
+func newTracker() *tracker { return &tracker{seen: make(map[string]outcome)} }
+
+// begin starts a phase of n tasks; the previous phase must be over.
+func (t *tracker) begin(n int) *phase {
+	ph := &phase{t: t, n: n, submitted: make([]time.Time, n), out: make([]outcome, n),
+		done: make([]bool, n), pending: make(map[string]int, n), remaining: n, all: make(chan struct{})}
+	t.mu.Lock()
+	t.ph = ph
+	t.mu.Unlock()
+	return ph
+}
+
+// finish records the outcome of id.
+func (t *tracker) finish(id string, ok bool, stored, noted time.Time) {
+	o := outcome{ok: ok, stored: stored, noted: noted}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ph := t.ph; ph != nil {
+		if i, found := ph.pending[id]; found {
+			delete(ph.pending, id)
+			ph.settle(i, o)
+			return
+		}
+	}
+	if _, dup := t.seen[id]; !dup {
+		t.seen[id] = o
+	}
+}
+
+// phase is one batch of tasks: the warm-up or the measured run.
+type phase struct {
+	t         *tracker
+	n         int
+	submitted []time.Time
+	out       []outcome
+	done      []bool
+	errs      []error
+	pending   map[string]int
+	remaining int
+	all       chan struct{}
+}
+
+// accept notes that task i was accepted as id, submitted at t0.
+func (ph *phase) accept(i int, id string, t0 time.Time) {
+	ph.t.mu.Lock()
+	defer ph.t.mu.Unlock()
+	ph.submitted[i] = t0
+	if o, found := ph.t.seen[id]; found {
+		delete(ph.t.seen, id)
+		ph.settle(i, o)
+		return
+	}
+	ph.pending[id] = i
+}
+
+// fail notes that task i was not accepted.
+func (ph *phase) fail(i int, err error) {
+	ph.t.mu.Lock()
+	defer ph.t.mu.Unlock()
+	ph.errs = append(ph.errs, err)
+	ph.remaining--
+	if ph.remaining == 0 {
+		close(ph.all)
+	}
+}
+
+// settle records the outcome of task i; the caller holds the lock.
+func (ph *phase) settle(i int, o outcome) {
+	if ph.done[i] {
+		return
+	}
+	ph.done[i], ph.out[i] = true, o
+	ph.remaining--
+	if ph.remaining == 0 {
+		close(ph.all)
+	}
+}
+
+func (ph *phase) accepted() int {
+	ph.t.mu.Lock()
+	defer ph.t.mu.Unlock()
+	return ph.n - len(ph.errs)
+}
+
+// wait blocks until every task of the phase has an outcome or was refused.
+func (ph *phase) wait(ctx context.Context, timeout time.Duration) error {
+	select {
+	case <-ph.all:
+		return nil
+	case <-time.After(timeout):
+	case <-ctx.Done():
+	}
+	ph.t.mu.Lock()
+	defer ph.t.mu.Unlock()
+	return fmt.Errorf("%d of %d tasks without an outcome after %v", ph.remaining, ph.n, timeout)
+}
+
+// result computes throughput and latency of the tasks that succeeded.
+func (ph *phase) result(start time.Time) Result {
+	ph.t.mu.Lock()
+	defer ph.t.mu.Unlock()
+	r := Result{N: ph.n, Errors: len(ph.errs)}
+	var lat, lag []time.Duration
+	var end time.Time
+	for i := range ph.n {
+		if !ph.done[i] {
+			continue
+		}
+		o := ph.out[i]
+		if !o.ok {
+			r.Failed++
+			continue
+		}
+		r.OK++
+		lat = append(lat, o.stored.Sub(ph.submitted[i]))
+		lag = append(lag, o.noted.Sub(o.stored))
+		if o.stored.After(end) {
+			end = o.stored
+		}
+	}
+	if r.OK == 0 {
+		return r
+	}
+	slices.Sort(lat)
+	slices.Sort(lag)
+	r.Seconds = end.Sub(start).Seconds()
+	r.TasksPerSec = float64(r.OK) / r.Seconds
+	r.P50ms, r.P99ms, r.MaxMs = percentile(lat, 0.50), percentile(lat, 0.99), ms(lat[len(lat)-1])
+	r.WatchLagP50ms = percentile(lag, 0.50)
+	if len(ph.errs) > 0 {
+		fmt.Fprintf(os.Stderr, "first submission error: %v\n", ph.errs[0])
+	}
+	return r
+}
+
+// varz is the part of NATS /varz the driver reads.
+type varz struct {
+	InClientMsgs  int64 `json:"in_client_msgs"`
+	OutClientMsgs int64 `json:"out_client_msgs"`
+}
+
+func readVarz(ctx context.Context, hc *http.Client, url string) (varz, error) {
+	var v varz
+	if url == "" {
+		return v, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return v, err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return v, fmt.Errorf("read %s: %w", url, err)
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+		return v, fmt.Errorf("decode %s: %w", url, err)
+	}
+	return v, nil
+}
