@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scalelab/scalelab/balancer"
@@ -23,6 +24,7 @@ import (
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/natsconf"
 	"github.com/scalelab/scalelab/worker"
 )
@@ -182,6 +184,16 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Info("embedded nats stopped")
 	}()
 
+	// Provision the task streams once, before the roles start: each gateway
+	// and worker provisions too, and would otherwise all create them at
+	// the same moment.
+	provision := task.DefaultProvisionConfig()
+	provision.MaxQueueMsgs = cfg.MaxQueue
+	if err := provisionTasks(ctx, ns.ClientURL(), provision); err != nil {
+		closeAll(lns)
+		return err
+	}
+
 	var upRoles []upRole
 	var cfgErrs []error
 	dbCfg := dbsvc.DefaultConfig()
@@ -278,6 +290,26 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	err = g.Wait()
 	log.Info("scalelab stopped")
 	return err
+}
+
+// provisionTasks creates the task streams and bucket over a short-lived
+// connection.
+func provisionTasks(ctx context.Context, url string, cfg task.ProvisionConfig) error {
+	nc, err := nats.Connect(url, nats.Name("scalelab-up"))
+	if err != nil {
+		return fmt.Errorf("up: provision tasks: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("up: provision tasks: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := task.Provision(ctx, js, cfg); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
 }
 
 // readyTimeout bounds the wait for every role to be ready; the first start

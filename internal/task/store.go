@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,58 +63,15 @@ func (p ProvisionConfig) Validate(role string) error {
 // returns a Store over the bucket. Both the gateway and the worker call it at
 // start, so either can come up first; the calls are idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              DelayedStream,
-		Description:       "scalelab delayed tasks: schedules, and tasks once due",
-		Subjects:          []string{DelayedAtPrefix + ">", DelayedDuePrefix + ">"},
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          cfg.Replicas,
-		MaxAge:            MaxDelay + 24*time.Hour,
-		MaxBytes:          cfg.MaxQueueBytes,
-		Duplicates:        cfg.DedupeWindow,
-		AllowMsgSchedules: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", DelayedStream, err)
+	for _, want := range streamConfigs(cfg) {
+		if err := ensureStream(ctx, js, want); err != nil {
+			return nil, err
+		}
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        Stream,
-		Description: "scalelab async tasks, one subject per task type",
-		Subjects:    []string{SubjectPrefix + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxBytes:    cfg.MaxQueueBytes,
-		MaxMsgs:     maxOrUnlimited(cfg.MaxQueueMsgs),
-		MaxMsgSize:  MaxPayloadBytes + 4<<10,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  cfg.DedupeWindow,
-		// Delayed tasks come in from TASKS_DELAYED once due.
-		Sources: []*jetstream.StreamSource{{
-			Name: DelayedStream,
-			SubjectTransforms: []jetstream.SubjectTransformConfig{{
-				Source: DelayedDuePrefix + ">", Destination: SubjectPrefix + ">",
-			}},
-		}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", Stream, err)
-	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DLQStream,
-		Description: "scalelab dead letters: tasks that used up their attempts",
-		Subjects:    []string{DLQSubjectPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxAge:      7 * 24 * time.Hour,
-		MaxBytes:    cfg.MaxQueueBytes,
-		Discard:     jetstream.DiscardOld,
-		Duplicates:  cfg.DedupeWindow,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", DLQStream, err)
+	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 {
+			return &Store{kv: kv}, nil // as wanted: no update (see ensureStream)
+		}
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -127,6 +85,106 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
 	return &Store{kv: kv}, nil
+}
+
+// streamConfigs are the streams of the task pipeline, in the order they
+// must be created: TASKS sources TASKS_DELAYED.
+func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:              DelayedStream,
+			Description:       "scalelab delayed tasks: schedules, and tasks once due",
+			Subjects:          []string{DelayedAtPrefix + ">", DelayedDuePrefix + ">"},
+			Retention:         jetstream.LimitsPolicy,
+			Storage:           jetstream.FileStorage,
+			Replicas:          cfg.Replicas,
+			MaxAge:            MaxDelay + 24*time.Hour,
+			MaxBytes:          cfg.MaxQueueBytes,
+			Duplicates:        cfg.DedupeWindow,
+			AllowMsgSchedules: true,
+		},
+		{
+			Name:        Stream,
+			Description: "scalelab async tasks, one subject per task type",
+			Subjects:    []string{SubjectPrefix + ">"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			MaxBytes:    cfg.MaxQueueBytes,
+			MaxMsgs:     maxOrUnlimited(cfg.MaxQueueMsgs),
+			MaxMsgSize:  MaxPayloadBytes + 4<<10,
+			Discard:     jetstream.DiscardNew,
+			Duplicates:  cfg.DedupeWindow,
+			// Delayed tasks come in from TASKS_DELAYED once due.
+			Sources: []*jetstream.StreamSource{{
+				Name: DelayedStream,
+				SubjectTransforms: []jetstream.SubjectTransformConfig{{
+					Source: DelayedDuePrefix + ">", Destination: SubjectPrefix + ">",
+				}},
+			}},
+		},
+		{
+			Name:        DLQStream,
+			Description: "scalelab dead letters: tasks that used up their attempts",
+			Subjects:    []string{DLQSubjectPrefix + ">"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			MaxAge:      7 * 24 * time.Hour,
+			MaxBytes:    cfg.MaxQueueBytes,
+			Discard:     jetstream.DiscardOld,
+			Duplicates:  cfg.DedupeWindow,
+		},
+	}
+}
+
+// ensureStream creates the stream, or updates it when a field that want
+// sets differs. Every gateway and worker provisions at start, so the
+// common case is "already as wanted": skipping the update then is cheaper,
+// and it avoids concurrent identical updates, which race inside
+// nats-server 2.15 (its data race detector reports it).
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, want.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Created meanwhile by another role; check it is as wanted.
+			return ensureStream(ctx, js, want)
+		}
+	case err == nil:
+		if sameStreamConfig(s.CachedInfo().Config, want) {
+			return nil
+		}
+		_, err = js.UpdateStream(ctx, want)
+	}
+	if err != nil {
+		return fmt.Errorf("provision stream %s: %w", want.Name, err)
+	}
+	return nil
+}
+
+// sameStreamConfig compares the fields Provision sets.
+func sameStreamConfig(cur, want jetstream.StreamConfig) bool {
+	sources := func(ss []*jetstream.StreamSource) []string {
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.Name)
+			for _, t := range s.SubjectTransforms {
+				out = append(out, t.Source+"→"+t.Destination)
+			}
+		}
+		return out
+	}
+	// The server stores "no limit" as -1 and an unset dedupe window as its
+	// default (2 min).
+	limit := func(a, b int64) bool { return a == b || (a <= 0 && b <= 0) }
+	return cur.Description == want.Description && slices.Equal(cur.Subjects, want.Subjects) &&
+		cur.Retention == want.Retention && cur.Storage == want.Storage && cur.Replicas == want.Replicas &&
+		cur.MaxAge == want.MaxAge && limit(cur.MaxBytes, want.MaxBytes) &&
+		limit(int64(cur.MaxMsgSize), int64(want.MaxMsgSize)) && limit(cur.MaxMsgs, want.MaxMsgs) &&
+		cur.Discard == want.Discard && (cur.Duplicates == want.Duplicates || want.Duplicates == 0) &&
+		cur.AllowMsgSchedules == want.AllowMsgSchedules && slices.Equal(sources(cur.Sources), sources(want.Sources))
 }
 
 func maxOrUnlimited(n int64) int64 {
