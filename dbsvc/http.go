@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/ops"
 )
@@ -25,7 +26,7 @@ func newHandler(st *store, reg *prometheus.Registry, ready ops.ReadyFunc, log *s
 	mux.HandleFunc("GET /db", handleDB(st, log))
 	mux.HandleFunc("GET /items/{id}", handleGetItem(st, log))
 	ops.Mount(mux, "", reg, ready)
-	return jsonErrors(mux)
+	return httpserver.JSONErrors(mux)
 }
 
 // handleDB serves the data report.
@@ -101,47 +102,4 @@ func writeJSON(w http.ResponseWriter, log *slog.Logger, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
-}
-
-// jsonErrors serves mux, but answers paths and methods that mux has no route
-// for with the house JSON error body instead of mux's plain-text 404 and 405.
-func jsonErrors(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			mux.ServeHTTP(w, r) // ServeHTTP, not h: it sets the path values
-			return
-		}
-		// No route: let mux's own handler decide between 404 and 405 (it
-		// also sets Allow), but keep only its status.
-		rec := &statusRecorder{header: w.Header()}
-		h.ServeHTTP(rec, r)
-		rid := r.Header.Get(natsconn.RequestIDHeader)
-		if rec.status == http.StatusMethodNotAllowed {
-			apperr.WriteHTTP(w, apperr.New(apperr.Unsupported, "method %s not allowed on %s", r.Method, r.URL.Path), rid)
-			return
-		}
-		apperr.WriteHTTP(w, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path), rid)
-	})
-}
-
-// statusRecorder is a ResponseWriter that keeps the status and drops the body.
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (s *statusRecorder) Header() http.Header { return s.header }
-
-func (s *statusRecorder) Write(p []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return len(p), nil
-}
-
-func (s *statusRecorder) WriteHeader(status int) {
-	if s.status == 0 {
-		s.status = status
-	}
 }
