@@ -101,11 +101,11 @@ else
 	head -5 "$TMP/build.err" >&2
 	build_head
 fi
-(cd "$HERE/driver" && timeout 300 go build -o "$TMP/driver" .)
-(cd "$HERE/asynqbench" && timeout 300 go build -o "$TMP/asynqbench" .)
+# One module (bench/tasks/go.mod), two programs: $TMP/driver, $TMP/asynqbench.
+(cd "$HERE" && timeout 300 go build -o "$TMP/" ./driver ./asynqbench)
 nats() { (cd "$ROOT" && timeout 120 go tool nats "$@"); }
 nats --version >/dev/null # the first run compiles the CLI
-ASYNQ_VERSION=$(cd "$HERE/asynqbench" && go list -m -f '{{.Version}}' github.com/hibiken/asynq)
+ASYNQ_VERSION=$(cd "$HERE" && go list -m -f '{{.Version}}' github.com/hibiken/asynq)
 NATS_SERVER_VERSION=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 
 # Anything else running skews every number: say so up front.

@@ -12,7 +12,10 @@
 // appendonly yes, appendfsync everysec. Tasks are kept after completion
 // (asynq.Retention) by default, as scalelab keeps its task records.
 //
-// It lives in its own module so the product's go.mod stays clean.
+// It is part of the bench/tasks module, not the root one, so the product's
+// go.mod stays clean; what it measures the same way as the driver (pacing,
+// latency percentiles, CPU and syscall costs, the result file) is in
+// bench/tasks/internal/measure.
 package main
 
 import (
@@ -24,12 +27,13 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/scalelab/scalelab/bench/tasks/internal/measure"
 )
 
 const taskType = "noop"
@@ -39,7 +43,9 @@ type payload struct {
 }
 
 // result is one JSON line of the results file; the field names match the
-// driver's Result.
+// driver's Result, which the report decodes it into. It stays a type of its
+// own so its line stays as it is: unlike the driver's, it writes c,
+// submit_per_sec and the latencies even when they are zero.
 type result struct {
 	System      string  `json:"system"`
 	Round       int     `json:"round"`
@@ -118,37 +124,19 @@ func run() error {
 	client := asynq.NewClient(opt)
 	defer client.Close()
 
+	// enqueue returns the time the last Enqueue returned. Nothing cancels
+	// it but the timeout run.sh puts on the whole process.
 	enqueue := func(ph *phase, start time.Time, rate int) time.Time {
-		var next atomic.Int64
-		var mu sync.Mutex
-		var last time.Time
-		var wg sync.WaitGroup
-		for range *c {
-			wg.Go(func() {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= ph.n {
-						return
-					}
-					pace(start, i, rate)
-					b, _ := json.Marshal(payload{I: i})
-					ph.submitted[i] = time.Now()
-					_, err := client.Enqueue(asynq.NewTask(taskType, b), asynq.Queue(queue), asynq.Retention(*retention))
-					if err != nil {
-						ph.fail(err)
-						continue
-					}
-					t1 := time.Now()
-					mu.Lock()
-					if t1.After(last) {
-						last = t1
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		return last
+		return measure.Submit(context.Background(), ph.n, *c, start, rate, func(i int) time.Time {
+			b, _ := json.Marshal(payload{I: i})
+			ph.submitted[i] = time.Now()
+			_, err := client.Enqueue(asynq.NewTask(taskType, b), asynq.Queue(queue), asynq.Retention(*retention))
+			if err != nil {
+				ph.fail(err)
+				return time.Time{}
+			}
+			return time.Now()
+		})
 	}
 
 	if *warmup > 0 {
@@ -162,11 +150,11 @@ func run() error {
 
 	ph := newPhase(*n)
 	cur.Store(ph)
-	redis0, self0, sys0, m0 := cpuSeconds(*redisPID), cpuSeconds("self"), ioSyscalls(*redisPID), machineCPU()
+	u0 := measure.ReadUsage(*redisPID)
 	start := time.Now()
 	lastEnq := enqueue(ph, start, *rate)
 	werr := ph.wait(*timeout)
-	redis1, self1, sys1, m1 := cpuSeconds(*redisPID), cpuSeconds("self"), ioSyscalls(*redisPID), machineCPU()
+	used := measure.ReadUsage(*redisPID).Since(u0)
 
 	r := ph.result(start)
 	r.System, r.Round, r.C, r.Rate = *name, *round, *c, *rate
@@ -176,24 +164,12 @@ func run() error {
 	if acc := *n - r.Errors; acc > 0 {
 		r.SubmitPerS = float64(acc) / lastEnq.Sub(start).Seconds()
 	}
-	r.SUTCPU, r.DriverCPU, r.SUTSyscalls = redis1-redis0, self1-self0, sys1-sys0
-	r.MachineBusy, r.MachineSteal = m1.share(m0)
+	r.SUTCPU, r.DriverCPU, r.SUTSyscalls = used.SUTCPU, used.SelfCPU, used.SUTSyscalls
+	r.MachineBusy, r.MachineSteal = used.MachineBusy, used.MachineSteal
 	fmt.Fprintf(os.Stderr, "%s round %d: %d ok, %d errors, %.0f tasks/s, p50 %.1f ms, p99 %.1f ms, enqueue %.0f/s\n",
 		r.System, *round, r.OK, r.Errors, r.TasksPerSec, r.P50ms, r.P99ms, r.SubmitPerS)
 	if *out != "" {
-		b, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		f, err := os.OpenFile(*out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(append(b, '\n')); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
+		if err := measure.AppendResult(*out, r); err != nil {
 			return err
 		}
 	}
@@ -271,118 +247,6 @@ func (ph *phase) result(start time.Time) result {
 	slices.Sort(lat)
 	r.Seconds = time.Unix(0, end).Sub(start).Seconds()
 	r.TasksPerSec = float64(r.OK) / r.Seconds
-	r.P50ms, r.P99ms, r.MaxMs = pct(lat, 0.50), pct(lat, 0.99), msOf(lat[len(lat)-1])
+	r.P50ms, r.P99ms, r.MaxMs = measure.Percentile(lat, 0.50), measure.Percentile(lat, 0.99), measure.Ms(lat[len(lat)-1])
 	return r
-}
-
-func pct(sorted []time.Duration, p float64) float64 {
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return msOf(sorted[min(max(i, 0), len(sorted)-1)])
-}
-
-func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// cpuSeconds returns the user+system CPU seconds of a process from
-// /proc/<pid>/stat ("self" for this one), or 0 if it cannot be read.
-func cpuSeconds(pid string) float64 {
-	if pid == "" {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return (ut + st) / 100 // USER_HZ
-}
-
-// ioSyscalls returns the read and write system calls a process has made
-// (syscr + syscw in /proc/<pid>/io), or 0 if they cannot be read.
-func ioSyscalls(pid string) int64 {
-	if pid == "" {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + pid + "/io")
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "syscr" && k != "syscw") {
-			continue
-		}
-		if x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-			n += x
-		}
-	}
-	return n
-}
-
-// pace blocks until task i of a run started at start may be enqueued at
-// rate per second; rate 0 never blocks.
-func pace(start time.Time, i, rate int) {
-	if rate <= 0 {
-		return
-	}
-	at := start.Add(time.Duration(float64(i) / float64(rate) * float64(time.Second)))
-	time.Sleep(time.Until(at))
-}
-
-// cpuTimes is the machine-wide CPU time from /proc/stat's "cpu" line, in
-// ticks: busy (everything but idle, iowait and steal), steal (taken by the
-// hypervisor for other guests) and the total.
-type cpuTimes struct{ busy, steal, total float64 }
-
-func machineCPU() cpuTimes {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuTimes{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return cpuTimes{}
-	}
-	var t cpuTimes
-	for i, s := range f[1:] {
-		x, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			continue
-		}
-		if i >= 8 { // guest and guest_nice are already in user and nice
-			break
-		}
-		t.total += x
-		switch i {
-		case 3, 4: // idle, iowait
-		case 7:
-			t.steal += x
-		default:
-			t.busy += x
-		}
-	}
-	return t
-}
-
-// share returns busy and steal over [a, b] as fractions of all CPUs.
-func (b cpuTimes) share(a cpuTimes) (busy, steal float64) {
-	d := b.total - a.total
-	if d <= 0 {
-		return 0, 0
-	}
-	return (b.busy - a.busy) / d, (b.steal - a.steal) / d
 }

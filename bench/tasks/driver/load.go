@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/bench/tasks/internal/measure"
 )
 
 // loadConfig is the configuration of `driver run`.
@@ -134,14 +136,14 @@ func runLoad(args []string) error {
 		return err
 	}
 	w0 := watchMsgs.Load()
-	sut0, drv0, sys0, m0 := cpuSeconds(cfg.PID), cpuSeconds("self"), ioSyscalls(cfg.PID), machineCPU()
+	u0 := measure.ReadUsage(cfg.PID)
 
 	ph := tr.begin(cfg.N)
 	start := time.Now()
 	lastAccepted := sub.run(ctx, ph, cfg.C, start, cfg.Rate)
 	werr := ph.wait(ctx, cfg.Timeout)
 
-	sut1, drv1, sys1, m1 := cpuSeconds(cfg.PID), cpuSeconds("self"), ioSyscalls(cfg.PID), machineCPU()
+	used := measure.ReadUsage(cfg.PID).Since(u0)
 	// Let the last acks and their replies land before counting messages.
 	time.Sleep(200 * time.Millisecond)
 	v1, err := readVarz(ctx, hc, cfg.Varz)
@@ -158,8 +160,8 @@ func runLoad(args []string) error {
 	if acc := ph.accepted(); acc > 0 {
 		r.SubmitPerS = float64(acc) / lastAccepted.Sub(start).Seconds()
 	}
-	r.SUTCPU, r.DriverCPU, r.SUTSyscalls = sut1-sut0, drv1-drv0, sys1-sys0
-	r.MachineBusy, r.MachineSteal = m1.share(m0)
+	r.SUTCPU, r.DriverCPU, r.SUTSyscalls = used.SUTCPU, used.SelfCPU, used.SUTSyscalls
+	r.MachineBusy, r.MachineSteal = used.MachineBusy, used.MachineSteal
 	if cfg.Varz != "" {
 		r.InClientMsgs, r.OutClientMsgs = v1.InClientMsgs-v0.InClientMsgs, v1.OutClientMsgs-v0.OutClientMsgs
 		r.WatchMsgs = w1 - w0
@@ -167,7 +169,7 @@ func runLoad(args []string) error {
 	fmt.Fprintf(os.Stderr, "%s round %d: %d ok, %d failed, %d errors, %.0f tasks/s, p50 %.1f ms, p99 %.1f ms, submit %.0f/s\n",
 		r.System, cfg.Round, r.OK, r.Failed, r.Errors, r.TasksPerSec, r.P50ms, r.P99ms, r.SubmitPerS)
 	if cfg.Out != "" {
-		if err := appendResult(cfg.Out, r); err != nil {
+		if err := measure.AppendResult(cfg.Out, r); err != nil {
 			return err
 		}
 	}
@@ -189,36 +191,17 @@ type submitter struct {
 // second from start, if rate > 0) and returns when every submission has
 // been answered; it returns the time of the last 202.
 func (s submitter) run(ctx context.Context, ph *phase, c int, start time.Time, rate int) time.Time {
-	var next atomic.Int64
-	var mu sync.Mutex
-	var last time.Time
-	var wg sync.WaitGroup
-	for range c {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= ph.n {
-					return
-				}
-				pace(ctx, start, i, rate)
-				t0 := time.Now()
-				id, err := s.submit(ctx)
-				if err != nil {
-					ph.fail(i, err)
-					continue
-				}
-				t1 := time.Now()
-				ph.accept(i, id, t0)
-				mu.Lock()
-				if t1.After(last) {
-					last = t1
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return last
+	return measure.Submit(ctx, ph.n, c, start, rate, func(i int) time.Time {
+		t0 := time.Now()
+		id, err := s.submit(ctx)
+		if err != nil {
+			ph.fail(i, err)
+			return time.Time{}
+		}
+		t1 := time.Now() // the 202, before the bookkeeping below
+		ph.accept(i, id, t0)
+		return t1
+	})
 }
 
 func (s submitter) submit(ctx context.Context) (string, error) {
@@ -390,8 +373,8 @@ func (ph *phase) result(start time.Time) Result {
 	slices.Sort(lag)
 	r.Seconds = end.Sub(start).Seconds()
 	r.TasksPerSec = float64(r.OK) / r.Seconds
-	r.P50ms, r.P99ms, r.MaxMs = percentile(lat, 0.50), percentile(lat, 0.99), ms(lat[len(lat)-1])
-	r.WatchLagP50ms = percentile(lag, 0.50)
+	r.P50ms, r.P99ms, r.MaxMs = measure.Percentile(lat, 0.50), measure.Percentile(lat, 0.99), measure.Ms(lat[len(lat)-1])
+	r.WatchLagP50ms = measure.Percentile(lag, 0.50)
 	if len(ph.errs) > 0 {
 		fmt.Fprintf(os.Stderr, "first submission error: %v\n", ph.errs[0])
 	}

@@ -10,7 +10,10 @@
 // Every measuring subcommand appends one JSON line (a result) to -out, so
 // run.sh can interleave systems and rounds and report at the end.
 //
-// It lives in its own module so the product's go.mod stays clean.
+// It is part of the bench/tasks module, not the root one, so the product's
+// go.mod stays clean; what it measures the same way as asynqbench (pacing,
+// latency percentiles, CPU and syscall costs, the result file) is in
+// bench/tasks/internal/measure.
 package main
 
 import (

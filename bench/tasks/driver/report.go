@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/scalelab/scalelab/bench/tasks/internal/measure"
 )
 
 // natsCSV turns the CSV that `nats bench ... --csv` writes into one result
@@ -68,7 +70,7 @@ func natsCSV(args []string) error {
 	if *out == "" {
 		return nil
 	}
-	return appendResult(*out, r)
+	return measure.AppendResult(*out, r)
 }
 
 // report prints the Markdown table of medians over rounds.
