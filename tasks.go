@@ -48,6 +48,9 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprint(stderr, tasksUsage)
 		return usageErr(fmt.Errorf("tasks: unknown subcommand %q", rest))
 	}
+	if !flagSet(fs, "log-level") && getenv("SCALELAB_LOG_LEVEL") == "" {
+		c.LogLevel = "warn" // an operator command: print results, not connection chatter
+	}
 	log, err := c.logger(stderr)
 	if err != nil {
 		return usageErr(err)
@@ -92,4 +95,11 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, d.Attempts, d.DiedAt.UTC().Format(time.RFC3339), d.Error)
 	}
 	return w.Flush()
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
