@@ -241,6 +241,26 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Garbage in the cache (someone's `nats kv put`) is not served: the
+	// database answers and its value replaces the garbage.
+	js, err := jetstream.New(cNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), cachesvc.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), dataCacheKey, []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"cached":false`, `"cached":true`} {
+		r := get(t, base+"/data", tok)
+		if r.status != 200 || !strings.HasPrefix(string(r.body), `{`+want) || !json.Valid(r.body) {
+			t.Errorf("GET /data after garbage in the cache = %d %.60s, want 200 with %s", r.status, r.body, want)
+		}
+	}
 }
 
 // TestScopes: a valid token without the route's scope is refused with 403.

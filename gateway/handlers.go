@@ -67,9 +67,17 @@ const dataCacheKey = "data.v1"
 // bucket. A cache that is down or slow is skipped (logged, counted), never
 // an error: the database is the source of truth.
 func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *metrics, log *slog.Logger) echo.HandlerFunc {
-	type response struct {
-		Cached bool            `json:"cached"`
-		Data   json.RawMessage `json:"data"`
+	// The body is {"cached":bool,"data":<the report>}. The report is
+	// already JSON (dbsvc wrote it, the cache holds those bytes), so it is
+	// spliced in rather than decoded and encoded again on every hit.
+	write := func(c echo.Context, cached bool, data []byte) error {
+		prefix := `{"cached":false,"data":`
+		if cached {
+			prefix = `{"cached":true,"data":`
+		}
+		body := make([]byte, 0, len(prefix)+len(data)+2)
+		body = append(append(append(body, prefix...), data...), "}\n"...)
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
 	}
 	return func(c echo.Context) error {
 		ctx := c.Request().Context()
@@ -78,9 +86,14 @@ func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *me
 		v, err := cache.Get(cctx, dataCacheKey)
 		cancel()
 		switch {
-		case err == nil:
+		case err == nil && json.Valid(v):
 			m.cacheLookup.WithLabelValues("hit").Inc()
-			return c.JSON(http.StatusOK, response{Cached: true, Data: v})
+			return write(c, true, v)
+		case err == nil:
+			// Not ours (e.g. `nats kv put cache data.v1 x`): read the source,
+			// whose answer then replaces it.
+			m.cacheLookup.WithLabelValues("error").Inc()
+			log.Warn("cache holds invalid JSON, reading the database", "key", dataCacheKey, "request_id", rid)
 		case errors.Is(err, cachesvc.ErrMiss):
 			m.cacheLookup.WithLabelValues("miss").Inc()
 		default:
@@ -96,7 +109,7 @@ func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *me
 			log.Warn("cache write failed", "key", dataCacheKey, "request_id", rid, "err", err)
 		}
 		cancel()
-		return c.JSON(http.StatusOK, response{Cached: false, Data: data})
+		return write(c, false, data)
 	}
 }
 
