@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -437,5 +438,72 @@ func TestQueueFull(t *testing.T) {
 	}
 	if r.header.Get("Retry-After") == "" {
 		t.Errorf("429 without Retry-After")
+	}
+}
+
+// TestColdKeyOneQuery: 200 concurrent requests for /data with a cold cache
+// cost the database exactly one query (singleflight, then the cache).
+func TestColdKeyOneQuery(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	var queries atomic.Int64
+	dbLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbCfg := dbsvc.DefaultConfig()
+	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = dbLn, t.TempDir(), 20000, &queries
+	dbNC := testutil.Connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
+	cacheLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cCfg := cachesvc.DefaultConfig()
+	cCfg.Listener = cacheLn
+	cNC := testutil.Connect(t, ns)
+	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
+	base := startGateway(t, testutil.Connect(t, ns))
+	tok := token(t, auth.ScopeDataRead)
+	// Wait until dbsvc answers (it seeds first) and the bucket exists,
+	// without touching the key under test.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if r := get(t, "http://"+dbLn.Addr().String()+"/readyz", ""); r.status != 200 {
+			return fmt.Errorf("dbsvc readyz = %d", r.status)
+		}
+		if r := get(t, "http://"+cacheLn.Addr().String()+"/readyz", ""); r.status != 200 {
+			return fmt.Errorf("cachesvc readyz = %d", r.status)
+		}
+		return nil
+	})
+	before := queries.Load()
+
+	const n = 200
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, base+"/data", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res, err := client.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != http.StatusOK {
+			t.Fatalf("a concurrent GET /data = %d, want 200", s)
+		}
+	}
+	if got := queries.Load() - before; got != 1 {
+		t.Errorf("database queries for %d concurrent cold requests = %d, want 1", n, got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nuid"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/internal/apperr"
@@ -66,7 +67,12 @@ const dataCacheKey = "data.v1"
 // handleGetData is the lab's cached endpoint: cache-aside over the shared
 // bucket. A cache that is down or slow is skipped (logged, counted), never
 // an error: the database is the source of truth.
+//
+// Concurrent misses share one database query (singleflight): a cold or
+// expired key under load costs the database one query per gateway, not one
+// per request.
 func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *metrics, log *slog.Logger) echo.HandlerFunc {
+	var flights singleflight.Group
 	// The body is {"cached":bool,"data":<the report>}. The report is
 	// already JSON (dbsvc wrote it, the cache holds those bytes), so it is
 	// spliced in rather than decoded and encoded again on every hit.
@@ -83,12 +89,12 @@ func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *me
 		ctx := c.Request().Context()
 		rid := requestID(c)
 		cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
-		v, err := cache.Get(cctx, dataCacheKey)
+		cached, err := cache.Get(cctx, dataCacheKey)
 		cancel()
 		switch {
-		case err == nil && json.Valid(v):
+		case err == nil && json.Valid(cached):
 			m.cacheLookup.WithLabelValues("hit").Inc()
-			return write(c, true, v)
+			return write(c, true, cached)
 		case err == nil:
 			// Not ours (e.g. `nats kv put cache data.v1 x`): read the source,
 			// whose answer then replaces it.
@@ -100,16 +106,25 @@ func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *me
 			m.cacheLookup.WithLabelValues("error").Inc()
 			log.Warn("cache unavailable, reading the database", "key", dataCacheKey, "request_id", rid, "err", err)
 		}
-		data, err := db.Data(ctx, rid)
+		data, err, _ := flights.Do(dataCacheKey, func() (any, error) {
+			// Not the caller's ctx: one client hanging up must not fail
+			// the others waiting on this flight. db.Data has its own timeout.
+			fctx := context.WithoutCancel(ctx)
+			data, err := db.Data(fctx, rid)
+			if err != nil {
+				return nil, err
+			}
+			cctx, cancel := context.WithTimeout(fctx, cacheTimeout)
+			defer cancel()
+			if err := cache.Put(cctx, dataCacheKey, data); err != nil {
+				log.Warn("cache write failed", "key", dataCacheKey, "request_id", rid, "err", err)
+			}
+			return []byte(data), nil
+		})
 		if err != nil {
 			return err
 		}
-		cctx, cancel = context.WithTimeout(ctx, cacheTimeout)
-		if err := cache.Put(cctx, dataCacheKey, data); err != nil {
-			log.Warn("cache write failed", "key", dataCacheKey, "request_id", rid, "err", err)
-		}
-		cancel()
-		return write(c, false, data)
+		return write(c, false, data.([]byte))
 	}
 }
 
