@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,10 +50,9 @@ func testConfig() Config {
 
 // instance is a cachesvc started by startCache.
 type instance struct {
-	url    string // http://127.0.0.1:port
-	http   *http.Client
-	cancel context.CancelFunc
-	done   chan error
+	*testutil.Running
+	url  string // http://127.0.0.1:port
+	http *http.Client
 }
 
 // startCache runs cachesvc on nc with cfg on a fresh loopback port and waits
@@ -67,26 +65,15 @@ func startCache(t *testing.T, nc *nats.Conn, cfg Config) *instance {
 		t.Fatalf("net.Listen() = %v", err)
 	}
 	cfg.Listener = ln
-	ctx, cancel := context.WithCancel(t.Context())
-	in := &instance{
-		url:    "http://" + ln.Addr().String(),
-		http:   &http.Client{Timeout: 10 * time.Second},
-		cancel: cancel,
-		done:   make(chan error, 1),
-	}
 	log := testLogger(t)
-	go func() { in.done <- Run(ctx, cfg, nc, log) }()
-	t.Cleanup(func() {
-		if err := in.stop(); err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
+	in := &instance{
+		Running: testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, log) }),
+		url:     "http://" + ln.Addr().String(),
+		http:    &http.Client{Timeout: 10 * time.Second},
+	}
 	testutil.Eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-in.done:
-			in.done <- err // for stop
+		if exited, err := in.Exited(); exited {
 			t.Fatalf("Run() returned early: %v", err)
-		default:
 		}
 		resp, err := in.http.Get(in.url + "/readyz")
 		if err != nil {
@@ -99,18 +86,6 @@ func startCache(t *testing.T, nc *nats.Conn, cfg Config) *instance {
 		return nil
 	})
 	return in
-}
-
-// stop cancels Run and returns its result. It may be called more than once.
-func (in *instance) stop() error {
-	in.cancel()
-	select {
-	case err := <-in.done:
-		in.done <- err // for the next call
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("Run did not return within 30s of cancel")
-	}
 }
 
 // do sends a request and returns the status, the headers and the body.

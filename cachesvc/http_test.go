@@ -160,7 +160,7 @@ func TestAPI(t *testing.T) {
 		}
 	}
 
-	if err := in.stop(); err != nil {
+	if err := in.Stop(); err != nil {
 		t.Errorf("Run() after cancel = %v, want nil", err)
 	}
 }

@@ -199,7 +199,7 @@ func TestRunCancelledWhileProvisioning(t *testing.T) {
 func TestRunStopsOnCancel(t *testing.T) {
 	t.Parallel()
 	in := startCache(t, startNATS(t), testConfig())
-	if err := in.stop(); err != nil {
+	if err := in.Stop(); err != nil {
 		t.Errorf("Run() after cancel = %v, want nil", err)
 	}
 	if resp, err := in.http.Get(in.url + "/healthz"); err == nil {

@@ -35,11 +35,10 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // instance is a dbsvc started by startDB.
 type instance struct {
+	*testutil.Running
 	url     string // http://127.0.0.1:port
 	client  *Client
 	queries *atomic.Int64
-	cancel  context.CancelFunc
-	done    chan error
 }
 
 // startDB runs dbsvc on nc with its database in dir and waits until it
@@ -56,44 +55,21 @@ func startDB(t *testing.T, nc *nats.Conn, dir string, seedRows int) *instance {
 	cfg.DataDir = dir
 	cfg.SeedRows = seedRows
 	cfg.Queries = new(atomic.Int64)
-	ctx, cancel := context.WithCancel(t.Context())
+	log := testLogger(t)
 	in := &instance{
+		Running: testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, log) }),
 		url:     "http://" + ln.Addr().String(),
 		client:  NewClient(nc),
 		queries: cfg.Queries,
-		cancel:  cancel,
-		done:    make(chan error, 1),
 	}
-	log := testLogger(t)
-	go func() { in.done <- Run(ctx, cfg, nc, log) }()
-	t.Cleanup(func() {
-		if err := in.stop(); err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
 	testutil.Eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-in.done:
-			in.done <- err // for stop
+		if exited, err := in.Exited(); exited {
 			t.Fatalf("Run() returned early: %v", err)
-		default:
 		}
 		_, err := in.client.Item(t.Context(), "", 1)
 		return err
 	})
 	return in
-}
-
-// stop cancels Run and returns its result. It may be called more than once.
-func (in *instance) stop() error {
-	in.cancel()
-	select {
-	case err := <-in.done:
-		in.done <- err // for the next call
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("Run did not return within 30s of cancel")
-	}
 }
 
 // codeOf returns the code of err's *apperr.Error, or "" if it has none.

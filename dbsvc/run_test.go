@@ -242,7 +242,7 @@ func TestRunRestartKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateItem(3) = %v, want nil error", err)
 	}
-	if err := first.stop(); err != nil {
+	if err := first.Stop(); err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
 	}
 
@@ -272,7 +272,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
 	db := startDB(t, nc, t.TempDir(), testSeedRows)
-	if err := db.stop(); err != nil {
+	if err := db.Stop(); err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
 	}
 	if nc.IsClosed() || nc.IsDraining() {

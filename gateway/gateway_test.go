@@ -25,26 +25,6 @@ import (
 
 var testKeys = auth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 
-// runRole runs a role's Run in the background and checks, at cleanup, that
-// it returns nil after cancel.
-func runRole(t *testing.T, run func(ctx context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run() = %v, want nil", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run() did not return after cancel")
-		}
-	})
-}
-
 // startGateway runs a gateway over nc and returns its base URL once ready.
 // edit, if given, changes the test config first.
 func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
@@ -62,7 +42,7 @@ func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	runRole(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
+	testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
 	base := "http://" + ln.Addr().String()
 	testutil.Eventually(t, 10*time.Second, func() error {
 		if r := get(t, base+"/readyz", ""); r.status != 200 {
@@ -198,7 +178,7 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	}
 	dbCfg.Listener = dbLn
 	dbNC := testutil.Connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
+	testutil.Start(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
 	base := startGateway(t, testutil.Connect(t, ns))
 	tok := token(t, auth.ScopeDataRead)
 
@@ -234,7 +214,7 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	cCfg := cachesvc.DefaultConfig()
 	cCfg.Listener = cacheLn
 	cNC := testutil.Connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
+	testutil.Start(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
 	testutil.Eventually(t, 10*time.Second, func() error {
 		r := get(t, base+"/data", tok)
 		if !strings.Contains(string(r.body), `"cached":true`) {
@@ -454,7 +434,7 @@ func TestColdKeyOneQuery(t *testing.T) {
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = dbLn, t.TempDir(), 20000, &queries
 	dbNC := testutil.Connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
+	testutil.Start(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
 	cacheLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +442,7 @@ func TestColdKeyOneQuery(t *testing.T) {
 	cCfg := cachesvc.DefaultConfig()
 	cCfg.Listener = cacheLn
 	cNC := testutil.Connect(t, ns)
-	runRole(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
+	testutil.Start(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
 	base := startGateway(t, testutil.Connect(t, ns))
 	tok := token(t, auth.ScopeDataRead)
 	// Wait until dbsvc answers (it seeds first) and the bucket exists,
