@@ -189,7 +189,14 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	// the same moment.
 	provision := task.DefaultProvisionConfig()
 	provision.MaxQueueMsgs = cfg.MaxQueue
-	if err := provisionTasks(ctx, ns.ClientURL(), provision); err != nil {
+	// up's own connection: provisioning now, readiness checks later.
+	upNC, err := nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"))
+	if err != nil {
+		closeAll(lns)
+		return fmt.Errorf("up: connect to embedded nats: %w", err)
+	}
+	defer upNC.Close()
+	if err := provisionTasks(ctx, upNC, provision); err != nil {
 		closeAll(lns)
 		return err
 	}
@@ -268,7 +275,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	for _, b := range backends {
 		readyURLs = append(readyURLs, b+"/readyz")
 	}
-	if err := waitReady(gctx, ns.ClientURL(), readyURLs, log); err != nil {
+	if err := waitReady(gctx, upNC, readyURLs, log); err != nil {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
@@ -292,14 +299,8 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	return err
 }
 
-// provisionTasks creates the task streams and bucket over a short-lived
-// connection.
-func provisionTasks(ctx context.Context, url string, cfg task.ProvisionConfig) error {
-	nc, err := nats.Connect(url, nats.Name("scalelab-up"))
-	if err != nil {
-		return fmt.Errorf("up: provision tasks: %w", err)
-	}
-	defer nc.Close()
+// provisionTasks creates the task streams and bucket.
+func provisionTasks(ctx context.Context, nc *nats.Conn, cfg task.ProvisionConfig) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("up: provision tasks: %w", err)
@@ -319,14 +320,9 @@ const readyTimeout = 2 * time.Minute
 // waitReady polls until every URL answers 200 and the process service
 // answers a ping. It returns early, with no error, when ctx ends (Ctrl-C
 // or a role failed: the caller's errgroup has the reason).
-func waitReady(ctx context.Context, natsURL string, urls []string, log *slog.Logger) error {
+func waitReady(ctx context.Context, nc *nats.Conn, urls []string, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	nc, err := nats.Connect(natsURL, nats.Name("scalelab-up"))
-	if err != nil {
-		return fmt.Errorf("up: readiness check: %w", err)
-	}
-	defer nc.Close()
 	hc := &http.Client{Timeout: time.Second}
 	ready := func(url string) bool {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
