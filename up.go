@@ -22,6 +22,7 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
@@ -48,6 +49,8 @@ type upConfig struct {
 	SeedRows       int
 	ShutdownTime   time.Duration
 	DevTokenTTL    time.Duration
+	// Cache is every gateway's cache config (--cache off|kv|kv+local, ...).
+	Cache cache.Config
 }
 
 func (c *upConfig) register(s *envflag.Set) {
@@ -68,6 +71,8 @@ func (c *upConfig) register(s *envflag.Set) {
 	s.Int(&c.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", dbsvc.DefaultConfig().SeedRows, "rows seeded for the expensive /data query (first start only)")
 	s.Duration(&c.ShutdownTime, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", 10*time.Second, "grace period for in-flight requests and tasks on Ctrl-C")
 	s.Duration(&c.DevTokenTTL, "token-ttl", "SCALELAB_TOKEN_TTL", 24*time.Hour, "lifetime of the printed dev token")
+	c.Cache = cache.DefaultConfig()
+	c.Cache.RegisterFlags(s)
 }
 
 func (c *upConfig) gatewayAddrs() []string {
@@ -231,6 +236,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, keys, cfg.ShutdownTime
 		gwCfg.ID = defaultID(ln.Addr().String())
 		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
+		gwCfg.Cache = cfg.Cache
 		cfgErrs = append(cfgErrs, gwCfg.Validate())
 		backends = append(backends, "http://"+ln.Addr().String())
 		upRoles = append(upRoles, upRole{fmt.Sprintf("gateway-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {

@@ -463,3 +463,46 @@ func TestUpScalesGateways(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestUpReadYourWrites: with every gateway serving an item from its
+// near-cache, a PUT through the balancer is followed by 100 reads through
+// the balancer (so spread over all gateways), none showing the old item.
+func TestUpReadYourWrites(t *testing.T) {
+	p := startUp(t, t.TempDir(), "--gateways", "3")
+	bearer := "Bearer " + p.token
+	testutil.Eventually(t, 20*time.Second, func() error {
+		local := map[string]bool{}
+		for range 6 {
+			r := p.do(t, "GET", "/items/42", bearer, nil)
+			if r.status != http.StatusOK {
+				return fmt.Errorf("GET /items/42 = %d %s", r.status, r.body)
+			}
+			if r.header.Get("X-Cache") == "local" {
+				local[r.servedBy] = true
+			}
+		}
+		if len(local) < 3 {
+			return fmt.Errorf("gateways serving /items/42 from their near-cache: %v, want all 3", local)
+		}
+		return nil
+	})
+	type item struct {
+		Name       string `json:"name"`
+		PriceCents int64  `json:"price_cents"`
+	}
+	for round := range 5 {
+		name := fmt.Sprintf("round %d", round)
+		body := fmt.Sprintf(`{"name":%q,"price_cents":%d,"stock":1}`, name, 1000+round)
+		if r := p.do(t, "PUT", "/items/42", bearer, []byte(body)); r.status != http.StatusOK {
+			t.Fatalf("PUT /items/42 = %d %s", r.status, r.body)
+		}
+		for i := range 100 {
+			r := p.do(t, "GET", "/items/42", bearer, nil)
+			if it := decodeJSON[item](t, r); r.status != http.StatusOK || it.Name != name || it.PriceCents != int64(1000+round) {
+				t.Fatalf("round %d, read %d after PUT: %d %+v from %s (X-Cache %s), want %q",
+					round, i, r.status, it, r.servedBy, r.header.Get("X-Cache"), name)
+			}
+		}
+	}
+	p.stop(t)
+}

@@ -1,11 +1,16 @@
 // Package cachesvc is the shared cache role. It owns:
 //
-//   - the NATS KV bucket "cache" (Bucket): it provisions it at start with a
-//     bucket-wide TTL, history 1 and a size cap; gateways read and write it
-//     directly through Client (cache-aside), so the cache is shared by every
-//     gateway and visible with `nats kv get cache <key>`;
+//   - the NATS KV bucket "cache" (cache.Bucket): it provisions it at start
+//     with a bucket-wide TTL, per-key TTLs (LimitMarkerTTL), history 1 and
+//     a size cap; gateways read and write it directly through
+//     internal/cache, so the cache is shared by every gateway and visible
+//     with `nats kv get cache <key>`;
 //   - the lab's cache API over HTTP (:5004):
 //     GET /cache/{key} → {"value": ...}, POST /cache/{key} {"value": ...},
-//     and GET /cache for the bucket's statistics;
+//     DELETE /cache/{key}, DELETE /cache (flush), and GET /cache for the
+//     bucket's statistics plus every gateway's per-tier hits and misses.
+//     Writes, deletes and flushes are broadcast on
+//     cache.SubjectInvalidate, so when they return no gateway's
+//     near-cache serves the old value;
 //   - /healthz, /readyz and /metrics on the same port.
 package cachesvc

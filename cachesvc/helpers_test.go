@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,39 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// logBuffer collects log lines for a test to look at.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// has reports whether a line has msg as its message at level.
+func (b *logBuffer) has(level slog.Level, msg string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, line := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		var rec struct{ Level, Msg string }
+		if json.Unmarshal(line, &rec) == nil && rec.Level == level.String() && rec.Msg == msg {
+			return true
+		}
+	}
+	return false
+}
+
+// captureLog returns a logger that writes JSON lines both to the test's
+// output and to the returned buffer.
+func captureLog(t *testing.T) (*slog.Logger, *logBuffer) {
+	t.Helper()
+	b := &logBuffer{}
+	return slog.New(slog.NewJSONHandler(io.MultiWriter(t.Output(), b), &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
 // testConfig is DefaultConfig with a TTL that differs from the default, so
 // tests can tell that the configured one was used.
 func testConfig() Config {
@@ -60,12 +94,17 @@ type instance struct {
 // not been called, and the test fails if Run returns an error.
 func startCache(t *testing.T, nc *nats.Conn, cfg Config) *instance {
 	t.Helper()
+	return startCacheWithLog(t, nc, cfg, testLogger(t))
+}
+
+// startCacheWithLog is startCache logging to log.
+func startCacheWithLog(t *testing.T, nc *nats.Conn, cfg Config, log *slog.Logger) *instance {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("net.Listen() = %v", err)
 	}
 	cfg.Listener = ln
-	log := testLogger(t)
 	in := &instance{
 		Running: testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, log) }),
 		url:     "http://" + ln.Addr().String(),

@@ -1,16 +1,23 @@
 package cachesvc
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/testutil"
 )
 
 // value is the body of GET /cache/{key}.
@@ -77,9 +84,9 @@ func TestAPI(t *testing.T) {
 	wantJSONEqual(t, "GET /cache/k value", v.Value, `{"a":1}`)
 
 	// What the API stored is what `nats kv get cache k` shows.
-	kv, err := js.KeyValue(t.Context(), Bucket)
+	kv, err := js.KeyValue(t.Context(), cache.Bucket)
 	if err != nil {
-		t.Fatalf("js.KeyValue(%q) = %v", Bucket, err)
+		t.Fatalf("js.KeyValue(%q) = %v", cache.Bucket, err)
 	}
 	e, err := kv.Get(t.Context(), "k")
 	if err != nil {
@@ -122,8 +129,8 @@ func TestAPI(t *testing.T) {
 
 	var stats Stats
 	in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &stats)
-	if stats.Bucket != Bucket {
-		t.Errorf("GET /cache bucket = %q, want %q", stats.Bucket, Bucket)
+	if stats.Bucket != cache.Bucket {
+		t.Errorf("GET /cache bucket = %q, want %q", stats.Bucket, cache.Bucket)
 	}
 	if want := uint64(1 + len(raw)); stats.Values < want {
 		t.Errorf("GET /cache values = %d, want >= %d", stats.Values, want)
@@ -170,7 +177,8 @@ func TestStatsEmpty(t *testing.T) {
 	in := startCache(t, startNATS(t), testConfig())
 	var got Stats
 	in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &got)
-	want := Stats{Bucket: Bucket, TTLSeconds: 90, History: 1}
+	// No gateway reads through the cache: processes is there, and empty.
+	want := Stats{Bucket: cache.Bucket, TTLSeconds: 90, History: 1, Processes: []cache.Stats{}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("GET /cache on an empty cache mismatch (-want +got):\n%s", diff)
 	}
@@ -239,7 +247,20 @@ func TestKeysOverHTTP(t *testing.T) {
 			path := "/cache/" + url.PathEscape(tt.key)
 			status, _, body := in.do(t, "POST", path, []byte(`{"value":"v"}`))
 			if tt.want != http.StatusOK {
-				wantError(t, "POST "+path, status, body, tt.want, apperr.Invalid)
+				// Every route refuses it with the same message.
+				var msgs []string
+				for _, method := range []string{"POST", "GET", "DELETE"} {
+					if method != "POST" {
+						status, _, body = in.do(t, method, path, nil)
+					}
+					wantError(t, method+" "+path, status, body, tt.want, apperr.Invalid)
+					var got apperr.Body
+					_ = json.Unmarshal(body, &got)
+					msgs = append(msgs, got.Error.Message)
+				}
+				if msgs[0] != msgs[1] || msgs[1] != msgs[2] {
+					t.Errorf("POST, GET, DELETE %s messages = %q, want all the same", path, msgs)
+				}
 				return
 			}
 			if status != tt.want {
@@ -248,6 +269,15 @@ func TestKeysOverHTTP(t *testing.T) {
 			var v value
 			in.doJSON(t, "GET", path, nil, http.StatusOK, &v)
 			wantJSONEqual(t, "GET "+path, v.Value, `"v"`)
+			var deleted map[string]string
+			in.doJSON(t, "DELETE", path, nil, http.StatusOK, &deleted)
+			if diff := cmp.Diff(map[string]string{"status": "deleted", "key": tt.key}, deleted); diff != "" {
+				t.Errorf("DELETE %s body mismatch (-want +got):\n%s", path, diff)
+			}
+			in.doJSON(t, "GET", path, nil, http.StatusOK, &v)
+			if string(v.Value) != "null" {
+				t.Errorf("GET %s after DELETE = %s, want null", path, v.Value)
+			}
 		})
 	}
 }
@@ -302,8 +332,11 @@ func TestRoutes(t *testing.T) {
 	}{
 		{"GET", "/nope", http.StatusNotFound, apperr.NotFound},
 		{"GET", "/cache/a/b", http.StatusNotFound, apperr.NotFound},
-		{"DELETE", "/cache/k", http.StatusMethodNotAllowed, apperr.Unsupported},
+		{"DELETE", "/cache/a/b", http.StatusNotFound, apperr.NotFound},
+		{"PUT", "/cache/k", http.StatusMethodNotAllowed, apperr.Unsupported},
+		{"PATCH", "/cache/k", http.StatusMethodNotAllowed, apperr.Unsupported},
 		{"PUT", "/cache", http.StatusMethodNotAllowed, apperr.Unsupported},
+		{"POST", "/cache", http.StatusMethodNotAllowed, apperr.Unsupported},
 		{"GET", "/healthz", http.StatusOK, ""},
 		{"GET", "/readyz", http.StatusOK, ""},
 	}
@@ -322,5 +355,305 @@ func TestRoutes(t *testing.T) {
 			}
 			wantError(t, tt.method+" "+tt.path, status, body, tt.wantStatus, tt.wantCode)
 		})
+	}
+}
+
+// wantMetrics fails unless GET /metrics has every line in want.
+func wantMetrics(t *testing.T, in *instance, want ...string) {
+	t.Helper()
+	status, _, body := in.do(t, "GET", "/metrics", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", status)
+	}
+	for _, w := range want {
+		if !strings.Contains(string(body), w+"\n") {
+			t.Errorf("GET /metrics does not contain %q", w)
+		}
+	}
+}
+
+// flushed is the body of DELETE /cache.
+type flushed struct {
+	Status string `json:"status"`
+	Purged uint64 `json:"purged"`
+}
+
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	in := startCache(t, startNATS(t), testConfig())
+	var st map[string]string
+	in.doJSON(t, "POST", "/cache/k", []byte(`{"value":{"a":1}}`), http.StatusOK, &st)
+
+	// Deleting is idempotent: a deleted or never stored key is fine too.
+	for _, key := range []string{"k", "k", "never.stored"} {
+		var got map[string]string
+		in.doJSON(t, "DELETE", "/cache/"+key, nil, http.StatusOK, &got)
+		if diff := cmp.Diff(map[string]string{"status": "deleted", "key": key}, got); diff != "" {
+			t.Errorf("DELETE /cache/%s body mismatch (-want +got):\n%s", key, diff)
+		}
+		var v value
+		in.doJSON(t, "GET", "/cache/"+key, nil, http.StatusOK, &v)
+		if string(v.Value) != "null" {
+			t.Errorf("GET /cache/%s after DELETE = %s, want null", key, v.Value)
+		}
+	}
+	// A refused delete is not counted.
+	status, _, body := in.do(t, "DELETE", "/cache/a..b", nil)
+	wantError(t, "DELETE /cache/a..b", status, body, http.StatusBadRequest, apperr.Invalid)
+	wantMetrics(t, in, "scalelab_cachesvc_deletes_total 3", "scalelab_cachesvc_writes_total 1")
+}
+
+func TestFlush(t *testing.T) {
+	t.Parallel()
+	in := startCache(t, startNATS(t), testConfig())
+	keys := []string{"a", "b.c", "d/e"}
+	for _, key := range keys {
+		var st map[string]string
+		in.doJSON(t, "POST", "/cache/"+url.PathEscape(key), []byte(`{"value":"`+key+`"}`), http.StatusOK, &st)
+	}
+	var stats Stats
+	in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &stats)
+	if stats.Values != uint64(len(keys)) {
+		t.Fatalf("GET /cache values before the flush = %d, want %d", stats.Values, len(keys))
+	}
+
+	var got flushed
+	in.doJSON(t, "DELETE", "/cache", nil, http.StatusOK, &got)
+	if diff := cmp.Diff(flushed{"flushed", uint64(len(keys))}, got); diff != "" {
+		t.Errorf("DELETE /cache body mismatch (-want +got):\n%s", diff)
+	}
+	stats = Stats{} // zero entries are left out of the JSON
+	in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &stats)
+	if stats.Values != 0 || stats.Bytes != 0 || stats.Tiers.KV.Entries != 0 {
+		t.Errorf("GET /cache after the flush: values, bytes, tiers.kv.entries = %d, %d, %d, want 0, 0, 0",
+			stats.Values, stats.Bytes, stats.Tiers.KV.Entries)
+	}
+	for _, key := range keys {
+		var v value
+		in.doJSON(t, "GET", "/cache/"+url.PathEscape(key), nil, http.StatusOK, &v)
+		if string(v.Value) != "null" {
+			t.Errorf("GET /cache/%s after the flush = %s, want null", key, v.Value)
+		}
+	}
+
+	// Flushing an empty cache is fine; the bucket still takes writes.
+	in.doJSON(t, "DELETE", "/cache", nil, http.StatusOK, &got)
+	if diff := cmp.Diff(flushed{"flushed", 0}, got); diff != "" {
+		t.Errorf("second DELETE /cache body mismatch (-want +got):\n%s", diff)
+	}
+	var st map[string]string
+	in.doJSON(t, "POST", "/cache/a", []byte(`{"value":"again"}`), http.StatusOK, &st)
+	var v value
+	in.doJSON(t, "GET", "/cache/a", nil, http.StatusOK, &v)
+	wantJSONEqual(t, "GET /cache/a after the flushes", v.Value, `"again"`)
+	wantMetrics(t, in, "scalelab_cachesvc_flushes_total 2")
+}
+
+func TestStatsAfterPost(t *testing.T) {
+	t.Parallel()
+	in := startCache(t, startNATS(t), testConfig())
+	for _, key := range []string{"x", "y"} {
+		var st map[string]string
+		in.doJSON(t, "POST", "/cache/"+key, []byte(`{"value":[1,2,3]}`), http.StatusOK, &st)
+	}
+	var got Stats
+	in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &got)
+	if got.Values != 2 || got.Bytes == 0 {
+		t.Errorf("GET /cache values, bytes = %d, %d, want 2, > 0", got.Values, got.Bytes)
+	}
+	// No gateway: the tiers hold only the bucket's size.
+	want := Tiers{KV: cache.TierStats{Entries: 2, Bytes: int64(got.Bytes)}}
+	if diff := cmp.Diff(want, got.Tiers); diff != "" {
+		t.Errorf("GET /cache tiers mismatch (-want +got):\n%s", diff)
+	}
+	if got.Loads != 0 || got.OverallHitRatio != 0 || got.Processes == nil || len(got.Processes) != 0 {
+		t.Errorf("GET /cache loads, hit_ratio, processes = %d, %v, %v, want 0, 0, []", got.Loads, got.OverallHitRatio, got.Processes)
+	}
+}
+
+func TestBucketGone(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	in := startCache(t, nc, testConfig())
+	if err := newJetStream(t, nc).DeleteKeyValue(t.Context(), cache.Bucket); err != nil {
+		t.Fatalf("DeleteKeyValue() = %v", err)
+	}
+	tests := []struct {
+		method, path string
+		body         []byte
+	}{
+		{"POST", "/cache/k", []byte(`{"value":1}`)},
+		{"DELETE", "/cache/k", nil},
+		{"DELETE", "/cache", nil},
+		{"GET", "/cache", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			t.Parallel()
+			status, _, body := in.do(t, tt.method, tt.path, tt.body)
+			wantError(t, tt.method+" "+tt.path+" without the bucket", status, body, http.StatusServiceUnavailable, apperr.Unavailable)
+		})
+	}
+}
+
+// TestUnconfirmedInvalidation has a process that answers pings but never
+// confirms invalidations (hung): writes still succeed, with a warning.
+func TestUnconfirmedInvalidation(t *testing.T) {
+	t.Parallel()
+	const notConfirmed = "cache invalidation not confirmed by every process"
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		body    []byte
+		warning string
+		check   func(t *testing.T, in *instance)
+	}{
+		{"write", "POST", "/cache/k", []byte(`{"value":"new"}`), notConfirmed, func(t *testing.T, in *instance) {
+			if got := in.getValue(t, "k"); got != `"new"` {
+				t.Errorf("GET /cache/k = %s, want \"new\"", got)
+			}
+		}},
+		{"delete", "DELETE", "/cache/k", nil, "cache delete not confirmed by every process", func(t *testing.T, in *instance) {
+			if got := in.getValue(t, "k"); got != "null" {
+				t.Errorf("GET /cache/k = %s, want null", got)
+			}
+		}},
+		{"flush", "DELETE", "/cache", nil, notConfirmed, func(t *testing.T, in *instance) {
+			var stats Stats
+			in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &stats)
+			if stats.Values != 0 {
+				t.Errorf("GET /cache values = %d, want 0", stats.Values)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ns := testutil.StartNATS(t)
+			hung, err := micro.AddService(testutil.Connect(t, ns), micro.Config{
+				Name: cache.ServiceName, Version: "1.0.0", QueueGroupDisabled: true,
+			})
+			if err != nil {
+				t.Fatalf("micro.AddService() = %v", err)
+			}
+			t.Cleanup(func() { _ = hung.Stop() })
+			log, logs := captureLog(t)
+			in := startCacheWithLog(t, testutil.Connect(t, ns), testConfig(), log)
+			kv, err := newJetStream(t, testutil.Connect(t, ns)).KeyValue(t.Context(), cache.Bucket)
+			if err != nil {
+				t.Fatalf("js.KeyValue() = %v", err)
+			}
+			if _, err := kv.Put(t.Context(), "k", []byte(`"old"`)); err != nil {
+				t.Fatalf("kv.Put(k) = %v", err)
+			}
+
+			status, _, body := in.do(t, tt.method, tt.path, tt.body)
+			if status != http.StatusOK {
+				t.Fatalf("%s %s with a hung process = %d %s, want 200", tt.method, tt.path, status, body)
+			}
+			tt.check(t, in)
+			if !logs.has(slog.LevelWarn, tt.warning) {
+				t.Errorf("log has no warning %q", tt.warning)
+			}
+		})
+	}
+}
+
+// TestGatewayNearCache runs two gateways' cache clients, one with a
+// near-cache, against cachesvc: its writes, deletes and flushes reach the
+// near-cache before they return, and GET /cache reports both processes.
+func TestGatewayNearCache(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	in := startCache(t, testutil.Connect(t, ns), testConfig())
+	gw := newGatewayCache(t, testutil.Connect(t, ns), "gw-test", cache.ModeKVLocal)
+	other := newGatewayCache(t, testutil.Connect(t, ns), "gw-test-2", cache.ModeKV)
+	var loads atomic.Int64
+	load := func(context.Context) ([]byte, error) {
+		return fmt.Appendf(nil, `{"load":%d}`, loads.Add(1)), nil
+	}
+	get := func(c *cache.Cache, key string) cache.Result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		res, err := c.Get(ctx, key, load)
+		if err != nil {
+			t.Fatalf("Get(%s) = %v", key, err)
+		}
+		return res
+	}
+	// warm waits until the near-cache is on and holds k.
+	warm := func() {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			get(gw, "k")
+			if res := get(gw, "k"); res.Source != cache.SourceLocal {
+				return fmt.Errorf("second Get(k) answered from %s, want %s", res.Source, cache.SourceLocal)
+			}
+			return nil
+		})
+	}
+
+	warm()
+	before := loads.Load()
+	var deleted map[string]string
+	in.doJSON(t, "DELETE", "/cache/k", nil, http.StatusOK, &deleted)
+	res := get(gw, "k")
+	if want := fmt.Sprintf(`{"load":%d}`, before+1); res.Source != cache.SourceDB || string(res.Value) != want {
+		t.Errorf("Get(k) right after DELETE /cache/k = %s from %s, want %s loaded again from %s", res.Value, res.Source, want, cache.SourceDB)
+	}
+
+	warm()
+	var st map[string]string
+	in.doJSON(t, "POST", "/cache/k", []byte(`{"value":"posted"}`), http.StatusOK, &st)
+	if res := get(gw, "k"); res.Source != cache.SourceKV || string(res.Value) != `"posted"` {
+		t.Errorf("Get(k) right after POST /cache/k = %s from %s, want \"posted\" from %s", res.Value, res.Source, cache.SourceKV)
+	}
+
+	warm()
+	before = loads.Load()
+	var f flushed
+	in.doJSON(t, "DELETE", "/cache", nil, http.StatusOK, &f)
+	if res := get(gw, "k"); res.Source != cache.SourceDB || loads.Load() != before+1 {
+		t.Errorf("Get(k) right after DELETE /cache = %s from %s, want loaded again from %s", res.Value, res.Source, cache.SourceDB)
+	}
+	warm()
+
+	for range 3 {
+		get(other, "k")
+	}
+
+	// Once nothing moves, GET /cache reports each process as it counts
+	// itself (the KV watch may still be delivering the last changes).
+	testutil.Eventually(t, 5*time.Second, func() error {
+		var got Stats
+		in.doJSON(t, "GET", "/cache", nil, http.StatusOK, &got)
+		procs := []cache.Stats{gw.Stats(), other.Stats()}
+		if diff := cmp.Diff(procs, got.Processes); diff != "" {
+			return fmt.Errorf("GET /cache processes mismatch (-want +got):\n%s", diff)
+		}
+		var want Tiers
+		var wantLoads uint64
+		for _, p := range procs {
+			want.Local.Add(p.Local)
+			want.KV.Add(p.KV)
+			wantLoads += p.Loads
+		}
+		want.KV.Entries, want.KV.Bytes = int(got.Values), int64(got.Bytes)
+		if diff := cmp.Diff(want, got.Tiers); diff != "" {
+			return fmt.Errorf("GET /cache tiers mismatch (-want +got):\n%s", diff)
+		}
+		answered := want.Local.Hits + want.KV.Hits
+		if wantRatio := float64(answered) / float64(answered+wantLoads); got.Loads != wantLoads || got.OverallHitRatio != wantRatio {
+			return fmt.Errorf("GET /cache loads, hit_ratio = %d, %v, want %d, %v", got.Loads, got.OverallHitRatio, wantLoads, wantRatio)
+		}
+		return nil
+	})
+	if s := gw.Stats(); s.Local.Hits == 0 || s.KV.Hits == 0 || s.Loads == 0 {
+		t.Errorf("gw-test stats = %+v, want local hits, kv hits and loads", s)
+	}
+	if s := other.Stats(); s.KV.Hits != 3 {
+		t.Errorf("gw-test-2 kv hits = %d, want 3", s.KV.Hits)
 	}
 }

@@ -3,211 +3,241 @@ package cachesvc
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
+	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
-func TestValidKey(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		key  string
-		want bool
-	}{
-		{"a", true},
-		{"k", true},
-		{"items.42", true},
-		{"data.expensive.v1", true},
-		{"a/b/c", true},
-		{"A-Z_a-z_0-9=x", true},
-		{"-", true},
-		{"=", true},
-		{strings.Repeat("k", 256), true},
-		{strings.Repeat("a.", 127) + "a", true},
-		{"", false},
-		{strings.Repeat("k", 257), false},
-		{".", false},
-		{"..", false},
-		{".a", false},
-		{"a.", false},
-		{"a..b", false},
-		{"a...b", false},
-		{"*", false},
-		{">", false},
-		{"a*", false},
-		{"a.*", false},
-		{"a.>", false},
-		{"a>b", false},
-		{"a b", false},
-		{" a", false},
-		{"a\t", false},
-		{"a\n", false},
-		{"a\x00", false},
-		{"a:b", false},
-		{"a%b", false},
-		{"a$b", false},
-		{"$KV", false},
-		{"ä", false},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%.20q", tt.key), func(t *testing.T) {
-			t.Parallel()
-			if got := ValidKey(tt.key); got != tt.want {
-				t.Errorf("ValidKey(%q) = %v, want %v", tt.key, got, tt.want)
-			}
-		})
+// oldBucketConfig is the bucket as cachesvc provisioned it before it set
+// LimitMarkerTTL.
+func oldBucketConfig(cfg Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      cache.Bucket,
+		Description: "scalelab shared cache (cache-aside)",
+		History:     1,
+		TTL:         cfg.TTL,
+		MaxBytes:    int64(cfg.MaxMB) << 20,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
 	}
 }
 
-// FuzzValidKey checks that an accepted key is safe as a KV key and subject
-// part: 1-256 characters of A-Z a-z 0-9 - _ = / ., no wildcard, no space and
-// no empty dot-separated token.
-func FuzzValidKey(f *testing.F) {
-	for _, s := range []string{"a", "items.42", "a/b", "a..b", ".a", "a.", "a*", "a>b", "a b", ""} {
-		f.Add(s)
+// newGatewayCache starts an internal/cache client for the process id, as
+// a gateway does, and closes it when the test ends.
+func newGatewayCache(t *testing.T, nc *nats.Conn, id string, mode cache.Mode) *cache.Cache {
+	t.Helper()
+	cfg := cache.DefaultConfig()
+	cfg.Mode = mode
+	c, err := cache.New(nc, id, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("cache.New(%s) = %v", id, err)
 	}
-	f.Fuzz(func(t *testing.T, key string) {
-		if !ValidKey(key) {
-			return
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close(%s) = %v", id, err)
 		}
-		if len(key) < 1 || len(key) > 256 {
-			t.Errorf("ValidKey(%q) = true, want false for length %d", key, len(key))
+	})
+	return c
+}
+
+// getValue is GET /cache/{key}'s value.
+func (in *instance) getValue(t *testing.T, key string) string {
+	t.Helper()
+	var v value
+	in.doJSON(t, "GET", "/cache/"+key, nil, http.StatusOK, &v)
+	return string(v.Value)
+}
+
+func TestRunUpgradesOldBucket(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	js := newJetStream(t, nc)
+	cfg := testConfig()
+	kv, err := js.CreateKeyValue(t.Context(), oldBucketConfig(cfg))
+	if err != nil {
+		t.Fatalf("CreateKeyValue(old config) = %v", err)
+	}
+	if _, err := kv.Put(t.Context(), "old", []byte(`"kept"`)); err != nil {
+		t.Fatalf("kv.Put(old) = %v", err)
+	}
+	if _, err := kv.Create(t.Context(), "ttl.before", []byte(`1`), jetstream.KeyTTL(time.Second)); err == nil {
+		t.Fatal("kv.Create() with a per-key TTL on the old bucket = nil, want an error (test setup)")
+	}
+
+	in := startCache(t, nc, cfg)
+
+	st, err := kv.Status(t.Context())
+	if err != nil {
+		t.Fatalf("kv.Status() = %v", err)
+	}
+	if st.LimitMarkerTTL() != limitMarkerTTL || st.TTL() != cfg.TTL {
+		t.Errorf("bucket LimitMarkerTTL, TTL after Run = %v, %v, want %v, %v", st.LimitMarkerTTL(), st.TTL(), limitMarkerTTL, cfg.TTL)
+	}
+	if got := in.getValue(t, "old"); got != `"kept"` {
+		t.Errorf("GET /cache/old after the update = %s, want \"kept\"", got)
+	}
+	// Per-key TTLs now work, and their expiry shows through the API.
+	if _, err := kv.Create(t.Context(), "short", []byte(`"brief"`), jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatalf("kv.Create() with a per-key TTL after Run = %v, want nil", err)
+	}
+	if got := in.getValue(t, "short"); got != `"brief"` {
+		t.Errorf("GET /cache/short = %s, want \"brief\"", got)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if got := in.getValue(t, "short"); got != "null" {
+			return errors.New("GET /cache/short = " + got + ", want null after its 1s TTL")
 		}
-		if strings.ContainsAny(key, "*> \t\r\n") {
-			t.Errorf("ValidKey(%q) = true, want false for a wildcard or white space", key)
-		}
-		for i := 0; i < len(key); i++ {
-			c := key[i]
-			ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-/_=.", c) >= 0
-			if !ok {
-				t.Errorf("ValidKey(%q) = true, want false: byte %q at %d", key, c, i)
-			}
-		}
-		for i, tok := range strings.Split(key, ".") {
-			if tok == "" {
-				t.Errorf("ValidKey(%q) = true, want false: empty token %d", key, i)
-			}
-		}
+		return nil
 	})
 }
 
-func TestClientBeforeBucket(t *testing.T) {
+func TestRunKeepsBucketItCannotUpdate(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
-	c := NewClient(newJetStream(t, nc))
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if got, err := c.Get(ctx, "k"); !errors.Is(err, ErrNoBucket) {
-		t.Errorf("Get() before the bucket exists = %q, %v, want %v", got, err, ErrNoBucket)
-	}
-	if err := c.Put(ctx, "k", []byte("v")); !errors.Is(err, ErrNoBucket) {
-		t.Errorf("Put() before the bucket exists = %v, want %v", err, ErrNoBucket)
+	js := newJetStream(t, nc)
+	cfg := testConfig()
+	// The storage type cannot change in place, so the update is refused.
+	old := oldBucketConfig(cfg)
+	old.Storage = jetstream.MemoryStorage
+	kv, err := js.CreateKeyValue(t.Context(), old)
+	if err != nil {
+		t.Fatalf("CreateKeyValue(memory) = %v", err)
 	}
 
-	// The same client binds once cachesvc has provisioned the bucket.
-	startCache(t, nc, testConfig())
-	if err := c.Put(ctx, "k", []byte(`{"n":1}`)); err != nil {
-		t.Fatalf("Put() after Run provisioned the bucket = %v, want nil", err)
+	log, logs := captureLog(t)
+	in := startCacheWithLog(t, nc, cfg, log)
+
+	const warning = "cache bucket exists but its settings cannot be updated: keeping it as it is"
+	if !logs.has(slog.LevelWarn, warning) {
+		t.Errorf("log has no warning %q", warning)
 	}
-	got, err := c.Get(ctx, "k")
-	if err != nil || string(got) != `{"n":1}` {
-		t.Errorf("Get(k) = %q, %v, want %q, nil", got, err, `{"n":1}`)
+	st, err := kv.Status(t.Context())
+	if err != nil {
+		t.Fatalf("kv.Status() = %v", err)
+	}
+	if got := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage; got != jetstream.MemoryStorage {
+		t.Errorf("bucket storage after Run = %v, want memory (kept)", got)
+	}
+	var stored map[string]string
+	in.doJSON(t, "POST", "/cache/k", []byte(`{"value":1}`), http.StatusOK, &stored)
+	if got := in.getValue(t, "k"); got != "1" {
+		t.Errorf("GET /cache/k on the kept bucket = %s, want 1", got)
 	}
 }
 
-func TestClient(t *testing.T) {
+func TestProvisionRefusedWithoutBucket(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
-	in := startCache(t, nc, testConfig())
-	c := NewClient(newJetStream(t, nc))
+	js := newJetStream(t, startNATS(t))
+	cfg := testConfig()
+	cfg.Replicas = 3 // a single server cannot
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-
-	if got, err := c.Get(ctx, "absent"); !errors.Is(err, ErrMiss) || got != nil {
-		t.Errorf("Get(absent) = %q, %v, want nil, %v", got, err, ErrMiss)
+	if kv, err := provision(ctx, js, cfg, testLogger(t)); err == nil {
+		t.Errorf("provision() with 3 replicas on one server = %v, nil, want an error to retry", kv)
 	}
-	tests := []struct {
-		key   string
-		value string
-	}{
-		{"items.1", `{"id":1}`},
-		{"data", `[1,2,3]`},
-		{"raw", "not json at all"},
-		{"a/b", `"slash"`},
-	}
-	for _, tt := range tests {
-		if err := c.Put(ctx, tt.key, []byte(tt.value)); err != nil {
-			t.Fatalf("Put(%q) = %v", tt.key, err)
-		}
-	}
-	for _, tt := range tests {
-		got, err := c.Get(ctx, tt.key)
-		if err != nil || string(got) != tt.value {
-			t.Errorf("Get(%q) = %q, %v, want %q, nil", tt.key, got, err, tt.value)
-		}
-	}
-	// Overwrite.
-	if err := c.Put(ctx, "items.1", []byte(`{"id":1,"v":2}`)); err != nil {
-		t.Fatalf("Put() = %v", err)
-	}
-	if got, err := c.Get(ctx, "items.1"); err != nil || string(got) != `{"id":1,"v":2}` {
-		t.Errorf("Get(items.1) after overwrite = %q, %v, want the new value", got, err)
-	}
-
-	// The client and the HTTP API share the bucket.
-	var v value
-	in.doJSON(t, "GET", "/cache/items.1", nil, 200, &v)
-	wantJSONEqual(t, "GET /cache/items.1", v.Value, `{"id":1,"v":2}`)
-	var st map[string]string
-	in.doJSON(t, "POST", "/cache/from.http", []byte(`{"value":true}`), 200, &st)
-	if got, err := c.Get(ctx, "from.http"); err != nil || string(got) != "true" {
-		t.Errorf("Get(from.http) = %q, %v, want \"true\", nil", got, err)
-	}
-
-	// Bad keys are refused, not looked up as misses.
-	for _, key := range []string{"a*", "a b", ""} {
-		if _, err := c.Get(ctx, key); err == nil || errors.Is(err, ErrMiss) {
-			t.Errorf("Get(%q) = %v, want an error that is not %v", key, err, ErrMiss)
-		}
-		if err := c.Put(ctx, key, []byte("v")); err == nil {
-			t.Errorf("Put(%q) = nil, want an error", key)
-		}
+	if _, err := js.KeyValue(ctx, cache.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Errorf("js.KeyValue() after the refusal = %v, want %v", err, jetstream.ErrBucketNotFound)
 	}
 }
 
-func TestClientTTL(t *testing.T) {
+func TestTTLExpiry(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
 	cfg := testConfig()
 	cfg.TTL = time.Second
 	in := startCache(t, nc, cfg)
-	c := NewClient(newJetStream(t, nc))
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
+	kv, err := newJetStream(t, nc).KeyValue(t.Context(), cache.Bucket)
+	if err != nil {
+		t.Fatalf("js.KeyValue() = %v", err)
+	}
+	w, err := kv.Watch(t.Context(), "short", jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatalf("kv.Watch(short) = %v", err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
 
 	start := time.Now()
-	if err := c.Put(ctx, "short", []byte("lived")); err != nil {
-		t.Fatalf("Put() = %v", err)
-	}
-	if got, err := c.Get(ctx, "short"); err != nil || string(got) != "lived" {
-		t.Fatalf("Get() right after Put() = %q, %v, want \"lived\", nil", got, err)
+	var stored map[string]string
+	in.doJSON(t, "POST", "/cache/short", []byte(`{"value":"lived"}`), http.StatusOK, &stored)
+	if got := in.getValue(t, "short"); got != `"lived"` {
+		t.Fatalf("GET /cache/short right after POST = %s, want \"lived\"", got)
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		got, err := c.Get(ctx, "short")
-		if errors.Is(err, ErrMiss) {
-			return nil
+		if got := in.getValue(t, "short"); got != "null" {
+			return errors.New("GET /cache/short = " + got + ", want null")
 		}
-		return fmt.Errorf("Get(short) = %q, %v, want %v", got, err, ErrMiss)
+		return nil
 	})
 	if elapsed := time.Since(start); elapsed < 900*time.Millisecond {
 		t.Errorf("entry expired after %v, want about the 1s TTL", elapsed)
 	}
-	var v value
-	in.doJSON(t, "GET", "/cache/short", nil, 200, &v)
-	if string(v.Value) != "null" {
-		t.Errorf("GET /cache/short after the TTL = %s, want null", v.Value)
+
+	// Watchers (the gateways' near-caches) see the expiry as a marker.
+	ops := []jetstream.KeyValueOp{}
+	timeout := time.After(10 * time.Second)
+	for len(ops) < 2 {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				ops = append(ops, e.Operation())
+			}
+		case <-timeout:
+			t.Fatalf("watch of short saw %v in 10s, want a put then a purge marker", ops)
+		}
+	}
+	if ops[0] != jetstream.KeyValuePut || ops[1] != jetstream.KeyValuePurge {
+		t.Errorf("watch of short saw %v, want [KeyValuePutOp KeyValuePurgeOp]", ops)
+	}
+}
+
+// TestGatewayCacheBeforeBucket runs a gateway's cache client before
+// cachesvc has provisioned the bucket: it reads the database meanwhile,
+// binds once the bucket exists, and shares it with the HTTP API both ways.
+func TestGatewayCacheBeforeBucket(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	gw := newGatewayCache(t, testutil.Connect(t, ns), "gw-early", cache.ModeKV)
+	fromDB := func(context.Context) ([]byte, error) { return []byte(`{"from":"db"}`), nil }
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	res, err := gw.Get(ctx, "early", fromDB)
+	if err != nil || res.Source != cache.SourceDB {
+		t.Errorf("Get(early) before the bucket = %+v, %v, want from %s, nil", res, err, cache.SourceDB)
+	}
+
+	in := startCache(t, testutil.Connect(t, ns), testConfig())
+	var stored map[string]string
+	in.doJSON(t, "POST", "/cache/early", []byte(`{"value":{"from":"http"}}`), http.StatusOK, &stored)
+	res, err = gw.Get(ctx, "early", fromDB)
+	if err != nil || res.Source != cache.SourceKV || string(res.Value) != `{"from":"http"}` {
+		t.Errorf("Get(early) after POST = %+v (%s), %v, want {\"from\":\"http\"} from %s", res, res.Value, err, cache.SourceKV)
+	}
+
+	res, err = gw.Get(ctx, "filled", fromDB)
+	if err != nil || res.Source != cache.SourceDB {
+		t.Fatalf("Get(filled) = %+v, %v, want from %s", res, err, cache.SourceDB)
+	}
+	if got := in.getValue(t, "filled"); got != `{"from":"db"}` {
+		t.Errorf("GET /cache/filled after the gateway filled it = %s, want {\"from\":\"db\"}", got)
+	}
+	// The fill carries its own TTL: the bucket allows per-key TTLs.
+	stream, err := newJetStream(t, testutil.Connect(t, ns)).Stream(ctx, "KV_"+cache.Bucket)
+	if err != nil {
+		t.Fatalf("js.Stream() = %v", err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+cache.Bucket+".filled")
+	if err != nil {
+		t.Fatalf("GetLastMsgForSubject(filled) = %v", err)
+	}
+	if msg.Header.Get(jetstream.MsgTTLHeader) == "" {
+		t.Errorf("filled entry headers = %v, want a %s", msg.Header, jetstream.MsgTTLHeader)
 	}
 }

@@ -9,6 +9,8 @@ import (
 type metrics struct {
 	lookups *prometheus.CounterVec
 	writes  prometheus.Counter
+	deletes prometheus.Counter
+	flushes prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -21,8 +23,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "scalelab_cachesvc_writes_total",
 			Help: "POST /cache/{key} writes.",
 		}),
+		deletes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scalelab_cachesvc_deletes_total",
+			Help: "DELETE /cache/{key} deletes, each also broadcast to the gateways' near-caches.",
+		}),
+		flushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scalelab_cachesvc_flushes_total",
+			Help: "DELETE /cache flushes of the bucket and the gateways' near-caches.",
+		}),
 	}
-	reg.MustRegister(m.lookups, m.writes)
+	reg.MustRegister(m.lookups, m.writes, m.deletes, m.flushes)
 	return m
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/ops"
@@ -15,7 +16,8 @@ import (
 
 // Run provisions the cache bucket and serves the cache API until ctx is
 // cancelled, then finishes in-flight requests and returns. The caller owns
-// nc and drains it after Run returns.
+// nc and drains it after Run returns; the API also uses it to broadcast
+// invalidations to the gateways and to collect their cache stats.
 func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
 	log = log.With("role", "cachesvc")
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
@@ -30,7 +32,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	}
 	var kv jetstream.KeyValue
 	err = natsconn.Retry(ctx, log, "provision cache bucket", func(ctx context.Context) error {
-		kv, err = provision(ctx, js, cfg)
+		kv, err = provision(ctx, js, cfg, log)
 		return err
 	})
 	if err != nil {
@@ -40,8 +42,8 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		}
 		return fmt.Errorf("cachesvc: %w", err)
 	}
-	log.Info("cache bucket ready", "bucket", Bucket, "ttl", cfg.TTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
+	log.Info("cache bucket ready", "bucket", cache.Bucket, "ttl", cfg.TTL, "limit_marker_ttl", limitMarkerTTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
 	reg := ops.NewRegistry()
-	h := newAPI(kv, newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
+	h := newAPI(nc, js, kv, newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
 	return httpserver.Serve(ctx, hc, ln, h, log)
 }

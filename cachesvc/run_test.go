@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/envflag"
 )
 
@@ -107,16 +108,16 @@ func TestRunProvisionsBucket(t *testing.T) {
 	cfg.MaxMB = 3
 	startCache(t, nc, cfg)
 	js := newJetStream(t, nc)
-	kv, err := js.KeyValue(t.Context(), Bucket)
+	kv, err := js.KeyValue(t.Context(), cache.Bucket)
 	if err != nil {
-		t.Fatalf("js.KeyValue(%q) = %v", Bucket, err)
+		t.Fatalf("js.KeyValue(%q) = %v", cache.Bucket, err)
 	}
 	st, err := kv.Status(t.Context())
 	if err != nil {
 		t.Fatalf("kv.Status() = %v", err)
 	}
-	if st.TTL() != cfg.TTL || st.History() != 1 {
-		t.Errorf("bucket TTL, history = %v, %d, want %v, 1", st.TTL(), st.History(), cfg.TTL)
+	if st.TTL() != cfg.TTL || st.History() != 1 || st.LimitMarkerTTL() != limitMarkerTTL {
+		t.Errorf("bucket TTL, history, LimitMarkerTTL = %v, %d, %v, want %v, 1, %v", st.TTL(), st.History(), st.LimitMarkerTTL(), cfg.TTL, limitMarkerTTL)
 	}
 	info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
 	if got, want := info.Config.MaxBytes, int64(3<<20); got != want {

@@ -48,18 +48,28 @@ func (c *Client) Data(ctx context.Context, requestID string) (json.RawMessage, e
 	return json.RawMessage(msg.Data), nil
 }
 
-// Item returns the item with the given id.
-func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, error) {
+// ItemJSON returns the item with the given id as the service encoded it (an
+// Item in JSON), so that a cache can store the bytes as they are.
+func (c *Client) ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error) {
 	body, err := json.Marshal(itemGetRequest{ID: id})
 	if err != nil {
-		return Item{}, fmt.Errorf("encode %s request: %w", SubjectItemGet, err)
+		return nil, fmt.Errorf("encode %s request: %w", SubjectItemGet, err)
 	}
 	msg, err := c.request(ctx, SubjectItemGet, requestID, body)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(msg.Data), nil
+}
+
+// Item returns the item with the given id: ItemJSON, decoded.
+func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, error) {
+	raw, err := c.ItemJSON(ctx, requestID, id)
 	if err != nil {
 		return Item{}, err
 	}
 	var it Item
-	if err := json.Unmarshal(msg.Data, &it); err != nil {
+	if err := json.Unmarshal(raw, &it); err != nil {
 		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemGet, err)
 	}
 	return it, nil
@@ -81,6 +91,51 @@ func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u I
 		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemUpdate, err)
 	}
 	return it, nil
+}
+
+// ListItems returns up to limit items with ids above afterID, lowest id
+// first. Start with afterID 0 and pass ItemPage.NextAfterID on until it is 0.
+// A limit of 0 means DefaultListLimit; an afterID < 0 or a limit outside
+// 0..MaxListLimit is answered invalid.
+func (c *Client) ListItems(ctx context.Context, requestID string, afterID int64, limit int) (ItemPage, error) {
+	req := itemListRequest{AfterID: afterID}
+	if limit != 0 {
+		req.Limit = &limit
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return ItemPage{}, fmt.Errorf("encode %s request: %w", SubjectItemList, err)
+	}
+	msg, err := c.request(ctx, SubjectItemList, requestID, body)
+	if err != nil {
+		return ItemPage{}, err
+	}
+	var page ItemPage
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		return ItemPage{}, fmt.Errorf("decode %s reply: %w", SubjectItemList, err)
+	}
+	return page, nil
+}
+
+// DeleteItem deletes item id and its sales. An unknown id is answered
+// not_found (matching ErrNotFound), so a second delete of the same id fails.
+func (c *Client) DeleteItem(ctx context.Context, requestID string, id int64) error {
+	body, err := json.Marshal(itemDeleteRequest{ID: id})
+	if err != nil {
+		return fmt.Errorf("encode %s request: %w", SubjectItemDelete, err)
+	}
+	msg, err := c.request(ctx, SubjectItemDelete, requestID, body)
+	if err != nil {
+		return err
+	}
+	var reply itemDeleteReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return fmt.Errorf("decode %s reply: %w", SubjectItemDelete, err)
+	}
+	if !reply.Deleted || reply.ID != id {
+		return fmt.Errorf("%s reply %s: want item %d deleted", SubjectItemDelete, msg.Data, id)
+	}
+	return nil
 }
 
 // request sends one request and returns the reply, or the error it carries.

@@ -2,10 +2,12 @@ package dbsvc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 
 	"github.com/scalelab/scalelab/internal/apperr"
@@ -91,5 +93,41 @@ func TestClientSendsRequestID(t *testing.T) {
 	}
 	if rid := <-got; rid != "rid-123" {
 		t.Errorf("request header %s = %q, want %q", natsconn.RequestIDHeader, rid, "rid-123")
+	}
+}
+
+func TestClientItemJSON(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	ctx := t.Context()
+
+	raw, err := db.client.ItemJSON(ctx, "req-json", 42)
+	if err != nil {
+		t.Fatalf("ItemJSON(42) = %v, want nil error", err)
+	}
+	// The bytes are the service's reply, untouched.
+	msg, err := nc.RequestWithContext(ctx, SubjectItemGet, []byte(`{"id":42}`))
+	if err != nil {
+		t.Fatalf("Request(%s) = %v", SubjectItemGet, err)
+	}
+	if string(raw) != string(msg.Data) {
+		t.Errorf("ItemJSON(42) = %s, want the reply %s", raw, msg.Data)
+	}
+	var fromJSON Item
+	if err := json.Unmarshal(raw, &fromJSON); err != nil {
+		t.Fatalf("json.Unmarshal(ItemJSON(42)) = %v; body %s", err, raw)
+	}
+	it, err := db.client.Item(ctx, "", 42)
+	if err != nil {
+		t.Fatalf("Item(42) = %v, want nil error", err)
+	}
+	if diff := cmp.Diff(it, fromJSON); diff != "" {
+		t.Errorf("ItemJSON(42) decoded mismatch with Item(42) (-item +json):\n%s", diff)
+	}
+
+	_, err = db.client.ItemJSON(ctx, "", 999_999)
+	if got := codeOf(err); got != apperr.NotFound || !errors.Is(err, ErrNotFound) {
+		t.Errorf("ItemJSON(999999) error = %v, want not_found matching ErrNotFound", err)
 	}
 }

@@ -22,7 +22,7 @@ const DBFile = "scalelab.db"
 
 // Config holds the settings of the dbsvc role.
 type Config struct {
-	// Addr is the HTTP address (GET /db, GET /items/{id}, ops routes).
+	// Addr is the HTTP address (GET /db, GET /items, GET /items/{id}, ops routes).
 	Addr string
 	// Listener, when set, is served instead of listening on Addr; `up` and
 	// tests bind the port themselves so that they know the real address.

@@ -9,16 +9,18 @@
 //     facts). The schema and seed data are created on first start only, in
 //     one transaction; later starts keep the data.
 //   - The NATS micro service "dbsvc" (ServiceName), queue group "q", with the
-//     endpoints SubjectData ("db.data"), SubjectItemGet ("db.items.get") and
-//     SubjectItemUpdate ("db.items.update"). Errors are micro error replies
-//     carrying an apperr code.
+//     endpoints SubjectData ("db.data"), SubjectItemGet ("db.items.get"),
+//     SubjectItemUpdate ("db.items.update"), SubjectItemList
+//     ("db.items.list", an ItemPage in id order) and SubjectItemDelete
+//     ("db.items.delete", the item and its sales). Errors are micro error
+//     replies carrying an apperr code.
 //   - The HTTP routes (default address :5002):
-//     GET /db (the data Report, the lab's endpoint), GET /items/{id} (one
-//     Item), and the ops routes GET /healthz, /readyz (NATS and the database
-//     answer) and /metrics.
+//     GET /db (the data Report, the lab's endpoint), GET /items?after_id=&limit=
+//     (an ItemPage), GET /items/{id} (one Item), and the ops routes
+//     GET /healthz, /readyz (NATS and the database answer) and /metrics.
 //   - The metrics scalelab_db_queries_total{query} and
-//     scalelab_db_query_seconds{query}, query being data, item_get or
-//     item_update.
+//     scalelab_db_query_seconds{query}, query being data, item_get,
+//     item_update, item_list or item_delete.
 //
 // The data report is the expensive query the gateway caches: it reads every
 // row of sales (on the order of 100 ms for the default 300,000 rows) and returns

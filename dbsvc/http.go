@@ -16,14 +16,17 @@ import (
 
 // newHandler returns the role's HTTP API:
 //
-//	GET /db          the data report (the lab's endpoint)
-//	GET /items/{id}  one item
+//	GET /db                        the data report (the lab's endpoint)
+//	GET /items?after_id=N&limit=M  one ItemPage, as SubjectItemList
+//	GET /items/{id}                one item
 //	GET /healthz, /readyz, /metrics
 //
-// Anything else gets the house JSON error body, 404 or 405.
+// Writes (update, delete) are NATS only. Anything else gets the house JSON
+// error body, 404 or 405.
 func newHandler(st *store, reg *prometheus.Registry, ready ops.ReadyFunc, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /db", handleDB(st, log))
+	mux.HandleFunc("GET /items", handleListItems(st, log))
 	mux.HandleFunc("GET /items/{id}", handleGetItem(st, log))
 	ops.Mount(mux, "", reg, ready)
 	return httpserver.JSONErrors(mux)
@@ -62,6 +65,56 @@ func handleGetItem(st *store, log *slog.Logger) http.HandlerFunc {
 		}
 		writeJSON(w, log, http.StatusOK, it)
 	}
+}
+
+// handleListItems serves one page of items. The query parameters after_id
+// and limit are optional and validated as in a SubjectItemList request; a bad
+// one is 400.
+func handleListItems(st *store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rid := requestID(w, r)
+		log := log.With("route", "GET /items", "request_id", rid)
+		log.Debug("http request")
+		in, err := parseListQuery(r)
+		if err != nil {
+			writeError(w, log, err, rid)
+			return
+		}
+		limit, err := in.limit()
+		if err != nil {
+			writeError(w, log, err, rid)
+			return
+		}
+		page, err := st.ListItems(r.Context(), in.AfterID, limit)
+		if err != nil {
+			writeStoreError(w, r, log, err, rid)
+			return
+		}
+		writeJSON(w, log, http.StatusOK, page)
+	}
+}
+
+// parseListQuery reads after_id and limit from the query string; an absent or
+// empty parameter is left unset. It returns invalid for one that is not an
+// integer; itemListRequest.limit checks the ranges.
+func parseListQuery(r *http.Request) (itemListRequest, error) {
+	var in itemListRequest
+	q := r.URL.Query()
+	if v := q.Get("after_id"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return itemListRequest{}, apperr.New(apperr.Invalid, "after_id must be an integer >= 0")
+		}
+		in.AfterID = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return itemListRequest{}, apperr.New(apperr.Invalid, "limit must be an integer between 1 and %d", MaxListLimit)
+		}
+		in.Limit = &n
+	}
+	return in, nil
 }
 
 // requestID returns the request's X-Request-ID and echoes it on the response,

@@ -28,6 +28,15 @@ func TestRunServesHTTP(t *testing.T) {
 	}{
 		{"GET", "/db", http.StatusOK, "", `"message":"Fetched fresh data from DB"`},
 		{"GET", "/items/1", http.StatusOK, "", `"id":1,`},
+		{"GET", "/items", http.StatusOK, "", `{"items":[{"id":1,`},
+		{"GET", "/items?after_id=5&limit=2", http.StatusOK, "", `"next_after_id":7}`},
+		{"GET", "/items?after_id=&limit=", http.StatusOK, "", `{"items":[{"id":1,`},
+		{"GET", "/items?after_id=1000", http.StatusOK, "", `{"items":[]}`},
+		{"GET", "/items?after_id=-1", http.StatusBadRequest, apperr.Invalid, ""},
+		{"GET", "/items?after_id=x", http.StatusBadRequest, apperr.Invalid, ""},
+		{"GET", "/items?limit=0", http.StatusBadRequest, apperr.Invalid, ""},
+		{"GET", "/items?limit=101", http.StatusBadRequest, apperr.Invalid, ""},
+		{"GET", "/items?limit=ten", http.StatusBadRequest, apperr.Invalid, ""},
 		{"GET", "/items/abc", http.StatusBadRequest, apperr.Invalid, ""},
 		{"GET", "/items/0", http.StatusBadRequest, apperr.Invalid, ""},
 		{"GET", "/items/99999", http.StatusNotFound, apperr.NotFound, ""},
@@ -107,5 +116,31 @@ func TestHTTPReportMatchesNATS(t *testing.T) {
 	}
 	if diff := cmp.Diff(fromNATS, fromHTTP, volatile); diff != "" {
 		t.Errorf("GET /db and Data() differ (-nats +http):\n%s", diff)
+	}
+}
+
+func TestHTTPItemsMatchesNATS(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	body, err := getBody(t.Context(), client, db.url+"/items?after_id=10&limit=5")
+	if err != nil {
+		t.Fatalf("GET /items = %v", err)
+	}
+	var fromHTTP ItemPage
+	if err := json.Unmarshal([]byte(body), &fromHTTP); err != nil {
+		t.Fatalf("decode GET /items: %v; body %s", err, body)
+	}
+	fromNATS, err := db.client.ListItems(t.Context(), "", 10, 5)
+	if err != nil {
+		t.Fatalf("ListItems(10, 5) = %v", err)
+	}
+	if diff := cmp.Diff(fromNATS, fromHTTP); diff != "" {
+		t.Errorf("GET /items and ListItems() differ (-nats +http):\n%s", diff)
+	}
+	if len(fromHTTP.Items) != 5 || fromHTTP.Items[0].ID != 11 || fromHTTP.NextAfterID != 15 {
+		t.Errorf("GET /items?after_id=10&limit=5 = %+v, want items 11..15 and next_after_id 15", fromHTTP)
 	}
 }

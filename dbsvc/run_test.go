@@ -156,6 +156,190 @@ func TestRunServesNATS(t *testing.T) {
 	})
 }
 
+func TestRunListsItems(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	ctx := t.Context()
+
+	for _, limit := range []int{0, 7, MaxListLimit} {
+		t.Run(fmt.Sprintf("walk limit %d", limit), func(t *testing.T) {
+			pageSize := limit
+			if limit == 0 {
+				pageSize = DefaultListLimit
+			}
+			before := db.queries.Load()
+			ids := walkItems(t, pageSize, func(afterID int64) (ItemPage, error) {
+				return db.client.ListItems(ctx, "req-list", afterID, limit)
+			})
+			if diff := cmp.Diff(seededIDs(), ids); diff != "" {
+				t.Errorf("ids listed with limit %d mismatch (-want +got):\n%s", limit, diff)
+			}
+			if got, want := db.queries.Load()-before, int64(SeedItems/pageSize+1); got != want {
+				t.Errorf("queries counted for %d pages = %d, want %d", want, got, want)
+			}
+		})
+	}
+
+	t.Run("empty page", func(t *testing.T) {
+		msg, err := nc.RequestWithContext(ctx, SubjectItemList, []byte(fmt.Sprintf(`{"after_id":%d}`, SeedItems)))
+		if err != nil {
+			t.Fatalf("Request(%s) = %v", SubjectItemList, err)
+		}
+		if got, want := string(msg.Data), `{"items":[]}`; got != want {
+			t.Errorf("Request(%s) past the end = %s, want %s", SubjectItemList, got, want)
+		}
+	})
+
+	listErrors := []struct {
+		name    string
+		afterID int64
+		limit   int
+	}{
+		{"negative after_id", -1, 0},
+		{"negative limit", 0, -1},
+		{"limit over max", 0, MaxListLimit + 1},
+	}
+	for _, tt := range listErrors {
+		t.Run("list "+tt.name, func(t *testing.T) {
+			_, err := db.client.ListItems(ctx, "", tt.afterID, tt.limit)
+			if got := codeOf(err); got != apperr.Invalid {
+				t.Errorf("ListItems(%d, %d) error = %v, want code %s", tt.afterID, tt.limit, err, apperr.Invalid)
+			}
+		})
+	}
+
+	badBodies := []struct {
+		name, body string
+	}{
+		{"empty", ""},
+		{"not json", "limit=1"},
+		{"limit zero", `{"limit":0}`},
+		{"limit over max", `{"limit":101}`},
+		{"limit as string", `{"limit":"5"}`},
+		{"limit fraction", `{"limit":1.5}`},
+		{"after_id negative", `{"after_id":-5}`},
+		{"unknown field", `{"after_id":1,"cursor":2}`},
+		{"trailing data", `{} {}`},
+	}
+	for _, tt := range badBodies {
+		t.Run("bad body "+tt.name, func(t *testing.T) {
+			msg, err := nc.RequestWithContext(ctx, SubjectItemList, []byte(tt.body))
+			if err != nil {
+				t.Fatalf("Request(%s) = %v", SubjectItemList, err)
+			}
+			if got := msg.Header.Get(micro.ErrorCodeHeader); got != string(apperr.Invalid) {
+				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", SubjectItemList, tt.body, got,
+					msg.Header.Get(micro.ErrorHeader), apperr.Invalid)
+			}
+		})
+	}
+}
+
+func TestRunDeletesItem(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	db := startDB(t, nc, t.TempDir(), testSeedRows)
+	ctx := t.Context()
+	httpClient := &http.Client{Timeout: 10 * time.Second}
+
+	before := db.queries.Load()
+	if err := db.client.DeleteItem(ctx, "req-delete", 5); err != nil {
+		t.Fatalf("DeleteItem(5) = %v, want nil error", err)
+	}
+	if got := db.queries.Load() - before; got != 1 {
+		t.Errorf("queries counted for one delete = %d, want 1", got)
+	}
+	_, err := db.client.Item(ctx, "", 5)
+	if got := codeOf(err); got != apperr.NotFound || !errors.Is(err, ErrNotFound) {
+		t.Errorf("Item(5) after delete = %v, want not_found matching ErrNotFound", err)
+	}
+	err = db.client.DeleteItem(ctx, "", 5)
+	if got := codeOf(err); got != apperr.NotFound || !errors.Is(err, ErrNotFound) {
+		t.Errorf("second DeleteItem(5) = %v, want not_found matching ErrNotFound", err)
+	}
+	page, err := db.client.ListItems(ctx, "", 4, 1)
+	if err != nil {
+		t.Fatalf("ListItems(4, 1) = %v, want nil error", err)
+	}
+	if len(page.Items) != 1 || page.Items[0].ID != 6 {
+		t.Errorf("ListItems(4, 1) after deleting 5 = %+v, want item 6", page.Items)
+	}
+
+	t.Run("reply", func(t *testing.T) {
+		msg, err := nc.RequestWithContext(ctx, SubjectItemDelete, []byte(`{"id":6}`))
+		if err != nil {
+			t.Fatalf("Request(%s) = %v", SubjectItemDelete, err)
+		}
+		if got, want := string(msg.Data), `{"id":6,"deleted":true}`; got != want {
+			t.Errorf("Request(%s) = %s (error %q), want %s", SubjectItemDelete, got, msg.Header.Get(micro.ErrorHeader), want)
+		}
+	})
+
+	deleteErrors := []struct {
+		name string
+		id   int64
+		want apperr.Code
+	}{
+		{"unknown", 999_999, apperr.NotFound},
+		{"zero", 0, apperr.Invalid},
+		{"negative", -3, apperr.Invalid},
+	}
+	for _, tt := range deleteErrors {
+		t.Run("delete "+tt.name, func(t *testing.T) {
+			err := db.client.DeleteItem(ctx, "", tt.id)
+			if got := codeOf(err); got != tt.want {
+				t.Errorf("DeleteItem(%d) error = %v, want code %s", tt.id, err, tt.want)
+			}
+			if got, want := errors.Is(err, ErrNotFound), tt.want == apperr.NotFound; got != want {
+				t.Errorf("errors.Is(DeleteItem(%d) error, ErrNotFound) = %v, want %v", tt.id, got, want)
+			}
+		})
+	}
+
+	badBodies := []struct {
+		name, body string
+	}{
+		{"empty", ""},
+		{"id as string", `{"id":"1"}`},
+		{"unknown field", `{"id":1,"x":2}`},
+		{"trailing data", `{"id":1} {"id":2}`},
+		{"no id", `{}`},
+	}
+	for _, tt := range badBodies {
+		t.Run("bad body "+tt.name, func(t *testing.T) {
+			msg, err := nc.RequestWithContext(ctx, SubjectItemDelete, []byte(tt.body))
+			if err != nil {
+				t.Fatalf("Request(%s) = %v", SubjectItemDelete, err)
+			}
+			if got := msg.Header.Get(micro.ErrorCodeHeader); got != string(apperr.Invalid) {
+				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", SubjectItemDelete, tt.body, got,
+					msg.Header.Get(micro.ErrorHeader), apperr.Invalid)
+			}
+		})
+	}
+
+	// Item 1 is still there: the bad bodies deleted nothing.
+	if _, err := db.client.Item(ctx, "", 1); err != nil {
+		t.Errorf("Item(1) after bad deletes = %v, want nil error", err)
+	}
+	// Deletes that reached the store: 5, 5 again, 6 and 999999. Invalid
+	// requests never do.
+	metrics, err := getBody(ctx, httpClient, db.url+"/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics = %v", err)
+	}
+	for _, want := range []string{
+		`scalelab_db_queries_total{query="item_delete"} 4`,
+		`scalelab_db_query_seconds_count{query="item_delete"} 4`,
+		`scalelab_db_queries_total{query="item_list"} 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("GET /metrics does not contain %q", want)
+		}
+	}
+}
+
 func TestRunCountsQueries(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
@@ -197,6 +381,8 @@ func TestRunCountsQueries(t *testing.T) {
 		`scalelab_db_queries_total{query="data"} 8`,
 		`scalelab_db_query_seconds_count{query="data"} 8`,
 		`scalelab_db_queries_total{query="item_update"} 0`,
+		`scalelab_db_queries_total{query="item_list"} 0`,
+		`scalelab_db_queries_total{query="item_delete"} 0`,
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("GET /metrics does not contain %q", want)

@@ -38,6 +38,16 @@ const (
 	// is {"id":N,"name":...,"price_cents":...,"stock":...}; the reply is the
 	// updated Item, or not_found, or invalid.
 	SubjectItemUpdate = "db.items.update"
+	// SubjectItemList reads one page of items in id order (keyset
+	// pagination). The request is {"after_id":N,"limit":M}, both optional
+	// ({} is the first page of DefaultListLimit items); the reply is an
+	// ItemPage, or invalid for a bad body, an after_id < 0 or a limit outside
+	// 1..MaxListLimit.
+	SubjectItemList = "db.items.list"
+	// SubjectItemDelete deletes an item and its sales. The request is
+	// {"id":N}; the reply is {"id":N,"deleted":true}, or not_found, or
+	// invalid for a bad body or an id <= 0.
+	SubjectItemDelete = "db.items.delete"
 )
 
 // maxRequestBytes bounds request bodies; items are small.
@@ -46,6 +56,40 @@ const maxRequestBytes = 64 << 10
 // itemGetRequest is the body of a SubjectItemGet request.
 type itemGetRequest struct {
 	ID int64 `json:"id"`
+}
+
+// itemListRequest is the body of a SubjectItemList request, and the query
+// of GET /items.
+type itemListRequest struct {
+	AfterID int64 `json:"after_id,omitempty"`
+	// Limit is a pointer so that an explicit 0 is invalid rather than
+	// DefaultListLimit.
+	Limit *int `json:"limit,omitempty"`
+}
+
+// limit validates r and returns the page size it asks for.
+func (r itemListRequest) limit() (int, error) {
+	if r.AfterID < 0 {
+		return 0, apperr.New(apperr.Invalid, "after_id must be >= 0")
+	}
+	if r.Limit == nil {
+		return DefaultListLimit, nil
+	}
+	if *r.Limit < 1 || *r.Limit > MaxListLimit {
+		return 0, apperr.New(apperr.Invalid, "limit must be between 1 and %d", MaxListLimit)
+	}
+	return *r.Limit, nil
+}
+
+// itemDeleteRequest is the body of a SubjectItemDelete request.
+type itemDeleteRequest struct {
+	ID int64 `json:"id"`
+}
+
+// itemDeleteReply is the reply to a SubjectItemDelete request.
+type itemDeleteReply struct {
+	ID      int64 `json:"id"`
+	Deleted bool  `json:"deleted"`
 }
 
 // itemUpdateRequest is the body of a SubjectItemUpdate request.
@@ -96,6 +140,8 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 		{queryData, SubjectData, s.handleData},
 		{queryItemGet, SubjectItemGet, s.handleItemGet},
 		{queryItemUpdate, SubjectItemUpdate, s.handleItemUpdate},
+		{queryItemList, SubjectItemList, s.handleItemList},
+		{queryItemDelete, SubjectItemDelete, s.handleItemDelete},
 	}
 	for _, e := range endpoints {
 		h := s.dispatch(e.subject, e.handle)
@@ -197,6 +243,36 @@ func (s *service) handleItemUpdate(ctx context.Context, req micro.Request) (any,
 		return nil, itemError(in.ID, err)
 	}
 	return it, nil
+}
+
+func (s *service) handleItemList(ctx context.Context, req micro.Request) (any, error) {
+	var in itemListRequest
+	if err := decodeJSON(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	limit, err := in.limit()
+	if err != nil {
+		return nil, err
+	}
+	page, err := s.store.ListItems(ctx, in.AfterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+func (s *service) handleItemDelete(ctx context.Context, req micro.Request) (any, error) {
+	var in itemDeleteRequest
+	if err := decodeJSON(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if in.ID <= 0 {
+		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
+	}
+	if err := s.store.DeleteItem(ctx, in.ID); err != nil {
+		return nil, itemError(in.ID, err)
+	}
+	return itemDeleteReply{ID: in.ID, Deleted: true}, nil
 }
 
 // itemError gives ErrNotFound the code not_found; other errors pass

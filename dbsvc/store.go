@@ -43,6 +43,25 @@ type ItemUpdate struct {
 	Stock      int64  `json:"stock"`
 }
 
+// ItemPage is one page of items in id order: the reply of SubjectItemList
+// and of GET /items.
+type ItemPage struct {
+	// Items holds up to the requested limit of items, lowest id first; it is
+	// empty, never null, past the last item.
+	Items []Item `json:"items"`
+	// NextAfterID is the after_id of the next page: the id of the last item
+	// when the page is full, so there may be more; 0 (omitted) when the page
+	// is not full, so there are no more. A full last page is followed by an
+	// empty one.
+	NextAfterID int64 `json:"next_after_id,omitempty"`
+}
+
+// DefaultListLimit is the page size of a list request that gives no limit.
+const DefaultListLimit = 20
+
+// MaxListLimit is the largest page size a list request may ask for.
+const MaxListLimit = 100
+
 // MaxNameLen is the longest item name ItemUpdate.Validate accepts, in bytes.
 const MaxNameLen = 200
 
@@ -108,6 +127,8 @@ const (
 	queryData       = "data"
 	queryItemGet    = "item_get"
 	queryItemUpdate = "item_update"
+	queryItemList   = "item_list"
+	queryItemDelete = "item_delete"
 )
 
 // schemaVersion is stored in meta; bump it with a migration when the schema
@@ -457,8 +478,79 @@ RETURNING id, name, price_cents, stock, updated_at`, id, u.Name, u.PriceCents, u
 	return it, nil
 }
 
-// scanItem reads an item row; no row is ErrNotFound.
-func scanItem(row *sql.Row) (Item, error) {
+// ListItems returns up to limit items with ids above afterID, lowest id
+// first. The caller validates afterID and limit.
+func (s *store) ListItems(ctx context.Context, afterID int64, limit int) (ItemPage, error) {
+	defer s.observe(queryItemList, time.Now())
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, `
+SELECT id, name, price_cents, stock, updated_at FROM items
+WHERE id > ?1
+ORDER BY id
+LIMIT ?2`, afterID, limit)
+	if err != nil {
+		return ItemPage{}, fmt.Errorf("list items after %d: %w", afterID, err)
+	}
+	defer rows.Close()
+	page := ItemPage{Items: []Item{}}
+	for rows.Next() {
+		it, err := scanItem(rows)
+		if err != nil {
+			return ItemPage{}, fmt.Errorf("list items after %d: %w", afterID, err)
+		}
+		page.Items = append(page.Items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return ItemPage{}, fmt.Errorf("list items after %d: %w", afterID, err)
+	}
+	if len(page.Items) == limit && limit > 0 {
+		page.NextAfterID = page.Items[len(page.Items)-1].ID
+	}
+	return page, nil
+}
+
+// DeleteItem deletes item id together with its sales, in one transaction,
+// or returns an error wrapping ErrNotFound. The sales go because they
+// reference the item (foreign keys are on); the data report no longer
+// counts them.
+func (s *store) DeleteItem(ctx context.Context, id int64) error {
+	defer s.observe(queryItemDelete, time.Now())
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete item %d: %w", id, err)
+	}
+	// After Commit, Rollback does nothing (it returns sql.ErrTxDone).
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sales WHERE item_id = ?1`, id); err != nil {
+		return fmt.Errorf("delete sales of item %d: %w", id, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM items WHERE id = ?1`, id)
+	if err != nil {
+		return fmt.Errorf("delete item %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("delete item %d: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete item %d: %w", id, ErrNotFound)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit delete of item %d: %w", id, err)
+	}
+	return nil
+}
+
+// rowScanner is what scanItem reads from: a *sql.Row or a *sql.Rows.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+// scanItem reads an item row; no row (from a *sql.Row) is ErrNotFound.
+func scanItem(row rowScanner) (Item, error) {
 	var it Item
 	var updated string
 	if err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &updated); err != nil {

@@ -3,6 +3,7 @@ package dbsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -164,6 +165,140 @@ func TestStoreItemNotFound(t *testing.T) {
 	}
 	if _, err := st.UpdateItem(t.Context(), SeedItems+1, ItemUpdate{Name: "x"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("UpdateItem(%d) = %v, want ErrNotFound", SeedItems+1, err)
+	}
+}
+
+func TestStoreListItems(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, t.TempDir())
+	for _, limit := range []int{1, 7, DefaultListLimit, MaxListLimit} {
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			before := st.Queries()
+			ids := walkItems(t, limit, func(afterID int64) (ItemPage, error) {
+				return st.ListItems(t.Context(), afterID, limit)
+			})
+			if diff := cmp.Diff(seededIDs(), ids); diff != "" {
+				t.Errorf("ids listed with limit %d mismatch (-want +got):\n%s", limit, diff)
+			}
+			// SeedItems/limit full pages, then a short or empty last one.
+			pages := int64(SeedItems/limit + 1)
+			if got := st.Queries() - before; got != pages {
+				t.Errorf("Queries() grew by %d for %d pages, want %d", got, pages, pages)
+			}
+		})
+	}
+
+	t.Run("past the end", func(t *testing.T) {
+		page, err := st.ListItems(t.Context(), SeedItems, MaxListLimit)
+		if err != nil {
+			t.Fatalf("ListItems(%d) = %v", SeedItems, err)
+		}
+		if page.Items == nil || len(page.Items) != 0 || page.NextAfterID != 0 {
+			t.Errorf("ListItems(%d) = %+v, want an empty, non-nil page with no next", SeedItems, page)
+		}
+	})
+
+	t.Run("same items as Item", func(t *testing.T) {
+		page, err := st.ListItems(t.Context(), 41, 1)
+		if err != nil {
+			t.Fatalf("ListItems(41, 1) = %v", err)
+		}
+		it, err := st.Item(t.Context(), 42)
+		if err != nil {
+			t.Fatalf("Item(42) = %v", err)
+		}
+		if diff := cmp.Diff(ItemPage{Items: []Item{it}, NextAfterID: 42}, page); diff != "" {
+			t.Errorf("ListItems(41, 1) mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// walkItems lists every item, one page of limit items at a time, through
+// list, and returns the ids in the order they came. It checks that ids
+// ascend and that NextAfterID is set exactly on full pages.
+func walkItems(t *testing.T, limit int, list func(afterID int64) (ItemPage, error)) []int64 {
+	t.Helper()
+	var ids []int64
+	var after int64
+	for range SeedItems + 2 { // a bound, in case NextAfterID never ends
+		page, err := list(after)
+		if err != nil {
+			t.Fatalf("list after %d = %v", after, err)
+		}
+		for _, it := range page.Items {
+			if len(ids) > 0 && it.ID <= ids[len(ids)-1] {
+				t.Fatalf("list after %d: id %d after %d, want ascending ids", after, it.ID, ids[len(ids)-1])
+			}
+			ids = append(ids, it.ID)
+		}
+		var wantNext int64
+		if len(page.Items) == limit {
+			wantNext = page.Items[limit-1].ID
+		}
+		if page.NextAfterID != wantNext {
+			t.Fatalf("list after %d: NextAfterID = %d with %d items, want %d", after, page.NextAfterID, len(page.Items), wantNext)
+		}
+		if page.NextAfterID == 0 {
+			return ids
+		}
+		after = page.NextAfterID
+	}
+	t.Fatalf("list with limit %d did not end after %d pages", limit, SeedItems+2)
+	return nil
+}
+
+// seededIDs returns the ids of the items of a new database: 1..SeedItems.
+func seededIDs() []int64 {
+	ids := make([]int64, SeedItems)
+	for i := range ids {
+		ids[i] = int64(i + 1)
+	}
+	return ids
+}
+
+func TestStoreDeleteItem(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, t.TempDir())
+	ctx := t.Context()
+	// Item 1 sells the most (see seedSalesSQL), so its sales must go too.
+	const id = 1
+	var sales int64
+	if err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sales WHERE item_id = ?1`, id).Scan(&sales); err != nil {
+		t.Fatalf("count sales: %v", err)
+	}
+	if sales == 0 {
+		t.Fatalf("item %d has no sales; the test needs one that has", id)
+	}
+
+	before := st.Queries()
+	if err := st.DeleteItem(ctx, id); err != nil {
+		t.Fatalf("DeleteItem(%d) = %v", id, err)
+	}
+	if got := st.Queries() - before; got != 1 {
+		t.Errorf("Queries() grew by %d for one DeleteItem, want 1", got)
+	}
+	if err := st.DeleteItem(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second DeleteItem(%d) = %v, want ErrNotFound", id, err)
+	}
+	if err := st.DeleteItem(ctx, SeedItems+1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteItem(%d) = %v, want ErrNotFound", SeedItems+1, err)
+	}
+	if _, err := st.Item(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Item(%d) after delete = %v, want ErrNotFound", id, err)
+	}
+	page, err := st.ListItems(ctx, 0, 1)
+	if err != nil {
+		t.Fatalf("ListItems(0, 1) = %v", err)
+	}
+	if len(page.Items) != 1 || page.Items[0].ID != id+1 {
+		t.Errorf("ListItems(0, 1) after delete = %+v, want item %d", page.Items, id+1)
+	}
+	rep, err := st.Report(ctx)
+	if err != nil {
+		t.Fatalf("Report() = %v", err)
+	}
+	if want := testSeedRows - sales; rep.RowsScanned != want {
+		t.Errorf("Report().RowsScanned after delete = %d, want %d", rep.RowsScanned, want)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/task"
 )
@@ -24,9 +25,8 @@ type Config struct {
 	JWT auth.Keys
 	// RequestTimeout bounds each call to a service over NATS.
 	RequestTimeout time.Duration
-	// CacheTimeout bounds a cache read; past it the gateway reads the
-	// database, so a slow cache costs little.
-	CacheTimeout time.Duration
+	// Cache selects and tunes the cache tiers of the cached routes.
+	Cache cache.Config
 	// ShutdownTimeout bounds in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	// Provision sizes the TASKS stream and tasks bucket.
@@ -39,7 +39,7 @@ func DefaultConfig() Config {
 		Addr:            ":5000",
 		JWT:             auth.Keys{Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience},
 		RequestTimeout:  5 * time.Second,
-		CacheTimeout:    500 * time.Millisecond,
+		Cache:           cache.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
 		Provision:       task.DefaultProvisionConfig(),
 	}
@@ -51,7 +51,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.ID, "id", "SCALELAB_ID", c.ID, "gateway id shown in X-Served-By and logs")
 	s.String(&c.Addr, "addr", "SCALELAB_ADDR", c.Addr, "HTTP address")
 	s.Duration(&c.RequestTimeout, "request-timeout", "SCALELAB_REQUEST_TIMEOUT", c.RequestTimeout, "timeout of each service call over NATS")
-	s.Duration(&c.CacheTimeout, "cache-timeout", "SCALELAB_CACHE_TIMEOUT", c.CacheTimeout, "timeout of a cache read before falling back to the database")
+	c.Cache.RegisterFlags(s)
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
 	c.Provision.RegisterFlags(s)
 	if s.Getenv != nil {
@@ -74,8 +74,8 @@ func (c Config) Validate() error {
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("gateway: --request-timeout must be positive, got %v", c.RequestTimeout))
 	}
-	if c.CacheTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("gateway: --cache-timeout must be positive, got %v", c.CacheTimeout))
+	if err := c.Cache.Validate("gateway"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))

@@ -1,13 +1,17 @@
 // Package gateway is the API gateway role: an echo server, one of N behind
 // the balancer. It owns authentication (JWT), routing to the services, the
-// cache-aside read of /data, task submission and task status.
+// cached reads of /data and /items/{id}, item writes, task submission and
+// task status.
 //
 // Routes are listed in routes.go. The gateway talks to:
-//   - dbsvc over NATS request-reply (db.data) on a cache miss;
-//   - the shared cache bucket "cache" (cachesvc.Client) for cache-aside reads;
+//   - dbsvc over NATS request-reply (db.data, db.items.*) on a cache miss
+//     and for writes;
+//   - the cache tiers (package internal/cache): its own near-cache, then
+//     the shared bucket "cache"; --cache off|kv|kv+local picks them;
 //   - the worker's process service (svc.process) for GET /process;
 //   - the stream TASKS (publish) and bucket "tasks" (records) for tasks.
 //
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
-// person with curl can watch the balancer spread requests.
+// person with curl can watch the balancer spread requests; cached routes
+// add X-Cache: local, kv or miss.
 package gateway

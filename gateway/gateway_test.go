@@ -13,12 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -202,7 +204,7 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 		t.Errorf("database queries for 3 uncached reads = %d, want 3", got)
 	}
 	m := get(t, base+"/metrics", "")
-	if !strings.Contains(string(m.body), `scalelab_gateway_cache_lookups_total{result="error"}`) {
+	if !strings.Contains(string(m.body), `scalelab_cache_lookups_total{result="error",tier="kv"}`) {
 		t.Errorf("/metrics lacks the cache error counter")
 	}
 
@@ -229,18 +231,24 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(t.Context(), cachesvc.Bucket)
+	kv, err := js.KeyValue(t.Context(), cache.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(t.Context(), dataCacheKey, []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"cached":false`, `"cached":true`} {
-		r := get(t, base+"/data", tok)
-		if r.status != 200 || !strings.HasPrefix(string(r.body), `{`+want) || !json.Valid(r.body) {
-			t.Errorf("GET /data after garbage in the cache = %d %.60s, want 200 with %s", r.status, r.body, want)
+	// The near-cache hears of the write through its KV watch, within
+	// milliseconds; from then on the database answers once, then the cache.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if r := get(t, base+"/data", tok); !strings.HasPrefix(string(r.body), `{"cached":false`) {
+			return fmt.Errorf("GET /data = %.40s, want cached:false once the garbage is seen", r.body)
 		}
+		return nil
+	})
+	r := get(t, base+"/data", tok)
+	if r.status != 200 || !strings.HasPrefix(string(r.body), `{"cached":true`) || !json.Valid(r.body) {
+		t.Errorf("GET /data after the database replaced the garbage = %d %.60s, want 200 cached:true", r.status, r.body)
 	}
 }
 
@@ -276,7 +284,7 @@ func TestConfigValidate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.ID, cfg.Addr = "", ""
 	cfg.JWT.Secret = []byte("short")
-	cfg.RequestTimeout, cfg.CacheTimeout, cfg.Provision.Replicas = 0, -1, 7
+	cfg.RequestTimeout, cfg.Cache.Timeout, cfg.Provision.Replicas = 0, -1, 7
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("Validate() = nil, want errors")
@@ -421,10 +429,17 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
-// TestColdKeyOneQuery: 200 concurrent requests for /data with a cold cache
-// cost the database exactly one query (singleflight, then the cache).
-func TestColdKeyOneQuery(t *testing.T) {
-	t.Parallel()
+// stack is dbsvc and cachesvc on one NATS server, with the database's
+// query counter.
+type stack struct {
+	ns      *server.Server
+	queries *atomic.Int64
+}
+
+// startStack runs dbsvc (seedRows sales) and cachesvc, and waits until
+// both are ready, without touching any cache key.
+func startStack(t *testing.T, seedRows int) stack {
+	t.Helper()
 	ns := testutil.StartNATS(t)
 	var queries atomic.Int64
 	dbLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -432,7 +447,7 @@ func TestColdKeyOneQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbCfg := dbsvc.DefaultConfig()
-	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = dbLn, t.TempDir(), 20000, &queries
+	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = dbLn, t.TempDir(), seedRows, &queries
 	dbNC := testutil.Connect(t, ns)
 	testutil.Start(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
 	cacheLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -443,10 +458,6 @@ func TestColdKeyOneQuery(t *testing.T) {
 	cCfg.Listener = cacheLn
 	cNC := testutil.Connect(t, ns)
 	testutil.Start(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
-	base := startGateway(t, testutil.Connect(t, ns))
-	tok := token(t, auth.ScopeDataRead)
-	// Wait until dbsvc answers (it seeds first) and the bucket exists,
-	// without touching the key under test.
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if r := get(t, "http://"+dbLn.Addr().String()+"/readyz", ""); r.status != 200 {
 			return fmt.Errorf("dbsvc readyz = %d", r.status)
@@ -456,34 +467,149 @@ func TestColdKeyOneQuery(t *testing.T) {
 		}
 		return nil
 	})
-	before := queries.Load()
+	return stack{ns: ns, queries: &queries}
+}
 
-	const n = 200
-	statuses := make(chan int, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodGet, base+"/data", nil)
-			req.Header.Set("Authorization", "Bearer "+tok)
-			res, err := client.Do(req)
-			if err != nil {
-				statuses <- 0
-				return
+// TestColdKeyOneQuery: 200 concurrent requests for one cold key, spread
+// over two gateways, cost the database exactly one query (singleflight in
+// each gateway, the KV lease between them).
+func TestColdKeyOneQuery(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, 20000)
+	bases := []string{startGateway(t, testutil.Connect(t, st.ns)), startGateway(t, testutil.Connect(t, st.ns))}
+	tok := token(t, auth.ScopeDataRead, auth.ScopeItemsRead)
+	for _, path := range []string{"/data", "/items/5", "/items/99999"} {
+		before := st.queries.Load()
+		const n = 200
+		statuses := make(chan int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, bases[i%2]+path, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				res, err := client.Do(req)
+				if err != nil {
+					statuses <- 0
+					return
+				}
+				res.Body.Close()
+				statuses <- res.StatusCode
+			})
+		}
+		wg.Wait()
+		close(statuses)
+		want := http.StatusOK
+		if path == "/items/99999" {
+			want = http.StatusNotFound // not-found is cached like a value
+		}
+		for s := range statuses {
+			if s != want {
+				t.Fatalf("a concurrent GET %s = %d, want %d", path, s, want)
 			}
-			res.Body.Close()
-			statuses <- res.StatusCode
-		}()
-	}
-	wg.Wait()
-	close(statuses)
-	for s := range statuses {
-		if s != http.StatusOK {
-			t.Fatalf("a concurrent GET /data = %d, want 200", s)
+		}
+		if got := st.queries.Load() - before; got != 1 {
+			t.Errorf("database queries for %d concurrent cold GET %s over 2 gateways = %d, want 1", n, path, got)
 		}
 	}
-	if got := queries.Load() - before; got != 1 {
-		t.Errorf("database queries for %d concurrent cold requests = %d, want 1", n, got)
+}
+
+// itemBody reads an item response.
+func itemBody(t *testing.T, r result) dbsvc.Item {
+	t.Helper()
+	var it dbsvc.Item
+	if err := json.Unmarshal(r.body, &it); err != nil {
+		t.Fatalf("item body %q: %v", r.body, err)
+	}
+	return it
+}
+
+// TestItems drives /items: reads through the tiers (X-Cache), writes that
+// invalidate on every gateway, deletes, lists, and bad input.
+func TestItems(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, 2000)
+	gwA := startGateway(t, testutil.Connect(t, st.ns))
+	gwB := startGateway(t, testutil.Connect(t, st.ns))
+	tok := token(t, auth.ScopeItemsRead, auth.ScopeItemsWrite)
+
+	r := get(t, gwA+"/items/7", tok)
+	if r.status != 200 || r.header.Get("X-Cache") != "miss" || itemBody(t, r).ID != 7 {
+		t.Fatalf("first GET /items/7 = %d %s X-Cache %q, want 200, item 7, miss", r.status, r.body, r.header.Get("X-Cache"))
+	}
+	// Both gateways come to serve it from their near-cache.
+	for _, base := range []string{gwA, gwB} {
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if r := get(t, base+"/items/7", tok); r.header.Get("X-Cache") != "local" {
+				return fmt.Errorf("GET %s/items/7 X-Cache = %q, want local", base, r.header.Get("X-Cache"))
+			}
+			return nil
+		})
+	}
+	// A write through A: afterwards neither gateway serves the old item.
+	for i := range 3 {
+		name := fmt.Sprintf("renamed %d", i)
+		body := fmt.Sprintf(`{"name":%q,"price_cents":%d,"stock":5}`, name, 100+i)
+		r := send(t, http.MethodPut, gwA+"/items/7", tok, body, nil)
+		if r.status != 200 || itemBody(t, r).Name != name {
+			t.Fatalf("PUT /items/7 = %d %s, want 200 with the new name", r.status, r.body)
+		}
+		for _, base := range []string{gwB, gwA} {
+			if it := itemBody(t, get(t, base+"/items/7", tok)); it.Name != name || it.PriceCents != int64(100+i) {
+				t.Fatalf("GET %s/items/7 right after PUT = %+v, want name %q", base, it, name)
+			}
+		}
+	}
+	// Delete: 204, then 404 everywhere; a second delete is 404.
+	if r := send(t, http.MethodDelete, gwB+"/items/8", tok, "", nil); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE /items/8 = %d %s, want 204", r.status, r.body)
+	}
+	for _, base := range []string{gwA, gwB} {
+		if r := get(t, base+"/items/8", tok); r.status != 404 || errorCode(t, r) != "not_found" {
+			t.Errorf("GET %s/items/8 after DELETE = %d %s, want 404 not_found", base, r.status, r.body)
+		}
+	}
+	if r := send(t, http.MethodDelete, gwA+"/items/8", tok, "", nil); r.status != 404 {
+		t.Errorf("second DELETE /items/8 = %d, want 404", r.status)
+	}
+	// The list pages by id.
+	var page dbsvc.ItemPage
+	r = get(t, gwA+"/items?after_id=5&limit=3", tok)
+	if err := json.Unmarshal(r.body, &page); err != nil || r.status != 200 || len(page.Items) != 3 || page.Items[0].ID != 6 || page.NextAfterID != 9 {
+		t.Errorf("GET /items?after_id=5&limit=3 = %d %s, want items 6, 7, 9 (8 deleted) and next_after_id 9", r.status, r.body)
+	}
+
+	bad := []struct {
+		method, path, body string
+		status             int
+	}{
+		{"GET", "/items/0", "", 400},
+		{"GET", "/items/-1", "", 400},
+		{"GET", "/items/abc", "", 400},
+		{"GET", "/items/99999999999999999999", "", 400},
+		{"GET", "/items?limit=abc", "", 400},
+		{"GET", "/items?limit=1000", "", 400},
+		{"GET", "/items?after_id=-1", "", 400},
+		{"PUT", "/items/7", `{"name":"x","price_cents":1,"stock":1,"extra":1}`, 400},
+		{"PUT", "/items/7", `{"name":"x","price_cents":1,"stock":1} {}`, 400},
+		{"PUT", "/items/7", `{"name":"","price_cents":1,"stock":1}`, 400},
+		{"PUT", "/items/7", `{"name":"x","price_cents":-1,"stock":1}`, 400},
+		{"PUT", "/items/7", `{"name":"x","price_cents":"1","stock":1}`, 400},
+		{"PUT", "/items/7", `not json`, 400},
+		{"PUT", "/items/7", ``, 400},
+		{"PUT", "/items/7", `{"name":"` + strings.Repeat("x", 70000) + `"}`, 413},
+		{"PUT", "/items/99999", `{"name":"x","price_cents":1,"stock":1}`, 404},
+		{"DELETE", "/items/x", "", 400},
+		{"POST", "/items/7", "", 405},
+	}
+	for _, b := range bad {
+		r := send(t, b.method, gwA+b.path, tok, b.body, nil)
+		if r.status != b.status {
+			t.Errorf("%s %s %.40q = %d %s, want %d", b.method, b.path, b.body, r.status, r.body, b.status)
+			continue
+		}
+		errorCode(t, r) // a JSON error body
+	}
+	if r := send(t, http.MethodPut, gwA+"/items/7", token(t, auth.ScopeItemsRead), `{"name":"x","price_cents":1,"stock":1}`, nil); r.status != 403 {
+		t.Errorf("PUT without items:write = %d, want 403", r.status)
 	}
 }

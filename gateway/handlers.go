@@ -15,25 +15,30 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nuid"
-	"golang.org/x/sync/singleflight"
 
-	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/worker"
 )
 
-// Cache is the shared cache as the gateway uses it (cachesvc.Client).
+// Cache is the read-through cache of the cached routes (*cache.Cache).
 type Cache interface {
-	// Get returns cachesvc.ErrMiss when the key is not cached.
-	Get(ctx context.Context, key string) ([]byte, error)
-	Put(ctx context.Context, key string, value []byte) error
+	Get(ctx context.Context, key string, load cache.Loader) (cache.Result, error)
+	// Invalidate returns once no gateway serves the keys' old values.
+	Invalidate(ctx context.Context, keys ...string) error
 }
 
-// DataSource runs the expensive query behind /data (dbsvc.Client).
-type DataSource interface {
+// Database is dbsvc as the gateway uses it (*dbsvc.Client).
+type Database interface {
+	// Data runs the expensive report behind /data.
 	Data(ctx context.Context, requestID string) (json.RawMessage, error)
+	ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error)
+	ListItems(ctx context.Context, requestID string, afterID int64, limit int) (dbsvc.ItemPage, error)
+	UpdateItem(ctx context.Context, requestID string, id int64, u dbsvc.ItemUpdate) (dbsvc.Item, error)
+	DeleteItem(ctx context.Context, requestID string, id int64) error
 }
 
 // Processor calls the sync business logic (worker.ProcessClient).
@@ -64,68 +69,45 @@ type TaskQueue interface {
 // a change of the value's shape start from an empty cache.
 const dataCacheKey = "data.v1"
 
-// handleGetData is the lab's cached endpoint: cache-aside over the shared
-// bucket. A cache that is down or slow is skipped (logged, counted), never
-// an error: the database is the source of truth.
-//
-// Concurrent misses share one database query (singleflight): a cold or
-// expired key under load costs the database one query per gateway, not one
-// per request.
-func handleGetData(cache Cache, db DataSource, cacheTimeout time.Duration, m *metrics, log *slog.Logger) echo.HandlerFunc {
-	var flights singleflight.Group
-	// The body is {"cached":bool,"data":<the report>}. The report is
-	// already JSON (dbsvc wrote it, the cache holds those bytes), so it is
-	// spliced in rather than decoded and encoded again on every hit.
-	write := func(c echo.Context, cached bool, data []byte) error {
-		prefix := `{"cached":false,"data":`
-		if cached {
-			prefix = `{"cached":true,"data":`
-		}
-		body := make([]byte, 0, len(prefix)+len(data)+2)
-		body = append(append(append(body, prefix...), data...), "}\n"...)
-		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
-	}
-	return func(c echo.Context) error {
-		ctx := c.Request().Context()
-		rid := requestID(c)
-		cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
-		cached, err := cache.Get(cctx, dataCacheKey)
-		cancel()
-		switch {
-		case err == nil && json.Valid(cached):
-			m.cacheLookup.WithLabelValues("hit").Inc()
-			return write(c, true, cached)
-		case err == nil:
-			// Not ours (e.g. `nats kv put cache data.v1 x`): read the source,
-			// whose answer then replaces it.
-			m.cacheLookup.WithLabelValues("error").Inc()
-			log.Warn("cache holds invalid JSON, reading the database", "key", dataCacheKey, "request_id", rid)
-		case errors.Is(err, cachesvc.ErrMiss):
-			m.cacheLookup.WithLabelValues("miss").Inc()
-		default:
-			m.cacheLookup.WithLabelValues("error").Inc()
-			log.Warn("cache unavailable, reading the database", "key", dataCacheKey, "request_id", rid, "err", err)
-		}
-		data, err, _ := flights.Do(dataCacheKey, func() (any, error) {
-			// Not the caller's ctx: one client hanging up must not fail
-			// the others waiting on this flight. db.Data has its own timeout.
-			fctx := context.WithoutCancel(ctx)
-			data, err := db.Data(fctx, rid)
-			if err != nil {
-				return nil, err
-			}
-			cctx, cancel := context.WithTimeout(fctx, cacheTimeout)
-			defer cancel()
-			if err := cache.Put(cctx, dataCacheKey, data); err != nil {
-				log.Warn("cache write failed", "key", dataCacheKey, "request_id", rid, "err", err)
-			}
-			return []byte(data), nil
+// handleGetData is the lab's cached endpoint: {"cached":bool,"data":<the
+// report>}, read through the cache tiers (see package cache). A cache that
+// is down is skipped, never an error: the database is the source of truth.
+func handleGetData(c Cache, db Database) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		rid := requestID(ec)
+		res, err := c.Get(ec.Request().Context(), dataCacheKey, func(ctx context.Context) ([]byte, error) {
+			return db.Data(ctx, rid)
 		})
 		if err != nil {
 			return err
 		}
-		return write(c, false, data.([]byte))
+		setCacheHeader(ec, res)
+		// The report is already JSON (dbsvc wrote it, the cache holds those
+		// bytes), so it is spliced in rather than decoded and encoded again
+		// on every hit.
+		prefix := `{"cached":false,"data":`
+		if res.Cached() {
+			prefix = `{"cached":true,"data":`
+		}
+		data := res.Value
+		if res.NotFound {
+			data = []byte("null")
+		}
+		body := make([]byte, 0, len(prefix)+len(data)+2)
+		body = append(append(append(body, prefix...), data...), "}\n"...)
+		return ec.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
 	}
+}
+
+// cacheHeader tells which tier answered a cached route: local, kv or miss.
+const cacheHeader = "X-Cache"
+
+func setCacheHeader(c echo.Context, res cache.Result) {
+	v := string(res.Source)
+	if res.Source == cache.SourceDB {
+		v = "miss"
+	}
+	c.Response().Header().Set(cacheHeader, v)
 }
 
 // handleProcess calls the process service on some worker.

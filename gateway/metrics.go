@@ -4,9 +4,8 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the gateway's Prometheus series.
 type metrics struct {
-	requests    *prometheus.CounterVec
-	duration    *prometheus.HistogramVec
-	cacheLookup *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,11 +19,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
-		cacheLookup: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_gateway_cache_lookups_total",
-			Help: "Cache-aside lookups by result: hit, miss, error (cache down: read the database).",
-		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.cacheLookup)
+	reg.MustRegister(m.requests, m.duration)
 	return m
 }

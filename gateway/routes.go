@@ -23,7 +23,11 @@ func routes(e *echo.Echo, d deps) {
 	api := func(scope string) []echo.MiddlewareFunc {
 		return []echo.MiddlewareFunc{authenticate(d.verifier), requireScope(scope), requireBus(d.nc)}
 	}
-	e.GET("/data", handleGetData(d.cache, d.db, d.cfg.CacheTimeout, d.metrics, d.log), api(auth.ScopeDataRead)...)
+	e.GET("/data", handleGetData(d.cache, d.db), api(auth.ScopeDataRead)...)
+	e.GET("/items", handleListItems(d.db), api(auth.ScopeItemsRead)...)
+	e.GET("/items/:id", handleGetItem(d.cache, d.db), api(auth.ScopeItemsRead)...)
+	e.PUT("/items/:id", handlePutItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
+	e.DELETE("/items/:id", handleDeleteItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.GET("/process", handleProcess(d.process), api(auth.ScopeDataRead)...)
 	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue), api(auth.ScopeTasksWrite)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)

@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/cachesvc"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/ops"
@@ -31,7 +31,7 @@ type deps struct {
 	nc       *nats.Conn
 	verifier *auth.Verifier
 	cache    Cache
-	db       DataSource
+	db       Database
 	process  Processor
 	tasks    TaskStore
 	queue    TaskQueue
@@ -66,12 +66,20 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		}
 		return fmt.Errorf("gateway: %w", err)
 	}
+	c, err := cache.New(nc, cfg.ID, cfg.Cache, log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer c.Close()
+	log.Info("cache tiers", "mode", cfg.Cache.Mode, "entry_ttl", cfg.Cache.TTL, "negative_ttl", cfg.Cache.NegativeTTL)
 	reg := ops.NewRegistry()
+	c.Register(reg)
 	db := dbsvc.NewClient(nc)
 	db.Timeout = cfg.RequestTimeout
 	d := deps{
 		cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
-		cache: cachesvc.NewClient(js), db: db,
+		cache: c, db: db,
 		process: worker.NewProcessClient(nc, cfg.RequestTimeout),
 		tasks:   store, queue: streamQueue{js: js},
 		metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
