@@ -51,6 +51,8 @@ type upConfig struct {
 	DevTokenTTL    time.Duration
 	// Cache is every gateway's cache config (--cache off|kv|kv+local, ...).
 	Cache cache.Config
+	// Limits are every gateway's rate limits.
+	Limits gateway.RateLimits
 }
 
 func (c *upConfig) register(s *envflag.Set) {
@@ -73,6 +75,8 @@ func (c *upConfig) register(s *envflag.Set) {
 	s.Duration(&c.DevTokenTTL, "token-ttl", "SCALELAB_TOKEN_TTL", 24*time.Hour, "lifetime of the printed dev token")
 	c.Cache = cache.DefaultConfig()
 	c.Cache.RegisterFlags(s)
+	c.Limits = gateway.DefaultRateLimits()
+	c.Limits.RegisterFlags(s)
 }
 
 func (c *upConfig) gatewayAddrs() []string {
@@ -236,7 +240,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, keys, cfg.ShutdownTime
 		gwCfg.ID = defaultID(ln.Addr().String())
 		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
-		gwCfg.Cache = cfg.Cache
+		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
 		cfgErrs = append(cfgErrs, gwCfg.Validate())
 		backends = append(backends, "http://"+ln.Addr().String())
 		upRoles = append(upRoles, upRole{fmt.Sprintf("gateway-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {

@@ -73,6 +73,11 @@ type Config struct {
 	// above two concurrent ones opens a new connection and closes it after,
 	// until the machine runs out of ephemeral ports (TIME_WAIT).
 	MaxIdleConnsPerHost int
+	// MaxInFlight caps the requests being proxied at once; past it the
+	// balancer answers 503 at once rather than queue work the gateways
+	// cannot take (and hold a goroutine and buffers per request). Zero
+	// means no limit.
+	MaxInFlight int
 
 	// HealthPath is the path, relative to a gateway's URL, of its active
 	// health check: any 2xx answer passes.
@@ -137,6 +142,7 @@ func DefaultConfig() Config {
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   256,
+		MaxInFlight:           4096,
 		HealthPath:            "/healthz",
 		HealthInterval:        2 * time.Second,
 		HealthTimeout:         time.Second,
@@ -165,6 +171,7 @@ const (
 	envDialTimeout           = "SCALELAB_DIAL_TIMEOUT"
 	envResponseHeaderTimeout = "SCALELAB_RESPONSE_HEADER_TIMEOUT"
 	envMaxIdleConnsPerHost   = "SCALELAB_MAX_IDLE_CONNS_PER_HOST"
+	envMaxInFlight           = "SCALELAB_MAX_INFLIGHT"
 	envHealthPath            = "SCALELAB_HEALTH_PATH"
 	envHealthInterval        = "SCALELAB_HEALTH_INTERVAL"
 	envHealthTimeout         = "SCALELAB_HEALTH_TIMEOUT"
@@ -225,6 +232,8 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 		"how long to wait for a gateway's response headers (0: no limit)")
 	s.Int(&c.MaxIdleConnsPerHost, "max-idle-conns-per-host", envMaxIdleConnsPerHost, c.MaxIdleConnsPerHost,
 		"idle connections kept open to each gateway for reuse")
+	s.Int(&c.MaxInFlight, "max-inflight", envMaxInFlight, c.MaxInFlight,
+		"requests proxied at once; past it 503 at once (0: no limit)")
 	s.String(&c.HealthPath, "health-path", envHealthPath, c.HealthPath,
 		"path of the active health check, relative to a gateway's URL")
 	s.Duration(&c.HealthInterval, "health-interval", envHealthInterval, c.HealthInterval,
@@ -351,6 +360,9 @@ func (c Config) Validate() error {
 		if c.EjectBackoffMax < c.EjectBackoff {
 			bad("--eject-backoff-max: must be at least --eject-backoff (%v), got %v", c.EjectBackoff, c.EjectBackoffMax)
 		}
+	}
+	if c.MaxInFlight < 0 {
+		bad("--max-inflight: must be >= 0, got %d", c.MaxInFlight)
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > maxRetriesLimit {
 		bad("--max-retries: must be between 0 and %d, got %d", maxRetriesLimit, c.MaxRetries)

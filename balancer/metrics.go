@@ -27,6 +27,8 @@ type metrics struct {
 	// budget refused.
 	retries       [len(retryReasons)]prometheus.Counter
 	retriesDenied prometheus.Counter
+	// overloaded counts requests refused past MaxInFlight.
+	overloaded prometheus.Counter
 }
 
 // noBackend labels requests that failed before a gateway was tried.
@@ -68,6 +70,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "scalelab_balancer_health_checks_total",
 			Help: "Active health checks of a gateway, by result (pass, fail).",
 		}, []string{"backend", "result"}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scalelab_balancer_overloaded_total",
+			Help: "Requests refused with 503 because --max-inflight requests were already in flight.",
+		}),
 		retriesDenied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scalelab_balancer_retries_denied_total",
 			Help: "Retries not made because the retry budget was spent.",
@@ -80,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for i, r := range retryReasons {
 		m.retries[i] = retries.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.seconds, m.backendErrors, m.ejections, m.checks, retries, m.retriesDenied)
+	reg.MustRegister(m.requests, m.seconds, m.backendErrors, m.ejections, m.checks, retries, m.retriesDenied, m.overloaded)
 	return m
 }
 

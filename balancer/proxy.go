@@ -74,6 +74,9 @@ const msgBadGateway = "no gateway could serve the request"
 // msgNoBackend is what a client is told when no gateway is ready at all.
 const msgNoBackend = "no gateway is available"
 
+// msgOverloaded is the message of the 503 past MaxInFlight.
+const msgOverloaded = "the balancer has too many requests in flight; retry shortly"
+
 // newProxy returns the reverse proxy, sending through transport.
 //
 // FlushInterval stays 0 (buffer writes to the client): httputil.ReverseProxy
@@ -142,6 +145,16 @@ func (b *balancer) serveProxy(w http.ResponseWriter, r *http.Request) {
 		ex.requestID = reqid.Or(v[0])
 	} else {
 		ex.requestID = reqid.New()
+	}
+	if max := int64(b.cfg.MaxInFlight); max > 0 {
+		defer b.inFlight.Add(-1)
+		if b.inFlight.Add(1) > max {
+			b.metrics.overloaded.Inc()
+			w.Header()[requestIDKey] = []string{ex.requestID}
+			w.Header().Set("Retry-After", "1")
+			apperr.WriteCode(w, http.StatusServiceUnavailable, apperr.Unavailable, msgOverloaded, ex.requestID)
+			return
+		}
 	}
 	ex.w.ResponseWriter = w
 	ex.backend = b.pool.pick()

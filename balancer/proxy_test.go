@@ -389,3 +389,60 @@ func TestRequestIDKey(t *testing.T) {
 		t.Errorf("CanonicalMIMEHeaderKey(%q) = %q, want requestIDKey %q", reqid.Header, got, requestIDKey)
 	}
 }
+
+// TestMaxInFlight: with --max-inflight requests held by a gateway, the next
+// one is refused at once with 503 JSON and Retry-After; once they finish,
+// requests pass again.
+func TestMaxInFlight(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var held atomic.Int32
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			held.Add(1)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(gw.Close)
+	cfg := testConfig(gw.URL)
+	cfg.MaxInFlight = 2
+	base := startBalancer(t, cfg)
+	client := newClient(t)
+	done := make(chan int, 2)
+	for range 2 {
+		go func() {
+			res, err := client.Do(newRequest(t, http.MethodGet, base+"/slow", nil))
+			if err != nil {
+				done <- 0
+				return
+			}
+			res.Body.Close()
+			done <- res.StatusCode
+		}()
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := held.Load(); n != 2 {
+			return fmt.Errorf("%d requests held by the gateway, want 2", n)
+		}
+		return nil
+	})
+	res, body := do(t, client, newRequest(t, http.MethodGet, base+"/fast", nil))
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "1" ||
+		!strings.Contains(string(body), `"code":"unavailable"`) {
+		t.Errorf("request over --max-inflight = %d %q Retry-After %q, want 503 unavailable, Retry-After 1",
+			res.StatusCode, body, res.Header.Get("Retry-After"))
+	}
+	close(release)
+	for range 2 {
+		if s := <-done; s != http.StatusOK {
+			t.Errorf("held request = %d, want 200", s)
+		}
+	}
+	if res, _ := do(t, client, newRequest(t, http.MethodGet, base+"/fast", nil)); res.StatusCode != http.StatusOK {
+		t.Errorf("request after the held ones finished = %d, want 200", res.StatusCode)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -86,6 +87,8 @@ type balancer struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	ops       *http.ServeMux
+	// inFlight counts the requests being proxied, for MaxInFlight.
+	inFlight atomic.Int64
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics

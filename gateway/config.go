@@ -27,6 +27,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Cache selects and tunes the cache tiers of the cached routes.
 	Cache cache.Config
+	// Limits are the per-IP and per-subject request rate limits.
+	Limits RateLimits
 	// ShutdownTimeout bounds in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	// Provision sizes the TASKS stream and tasks bucket.
@@ -40,6 +42,7 @@ func DefaultConfig() Config {
 		JWT:             auth.Keys{Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience},
 		RequestTimeout:  5 * time.Second,
 		Cache:           cache.DefaultConfig(),
+		Limits:          DefaultRateLimits(),
 		ShutdownTimeout: 10 * time.Second,
 		Provision:       task.DefaultProvisionConfig(),
 	}
@@ -52,6 +55,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Addr, "addr", "SCALELAB_ADDR", c.Addr, "HTTP address")
 	s.Duration(&c.RequestTimeout, "request-timeout", "SCALELAB_REQUEST_TIMEOUT", c.RequestTimeout, "timeout of each service call over NATS")
 	c.Cache.RegisterFlags(s)
+	c.Limits.RegisterFlags(s)
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
 	c.Provision.RegisterFlags(s)
 	if s.Getenv != nil {
@@ -77,6 +81,7 @@ func (c Config) Validate() error {
 	if err := c.Cache.Validate("gateway"); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Limits.Validate("gateway")...)
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}

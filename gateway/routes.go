@@ -20,8 +20,11 @@ func routes(e *echo.Echo, d deps) {
 	// request wait out its timeout.
 	// (Per route, not an echo Group: a Group with middleware turns 405s
 	// into 404s.)
+	// The per-IP limit comes first, so floods of bad tokens are bounded too.
+	byIP := limitByIP(newLimiter(d.cfg.Limits.PerIP, d.cfg.Limits.BurstIP, d.cfg.Limits.Keys))
+	bySubject := limitBySubject(newLimiter(d.cfg.Limits.PerSubject, d.cfg.Limits.BurstSubject, d.cfg.Limits.Keys))
 	api := func(scope string) []echo.MiddlewareFunc {
-		return []echo.MiddlewareFunc{authenticate(d.verifier), requireScope(scope), requireBus(d.nc)}
+		return []echo.MiddlewareFunc{byIP, authenticate(d.verifier), bySubject, requireScope(scope), requireBus(d.nc)}
 	}
 	e.GET("/data", handleGetData(d.cache, d.db), api(auth.ScopeDataRead)...)
 	e.GET("/items", handleListItems(d.db), api(auth.ScopeItemsRead)...)

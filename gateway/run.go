@@ -92,6 +92,10 @@ func newServer(d deps) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.log)
+	// The client's address for the per-IP limit: X-Forwarded-For is
+	// trusted only from loopback and private addresses, where the balancer
+	// is (it replaces whatever the client sent).
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Use(
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
