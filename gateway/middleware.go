@@ -73,6 +73,10 @@ func authenticate(v *auth.Verifier) echo.MiddlewareFunc {
 // on, without echoing the token.
 func tokenProblem(err error) string {
 	switch {
+	case errors.Is(err, auth.ErrUnknownKey):
+		return "token's key id (kid) names no key configured for its algorithm"
+	case errors.Is(err, auth.ErrBadHeader):
+		return "token header is not accepted (typ or crit)"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token is expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
@@ -86,7 +90,7 @@ func tokenProblem(err error) string {
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return "token signature is invalid"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "token algorithm is not allowed (HS256 only)"
+		return "token algorithm is not allowed"
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "token is malformed"
 	default:
