@@ -43,6 +43,8 @@ Usage:
   scalelab dbsvc     [flags]   the SQLite database service (:5002)
   scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
   scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
+  scalelab users add <name> [--scope S]   create or update a user; password from stdin
+  scalelab probe     URL       exit 0 if GET URL answers 2xx (container health checks)
 
 Run 'scalelab <command> -h' for the flags of a command.
 `
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(rest, getenv, stdout, stderr)
 	case "tasks":
 		return runTasks(ctx, rest, getenv, stdout, stderr)
+	case "users":
+		return runUsers(ctx, rest, getenv, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -220,16 +226,23 @@ func defaultID(addr string) string {
 	return host
 }
 
-// runToken prints a token signed with SCALELAB_JWT_SECRET.
+// runToken prints a token signed with SCALELAB_JWT_SECRET (HS256) or, with
+// --key-file, with an Ed25519 or RSA private key (EdDSA or RS256) whose
+// public half the gateways hold in their JWKS. With --jwks it prints that
+// JWKS instead of a token.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("scalelab token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := envflag.New(fs, getenv)
-	var sub, scope string
+	var sub, scope, keyFile, kid string
 	var ttl time.Duration
+	var printJWKS bool
 	s.String(&sub, "sub", "", "dev", "subject (user name) of the token")
 	s.String(&scope, "scope", "", strings.Join(auth.AllScopes, " "), "space-separated scopes")
 	s.Duration(&ttl, "ttl", "", time.Hour, "lifetime of the token")
+	s.String(&keyFile, "key-file", "", "", "PEM Ed25519 or RSA private key (PKCS#8, as openssl genpkey writes): sign EdDSA or RS256 instead of HS256")
+	s.String(&kid, "kid", "", "", "key id for --key-file, as in the gateways' JWKS (default: the key's RFC 7638 thumbprint)")
+	s.Bool(&printJWKS, "jwks", "", false, "print the JWKS holding --key-file's public key, for SCALELAB_JWT_JWKS_FILE, instead of a token")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -238,8 +251,23 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	keys := auth.KeysFromEnv(getenv)
 	var errs []error
-	if err := keys.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("token: %w", err))
+	var signer auth.SigningKey
+	if keyFile != "" {
+		var err error
+		if signer, err = auth.ReadSigningKeyFile(keyFile, kid); err != nil {
+			errs = append(errs, fmt.Errorf("token: --key-file: %w", err))
+		}
+		// The secret is not needed to sign with a private key.
+		if keys.Issuer == "" || keys.Audience == "" {
+			errs = append(errs, errors.New("token: JWT issuer and audience must not be empty"))
+		}
+	} else {
+		if kid != "" || printJWKS {
+			errs = append(errs, errors.New("token: --kid and --jwks need --key-file"))
+		}
+		if err := keys.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("token: %w", err))
+		}
 	}
 	if sub == "" {
 		errs = append(errs, errors.New("token: --sub must not be empty"))
@@ -250,7 +278,25 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	if err := errors.Join(errs...); err != nil {
 		return usageErr(err)
 	}
-	tok, _, err := keys.Issue(sub, strings.Fields(scope), ttl, time.Now())
+	if printJWKS {
+		pub, err := signer.Public()
+		if err != nil {
+			return err
+		}
+		b, err := auth.MarshalJWKS([]auth.PublicKey{pub})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	var tok string
+	var err error
+	if keyFile != "" {
+		tok, _, err = keys.IssueWith(signer, sub, strings.Fields(scope), ttl, time.Now())
+	} else {
+		tok, _, err = keys.Issue(sub, strings.Fields(scope), ttl, time.Now())
+	}
 	if err != nil {
 		return err
 	}

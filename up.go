@@ -408,9 +408,9 @@ func printBanner(w io.Writer, b bannerInfo) {
 	if b.GeneratedSecret {
 		secretNote = "signed with a random secret made for this run; set SCALELAB_JWT_SECRET (32+ bytes) to keep tokens across restarts"
 	}
-	natsFlag := ""
+	natsFlag, usersNATS := "", ""
 	if b.NATS != nats.DefaultURL {
-		natsFlag = " -s " + b.NATS
+		natsFlag, usersNATS = " -s "+b.NATS, " --nats "+b.NATS
 	}
 	fmt.Fprintf(w, `
 scalelab is up
@@ -428,6 +428,7 @@ Try (each line works as printed):
 curl -si -H 'Authorization: Bearer %s' %s/data
 curl -si -H 'Authorization: Bearer %s' %s/process
 curl -si -X POST -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"task":"report"}' %s/longtask
+echo 'choose a long password' | go run . users add alice%s && curl -s -X POST -d '{"username":"alice","password":"choose a long password"}' %s/auth/token
 
 Inspect the bus:
 go tool nats%s stream ls
@@ -437,6 +438,6 @@ go tool nats%s micro ls
 Ctrl-C drains and stops everything.
 `, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
-		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer,
+		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer,
 		natsFlag, natsFlag, natsFlag)
 }

@@ -5,22 +5,24 @@
 //
 //   - The file DataDir/scalelab.db (DBFile), in WAL mode, with the tables
 //     items (SeedItems rows), sales (Config.SeedRows rows, the big table that
-//     the data report aggregates) and meta (schema version and seed
-//     facts). The schema and seed data are created on first start only, in
+//     the data report aggregates), users (name, bcrypt hash, scopes; see
+//     users.go) and meta (schema version and seed facts). The schema and seed data are created on first start only, in
 //     one transaction; later starts keep the data.
 //   - The NATS micro service "dbsvc" (ServiceName), queue group "q", with the
 //     endpoints SubjectData ("db.data"), SubjectItemGet ("db.items.get"),
 //     SubjectItemUpdate ("db.items.update"), SubjectItemList
 //     ("db.items.list", an ItemPage in id order) and SubjectItemDelete
-//     ("db.items.delete", the item and its sales). Errors are micro error
-//     replies carrying an apperr code.
+//     ("db.items.delete", the item and its sales), SubjectUserPut
+//     ("db.users.put") and SubjectUserGet ("db.users.get"), which carry
+//     bcrypt hashes, never passwords. Errors are micro error replies
+//     carrying an apperr code.
 //   - The HTTP routes (default address :5002):
 //     GET /db (the data Report, the lab's endpoint), GET /items?after_id=&limit=
 //     (an ItemPage), GET /items/{id} (one Item), and the ops routes
 //     GET /healthz, /readyz (NATS and the database answer) and /metrics.
 //   - The metrics scalelab_db_queries_total{query} and
 //     scalelab_db_query_seconds{query}, query being data, item_get,
-//     item_update, item_list or item_delete.
+//     item_update, item_list, item_delete, user_put or user_get.
 //
 // The data report is the expensive query the gateway caches: it reads every
 // row of sales (on the order of 100 ms for the default 300,000 rows) and returns

@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scalelab_db_queries_total",
-			Help: "Database queries run by dbsvc, by query (data, item_get, item_update, item_list, item_delete).",
+			Help: "Database queries run by dbsvc, by query (data, item_get, item_update, item_list, item_delete, user_put, user_get).",
 		}, []string{"query"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "scalelab_db_query_seconds",
@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"query"}),
 	}
 	reg.MustRegister(m.queries, m.seconds)
-	for _, q := range []string{queryData, queryItemGet, queryItemUpdate, queryItemList, queryItemDelete} {
+	for _, q := range []string{queryData, queryItemGet, queryItemUpdate, queryItemList, queryItemDelete, queryUserPut, queryUserGet} {
 		m.queries.WithLabelValues(q)
 		m.seconds.WithLabelValues(q)
 	}

@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("dbsvc: %w", err)
 	}
 	log.Info("nats service started", "service", ServiceName, "id", msvc.Info().ID,
-		"subjects", []string{SubjectData, SubjectItemGet, SubjectItemUpdate, SubjectItemList, SubjectItemDelete})
+		"subjects", []string{SubjectData, SubjectItemGet, SubjectItemUpdate, SubjectItemList, SubjectItemDelete, SubjectUserPut, SubjectUserGet})
 
 	ready := func(ctx context.Context) error {
 		if err := ops.NATSReady(nc)(ctx); err != nil {

@@ -142,6 +142,8 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 		{queryItemUpdate, SubjectItemUpdate, s.handleItemUpdate},
 		{queryItemList, SubjectItemList, s.handleItemList},
 		{queryItemDelete, SubjectItemDelete, s.handleItemDelete},
+		{queryUserPut, SubjectUserPut, s.handleUserPut},
+		{queryUserGet, SubjectUserGet, s.handleUserGet},
 	}
 	for _, e := range endpoints {
 		h := s.dispatch(e.subject, e.handle)

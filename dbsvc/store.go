@@ -157,6 +157,7 @@ var schema = []string{
 		amount_cents INTEGER NOT NULL,
 		sold_at      TEXT    NOT NULL
 	)`,
+	usersTableSQL,
 }
 
 // seedItemsSQL inserts SeedItems items with names and prices derived from

@@ -33,6 +33,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Provision sizes the TASKS stream and tasks bucket.
 	Provision task.ProvisionConfig
+	// TokenTTL is the lifetime of the tokens POST /auth/token issues; they
+	// cannot be revoked, so it is short and capped at a day.
+	TokenTTL time.Duration
 }
 
 // DefaultConfig returns the defaults of DESIGN.md.
@@ -45,6 +48,7 @@ func DefaultConfig() Config {
 		Limits:          DefaultRateLimits(),
 		ShutdownTimeout: 10 * time.Second,
 		Provision:       task.DefaultProvisionConfig(),
+		TokenTTL:        time.Hour,
 	}
 }
 
@@ -58,6 +62,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	c.Limits.RegisterFlags(s)
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
 	c.Provision.RegisterFlags(s)
+	s.Duration(&c.TokenTTL, "token-ttl", "SCALELAB_TOKEN_TTL", c.TokenTTL, "lifetime of tokens from POST /auth/token (at most 24h)")
 	if s.Getenv != nil {
 		c.JWT = auth.KeysFromEnv(s.Getenv)
 	}
@@ -87,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Provision.Validate("gateway"); err != nil {
 		errs = append(errs, err)
+	}
+	if c.TokenTTL <= 0 || c.TokenTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("gateway: --token-ttl must be positive and at most 24h, got %v", c.TokenTTL))
 	}
 	return errors.Join(errs...)
 }

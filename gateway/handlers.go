@@ -39,6 +39,7 @@ type Database interface {
 	ListItems(ctx context.Context, requestID string, afterID int64, limit int) (dbsvc.ItemPage, error)
 	UpdateItem(ctx context.Context, requestID string, id int64, u dbsvc.ItemUpdate) (dbsvc.Item, error)
 	DeleteItem(ctx context.Context, requestID string, id int64) error
+	UserStore // POST /auth/token
 }
 
 // Processor calls the sync business logic (worker.ProcessClient).

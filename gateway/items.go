@@ -156,7 +156,7 @@ func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apperr.Wrap(err, apperr.Invalid, "body must be a JSON object {\"name\",\"price_cents\",\"stock\"}: %v", err)
+		return apperr.Wrap(err, apperr.Invalid, "body must be a JSON object with the route's fields: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apperr.New(apperr.Invalid, "body must hold one JSON object and nothing after it")
