@@ -69,8 +69,9 @@ type Config struct {
 	// for reuse; zero means forever.
 	IdleConnTimeout time.Duration
 	// MaxIdleConnsPerHost is how many unused connections to each gateway are
-	// kept for reuse. Go's default of 2 is a trap under load: every request
-	// above two concurrent ones opens a new connection and closes it after,
+	// kept for reuse; a connection that would be one more is closed. Too
+	// few is a trap under load (Go's default of 2 was): every request above
+	// that many concurrent ones opens a new connection and closes it after,
 	// until the machine runs out of ephemeral ports (TIME_WAIT).
 	MaxIdleConnsPerHost int
 	// MaxInFlight caps the requests being proxied at once; past it the

@@ -4,9 +4,17 @@
 //
 // The lab's balancer answered every request with a 307 redirect, so clients
 // talked to the gateways directly and the gateways had to be reachable from
-// outside. This one is a real proxy (httputil.ReverseProxy): the client's
-// connection ends here, and the balancer opens (and reuses) its own
-// connections to the gateways.
+// outside. This one is a real proxy: the client's connection ends here, and
+// the balancer opens (and reuses) its own connections to the gateways.
+//
+// It serves and proxies with github.com/valyala/fasthttp rather than
+// net/http and httputil.ReverseProxy, which the house style names: with
+// them the balancer spent about three times nginx's CPU per request, almost
+// all of it in net/http (see bench/README.md). fasthttp.Server reads and
+// writes requests in buffers it reuses; per gateway a fasthttp.HostClient
+// keeps the connection pool, and upstream.roundTrip writes each request and
+// reads its answer on the handler's goroutine. The /-/ routes stay net/http
+// handlers, served through fasthttpadaptor; health checks use net/http.
 //
 // # Routes
 //
@@ -83,9 +91,9 @@
 //   - when the exchange broke after the request was sent (reset, closed,
 //     timed out waiting for headers), only if the request is idempotent
 //     (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or it carries an
-//     Idempotency-Key) and its body, if any, is at most 64 KiB (the
-//     balancer keeps that much of it as it is sent, so it can send it
-//     again). A POST that reached a gateway is never sent twice.
+//     Idempotency-Key) and its body, if any, is at most 64 KiB (a larger
+//     upload is not sent to a second gateway). A POST that reached a
+//     gateway is never sent twice.
 //
 // An answer is never retried, 5xx included. Retries are capped by a budget:
 // in any 10 s, at most --retry-budget (20) percent of the requests plus
@@ -135,14 +143,39 @@
 //   - The Host header sent to a gateway is the gateway's own host; the
 //     client's is in X-Forwarded-Host.
 //   - Server-sent events and other streamed responses are flushed as they
-//     come.
+//     come: an answer without a Content-Length goes to the client chunked,
+//     flushed after every read from the gateway.
+//   - Hop-by-hop headers (Connection and the headers it names, Keep-Alive,
+//     Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE but
+//     "TE: trailers", Trailer, Transfer-Encoding, Upgrade) are dropped in
+//     both directions, and so are Expect and trailers. Upgrades (WebSocket)
+//     are not proxied.
+//
+// # Bodies
+//
+// A request body is read whole before it is sent on (so that a retry can
+// send it again), up to 8 MiB; a larger one is answered 413, a header over
+// 64 KiB 431, both with the house error body (code invalid). The gateways
+// take 64 KiB at most. A response body that comes with the headers (any
+// small answer) is passed on whole; a larger or streamed one is copied as
+// it comes.
 //
 // # Transport
 //
-// Connections to the gateways are kept alive and reused,
-// --max-idle-conns-per-host (256) per gateway (Go's default of 2 would open
-// and close a connection for most requests under load); dials time out
-// after --dial-timeout (2s), response headers after
-// --response-header-timeout (30s), idle connections after 90 s. Response
-// bodies are copied through pooled 32 KiB buffers.
+// Connections to the gateways are kept alive and reused, up to
+// --max-idle-conns-per-host (256) idle ones per gateway (too few would open
+// and close a connection for most requests under load), the most recently
+// used first; dials time out after --dial-timeout (2s), response headers
+// after --response-header-timeout (30s), idle connections after 90 s. A
+// pooled connection that has been idle for 50 ms or more is checked (a
+// non-blocking read) before use, so that one the gateway closed meanwhile
+// is not used: a request sent on it would fail after being sent, which a
+// POST cannot recover from. One idle for less is used unchecked; if the
+// gateway closed it in that window, the request fails like any request
+// broken after sending (see Retries).
+//
+// While a request waits for its gateway, the balancer looks every 250 ms
+// whether the client is still connected; if it has gone, the gateway
+// connection is closed (the gateway sees its request cancelled) and the
+// request is recorded with status 499, not as a gateway error.
 package balancer

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // The states of a backend, as GET /-/balancer and the metrics name them.
@@ -29,6 +31,11 @@ type backend struct {
 	url    *url.URL
 	label  string // url.String(): the backend label in metrics, logs and admin URLs
 	weight int
+	// prefix is url's path, escaped, which every proxied path goes under;
+	// usually empty.
+	prefix string
+	// client holds the connections to the backend.
+	client *fasthttp.HostClient
 
 	healthy  atomic.Bool // the active checks' verdict; always true when they are off
 	ejected  atomic.Bool // passively ejected until readmit fires
@@ -88,6 +95,9 @@ type poolConfig struct {
 	ejectAfter      int32
 	ejectBackoff    time.Duration
 	ejectBackoffMax time.Duration
+	// newClient makes a backend's connection pool; nil in tests that send
+	// no requests.
+	newClient func(*url.URL) *fasthttp.HostClient
 }
 
 // backoff returns how long the k-th ejection in a row lasts: the base
@@ -158,7 +168,11 @@ func (p *pool) set(ctx context.Context, targets []target, initial bool) {
 			next = append(next, b)
 			continue
 		}
-		b := &backend{url: t.url, label: label, weight: t.weight, metrics: p.metrics.forBackend(label)}
+		b := &backend{url: t.url, label: label, weight: t.weight, prefix: t.url.EscapedPath(),
+			metrics: p.metrics.forBackend(label)}
+		if p.cfg.newClient != nil {
+			b.client = p.cfg.newClient(t.url)
+		}
 		b.healthy.Store(initial || p.health == nil)
 		next = append(next, b)
 		if p.health != nil {
@@ -190,6 +204,11 @@ func (p *pool) retire(b *backend) {
 	if b.readmit != nil {
 		b.readmit.Stop()
 	}
+	if b.client != nil {
+		// Connections in use go back to the pool when their requests
+		// finish and are closed after IdleConnTimeout.
+		b.client.CloseIdleConnections()
+	}
 	p.metrics.forget(b.label)
 }
 
@@ -208,6 +227,11 @@ func (p *pool) close() {
 	}
 	p.mu.Unlock()
 	p.checks.Wait()
+	for _, b := range *p.all.Load() {
+		if b.client != nil {
+			b.client.CloseIdleConnections()
+		}
+	}
 }
 
 // rebuild publishes a new ready set; the caller holds p.mu.

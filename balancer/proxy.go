@@ -1,65 +1,79 @@
 package balancer
 
 import (
-	"context"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/reqid"
 )
 
 // exchange is what the balancer knows about one client request while it is
-// proxied. It is the request's context from ServeHTTP on, through Rewrite,
-// the transport and the error handler, all of which run on the handler's
-// goroutine, so its fields need no locking.
-//
-// Being the context itself (the client request's context, embedded, plus a
-// Value that answers exchangeKey) saves the allocation of a
-// context.WithValue on every request; it changes nothing else about the
-// context: cancellation and deadlines are the embedded one's.
+// proxied, from serveProxy until the gateway's response body has been
+// copied to the client (see end). Only the goroutine serving the request
+// uses it. Exchanges are pooled: end puts one back.
 type exchange struct {
-	context.Context
+	b         *balancer
+	ctx       *fasthttp.RequestCtx
+	start     time.Time
 	requestID string
-	base      url.URL  // the outbound URL before SetURL, for retries elsewhere
-	backend   *backend // the backend of the last attempt; nil if none was ready
+	// uri is the request target as the client sent it (path and query),
+	// which every attempt aims at its gateway (see aim).
+	uri     []byte
+	target  []byte   // scratch for a target under a gateway's path prefix
+	backend *backend // the backend of the last attempt; nil if none was ready
 	// holding is set when an attempt on backend got an answer: its
-	// in-flight count then includes this exchange until finish.
+	// in-flight count then includes this exchange until end.
 	holding  bool
 	attempts int
 	tried    [maxRetriesLimit + 1]*backend
-	// w is embedded here rather than allocated on its own: one allocation
-	// per request fewer.
-	w statusWriter
+	status   int  // the status the client gets
+	counted  bool // counted in balancer.inFlight
+	// closeAsked: the client sent Connection: close. prepare takes it off
+	// the request (the gateway connection stays open) and respond or fail
+	// puts it on the answer.
+	closeAsked bool
+	// gone is set once the client was found to have hung up.
+	gone bool
+	// streaming is set when the answer's body is copied after the
+	// handler returns, through body.
+	streaming bool
+	body      upstreamBody
 }
 
-type exchangeKey struct{}
+// exchanges recycles exchanges: one per request would be the largest
+// allocation of the hot path.
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
-// Value implements context.Context: exchangeKey is the exchange itself.
-func (ex *exchange) Value(key any) any {
-	if key == (exchangeKey{}) {
-		return ex
-	}
-	return ex.Context.Value(key)
-}
-
-// exchangeFrom returns the exchange ServeHTTP made the request's context (or
-// an ancestor of it: the proxy derives the outbound request's context from
-// it). Every request the proxy sees comes through ServeHTTP, so it is never
-// nil there.
-func exchangeFrom(ctx context.Context) *exchange {
-	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+// newExchange returns a clean exchange for ctx, keeping the buffers of a
+// recycled one.
+func newExchange(b *balancer, ctx *fasthttp.RequestCtx) *exchange {
+	ex := exchanges.Get().(*exchange)
+	uri, target := ex.uri[:0], ex.target[:0]
+	*ex = exchange{b: b, ctx: ctx, start: time.Now(), uri: uri, target: target}
 	return ex
 }
 
-// requestIDKey is reqid.Header in canonical form. Headers are read and set
-// with it directly: http.Header's Get and Set canonicalize their key, which
-// for a key that is not canonical already, like "X-Request-ID", allocates
-// on every call, on the hot path.
+// clientGone reports whether the client has closed its connection (or
+// found so before). It costs a system call: the gateway connection calls
+// it only when a read has waited clientCheckInterval.
+func (ex *exchange) clientGone() bool {
+	if !ex.gone && ex.ctx != nil && peerClosed(ex.ctx.Conn()) {
+		ex.gone = true
+	}
+	return ex.gone
+}
+
+// requestIDKey is reqid.Header in canonical form, the form fasthttp stores
+// header names in.
 const requestIDKey = "X-Request-Id"
 
 // statusClientClosed is nginx's 499 "client closed request": the status
@@ -77,178 +91,364 @@ const msgNoBackend = "no gateway is available"
 // msgOverloaded is the message of the 503 past MaxInFlight.
 const msgOverloaded = "the balancer has too many requests in flight; retry shortly"
 
-// newProxy returns the reverse proxy, sending through transport.
-//
-// FlushInterval stays 0 (buffer writes to the client): httputil.ReverseProxy
-// already flushes after every write when the response is
-// text/event-stream or has no Content-Length (streamed), see
-// ReverseProxy.flushInterval in net/http/httputil, so server-sent events
-// and long-poll streams are not held back.
-func (b *balancer) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite:        b.rewrite,
-		Transport:      transport,
-		ModifyResponse: modifyResponse,
-		ErrorHandler:   b.handleError,
-		BufferPool:     newBufferPool(),
-		ErrorLog:       slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
-	}
-}
-
-// rewrite aims the outbound request at the backend serveProxy picked.
-// ReverseProxy has already removed the client's Forwarded and X-Forwarded-*
-// headers and hop-by-hop headers, so a client cannot spoof its address or
-// strip the headers set here (which a Director could not guarantee).
-func (b *balancer) rewrite(pr *httputil.ProxyRequest) {
-	ex := exchangeFrom(pr.In.Context())
-	ex.base = *pr.Out.URL
-	// SetURL also clears Out.Host, so the gateway sees its own host name;
-	// the client's is in X-Forwarded-Host.
-	pr.SetURL(ex.backend.url)
-	pr.SetXForwarded()
-	pr.Out.Header[requestIDKey] = []string{ex.requestID}
-}
-
-// modifyResponse gives the client the request ID. A gateway normally echoes
-// the one it was sent; if it did not, the balancer adds it (adding when one
-// is there would send the client two).
-func modifyResponse(res *http.Response) error {
-	if v := res.Header[requestIDKey]; len(v) == 0 || v[0] == "" {
-		res.Header[requestIDKey] = []string{exchangeFrom(res.Request.Context()).requestID}
-	}
-	return nil
-}
-
-// handleError answers a request that no gateway could serve: 502 with the
-// house error body. It is the one place such a failure is logged.
-func (b *balancer) handleError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := exchangeFrom(r.Context())
-	if r.Context().Err() != nil {
-		// The client hung up while we waited; there is nobody to answer and
-		// nothing the gateways did wrong.
-		b.log.Debug("client went away", "upstream", ex.backend.label, "err", err, "request_id", ex.requestID)
-		w.WriteHeader(statusClientClosed)
-		return
-	}
-	b.log.Warn(msgBadGateway, "upstream", ex.backend.label, "attempts", ex.attempts, "err", err,
-		"request_id", ex.requestID, "method", r.Method, "path", r.URL.Path)
-	w.Header()[requestIDKey] = []string{ex.requestID}
-	apperr.WriteCode(w, http.StatusBadGateway, apperr.Unavailable, msgBadGateway, ex.requestID)
-}
+// clientCheckInterval is how often a request that waits for its gateway
+// checks whether its client is still there (see gatewayConn). Requests
+// answered sooner, nearly all, never check.
+const clientCheckInterval = 250 * time.Millisecond
 
 // serveProxy proxies one request and records it. With no ready backend it
 // answers 503 at once: there is nothing to wait for.
-func (b *balancer) serveProxy(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	ex := &exchange{Context: r.Context()}
-	if v := r.Header[requestIDKey]; len(v) > 0 {
-		ex.requestID = reqid.Or(v[0])
+func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
+	ex := newExchange(b, ctx)
+	req := &ctx.Request
+	if v := req.Header.Peek(requestIDKey); len(v) > 0 {
+		ex.requestID = reqid.Or(string(v))
 	} else {
 		ex.requestID = reqid.New()
 	}
 	if max := int64(b.cfg.MaxInFlight); max > 0 {
-		defer b.inFlight.Add(-1)
+		ex.counted = true
 		if b.inFlight.Add(1) > max {
+			b.inFlight.Add(-1)
 			b.metrics.overloaded.Inc()
-			w.Header()[requestIDKey] = []string{ex.requestID}
-			w.Header().Set("Retry-After", "1")
-			apperr.WriteCode(w, http.StatusServiceUnavailable, apperr.Unavailable, msgOverloaded, ex.requestID)
+			ctx.Response.Header.Set("Retry-After", "1")
+			writeError(ctx, fasthttp.StatusServiceUnavailable, apperr.Unavailable, msgOverloaded, ex.requestID)
+			exchanges.Put(ex)
 			return
 		}
 	}
-	ex.w.ResponseWriter = w
 	ex.backend = b.pool.pick()
-	// Deferred so that a response cut off half-way (the proxy aborts the
-	// handler with http.ErrAbortHandler) is still counted.
-	defer b.finish(r, ex, start)
 	if ex.backend == nil {
-		ex.w.Header()[requestIDKey] = []string{ex.requestID}
-		apperr.WriteCode(&ex.w, http.StatusServiceUnavailable, apperr.Unavailable, msgNoBackend, ex.requestID)
+		ex.status = fasthttp.StatusServiceUnavailable
+		writeError(ctx, ex.status, apperr.Unavailable, msgNoBackend, ex.requestID)
+		ex.end()
 		return
 	}
-	b.budget.request(start)
-	b.proxy.ServeHTTP(&ex.w, r.WithContext(ex))
+	b.budget.request(ex.start)
+	ex.prepare(req)
+	if err := b.forwarder.forward(ex, req, &ctx.Response); err != nil {
+		b.fail(ex, err)
+		return
+	}
+	b.respond(ex)
 }
 
-// finish ends an exchange: it releases the backend's in-flight count and
+// respond gives the client the gateway's answer, which roundTrip read
+// into the client's response: its headers but the hop-by-hop ones, the
+// request ID, and its body.
+//
+// A body that did not come whole with the headers is streamed: the server
+// copies ex.body after the handler returns, and flushes a body of unknown
+// length (sent chunked: server-sent events, long polls) after every read,
+// so that a stream is not held back; a body of known length goes through
+// the write buffer. The exchange then ends when the server closes ex.body.
+func (b *balancer) respond(ex *exchange) {
+	ctx := ex.ctx
+	h := &ctx.Response.Header
+	stripResponseHopByHop(h)
+	// The gateway's Connection: close is about its connection, not the
+	// client's.
+	h.ResetConnectionClose()
+	if ex.closeAsked {
+		h.SetConnectionClose()
+	}
+	if len(h.Peek(requestIDKey)) == 0 {
+		// A gateway normally echoes the ID it was sent; if it did not, the
+		// balancer adds it (adding when one is there would send the client
+		// two).
+		h.Set(requestIDKey, ex.requestID)
+	}
+	ex.status = ctx.Response.StatusCode()
+	if !ex.streaming {
+		ex.end()
+		return
+	}
+	size := -1 // no known length: chunked to the client, flushed as it comes
+	if ex.body.size > 0 {
+		size = int(ex.body.size)
+	}
+	ctx.Response.SetBodyStream(&ex.body, size)
+}
+
+// fail answers a request that no gateway could serve: 502 with the house
+// error body. It is the one place such a failure is logged.
+func (b *balancer) fail(ex *exchange, err error) {
+	ctx := ex.ctx
+	if ex.gone {
+		// The client hung up while we waited; there is nobody to answer and
+		// nothing the gateways did wrong.
+		b.log.Debug("client went away", "upstream", ex.backend.label, "err", err, "request_id", ex.requestID)
+		ex.status = statusClientClosed
+		ctx.Response.Reset()
+		ctx.SetStatusCode(statusClientClosed)
+		ctx.SetConnectionClose()
+		ex.end()
+		return
+	}
+	b.log.Warn(msgBadGateway, "upstream", ex.backend.label, "attempts", ex.attempts, "err", err,
+		"request_id", ex.requestID, "method", string(ctx.Method()), "path", string(ex.path()))
+	ex.status = fasthttp.StatusBadGateway
+	// A failed attempt may have left part of a gateway's header.
+	ctx.Response.Reset()
+	writeError(ctx, ex.status, apperr.Unavailable, msgBadGateway, ex.requestID)
+	if ex.closeAsked {
+		ctx.SetConnectionClose()
+	}
+	ex.end()
+}
+
+// end ends an exchange: it releases the backend's in-flight count,
 // records the request in the metrics and, at debug level, in the access
-// log.
-func (b *balancer) finish(r *http.Request, ex *exchange, start time.Time) {
+// log, and recycles the exchange.
+func (ex *exchange) end() {
+	b := ex.b
+	if ex.counted {
+		b.inFlight.Add(-1)
+	}
 	if ex.holding {
 		ex.backend.inFlight.Add(-1)
 	}
-	d := time.Since(start)
-	status := ex.w.status
-	if status == 0 {
-		status = http.StatusOK // nothing written: net/http sends an empty 200
-	}
-	b.metrics.observe(ex.backend, status, d)
+	d := time.Since(ex.start)
+	b.metrics.observe(ex.backend, ex.status, d)
 	// Checked first so that a busy balancer at info level does not build
 	// attributes nobody will see.
-	if !b.log.Enabled(r.Context(), slog.LevelDebug) {
+	if b.log.Enabled(ex.ctx, slog.LevelDebug) {
+		upstream := noBackend
+		if ex.backend != nil {
+			upstream = ex.backend.label
+		}
+		b.log.LogAttrs(ex.ctx, slog.LevelDebug, "proxied",
+			slog.String("method", string(ex.ctx.Method())),
+			slog.String("path", string(ex.path())),
+			slog.Int("status", ex.status),
+			slog.String("upstream", upstream),
+			slog.Int("attempts", ex.attempts),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.String("request_id", ex.requestID),
+		)
+	}
+	ex.ctx, ex.b, ex.backend, ex.tried = nil, nil, nil, [maxRetriesLimit + 1]*backend{}
+	ex.body = upstreamBody{}
+	exchanges.Put(ex)
+}
+
+// path returns the path of the request target, for the log.
+func (ex *exchange) path() []byte {
+	p := ex.uri
+	if i := bytes.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	return p
+}
+
+// cause returns err, or errClientGone with it when the client hung up.
+func (ex *exchange) cause(err error) error {
+	if ex.gone {
+		return errors.Join(errClientGone, err)
+	}
+	return err
+}
+
+// Canonical header names, as fasthttp stores them.
+const (
+	hdrConnection      = "Connection"
+	hdrForwarded       = "Forwarded"
+	hdrXForwardedFor   = "X-Forwarded-For"
+	hdrXForwardedHost  = "X-Forwarded-Host"
+	hdrXForwardedProto = "X-Forwarded-Proto"
+	hdrTE              = "Te"
+	hdrExpect          = "Expect"
+)
+
+// hopByHop are the headers that concern one connection, not the request
+// (RFC 9110 section 7.6.1, and the ones httputil.ReverseProxy removes):
+// they are dropped in both directions, like the headers a Connection header
+// names.
+var hopByHop = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopByHop(key []byte) bool {
+	for _, h := range hopByHop {
+		if string(key) == h {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare turns the client's request into the one sent to the gateways,
+// in place: hop-by-hop headers, and any Forwarded or X-Forwarded-* header
+// the client sent, are dropped (so a client can neither spoof its address
+// nor strip the headers set here); X-Forwarded-For, -Host and -Proto and
+// X-Request-ID are set. aim then sets the Host header and the target for
+// each attempt.
+func (ex *exchange) prepare(req *fasthttp.Request) {
+	h := &req.Header
+	ex.uri = append(ex.uri[:0], h.RequestURI()...)
+	if len(ex.uri) > 0 && ex.uri[0] != '/' && ex.uri[0] != '*' {
+		// Absolute form (GET http://host/path): the gateway gets the path.
+		u := req.URI()
+		u.DisablePathNormalizing = true
+		ex.uri = append(ex.uri[:0], u.RequestURI()...)
+	}
+	// The client's Connection: close is for its own connection (see
+	// closeAsked); the gateway connection stays open.
+	if h.ConnectionClose() {
+		ex.closeAsked = true
+		h.ResetConnectionClose()
+	}
+	// One pass finds what needs removing; most requests have none of it.
+	var hop, fwd, trailers bool
+	var named []string // headers the Connection header names
+	for k, v := range h.All() {
+		switch {
+		case isHopByHop(k):
+			hop = true
+			switch string(k) {
+			case hdrConnection:
+				for tok := range strings.SplitSeq(string(v), ",") {
+					if tok = strings.TrimSpace(tok); tok != "" {
+						named = append(named, tok)
+					}
+				}
+			case hdrTE:
+				trailers = trailers || bytes.Contains(bytes.ToLower(v), []byte("trailers"))
+			}
+		case string(k) == hdrExpect:
+			// The balancer has read the body already (and answered any
+			// 100-continue); the gateway must not wait to send one.
+			hop = true
+		case string(k) == hdrForwarded || bytes.HasPrefix(k, []byte("X-Forwarded-")):
+			fwd = true
+		}
+	}
+	if hop {
+		for _, name := range named {
+			h.Del(name)
+		}
+		for _, name := range hopByHop {
+			h.Del(name)
+		}
+		h.Del(hdrExpect)
+		if trailers {
+			// The one hop-by-hop value that is passed on, as
+			// httputil.ReverseProxy does: the client accepts trailers.
+			h.Set(hdrTE, "trailers")
+		}
+	}
+	if fwd {
+		h.Del(hdrForwarded)
+		h.Del(hdrXForwardedFor)
+		h.Del(hdrXForwardedHost)
+		h.Del(hdrXForwardedProto)
+	}
+	var ipBuf [64]byte
+	ip := ipBuf[:0]
+	if addr, ok := netip.AddrFromSlice(ex.ctx.RemoteIP()); ok {
+		ip = addr.Unmap().AppendTo(ip)
+	}
+	h.SetCanonical([]byte(hdrXForwardedFor), ip)
+	h.SetCanonical([]byte(hdrXForwardedHost), h.Host())
+	proto := "http"
+	if ex.ctx.IsTLS() {
+		proto = "https"
+	}
+	h.Set(hdrXForwardedProto, proto)
+	h.Set(requestIDKey, ex.requestID)
+}
+
+// aim points req at b: its Host header becomes b's host (the client's is in
+// X-Forwarded-Host) and its target the client's, under b's path prefix if
+// it has one (joined as httputil.ProxyRequest.SetURL joins them).
+func (ex *exchange) aim(req *fasthttp.Request, b *backend) {
+	req.Header.SetHost(b.url.Host)
+	if b.prefix == "" {
+		req.SetRequestURIBytes(ex.uri)
 		return
 	}
-	upstream := noBackend
-	if ex.backend != nil {
-		upstream = ex.backend.label
+	ex.target = joinTarget(ex.target[:0], b.prefix, ex.uri)
+	req.SetRequestURIBytes(ex.target)
+}
+
+// joinTarget appends prefix joined with target (path and query) to dst,
+// with exactly one slash between them.
+func joinTarget(dst []byte, prefix string, target []byte) []byte {
+	path, query := target, []byte(nil)
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		path, query = target[:i], target[i:]
 	}
-	b.log.LogAttrs(r.Context(), slog.LevelDebug, "proxied",
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", status),
-		slog.String("upstream", upstream),
-		slog.Int("attempts", ex.attempts),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.String("request_id", ex.requestID),
-	)
-}
-
-// statusWriter remembers the status written through it. Unwrap lets
-// http.ResponseController (which the proxy uses to flush and, for upgrades,
-// to hijack) reach the real writer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	// 1xx responses other than 101 are interim; the final status follows.
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
+	aslash := strings.HasSuffix(prefix, "/")
+	bslash := len(path) > 0 && path[0] == '/'
+	dst = append(dst, prefix...)
+	switch {
+	case aslash && bslash:
+		dst = append(dst, path[1:]...)
+	case !aslash && !bslash:
+		dst = append(dst, '/')
+		dst = append(dst, path...)
+	default:
+		dst = append(dst, path...)
 	}
-	w.ResponseWriter.WriteHeader(code)
+	return append(dst, query...)
 }
 
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+// stripResponseHopByHop removes the hop-by-hop headers of a gateway's
+// answer, and the ones its Connection header names.
+func stripResponseHopByHop(h *fasthttp.ResponseHeader) {
+	var hop bool
+	var named []string
+	for k, v := range h.All() {
+		if !isHopByHop(k) {
+			continue
+		}
+		hop = true
+		if string(k) == hdrConnection {
+			for tok := range strings.SplitSeq(string(v), ",") {
+				if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "close") {
+					named = append(named, tok)
+				}
+			}
+		}
 	}
-	return w.ResponseWriter.Write(p)
+	if !hop {
+		return
+	}
+	for _, name := range named {
+		h.Del(name)
+	}
+	// Connection: close and the framing are the server's to decide (see
+	// respond).
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// writeError answers with the house error body, as apperr.WriteCode does
+// for net/http, and the request ID.
+func writeError(ctx *fasthttp.RequestCtx, status int, code apperr.Code, msg, requestID string) {
+	body, _ := json.Marshal(apperr.Body{Error: apperr.BodyError{Code: code, Message: msg, RequestID: requestID}})
+	h := &ctx.Response.Header
+	h.SetContentType("application/json; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if requestID != "" {
+		h.Set(requestIDKey, requestID)
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetBody(append(body, '\n'))
+}
 
-// bufferSize is the size of the buffers responses are copied through, the
-// size io.Copy and the proxy would allocate per response otherwise.
+// bufferSize is the size of the buffers request and response bodies are
+// written through.
 const bufferSize = 32 << 10
 
-// bufferPool recycles copy buffers across responses: without it every
-// proxied response allocates (and the GC sweeps) 32 KiB. It pools pointers
-// to arrays: a slice converts to one and back without allocating, where
-// pooling the slice itself would box its header on every Put.
-type bufferPool struct{ pool sync.Pool }
+// maxHeaderBytes bounds a request's (and a gateway answer's) header, as
+// net/http's MaxHeaderBytes did: fasthttp reads a header into one buffer of
+// this size.
+const maxHeaderBytes = 64 << 10
 
-func newBufferPool() *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { return new([bufferSize]byte) }}}
-}
-
-// Get implements httputil.BufferPool.
-func (p *bufferPool) Get() []byte { return p.pool.Get().(*[bufferSize]byte)[:] }
-
-// Put implements httputil.BufferPool; buffers of another size are dropped.
-func (p *bufferPool) Put(buf []byte) {
-	if cap(buf) != bufferSize {
-		return
-	}
-	p.pool.Put((*[bufferSize]byte)(buf[:bufferSize]))
-}
+// maxRequestBody bounds a request body. The balancer reads a body whole
+// before it sends it on (so that a retry can send it again); the gateways
+// take at most 64 KiB (task.MaxPayloadBytes), so this leaves ample room.
+const maxRequestBody = 8 << 20

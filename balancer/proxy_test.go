@@ -446,3 +446,155 @@ func TestMaxInFlight(t *testing.T) {
 		t.Errorf("request after the held ones finished = %d, want 200", res.StatusCode)
 	}
 }
+
+// TestHopByHopHeaders checks that headers about one connection are not
+// passed on, in either direction, nor the headers a Connection header
+// names.
+func TestHopByHopHeaders(t *testing.T) {
+	t.Parallel()
+	var seen atomic.Value
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Clone())
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		w.Header().Set("Upgrade", "h2c")
+		w.Header().Set("X-End", "kept")
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+
+	req := newRequest(t, http.MethodGet, base+"/data", nil)
+	req.Header.Set("Connection", "X-Foo")
+	req.Header.Set("X-Foo", "1")
+	req.Header.Set("Keep-Alive", "300")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Proxy-Authorization", "Basic eDp5")
+	req.Header.Set("Proxy-Connection", "keep-alive")
+	req.Header.Set("Te", "trailers, deflate")
+	req.Header.Set("X-End", "kept")
+	res, _ := do(t, newClient(t), req)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /data = %d, want 200", res.StatusCode)
+	}
+	got, _ := seen.Load().(http.Header)
+	for _, h := range []string{"Connection", "X-Foo", "Keep-Alive", "Upgrade", "Proxy-Authorization", "Proxy-Connection"} {
+		if v := got.Values(h); len(v) > 0 {
+			t.Errorf("gateway saw %s %q, want none", h, v)
+		}
+	}
+	for h, want := range map[string]string{"Te": "trailers", "X-End": "kept"} {
+		if v := got.Get(h); v != want {
+			t.Errorf("gateway saw %s %q, want %q", h, v, want)
+		}
+	}
+	for _, h := range []string{"Connection", "X-Hop", "Keep-Alive", "Proxy-Authenticate", "Upgrade"} {
+		if v := res.Header.Values(h); len(v) > 0 {
+			t.Errorf("client got %s %q, want none", h, v)
+		}
+	}
+	if v := res.Header.Get("X-End"); v != "kept" {
+		t.Errorf("client got X-End %q, want %q", v, "kept")
+	}
+}
+
+// TestBodies checks bodies of every framing in both directions, each
+// twice, so that the second exchange shows the gateway connection was
+// left where the next answer starts.
+func TestBodies(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("0123456789", 100_000) // 1 MB: streamed, not passed on whole
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			_, _ = io.WriteString(w, big)
+		case "/chunked":
+			for range 100 {
+				_, _ = io.WriteString(w, big[:1000])
+				http.NewResponseController(w).Flush()
+			}
+		case "/not-modified":
+			w.WriteHeader(http.StatusNotModified)
+		case "/echo":
+			body, _ := io.ReadAll(r.Body)
+			_, _ = fmt.Fprint(w, len(body))
+		default:
+			w.Header().Set("Content-Length", "5")
+			_, _ = io.WriteString(w, "hello")
+		}
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+
+	tests := []struct {
+		method, path, body string
+		wantStatus         int
+		wantBody           string
+	}{
+		{http.MethodGet, "/big", "", http.StatusOK, big},
+		{http.MethodGet, "/chunked", "", http.StatusOK, big[:1000*100]},
+		{http.MethodGet, "/small", "", http.StatusOK, "hello"},
+		{http.MethodHead, "/small", "", http.StatusOK, ""},
+		{http.MethodGet, "/not-modified", "", http.StatusNotModified, ""},
+		{http.MethodPost, "/echo", big, http.StatusOK, fmt.Sprint(len(big))},
+	}
+	for range 2 {
+		for _, tt := range tests {
+			res, body := do(t, c, newRequest(t, tt.method, base+tt.path, strings.NewReader(tt.body)))
+			if res.StatusCode != tt.wantStatus || string(body) != tt.wantBody {
+				t.Errorf("%s %s = %d with %d bytes, want %d with %d", tt.method, tt.path, res.StatusCode, len(body),
+					tt.wantStatus, len(tt.wantBody))
+			}
+		}
+	}
+	if res, _ := do(t, c, newRequest(t, http.MethodHead, base+"/small", nil)); res.ContentLength != 5 {
+		t.Errorf("HEAD /small Content-Length = %d, want 5", res.ContentLength)
+	}
+}
+
+// TestStaleConnection checks that a pooled connection the gateway closed
+// while it was idle is not used: a POST after it is served, not answered
+// with 502 (it cannot be retried once sent).
+func TestStaleConnection(t *testing.T) {
+	t.Parallel()
+	gw := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	gw.Config.IdleTimeout = 50 * time.Millisecond
+	gw.Start()
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(3 * gw.Config.IdleTimeout) // the gateway closes the idle connection
+		}
+		res, body := do(t, c, newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader(`{"n":1}`)))
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("POST %d = %d %s, want 200", i, res.StatusCode, body)
+		}
+	}
+}
+
+// TestResponseHeaderTimeout checks that a gateway that sends no answer
+// fails the request after --response-header-timeout, with 502.
+func TestResponseHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	gw := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	t.Cleanup(gw.Close)
+	cfg := testConfig(gw.URL)
+	cfg.ResponseHeaderTimeout = 600 * time.Millisecond
+	base := startBalancer(t, cfg)
+	start := time.Now()
+	res, _ := get(t, newClient(t), base+"/hang")
+	elapsed := time.Since(start)
+	if res.StatusCode != http.StatusBadGateway || elapsed < cfg.ResponseHeaderTimeout || elapsed > 5*time.Second {
+		t.Errorf("GET /hang = %d after %v, want 502 after %v", res.StatusCode, elapsed, cfg.ResponseHeaderTimeout)
+	}
+}

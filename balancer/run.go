@@ -1,17 +1,21 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"strings"
+	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/httpserver"
@@ -34,14 +38,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // run is Run with the DNS lookup of --discover injected.
 func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) error {
 	log = log.With("role", "balancer")
-	hcfg := httpserver.Config{
-		Addr:            cfg.Addr,
-		Listener:        cfg.Listener,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		// No write timeout: a proxied response takes as long as the
-		// gateway takes (ResponseHeaderTimeout bounds the wait for it).
-		WriteTimeout: 0,
-	}
 	b, err := newBalancer(cfg, ops.NewRegistry(), log)
 	if err != nil {
 		if cfg.Listener != nil {
@@ -49,8 +45,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 		}
 		return err
 	}
-	defer b.transport.CloseIdleConnections()
-	ln, err := httpserver.Listen(hcfg)
+	ln, err := httpserver.Listen(httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener})
 	if err != nil {
 		return err
 	}
@@ -73,7 +68,88 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 		b.pool.set(bctx, b.static, true)
 		log.Info("balancing", "policy", cfg.Policy, "backends", cfg.Backends, "admin", cfg.Admin)
 	}
-	return httpserver.Serve(ctx, hcfg, ln, b, log)
+	return b.serve(ctx, ln)
+}
+
+// serve serves the balancer on ln until ctx is done, then stops accepting
+// connections and waits up to ShutdownTimeout for in-flight requests, as
+// httpserver.Serve does for the other roles. It returns nil after a clean
+// shutdown, and the server's error if serving failed.
+//
+// The balancer serves with fasthttp rather than net/http: per proxied
+// request net/http's server, httputil.ReverseProxy and http.Transport
+// cost about three times nginx's CPU (see bench/README.md), almost none of
+// it the balancer's own work. fasthttp reuses its request, response and
+// buffers across requests and hands nothing to other goroutines.
+func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
+	srv := &fasthttp.Server{
+		Handler:      b.handle,
+		ErrorHandler: b.handleBadRequest,
+		Logger:       fastLogger{b.log},
+		// As httpserver.Serve: ReadTimeout bounds reading a request, body
+		// included (slowloris); no write timeout, since a proxied response
+		// takes as long as the gateway takes (ResponseHeaderTimeout bounds
+		// the wait for it).
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        120 * time.Second,
+		ReadBufferSize:     maxHeaderBytes,
+		WriteBufferSize:    bufferSize,
+		MaxRequestBodySize: maxRequestBody,
+		// A proxy passes bodies on as they are, multipart ones included.
+		DisablePreParseMultipartForm: true,
+		// Answers carry the gateway's headers, not fasthttp's defaults.
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		// Tell keep-alive clients to go while shutting down.
+		CloseOnShutdown: true,
+	}
+	b.log.Info("http listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.ShutdownWithContext(sctx)
+	if serr := <-errc; serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)
+	}
+	b.log.Info("http stopped", "addr", ln.Addr().String())
+	return nil
+}
+
+// handleBadRequest answers a request the server could not read, with the
+// house error body: 413 for a body over maxRequestBody, 431 for a header
+// over maxHeaderBytes, 408 for a client too slow to send it, 400 otherwise.
+func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := fasthttp.StatusBadRequest, "the request could not be read"
+	var small *fasthttp.ErrSmallBuffer
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, msg = fasthttp.StatusRequestEntityTooLarge, "the request body is too large"
+	case errors.As(err, &small):
+		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "the request header is too large"
+	case errors.As(err, &timeout) && timeout.Timeout():
+		status, msg = fasthttp.StatusRequestTimeout, "the request was not sent in time"
+	}
+	b.log.Debug("bad request", "status", status, "err", err)
+	writeError(ctx, status, apperr.Invalid, msg, "")
+	ctx.SetConnectionClose()
+}
+
+// fastLogger passes fasthttp's log lines (errors serving a connection) to
+// the balancer's logger.
+type fastLogger struct{ log *slog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...))
 }
 
 // balancer is the balancer's HTTP handler: the /-/ routes and the proxy.
@@ -84,9 +160,11 @@ type balancer struct {
 	static    []target // the --backends, when not discovering
 	metrics   *metrics
 	budget    *retryBudget
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	forwarder *forwarder
 	ops       *http.ServeMux
+	// serveOps serves ops (net/http handlers) through fasthttpadaptor:
+	// they are few and rarely called, and stay plain net/http.
+	serveOps fasthttp.RequestHandler
 	// inFlight counts the requests being proxied, for MaxInFlight.
 	inFlight atomic.Int64
 }
@@ -106,11 +184,10 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		return nil, err
 	}
 	b := &balancer{
-		cfg:       cfg,
-		log:       log,
-		metrics:   newMetrics(reg),
-		budget:    newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
-		transport: newTransport(cfg),
+		cfg:     cfg,
+		log:     log,
+		metrics: newMetrics(reg),
+		budget:  newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
 	}
 	for i, u := range urls {
 		w := 1
@@ -123,16 +200,17 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		ejectAfter:      int32(cfg.EjectAfter),
 		ejectBackoff:    cfg.EjectBackoff,
 		ejectBackoffMax: cfg.EjectBackoffMax,
+		newClient:       func(u *url.URL) *fasthttp.HostClient { return newBackendClient(cfg, u) },
 	}, policy, b.metrics, newChecker(cfg), log)
 	reg.MustRegister(newPoolCollector(b.pool))
-	b.proxy = b.newProxy(&retryTransport{
-		next:       b.transport,
+	b.forwarder = &forwarder{
+		rt:         &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
 		pool:       b.pool,
 		budget:     b.budget,
 		maxRetries: cfg.MaxRetries,
 		metrics:    b.metrics,
 		log:        log,
-	})
+	}
 
 	b.ops = http.NewServeMux()
 	ops.Mount(b.ops, opsPrefix, reg, b.ready)
@@ -146,18 +224,27 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	b.ops.HandleFunc(opsPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no balancer route "+r.URL.Path, "")
 	})
+	b.serveOps = fasthttpadaptor.NewFastHTTPHandler(b.ops)
 	return b, nil
 }
 
-// ServeHTTP serves /-/ itself and proxies everything else. Proxied requests
-// do not go through a ServeMux: it would answer unclean paths (//a, /a/../b)
-// with redirects of its own, and the balancer must pass paths on as they are.
-func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, opsPrefix+"/") {
-		b.ops.ServeHTTP(w, r)
+// handle serves /-/ itself and proxies everything else. Proxied requests
+// do not go through a router: it would clean paths (//a, /a/../b), and the
+// balancer must pass paths on as they are. The prefix is looked for in the
+// request target as sent, which a proxied request keeps.
+func (b *balancer) handle(ctx *fasthttp.RequestCtx) {
+	target := ctx.Request.Header.RequestURI()
+	if len(target) > 0 && target[0] != '/' {
+		// Absolute form (GET http://host/path).
+		u := ctx.Request.URI()
+		u.DisablePathNormalizing = true
+		target = u.PathOriginal()
+	}
+	if bytes.HasPrefix(target, []byte(opsPrefix+"/")) {
+		b.serveOps(ctx)
 		return
 	}
-	b.serveProxy(w, r)
+	b.serveProxy(ctx)
 }
 
 // ready reports whether the balancer can take traffic: at least one

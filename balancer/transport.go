@@ -1,57 +1,446 @@
 package balancer
 
 import (
+	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync"
+	"os"
+	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// newTransport returns the transport to the gateways. Every timeout is
+// newBackendClient returns the connection pool to one gateway. The balancer uses
+// only its pool (AcquireConn, ReleaseConn, CloseConn and its buffer pools):
+// requests are written and answers read by upstream.roundTrip, which adds
+// what HostClient.Do lacks for a proxy (see there). Every timeout is
 // explicit: a gateway that is down, blackholed or stuck must cost a client a
 // bounded wait, never a hang.
-func newTransport(cfg Config) *http.Transport {
+func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 	dialer := &net.Dialer{
 		Timeout:   cfg.DialTimeout,
 		KeepAlive: 30 * time.Second, // notice gateways that vanish without a FIN
 	}
-	return &http.Transport{
-		// Proxy is nil on purpose: an HTTP_PROXY meant for the outside world
-		// must not capture traffic to the gateways.
-		Proxy:       nil,
-		DialContext: dialer.DialContext,
-		// Gateways speak HTTP/1.1 in clear; HTTP/2 over TLS would multiplex
-		// everything onto one connection per gateway, which suits a proxy
-		// less than a pool of connections.
-		ForceAttemptHTTP2: false,
-		// MaxIdleConns caps idle connections over all gateways; with
-		// discovery their number is not known up front, and zero means no
-		// cap. MaxIdleConnsPerHost is what bounds them.
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
-		IdleConnTimeout:       cfg.IdleConnTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: 1 * time.Second,
-		// Without this the transport asks for gzip on behalf of clients
-		// that did not, and unzips the answer: CPU spent for nothing, and
-		// the client no longer gets the gateway's headers as they were.
-		DisableCompression: true,
+	idle := cfg.IdleConnTimeout
+	if idle == 0 {
+		idle = math.MaxInt64 // zero means forever; fasthttp's zero is 10s
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			addr = net.JoinHostPort(u.Hostname(), "443")
+		} else {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	return &fasthttp.HostClient{
+		Addr: addr,
+		// Dial marks its errors, so that a request that could not connect
+		// (and so sent nothing) is told from one that broke after sending.
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return &gatewayConn{Conn: c}, nil
+		},
+		IsTLS: u.Scheme == "https",
+		// No cap on connections, as with net/http's transport: the
+		// balancer's own --max-inflight bounds them. Idle ones are kept up
+		// to MaxIdleConnsPerHost (see upstream.roundTrip) and closed after
+		// IdleConnTimeout; LIFO reuse keeps the busy ones busy, so that
+		// after a burst the surplus goes idle and is closed.
+		MaxConns:            math.MaxInt32,
+		MaxIdleConnDuration: idle,
+		ConnPoolStrategy:    fasthttp.LIFO,
+		// The balancer retries on its own terms (see forwarder); the
+		// client's retries of idempotent requests on the same gateway are
+		// not wanted. roundTrip does not call Do, so this is a safeguard.
+		MaxIdemponentCallAttempts: 1,
+		ReadBufferSize:            maxHeaderBytes,
+		WriteBufferSize:           bufferSize,
+		// Request targets go to the gateway as the client sent them.
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
 	}
 }
 
-// replayLimit is the largest request body a retry after a failed exchange
-// can send again. The body is kept in memory as it is sent, so larger
-// bodies are not retried once sent (a failed connection is still retried:
-// then the body was not read at all).
-const replayLimit = 64 << 10
+// dialError is a failure to connect to a gateway: refused, timed out, no
+// route, unresolvable name. Nothing of the request was sent.
+type dialError struct{ err error }
 
-// retryTransport sends a request to the backend the proxy picked and, when
+func (e *dialError) Error() string { return "dial gateway: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// isDialError reports whether err is a failure to connect: refused, timed
+// out, no route, unresolvable name, or no connection to be had.
+func isDialError(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) || errors.Is(err, fasthttp.ErrNoFreeConns) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// errClientGone is what an attempt fails with when the client hung up
+// while it waited for the gateway.
+var errClientGone = errors.New("balancer: the client went away")
+
+// staleCheckAfter is how long a pooled connection must have been idle
+// before it is checked for a close by the gateway. Below it the check (one
+// non-blocking read) costs more than the rare race it catches.
+const staleCheckAfter = 50 * time.Millisecond
+
+// maxStaleConns bounds how many dead pooled connections one attempt
+// throws away before it gives up and dials.
+const maxStaleConns = 8
+
+// upstream sends one attempt to one gateway over its pooled connections.
+//
+// Why not HostClient.Do: it has no response header timeout (ReadTimeout
+// covers the whole body, which would cut server-sent event streams off);
+// it cannot be interrupted when the client goes away; it does not notice a
+// pooled connection that the gateway has closed while it was idle, so the
+// next request on it fails after being sent, and a POST would get a 502
+// (net/http's transport keeps reading idle connections for this); and it
+// either buffers every body or streams every body, where a proxy wants to
+// pass a small answer on whole and stream the rest.
+type upstream struct {
+	responseHeaderTimeout time.Duration
+	maxIdle               int // idle connections kept per gateway
+}
+
+// roundTrip sends req to b and reads the answer into resp (the client's
+// response: nothing is copied). A body that arrived with the headers is
+// read into resp and the connection goes back to the pool at once;
+// another body (large, chunked, streamed) is left to ex.body, which the
+// server copies to the client after the handler returns (see respond).
+//
+// It returns a *dialError when no connection could be made (nothing was
+// sent) and any other error when the exchange broke after the request may
+// have been sent.
+func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error {
+	hc := b.client
+	now := time.Now()
+	cc, err := hc.AcquireConn(0, false)
+	// A connection the gateway closed while it sat in the pool reads EOF
+	// at once; dropping it before anything is written makes that race
+	// harmless for every method.
+	for stale := 0; err == nil && stale < maxStaleConns && isStale(cc.Conn(), now, cc.CreatedTime(), cc.LastUseTime()); stale++ {
+		hc.CloseConn(cc)
+		cc, err = hc.AcquireConn(0, false)
+	}
+	if err != nil {
+		return err
+	}
+	conn := cc.Conn()
+	gc := gatewayConnOf(conn)
+	var headerDeadline time.Time
+	if u.responseHeaderTimeout > 0 {
+		headerDeadline = now.Add(u.responseHeaderTimeout)
+	}
+	// The read deadline is the next look at the client (see gatewayConn),
+	// or the response header timeout if that comes first. It runs from the
+	// start of the write (a TLS handshake included).
+	if gc != nil {
+		gc.ex, gc.headerDeadline = ex, headerDeadline
+		err = gc.setCheckDeadline(now)
+	} else {
+		err = conn.SetReadDeadline(nextCheck(now, headerDeadline))
+	}
+	if err != nil {
+		gc.release()
+		hc.CloseConn(cc)
+		return err
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		gc.release()
+		hc.CloseConn(cc)
+		return ex.cause(err)
+	}
+	resp.Reset()
+	resp.SkipBody = true // read below, or streamed
+	br := hc.AcquireReader(conn)
+	if err := resp.ReadLimitBody(br, 0); err != nil {
+		hc.ReleaseReader(br)
+		gc.release()
+		hc.CloseConn(cc)
+		return ex.cause(err)
+	}
+	if gc != nil {
+		gc.headerDeadline = time.Time{} // the body takes as long as it takes
+	}
+	head := req.Header.IsHead()
+	status := resp.StatusCode()
+	size := resp.Header.ContentLength()
+	// A 101 hands the connection over to another protocol (Upgrade is not
+	// passed on, so a gateway should not send one).
+	keep := !req.Header.ConnectionClose() && !resp.ConnectionClose() && status != fasthttp.StatusSwitchingProtocols
+	// Past maxIdle idle connections the gateway has more than the load
+	// needs: the connection is closed rather than kept.
+	switch {
+	case head || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
+		// No body: the connection is ready for the next request already.
+		resp.SkipBody = head
+		hc.ReleaseReader(br)
+		gc.release()
+		if keep && hc.IdleConnsCount() < u.maxIdle {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+		return nil
+	case size >= 0 && br.Buffered() >= size:
+		// The whole body came with the headers, as small answers do: pass
+		// it on whole.
+		resp.SkipBody = false
+		body, _ := br.Peek(size)
+		resp.SetBody(body)
+		_, _ = br.Discard(size)
+		hc.ReleaseReader(br)
+		gc.release()
+		if keep && hc.IdleConnsCount() < u.maxIdle {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+		return nil
+	}
+	resp.SkipBody = false
+	release := func(reuse bool) {
+		if reuse && hc.IdleConnsCount() < u.maxIdle {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+	}
+	ex.body = upstreamBody{hc: hc, br: br, gc: gc, release: release, keep: keep && size != -2, ex: ex}
+	switch size {
+	case -1:
+		ex.body.src = httputil.NewChunkedReader(br)
+		ex.body.chunked = true
+	case -2:
+		// No length and not chunked: the body ends when the gateway
+		// closes the connection.
+		ex.body.src = br
+	default:
+		ex.body.src = io.LimitReader(br, int64(size))
+		ex.body.size = int64(size)
+	}
+	ex.streaming = true
+	return nil
+}
+
+// nextCheck returns the read deadline of a gateway connection at now: the
+// next look at the client, or the response header deadline if it comes
+// first.
+func nextCheck(now, headerDeadline time.Time) time.Time {
+	next := now.Add(clientCheckInterval)
+	if !headerDeadline.IsZero() && headerDeadline.Before(next) {
+		return headerDeadline
+	}
+	return next
+}
+
+// gatewayConn is a connection to a gateway. While an exchange uses it, a
+// read that waits longer than clientCheckInterval times out, looks whether
+// the client is still there, and goes on waiting if it is: so a request
+// whose client hung up is dropped (and its gateway sees the connection
+// close, as net/http's cancelled request context would show it), and a
+// gateway that sends no headers within the response header timeout fails
+// the attempt, without a timer or a goroutine per request.
+type gatewayConn struct {
+	net.Conn
+	// Set by roundTrip while an exchange uses the connection; only the
+	// goroutine serving that exchange reads and writes them.
+	ex             *exchange
+	headerDeadline time.Time // zero once the headers are in
+	deadline       time.Time // the read deadline last set
+}
+
+// setCheckDeadline sets the read deadline for the next look at the client
+// (or the response header deadline) from now. A deadline set by an earlier
+// request that is at least half an interval away and not past the new one
+// is kept: on a busy connection, resetting it for every request (a timer
+// change each) would cost more than the look it schedules.
+func (c *gatewayConn) setCheckDeadline(now time.Time) error {
+	next := nextCheck(now, c.headerDeadline)
+	if !c.deadline.Before(now.Add(clientCheckInterval/2)) && !c.deadline.After(next) {
+		return nil
+	}
+	c.deadline = next
+	return c.Conn.SetReadDeadline(next)
+}
+
+// gatewayConnOf returns the gatewayConn under conn (which is one, or a TLS
+// connection over one).
+func gatewayConnOf(conn net.Conn) *gatewayConn {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	gc, _ := conn.(*gatewayConn)
+	return gc
+}
+
+func (c *gatewayConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		if err == nil || c.ex == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		now := time.Now()
+		if !c.headerDeadline.IsZero() && !now.Before(c.headerDeadline) {
+			return n, err // the response header timeout
+		}
+		if c.ex.clientGone() {
+			return n, errClientGone
+		}
+		if err := c.setCheckDeadline(now); err != nil {
+			return n, err
+		}
+	}
+}
+
+// release detaches the exchange before the connection goes back to the
+// pool (or is closed). A nil c is a connection the balancer did not dial.
+func (c *gatewayConn) release() {
+	if c != nil {
+		c.ex = nil
+	}
+}
+
+// SyscallConn gives peerClosed the socket.
+func (c *gatewayConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
+// upstreamBody is a gateway's response body as the server copies it to
+// the client, when it did not come whole with the headers. Close returns
+// the connection to the pool when the body was read to its end, closes it
+// otherwise, and ends the exchange (see exchange.end), so that in-flight
+// counts and durations include the copy of the body. It lives in the
+// exchange: no allocation of its own.
+type upstreamBody struct {
+	hc      *fasthttp.HostClient
+	br      *bufio.Reader
+	gc      *gatewayConn
+	src     io.Reader
+	size    int64 // the Content-Length, when known
+	read    int64
+	chunked bool
+	release func(reuse bool) // returns or closes the connection
+	keep    bool             // the connection may be reused after the body
+	eof     bool
+	ex      *exchange
+}
+
+func (u *upstreamBody) Read(p []byte) (int, error) {
+	if u.eof {
+		// Past the end (and the trailer): nothing more is this body's.
+		return 0, io.EOF
+	}
+	n, err := u.src.Read(p)
+	u.read += int64(n)
+	if errors.Is(err, io.EOF) {
+		switch {
+		case u.chunked:
+			// The trailer section (dropped, like every trailer) ends with
+			// an empty line.
+			err = skipTrailer(u.br)
+		case u.size > 0 && u.read < u.size:
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			err = io.EOF
+		}
+		u.eof = err == io.EOF
+	}
+	return n, err
+}
+
+// skipTrailer reads a chunked body's trailer section up to its end.
+func skipTrailer(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
+			return nil
+		}
+	}
+}
+
+// Close implements io.Closer; the server calls it once the body is
+// written or the write failed.
+func (u *upstreamBody) Close() error {
+	if u.ex == nil {
+		return nil
+	}
+	ex := u.ex
+	u.ex = nil
+	u.hc.ReleaseReader(u.br)
+	u.gc.release()
+	u.release(u.eof && u.keep)
+	ex.end()
+	return nil
+}
+
+// isStale reports whether a pooled connection, last used at last, was
+// closed by the gateway by now. Fresh connections and ones idle for less
+// than staleCheckAfter are not checked.
+func isStale(conn net.Conn, now, created, last time.Time) bool {
+	return last.After(created) && now.Sub(last) > staleCheckAfter && peerClosed(conn)
+}
+
+// peerClosed reports whether the other end closed (or reset) conn: a
+// non-blocking peek reads EOF or an error. A connection that cannot be
+// checked (TLS) is taken as open.
+func peerClosed(conn net.Conn) bool {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var buf [1]byte
+	// Control, not Read: Read fails at once when the connection's read
+	// deadline has passed, which for a pooled connection it usually has.
+	_ = rc.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = n == 0 && err == nil || err != nil && !errors.Is(err, syscall.EAGAIN)
+	})
+	return closed
+}
+
+// forwarder sends a request to the backend the balancer picked and, when
 // that fails, to other ready backends:
 //
 //   - A failure to connect is retried for any method: nothing of the
@@ -59,15 +448,15 @@ const replayLimit = 64 << 10
 //   - A failure after the request was sent (reset, broken connection,
 //     timeout waiting for headers) is retried only for an idempotent
 //     request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or any method with an
-//     Idempotency-Key header) whose body can be sent again (see
-//     replayLimit). A POST that reached a gateway is never sent twice.
+//     Idempotency-Key header) whose body is at most replayLimit bytes. A
+//     POST that reached a gateway is never sent twice.
 //   - An answer is never retried, 5xx included: the gateway answered, and
 //     its answer (perhaps streamed already) goes to the client.
 //
 // Each request is retried at most maxRetries times, each time on a backend
 // it has not tried, and only while the retry budget allows.
-type retryTransport struct {
-	next       http.RoundTripper
+type forwarder struct {
+	rt         roundTripper
 	pool       *pool
 	budget     *retryBudget
 	maxRetries int
@@ -75,200 +464,96 @@ type retryTransport struct {
 	log        *slog.Logger
 }
 
-// RoundTrip implements http.RoundTripper. It returns the error of the last
-// attempt when no attempt got an answer.
-func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ex := exchangeFrom(req.Context())
+// roundTripper makes one attempt; upstream is the real one, tests use
+// fakes.
+type roundTripper interface {
+	roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error
+}
+
+// replayLimit is the largest request body a retry after a failed exchange
+// sends again. Bodies are held in memory whole, so any could be; the limit
+// keeps a large upload from being sent to several gateways (a failed
+// connection is still retried: then nothing was sent).
+const replayLimit = 64 << 10
+
+// forward sends req, aimed by ex.aim, and retries as described above. It
+// returns the error of the last attempt when no attempt got an answer;
+// with nil, resp holds the answer and ex.backend the gateway that gave it.
+func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
 	idempotent := isIdempotent(req)
-	var body *replayBody
-	if req.Body != nil && req.Body != http.NoBody {
-		limit := 0
-		if idempotent {
-			limit = replayLimit
-		}
-		body = newReplayBody(req.Body, limit)
-		// A shallow copy, as a RoundTripper must not change its request.
-		r2 := new(http.Request)
-		*r2 = *req
-		r2.Body = body
-		req = r2
-	}
-	out, b := req, ex.backend
+	replayable := len(req.Body()) <= replayLimit
+	b := ex.backend
 	for {
 		ex.tried[ex.attempts] = b
 		ex.attempts++
-		res, err := b.roundTrip(t.next, out)
+		ex.aim(req, b)
+		err := b.attempt(f.rt, req, resp, ex)
 		if err == nil {
 			ex.holding = true
-			t.pool.observe(b, res.StatusCode >= 500)
-			return res, nil
+			f.pool.observe(b, resp.StatusCode() >= 500)
+			return nil
 		}
-		if req.Context().Err() != nil {
+		if ex.gone {
 			// The client hung up: not the gateway's fault, nobody to retry for.
-			return nil, err
+			return err
 		}
-		t.pool.observe(b, true)
+		f.pool.observe(b, true)
 		connect := isDialError(err)
-		if !connect && !idempotent {
-			return nil, err
+		if !connect && (!idempotent || !replayable) {
+			return err
 		}
-		if body != nil && !body.replayable() {
-			return nil, err
+		if ex.attempts > f.maxRetries {
+			return err
 		}
-		if ex.attempts > t.maxRetries {
-			return nil, err
-		}
-		next := t.pool.pickRetry(ex.tried[:ex.attempts])
+		next := f.pool.pickRetry(ex.tried[:ex.attempts])
 		if next == nil {
-			return nil, err
+			return err
 		}
-		if !t.budget.allow(time.Now()) {
-			t.metrics.retriesDenied.Inc()
-			t.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
-			return nil, err
+		if !f.budget.allow(time.Now()) {
+			f.metrics.retriesDenied.Inc()
+			f.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
+			return err
 		}
 		reason := retryAfterSend
 		if connect {
 			reason = retryConnect
 		}
-		t.metrics.retries[reason].Inc()
-		t.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
+		f.metrics.retries[reason].Inc()
+		f.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
 			"reason", retryReasons[reason], "err", err, "request_id", ex.requestID)
-		out = retarget(req, ex.base, next.url)
-		if body != nil {
-			out.Body = body.replay()
-		}
 		ex.backend, b = next, next
 	}
 }
 
-// roundTrip makes one attempt on b and keeps b's counters. On success b's
+// attempt makes one attempt on b and keeps b's counters. On success b's
 // in-flight count stays raised until the exchange ends (see
 // balancer.finish): the response body is still to be copied.
-func (b *backend) roundTrip(next http.RoundTripper, req *http.Request) (*http.Response, error) {
+func (b *backend) attempt(rt roundTripper, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error {
 	b.requests.Add(1)
 	b.inFlight.Add(1)
 	start := time.Now()
-	res, err := next.RoundTrip(req)
+	err := rt.roundTrip(b, req, resp, ex)
 	if err != nil {
 		b.inFlight.Add(-1)
 		// A client that hung up is not the gateway's fault.
-		if req.Context().Err() == nil {
+		if !ex.gone {
 			b.errors.Add(1)
 			b.metrics.errors.Inc()
 		}
-		return nil, err
+		return err
 	}
 	now := time.Now()
 	b.latency.record(now, now.Sub(start))
-	return res, nil
+	return nil
 }
 
 // isIdempotent reports whether req may be sent twice: its method is
 // idempotent by RFC 9110, or the client vouched for it with an
 // Idempotency-Key (the header net/http's own transport honours too).
-func isIdempotent(req *http.Request) bool {
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace:
+func isIdempotent(req *fasthttp.Request) bool {
+	switch string(req.Header.Method()) {
+	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
 		return true
 	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
-}
-
-// isDialError reports whether err is a failure to connect: refused, timed
-// out, no route, unresolvable name.
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// retarget returns a copy of req aimed at target, built from base, the
-// outbound URL before Rewrite called SetURL, so that a gateway's path prefix
-// is applied exactly as SetURL does for the first attempt.
-func retarget(req *http.Request, base url.URL, target *url.URL) *http.Request {
-	out := req.Clone(req.Context())
-	out.URL = &base
-	// ProxyRequest.SetURL touches only Out: reusing it keeps the path
-	// joining and the Host header rule identical to the first attempt.
-	(&httputil.ProxyRequest{Out: out}).SetURL(target)
-	return out
-}
-
-// errBodyReplaced is what an attempt that outlived its RoundTrip reads from
-// a request body that a retry took over.
-var errBodyReplaced = errors.New("balancer: request body handed to a retry")
-
-// replayBody passes a request body through, keeping up to limit bytes of
-// it, so that a retry can send it again: replay returns a reader that
-// yields the kept bytes and then the rest of the body.
-//
-// The transport may still be reading the body of a failed attempt (its
-// writing goroutine can outlive RoundTrip), so only the newest reader may
-// read; the others get errBodyReplaced. Reads hold the lock, which makes a
-// replay wait for a read in progress rather than share the client's
-// connection with it.
-type replayBody struct {
-	s   *replayState
-	off int // bytes of s.kept this reader has returned
-}
-
-type replayState struct {
-	mu      sync.Mutex
-	src     io.ReadCloser
-	limit   int
-	kept    []byte
-	spoiled bool        // bytes were read that kept does not hold
-	reader  *replayBody // the reader allowed to read
-}
-
-func newReplayBody(src io.ReadCloser, limit int) *replayBody {
-	s := &replayState{src: src, limit: limit}
-	s.reader = &replayBody{s: s}
-	return s.reader
-}
-
-func (r *replayBody) Read(p []byte) (int, error) {
-	s := r.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reader != r {
-		return 0, errBodyReplaced
-	}
-	if r.off < len(s.kept) {
-		n := copy(p, s.kept[r.off:])
-		r.off += n
-		return n, nil
-	}
-	n, err := s.src.Read(p)
-	if n > 0 && !s.spoiled {
-		if len(s.kept)+n <= s.limit {
-			s.kept = append(s.kept, p[:n]...)
-			r.off += n
-		} else {
-			s.spoiled, s.kept = true, nil
-		}
-	}
-	return n, err
-}
-
-// Close does nothing: the transport closes a body after a failed attempt,
-// and a retry may still need it. The proxy closes the client's body itself
-// when the request is done.
-func (r *replayBody) Close() error { return nil }
-
-// replayable reports whether everything read so far can be read again.
-func (r *replayBody) replayable() bool {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	return !r.s.spoiled
-}
-
-// replay returns a reader of the whole body, from its start, and retires
-// every earlier reader.
-func (r *replayBody) replay() *replayBody {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	next := &replayBody{s: r.s}
-	r.s.reader = next
-	return next
+	return len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0
 }
