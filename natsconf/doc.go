@@ -4,6 +4,9 @@
 // Files:
 //   - single.conf: a one-node JetStream server for running the roles as
 //     separate processes (go run github.com/nats-io/nats-server/v2 -c natsconf/single.conf).
+//   - cluster.conf: the three nodes of compose.yaml's JetStream cluster,
+//     each named by NATS_SERVER_NAME; compose-context.json is the nats CLI
+//     context for that cluster. Both are copied into the image (Dockerfile).
 //
 // The streams and buckets themselves are provisioned by the roles that own
 // them (TASKS and tasks by gateway and worker through internal/task, cache by
