@@ -1,0 +1,1124 @@
+// Package drill holds the failure drills of issue #7, run against the real
+// containers of compose.yaml: the image is built with scripts/images.sh, the
+// stack is started under a compose project of its own (a 3-node NATS
+// cluster, dbsvc, cachesvc, gateways, workers, the balancer, on free host
+// ports), parts of it are stopped under load, and the test checks that
+// clients see nothing of it: every replica serves, no task is lost or
+// stuck, no idempotent request fails once the balancer has ejected a dead
+// gateway, and `down -v` leaves nothing behind.
+//
+// The package has only this test. It needs a Docker engine and compose
+// (`docker compose`, or `docker-compose` 1.29); without them, or with
+// -short, it skips and says why. It takes a few minutes, most of them
+// spent waiting for the cluster to notice what was done to it.
+package drill
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/internal/testutil"
+)
+
+// The drill's sizes: small enough for a 2-core machine, big enough that
+// the faults land while tasks are queued and running.
+const (
+	gateways = 2 // at start; the balancing drill scales to gateways+1
+	workers  = 2
+	tasks    = 300 // submitted during the NATS and worker drill
+	// taskBody takes long enough that the stopped worker has tasks
+	// running when its SIGTERM comes.
+	taskBody   = `{"task":"sleep","duration_ms":200}`
+	submitRate = 25  // tasks per second: the drill's submissions last ~12 s
+	loadRate   = 400 // GETs per second during the gateway drill
+)
+
+// TestDrill brings the compose stack up, runs the drills in order (each
+// needs the stack the one before left healthy), then takes it down.
+func TestDrill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drill: skipped with -short: it builds the image and runs the compose stack for minutes")
+	}
+	st := startStack(t, findCompose(t))
+	t.Run("replicas", st.checkReplicas)
+	t.Run("balancing", st.drillBalancing)
+	t.Run("tasks_survive_nats_node_and_worker_stop", st.drillTasks)
+	t.Run("gateway_stop_under_load", st.drillGateway)
+	st.down(t)
+}
+
+// findCompose returns the compose command this machine has, or skips the
+// test when there is no Docker engine to run the stack on.
+func findCompose(t *testing.T) []string {
+	t.Helper()
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("drill: skipped: no docker command on PATH (the drill runs compose.yaml on a Docker engine)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Skipf("drill: skipped: the Docker engine is not reachable: %v: %s", err, bytes.TrimSpace(out))
+	}
+	if exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil && exec.CommandContext(ctx, "docker-compose", "version").Run() == nil {
+		return []string{"docker-compose"}
+	}
+	t.Skip("drill: skipped: neither `docker compose` nor `docker-compose` works")
+	return nil
+}
+
+// stack is one running compose project and what the drills need to talk
+// to it.
+type stack struct {
+	compose []string // the compose command with -f and -p
+	env     []string // the environment of every docker command
+	project string
+	base    string // the balancer, http://127.0.0.1:<port>
+	monitor string // nats1's monitoring, http://127.0.0.1:<port>
+	token   string
+	client  *http.Client
+	downed  bool
+}
+
+// startStack builds the image, starts the project and waits until every
+// container is healthy and a task goes through. The project is taken down
+// at cleanup, with its logs in the test output if the test failed.
+func startStack(t *testing.T, composeCmd []string) *stack {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatalf("repository root: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "compose.yaml")); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	secret := randomHex(t, 32)
+	keys := auth.KeysFromEnv(func(k string) string {
+		if k == "SCALELAB_JWT_SECRET" {
+			return secret
+		}
+		return ""
+	})
+	token, _, err := keys.Issue("drill", auth.AllScopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatalf("issue token: %v", err)
+	}
+	// compose v1 keeps only [a-z0-9] reliably in project names.
+	project := "scalelabdrill" + randomHex(t, 4)
+	apiPort, monPort := freePort(t), freePort(t)
+	st := &stack{
+		project: project,
+		// Set here, so that neither the caller's environment nor a .env
+		// in the repository decides the ports, image or secret.
+		env: append(os.Environ(),
+			"SCALELAB_JWT_SECRET="+secret,
+			"SCALELAB_IMAGE=scalelab:dev",
+			"SCALELAB_PORT="+strconv.Itoa(apiPort),
+			"SCALELAB_NATS_MONITOR_PORT="+strconv.Itoa(monPort),
+			"SCALELAB_LOG_LEVEL=info",
+		),
+		compose: append(slices.Clone(composeCmd), "-f", filepath.Join(root, "compose.yaml"), "-p", project),
+		base:    fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		monitor: fmt.Sprintf("http://127.0.0.1:%d", monPort),
+		token:   token,
+		client: &http.Client{
+			Timeout:   15 * time.Second,
+			Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second},
+		},
+	}
+	t.Cleanup(st.client.CloseIdleConnections)
+
+	start := time.Now()
+	if out, err := st.cmd(5*time.Minute, filepath.Join(root, "scripts", "images.sh")); err != nil {
+		t.Fatalf("scripts/images.sh: %v\n%s", err, out)
+	}
+	t.Logf("image built in %v", time.Since(start).Round(time.Millisecond))
+
+	t.Cleanup(func() {
+		if st.downed {
+			return
+		}
+		if t.Failed() {
+			st.dumpLogs(t)
+		}
+		if out, err := st.composeRun(3*time.Minute, "down", "-v", "--remove-orphans"); err != nil {
+			t.Errorf("cleanup: compose down: %v\n%s", err, out)
+		}
+	})
+	start = time.Now()
+	st.mustCompose(t, 3*time.Minute, "up", "-d",
+		"--scale", fmt.Sprintf("gateway=%d", gateways), "--scale", fmt.Sprintf("worker=%d", workers))
+	st.waitHealthy(t, 3*time.Minute)
+	testutil.Eventually(t, 2*time.Minute, func() error {
+		if _, err := st.runTask(t.Context(), `{"task":"noop"}`); err != nil {
+			return err
+		}
+		res, body, err := st.get(t.Context(), "/data")
+		if err != nil {
+			return err
+		}
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /data = %d %s", res.StatusCode, body)
+		}
+		return nil
+	})
+	t.Logf("stack %s up and serving in %v (balancer %s, nats1 monitoring %s)",
+		project, time.Since(start).Round(time.Millisecond), st.base, st.monitor)
+	return st
+}
+
+// checkReplicas checks that every stream and bucket keeps a copy on each of
+// the three nodes.
+func (st *stack) checkReplicas(t *testing.T) {
+	var js jsz
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var err error
+		js, err = st.jsz(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, name := range []string{task.Stream, task.DelayedStream, task.DLQStream, "KV_" + task.Bucket, "KV_cache"} {
+			if _, ok := js.stream(name); !ok {
+				return fmt.Errorf("stream %s not found yet", name)
+			}
+		}
+		return nil
+	})
+	for _, s := range js.streams() {
+		if s.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", s.Name, s.Config.Replicas)
+		}
+	}
+	if js.Meta.Size != 3 {
+		t.Errorf("JetStream cluster size = %d, want 3", js.Meta.Size)
+	}
+}
+
+// drillBalancing checks that requests through the balancer reach every
+// gateway replica, then scales the gateways out by one with compose alone
+// (no config edit) and waits for the new one to get traffic.
+func (st *stack) drillBalancing(t *testing.T) {
+	want := map[string]bool{}
+	for _, c := range st.containers(t, "gateway") {
+		want[c.servedBy()] = true
+	}
+	if len(want) != gateways {
+		t.Fatalf("%d gateway containers running, want %d", len(want), gateways)
+	}
+	st.waitServedBy(t, want, 30*time.Second)
+
+	start := time.Now()
+	st.mustCompose(t, 2*time.Minute, "up", "-d", "--no-recreate",
+		"--scale", fmt.Sprintf("gateway=%d", gateways+1), "--scale", fmt.Sprintf("worker=%d", workers))
+	gws := st.containers(t, "gateway")
+	if len(gws) != gateways+1 {
+		t.Fatalf("%d gateway containers after scaling out, want %d", len(gws), gateways+1)
+	}
+	for _, c := range gws {
+		want[c.servedBy()] = true
+	}
+	st.waitServedBy(t, want, 90*time.Second)
+	t.Logf("scale-out: gateway %d served traffic %v after `up --scale gateway=%d`",
+		gateways+1, time.Since(start).Round(time.Millisecond), gateways+1)
+}
+
+// waitServedBy sends GET /data until every gateway in want has answered
+// one, within limit.
+func (st *stack) waitServedBy(t *testing.T, want map[string]bool, limit time.Duration) {
+	t.Helper()
+	seen := map[string]int{}
+	testutil.Eventually(t, limit, func() error {
+		res, body, err := st.get(t.Context(), "/data")
+		if err != nil {
+			return err
+		}
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /data = %d %s", res.StatusCode, body)
+		}
+		seen[res.Header.Get("X-Served-By")]++
+		for id := range want {
+			if seen[id] == 0 {
+				return fmt.Errorf("gateway %s has served nothing yet; served: %v", id, seen)
+			}
+		}
+		return nil
+	})
+	t.Logf("X-Served-By over %d requests: %v", sum(seen), seen)
+}
+
+// drillTasks submits tasks at a steady rate, stops the NATS node leading
+// the TASKS stream and one worker a quarter of the way in, starts them
+// again a quarter later, and checks that every task ends succeeded. Clients retry
+// a refused submission with the same Idempotency-Key, as a real client
+// would; what is checked is that no accepted task is lost or stuck.
+func (st *stack) drillTasks(t *testing.T) {
+	natsVictim := st.tasksLeaderOffNats1(t)
+	nodeC := st.containers(t, natsVictim)
+	workerC := st.containers(t, "worker")
+	if len(nodeC) != 1 || len(workerC) < 1 {
+		t.Fatalf("%d %s and %d worker containers, want 1 and at least 1", len(nodeC), natsVictim, len(workerC))
+	}
+	node, wk := nodeC[0], workerC[0]
+
+	var (
+		mu         sync.Mutex
+		ids        = make([]string, tasks)
+		lastOK     time.Time
+		longestGap time.Duration // longest time without a 202, the write path's outage
+		accepted   atomic.Int64
+		refused    atomic.Int64 // submissions that got an error and were retried
+		firstFail  atomic.Value
+	)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	submitStart := time.Now()
+	lastOK = submitStart
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				key := fmt.Sprintf("%s-%d", st.project, i)
+				deadline := time.Now().Add(2 * time.Minute)
+				for {
+					id, err := st.submit(t.Context(), taskBody, key)
+					if err == nil {
+						now := time.Now()
+						mu.Lock()
+						ids[i] = id
+						longestGap = max(longestGap, now.Sub(lastOK))
+						lastOK = now
+						mu.Unlock()
+						accepted.Add(1)
+						break
+					}
+					refused.Add(1)
+					if time.Now().After(deadline) || t.Context().Err() != nil {
+						firstFail.CompareAndSwap(nil, fmt.Sprintf("task %d: %v", i, err))
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // back-off of a retrying client, not a wait for state
+				}
+			}
+		})
+	}
+	go func() {
+		defer close(next)
+		tick := time.NewTicker(time.Second / submitRate)
+		defer tick.Stop()
+		for i := range tasks {
+			select {
+			case <-tick.C:
+			case <-t.Context().Done():
+				return
+			}
+			next <- i
+		}
+	}()
+	t.Cleanup(wg.Wait) // if a check below fails, the submitters still end
+
+	atLeast := func(n int64) {
+		t.Helper()
+		testutil.Eventually(t, 2*time.Minute, func() error {
+			if got := accepted.Load(); got < n {
+				return fmt.Errorf("%d tasks accepted, waiting for %d (first failure: %v)", got, n, firstFail.Load())
+			}
+			return nil
+		})
+	}
+
+	atLeast(tasks / 4)
+	stoppedAt := time.Now()
+	stopped := parallel(
+		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", node.id) },
+		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", wk.id) },
+	)
+	if err := errors.Join(stopped...); err != nil {
+		t.Fatalf("stop %s and a worker: %v", natsVictim, err)
+	}
+	t.Logf("stopped %s (the TASKS leader) and worker %s after %d tasks, in %v",
+		natsVictim, wk.hostname, tasks/4, time.Since(stoppedAt).Round(time.Millisecond))
+	st.tasksLeaderMoved(t, natsVictim)
+	t.Logf("TASKS had a new leader %v after the stop began", time.Since(stoppedAt).Round(time.Millisecond))
+
+	// Keep them down while another quarter of the tasks comes in (the
+	// stops may take seconds, with submissions going on meanwhile).
+	atLeast(min(accepted.Load()+tasks/4, tasks*9/10))
+	restartedAt := time.Now()
+	if err := errors.Join(parallel(
+		func() error { return st.docker(t, time.Minute, "start", node.id) },
+		func() error { return st.docker(t, time.Minute, "start", wk.id) },
+	)...); err != nil {
+		t.Fatalf("start %s and the worker again: %v", natsVictim, err)
+	}
+	// A node is back when its full /healthz passes: JetStream on, and
+	// its streams and consumers caught up with their leaders.
+	var natsBack, workerBack time.Duration
+	testutil.Eventually(t, 2*time.Minute, func() error {
+		if natsBack == 0 {
+			if err := st.docker(t, 10*time.Second, "exec", node.id, "/scalelab", "probe", "http://127.0.0.1:8222/healthz"); err != nil {
+				return fmt.Errorf("%s not caught up yet: %w", natsVictim, err)
+			}
+			natsBack = time.Since(restartedAt)
+		}
+		if workerBack == 0 {
+			if h := st.health(t, wk.id); h != "healthy" {
+				return fmt.Errorf("restarted worker is %s", h)
+			}
+			workerBack = time.Since(restartedAt)
+		}
+		return nil
+	})
+	t.Logf("recovery: %s caught up %v after its restart, the worker healthy after %v",
+		natsVictim, natsBack.Round(time.Millisecond), workerBack.Round(time.Millisecond))
+
+	wg.Wait()
+	if f := firstFail.Load(); f != nil {
+		t.Fatalf("%d of %d tasks never accepted; first: %v", tasks-int(accepted.Load()), tasks, f)
+	}
+	submitted := time.Since(submitStart)
+
+	// Every accepted task must end succeeded: poll the ones not yet done.
+	pending := map[string]bool{}
+	for _, id := range ids {
+		pending[id] = true
+	}
+	var finishes []time.Time
+	attempts := map[int]int{}
+	var bad []string
+	finished := func() error {
+		for id := range pending {
+			rec, err := st.task(t.Context(), id)
+			if err != nil {
+				return err
+			}
+			switch {
+			case rec.State == task.Succeeded:
+			case rec.State.Terminal():
+				bad = append(bad, fmt.Sprintf("%s: %s (%s)", id, rec.State, rec.Error))
+			default:
+				continue
+			}
+			delete(pending, id)
+			attempts[rec.Attempts]++
+			if rec.FinishedAt != nil {
+				finishes = append(finishes, *rec.FinishedAt)
+			}
+		}
+		if len(pending) > 0 {
+			return fmt.Errorf("%d of %d tasks not finished", len(pending), tasks)
+		}
+		return nil
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		err := finished()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			st.explainTasks(t, pending)
+			t.Fatalf("not met after 2m: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+	if len(bad) > 0 {
+		t.Errorf("%d tasks did not succeed: %q", len(bad), bad)
+	}
+	st.checkQueueEmpty(t)
+
+	// The containers' clocks are the host's: finish times compare with
+	// the test's.
+	elapsed := slices.MaxFunc(finishes, time.Time.Compare).Sub(submitStart)
+	outage := restartedAt.Sub(stoppedAt)
+	inOutage := 0
+	for _, f := range finishes {
+		if f.After(stoppedAt) && f.Before(restartedAt) {
+			inOutage++
+		}
+	}
+	t.Logf("tasks: %d accepted in %v at %d/s offered (%d submissions refused and retried; longest time without a 202: %v); "+
+		"all succeeded %v after the first submit: %.1f tasks/s over the drill, %.1f tasks/s while %s and a worker were down (%v); "+
+		"attempts per task: %v",
+		tasks, submitted.Round(time.Millisecond), submitRate, refused.Load(), longestGap.Round(time.Millisecond),
+		elapsed.Round(time.Millisecond), float64(tasks)/elapsed.Seconds(), float64(inOutage)/outage.Seconds(), natsVictim,
+		outage.Round(time.Millisecond), attempts)
+}
+
+// explainTasks logs, for a few of the tasks that never finished, their
+// record and every log line of the stack that names them.
+func (st *stack) explainTasks(t *testing.T, pending map[string]bool) {
+	t.Helper()
+	logs, _ := st.composeRun(time.Minute, "logs", "--no-color")
+	n := 0
+	for id := range pending {
+		if n++; n > 3 {
+			break
+		}
+		rec, err := st.task(context.Background(), id)
+		t.Logf("task %s never finished: record %+v (read error: %v)", id, rec, err)
+		for line := range strings.Lines(logs) {
+			if strings.Contains(line, id) {
+				t.Logf("  %s", strings.TrimSpace(line))
+			}
+		}
+	}
+}
+
+// tasksLeaderOffNats1 returns the NATS node that leads the TASKS stream,
+// first moving the leadership off nats1 (with the nats CLI of the tools
+// service) if needed: nats1 carries the monitoring port the drill watches
+// the cluster through, so it is the one node the drill does not stop.
+func (st *stack) tasksLeaderOffNats1(t *testing.T) string {
+	t.Helper()
+	leader := st.tasksLeader(t)
+	if leader == "nats1" {
+		start := time.Now()
+		if out, err := st.composeRun(time.Minute, "run", "--rm", "nats",
+			"stream", "cluster", "step-down", task.Stream, "--preferred", "nats2"); err != nil {
+			t.Fatalf("nats stream cluster step-down: %v\n%s", err, out)
+		}
+		st.tasksLeaderMoved(t, "nats1")
+		leader = st.tasksLeader(t)
+		t.Logf("TASKS leader moved from nats1 to %s with `nats stream cluster step-down` in %v",
+			leader, time.Since(start).Round(time.Millisecond))
+	}
+	if leader != "nats2" && leader != "nats3" {
+		t.Fatalf("TASKS leader = %q, want nats2 or nats3", leader)
+	}
+	return leader
+}
+
+// tasksLeader returns the name of the node leading TASKS.
+func (st *stack) tasksLeader(t *testing.T) string {
+	t.Helper()
+	var leader string
+	testutil.Eventually(t, 30*time.Second, func() error {
+		js, err := st.jsz(t.Context())
+		if err != nil {
+			return err
+		}
+		s, ok := js.stream(task.Stream)
+		if !ok || s.Cluster.Leader == "" {
+			return errors.New("TASKS has no leader")
+		}
+		leader = s.Cluster.Leader
+		return nil
+	})
+	return leader
+}
+
+// tasksLeaderMoved waits until TASKS is led by a node other than old.
+func (st *stack) tasksLeaderMoved(t *testing.T, old string) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() error {
+		js, err := st.jsz(t.Context())
+		if err != nil {
+			return err
+		}
+		if s, ok := js.stream(task.Stream); !ok || s.Cluster.Leader == "" || s.Cluster.Leader == old {
+			return fmt.Errorf("TASKS still led by %q", s.Cluster.Leader)
+		}
+		return nil
+	})
+}
+
+// checkQueueEmpty asks the cluster, with the nats CLI of the tools
+// service, that nothing is left: no message waiting for or held by a
+// worker, and no dead letter.
+func (st *stack) checkQueueEmpty(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() error {
+		out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "consumer", "info", task.Stream, task.Consumer, "--json")
+		if err != nil {
+			return fmt.Errorf("nats consumer info: %w: %s", err, out)
+		}
+		var c struct {
+			NumPending    int `json:"num_pending"`
+			NumAckPending int `json:"num_ack_pending"`
+		}
+		if err := json.Unmarshal(jsonPart(out), &c); err != nil {
+			return fmt.Errorf("decode consumer info %q: %w", out, err)
+		}
+		if c.NumPending != 0 || c.NumAckPending != 0 {
+			return fmt.Errorf("consumer workers: %d pending, %d unacked, want 0 and 0", c.NumPending, c.NumAckPending)
+		}
+		return nil
+	})
+	out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "stream", "info", task.DLQStream, "--json")
+	if err != nil {
+		t.Fatalf("nats stream info TASKS_DLQ: %v\n%s", err, out)
+	}
+	var dlq struct {
+		State struct {
+			Msgs int `json:"messages"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(jsonPart(out), &dlq); err != nil {
+		t.Fatalf("decode stream info %q: %v", out, err)
+	}
+	if dlq.State.Msgs != 0 {
+		t.Errorf("TASKS_DLQ holds %d dead tasks, want 0", dlq.State.Msgs)
+	}
+}
+
+// drillGateway stops a gateway container while clients send GETs through
+// the balancer, then starts it again. Requests that start after the
+// balancer has taken the gateway out (ejected or failing its checks) must
+// all succeed; those before may only if the balancer's retries caught
+// them, and are counted.
+func (st *stack) drillGateway(t *testing.T) {
+	gws := st.containers(t, "gateway")
+	if len(gws) < 2 {
+		t.Fatalf("%d gateways running, want at least 2", len(gws))
+	}
+	victim := gws[0]
+	victimURL := victim.url()
+	st.waitBackendState(t, victimURL, "healthy")
+
+	type failure struct {
+		at  time.Time
+		err string
+	}
+	var (
+		sent, served atomic.Int64 // requests sent; served by the victim since its restart
+		restartedAt  atomic.Pointer[time.Time]
+		ejectedAt    atomic.Pointer[time.Time]
+		mu           sync.Mutex
+		failures     []failure
+	)
+	stop := make(chan struct{})
+	// One pace for all clients, well under the gateways' default rate
+	// limits (1000/s per IP and per subject), so that every failure
+	// counted below is the outage's, not a 429.
+	pace := time.NewTicker(time.Second / loadRate)
+	defer pace.Stop()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		path := []string{"/data", "/process"}[i%2]
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-pace.C:
+				}
+				at := time.Now()
+				res, body, err := st.get(t.Context(), path)
+				sent.Add(1)
+				if err == nil && res.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d: %s", res.StatusCode, bytes.TrimSpace(body))
+				}
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, failure{at: at, err: fmt.Sprintf("GET %s: %v", path, err)})
+					mu.Unlock()
+					continue
+				}
+				if r := restartedAt.Load(); r != nil && at.After(*r) && res.Header.Get("X-Served-By") == victim.servedBy() {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	// The ejection signal: the first time GET /-/balancer lists the
+	// victim as anything but healthy, or no longer lists it.
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond): // poll interval
+			}
+			if ejectedAt.Load() != nil {
+				continue
+			}
+			if s, err := st.balancerStatus(t.Context()); err == nil && s.state(victimURL) != "healthy" {
+				now := time.Now()
+				ejectedAt.Store(&now)
+			}
+		}
+	})
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt)
+	atLeast := func(n int64) {
+		t.Helper()
+		testutil.Eventually(t, time.Minute, func() error {
+			if got := sent.Load(); got < n {
+				return fmt.Errorf("%d requests sent, waiting for %d", got, n)
+			}
+			return nil
+		})
+	}
+
+	atLeast(200)
+	stoppedAt := time.Now()
+	if err := st.docker(t, 90*time.Second, "stop", "--time", "30", victim.id); err != nil {
+		t.Fatalf("stop gateway %s: %v", victim.hostname, err)
+	}
+	stopTook := time.Since(stoppedAt)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if ejectedAt.Load() == nil {
+			return fmt.Errorf("balancer still lists %s as healthy", victimURL)
+		}
+		return nil
+	})
+	ejected := *ejectedAt.Load()
+	atLeast(sent.Load() + 500)
+
+	now := time.Now()
+	restartedAt.Store(&now)
+	if err := st.docker(t, time.Minute, "start", victim.id); err != nil {
+		t.Fatalf("start gateway %s again: %v", victim.hostname, err)
+	}
+	// Its address may change with the restart; X-Served-By does not.
+	testutil.Eventually(t, 90*time.Second, func() error {
+		if got := served.Load(); got < 20 {
+			return fmt.Errorf("restarted gateway served %d requests, want 20", got)
+		}
+		return nil
+	})
+	recovered := time.Since(now)
+	halt()
+
+	mu.Lock()
+	defer mu.Unlock()
+	var before, after []string
+	for _, f := range failures {
+		if f.at.Before(ejected) {
+			before = append(before, f.err)
+		} else {
+			after = append(after, f.err)
+		}
+	}
+	t.Logf("gateway %s: `docker stop` took %v; ejected %v after the stop began; back in rotation %v after its restart; "+
+		"%d GETs, %d failed before the ejection, %d after", victim.hostname, stopTook.Round(time.Millisecond),
+		ejected.Sub(stoppedAt).Round(time.Millisecond), recovered.Round(time.Millisecond), sent.Load(), len(before), len(after))
+	if len(before) > 0 {
+		t.Logf("failures before the ejection (allowed): %q", first(before, 5))
+	}
+	if len(after) > 0 {
+		t.Errorf("%d GETs started after the ejection failed, want 0; first: %q", len(after), first(after, 5))
+	}
+}
+
+// waitBackendState waits until the balancer lists url in state.
+func (st *stack) waitBackendState(t *testing.T, url, state string) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() error {
+		s, err := st.balancerStatus(t.Context())
+		if err != nil {
+			return err
+		}
+		if got := s.state(url); got != state {
+			return fmt.Errorf("balancer lists %s as %q, want %q", url, got, state)
+		}
+		return nil
+	})
+}
+
+// down takes the project down with its volumes and checks that nothing of
+// it is left: no container, volume or network.
+func (st *stack) down(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	if t.Failed() {
+		st.dumpLogs(t)
+	}
+	st.mustCompose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
+	st.downed = true
+	t.Logf("down -v took %v", time.Since(start).Round(time.Millisecond))
+	label := "label=com.docker.compose.project=" + st.project
+	for _, q := range [][]string{
+		{"ps", "-aq", "--filter", label},
+		{"volume", "ls", "-q", "--filter", label},
+		{"volume", "ls", "-q", "--filter", "name=" + st.project + "_"},
+		{"network", "ls", "-q", "--filter", label},
+		{"network", "ls", "-q", "--filter", "name=" + st.project + "_"},
+	} {
+		out, err := st.cmd(time.Minute, "docker", q...)
+		if err != nil {
+			t.Fatalf("docker %s: %v\n%s", strings.Join(q, " "), err, out)
+		}
+		if s := strings.TrimSpace(out); s != "" {
+			t.Errorf("after down -v, docker %s lists %q, want nothing", strings.Join(q, " "), s)
+		}
+	}
+}
+
+// dumpLogs puts the tail of every container's log in the test output.
+func (st *stack) dumpLogs(t *testing.T) {
+	t.Helper()
+	out, _ := st.composeRun(time.Minute, "ps")
+	t.Logf("compose ps:\n%s", out)
+	out, _ = st.composeRun(time.Minute, "logs", "--no-color", "--tail", "40")
+	t.Logf("compose logs (tail):\n%s", out)
+}
+
+// container is one running container of the project.
+type container struct {
+	id, hostname, ip string
+}
+
+// servedBy is the gateway's X-Served-By: its default id, hostname:port.
+func (c container) servedBy() string { return c.hostname + ":5000" }
+
+// url is the gateway's URL as the balancer discovers it.
+func (c container) url() string { return "http://" + net.JoinHostPort(c.ip, "5000") }
+
+// containers lists the running containers of a service, by compose's
+// labels (which compose v1 and v2 both set, unlike their names).
+func (st *stack) containers(t *testing.T, service string) []container {
+	t.Helper()
+	out, err := st.cmd(time.Minute, "docker", "ps", "-q",
+		"--filter", "label=com.docker.compose.project="+st.project,
+		"--filter", "label=com.docker.compose.service="+service)
+	if err != nil {
+		t.Fatalf("docker ps: %v\n%s", err, out)
+	}
+	ids := strings.Fields(out)
+	if len(ids) == 0 {
+		return nil
+	}
+	out, err = st.cmd(time.Minute, "docker", append([]string{"inspect", "--format",
+		"{{.Id}} {{.Config.Hostname}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"}, ids...)...)
+	if err != nil {
+		t.Fatalf("docker inspect: %v\n%s", err, out)
+	}
+	var cs []container
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("docker inspect line %q: want id, hostname and address", line)
+		}
+		cs = append(cs, container{id: f[0], hostname: f[1], ip: f[2]})
+	}
+	slices.SortFunc(cs, func(a, b container) int { return strings.Compare(a.hostname, b.hostname) })
+	return cs
+}
+
+// health returns a container's health status (healthy, starting,
+// unhealthy), or its state when it has no health check or is not running.
+func (st *stack) health(t *testing.T, id string) string {
+	t.Helper()
+	out, err := st.cmd(time.Minute, "docker", "inspect", "--format",
+		"{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id)
+	if err != nil {
+		t.Fatalf("docker inspect %s: %v\n%s", id, err, out)
+	}
+	f := strings.Fields(out)
+	if len(f) == 2 && f[0] == "running" {
+		return f[1]
+	}
+	return strings.TrimSpace(out)
+}
+
+// waitHealthy waits until every container of the project runs and passes
+// its health check.
+func (st *stack) waitHealthy(t *testing.T, limit time.Duration) {
+	t.Helper()
+	testutil.Eventually(t, limit, func() error {
+		out, err := st.cmd(time.Minute, "docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+st.project)
+		if err != nil {
+			return fmt.Errorf("docker ps: %w: %s", err, out)
+		}
+		ids := strings.Fields(out)
+		if want := 3 + 3 + gateways + workers; len(ids) != want {
+			return fmt.Errorf("%d containers, want %d", len(ids), want)
+		}
+		for _, id := range ids {
+			if h := st.health(t, id); h != "healthy" {
+				return fmt.Errorf("container %.12s is %s", id, h)
+			}
+		}
+		return nil
+	})
+}
+
+// docker runs a docker command that must succeed.
+func (st *stack) docker(t *testing.T, limit time.Duration, args ...string) error {
+	t.Helper()
+	if out, err := st.cmd(limit, "docker", args...); err != nil {
+		return fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace([]byte(out)))
+	}
+	return nil
+}
+
+// mustCompose runs a compose command and fails the test if it fails.
+func (st *stack) mustCompose(t *testing.T, limit time.Duration, args ...string) {
+	t.Helper()
+	if out, err := st.composeRun(limit, args...); err != nil {
+		t.Fatalf("compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// composeRun runs a compose command on the project.
+func (st *stack) composeRun(limit time.Duration, args ...string) (string, error) {
+	return st.cmd(limit, st.compose[0], append(slices.Clone(st.compose[1:]), args...)...)
+}
+
+// cmd runs a command with the stack's environment and returns its
+// combined output. It has its own deadline, not the test's context, so
+// that cleanup can still take the stack down.
+func (st *stack) cmd(limit time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	c := exec.CommandContext(ctx, name, args...)
+	c.Env = st.env
+	out, err := c.CombinedOutput()
+	return string(out), err
+}
+
+// get sends an authenticated GET through the balancer.
+func (st *stack) get(ctx context.Context, path string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+st.token)
+	return st.do(req)
+}
+
+// do sends req and reads the whole answer.
+func (st *stack) do(req *http.Request) (*http.Response, []byte, error) {
+	res, err := st.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	return res, body, nil
+}
+
+// submit posts a task and returns its id; anything but a 202 is an error.
+func (st *stack) submit(ctx context.Context, body, idempotencyKey string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.base+"/longtask", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+st.token)
+	req.Header.Set("Content-Type", "application/json")
+	if idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", idempotencyKey)
+	}
+	res, b, err := st.do(req)
+	if err != nil {
+		return "", err
+	}
+	if res.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("POST /longtask = %d %s", res.StatusCode, bytes.TrimSpace(b))
+	}
+	var got struct {
+		TaskID string `json:"task_id"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || got.TaskID == "" {
+		return "", fmt.Errorf("POST /longtask answer %q: no task_id (%v)", b, err)
+	}
+	return got.TaskID, nil
+}
+
+// task reads a task record through the balancer.
+func (st *stack) task(ctx context.Context, id string) (*task.Record, error) {
+	res, body, err := st.get(ctx, "/tasks/"+id)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /tasks/%s = %d %s", id, res.StatusCode, bytes.TrimSpace(body))
+	}
+	var rec task.Record
+	if err := json.Unmarshal(body, &rec); err != nil {
+		return nil, fmt.Errorf("decode task %s: %w", id, err)
+	}
+	return &rec, nil
+}
+
+// runTask submits body and waits for the task to succeed.
+func (st *stack) runTask(ctx context.Context, body string) (*task.Record, error) {
+	id, err := st.submit(ctx, body, "")
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, err := st.task(ctx, id)
+		switch {
+		case err != nil:
+		case rec.State == task.Succeeded:
+			return rec, nil
+		case rec.State.Terminal():
+			return nil, fmt.Errorf("task %s ended %s: %s", id, rec.State, rec.Error)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("task %s not done after 30s (last error: %v)", id, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+}
+
+// balancerStatus is the part of GET /-/balancer the drills read.
+type balancerStatus struct {
+	Backends []struct {
+		URL   string `json:"url"`
+		State string `json:"state"`
+	} `json:"backends"`
+}
+
+// state returns the state of the gateway at url, or "absent".
+func (s balancerStatus) state(url string) string {
+	for _, b := range s.Backends {
+		if b.URL == url {
+			return b.State
+		}
+	}
+	return "absent"
+}
+
+func (st *stack) balancerStatus(ctx context.Context) (balancerStatus, error) {
+	var s balancerStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+"/-/balancer", nil)
+	if err != nil {
+		return s, err
+	}
+	res, body, err := st.do(req)
+	if err != nil {
+		return s, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /-/balancer = %d %s", res.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		return s, fmt.Errorf("decode /-/balancer: %w", err)
+	}
+	return s, nil
+}
+
+// jsz is the part of nats1's /jsz the drills read. Leaders and configs
+// are the cluster's; replica details are only right on a leader, so the
+// drills do not read them here.
+type jsz struct {
+	Meta struct {
+		Leader string `json:"leader"`
+		Size   int    `json:"cluster_size"`
+	} `json:"meta_cluster"`
+	Accounts []struct {
+		Streams []jszStream `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+type jszStream struct {
+	Name   string `json:"name"`
+	Config struct {
+		Replicas int `json:"num_replicas"`
+	} `json:"config"`
+	Cluster struct {
+		Leader string `json:"leader"`
+	} `json:"cluster"`
+}
+
+func (j jsz) streams() []jszStream {
+	var all []jszStream
+	for _, a := range j.Accounts {
+		all = append(all, a.Streams...)
+	}
+	return all
+}
+
+func (j jsz) stream(name string) (jszStream, bool) {
+	for _, s := range j.streams() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return jszStream{}, false
+}
+
+func (st *stack) jsz(ctx context.Context) (jsz, error) {
+	var j jsz
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.monitor+"/jsz?accounts=true&streams=true&config=true", nil)
+	if err != nil {
+		return j, err
+	}
+	res, body, err := st.do(req)
+	if err != nil {
+		return j, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return j, fmt.Errorf("GET /jsz = %d %s", res.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, &j); err != nil {
+		return j, fmt.Errorf("decode /jsz: %w", err)
+	}
+	return j, nil
+}
+
+// parallel runs the functions at once and returns their errors.
+func parallel(fns ...func() error) []error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = fn() })
+	}
+	wg.Wait()
+	return errs
+}
+
+// jsonPart drops what compose prints before the command's own output
+// (compose v1 announces the container it creates on the same stream).
+func jsonPart(out string) []byte {
+	if i := strings.IndexByte(out, '{'); i >= 0 {
+		return []byte(out[i:])
+	}
+	return []byte(out)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("random: %v", err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }
