@@ -55,14 +55,30 @@ func (r *runner) handle(msg jetstream.Msg) {
 		return
 	}
 
-	_, err := r.update(env.ID, func(rec *task.Record) error {
-		if rec.State.Terminal() {
-			return errAlreadyDone
+	markRunning := func() error {
+		_, err := r.update(env.ID, func(rec *task.Record) error {
+			if rec.State.Terminal() {
+				return errAlreadyDone
+			}
+			now := time.Now().UTC()
+			rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, attempt, r.cfg.ID, &now
+			return nil
+		})
+		return err
+	}
+	err := markRunning()
+	// The gateway writes the record before it publishes the task, so a
+	// task without a record is either expired or a read that missed a
+	// fresh write (a lagging replica). Look again a few times before
+	// dropping it; a Nak would cost the task one of its attempts.
+	for _, pause := range recordRetries {
+		if !errors.Is(err, task.ErrNotFound) {
+			break
 		}
-		now := time.Now().UTC()
-		rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, attempt, r.cfg.ID, &now
-		return nil
-	})
+		log.Warn("task record not found, looking again", "in", pause)
+		time.Sleep(pause)
+		err = markRunning()
+	}
 	switch {
 	case errors.Is(err, errAlreadyDone):
 		log.Info("task already finished, dropping duplicate delivery")
@@ -332,3 +348,7 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// recordRetries are the pauses before each new look for a task record
+// that was not found: under a second in all.
+var recordRetries = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}

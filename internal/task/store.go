@@ -70,10 +70,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
 		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 {
-			return &Store{kv: kv}, nil // as wanted: no update (see ensureStream)
+			return leaderReads(ctx, js) // as wanted: no update (see ensureStream)
 		}
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "scalelab task records by id",
 		History:     1,
@@ -81,6 +81,36 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
+	}
+	return leaderReads(ctx, js)
+}
+
+// leaderReads turns direct gets off on the bucket's stream and returns a
+// Store bound to it. nats.go creates buckets with direct gets on, so any
+// replica answers a read; on a cluster a follower that has not yet applied
+// a write answers "not found" or an old revision. The task pipeline reads
+// its own writes (the worker reads the record the gateway has just
+// created, and Update is a compare-and-set loop), so it reads through the
+// stream leader instead (nats-io/nats-server#4710). On one server this
+// changes nothing. It returns an error if the stream cannot be read or
+// updated.
+func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	name := "KV_" + Bucket
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
+	}
+	if c := s.CachedInfo().Config; c.AllowDirect {
+		c.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			return nil, fmt.Errorf("provision bucket %s: turn direct gets off: %w", Bucket, err)
+		}
+	}
+	// Bind after the update: a handle decides at bind time whether it
+	// uses direct gets.
+	kv, err := js.KeyValue(ctx, Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
