@@ -81,17 +81,49 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // common are the flags every command has.
 type common struct {
-	NATSURL   string
-	LogFormat string
-	LogLevel  string
+	NATSURL string
+	// NATSUser and NATSPasswordFile name the NATS credentials; the
+	// password itself comes only from the environment or that file, never
+	// from a flag, which would show in process listings.
+	NATSUser         string
+	NATSPasswordFile string
+	LogFormat        string
+	LogLevel         string
 }
+
+// envNATSPassword holds the NATS password of --nats-user.
+const envNATSPassword = "SCALELAB_NATS_PASSWORD"
 
 func (c *common) register(s *envflag.Set, withNATS bool) {
 	if withNATS {
 		s.String(&c.NATSURL, "nats", "SCALELAB_NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated")
+		s.String(&c.NATSUser, "nats-user", "SCALELAB_NATS_USER", "", "NATS user (none: connect without credentials); its password is "+envNATSPassword+" or --nats-password-file")
+		s.String(&c.NATSPasswordFile, "nats-password-file", "SCALELAB_NATS_PASSWORD_FILE", "", "file holding the NATS password of --nats-user (trailing newlines dropped)")
 	}
 	s.String(&c.LogFormat, "log-format", "SCALELAB_LOG_FORMAT", logging.FormatAuto, "log format: text or json (default: text on a terminal, else json)")
 	s.String(&c.LogLevel, "log-level", "SCALELAB_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+// natsOptions returns the connection settings for a connection named name.
+// It returns a usage error for credentials that do not fit together (a
+// password and a file, a user without a password, a password without a
+// user) or a password file that cannot be read.
+func (c *common) natsOptions(getenv func(string) string, name string) (natsconn.Options, error) {
+	o := natsconn.Options{URL: c.NATSURL, Name: name, User: c.NATSUser, Password: getenv(envNATSPassword)}
+	if c.NATSPasswordFile != "" {
+		if o.Password != "" {
+			return o, usageErr(fmt.Errorf("set %s or --nats-password-file, not both", envNATSPassword))
+		}
+		b, err := os.ReadFile(c.NATSPasswordFile)
+		if err != nil {
+			return o, usageErr(fmt.Errorf("--nats-password-file: %w", err))
+		}
+		o.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	if err := o.Validate(); err != nil {
+		return o, usageErr(fmt.Errorf("--nats-user, %s: %w", envNATSPassword, err))
+	}
+	return o, nil
 }
 
 func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
@@ -197,7 +229,11 @@ func runRole(ctx context.Context, name string, r role, args []string, getenv fun
 	}
 	var nc *nats.Conn
 	if r.usesNATS {
-		nc, err = natsconn.Connect(ctx, natsconn.Options{URL: c.NATSURL, Name: "scalelab-" + name}, log)
+		opts, err := c.natsOptions(getenv, "scalelab-"+name)
+		if err != nil {
+			return err
+		}
+		nc, err = natsconn.Connect(ctx, opts, log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // interrupted while waiting for NATS

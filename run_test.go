@@ -7,15 +7,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/natsconf"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -194,5 +198,75 @@ func TestTasksCommand(t *testing.T) {
 		if err := run(t.Context(), args, vars, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestTasksCommandCredentials: an operator command connects with
+// --nats-user and SCALELAB_NATS_PASSWORD or --nats-password-file, to a
+// server with the permission table on; bad combinations are usage errors
+// reported before anything connects.
+func TestTasksCommandCredentials(t *testing.T) {
+	t.Parallel()
+	pw, err := natsconf.RandomPasswords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsconf.StartEmbedded(natsconf.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, testutil.QuietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("admin", pw[natsconf.RoleAdmin]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(t.TempDir(), "nats-password")
+	if err := os.WriteFile(pwFile, []byte(pw[natsconf.RoleAdmin]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ls := []string{"tasks", "--nats", ns.ClientURL(), "dlq", "ls"}
+	withFlags := func(flags ...string) []string { return append(append([]string{"tasks"}, flags...), ls[1:]...) }
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		wantUsage bool
+		wantOK    bool
+	}{
+		{"user and password from env", ls, map[string]string{"SCALELAB_NATS_USER": "admin", "SCALELAB_NATS_PASSWORD": pw[natsconf.RoleAdmin]}, false, true},
+		{"--nats-user and --nats-password-file", withFlags("--nats-user", "admin", "--nats-password-file", pwFile), nil, false, true},
+		{"password file from env", ls, map[string]string{"SCALELAB_NATS_USER": "admin", "SCALELAB_NATS_PASSWORD_FILE": pwFile}, false, true},
+		{"no credentials", ls, nil, false, false},
+		{"wrong password", ls, map[string]string{"SCALELAB_NATS_USER": "admin", "SCALELAB_NATS_PASSWORD": pw[natsconf.RoleGateway]}, false, false},
+		{"password and file", withFlags("--nats-user", "admin", "--nats-password-file", pwFile), map[string]string{"SCALELAB_NATS_PASSWORD": "x"}, true, false},
+		{"user without password", withFlags("--nats-user", "admin"), nil, true, false},
+		{"password without user", ls, map[string]string{"SCALELAB_NATS_PASSWORD": "x"}, true, false},
+		{"missing password file", withFlags("--nats-user", "admin", "--nats-password-file", pwFile+".nope"), nil, true, false},
+		{"user with a dot", withFlags("--nats-user", "ad.min", "--nats-password-file", pwFile), nil, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out strings.Builder
+			err := run(t.Context(), tt.args, env(tt.env), &out, io.Discard)
+			switch {
+			case tt.wantOK && err != nil:
+				t.Fatalf("run(%q) = %v, want nil", tt.args, err)
+			case tt.wantOK && strings.TrimSpace(out.String()) != "no dead tasks":
+				t.Errorf("run(%q) printed %q, want %q", tt.args, out.String(), "no dead tasks")
+			case !tt.wantOK && err == nil:
+				t.Errorf("run(%q) = nil, want an error", tt.args)
+			case !tt.wantOK && errors.Is(err, errUsage) != tt.wantUsage:
+				t.Errorf("run(%q) = %v, want a usage error: %v", tt.args, err, tt.wantUsage)
+			}
+		})
 	}
 }

@@ -61,7 +61,11 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 	// An operator command: fail fast rather than wait for NATS forever.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: c.NATSURL, Name: "scalelab-tasks"}, log)
+	opts, err := c.natsOptions(getenv, "scalelab-tasks")
+	if err != nil {
+		return err
+	}
+	nc, err := natsconn.Connect(ctx, opts, log)
 	if err != nil {
 		return err
 	}

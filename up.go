@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -125,7 +127,8 @@ func (c *upConfig) validate() error {
 
 // upRole is one role instance inside `up`.
 type upRole struct {
-	name  string // also the NATS connection name
+	name  string        // also the NATS connection name
+	user  natsconf.Role // the NATS user it connects as
 	start startFunc
 }
 
@@ -179,9 +182,17 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
 
+	// The same permission model as a cluster (natsconf/permissions.go):
+	// each role connects as its own user, with passwords made for this
+	// run, so nothing that works here needs more rights in production.
+	passwords, err := natsconf.RandomPasswords()
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
 	ns, err := natsconf.StartEmbedded(natsconf.Embedded{
 		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"),
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: passwords,
 	}, log)
 	if err != nil {
 		closeAll(lns)
@@ -198,13 +209,21 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	// the same moment.
 	provision := task.DefaultProvisionConfig()
 	provision.MaxQueueMsgs = cfg.MaxQueue
-	// up's own connection: provisioning now, readiness checks later.
-	upNC, err := nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"))
+	// up's own connection, as the operator: provisioning now, readiness
+	// checks later.
+	admin := string(natsconf.RoleAdmin)
+	upNC, err := nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"),
+		nats.UserInfo(admin, passwords[natsconf.RoleAdmin]), nats.CustomInboxPrefix(natsconn.InboxPrefix(admin)))
 	if err != nil {
 		closeAll(lns)
 		return fmt.Errorf("up: connect to embedded nats: %w", err)
 	}
 	defer upNC.Close()
+	natsContext, err := writeNATSContext(cfg.DataDir, ns.ClientURL(), admin, passwords[natsconf.RoleAdmin])
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
 	if err := provisionTasks(ctx, upNC, provision); err != nil {
 		closeAll(lns)
 		return err
@@ -217,10 +236,10 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	cacheCfg := cachesvc.DefaultConfig()
 	cacheCfg.Listener, cacheCfg.ShutdownTimeout = cacheLn, cfg.ShutdownTime
 	upRoles = append(upRoles,
-		upRole{"dbsvc", func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		upRole{"dbsvc", natsconf.RoleDBSvc, func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return dbsvc.Run(ctx, dbCfg, nc, log)
 		}},
-		upRole{"cachesvc", func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		upRole{"cachesvc", natsconf.RoleCacheSvc, func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return cachesvc.Run(ctx, cacheCfg, nc, log)
 		}},
 	)
@@ -230,7 +249,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		wCfg.ReportDuration, wCfg.ShutdownTimeout, wCfg.Concurrency = cfg.ReportDuration, cfg.ShutdownTime, cfg.Concurrency
 		wCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
 		cfgErrs = append(cfgErrs, wCfg.Validate())
-		upRoles = append(upRoles, upRole{fmt.Sprintf("worker-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		upRoles = append(upRoles, upRole{fmt.Sprintf("worker-%d", i+1), natsconf.RoleWorker, func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return worker.Run(ctx, wCfg, nc, log)
 		}})
 	}
@@ -243,7 +262,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
 		cfgErrs = append(cfgErrs, gwCfg.Validate())
 		backends = append(backends, "http://"+ln.Addr().String())
-		upRoles = append(upRoles, upRole{fmt.Sprintf("gateway-%d", i+1), func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		upRoles = append(upRoles, upRole{fmt.Sprintf("gateway-%d", i+1), natsconf.RoleGateway, func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return gateway.Run(ctx, gwCfg, nc, log)
 		}})
 	}
@@ -264,7 +283,8 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		// Each role has its own connection, as it would as a process: its
 		// name shows in `nats server report connections`, and draining one
 		// does not cut the others off.
-		nc, err := natsconn.Connect(gctx, natsconn.Options{URL: ns.ClientURL(), Name: "scalelab-" + r.name}, log)
+		nc, err := natsconn.Connect(gctx, natsconn.Options{URL: ns.ClientURL(), Name: "scalelab-" + r.name,
+			User: string(r.user), Password: passwords[r.user]}, log)
 		if err != nil {
 			cancel()
 			return errors.Join(err, g.Wait())
@@ -303,6 +323,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		DB: "http://" + dbLn.Addr().String(), Cache: "http://" + cacheLn.Addr().String(),
 		NATS: ns.ClientURL(), Workers: cfg.Workers, DataDir: cfg.DataDir,
 		Token: token, Expires: exp, GeneratedSecret: generated,
+		NATSContext: natsContext, NATSUser: admin, NATSPassword: passwords[natsconf.RoleAdmin],
 	})
 	err = g.Wait()
 	log.Info("scalelab stopped")
@@ -321,6 +342,38 @@ func provisionTasks(ctx context.Context, nc *nats.Conn, cfg task.ProvisionConfig
 		return fmt.Errorf("up: %w", err)
 	}
 	return nil
+}
+
+// natsContextFile is the nats CLI context `up` writes under --data.
+const natsContextFile = "nats-context.json"
+
+// writeNATSContext writes a nats CLI context for user (the operator) to
+// dataDir and returns its absolute path: natscli takes a path ending in
+// .json as --context or NATS_CONTEXT. The file holds the password, so
+// only its owner may read it; each run overwrites it with the run's
+// password.
+func writeNATSContext(dataDir, url, user, password string) (string, error) {
+	path, err := filepath.Abs(filepath.Join(dataDir, natsContextFile))
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	b, err := json.MarshalIndent(map[string]string{
+		"description": "scalelab up: the operator (admin) on the embedded server",
+		"url":         url, "user": user, "password": password,
+	}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	// Chmod too: a file left by an older run keeps its mode on open.
+	_, werr := f.Write(append(b, '\n'))
+	if err := errors.Join(werr, f.Chmod(0o600), f.Close()); err != nil {
+		return "", fmt.Errorf("up: write nats context %s: %w", path, err)
+	}
+	return path, nil
 }
 
 // readyTimeout bounds the wait for every role to be ready; the first start
@@ -401,6 +454,9 @@ type bannerInfo struct {
 	Token                     string
 	Expires                   time.Time
 	GeneratedSecret           bool
+	// NATSContext is the nats CLI context file of the operator user
+	// NATSUser, whose password is NATSPassword.
+	NATSContext, NATSUser, NATSPassword string
 }
 
 func printBanner(w io.Writer, b bannerInfo) {
@@ -408,9 +464,9 @@ func printBanner(w io.Writer, b bannerInfo) {
 	if b.GeneratedSecret {
 		secretNote = "signed with a random secret made for this run; set SCALELAB_JWT_SECRET (32+ bytes) to keep tokens across restarts"
 	}
-	natsFlag, usersNATS := "", ""
+	usersNATS := ""
 	if b.NATS != nats.DefaultURL {
-		natsFlag, usersNATS = " -s "+b.NATS, " --nats "+b.NATS
+		usersNATS = " --nats " + b.NATS
 	}
 	fmt.Fprintf(w, `
 scalelab is up
@@ -424,20 +480,24 @@ scalelab is up
 Dev token (sub "dev", all scopes, expires %s; %s):
 export TOKEN=%s
 
-Try (each line works as printed):
+NATS wants a user per role (passwords made for this run); operators are %q.
+For the nats CLI (context %s) and scalelab tasks/users:
+export NATS_CONTEXT=%s SCALELAB_NATS_USER=%s SCALELAB_NATS_PASSWORD=%s
+
+With both exports, each line works as printed:
 curl -si -H 'Authorization: Bearer %s' %s/data
 curl -si -H 'Authorization: Bearer %s' %s/process
 curl -si -X POST -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"task":"report"}' %s/longtask
 echo 'choose a long password' | go run . users add alice%s && curl -s -X POST -d '{"username":"alice","password":"choose a long password"}' %s/auth/token
 
 Inspect the bus:
-go tool nats%s stream ls
-go tool nats%s consumer info TASKS workers
-go tool nats%s micro ls
+go tool nats stream ls
+go tool nats consumer info TASKS workers
+go tool nats micro ls
 
 Ctrl-C drains and stops everything.
 `, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
-		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer,
-		natsFlag, natsFlag, natsFlag)
+		b.NATSUser, b.NATSContext, b.NATSContext, b.NATSUser, b.NATSPassword,
+		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer)
 }

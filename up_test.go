@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,8 +17,11 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -47,6 +52,9 @@ func env(vars map[string]string) func(string) string {
 type platform struct {
 	base   string // balancer URL
 	token  string
+	cache  string            // cachesvc URL
+	nats   string            // NATS URL
+	admin  map[string]string // the operator's environment, as the banner prints it
 	stdout *syncBuffer
 	stderr *syncBuffer
 	cancel context.CancelFunc
@@ -56,10 +64,16 @@ type platform struct {
 var (
 	balancerLine = regexp.MustCompile(`balancer\s+(http://\S+)`)
 	tokenLine    = regexp.MustCompile(`export TOKEN=(\S+)`)
+	cacheLine    = regexp.MustCompile(`cachesvc\s+(http://\S+)/cache`)
+	natsLine     = regexp.MustCompile(`nats\s+(nats://\S+)`)
+	natsEnvLine  = regexp.MustCompile(`export (NATS_CONTEXT=\S+ SCALELAB_NATS_USER=\S+ SCALELAB_NATS_PASSWORD=\S+)`)
 )
 
 // startUp runs `scalelab up` in-process on random ports over dir and
-// waits until its API answers through the balancer.
+// waits until its API answers through the balancer. At cleanup the test
+// fails if NATS refused any role anything: every role connects with its
+// least-privilege user, so a violation means the permission table
+// (natsconf/permissions.go) misses a subject the role really uses.
 func startUp(t *testing.T, dir string, extra ...string) *platform {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -78,6 +92,11 @@ func startUp(t *testing.T, dir string, extra ...string) *platform {
 		case <-p.done:
 		case <-time.After(30 * time.Second):
 		}
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(strings.ToLower(line), "violation") {
+				t.Errorf("NATS permission violation during the run: %s", line)
+			}
+		}
 		if t.Failed() {
 			t.Logf("stdout:\n%s\nstderr (tail):\n%s", p.stdout, tail(p.stderr.String(), 6000))
 		}
@@ -90,10 +109,16 @@ func startUp(t *testing.T, dir string, extra ...string) *platform {
 		}
 		out := p.stdout.String()
 		b, tok := balancerLine.FindStringSubmatch(out), tokenLine.FindStringSubmatch(out)
-		if b == nil || tok == nil {
+		c, n, ne := cacheLine.FindStringSubmatch(out), natsLine.FindStringSubmatch(out), natsEnvLine.FindStringSubmatch(out)
+		if b == nil || tok == nil || c == nil || n == nil || ne == nil {
 			return fmt.Errorf("no banner yet")
 		}
-		p.base, p.token = b[1], tok[1]
+		p.base, p.token, p.cache, p.nats = b[1], tok[1], c[1], n[1]
+		p.admin = map[string]string{}
+		for _, kv := range strings.Fields(ne[1]) {
+			k, v, _ := strings.Cut(kv, "=")
+			p.admin[k] = v
+		}
 		return nil
 	})
 	testutil.Eventually(t, 60*time.Second, func() error {
@@ -502,6 +527,135 @@ func TestUpReadYourWrites(t *testing.T) {
 				t.Fatalf("round %d, read %d after PUT: %d %+v from %s (X-Cache %s), want %q",
 					round, i, r.status, it, r.servedBy, r.header.Get("X-Cache"), name)
 			}
+		}
+	}
+	p.stop(t)
+}
+
+// TestUpOperators drives, with NATS permissions on, what the roles do
+// besides the API tests above and what an operator does with the
+// credentials the banner prints: users add and a login, the dead-letter
+// list, cancelling a running task, cachesvc's writes, deletes, stats and
+// flush, and the nats CLI context. Not parallel: it swaps stdin and
+// bcryptCost.
+func TestUpOperators(t *testing.T) {
+	cheapBcrypt(t)
+	p := startUp(t, t.TempDir())
+	bearer := "Bearer " + p.token
+
+	if nc, err := nats.Connect(p.nats); err == nil {
+		nc.Close()
+		t.Errorf("connect to up's NATS without credentials: nil error, want refused")
+	}
+	if got := p.admin["SCALELAB_NATS_USER"]; got != "admin" {
+		t.Errorf("banner SCALELAB_NATS_USER = %q, want admin", got)
+	}
+	ctxFile := p.admin["NATS_CONTEXT"]
+	fi, err := os.Stat(ctxFile)
+	if err != nil {
+		t.Fatalf("nats context from the banner: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("nats context %s mode = %v, want 0600 (it holds a password)", ctxFile, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(ctxFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nctx struct{ URL, User, Password string }
+	if err := json.Unmarshal(b, &nctx); err != nil {
+		t.Fatalf("nats context %s: %v", ctxFile, err)
+	}
+	if nctx.URL != p.nats || nctx.User != "admin" || nctx.Password != p.admin["SCALELAB_NATS_PASSWORD"] {
+		t.Errorf("nats context = %+v, want url %s, user admin and the banner's password", nctx, p.nats)
+	}
+	// The context works as the nats CLI would use it.
+	nc, err := nats.Connect(nctx.URL, nats.UserInfo(nctx.User, nctx.Password))
+	if err != nil {
+		t.Fatalf("connect with the nats context: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Consumer(t.Context(), task.Stream, task.Consumer); err != nil {
+		t.Errorf("as the context's user: consumer info TASKS workers = %v", err)
+	}
+
+	// users add with the banner's environment, then a login.
+	admin := maps.Clone(p.admin)
+	withStdin(t, "correct horse battery\n")
+	if err := run(t.Context(), []string{"users", "add", "alice", "--nats", p.nats}, env(admin), io.Discard, io.Discard); err != nil {
+		t.Fatalf("users add with the banner's credentials = %v", err)
+	}
+	login := p.do(t, "POST", "/auth/token", "", []byte(`{"username":"alice","password":"correct horse battery"}`))
+	if login.status != http.StatusOK {
+		t.Errorf("POST /auth/token = %d %s, want 200", login.status, login.body)
+	}
+	var out strings.Builder
+	if err := run(t.Context(), []string{"tasks", "--nats", p.nats, "dlq", "ls"}, env(admin), &out, io.Discard); err != nil {
+		t.Errorf("tasks dlq ls with the banner's credentials = %v", err)
+	}
+	if got := strings.TrimSpace(out.String()); got != "no dead tasks" {
+		t.Errorf("tasks dlq ls printed %q, want %q", got, "no dead tasks")
+	}
+	// Without credentials the operator commands are refused.
+	if err := run(t.Context(), []string{"tasks", "--nats", p.nats, "dlq", "ls"}, env(nil), io.Discard, io.Discard); err == nil {
+		t.Errorf("tasks dlq ls without credentials = nil, want an error")
+	}
+
+	// Cancel a running task: the gateway's notice reaches the worker.
+	sub := p.do(t, "POST", "/longtask", bearer, []byte(`{"task":"sleep","duration_ms":60000}`))
+	if sub.status != http.StatusAccepted {
+		t.Fatalf("POST /longtask = %d %s", sub.status, sub.body)
+	}
+	id := decodeJSON[map[string]string](t, sub)["task_id"]
+	state := func() string {
+		return fmt.Sprint(decodeJSON[map[string]any](t, p.do(t, "GET", "/tasks/"+id, bearer, nil))["state"])
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if st := state(); st != "running" {
+			return fmt.Errorf("state = %s", st)
+		}
+		return nil
+	})
+	if r := p.do(t, "DELETE", "/tasks/"+id, bearer, nil); r.status != http.StatusOK {
+		t.Fatalf("DELETE /tasks/%s = %d %s", id, r.status, r.body)
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if st := state(); st != "cancelled" {
+			return fmt.Errorf("state = %s", st)
+		}
+		return nil
+	})
+
+	// cachesvc: a write, a read, a delete broadcast to the gateways, the
+	// stats gathered from them, and a flush (a purge of the bucket).
+	cacheCalls := []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/cache/greeting", `{"value":"hello"}`, http.StatusOK},
+		{"GET", "/cache/greeting", "", http.StatusOK},
+		{"DELETE", "/cache/greeting", "", http.StatusOK},
+		{"GET", "/cache", "", http.StatusOK},
+		{"DELETE", "/cache", "", http.StatusOK},
+	}
+	p.do(t, "GET", "/data", bearer, nil) // something in the bucket to flush
+	for _, c := range cacheCalls {
+		req, err := http.NewRequestWithContext(t.Context(), c.method, p.cache+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.method, c.path, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != c.want {
+			t.Errorf("cachesvc %s %s = %d %s, want %d", c.method, c.path, res.StatusCode, body, c.want)
 		}
 	}
 	p.stop(t)

@@ -114,6 +114,10 @@ func runUsers(ctx context.Context, args []string, getenv func(string) string, st
 		return usageErr(err)
 	}
 
+	opts, err := c.natsOptions(getenv, "scalelab-users")
+	if err != nil {
+		return err
+	}
 	password, err := readPassword(stdin, stderr, name)
 	if err != nil {
 		return err
@@ -126,7 +130,7 @@ func runUsers(ctx context.Context, args []string, getenv func(string) string, st
 	// An operator command: fail fast rather than wait for NATS forever.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: c.NATSURL, Name: "scalelab-users"}, log)
+	nc, err := natsconn.Connect(ctx, opts, log)
 	if err != nil {
 		return err
 	}

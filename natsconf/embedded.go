@@ -26,7 +26,16 @@ type Embedded struct {
 	// StoreDir is the JetStream file store. Keeping it across runs keeps
 	// queued tasks and buckets.
 	StoreDir string
+	// Passwords, when not nil, turn on authorization: one user per role
+	// with the permissions of Table (see Users). A role without a
+	// password cannot log in. Nil means no authentication, for tests
+	// that are not about permissions.
+	Passwords map[Role]string
 }
+
+// The go:generate line below rewrites authorization.conf from Table; a
+// test fails while the file is stale.
+//go:generate go test -run ^TestAuthorizationConfUpToDate$ -update .
 
 // StartEmbedded starts a JetStream-enabled server and waits until it
 // accepts connections. The caller stops it with Shutdown and
@@ -49,6 +58,12 @@ func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
 		// the server goes away.
 		NoSigs: true,
 	}
+	if cfg.Passwords != nil {
+		// A permission violation is logged by the server (at error level,
+		// through slogAdapter) and sent to the client, whose natsconn
+		// error handler logs it too.
+		opts.Users = Users(cfg.Passwords)
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -59,7 +74,8 @@ func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded nats on %s:%d did not start in 30s (port in use?)", cfg.Host, cfg.Port)
 	}
-	log.Info("embedded nats ready", "url", ns.ClientURL(), "store_dir", dir, "monitor_port", cfg.HTTPPort)
+	log.Info("embedded nats ready", "url", ns.ClientURL(), "store_dir", dir, "monitor_port", cfg.HTTPPort,
+		"users", len(opts.Users))
 	return ns, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,12 +24,41 @@ const RequestIDHeader = "X-Request-ID"
 type Options struct {
 	URL  string // comma-separated server URLs
 	Name string // connection name, shown by `nats server report connections`
-	// User and Password, when set, authenticate the connection.
+	// User and Password, when set, authenticate the connection, and its
+	// replies arrive under InboxPrefix(User) instead of _INBOX.
 	User, Password string
 }
 
+// InboxPrefix returns the reply-subject prefix of a connection that
+// authenticates as user: "_INBOX.<user>". Each scalelab NATS user may
+// subscribe only under its own prefix (natsconf/permissions.go), so one
+// role cannot read the replies another receives (KV values, password
+// hashes) by subscribing to _INBOX.>, while a server that allows
+// _INBOX.> still works.
+func InboxPrefix(user string) string { return "_INBOX." + user }
+
+// Validate checks that User can be a subject token (it is part of the
+// inbox prefix) and that a password comes with a user.
+func (o Options) Validate() error {
+	var errs []error
+	if strings.ContainsFunc(o.User, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) {
+		errs = append(errs, fmt.Errorf("nats user %q: letters, digits, - and _ only", o.User))
+	}
+	if o.User == "" && o.Password != "" {
+		errs = append(errs, errors.New("nats password given without a user"))
+	}
+	if o.User != "" && o.Password == "" {
+		errs = append(errs, fmt.Errorf("nats user %s has no password", o.User))
+	}
+	return errors.Join(errs...)
+}
+
 // Connect dials NATS, retrying until it succeeds or ctx is done, and returns a
-// connection that reconnects forever. It returns ctx's error if ctx ends first.
+// connection that reconnects forever. It returns ctx's error if ctx ends
+// first, and at once o.Validate's error or nats.ErrAuthorization when the
+// server refuses the credentials.
 func Connect(ctx context.Context, o Options, log *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(o.Name),
@@ -52,8 +82,11 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*nats.Conn, erro
 			log.Error("nats async error", "subject", subject, "err", err)
 		}),
 	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	if o.User != "" {
-		opts = append(opts, nats.UserInfo(o.User, o.Password))
+		opts = append(opts, nats.UserInfo(o.User, o.Password), nats.CustomInboxPrefix(InboxPrefix(o.User)))
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -61,6 +94,11 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*nats.Conn, erro
 		if err == nil {
 			log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "name", o.Name)
 			return nc, nil
+		}
+		if errors.Is(err, nats.ErrAuthorization) {
+			// The server is up and refuses these credentials: waiting
+			// will not change that, and the operator should know now.
+			return nil, fmt.Errorf("connect to nats %s as %q: %w", o.URL, o.User, err)
 		}
 		log.Warn("nats not reachable yet, retrying", "url", o.URL, "err", err, "retry_in", backoff)
 		select {

@@ -213,13 +213,48 @@ func TestConnectWithCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Connect(right password) = %v, want nil", err)
 	}
+	if got := nc.NewInbox(); !strings.HasPrefix(got, "_INBOX.app.") {
+		t.Errorf("NewInbox() = %q, want the user's prefix _INBOX.app.", got)
+	}
 	nc.Close()
 
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	// A refused password is final: no retrying until ctx ends.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if nc, err := Connect(ctx, Options{URL: ns.ClientURL(), Name: "t", User: "app", Password: "wrong"}, log); err == nil {
-		nc.Close()
-		t.Errorf("Connect(wrong password) = nil, want an error")
+	if nc, err := Connect(ctx, Options{URL: ns.ClientURL(), Name: "t", User: "app", Password: "wrong"}, log); !errors.Is(err, nats.ErrAuthorization) || ctx.Err() != nil {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Errorf("Connect(wrong password) = %v (ctx %v), want nats.ErrAuthorization at once", err, ctx.Err())
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		o       Options
+		wantErr bool
+	}{
+		{"no credentials", Options{URL: "nats://x"}, false},
+		{"user and password", Options{User: "gateway-2_b", Password: "p"}, false},
+		{"user without password", Options{User: "gateway"}, true},
+		{"password without user", Options{Password: "p"}, true},
+		{"dot in user", Options{User: "a.b", Password: "p"}, true},
+		{"wildcard user", Options{User: ">", Password: "p"}, true},
+		{"space in user", Options{User: "a b", Password: "p"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tt.o.Validate(); (err != nil) != tt.wantErr {
+				t.Errorf("Validate(%+v) = %v, want error %v", tt.o, err, tt.wantErr)
+			}
+		})
+	}
+	// Connect refuses bad options at once instead of retrying.
+	if _, err := Connect(t.Context(), Options{URL: "nats://127.0.0.1:1", User: "a.b", Password: "p"}, slog.New(newRecorder(t))); err == nil {
+		t.Errorf("Connect(user a.b) = nil error, want the validation error")
 	}
 }
 

@@ -1,0 +1,365 @@
+package natsconf
+
+import (
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// Role is a NATS user of scalelab: one per role that connects to NATS,
+// plus admin for operators. The user name is the role's name.
+type Role string
+
+// The NATS users (issue #6). Every gateway shares the gateway user, every
+// worker the worker user: instances of a role need the same rights.
+const (
+	RoleGateway  Role = "gateway"
+	RoleWorker   Role = "worker"
+	RoleDBSvc    Role = "dbsvc"
+	RoleCacheSvc Role = "cachesvc"
+	// RoleAdmin is for operators: the nats CLI, `scalelab tasks` and
+	// `scalelab users add`, and `up`'s own provisioning connection.
+	RoleAdmin Role = "admin"
+)
+
+// Roles returns every role, in the order of the permission table.
+func Roles() []Role {
+	return []Role{RoleGateway, RoleWorker, RoleDBSvc, RoleCacheSvc, RoleAdmin}
+}
+
+// PasswordEnv returns the environment variable that holds role's password
+// in the rendered authorization block: SCALELAB_NATS_<ROLE>_PASSWORD.
+func PasswordEnv(r Role) string {
+	return "SCALELAB_NATS_" + strings.ToUpper(string(r)) + "_PASSWORD"
+}
+
+// Grant is one role's rights. Allow lists are exhaustive (anything not
+// allowed is refused); deny lists restate the invariants of issue #6 so
+// that a later, broader allow cannot silently break them (deny wins).
+type Grant struct {
+	Role     Role
+	PubAllow []string
+	PubDeny  []string
+	SubAllow []string
+	SubDeny  []string
+}
+
+// Names of the JetStream streams behind the buckets.
+var (
+	kvTasks = "KV_" + task.Bucket
+	kvCache = "KV_" + cache.Bucket
+)
+
+// jsAPI prefixes a JetStream API subject.
+func jsAPI(s string) string { return "$JS.API." + s }
+
+// streamAdmin is what a role that provisions stream needs: look it up,
+// create it, and bring its config up to date (nats.go's jetstream
+// package: STREAM.INFO, STREAM.CREATE, STREAM.UPDATE).
+func streamAdmin(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, jsAPI("STREAM.INFO."+s), jsAPI("STREAM.CREATE."+s), jsAPI("STREAM.UPDATE."+s))
+	}
+	return out
+}
+
+// kvAccess is what a KV client of bucket needs: bind to it (STREAM.INFO),
+// read keys (DIRECT.GET.<stream>.$KV.<bucket>.<key> for the latest value,
+// DIRECT.GET or STREAM.MSG.GET by revision) and write them (put, create,
+// update and delete all publish to $KV.<bucket>.<key>).
+func kvAccess(bucket string) []string {
+	stream := "KV_" + bucket
+	return []string{
+		jsAPI("STREAM.INFO." + stream),
+		jsAPI("DIRECT.GET." + stream), jsAPI("DIRECT.GET." + stream + ".>"),
+		jsAPI("STREAM.MSG.GET." + stream),
+		"$KV." + bucket + ".>",
+	}
+}
+
+// microService is what a micro service instance named name subscribes to:
+// its control subjects ($SRV.PING|INFO|STATS, each bare, by name and by
+// instance id).
+func microService(name string) []string {
+	return []string{"$SRV.*", "$SRV.*." + name, "$SRV.*." + name + ".*"}
+}
+
+// inbox is where a role receives replies: its own prefix, so that no role
+// can read another's replies (KV values, password hashes) by subscribing
+// to _INBOX.>.
+func inbox(r Role) string { return natsconn.InboxPrefix(string(r)) + ".>" }
+
+// replies lets a role answer requests: a reply goes to the requester's
+// inbox. Not allow_responses: the server lets a response through even
+// where the deny list forbids its subject, so a requester could name
+// $JS.API.STREAM.DELETE.TASKS as its reply subject and have the
+// responder's (empty) error reply delete the stream. Publishing only
+// under _INBOX. rules that out.
+const replies = "_INBOX.>"
+
+// Subjects that only admin may publish to.
+var adminOnly = []string{
+	// Deleting streams or messages, and the consumers and contents of the
+	// task pipeline: dead letters are removed only by `tasks dlq retry`.
+	jsAPI("STREAM.DELETE.>"),
+	jsAPI("STREAM.MSG.DELETE.>"),
+	jsAPI("CONSUMER.DELETE." + task.Stream + ".>"),
+	jsAPI("CONSUMER.DELETE." + task.DelayedStream + ".>"),
+	jsAPI("CONSUMER.DELETE." + task.DLQStream + ".>"),
+	jsAPI("STREAM.PURGE." + task.Stream),
+	jsAPI("STREAM.PURGE." + task.DelayedStream),
+	jsAPI("STREAM.PURGE." + task.DLQStream),
+	jsAPI("STREAM.PURGE." + kvTasks),
+	// Users are created by `scalelab users add`, never by a role.
+	dbsvc.SubjectUserPut,
+}
+
+// consumeTasks is everything that takes tasks off TASKS: creating or
+// looking up a consumer on it, pulling, and acking (v1 and v2 ack
+// subjects: $JS.ACK.<stream>.… and $JS.ACK.<domain>.<account>.<stream>.…).
+var consumeTasks = []string{
+	jsAPI("CONSUMER.CREATE." + task.Stream), jsAPI("CONSUMER.CREATE." + task.Stream + ".>"),
+	jsAPI("CONSUMER.DURABLE.CREATE." + task.Stream + ".>"),
+	jsAPI("CONSUMER.MSG.NEXT." + task.Stream + ".>"),
+	"$JS.ACK." + task.Stream + ".>", "$JS.ACK.*.*." + task.Stream + ".>",
+}
+
+// cacheBucket is every subject that reads, writes or administers the
+// cache bucket: its KV subjects and each JetStream API subject naming
+// its stream, whatever the verb (STREAM.INFO.KV_cache,
+// DIRECT.GET.KV_cache.…, STREAM.MSG.GET.KV_cache, CONSUMER.CREATE.KV_cache.…,
+// CONSUMER.MSG.NEXT.KV_cache.…), and its flow control.
+var cacheBucket = []string{
+	"$KV." + cache.Bucket + ".>",
+	jsAPI("*.*." + kvCache), jsAPI("*.*." + kvCache + ".>"),
+	jsAPI("*.*.*." + kvCache), jsAPI("*.*.*." + kvCache + ".>"),
+	"$JS.FC." + kvCache + ".>", "$JS.FC.*.*." + kvCache + ".>",
+}
+
+// Table returns the permissions of every role, the one source of truth
+// for both the embedded server (Users) and the clustered configs
+// (RenderAuthorization). Subjects come from the constants of the packages
+// that own them.
+func Table() []Grant {
+	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, kvTasks}
+	// Gateways and workers both provision the task streams and bucket at
+	// start (internal/task.Provision), so either can come up first.
+	provisionTasks := append([]string{jsAPI("INFO")}, streamAdmin(taskStreams...)...)
+	provisionTasks = append(provisionTasks, kvAccess(task.Bucket)...)
+
+	gateway := Grant{Role: RoleGateway}
+	gateway.PubAllow = concat(
+		[]string{replies},
+		provisionTasks,
+		// Submit (now, or as a schedule on the delayed stream) and cancel.
+		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
+		// The cache tiers: the bucket, the KV watch of the near-cache (an
+		// ordered push consumer, recreated and deleted by the client, with
+		// flow control), and invalidation broadcasts with their peer view.
+		kvAccess(cache.Bucket),
+		[]string{
+			jsAPI("CONSUMER.CREATE." + kvCache), jsAPI("CONSUMER.CREATE." + kvCache + ".>"),
+			jsAPI("CONSUMER.INFO." + kvCache + ".*"), jsAPI("CONSUMER.DELETE." + kvCache + ".*"),
+			"$JS.FC." + kvCache + ".>", "$JS.FC.*.*." + kvCache + ".>",
+			cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName,
+		},
+		// Services: the business logic, and dbsvc's reads, item writes and
+		// the login lookup.
+		[]string{
+			worker.ProcessSubject,
+			dbsvc.SubjectData, dbsvc.SubjectItemGet, dbsvc.SubjectItemUpdate, dbsvc.SubjectItemList,
+			dbsvc.SubjectItemDelete, dbsvc.SubjectUserGet,
+		},
+	)
+	gateway.PubDeny = concat(adminOnly, consumeTasks)
+	gateway.SubAllow = concat([]string{inbox(RoleGateway), cache.SubjectInvalidate}, microService(cache.ServiceName))
+	gateway.SubDeny = []string{task.SubjectPrefix + ">"}
+
+	wk := Grant{Role: RoleWorker}
+	wk.PubAllow = concat(
+		[]string{replies},
+		provisionTasks,
+		// The shared durable consumer: create or update it, look it up,
+		// pull, and ack/nak/in-progress/term.
+		[]string{
+			jsAPI("CONSUMER.CREATE." + task.Stream + "." + task.Consumer),
+			jsAPI("CONSUMER.CREATE." + task.Stream + "." + task.Consumer + ".>"),
+			jsAPI("CONSUMER.DURABLE.CREATE." + task.Stream + "." + task.Consumer),
+			jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
+			jsAPI("CONSUMER.MSG.NEXT." + task.Stream + "." + task.Consumer),
+			"$JS.ACK." + task.Stream + "." + task.Consumer + ".>",
+			"$JS.ACK.*.*." + task.Stream + "." + task.Consumer + ".>",
+			task.DLQSubjectPrefix + ">",
+		},
+	)
+	// Workers run tasks; they have no business with the cache or the
+	// database.
+	wk.PubDeny = concat(adminOnly, cacheBucket, []string{"db.>"})
+	wk.SubAllow = concat([]string{inbox(RoleWorker), worker.ProcessSubject, task.CancelSubjectPrefix + "*"},
+		microService(worker.ProcessService))
+	wk.SubDeny = []string{"$KV." + cache.Bucket + ".>"}
+
+	db := Grant{Role: RoleDBSvc}
+	// dbsvc only answers: no JetStream, no requests of its own.
+	db.PubAllow = []string{replies}
+	db.PubDeny = concat(adminOnly, []string{"$JS.>", "$KV.>"})
+	db.SubAllow = concat([]string{inbox(RoleDBSvc), "db.>"}, microService(dbsvc.ServiceName))
+
+	cs := Grant{Role: RoleCacheSvc}
+	cs.PubAllow = concat(
+		[]string{jsAPI("INFO")},
+		streamAdmin(kvCache),
+		kvAccess(cache.Bucket),
+		// DELETE /cache (flush) purges the bucket's stream: one request
+		// however many keys. The only purge a role may do.
+		[]string{jsAPI("STREAM.PURGE." + kvCache)},
+		// Broadcast writes to the gateways' near-caches; GET /cache
+		// gathers their stats.
+		[]string{cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName, "$SRV.STATS." + cache.ServiceName},
+	)
+	cs.PubDeny = concat(adminOnly, []string{task.SubjectPrefix + ">", "$KV." + task.Bucket + ".>", "db.>"})
+	cs.SubAllow = []string{inbox(RoleCacheSvc)}
+
+	// Operators can do anything: inspect and repair streams, retry dead
+	// letters, add users.
+	admin := Grant{Role: RoleAdmin, PubAllow: []string{">"}, SubAllow: []string{">"}}
+
+	return []Grant{gateway, wk, db, cs, admin}
+}
+
+func concat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, s := range l {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// permissions converts g to the server's form. Admin, with no limits,
+// gets nil: the same as an authorization block without permissions.
+func (g Grant) permissions() *server.Permissions {
+	if g.Role == RoleAdmin {
+		return nil
+	}
+	sp := func(allow, deny []string) *server.SubjectPermission {
+		return &server.SubjectPermission{Allow: slices.Clone(allow), Deny: slices.Clone(deny)}
+	}
+	return &server.Permissions{Publish: sp(g.PubAllow, g.PubDeny), Subscribe: sp(g.SubAllow, g.SubDeny)}
+}
+
+// Users returns the table as nats-server users for server.Options.Users,
+// with the given passwords. A role without a password is left out, so it
+// cannot log in.
+func Users(passwords map[Role]string) []*server.User {
+	var out []*server.User
+	for _, g := range Table() {
+		pw, ok := passwords[g.Role]
+		if !ok || pw == "" {
+			continue
+		}
+		out = append(out, &server.User{Username: string(g.Role), Password: pw, Permissions: g.permissions()})
+	}
+	return out
+}
+
+// RandomPasswords returns a fresh random password for every role, for a
+// run of `up`. The passwords are letters and digits and start with a
+// letter, so that a config's $SCALELAB_NATS_<ROLE>_PASSWORD reference
+// (which nats-server parses as a value) reads them as strings.
+func RandomPasswords() (map[Role]string, error) {
+	out := map[Role]string{}
+	for _, r := range Roles() {
+		pw, err := randomPassword()
+		if err != nil {
+			return nil, err
+		}
+		out[r] = pw
+	}
+	return out, nil
+}
+
+// passwordChars are the characters of a generated password.
+const passwordChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// randomPassword is 32 characters: about 190 bits.
+func randomPassword() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("nats password: %w", err)
+	}
+	for i := range b {
+		// 62 letters and digits (a byte mod 62 is close enough to uniform
+		// for a password of this length); the first is a letter.
+		n := len(passwordChars)
+		if i == 0 {
+			n = 52
+		}
+		b[i] = passwordChars[int(b[i])%n]
+	}
+	return string(b), nil
+}
+
+// RenderAuthorization renders the table as a nats-server config block,
+// `authorization { users = [...] }`, with each password a reference to
+// the environment variable PasswordEnv(role), for the clustered configs
+// (include it with `include authorization.conf`). The server refuses to
+// start when one of the variables is unset.
+func RenderAuthorization() string {
+	var b strings.Builder
+	b.WriteString(`# Generated from natsconf/permissions.go: do not edit. Regenerate with
+#
+#   go generate ./natsconf
+#
+# One NATS user per scalelab role, with least-privilege permissions (see
+# permissions.go for why each subject is there). Each password comes from
+# the environment of the nats-server process:
+`)
+	for _, r := range Roles() {
+		fmt.Fprintf(&b, "#   %-8s  $%s\n", r, PasswordEnv(r))
+	}
+	b.WriteString(`# Use letters and digits, starting with a letter: the server parses the
+# variable's value as a config value.
+
+authorization {
+  users = [
+`)
+	list := func(indent, key string, subjects []string) {
+		if len(subjects) == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "%s%s: [\n", indent, key)
+		for _, s := range subjects {
+			fmt.Fprintf(&b, "%s  %q\n", indent, s)
+		}
+		fmt.Fprintf(&b, "%s]\n", indent)
+	}
+	for _, g := range Table() {
+		fmt.Fprintf(&b, "    {\n      user: %q\n      password: $%s\n", g.Role, PasswordEnv(g.Role))
+		if p := g.permissions(); p != nil {
+			b.WriteString("      permissions: {\n        publish: {\n")
+			list("          ", "allow", p.Publish.Allow)
+			list("          ", "deny", p.Publish.Deny)
+			b.WriteString("        }\n        subscribe: {\n")
+			list("          ", "allow", p.Subscribe.Allow)
+			list("          ", "deny", p.Subscribe.Deny)
+			b.WriteString("        }\n      }\n")
+		}
+		b.WriteString("    }\n")
+	}
+	b.WriteString("  ]\n}\n")
+	return b.String()
+}
