@@ -12,7 +12,7 @@
 FROM scratch
 
 COPY bin/scalelab bin/nats-server bin/nats /
-COPY natsconf/cluster.conf /etc/nats/cluster.conf
+COPY natsconf/cluster.conf natsconf/authorization.conf /etc/nats/
 COPY natsconf/compose-context.json /etc/scalelab/nats/context/scalelab.json
 
 # /data is where dbsvc keeps its SQLite file and a NATS node its JetStream

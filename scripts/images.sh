@@ -8,9 +8,9 @@
 #   scripts/images.sh                          # tags scalelab:dev
 #   SCALELAB_IMAGE=scalelab:v1 scripts/images.sh
 #
-# Unless .env exists or SCALELAB_JWT_SECRET is set, it also writes .env
-# (untracked, read by docker compose) with a new random SCALELAB_JWT_SECRET
-# for the gateways: no secret is ever committed.
+# It also writes to .env (untracked, read by docker compose) the secrets
+# that are not set yet: SCALELAB_JWT_SECRET for the gateways and a NATS
+# password per role. No secret is ever committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +34,19 @@ fi
 docker build --quiet --tag "$image" . >/dev/null
 echo "built $image ($GOARCH)"
 
-if [ ! -e .env ] && [ -z "${SCALELAB_JWT_SECRET:-}" ]; then
-  umask 077
-  printf 'SCALELAB_JWT_SECRET=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >.env
-  echo "wrote .env with a new SCALELAB_JWT_SECRET"
-fi
+# Secrets for compose, in .env (untracked, mode 600, read by docker compose):
+# the gateways' JWT secret and a NATS password per role. A value already in
+# .env or in the environment is kept; only missing ones are made. NATS
+# passwords are letters and digits starting with a letter, because the
+# server reads the variable's value as a config token.
+umask 077
+add_secret() { # name value
+  if [ -z "${!1:-}" ] && ! grep -qs "^$1=" .env; then
+    printf '%s=%s\n' "$1" "$2" >>.env
+    echo "wrote a new $1 to .env"
+  fi
+}
+add_secret SCALELAB_JWT_SECRET "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+for role in GATEWAY WORKER DBSVC CACHESVC ADMIN; do
+  add_secret "SCALELAB_NATS_${role}_PASSWORD" "p$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+done

@@ -38,6 +38,7 @@ import (
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/natsconf"
 )
 
 // The drill's sizes: small enough for a 2-core machine, big enough that
@@ -147,6 +148,11 @@ func startStack(t *testing.T, composeCmd []string) *stack {
 			Timeout:   15 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second},
 		},
+	}
+	// A NATS password per role (natsconf/permissions.go), as images.sh
+	// would write them to .env: letters and digits, starting with a letter.
+	for _, r := range natsconf.Roles() {
+		st.env = append(st.env, natsconf.PasswordEnv(r)+"=p"+randomHex(t, 16))
 	}
 	t.Cleanup(st.client.CloseIdleConnections)
 
