@@ -105,7 +105,7 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 	}
 	b.log.Info("http listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(patientListener{Listener: ln, log: b.log}) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
