@@ -141,7 +141,9 @@ say "redis $REDIS_VERSION on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync 
 
 # ---- scalelab up ---------------------------------------------------------------
 NATS_HTTP_PORT=$("$TMP/driver" freeport)
-"$TMP/scalelab" up --data "$TMP/data" --addr 127.0.0.1:0 \
+# No rate limits: one client sends everything, far past the defaults.
+SCALELAB_RATE_LIMIT_IP=0 SCALELAB_RATE_LIMIT_SUBJECT=0 \
+	"$TMP/scalelab" up --data "$TMP/data" --addr 127.0.0.1:0 \
 	--gateway-addrs 127.0.0.1:0,127.0.0.1:0 --dbsvc-addr 127.0.0.1:0 --cachesvc-addr 127.0.0.1:0 \
 	--nats-port -1 --nats-http-port "$NATS_HTTP_PORT" --seed-rows 1000 --log-level warn \
 	--workers "$WORKERS" --worker-concurrency "$WORKER_CONCURRENCY" \
@@ -161,6 +163,9 @@ fi
 TOKEN=$(sed -n 's/^export TOKEN=//p' "$TMP/up.out")
 BALANCER=$(awk '$1 == "balancer" { print $2 }' "$TMP/up.out")
 NATS_URL=$(awk '$1 == "nats" { print $2 }' "$TMP/up.out")
+# The operator's NATS user, for the driver's watch of the tasks bucket.
+eval "$(grep '^export NATS_CONTEXT=' "$TMP/up.out")"
+export SCALELAB_NATS_USER SCALELAB_NATS_PASSWORD
 VARZ=http://127.0.0.1:$NATS_HTTP_PORT/varz
 say "scalelab up: balancer $BALANCER, nats $NATS_URL, $WORKERS workers × $WORKER_CONCURRENCY"
 

@@ -63,7 +63,12 @@ func runLoad(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Minute)
 	defer cancel()
 
-	nc, err := nats.Connect(cfg.NATS, nats.Name("bench-driver"))
+	// scalelab up's NATS wants a user: the operator's, from the banner.
+	opts := []nats.Option{nats.Name("bench-driver")}
+	if u := os.Getenv("SCALELAB_NATS_USER"); u != "" {
+		opts = append(opts, nats.UserInfo(u, os.Getenv("SCALELAB_NATS_PASSWORD")))
+	}
+	nc, err := nats.Connect(cfg.NATS, opts...)
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", cfg.NATS, err)
 	}
