@@ -1,0 +1,39 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/apperr"
+)
+
+// FuzzDecodeStrict feeds arbitrary bodies to the strict decoder of the
+// fixed-schema routes (PUT /items/{id}, POST /auth/token): it never panics,
+// refuses with an invalid error (a 400), and what it accepts is one JSON
+// object with only the schema's fields.
+func FuzzDecodeStrict(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var u dbsvc.ItemUpdate
+		err := decodeStrict(strings.NewReader(string(body)), &u)
+		if err != nil {
+			if apperr.CodeOf(err) != apperr.Invalid {
+				t.Fatalf("decodeStrict(%q) = %v, want an invalid error", body, err)
+			}
+			return
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			t.Fatalf("decodeStrict accepted %q, which is not one JSON object: %v", body, err)
+		}
+		for k := range fields {
+			switch strings.ToLower(k) { // encoding/json matches names case-insensitively
+			case "name", "price_cents", "stock":
+			default:
+				t.Fatalf("decodeStrict accepted %q with the unknown field %q", body, k)
+			}
+		}
+		_ = u.Validate() // must not panic whatever was decoded
+	})
+}
