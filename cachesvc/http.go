@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // maxValueBytes bounds a POST /cache/{key} body.
@@ -109,15 +109,7 @@ func (a *api) handlePut(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Value json.RawMessage `json:"value"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxValueBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&body)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("data after the JSON object")
-		}
-	}
-	if err != nil {
+	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, maxValueBytes), &body); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			a.fail(w, r, apperr.New(apperr.TooLarge, "body is over %d bytes", maxValueBytes))

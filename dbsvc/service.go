@@ -3,10 +3,8 @@ package dbsvc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // ServiceName is the name of the NATS micro service, as listed by
@@ -314,13 +313,11 @@ func decodeJSON(data []byte, v any) error {
 	if len(data) > maxRequestBytes {
 		return apperr.New(apperr.Invalid, "request body is larger than %d bytes", maxRequestBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apperr.Wrap(err, apperr.Invalid, "bad request body: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	switch err := strictjson.Decode(bytes.NewReader(data), v); {
+	case errors.Is(err, strictjson.ErrTrailingData):
 		return apperr.New(apperr.Invalid, "bad request body: data after the JSON object")
+	case err != nil:
+		return apperr.Wrap(err, apperr.Invalid, "bad request body: %v", err)
 	}
 	return nil
 }

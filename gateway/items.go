@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // itemCacheKey is the cache key of one item. KV keys cannot hold ':', so
@@ -153,13 +153,11 @@ func decodeStrict(r io.Reader, v any) error {
 	if err != nil {
 		return err // the body limit: echo's 413
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apperr.Wrap(err, apperr.Invalid, "body must be a JSON object with the route's fields: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	switch err := strictjson.Decode(bytes.NewReader(body), v); {
+	case errors.Is(err, strictjson.ErrTrailingData):
 		return apperr.New(apperr.Invalid, "body must hold one JSON object and nothing after it")
+	case err != nil:
+		return apperr.Wrap(err, apperr.Invalid, "body must be a JSON object with the route's fields: %v", err)
 	}
 	return nil
 }

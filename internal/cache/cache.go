@@ -130,10 +130,11 @@ func (c *Cache) Mode() Mode { return c.cfg.Mode }
 // Get returns key's value from the first tier that has it, loading it with
 // load (and caching it) when none has. A cache that is down or slow is
 // skipped, logged and counted: the database answers.
+//
+// A key is checked (ValidKey) before it reaches KV, not on a near-cache
+// hit: L1 only holds keys that passed on their way in, and the check
+// would be a regular expression on every request of the hot path.
 func (c *Cache) Get(ctx context.Context, key string, load Loader) (Result, error) {
-	if !ValidKey(key) {
-		return Result{}, fmt.Errorf("cache: invalid key %q", key)
-	}
 	if c.cfg.Mode == ModeOff {
 		return c.load(ctx, load)
 	}
@@ -157,6 +158,9 @@ func (c *Cache) Get(ctx context.Context, key string, load Loader) (Result, error
 
 // fetch reads key from KV or, failing that, from the source.
 func (c *Cache) fetch(ctx context.Context, key string, load Loader) (Result, error) {
+	if !ValidKey(key) {
+		return Result{}, fmt.Errorf("cache: invalid key %q", key)
+	}
 	var epoch uint64
 	if c.l1 != nil {
 		epoch = c.l1.epoch(key)
