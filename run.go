@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/platform"
 	"github.com/scalelab/scalelab/worker"
 )
 
@@ -151,7 +151,7 @@ var roles = map[string]role{
 		cfg.RegisterFlags(s)
 		return func() (startFunc, error) {
 			if cfg.ID == "" {
-				cfg.ID = defaultID(cfg.Addr)
+				cfg.ID = platform.DefaultID(cfg.Addr)
 			}
 			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return gateway.Run(ctx, cfg, nc, log)
@@ -163,7 +163,7 @@ var roles = map[string]role{
 		cfg.RegisterFlags(s)
 		return func() (startFunc, error) {
 			if cfg.ID == "" {
-				cfg.ID = defaultID(cfg.Addr)
+				cfg.ID = platform.DefaultID(cfg.Addr)
 			}
 			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return worker.Run(ctx, cfg, nc, log)
@@ -198,9 +198,6 @@ var roles = map[string]role{
 		}
 	}},
 }
-
-// drainTimeout bounds the final drain of a role's NATS connection.
-const drainTimeout = 10 * time.Second
 
 // runRole runs one role against an external NATS server.
 func runRole(ctx context.Context, name string, r role, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -243,23 +240,11 @@ func runRole(ctx context.Context, name string, r role, args []string, getenv fun
 	}
 	err = start(ctx, nc, log)
 	if r.usesNATS {
-		if derr := natsconn.Close(nc, drainTimeout); derr != nil {
+		if derr := natsconn.Close(nc, platform.DrainTimeout); derr != nil {
 			log.Warn("nats drain", "err", derr)
 		}
 	}
 	return err
-}
-
-// defaultID is DESIGN.md's default role id: hostname and port.
-func defaultID(addr string) string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	if _, port, err := net.SplitHostPort(addr); err == nil && port != "" && port != "0" {
-		return host + ":" + port
-	}
-	return host
 }
 
 // runToken prints a token signed with SCALELAB_JWT_SECRET (HS256) or, with

@@ -138,7 +138,7 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 
 	keys := auth.Keys{Secret: []byte(testSecret), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 	tok, _, _ := keys.Issue("dev", auth.AllScopes, time.Hour, time.Now())
-	p := &platform{base: "http://" + bal}
+	p := &upRun{base: "http://" + bal}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		r, err := p.try(t, http.MethodGet, "/data", "Bearer "+tok, nil)
 		if err != nil {

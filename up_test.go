@@ -48,8 +48,8 @@ func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
 
-// platform is a running `scalelab up` started by startUp.
-type platform struct {
+// upRun is a running `scalelab up` started by startUp.
+type upRun struct {
 	base   string // balancer URL
 	token  string
 	cache  string            // cachesvc URL
@@ -74,10 +74,10 @@ var (
 // fails if NATS refused any role anything: every role connects with its
 // least-privilege user, so a violation means the permission table
 // (natsconf/permissions.go) misses a subject the role really uses.
-func startUp(t *testing.T, dir string, extra ...string) *platform {
+func startUp(t *testing.T, dir string, extra ...string) *upRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	p := &platform{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	p := &upRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"up", "--data", dir,
 		"--addr", "127.0.0.1:0", "--gateway-addrs", "127.0.0.1:0,127.0.0.1:0",
 		"--dbsvc-addr", "127.0.0.1:0", "--cachesvc-addr", "127.0.0.1:0",
@@ -132,7 +132,7 @@ func startUp(t *testing.T, dir string, extra ...string) *platform {
 }
 
 // stop cancels run and checks that it returns nil (a clean drain).
-func (p *platform) stop(t *testing.T) {
+func (p *upRun) stop(t *testing.T) {
 	t.Helper()
 	p.cancel()
 	select {
@@ -159,7 +159,7 @@ var client = &http.Client{
 }
 
 // do sends a request and fails the test if it cannot be sent.
-func (p *platform) do(t *testing.T, method, path, auth string, body []byte) response {
+func (p *upRun) do(t *testing.T, method, path, auth string, body []byte) response {
 	t.Helper()
 	r, err := p.try(t, method, path, auth, body)
 	if err != nil {
@@ -170,7 +170,7 @@ func (p *platform) do(t *testing.T, method, path, auth string, body []byte) resp
 
 // try sends a request; it is for polls, where a refused connection only
 // means "not yet".
-func (p *platform) try(t *testing.T, method, path, auth string, body []byte) (response, error) {
+func (p *upRun) try(t *testing.T, method, path, auth string, body []byte) (response, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, p.base+path, bytes.NewReader(body))
 	if err != nil {

@@ -1,0 +1,550 @@
+// Package platform starts the whole of scalelab in one process: an
+// embedded NATS server and every role over it, each role with its own
+// connection and least-privilege NATS user, as `scalelab up` runs them.
+// `up`, `scalelab bench` and the end-to-end tests all start it here, so
+// what they measure and test is what a newcomer runs.
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scalelab/scalelab/balancer"
+	"github.com/scalelab/scalelab/cachesvc"
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/gateway"
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// DrainTimeout bounds the final drain of a role's NATS connection.
+const DrainTimeout = 10 * time.Second
+
+// ReadyTimeout bounds the wait for every role to be ready; the first start
+// seeds the database, which takes a few seconds on a slow machine.
+const ReadyTimeout = 2 * time.Minute
+
+// NATSContextFile is the nats CLI context Start writes under the data
+// directory.
+const NATSContextFile = "nats-context.json"
+
+// Config is the configuration of a platform (the flags of `scalelab up`).
+type Config struct {
+	DataDir        string
+	BalancerAddr   string
+	GatewayAddrs   string
+	DBAddr         string
+	CacheAddr      string
+	Workers        int
+	Concurrency    int
+	Gateways       int
+	Policy         string
+	MaxQueue       int64
+	NATSHost       string
+	NATSPort       int
+	NATSHTTPPort   int
+	ReportDuration time.Duration
+	SeedRows       int
+	ShutdownTime   time.Duration
+	// Cache is every gateway's cache config (--cache off|kv|kv+local, ...).
+	Cache cache.Config
+	// Limits are every gateway's rate limits.
+	Limits gateway.RateLimits
+
+	// Keys sign and check tokens; Start refuses keys that do not validate.
+	// Not a flag: the secret comes from the environment or is made for
+	// the run (see `scalelab up`).
+	Keys auth.Keys
+	// TuneGateway, when set, adjusts the config of gateway i (from 0)
+	// before it starts: `scalelab bench` makes one gateway slow with it.
+	// Not a flag.
+	TuneGateway func(i int, c *gateway.Config)
+	// TuneBalancer, when set, adjusts the balancer's config before it
+	// starts. Not a flag.
+	TuneBalancer func(c *balancer.Config)
+}
+
+// DefaultConfig returns the defaults of the flags, with no keys.
+func DefaultConfig() Config {
+	var c Config
+	c.RegisterFlags(envflag.New(flag.NewFlagSet("defaults", flag.ContinueOnError), nil))
+	return c
+}
+
+// RegisterFlags defines the platform's flags on s.
+func (c *Config) RegisterFlags(s *envflag.Set) {
+	s.String(&c.DataDir, "data", "SCALELAB_DATA", "./data", "directory of the JetStream store and the SQLite database")
+	s.String(&c.BalancerAddr, "addr", "SCALELAB_ADDR", "127.0.0.1:8000", "balancer address (the front door)")
+	s.String(&c.GatewayAddrs, "gateway-addrs", "SCALELAB_GATEWAY_ADDRS", "127.0.0.1:5000,127.0.0.1:5003", "comma-separated gateway addresses: one gateway each")
+	s.String(&c.DBAddr, "dbsvc-addr", "SCALELAB_DBSVC_ADDR", "127.0.0.1:5002", "dbsvc HTTP address")
+	s.String(&c.CacheAddr, "cachesvc-addr", "SCALELAB_CACHESVC_ADDR", "127.0.0.1:5004", "cachesvc HTTP address")
+	s.Int(&c.Workers, "workers", "SCALELAB_WORKERS", 2, "number of workers")
+	s.Int(&c.Gateways, "gateways", "SCALELAB_GATEWAYS", 0, "number of gateways: the --gateway-addrs, then any free port for the rest (0: one per --gateway-addrs)")
+	s.String(&c.Policy, "policy", "SCALELAB_POLICY", balancer.PolicyRoundRobin, "balancer policy: round_robin, weighted_round_robin, least_connections, p2c")
+	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
+	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")
+	s.String(&c.NATSHost, "nats-host", "SCALELAB_NATS_HOST", "127.0.0.1", "embedded NATS listen host")
+	s.Int(&c.NATSPort, "nats-port", "SCALELAB_NATS_PORT", 4222, "embedded NATS client port (-1: any free port)")
+	s.Int(&c.NATSHTTPPort, "nats-http-port", "SCALELAB_NATS_HTTP_PORT", 8222, "embedded NATS monitoring port (0: off, -1: any free port)")
+	s.Duration(&c.ReportDuration, "report-duration", "SCALELAB_REPORT_DURATION", worker.DefaultConfig().ReportDuration, "how long the report task works")
+	s.Int(&c.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", dbsvc.DefaultConfig().SeedRows, "rows seeded for the expensive /data query (first start only)")
+	s.Duration(&c.ShutdownTime, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", 10*time.Second, "grace period for in-flight requests and tasks on Ctrl-C")
+	c.Cache = cache.DefaultConfig()
+	c.Cache.RegisterFlags(s)
+	c.Limits = gateway.DefaultRateLimits()
+	c.Limits.RegisterFlags(s)
+}
+
+// gatewayAddrs lists the address of each gateway.
+func (c *Config) gatewayAddrs() []string {
+	var out []string
+	for _, a := range strings.Split(c.GatewayAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if c.Gateways > 0 {
+		if len(out) > c.Gateways {
+			out = out[:c.Gateways]
+		}
+		for len(out) < c.Gateways {
+			out = append(out, "127.0.0.1:0")
+		}
+	}
+	return out
+}
+
+// Validate reports every bad setting at once (the keys are checked by
+// Start, which a caller may give keys after parsing flags).
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("up: --data must not be empty"))
+	}
+	if len(c.gatewayAddrs()) == 0 {
+		errs = append(errs, errors.New("up: --gateway-addrs needs at least one address"))
+	}
+	if c.Gateways < 0 || c.Gateways > 64 {
+		errs = append(errs, fmt.Errorf("up: --gateways must be 0..64, got %d", c.Gateways))
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		errs = append(errs, fmt.Errorf("up: --workers must be 1..64, got %d", c.Workers))
+	}
+	if c.NATSPort < -1 || c.NATSPort > 65535 || c.NATSPort == 0 {
+		errs = append(errs, fmt.Errorf("up: --nats-port must be a port or -1, got %d", c.NATSPort))
+	}
+	if c.NATSHTTPPort < -1 || c.NATSHTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("up: --nats-http-port must be a port, 0 or -1, got %d", c.NATSHTTPPort))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrConfig wraps the errors of a bad Config, so `up` can answer them as
+// usage errors.
+var ErrConfig = errors.New("bad configuration")
+
+// Platform is a running platform: every URL a client or operator needs,
+// and the means to stop it, or one of its gateways.
+type Platform struct {
+	// BalancerURL is the front door, e.g. http://127.0.0.1:8000.
+	BalancerURL string
+	// GatewayURLs are the gateways' URLs, in the balancer's order.
+	GatewayURLs []string
+	// DBURL and CacheURL are dbsvc's and cachesvc's HTTP URLs.
+	DBURL, CacheURL string
+	// NATSURL is the embedded server's client URL.
+	NATSURL string
+	// NATSContext is the nats CLI context file of the operator (user
+	// natsconf.RoleAdmin, password Passwords[natsconf.RoleAdmin]).
+	NATSContext string
+	// Passwords are the NATS passwords of every role, made for this run.
+	Passwords map[natsconf.Role]string
+	// Admin is the platform's own connection, as the operator. It stays
+	// open until the platform stops.
+	Admin *nats.Conn
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error // set before done closes
+	gwStop   []context.CancelFunc
+	gwDone   []chan struct{}
+	stopOnce sync.Once
+}
+
+// role is one role instance of the platform.
+type role struct {
+	name  string        // also the NATS connection name
+	user  natsconf.Role // the NATS user it connects as
+	stop  context.CancelFunc
+	done  chan struct{}
+	start func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
+}
+
+// Start starts the platform and returns once every role is ready. It runs
+// until ctx ends or Stop is called; Wait returns how it ended. When a role
+// fails to start, Start stops the others and returns the error.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if err := cfg.Keys.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: up: %w", ErrConfig, err)
+	}
+
+	// Bind every port before starting anything, so a busy port fails
+	// fast with its address, and the balancer learns the gateways' real
+	// addresses (tests pass :0).
+	lns, err := listenAll(append([]string{cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...))
+	if err != nil {
+		return nil, err
+	}
+	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
+
+	// The same permission model as a cluster (natsconf/permissions.go):
+	// each role connects as its own user, with passwords made for this
+	// run, so nothing that works here needs more rights in production.
+	passwords, err := natsconf.RandomPasswords()
+	if err != nil {
+		closeAll(lns)
+		return nil, err
+	}
+	ns, err := natsconf.StartEmbedded(natsconf.Embedded{
+		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: passwords,
+	}, log)
+	if err != nil {
+		closeAll(lns)
+		return nil, err
+	}
+	p := &Platform{
+		BalancerURL: "http://" + balLn.Addr().String(), DBURL: "http://" + dbLn.Addr().String(),
+		CacheURL: "http://" + cacheLn.Addr().String(), NATSURL: ns.ClientURL(), Passwords: passwords,
+		done: make(chan struct{}),
+	}
+	shutdownNATS := func() {
+		if p.Admin != nil {
+			p.Admin.Close()
+		}
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		log.Info("embedded nats stopped")
+	}
+	fail := func(err error) (*Platform, error) {
+		closeAll(lns)
+		shutdownNATS()
+		return nil, err
+	}
+
+	// Provision the task streams once, before the roles start: each gateway
+	// and worker provisions too, and would otherwise all create them at
+	// the same moment.
+	provision := task.DefaultProvisionConfig()
+	provision.MaxQueueMsgs = cfg.MaxQueue
+	// The platform's own connection, as the operator: provisioning now,
+	// readiness checks later, and for callers after that.
+	admin := string(natsconf.RoleAdmin)
+	p.Admin, err = nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"),
+		nats.UserInfo(admin, passwords[natsconf.RoleAdmin]), nats.CustomInboxPrefix(natsconn.InboxPrefix(admin)))
+	if err != nil {
+		return fail(fmt.Errorf("up: connect to embedded nats: %w", err))
+	}
+	if p.NATSContext, err = writeNATSContext(cfg.DataDir, ns.ClientURL(), admin, passwords[natsconf.RoleAdmin]); err != nil {
+		return fail(err)
+	}
+	if err := provisionTasks(ctx, p.Admin, provision); err != nil {
+		return fail(err)
+	}
+
+	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrConfig, err))
+	}
+	for _, ln := range gwLns {
+		p.GatewayURLs = append(p.GatewayURLs, "http://"+ln.Addr().String())
+	}
+
+	// cancel stops the roles already started if a later one cannot start.
+	ctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return balancer.Run(gctx, balCfg, log) })
+	for i := range roles {
+		r := &roles[i]
+		// Each role has its own connection, as it would as a process: its
+		// name shows in `nats server report connections`, and draining one
+		// does not cut the others off.
+		nc, err := natsconn.Connect(gctx, natsconn.Options{URL: ns.ClientURL(), Name: "scalelab-" + r.name,
+			User: string(r.user), Password: passwords[r.user]}, log)
+		if err != nil {
+			cancel()
+			err = errors.Join(err, g.Wait())
+			shutdownNATS()
+			return nil, err
+		}
+		// A role's own context lets one gateway be stopped (StopGateway)
+		// while the rest run on.
+		rctx, rcancel := context.WithCancel(gctx)
+		r.stop, r.done = rcancel, make(chan struct{})
+		if r.user == natsconf.RoleGateway {
+			p.gwStop, p.gwDone = append(p.gwStop, rcancel), append(p.gwDone, r.done)
+		}
+		g.Go(func() error {
+			defer close(r.done)
+			defer rcancel()
+			err := r.start(rctx, nc, log)
+			if derr := natsconn.Close(nc, DrainTimeout); derr != nil {
+				log.Warn("nats drain", "conn", r.name, "err", derr)
+			}
+			return err
+		})
+	}
+	go func() {
+		p.err = g.Wait()
+		cancel()
+		shutdownNATS()
+		close(p.done)
+	}()
+
+	// Ready only when it is: every HTTP role answers /readyz and a worker
+	// answers the process service (dbsvc seeds on first start).
+	readyURLs := []string{p.BalancerURL + "/-/readyz", p.DBURL + "/readyz", p.CacheURL + "/readyz"}
+	for _, b := range p.GatewayURLs {
+		readyURLs = append(readyURLs, b+"/readyz")
+	}
+	if err := waitReady(gctx, p.Admin, readyURLs, log); err != nil {
+		cancel()
+		<-p.done
+		return nil, errors.Join(err, p.err)
+	}
+	if gctx.Err() != nil { // stopped (or failed) before it was up
+		<-p.done
+		if p.err == nil {
+			p.err = ctx.Err()
+		}
+		return nil, p.err
+	}
+	return p, nil
+}
+
+// roles lists every role of cfg, and the balancer's config, over the
+// listeners Start bound.
+func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn net.Listener) ([]role, balancer.Config, error) {
+	var roles []role
+	var errs []error
+	dbCfg := dbsvc.DefaultConfig()
+	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.ShutdownTimeout = dbLn, cfg.DataDir, cfg.SeedRows, cfg.ShutdownTime
+	cacheCfg := cachesvc.DefaultConfig()
+	cacheCfg.Listener, cacheCfg.ShutdownTimeout = cacheLn, cfg.ShutdownTime
+	roles = append(roles,
+		role{name: "dbsvc", user: natsconf.RoleDBSvc, start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+			return dbsvc.Run(ctx, dbCfg, nc, log)
+		}},
+		role{name: "cachesvc", user: natsconf.RoleCacheSvc, start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+			return cachesvc.Run(ctx, cacheCfg, nc, log)
+		}},
+	)
+	for i := range cfg.Workers {
+		wCfg := worker.DefaultConfig()
+		wCfg.ID = DefaultID("") + fmt.Sprintf("/worker-%d", i+1)
+		wCfg.ReportDuration, wCfg.ShutdownTimeout, wCfg.Concurrency = cfg.ReportDuration, cfg.ShutdownTime, cfg.Concurrency
+		wCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
+		errs = append(errs, wCfg.Validate())
+		roles = append(roles, role{name: fmt.Sprintf("worker-%d", i+1), user: natsconf.RoleWorker,
+			start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return worker.Run(ctx, wCfg, nc, log)
+			}})
+	}
+	var backends []string
+	for i, ln := range gwLns {
+		gwCfg := gateway.DefaultConfig()
+		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, cfg.Keys, cfg.ShutdownTime
+		gwCfg.ID = DefaultID(ln.Addr().String())
+		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
+		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
+		if cfg.TuneGateway != nil {
+			cfg.TuneGateway(i, &gwCfg)
+		}
+		errs = append(errs, gwCfg.Validate())
+		backends = append(backends, "http://"+ln.Addr().String())
+		roles = append(roles, role{name: fmt.Sprintf("gateway-%d", i+1), user: natsconf.RoleGateway,
+			start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+				return gateway.Run(ctx, gwCfg, nc, log)
+			}})
+	}
+	balCfg := balancer.DefaultConfig()
+	balCfg.Listener, balCfg.ShutdownTimeout = balLn, cfg.ShutdownTime
+	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
+	if cfg.TuneBalancer != nil {
+		cfg.TuneBalancer(&balCfg)
+	}
+	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
+}
+
+// Done is closed once the platform has stopped.
+func (p *Platform) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until the platform has stopped and returns why: nil after a
+// clean stop, else the first role's error.
+func (p *Platform) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Stop drains every role, stops the server and waits for all of it.
+func (p *Platform) Stop() error {
+	p.stopOnce.Do(p.cancel)
+	return p.Wait()
+}
+
+// StopGateway stops gateway i (from 0) as SIGTERM stops one, and waits
+// until it has drained, while the rest of the platform runs on: the
+// balancer then sees its connections refused. It is for drills and
+// benchmarks of a lost gateway.
+func (p *Platform) StopGateway(i int) error {
+	if i < 0 || i >= len(p.gwStop) {
+		return fmt.Errorf("platform: no gateway %d (there are %d)", i, len(p.gwStop))
+	}
+	p.gwStop[i]()
+	<-p.gwDone[i]
+	return nil
+}
+
+// DefaultID is DESIGN.md's default role id: hostname and port.
+func DefaultID(addr string) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "" && port != "0" {
+		return host + ":" + port
+	}
+	return host
+}
+
+// provisionTasks creates the task streams and bucket.
+func provisionTasks(ctx context.Context, nc *nats.Conn, cfg task.ProvisionConfig) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("up: provision tasks: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := task.Provision(ctx, js, cfg); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// writeNATSContext writes a nats CLI context for user (the operator) to
+// dataDir and returns its absolute path: natscli takes a path ending in
+// .json as --context or NATS_CONTEXT. The file holds the password, so
+// only its owner may read it; each run overwrites it with the run's
+// password.
+func writeNATSContext(dataDir, url, user, password string) (string, error) {
+	path, err := filepath.Abs(filepath.Join(dataDir, NATSContextFile))
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	b, err := json.MarshalIndent(map[string]string{
+		"description": "scalelab up: the operator (admin) on the embedded server",
+		"url":         url, "user": user, "password": password,
+	}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("up: nats context: %w", err)
+	}
+	// Chmod too: a file left by an older run keeps its mode on open.
+	_, werr := f.Write(append(b, '\n'))
+	if err := errors.Join(werr, f.Chmod(0o600), f.Close()); err != nil {
+		return "", fmt.Errorf("up: write nats context %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// waitReady polls until every URL answers 200 and the process service
+// answers a ping. It returns early, with no error, when ctx ends (a stop,
+// or a role failed: the caller's errgroup has the reason).
+func waitReady(ctx context.Context, nc *nats.Conn, urls []string, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
+	defer cancel()
+	hc := &http.Client{Timeout: time.Second}
+	ready := func(url string) bool {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}
+	pending := urls
+	for {
+		var still []string
+		for _, u := range pending {
+			if !ready(u) {
+				still = append(still, u)
+			}
+		}
+		pending = still
+		_, perr := nc.Request("$SRV.PING."+worker.ProcessService, nil, time.Second)
+		if len(pending) == 0 && perr == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("up: not ready after %v: waiting for %v (process service: %v)", ReadyTimeout, pending, perr)
+			}
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+		log.Debug("waiting for roles to be ready", "pending", pending)
+	}
+}
+
+// listenAll binds every address, or none: on an error it closes what it
+// bound and names the address that failed.
+func listenAll(addrs []string) ([]net.Listener, error) {
+	lns := make([]net.Listener, 0, len(addrs))
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("up: listen on %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
