@@ -466,6 +466,49 @@ func TestUpDelayedTask(t *testing.T) {
 	p.stop(t)
 }
 
+// TestUpTaskWait: ?wait= turns a task into a synchronous call. POST
+// /longtask?wait= answers the final record when the task finishes in time
+// and the usual 202 when not; GET /tasks/{id}?wait= long-polls.
+func TestUpTaskWait(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	bearer := "Bearer " + p.token
+	type record struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	r := p.do(t, "POST", "/longtask?wait=10s", bearer, []byte(`{"task":"sleep","duration_ms":100}`))
+	if rec := decodeJSON[record](t, r); r.status != http.StatusOK || rec.State != "succeeded" || rec.ID == "" {
+		t.Fatalf("POST /longtask?wait=10s of a 100 ms task = %d %s, want 200 and the succeeded record", r.status, r.body)
+	}
+	r = p.do(t, "POST", "/longtask?wait=50ms", bearer, []byte(`{"task":"sleep","duration_ms":1500}`))
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST /longtask?wait=50ms of a 1.5 s task = %d %s, want 202", r.status, r.body)
+	}
+	id := decodeJSON[map[string]string](t, r)["task_id"]
+	start := time.Now()
+	r = p.do(t, "GET", "/tasks/"+id+"?wait=10s", bearer, nil)
+	if rec := decodeJSON[record](t, r); r.status != http.StatusOK || rec.State != "succeeded" {
+		t.Fatalf("GET /tasks/%s?wait=10s = %d %s, want 200 and succeeded", id, r.status, r.body)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("GET ?wait=10s answered after %v: it should answer when the 1.5 s task ends", waited)
+	}
+	start = time.Now()
+	r = p.do(t, "GET", "/tasks/"+id+"?wait=3s", bearer, nil) // already final: at once
+	if r.status != http.StatusOK || time.Since(start) > time.Second {
+		t.Errorf("GET ?wait=3s of a final task = %d after %v, want 200 at once", r.status, time.Since(start))
+	}
+	for _, q := range []string{"?wait=soon", "?wait=-1s", "?wait=1h"} {
+		if r := p.do(t, "GET", "/tasks/"+id+q, bearer, nil); r.status != http.StatusBadRequest || !bytes.Contains(r.body, []byte(`"code"`)) {
+			t.Errorf("GET /tasks/{id}%s = %d %s, want 400 with a JSON error", q, r.status, r.body)
+		}
+		if r := p.do(t, "POST", "/longtask"+q, bearer, []byte(`{"task":"noop"}`)); r.status != http.StatusBadRequest {
+			t.Errorf("POST /longtask%s = %d %s, want 400", q, r.status, r.body)
+		}
+	}
+	p.stop(t)
+}
+
 // TestUpScalesGateways: `up --gateways 3` runs three gateways and the
 // balancer spreads requests over all of them, in turn.
 func TestUpScalesGateways(t *testing.T) {

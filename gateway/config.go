@@ -36,6 +36,11 @@ type Config struct {
 	// TokenTTL is the lifetime of the tokens POST /auth/token issues; they
 	// cannot be revoked, so it is short and capped at a day.
 	TokenTTL time.Duration
+	// InjectLatency delays every API request by this much (not the health
+	// checks: the gateway stays healthy, only slow). It is for breaking
+	// things on purpose: a slow instance behind the balancer, as in
+	// `scalelab bench balance`. Zero, the default, adds nothing.
+	InjectLatency time.Duration
 }
 
 // DefaultConfig returns the defaults of DESIGN.md.
@@ -63,6 +68,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
 	c.Provision.RegisterFlags(s)
 	s.Duration(&c.TokenTTL, "token-ttl", "SCALELAB_TOKEN_TTL", c.TokenTTL, "lifetime of tokens from POST /auth/token (at most 24h)")
+	s.Duration(&c.InjectLatency, "inject-latency", "SCALELAB_INJECT_LATENCY", c.InjectLatency, "delay added to every API request, to demonstrate a slow gateway (0: none)")
 	if s.Getenv != nil {
 		c.JWT = auth.KeysFromEnv(s.Getenv)
 	}
@@ -95,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 || c.TokenTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("gateway: --token-ttl must be positive and at most 24h, got %v", c.TokenTTL))
+	}
+	if c.InjectLatency < 0 || c.InjectLatency > 10*time.Second {
+		errs = append(errs, fmt.Errorf("gateway: --inject-latency must be 0..10s, got %v", c.InjectLatency))
 	}
 	return errors.Join(errs...)
 }

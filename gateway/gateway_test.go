@@ -613,3 +613,28 @@ func TestItems(t *testing.T) {
 		t.Errorf("PUT without items:write = %d, want 403", r.status)
 	}
 }
+
+// TestInjectLatency: --inject-latency slows the API, not the health checks
+// (the balancer must see a slow gateway as healthy), and a bad value is
+// refused.
+func TestInjectLatency(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	const delay = 150 * time.Millisecond
+	base := startGateway(t, testutil.Connect(t, ns), func(c *Config) { c.InjectLatency = delay })
+	tok := token(t, auth.ScopeDataRead)
+	start := time.Now()
+	if r := get(t, base+"/healthz", ""); r.status != 200 || time.Since(start) >= delay {
+		t.Errorf("GET /healthz = %d after %v, want 200 before %v", r.status, time.Since(start), delay)
+	}
+	start = time.Now()
+	get(t, base+"/data", tok) // no dbsvc here: the answer does not matter, its delay does
+	if took := time.Since(start); took < delay {
+		t.Errorf("GET /data answered after %v, want at least the injected %v", took, delay)
+	}
+	bad := DefaultConfig()
+	bad.ID, bad.JWT, bad.InjectLatency = "gw", testKeys, -time.Second
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "--inject-latency") {
+		t.Errorf("Validate() with --inject-latency -1s = %v, want an error naming it", err)
+	}
+}

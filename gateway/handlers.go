@@ -148,6 +148,10 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		if err != nil {
 			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
 		}
+		wait, err := taskWait(c)
+		if err != nil {
+			return err
+		}
 		ctx := c.Request().Context()
 		rid := requestID(c)
 		now := time.Now().UTC()
@@ -170,9 +174,17 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			claims, _ := c.Get(claimsKey).(*auth.Claims)
 			rec.ID = idempotentID(claims.Subject, key)
 		}
+		// accepted answers 202 with where to look, or, with ?wait=, the
+		// final record if the task finishes in time (the synchronous way
+		// to run a task, for clients and benchmarks that compare the two).
 		accepted := func(id string) error {
 			url := "/tasks/" + id
 			c.Response().Header().Set(echo.HeaderLocation, url)
+			if wait > 0 {
+				if rec, err := awaitFinal(ctx, store, id, wait); err == nil && rec.State.Terminal() {
+					return c.JSON(http.StatusOK, rec)
+				}
+			}
 			return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: id, StatusURL: url})
 		}
 		err = store.Create(ctx, rec)
@@ -261,24 +273,6 @@ func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.H
 
 // errFinal stops a cancel of a task that already finished.
 var errFinal = errors.New("gateway: task already final")
-
-// handleGetTask returns a task's record.
-func handleGetTask(store TaskStore) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		id := c.Param("id")
-		if !task.ValidID(id) {
-			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
-		}
-		rec, _, err := store.Get(c.Request().Context(), id)
-		switch {
-		case errors.Is(err, task.ErrNotFound):
-			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
-		case err != nil:
-			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
-		}
-		return c.JSON(http.StatusOK, rec)
-	}
-}
 
 // publicMessage strips the package prefix of a validation error.
 func publicMessage(err error) string {

@@ -147,3 +147,22 @@ func observe(m *metrics, log *slog.Logger) echo.MiddlewareFunc {
 		}
 	}
 }
+
+// injectLatency delays each request by d before it is handled, or until
+// the client leaves (see Config.InjectLatency).
+func injectLatency(d time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		if d <= 0 {
+			return next
+		}
+		return func(c echo.Context) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-c.Request().Context().Done():
+			}
+			return next(c)
+		}
+	}
+}

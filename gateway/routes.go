@@ -24,7 +24,7 @@ func routes(e *echo.Echo, d deps) {
 	byIP := limitByIP(newLimiter(d.cfg.Limits.PerIP, d.cfg.Limits.BurstIP, d.cfg.Limits.Keys))
 	bySubject := limitBySubject(newLimiter(d.cfg.Limits.PerSubject, d.cfg.Limits.BurstSubject, d.cfg.Limits.Keys))
 	api := func(scope string) []echo.MiddlewareFunc {
-		return []echo.MiddlewareFunc{byIP, authenticate(d.verifier), bySubject, requireScope(scope), requireBus(d.nc)}
+		return []echo.MiddlewareFunc{injectLatency(d.cfg.InjectLatency), byIP, authenticate(d.verifier), bySubject, requireScope(scope), requireBus(d.nc)}
 	}
 	e.POST("/auth/token", handleIssueToken(d.db, d.cfg.JWT, d.cfg.TokenTTL, d.log), byIP, requireBus(d.nc)) // no token: it issues them
 	e.GET("/data", handleGetData(d.cache, d.db), api(auth.ScopeDataRead)...)
