@@ -26,6 +26,9 @@ const (
 	RoleWorker   Role = "worker"
 	RoleDBSvc    Role = "dbsvc"
 	RoleCacheSvc Role = "cachesvc"
+	// RoleBalancer is the balancer's live dashboard (/-/dashboard): it
+	// only reads figures, so it may only ask for statistics.
+	RoleBalancer Role = "balancer"
 	// RoleAdmin is for operators: the nats CLI, `scalelab tasks` and
 	// `scalelab users add`, and `up`'s own provisioning connection.
 	RoleAdmin Role = "admin"
@@ -33,7 +36,7 @@ const (
 
 // Roles returns every role, in the order of the permission table.
 func Roles() []Role {
-	return []Role{RoleGateway, RoleWorker, RoleDBSvc, RoleCacheSvc, RoleAdmin}
+	return []Role{RoleGateway, RoleWorker, RoleDBSvc, RoleCacheSvc, RoleBalancer, RoleAdmin}
 }
 
 // PasswordEnv returns the environment variable that holds role's password
@@ -230,11 +233,26 @@ func Table() []Grant {
 	cs.PubDeny = concat(adminOnly, []string{task.SubjectPrefix + ">", "$KV." + task.Bucket + ".>", "db.>"})
 	cs.SubAllow = []string{inbox(RoleCacheSvc)}
 
+	// The balancer's dashboard reads figures and nothing else: the stats
+	// of the micro services (dbsvc's queries, the workers' tasks, the
+	// gateways' cache tiers) and the info of the task streams, the shared
+	// consumer and the cache bucket's stream (its size, not its keys).
+	// No responder rights, no JetStream writes, no KV.
+	bal := Grant{Role: RoleBalancer}
+	bal.PubAllow = []string{
+		"$SRV.STATS." + dbsvc.ServiceName, "$SRV.STATS." + worker.ProcessService, "$SRV.STATS." + cache.ServiceName,
+		jsAPI("STREAM.INFO." + task.Stream), jsAPI("STREAM.INFO." + task.DLQStream),
+		jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
+		jsAPI("STREAM.INFO." + kvCache),
+	}
+	bal.PubDeny = concat(adminOnly, consumeTasks, []string{task.SubjectPrefix + ">", "$KV.>", "db.>", replies})
+	bal.SubAllow = []string{inbox(RoleBalancer)}
+
 	// Operators can do anything: inspect and repair streams, retry dead
 	// letters, add users.
 	admin := Grant{Role: RoleAdmin, PubAllow: []string{">"}, SubAllow: []string{">"}}
 
-	return []Grant{gateway, wk, db, cs, admin}
+	return []Grant{gateway, wk, db, cs, bal, admin}
 }
 
 func concat(lists ...[]string) []string {

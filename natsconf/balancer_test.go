@@ -1,0 +1,120 @@
+package natsconf
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/worker"
+)
+
+// TestBalancerPermissions: the balancer's user (the dashboard) can read
+// every figure the dashboard shows, and nothing else: it cannot submit,
+// consume or delete tasks, read cache values or call services.
+func TestBalancerPermissions(t *testing.T) {
+	t.Parallel()
+	pw, err := RandomPasswords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := StartEmbedded(Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, log)
+	if err != nil {
+		t.Fatalf("StartEmbedded() = %v", err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+	adminNC, adminJS, _ := connectAs(t, ns, pw, RoleAdmin)
+	ctx := t.Context()
+	if _, err := task.Provision(ctx, adminJS, task.DefaultProvisionConfig()); err != nil {
+		t.Fatalf("admin: task.Provision = %v", err)
+	}
+	if _, err := adminJS.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
+		Durable: task.Consumer, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: task.SubjectPrefix + ">",
+	}); err != nil {
+		t.Fatalf("admin: create consumer = %v", err)
+	}
+	kv, err := adminJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cache.Bucket})
+	if err != nil {
+		t.Fatalf("admin: create bucket = %v", err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte(`"v"`)); err != nil {
+		t.Fatal(err)
+	}
+	// Stand-ins for the services' stats responders.
+	for _, name := range []string{dbsvc.ServiceName, worker.ProcessService, cache.ServiceName} {
+		sub, err := adminNC.Subscribe("$SRV.STATS."+name, func(m *nats.Msg) { _ = m.Respond([]byte(`{}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := adminNC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	nc, js, v := connectAs(t, ns, pw, RoleBalancer)
+
+	t.Run("reads the dashboard's figures", func(t *testing.T) {
+		for _, name := range []string{dbsvc.ServiceName, worker.ProcessService, cache.ServiceName} {
+			if _, err := nc.Request("$SRV.STATS."+name, nil, 2*time.Second); err != nil {
+				t.Errorf("request $SRV.STATS.%s = %v", name, err)
+			}
+		}
+		for _, s := range []string{task.Stream, task.DLQStream, "KV_" + cache.Bucket} {
+			if _, err := js.Stream(ctx, s); err != nil {
+				t.Errorf("Stream(%s) = %v", s, err)
+			}
+		}
+		if _, err := js.Consumer(ctx, task.Stream, task.Consumer); err != nil {
+			t.Errorf("Consumer(TASKS, workers) = %v", err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		v.none(t)
+	})
+
+	// Each of these is a publish the server refuses.
+	for _, tc := range []struct{ name, subject string }{
+		{"cannot submit a task", task.Subject("noop")},
+		{"cannot delete a stream", "$JS.API.STREAM.DELETE." + task.Stream},
+		{"cannot purge a stream", "$JS.API.STREAM.PURGE." + task.Stream},
+		{"cannot create a consumer", "$JS.API.CONSUMER.CREATE." + task.Stream + ".thief"},
+		{"cannot pull tasks", "$JS.API.CONSUMER.MSG.NEXT." + task.Stream + "." + task.Consumer},
+		{"cannot read cache values", "$JS.API.DIRECT.GET.KV_" + cache.Bucket + ".$KV." + cache.Bucket + ".k"},
+		{"cannot write cache values", "$KV." + cache.Bucket + ".k"},
+		{"cannot read task records", "$JS.API.STREAM.INFO.KV_" + task.Bucket},
+		{"cannot query the database", dbsvc.SubjectData},
+		{"cannot call the process service", worker.ProcessSubject},
+		{"cannot answer requests", "_INBOX.gateway.x"},
+		{"cannot broadcast invalidations", cache.SubjectInvalidate},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := nc.Publish(tc.subject, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			v.expect(t, tc.subject)
+		})
+	}
+	t.Run("cannot read other roles' replies or tasks", func(t *testing.T) {
+		for _, s := range []string{"_INBOX.>", "_INBOX.gateway.>", task.SubjectPrefix + ">"} {
+			if _, err := nc.SubscribeSync(s); err != nil {
+				t.Fatal(err)
+			}
+			v.expect(t, s)
+		}
+	})
+	t.Run("the stream is intact", func(t *testing.T) {
+		if _, err := adminJS.Stream(ctx, task.Stream); err != nil {
+			t.Errorf("stream TASKS: %v, want it still there", err)
+		}
+	})
+}
