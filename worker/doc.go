@@ -2,7 +2,8 @@
 //
 //   - the micro service "process" on the subject svc.process (ProcessSubject),
 //     the lab's synchronous /process endpoint, load balanced over workers by
-//     the service's queue group;
+//     the service's queue group; its stats ($SRV.STATS.process) carry each
+//     worker's task counts (TaskStats) as endpoint data;
 //   - the durable pull consumer "workers" on the stream TASKS: every worker
 //     pulls from the same consumer, so each task goes to exactly one of them;
 //   - the task handlers (report, sleep, noop), registered by type name;

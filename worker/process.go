@@ -29,7 +29,8 @@ type ProcessReply struct {
 
 // addProcessService registers the process micro service. Every worker adds
 // its own instance; micro's default queue group spreads requests over them.
-func addProcessService(nc *nats.Conn, id string, log *slog.Logger) (micro.Service, error) {
+// Its stats carry the worker's task counts (TaskStats) as endpoint data.
+func addProcessService(nc *nats.Conn, id string, tasks func() TaskStats, log *slog.Logger) (micro.Service, error) {
 	handler := micro.HandlerFunc(func(req micro.Request) {
 		rid := req.Headers().Get(natsconn.RequestIDHeader)
 		reply := ProcessReply{Message: "Business logic executed", Worker: id, RequestID: rid}
@@ -45,6 +46,9 @@ func addProcessService(nc *nats.Conn, id string, log *slog.Logger) (micro.Servic
 		Description: "scalelab sync business logic (the lab's /process)",
 		Metadata:    map[string]string{"worker": id},
 		Endpoint:    &micro.EndpointConfig{Subject: ProcessSubject, Handler: handler},
+		// Tasks are not requests of this service, but a worker has no
+		// other service, and this keeps one stats request per worker.
+		StatsHandler: func(*micro.Endpoint) any { return tasks() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("add micro service %s: %w", ProcessService, err)

@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	reg := ops.NewRegistry()
 	r := newRunner(cfg, js, store, newMetrics(reg), log)
 
-	svc, err := addProcessService(nc, cfg.ID, log)
+	svc, err := addProcessService(nc, cfg.ID, r.stats, log)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -132,6 +132,8 @@ type runner struct {
 	// running maps the id of each task running here to the cancel func
 	// of its context, for cancelRunning.
 	running sync.Map
+	// counts are the outcomes so far, for the process service's stats.
+	counts taskCounts
 }
 
 func newRunner(cfg Config, js jetstream.JetStream, store *task.Store, m *metrics, log *slog.Logger) *runner {

@@ -96,6 +96,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 
 	log.Info("task started")
 	r.metrics.running.Inc()
+	r.counts.running.Add(1)
 	start := time.Now()
 	result, herr, cancelled := r.run(h, msg, &Task{
 		ID: env.ID, Type: env.Type, Payload: env.Payload, Attempt: attempt,
@@ -109,6 +110,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 		},
 	})
 	r.metrics.running.Dec()
+	r.counts.running.Add(-1)
 	elapsed := time.Since(start)
 	r.metrics.duration.WithLabelValues(env.Type).Observe(elapsed.Seconds())
 	log = log.With("duration_ms", elapsed.Milliseconds())
@@ -118,14 +120,14 @@ func (r *runner) handle(msg jetstream.Msg) {
 		// DELETE /tasks/{id}: the record already says cancelled.
 		log.Info("task cancelled while running")
 		_ = msg.TermWithReason("cancelled")
-		r.metrics.outcomes.WithLabelValues(env.Type, "cancelled").Inc()
+		r.count(env.Type, "cancelled")
 	case herr == nil:
 		r.succeed(msg, env, result, log)
 	case r.taskCtx.Err() != nil:
 		// Shutdown interrupted the task: hand it back now so another
 		// worker starts it at once, not after the ack wait.
 		r.requeue(msg, env.ID, "interrupted by worker shutdown", 0, log)
-		r.metrics.outcomes.WithLabelValues(env.Type, "interrupted").Inc()
+		r.count(env.Type, "interrupted")
 	case IsPermanent(herr):
 		r.fail(msg, env.ID, attempt, herr, log)
 	case attempt >= limit:
@@ -134,7 +136,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 		delay := r.backoff(attempt)
 		log.Warn("task attempt failed, will retry", "err", herr, "retry_in", delay)
 		r.requeue(msg, env.ID, herr.Error(), delay, log)
-		r.metrics.outcomes.WithLabelValues(env.Type, "retried").Inc()
+		r.count(env.Type, "retried")
 	}
 }
 
@@ -215,7 +217,7 @@ func (r *runner) bury(msg jetstream.Msg, env task.Envelope, attempts int, cause 
 	}
 	log.Error("task dead: attempts used up, moved to "+task.DLQStream, "err", cause)
 	_ = msg.TermWithReason("attempts used up")
-	r.metrics.outcomes.WithLabelValues(env.Type, "dead").Inc()
+	r.count(env.Type, "dead")
 }
 
 func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *slog.Logger) {
@@ -251,7 +253,7 @@ func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *
 		log.Warn("ack task", "err", err)
 	}
 	log.Info("task completed")
-	r.metrics.outcomes.WithLabelValues(env.Type, "succeeded").Inc()
+	r.count(env.Type, "succeeded")
 }
 
 // fail records a final failure and terminates the message.
@@ -276,7 +278,7 @@ func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, lo
 		return
 	default:
 		log.Error("task failed", "err", cause)
-		r.metrics.outcomes.WithLabelValues(typeOf(msg), "failed").Inc()
+		r.count(typeOf(msg), "failed")
 	}
 	_ = msg.TermWithReason(truncate(cause.Error(), 200))
 }
