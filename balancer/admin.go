@@ -9,9 +9,22 @@ import (
 	"github.com/scalelab/scalelab/internal/reqid"
 )
 
-// backendStatus is one gateway in GET /-/balancer and in the answers of
-// the admin routes.
-type backendStatus struct {
+// Status is a snapshot of the balancer: what GET /-/balancer answers, and
+// what a Dashboard reads.
+type Status struct {
+	// Policy is --policy; Discover is --discover, when set.
+	Policy   string `json:"policy"`
+	Discover string `json:"discover,omitempty"`
+	// Ready is how many gateways get new requests.
+	Ready int `json:"ready"`
+	// Backends are every gateway, ready or not, in pool order.
+	Backends []BackendStatus `json:"backends"`
+}
+
+// BackendStatus is one gateway in a Status and in the answers of the admin
+// routes. Requests and Errors count attempts since the balancer started
+// (a gateway that discovery drops and finds again starts from zero).
+type BackendStatus struct {
 	URL      string  `json:"url"`
 	State    string  `json:"state"`
 	Weight   int     `json:"weight"`
@@ -23,9 +36,9 @@ type backendStatus struct {
 }
 
 // statusOf reads b's state and counters, all atomics, at now.
-func statusOf(b *backend, now time.Time) backendStatus {
+func statusOf(b *backend, now time.Time) BackendStatus {
 	q := b.latency.quantiles(now, 0.50, 0.99)
-	return backendStatus{
+	return BackendStatus{
 		URL:      b.label,
 		State:    b.state(),
 		Weight:   b.weight,
@@ -37,28 +50,27 @@ func statusOf(b *backend, now time.Time) backendStatus {
 	}
 }
 
-// handleStatus serves GET /-/balancer: the policy, how the gateways are
-// found, and each gateway's state and counters. It only reads atomics, so
-// it is cheap enough to poll.
-func (b *balancer) handleStatus(w http.ResponseWriter, _ *http.Request) {
-	type status struct {
-		Policy   string          `json:"policy"`
-		Discover string          `json:"discover,omitempty"`
-		Ready    int             `json:"ready"`
-		Backends []backendStatus `json:"backends"`
-	}
+// status reads the policy, how the gateways are found, and each gateway's
+// state and counters. It only reads atomics, so it is cheap enough to
+// poll, and safe from any goroutine.
+func (b *balancer) status() Status {
 	all := *b.pool.all.Load()
-	resp := status{
+	s := Status{
 		Policy:   b.cfg.Policy,
 		Discover: b.cfg.Discover,
 		Ready:    len(b.pool.ready.Load().backends),
-		Backends: make([]backendStatus, 0, len(all)),
+		Backends: make([]BackendStatus, 0, len(all)),
 	}
 	now := time.Now()
 	for _, be := range all {
-		resp.Backends = append(resp.Backends, statusOf(be, now))
+		s.Backends = append(s.Backends, statusOf(be, now))
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return s
+}
+
+// handleStatus serves GET /-/balancer: the balancer's Status.
+func (b *balancer) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, b.status())
 }
 
 // handleDrain returns the handler of POST /-/backends/drain?url=<backend>

@@ -15,11 +15,11 @@ import (
 
 // adminPost sends POST /-/backends/<action>?url=<backend> and decodes the
 // answer when it is 200.
-func adminPost(t *testing.T, c *http.Client, base, action, backend string) (int, backendStatus, string) {
+func adminPost(t *testing.T, c *http.Client, base, action, backend string) (int, BackendStatus, string) {
 	t.Helper()
 	res, body := do(t, c, newRequest(t, http.MethodPost,
 		base+"/-/backends/"+action+"?url="+url.QueryEscape(backend), nil))
-	var s backendStatus
+	var s BackendStatus
 	if res.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(body, &s); err != nil {
 			t.Fatalf("decode %s answer %q: %v", action, body, err)

@@ -125,6 +125,11 @@ type Config struct {
 	// after shutdown starts.
 	ShutdownTimeout time.Duration
 
+	// Dashboard, when set, is served under /-/dashboard (DashboardPath)
+	// and run alongside the balancer. Nil: those paths answer 404 like any
+	// unknown /-/ route. Not a flag.
+	Dashboard Dashboard
+
 	// envErr is a list from the environment that did not parse. envflag
 	// reports the other variables through its Err, which lists cannot
 	// reach, so Validate reports this one.

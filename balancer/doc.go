@@ -28,6 +28,7 @@
 //	GET  /-/balancer                     the policy and every gateway: state, in flight, totals, p50/p99
 //	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (admin)
 //	POST /-/backends/undrain?url=<gw>    send it requests again (admin)
+//	GET  /-/dashboard                    the live dashboard, when Config.Dashboard is set (404 otherwise)
 //
 // GET /-/balancer answers {"policy","discover","ready","backends":[{"url",
 // "state","weight","in_flight","requests","errors","p50_ms","p99_ms"}]}.

@@ -218,7 +218,7 @@ type statusBody struct {
 	Policy   string          `json:"policy"`
 	Discover string          `json:"discover"`
 	Ready    int             `json:"ready"`
-	Backends []backendStatus `json:"backends"`
+	Backends []BackendStatus `json:"backends"`
 }
 
 // balancerStatus returns GET /-/balancer.
@@ -237,13 +237,13 @@ func balancerStatus(t *testing.T, c *http.Client, base string) statusBody {
 
 // backendOf returns the entry of url in s; ok is false when it is not
 // there.
-func (s statusBody) backendOf(url string) (backendStatus, bool) {
+func (s statusBody) backendOf(url string) (BackendStatus, bool) {
 	for _, b := range s.Backends {
 		if b.URL == url {
 			return b, true
 		}
 	}
-	return backendStatus{}, false
+	return BackendStatus{}, false
 }
 
 // waitState polls GET /-/balancer until the backend url is in state.

@@ -317,7 +317,7 @@ func TestDeadBackend(t *testing.T) {
 		}
 	}
 
-	want := []backendStatus{
+	want := []BackendStatus{
 		{URL: dead, State: "healthy", Weight: 1, Requests: n / 2, Errors: n / 2},
 		{URL: live.URL, State: "healthy", Weight: 1, Requests: n},
 	}

@@ -53,12 +53,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	// Health checks and discovery outlive ctx until the server has drained:
 	// requests finishing during shutdown still need an accurate pool.
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	var discovery sync.WaitGroup
+	var discovery, dashboard sync.WaitGroup
 	defer func() {
 		stop()
 		discovery.Wait()
+		dashboard.Wait()
 		b.pool.close()
 	}()
+	if cfg.Dashboard != nil {
+		dashboard.Go(func() { cfg.Dashboard.Run(bctx) })
+	}
 	if cfg.Discover != "" {
 		host, port, _ := net.SplitHostPort(cfg.Discover) // checked by Validate
 		d := &discoverer{host: host, port: port, interval: cfg.DiscoverInterval, lookup: lookup, pool: b.pool, log: log}
@@ -215,6 +219,11 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	b.ops = http.NewServeMux()
 	ops.Mount(b.ops, opsPrefix, reg, b.ready)
 	b.ops.HandleFunc("GET "+opsPrefix+"/balancer", b.handleStatus)
+	if cfg.Dashboard != nil {
+		h := http.StripPrefix(DashboardPath, cfg.Dashboard.Handler(b.status))
+		b.ops.Handle(DashboardPath, h)
+		b.ops.Handle(DashboardPath+"/", h)
+	}
 	if cfg.Admin {
 		b.ops.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
 		b.ops.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))

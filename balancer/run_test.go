@@ -21,7 +21,7 @@ import (
 
 // ignoreLatency leaves the measured latencies out of a comparison of
 // backend statuses.
-var ignoreLatency = cmpopts.IgnoreFields(backendStatus{}, "P50Ms", "P99Ms")
+var ignoreLatency = cmpopts.IgnoreFields(BackendStatus{}, "P50Ms", "P99Ms")
 
 func TestOpsRoutes(t *testing.T) {
 	t.Parallel()
@@ -53,7 +53,7 @@ func TestOpsRoutes(t *testing.T) {
 			t.Fatalf("GET /data = %d, want 200", res.StatusCode)
 		}
 	}
-	want := statusBody{Policy: "round_robin", Ready: 2, Backends: []backendStatus{
+	want := statusBody{Policy: "round_robin", Ready: 2, Backends: []BackendStatus{
 		{URL: gw0.URL, State: "healthy", Weight: 1, Requests: n / 2},
 		{URL: gw1.URL, State: "healthy", Weight: 1, Requests: n / 2},
 	}}
@@ -278,7 +278,7 @@ func TestClientGoneIsNotBackendError(t *testing.T) {
 		}
 		return nil
 	})
-	want := []backendStatus{{URL: gw.URL, State: "healthy", Weight: 1, Requests: 1}}
+	want := []BackendStatus{{URL: gw.URL, State: "healthy", Weight: 1, Requests: 1}}
 	if diff := cmp.Diff(want, balancerStatus(t, c, base).Backends, ignoreLatency); diff != "" {
 		t.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 	}
