@@ -45,6 +45,8 @@ Usage:
   scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
   scalelab users add <name> [--scope S]   create or update a user; password from stdin
   scalelab probe     URL       exit 0 if GET URL answers 2xx (container health checks)
+  scalelab bench     <scenario>   run an experiment (cache, scale, async, balance, all) and write a report with charts
+  scalelab bench compare A.json B.json   compare two runs of a scenario
 
 Run 'scalelab <command> -h' for the flags of a command.
 `
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runUsers(ctx, rest, getenv, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

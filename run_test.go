@@ -44,6 +44,12 @@ func TestRunUsageErrors(t *testing.T) {
 		{"stray argument", []string{"dbsvc", "extra"}, nil, "unexpected arguments"},
 		{"up with no gateways", []string{"up", "--gateway-addrs", ""}, nil, "--gateway-addrs"},
 		{"token without secret", []string{"token"}, nil, "SCALELAB_JWT_SECRET"},
+		{"bench without scenario", []string{"bench"}, nil, "name one scenario"},
+		{"bench unknown scenario", []string{"bench", "speed"}, nil, `no scenario "speed"`},
+		{"bench elsewhere", []string{"bench", "--url", "http://example.com", "--token", "t", "cache"}, nil, "only sent to this machine"},
+		{"bench url without token", []string{"bench", "--url", "http://127.0.0.1:8000", "cache"}, nil, "token"},
+		{"bench bad duration", []string{"bench", "--duration", "1ms", "cache"}, nil, "--duration"},
+		{"bench compare one file", []string{"bench", "compare", "a.json"}, nil, "two report.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
