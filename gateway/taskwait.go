@@ -49,7 +49,7 @@ func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Durat
 			return rec, nil // the client left; it gets nothing anyway
 		case <-time.After(pause):
 		}
-		pause = min(pause*2, 50*time.Millisecond)
+		pause = min(pause*2, 25*time.Millisecond)
 	}
 }
 
