@@ -18,6 +18,7 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/natsconn"
@@ -36,7 +37,7 @@ const usage = `scalelab — load balancing, caching and async processing on NATS
 
 Usage:
   scalelab up        [flags]   run everything in one process with an embedded NATS server
-  scalelab balancer  [flags]   the HTTP front door (:8000)
+  scalelab balancer  [flags]   the HTTP front door (:8000) and its live dashboard (/-/dashboard)
   scalelab gateway   [flags]   an API gateway (:5000); needs SCALELAB_JWT_SECRET
   scalelab worker    [flags]   the process service and task worker
   scalelab cachesvc  [flags]   the shared cache (:5004)
@@ -100,12 +101,18 @@ const envNATSPassword = "SCALELAB_NATS_PASSWORD"
 
 func (c *common) register(s *envflag.Set, withNATS bool) {
 	if withNATS {
-		s.String(&c.NATSURL, "nats", "SCALELAB_NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated")
-		s.String(&c.NATSUser, "nats-user", "SCALELAB_NATS_USER", "", "NATS user (none: connect without credentials); its password is "+envNATSPassword+" or --nats-password-file")
-		s.String(&c.NATSPasswordFile, "nats-password-file", "SCALELAB_NATS_PASSWORD_FILE", "", "file holding the NATS password of --nats-user (trailing newlines dropped)")
+		c.registerNATS(s, nats.DefaultURL, "NATS server URL(s), comma-separated")
 	}
 	s.String(&c.LogFormat, "log-format", "SCALELAB_LOG_FORMAT", logging.FormatAuto, "log format: text or json (default: text on a terminal, else json)")
 	s.String(&c.LogLevel, "log-level", "SCALELAB_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+// registerNATS defines the NATS connection flags, --nats defaulting to
+// defaultURL.
+func (c *common) registerNATS(s *envflag.Set, defaultURL, urlUsage string) {
+	s.String(&c.NATSURL, "nats", "SCALELAB_NATS_URL", defaultURL, urlUsage)
+	s.String(&c.NATSUser, "nats-user", "SCALELAB_NATS_USER", "", "NATS user (none: connect without credentials); its password is "+envNATSPassword+" or --nats-password-file")
+	s.String(&c.NATSPasswordFile, "nats-password-file", "SCALELAB_NATS_PASSWORD_FILE", "", "file holding the NATS password of --nats-user (trailing newlines dropped)")
 }
 
 // natsOptions returns the connection settings for a connection named name.
@@ -195,8 +202,21 @@ var roles = map[string]role{
 	"balancer": {usesNATS: false, setup: func(s *envflag.Set) func() (startFunc, error) {
 		cfg := balancer.DefaultConfig()
 		cfg.RegisterFlags(s)
+		// NATS is optional here: only the live dashboard (/-/dashboard)
+		// reads it, as the read-only user balancer, and it connects in the
+		// background, so the front door never waits for NATS.
+		var c common
+		c.registerNATS(s, "", "NATS server URL(s) for the dashboard's figures (none: the balancer's own only)")
 		return func() (startFunc, error) {
 			return func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
+				var opts natsconn.Options
+				if c.NATSURL != "" {
+					var err error
+					if opts, err = c.natsOptions(s.Getenv, "scalelab-balancer"); err != nil {
+						return err
+					}
+				}
+				cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
 				return balancer.Run(ctx, cfg, log)
 			}, cfg.Validate()
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
@@ -281,6 +282,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	}
 	for _, ln := range gwLns {
 		p.GatewayURLs = append(p.GatewayURLs, "http://"+ln.Addr().String())
+	}
+	// The balancer's live dashboard reads the figures over NATS as its own
+	// read-only user, as `scalelab balancer --nats-user balancer` does.
+	if balCfg.Dashboard == nil {
+		balCfg.Dashboard = dashboard.New(dashboard.Config{NATS: natsconn.Options{
+			URL: ns.ClientURL(), Name: "scalelab-balancer",
+			User: string(natsconf.RoleBalancer), Password: passwords[natsconf.RoleBalancer],
+		}}, log.With("role", "balancer"))
 	}
 
 	// cancel stops the roles already started if a later one cannot start.
