@@ -3,7 +3,7 @@
 // build step: the balancer serves this file as it is.
 "use strict";
 
-const SVG_W = 1200, SVG_H = 520, TOP = 34, BOTTOM = 500;
+const SVG_H = 520, TOP = 34, BOTTOM = 500;
 const HISTORY = 60; // samples kept for the sparklines
 const history = { rate: [], hit: [], db: [], queue: [] };
 
@@ -47,7 +47,7 @@ function view(s) {
   const nats = s.nats || {};
   const mid = (TOP + BOTTOM) / 2;
 
-  const client = { id: "client", role: "client", x: 8, y: mid - 40, w: 100, h: 80, color: "var(--client)",
+  const client = { id: "client", role: "client", x: 8, y: mid - 28, w: 100, h: 56, color: "var(--client)",
     title: "client", sub: "curl, browsers", big: "", small: "" };
   nodes.push(client);
 
@@ -142,6 +142,7 @@ function edgePath(e) {
 function build(v) {
   const parts = [];
   parts.push(`<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker></defs>`);
+  parts.push(`<text class="legend" x="8" y="${SVG_H - 8}">moving dashes: traffic in the last second · figures per second unless they say otherwise</text>`);
   parts.push(`<text class="group-label" x="408" y="22">gateways</text><text class="group-label" x="778" y="22">async tasks</text><text class="group-label" x="982" y="22">services on the bus</text>`);
   for (const e of v.edges) {
     const p = edgePath(e);
