@@ -75,6 +75,14 @@ func Run(ctx context.Context, name string, opts Options) (*Report, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("bench: %s interrupted: %w", name, err)
 	}
+	var limited int64
+	for _, x := range r.Results {
+		limited += x.Codes["429"]
+	}
+	if limited > 0 {
+		r.finding("The platform rate-limited %d requests (429): these figures measure its limits, not its capacity. Start it "+
+			"with `--rate-limit-ip 0 --rate-limit-subject 0` to measure the rest.", limited)
+	}
 	r.Seconds = time.Since(r.Started).Round(time.Second).Seconds()
 	if err := r.write(opts.Out); err != nil {
 		return nil, err
