@@ -307,6 +307,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		if err != nil {
 			cancel()
 			err = errors.Join(err, g.Wait())
+			closeAll(lns) // the listeners of the roles not started yet
 			shutdownNATS()
 			return nil, err
 		}
