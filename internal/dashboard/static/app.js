@@ -52,7 +52,7 @@ function view(s) {
   nodes.push(client);
 
   const lb = { id: "balancer", role: "balancer", x: 180, y: mid - 50, w: 170, h: 100, color: "var(--balancer)",
-    title: "balancer", sub: ":8000 · " + (bal.policy || "").replace(/_/g, " "),
+    title: "balancer", sub: location.host + " · " + (bal.policy || "").replace(/_/g, " "), // this page comes from the balancer
     big: rate(bal.rate) + " req/s", small: "ready " + bal.ready + "/" + bal.gateways.length + " · in flight " + count(bal.in_flight) };
   nodes.push(lb);
   edges.push({ id: "e-client", from: client, to: lb, label: rate(bal.rate) + "/s", active: bal.rate > 0 });
