@@ -161,15 +161,19 @@ func TestScenarioBalance(t *testing.T) {
 	if lc := result(t, r, "policy=least_connections gw1 slow"); lc.Share()["gw1"] > 0.2 {
 		t.Errorf("least connections sends the slow gw1 %.1f%% of the requests, want under 20%%", 100*lc.Share()["gw1"])
 	}
-	stop := result(t, r, "round_robin gw3 stopped under load")
-	last := stop.Timeline[len(stop.Timeline)*2/3:]
-	for i, s := range last {
-		if s.Gateways["gw3"] != 0 {
-			t.Errorf("gw3 answered %d requests in the last third of the run (slice %d) after it was stopped", s.Gateways["gw3"], i)
+	for _, how := range []string{"stopped", "killed"} {
+		lost := result(t, r, "round_robin gw3 "+how+" under load")
+		for i, s := range lost.Timeline[len(lost.Timeline)*2/3:] {
+			if s.Gateways["gw3"] != 0 {
+				t.Errorf("gw3 answered %d requests in the last third of the run (slice %d) after it was %s", s.Gateways["gw3"], i, how)
+			}
 		}
-	}
-	if stop.Gateways["gw3"] == 0 {
-		t.Errorf("gw3 answered nothing before it was stopped: %v", stop.Gateways)
+		if lost.Gateways["gw3"] == 0 {
+			t.Errorf("gw3 answered nothing before it was %s: %v", how, lost.Gateways)
+		}
+		if lost.Metrics["balancer_ejections"] < 1 {
+			t.Errorf("gw3 %s: the balancer's metrics show no ejection (%v)", how, lost.Metrics)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,38 +186,63 @@ func (t *target) zipfItems() vegeta.Targeter {
 	}
 }
 
-// dbQueries reads dbsvc's query counter (its Prometheus metrics), or -1
-// when the bench did not start the platform.
-func (t *target) dbQueries(ctx context.Context) float64 {
-	if t.p == nil {
-		return -1
+// Prometheus counters a run reads before and after: what it cost the
+// database, and what the balancer did about failures.
+const (
+	dbQueriesMetric       = "scalelab_db_queries_total"
+	balancerRetriesMetric = "scalelab_balancer_retries_total"
+	balancerErrorsMetric  = "scalelab_balancer_backend_errors_total"
+	balancerEjectsMetric  = "scalelab_balancer_ejections_total"
+)
+
+// counters reads the target's counters: dbsvc's (only when the bench
+// started the platform: a running one's dbsvc address is not known) and
+// the balancer's. A counter it cannot read is missing from the map.
+func (t *target) counters(ctx context.Context) map[string]float64 {
+	out := scrape(ctx, t.url+"/-/metrics", balancerRetriesMetric, balancerErrorsMetric, balancerEjectsMetric)
+	if t.p != nil {
+		for k, v := range scrape(ctx, t.p.DBURL+"/metrics", dbQueriesMetric) {
+			out[k] = v
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.p.DBURL+"/metrics", nil)
+	return out
+}
+
+// scrape reads a Prometheus text page and sums each named counter over its
+// labels. A failed read gives an empty map: the figures that need it are
+// left out of the report, the run is not.
+func scrape(ctx context.Context, url string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return -1
+		return out
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer res.Body.Close()
-	var sum float64
+	if res.StatusCode != http.StatusOK {
+		return out
+	}
 	sc := bufio.NewScanner(res.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "scalelab_db_queries_total") {
+		name, _, _ := strings.Cut(line, "{")
+		name, _, _ = strings.Cut(name, " ")
+		if !slices.Contains(names, name) {
 			continue
 		}
 		f := strings.Fields(line)
 		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
+			out[name] += v
 		}
 	}
-	return sum
+	return out
 }
 
-// measure runs l against t and adds the result, with t's config and the
-// database queries per request, to the report.
+// measure runs l against t and adds the result, with t's config and what
+// the run cost the database and made the balancer do, to the report.
 func (e *env) measure(t *target, l Load, config map[string]string) Result {
 	if l.Duration == 0 {
 		l.Duration = e.opts.Duration
@@ -224,7 +250,7 @@ func (e *env) measure(t *target, l Load, config map[string]string) Result {
 	if l.Connections == 0 {
 		l.Connections = e.opts.Connections
 	}
-	before := t.dbQueries(e.ctx)
+	before := t.counters(e.ctx)
 	r := l.run(e.ctx, e.opts.Progress)
 	r.Config = map[string]string{}
 	for k, v := range t.config {
@@ -233,8 +259,20 @@ func (e *env) measure(t *target, l Load, config map[string]string) Result {
 	for k, v := range config {
 		r.Config[k] = v
 	}
-	if after := t.dbQueries(e.ctx); before >= 0 && after >= 0 && r.Requests > 0 {
-		r.metric("db_queries_per_request", (after-before)/float64(r.Requests))
+	after := t.counters(e.ctx)
+	diff := func(name string) (float64, bool) {
+		b, ok1 := before[name]
+		a, ok2 := after[name]
+		return a - b, ok1 && ok2
+	}
+	if d, ok := diff(dbQueriesMetric); ok && r.Requests > 0 {
+		r.metric("db_queries_per_request", d/float64(r.Requests))
+	}
+	for name, metric := range map[string]string{balancerRetriesMetric: "balancer_retries",
+		balancerErrorsMetric: "balancer_gateway_errors", balancerEjectsMetric: "balancer_ejections"} {
+		if d, ok := diff(name); ok && d > 0 {
+			r.metric(metric, d)
+		}
 	}
 	e.report.Results = append(e.report.Results, r)
 	return r

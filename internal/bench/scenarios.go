@@ -32,7 +32,7 @@ func Scenarios() []Scenario {
 		{"cache", "caching: /data and /items with the cache off, KV, KV + near-cache", runCache},
 		{"scale", "load balancing: 1, 2 and 4 gateways behind the balancer", runScale},
 		{"async", "async processing: sync-wait vs async-submit latency; queue drain with 1, 2, 4 workers", runAsync},
-		{"balance", "balancer policies with one slow gateway, and a gateway stopped under load", runBalance},
+		{"balance", "balancer policies with one slow gateway; a gateway stopped, then killed, under load", runBalance},
 	}
 }
 
@@ -290,38 +290,46 @@ func runBalance(e *env) error {
 			"it %.1f%% (p99 %.1f ms) and serves %s the requests/s: a policy that looks at in-flight requests routes around a slow instance.",
 			balanceSlowDelay, 100*rr.Share()["gw1"], rr.Latency.P99, 100*lc.Share()["gw1"], lc.Latency.P99, ratio(lc.Throughput, rr.Throughput))
 	}
-	// A gateway stopped a third into an open-loop run.
+	// A gateway lost a third into an open-loop run: stopped as SIGTERM
+	// stops it (it finishes what it has), then killed as SIGKILL would
+	// (connections reset, requests in flight unanswered).
 	rate := 20 * e.opts.Connections
-	err = e.each("policy", []string{balancer.PolicyRoundRobin}, func(_ string, c *platform.Config) {
-		c.Gateways, c.Cache.Mode = 3, cache.ModeKVLocal
-	}, func(_ string, t *target) error {
-		l := Load{Name: "round_robin gw3 stopped under load", Group: "gw3 stopped", Variant: "round_robin",
-			Targets: t.zipfItems(), Rate: rate}
-		if t.p != nil {
+	losses := []struct {
+		how, chart, what string
+		do             func(p *platform.Platform) error
+	}{
+		{"stopped", "balance-stop.png", "stopped (as by SIGTERM: it drained)", func(p *platform.Platform) error { return p.StopGateway(2) }},
+		{"killed", "balance-kill.png", "killed (as by SIGKILL: its connections reset)", func(p *platform.Platform) error { return p.KillGateway(2) }},
+	}
+	for _, loss := range losses {
+		if err != nil {
+			break
+		}
+		err = e.each("policy", []string{balancer.PolicyRoundRobin}, func(_ string, c *platform.Config) {
+			c.Gateways, c.Cache.Mode = 3, cache.ModeKVLocal
+		}, func(_ string, t *target) error {
+			if t.p == nil {
+				return nil // a running platform is not ours to break
+			}
+			l := Load{Name: "round_robin gw3 " + loss.how + " under load", Group: "gw3 " + loss.how, Variant: "round_robin",
+				Targets: t.zipfItems(), Rate: rate}
 			l.DuringAfter = max(e.opts.Duration/3, 100*time.Millisecond).Round(time.Millisecond)
 			l.During = func() {
-				if err := t.p.StopGateway(2); err != nil {
-					e.opts.Log.Warn("stop gateway", "err", err)
+				if err := loss.do(t.p); err != nil {
+					e.opts.Log.Warn("lose gateway", "how", loss.how, "err", err)
 				}
 			}
-		}
-		e.warm(t, "/items/1")
-		x := e.measure(t, l, map[string]string{"stopped": "gw3 after " + l.DuringAfter.String()})
-		if t.p != nil {
-			r.finding("gw3 stopped %v into a %v run at %d req/s: %d of %d requests failed, as the balancer retried the "+
-				"refused connections on the other gateways and its health checks ejected gw3.", l.DuringAfter, e.opts.Duration,
-				rate, x.Errors, x.Requests)
-		}
-		return nil
-	})
+			e.warm(t, "/items/1")
+			x := e.measure(t, l, map[string]string{loss.how: "gw3 after " + l.DuringAfter.String()})
+			r.finding("gw3 %s %v into a %v run at %d req/s: %d of %d requests failed. The balancer retried the %.0f "+
+				"requests gw3 failed on the other gateways (GETs are safe to retry) and ejected gw3 after them.", loss.what,
+				l.DuringAfter, e.opts.Duration, rate, x.Errors, x.Requests, x.Metrics["balancer_retries"])
+			r.chart(loss.chart, "gw3 "+loss.how+" under load: answers per second, per gateway", timeline(x))
+			return nil
+		})
+	}
 	e.chartThroughputLatency("balance")
 	e.chartShares("balance")
-	for _, x := range r.Results {
-		if x.Group != "gw3 stopped" {
-			continue
-		}
-		r.chart("balance-stop.png", "gw3 stopped under load: answers per second, per gateway", timeline(x))
-	}
 	return err
 }
 

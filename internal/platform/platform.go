@@ -189,6 +189,7 @@ type Platform struct {
 	err      error // set before done closes
 	gwStop   []context.CancelFunc
 	gwDone   []chan struct{}
+	gwKill   []*killableListener
 	stopOnce sync.Once
 }
 
@@ -220,6 +221,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		return nil, err
 	}
 	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
+	// Gateways can be killed (KillGateway), as well as stopped.
+	var gwKill []*killableListener
+	for i, ln := range gwLns {
+		k := newKillableListener(ln)
+		gwLns[i], gwKill = k, append(gwKill, k)
+	}
 
 	// The same permission model as a cluster (natsconf/permissions.go):
 	// each role connects as its own user, with passwords made for this
@@ -240,7 +247,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	p := &Platform{
 		BalancerURL: "http://" + balLn.Addr().String(), DBURL: "http://" + dbLn.Addr().String(),
 		CacheURL: "http://" + cacheLn.Addr().String(), NATSURL: ns.ClientURL(), Passwords: passwords,
-		done: make(chan struct{}),
+		done: make(chan struct{}), gwKill: gwKill,
 	}
 	shutdownNATS := func() {
 		if p.Admin != nil {
@@ -436,6 +443,19 @@ func (p *Platform) StopGateway(i int) error {
 	}
 	p.gwStop[i]()
 	<-p.gwDone[i]
+	return nil
+}
+
+// KillGateway kills gateway i (from 0) as SIGKILL would, as far as HTTP
+// goes: its port refuses connections at once and its open connections are
+// reset, requests in flight unanswered. (Its NATS side runs on until the
+// platform stops: in one process, only the HTTP side can die alone.) It is
+// for drills and benchmarks of a crashed gateway.
+func (p *Platform) KillGateway(i int) error {
+	if i < 0 || i >= len(p.gwKill) {
+		return fmt.Errorf("platform: no gateway %d (there are %d)", i, len(p.gwKill))
+	}
+	p.gwKill[i].kill()
 	return nil
 }
 
