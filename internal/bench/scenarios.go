@@ -296,7 +296,7 @@ func runBalance(e *env) error {
 	rate := 20 * e.opts.Connections
 	losses := []struct {
 		how, chart, what string
-		do             func(p *platform.Platform) error
+		do               func(p *platform.Platform) error
 	}{
 		{"stopped", "balance-stop.png", "stopped (as by SIGTERM: it drained)", func(p *platform.Platform) error { return p.StopGateway(2) }},
 		{"killed", "balance-kill.png", "killed (as by SIGKILL: its connections reset)", func(p *platform.Platform) error { return p.KillGateway(2) }},
