@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/scalelab/scalelab/internal/dashboard"
+	"github.com/scalelab/scalelab/internal/natstest"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
 )
@@ -30,15 +31,7 @@ var listeningLine = regexp.MustCompile(`"msg":"http listening","role":"balancer"
 // why) when given no NATS.
 func TestBalancerRoleDashboard(t *testing.T) {
 	t.Parallel()
-	pw, err := natsconf.RandomPasswords()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsconf.StartEmbedded(natsconf.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, testutil.QuietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, pw := natstest.Start(t)
 
 	for _, tc := range []struct {
 		name      string

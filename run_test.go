@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/natstest"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
@@ -213,15 +214,7 @@ func TestTasksCommand(t *testing.T) {
 // reported before anything connects.
 func TestTasksCommandCredentials(t *testing.T) {
 	t.Parallel()
-	pw, err := natsconf.RandomPasswords()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsconf.StartEmbedded(natsconf.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, testutil.QuietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, pw := natstest.Start(t)
 	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("admin", pw[natsconf.RoleAdmin]))
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package natsconf
 
 import (
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -20,16 +18,7 @@ import (
 // consume or delete tasks, read cache values or call services.
 func TestBalancerPermissions(t *testing.T) {
 	t.Parallel()
-	pw, err := RandomPasswords()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := StartEmbedded(Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, log)
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, pw := startSecured(t)
 
 	adminNC, adminJS, _ := connectAs(t, ns, pw, RoleAdmin)
 	ctx := t.Context()

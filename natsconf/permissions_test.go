@@ -203,16 +203,7 @@ func shortCtx(t *testing.T) context.Context {
 // with a permissions violation, and the traffic each role needs works.
 func TestPermissions(t *testing.T) {
 	t.Parallel()
-	pw, err := RandomPasswords()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := StartEmbedded(Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, log)
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, pw := startSecured(t)
 
 	if _, err := nats.Connect(ns.ClientURL()); err == nil {
 		t.Errorf("connect without credentials: nil error, want an authorization error")
@@ -445,4 +436,21 @@ func TestPermissions(t *testing.T) {
 		}
 		adminV.none(t)
 	})
+}
+
+// startSecured starts the embedded server with the permission table on (a
+// random password per role), stopped at the end of the test.
+func startSecured(t *testing.T) (*server.Server, map[Role]string) {
+	t.Helper()
+	pw, err := RandomPasswords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := StartEmbedded(Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("StartEmbedded() = %v", err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns, pw
 }

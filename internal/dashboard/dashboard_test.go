@@ -23,6 +23,7 @@ import (
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/natstest"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
@@ -99,16 +100,9 @@ type natsEnv struct {
 
 func newNATSEnv(t *testing.T) *natsEnv {
 	t.Helper()
-	pw, err := natsconf.RandomPasswords()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsconf.StartEmbedded(natsconf.Embedded{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), Passwords: pw}, testutil.QuietLog())
-	if err != nil {
-		t.Fatalf("StartEmbedded() = %v", err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, pw := natstest.Start(t)
 	e := &natsEnv{ns: ns, pw: pw}
+	var err error
 	e.admin = e.connect(t, natsconf.RoleAdmin)
 	if e.js, err = jetstream.New(e.admin); err != nil {
 		t.Fatal(err)
