@@ -87,7 +87,7 @@ func (e *env) drain(t *target, n int, body string) (Result, error) {
 	})
 	bar.finish()
 
-	tl := newTally("", time.Second)
+	tl := newTally("", time.Second, time.Time{})
 	var first, last time.Time
 	for i := range n {
 		if errs[i] != nil {

@@ -140,18 +140,19 @@ type tally struct {
 	samples map[string]bool
 }
 
-// newTally starts a tally of a run of about d: its timeline has 20
-// slices, of 50 ms to 1 s each.
-func newTally(name string, d time.Duration) *tally {
+// newTally starts a tally of a run of about d that began at start (zero:
+// at the first answer's start): its timeline has 20 slices, of 50 ms to
+// 1 s each, from start.
+func newTally(name string, d time.Duration, start time.Time) *tally {
 	return &tally{res: Result{Name: name, Codes: map[string]int64{}, Cache: map[string]int64{}, Gateways: map[string]int64{}},
-		step: min(max(d/20, 50*time.Millisecond), time.Second).Round(10 * time.Millisecond),
+		step: min(max(d/20, 50*time.Millisecond), time.Second).Round(10 * time.Millisecond), start: start,
 		hist: newHistogram(), samples: map[string]bool{}}
 }
 
 // add counts one answer: began is when it was sent, took how long it took,
 // code its status (0 for none), errText why it failed, header its headers.
 func (t *tally) add(began time.Time, took time.Duration, code int, errText string, cacheHdr, servedBy string) {
-	if t.start.IsZero() || began.Before(t.start) {
+	if t.start.IsZero() {
 		t.start = began
 	}
 	if end := began.Add(took); end.After(t.last) {
@@ -160,7 +161,9 @@ func (t *tally) add(began time.Time, took time.Duration, code int, errText strin
 	t.res.Requests++
 	t.res.Codes[fmt.Sprint(code)]++
 	t.hist.record(took)
-	i := int(began.Sub(t.start) / t.step)
+	// Answers come in the order they end, not the order they began; the
+	// start is fixed, so a slice never moves once counted.
+	i := max(0, int(began.Sub(t.start)/t.step))
 	for len(t.res.Timeline) <= i {
 		t.res.Timeline = append(t.res.Timeline, Slice{Gateways: map[string]int64{}})
 	}
@@ -238,7 +241,8 @@ func (l Load) run(ctx context.Context, progress io.Writer) Result {
 		opts = append(opts, vegeta.Workers(uint64(min(conns, 16))), vegeta.MaxWorkers(uint64(conns)))
 	}
 	atk := vegeta.NewAttacker(opts...)
-	t := newTally(l.Name, l.Duration)
+	began := time.Now()
+	t := newTally(l.Name, l.Duration, began)
 	bar := newBar(progress, l.Name, l.Duration)
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
@@ -248,7 +252,6 @@ func (l Load) run(ctx context.Context, progress io.Writer) Result {
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	began := time.Now()
 	results := atk.Attack(l.Targets, pace, l.Duration, l.Name)
 	for {
 		select {
