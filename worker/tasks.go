@@ -55,8 +55,12 @@ func (r *runner) handle(msg jetstream.Msg) {
 		return
 	}
 
+	// running is the record as this worker wrote it: success writes from
+	// it, without reading the record again, unless someone wrote since.
+	var running *task.Version
 	markRunning := func() error {
-		_, err := r.update(env.ID, func(rec *task.Record) error {
+		var err error
+		running, err = r.updateFrom(env.ID, nil, func(rec *task.Record) error {
 			if rec.State.Terminal() {
 				return errAlreadyDone
 			}
@@ -122,7 +126,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 		_ = msg.TermWithReason("cancelled")
 		r.count(env.Type, "cancelled")
 	case herr == nil:
-		r.succeed(msg, env, result, log)
+		r.succeed(msg, env, running, result, log)
 	case r.taskCtx.Err() != nil:
 		// Shutdown interrupted the task: hand it back now so another
 		// worker starts it at once, not after the ack wait.
@@ -220,13 +224,13 @@ func (r *runner) bury(msg jetstream.Msg, env task.Envelope, attempts int, cause 
 	r.count(env.Type, "dead")
 }
 
-func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, result any, log *slog.Logger) {
+func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, running *task.Version, result any, log *slog.Logger) {
 	raw, err := json.Marshal(result)
 	if err != nil {
 		r.fail(msg, env.ID, 0, Permanent(fmt.Errorf("encode result: %w", err)), log)
 		return
 	}
-	_, err = r.update(env.ID, func(rec *task.Record) error {
+	_, err = r.updateFrom(env.ID, running, func(rec *task.Record) error {
 		if rec.State.Terminal() {
 			return errAlreadyDone // cancelled while it ran: cancelled is final
 		}
@@ -311,9 +315,19 @@ func (r *runner) requeue(msg jetstream.Msg, id, reason string, delay time.Durati
 }
 
 func (r *runner) update(id string, fn func(*task.Record) error) (*task.Record, error) {
+	v, err := r.updateFrom(id, nil, fn)
+	if err != nil {
+		return nil, err
+	}
+	return v.Record, nil
+}
+
+// updateFrom updates a record from the version this worker last wrote (see
+// task.Store.UpdateFrom), under recordTimeout.
+func (r *runner) updateFrom(id string, last *task.Version, fn func(*task.Record) error) (*task.Version, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
-	return r.store.Update(ctx, id, fn)
+	return r.store.UpdateFrom(ctx, id, last, fn)
 }
 
 // maxBackoff caps the delay between attempts.

@@ -281,11 +281,39 @@ const maxUpdateTries = 10
 // writers never clobber each other. fn may be called more than once. If fn
 // returns an error, nothing is written and that error is returned.
 func (s *Store) Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error) {
+	v, err := s.UpdateFrom(ctx, id, nil, fn)
+	if err != nil {
+		return nil, err
+	}
+	return v.Record, nil
+}
+
+// Version is a record as a writer last read or wrote it, with its
+// revision.
+type Version struct {
+	Record *Record
+	Rev    uint64
+}
+
+// UpdateFrom is Update starting from last, the version of the record the
+// caller wrote (or read) before, and returns the version it writes. When
+// nobody has written since, it saves Update's read: a worker finishing a
+// task it marked running writes once instead of reading and writing. When
+// somebody has (a cancel, a progress report), the compare-and-set fails
+// and it reads, as Update does. A nil last is Update.
+func (s *Store) UpdateFrom(ctx context.Context, id string, last *Version, fn func(*Record) error) (*Version, error) {
 	var lastErr error
 	for range maxUpdateTries {
-		rec, rev, err := s.Get(ctx, id)
-		if err != nil {
-			return nil, err
+		var rec *Record
+		var rev uint64
+		if last != nil {
+			cp := *last.Record // fn changes its record; last stays as it was
+			rec, rev, last = &cp, last.Rev, nil
+		} else {
+			var err error
+			if rec, rev, err = s.Get(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		if err := fn(rec); err != nil {
 			return nil, err
@@ -295,14 +323,15 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) error) (
 		if err != nil {
 			return nil, fmt.Errorf("encode task %s: %w", id, err)
 		}
-		if _, err := s.kv.Update(ctx, id, b, rev); err != nil {
+		newRev, err := s.kv.Update(ctx, id, b, rev)
+		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				lastErr = err
 				continue
 			}
 			return nil, fmt.Errorf("update task %s: %w", id, err)
 		}
-		return rec, nil
+		return &Version{Record: rec, Rev: newRev}, nil
 	}
 	return nil, fmt.Errorf("update task %s: gave up after %d conflicting writes: %w", id, maxUpdateTries, lastErr)
 }

@@ -329,3 +329,51 @@ func TestNewStore(t *testing.T) {
 		t.Errorf("stored record = %+v, want id viaNew, state queued", rec)
 	}
 }
+
+// TestStoreUpdateFrom: from the version a writer wrote, the next write
+// needs no read; from a stale one (someone wrote since), fn sees the
+// current record, so the other write is never lost.
+func TestStoreUpdateFrom(t *testing.T) {
+	t.Parallel()
+	s := provision(t, startJetStream(t))
+	if err := s.Create(t.Context(), newRecord("from")); err != nil {
+		t.Fatalf("Create() = %v", err)
+	}
+	running, err := s.UpdateFrom(t.Context(), "from", nil, func(r *Record) error { r.State = Running; return nil })
+	if err != nil {
+		t.Fatalf("UpdateFrom(nil) = %v", err)
+	}
+	if _, rev, _ := s.Get(t.Context(), "from"); rev != running.Rev {
+		t.Errorf("UpdateFrom returned revision %d, the store has %d", running.Rev, rev)
+	}
+	done, err := s.UpdateFrom(t.Context(), "from", running, func(r *Record) error {
+		if r.State != Running {
+			t.Errorf("fn got state %s from the writer's own version, want running", r.State)
+		}
+		r.State = Succeeded
+		return nil
+	})
+	if err != nil || done.Record.State != Succeeded {
+		t.Fatalf("UpdateFrom(own version) = %+v, %v; want succeeded", done, err)
+	}
+	if running.Record.State != Running {
+		t.Errorf("UpdateFrom changed the version it started from: state %s", running.Record.State)
+	}
+
+	// Someone else writes; a writer holding the old version must see it.
+	if _, err := s.Update(t.Context(), "from", func(r *Record) error { r.State = Cancelled; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var seen State
+	got, err := s.UpdateFrom(t.Context(), "from", done, func(r *Record) error {
+		seen = r.State
+		r.Progress = 50
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateFrom(stale version) = %v", err)
+	}
+	if seen != Cancelled || got.Record.State != Cancelled || got.Record.Progress != 50 {
+		t.Errorf("UpdateFrom(stale version): fn last saw %s, wrote %s/%d; want the other writer's cancelled kept", seen, got.Record.State, got.Record.Progress)
+	}
+}
