@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -126,11 +128,18 @@ func (e *env) each(key string, variants []string, tune func(v string, c *platfor
 // warm sends one request, so a run measures a steady state, not its
 // first miss.
 func (e *env) warm(t *target, path string) {
-	e.measureQuiet(t, Load{Targets: fixed(t.get(path)), Rate: 1000, Connections: 1, Duration: time.Millisecond})
+	tg := t.get(path)
+	req, err := tg.Request()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second) // a first /data reads the whole table
+	defer cancel()
+	if res, err := http.DefaultClient.Do(req.WithContext(ctx)); err == nil {
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
 }
-
-// measureQuiet runs l without reporting it.
-func (e *env) measureQuiet(_ *target, l Load) Result { return l.run(e.ctx, nil) }
 
 // runCache: the same reads with the cache off, KV only, and KV plus the
 // gateways' near-cache.
