@@ -49,7 +49,7 @@ type Processor interface {
 
 // TaskStore holds task records (task.Store).
 type TaskStore interface {
-	Create(ctx context.Context, rec *task.Record) error
+	Create(ctx context.Context, rec *task.Record) (uint64, error)
 	Get(ctx context.Context, id string) (*task.Record, uint64, error)
 	Update(ctx context.Context, id string, fn func(*task.Record) error) (*task.Record, error)
 	Delete(ctx context.Context, id string) error
@@ -187,7 +187,7 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			}
 			return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: id, StatusURL: url})
 		}
-		err = store.Create(ctx, rec)
+		rev, err := store.Create(ctx, rec)
 		switch {
 		case errors.Is(err, task.ErrExists):
 			prev, _, err := store.Get(ctx, rec.ID)
@@ -202,7 +202,11 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
-		if err := queue.Enqueue(ctx, task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}, rid, runAt); err != nil {
+		env := task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}
+		if len(rec.Payload) <= task.MaxInlinePayload {
+			env.Record, env.Revision = rec, rev // the worker then needs not read it
+		}
+		if err := queue.Enqueue(ctx, env, rid, runAt); err != nil {
 			// The client gets no task id with the error, so nobody polls
 			// this record; remove it so a retry with the same key can
 			// submit again. Best effort: the bus may be down.

@@ -134,8 +134,9 @@ func newEnv(t *testing.T) *env {
 }
 
 // submit does what the gateway's POST /longtask does: create a queued
-// record, then publish the envelope with the id as Nats-Msg-Id. body is the
-// whole posted body; it becomes the payload.
+// record, then publish the envelope, carrying the record and its revision,
+// with the id as Nats-Msg-Id. body is the whole posted body; it becomes
+// the payload.
 func (e *env) submit(t *testing.T, typ string, body string) string {
 	t.Helper()
 	id := nuid.Next()
@@ -144,10 +145,11 @@ func (e *env) submit(t *testing.T, typ string, body string) string {
 		ID: id, Type: typ, State: task.Queued, Payload: json.RawMessage(body),
 		CreatedAt: now, UpdatedAt: now,
 	}
-	if err := e.store.Create(t.Context(), rec); err != nil {
+	rev, err := e.store.Create(t.Context(), rec)
+	if err != nil {
 		t.Fatalf("store.Create(%s) = %v", id, err)
 	}
-	e.publish(t, task.Envelope{ID: id, Type: typ, Payload: json.RawMessage(body)})
+	e.publish(t, task.Envelope{ID: id, Type: typ, Payload: json.RawMessage(body), Record: rec, Revision: rev})
 	return id
 }
 

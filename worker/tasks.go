@@ -56,11 +56,19 @@ func (r *runner) handle(msg jetstream.Msg) {
 	}
 
 	// running is the record as this worker wrote it: success writes from
-	// it, without reading the record again, unless someone wrote since.
+	// it, without reading the record again, unless someone wrote since. A
+	// first delivery marks it running from the record the gateway created,
+	// which the message carries, the same way.
 	var running *task.Version
+	from := env.Created()
+	if attempt > 1 {
+		from = nil // an earlier attempt wrote the record since
+	}
 	markRunning := func() error {
 		var err error
-		running, err = r.updateFrom(env.ID, nil, func(rec *task.Record) error {
+		start := from
+		from = nil // a second try reads
+		running, err = r.updateFrom(env.ID, start, func(rec *task.Record) error {
 			if rec.State.Terminal() {
 				return errAlreadyDone
 			}

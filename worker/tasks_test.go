@@ -393,7 +393,7 @@ func TestDuplicateDelivery(t *testing.T) {
 				Result: json.RawMessage(`{"first":true}`), Worker: "earlier",
 				CreatedAt: now, UpdatedAt: now, StartedAt: &now, FinishedAt: &now,
 			}
-			if err := e.store.Create(t.Context(), rec); err != nil {
+			if _, err := e.store.Create(t.Context(), rec); err != nil {
 				t.Fatalf("store.Create() = %v", err)
 			}
 			_, revBefore, err := e.store.Get(t.Context(), id)
@@ -603,5 +603,54 @@ func TestPermanent(t *testing.T) {
 	}
 	if p.Error() != base.Error() {
 		t.Errorf("Permanent(base).Error() = %q, want %q", p.Error(), base.Error())
+	}
+}
+
+// TestCarriedRecord: a task message carries the record as the gateway
+// created it. The worker marks the task running from it without a read,
+// and when the record changed since (cancelled while queued), the
+// compare-and-set fails, the worker reads the record and does not run the
+// task. A message whose carried record is of another task is not trusted.
+func TestCarriedRecord(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var ran calls
+	cfg := testConfig("w1")
+	cfg.Handlers = map[string]worker.Handler{"noop": func(_ context.Context, tk *worker.Task) (any, error) {
+		ran.add(tk)
+		return "ok", nil
+	}}
+
+	cancelled := e.submit(t, "noop", `{"task":"noop"}`)
+	if _, err := e.store.Update(t.Context(), cancelled, func(r *task.Record) error {
+		now := time.Now().UTC()
+		r.State, r.FinishedAt = task.Cancelled, &now
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.submit(t, "noop", `{"task":"noop"}`)
+	// Another task's record in the message: the worker must read this one's.
+	other := e.record(t, fresh)
+	id := nuid.Next()
+	now := time.Now().UTC()
+	if _, err := e.store.Create(t.Context(), &task.Record{ID: id, Type: "noop", State: task.Queued, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, task.Envelope{ID: id, Type: "noop", Payload: json.RawMessage(`{"task":"noop"}`), Record: other, Revision: 1})
+
+	startWorker(t, e.ns, cfg)
+	e.waitStreamEmpty(t, 10*time.Second)
+	if rec := e.record(t, cancelled); rec.State != task.Cancelled || rec.Attempts != 0 || len(ran.of(cancelled)) != 0 {
+		t.Errorf("task cancelled while queued: state %s, attempts %d, ran %d times; want cancelled and never run",
+			rec.State, rec.Attempts, len(ran.of(cancelled)))
+	}
+	for _, ok := range []string{fresh, id} {
+		if rec := e.waitState(t, ok, task.Succeeded, 10*time.Second); rec.Attempts != 1 || rec.Worker != "w1" || rec.StartedAt == nil {
+			t.Errorf("task %s: %+v, want succeeded by w1 in 1 attempt with a start time", ok, rec)
+		}
+	}
+	if got := e.record(t, fresh); got.ID != fresh || string(got.Payload) != `{"task":"noop"}` {
+		t.Errorf("record %s after the run = %+v, want its own id and payload kept", fresh, got)
 	}
 }

@@ -141,7 +141,7 @@ func (e *natsEnv) submit(t *testing.T, typ string) {
 	t.Helper()
 	id := nuid.Next()
 	now := time.Now().UTC()
-	if err := e.store.Create(t.Context(), &task.Record{ID: id, Type: typ, State: task.Queued, CreatedAt: now, UpdatedAt: now}); err != nil {
+	if _, err := e.store.Create(t.Context(), &task.Record{ID: id, Type: typ, State: task.Queued, CreatedAt: now, UpdatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(task.Envelope{ID: id, Type: typ, Payload: json.RawMessage(`{}`)})

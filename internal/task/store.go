@@ -232,19 +232,21 @@ type Store struct {
 // NewStore returns a Store over an existing bucket.
 func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
-// Create stores a new record. It returns ErrExists if the id is taken.
-func (s *Store) Create(ctx context.Context, rec *Record) error {
+// Create stores a new record and returns its revision. It returns
+// ErrExists if the id is taken.
+func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("encode task %s: %w", rec.ID, err)
+		return 0, fmt.Errorf("encode task %s: %w", rec.ID, err)
 	}
-	if _, err := s.kv.Create(ctx, rec.ID, b); err != nil {
+	rev, err := s.kv.Create(ctx, rec.ID, b)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("create task %s: %w", rec.ID, ErrExists)
+			return 0, fmt.Errorf("create task %s: %w", rec.ID, ErrExists)
 		}
-		return fmt.Errorf("create task %s: %w", rec.ID, err)
+		return 0, fmt.Errorf("create task %s: %w", rec.ID, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // Get returns the record of id and its revision. It returns ErrNotFound

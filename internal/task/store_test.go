@@ -114,7 +114,7 @@ func TestProvisionIdempotent(t *testing.T) {
 	t.Parallel()
 	js := startJetStream(t)
 	first := provision(t, js)
-	if err := first.Create(t.Context(), newRecord("keep")); err != nil {
+	if _, err := first.Create(t.Context(), newRecord("keep")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	if _, err := js.Publish(t.Context(), Subject("report"), []byte(`{}`)); err != nil {
@@ -142,7 +142,7 @@ func TestStoreCreateGet(t *testing.T) {
 	s := provision(t, startJetStream(t))
 	want := newRecord("abc123")
 	want.RequestID = "req-1"
-	if err := s.Create(t.Context(), want); err != nil {
+	if _, err := s.Create(t.Context(), want); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	got, rev, err := s.Get(t.Context(), "abc123")
@@ -160,12 +160,12 @@ func TestStoreCreateGet(t *testing.T) {
 func TestStoreCreateExists(t *testing.T) {
 	t.Parallel()
 	s := provision(t, startJetStream(t))
-	if err := s.Create(t.Context(), newRecord("dup")); err != nil {
+	if _, err := s.Create(t.Context(), newRecord("dup")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	second := newRecord("dup")
 	second.Type = "report"
-	if err := s.Create(t.Context(), second); !errors.Is(err, ErrExists) {
+	if _, err := s.Create(t.Context(), second); !errors.Is(err, ErrExists) {
 		t.Errorf("Create() of a taken id = %v, want %v", err, ErrExists)
 	}
 	got, _, err := s.Get(t.Context(), "dup")
@@ -196,7 +196,7 @@ func TestStoreUpdate(t *testing.T) {
 	t.Parallel()
 	s := provision(t, startJetStream(t))
 	orig := newRecord("upd")
-	if err := s.Create(t.Context(), orig); err != nil {
+	if _, err := s.Create(t.Context(), orig); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	_, rev0, err := s.Get(t.Context(), "upd")
@@ -237,7 +237,7 @@ func TestStoreUpdate(t *testing.T) {
 func TestStoreUpdateErrorWritesNothing(t *testing.T) {
 	t.Parallel()
 	s := provision(t, startJetStream(t))
-	if err := s.Create(t.Context(), newRecord("keep")); err != nil {
+	if _, err := s.Create(t.Context(), newRecord("keep")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	want, rev0, err := s.Get(t.Context(), "keep")
@@ -271,7 +271,7 @@ func TestStoreUpdateErrorWritesNothing(t *testing.T) {
 func TestStoreUpdateConcurrent(t *testing.T) {
 	t.Parallel()
 	s := provision(t, startJetStream(t))
-	if err := s.Create(t.Context(), newRecord("race")); err != nil {
+	if _, err := s.Create(t.Context(), newRecord("race")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	const writers = 10
@@ -314,7 +314,7 @@ func TestNewStore(t *testing.T) {
 		t.Fatalf("js.KeyValue(%q) = %v", Bucket, err)
 	}
 	s := NewStore(kv)
-	if err := s.Create(t.Context(), newRecord("viaNew")); err != nil {
+	if _, err := s.Create(t.Context(), newRecord("viaNew")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	e, err := kv.Get(t.Context(), "viaNew")
@@ -336,7 +336,7 @@ func TestNewStore(t *testing.T) {
 func TestStoreUpdateFrom(t *testing.T) {
 	t.Parallel()
 	s := provision(t, startJetStream(t))
-	if err := s.Create(t.Context(), newRecord("from")); err != nil {
+	if _, err := s.Create(t.Context(), newRecord("from")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
 	running, err := s.UpdateFrom(t.Context(), "from", nil, func(r *Record) error { r.State = Running; return nil })

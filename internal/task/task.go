@@ -6,7 +6,10 @@
 // Flow: the gateway creates a record (state queued) in the KV bucket "tasks",
 // then publishes an Envelope to "tasks.<type>" on the stream TASKS. A worker
 // pulls it through the durable consumer "workers", moves the record to
-// running, runs the handler, records the outcome, and only then acks.
+// running, runs the handler, records the outcome, and only then acks. Every
+// record write is a compare-and-set; the envelope carries the record as
+// created, and each write starts from the one before, so that in the
+// common case (nobody else wrote) a task costs no record read at all.
 package task
 
 import (
@@ -119,6 +122,27 @@ type Envelope struct {
 	ID      string          `json:"id"`
 	Type    string          `json:"type"`
 	Payload json.RawMessage `json:"payload"`
+	// Record and Revision, when set, are the task's record as the gateway
+	// created it and its revision in the bucket: a worker that finds the
+	// record unchanged (a first delivery, nearly always) marks it running
+	// without reading it first; when it has changed (a cancel; a dead
+	// letter retried), the compare-and-set fails and the worker reads it.
+	// The gateway leaves them out when the payload is large
+	// (MaxInlinePayload), which they would carry twice.
+	Record   *Record `json:"record,omitempty"`
+	Revision uint64  `json:"revision,omitempty"`
+}
+
+// MaxInlinePayload is the largest payload whose record a task message
+// carries (Envelope.Record).
+const MaxInlinePayload = 4 << 10
+
+// Created returns the version of the record the envelope carries, or nil.
+func (e Envelope) Created() *Version {
+	if e.Record == nil || e.Revision == 0 || e.Record.ID != e.ID {
+		return nil
+	}
+	return &Version{Record: e.Record, Rev: e.Revision}
 }
 
 // ErrInvalid is wrapped by every validation error in this package.
