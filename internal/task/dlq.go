@@ -79,15 +79,25 @@ func RetryDead(ctx context.Context, js jetstream.JetStream, store *Store, id str
 		if err := json.Unmarshal(d.envelope, &env); err != nil {
 			return fmt.Errorf("decode dead letter %d: %w", d.Seq, err)
 		}
-		if _, err := store.Update(ctx, id, func(r *Record) error {
+		queued, err := store.UpdateFrom(ctx, id, nil, func(r *Record) error {
 			r.State, r.Attempts, r.Progress, r.ProgressMessage = Queued, 0, 0, ""
 			r.Error, r.FinishedAt, r.StartedAt = "retried from the dead-letter queue after: "+d.Error, nil, nil
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("retry task %s: %w", id, err)
 		}
+		// The message carries the record as it is now, not as it was
+		// created, so the worker need not read it (see Envelope.Record).
+		if env.Record != nil {
+			env.Record, env.Revision = queued.Record, queued.Rev
+		}
+		data, err := json.Marshal(env)
+		if err != nil {
+			return fmt.Errorf("retry task %s: encode: %w", id, err)
+		}
 		msg := nats.NewMsg(Subject(env.Type))
-		msg.Data = d.envelope
+		msg.Data = data
 		msg.Header.Set(HeaderTaskID, id)
 		msgID := fmt.Sprintf("retry-%s-%d", id, d.Seq)
 		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(Stream)); err != nil {
