@@ -183,17 +183,24 @@ func (k Keys) issue(method jwt.SigningMethod, key any, kid, sub string, scopes [
 }
 
 // Verifier checks tokens against one set of keys. It is safe for
-// concurrent use.
+// concurrent use. It remembers the tokens that verified (see
+// verifiedCache), so a token sent again costs a map lookup.
 type Verifier struct {
-	secret []byte               // nil if too short: HS256 is then refused
-	public map[string]PublicKey // by kid
-	parser *jwt.Parser
+	secret   []byte               // nil if too short: HS256 is then refused
+	public   map[string]PublicKey // by kid
+	parser   *jwt.Parser
+	verified *verifiedCache
+	now      func() time.Time // the clock of the parser and the cache
 }
 
 // NewVerifier returns a Verifier for keys, which should have passed
 // Validate. The allowed algorithms are keys.Algorithms().
 func NewVerifier(keys Keys) *Verifier {
-	v := &Verifier{public: make(map[string]PublicKey, len(keys.PublicKeys))}
+	v := &Verifier{
+		public:   make(map[string]PublicKey, len(keys.PublicKeys)),
+		verified: newVerifiedCache(verifiedTokens),
+		now:      time.Now,
+	}
 	// Defence in depth: an HMAC with an empty or short key must never
 	// verify, even if a caller skipped Validate.
 	if len(keys.Secret) >= MinSecretBytes {
@@ -211,6 +218,7 @@ func NewVerifier(keys Keys) *Verifier {
 		jwt.WithLeeway(leeway),
 		// Canonical base64 only, so one token has one spelling.
 		jwt.WithStrictDecoding(),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
 	)
 	return v
 }
@@ -225,10 +233,26 @@ const MaxTokenBytes = maxTokenBytes
 // Verify parses and verifies a token. Every failure wraps ErrInvalidToken;
 // failures of the key lookup also wrap ErrUnknownKey or ErrBadHeader, and
 // the others wrap golang-jwt's errors (jwt.ErrTokenExpired, …).
+//
+// The claims of a token that verified before may be shared with other
+// callers: read them, never modify them.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if len(token) > maxTokenBytes {
 		return nil, fmt.Errorf("%w: token is longer than %d bytes", ErrInvalidToken, maxTokenBytes)
 	}
+	if claims, ok := v.verified.get(token, v.now()); ok {
+		return claims, nil
+	}
+	claims, err := v.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	v.verified.add(token, claims)
+	return claims, nil
+}
+
+// verify is Verify without the cache.
+func (v *Verifier) verify(token string) (*Claims, error) {
 	var claims Claims
 	var keyErr error
 	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
