@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/scalelab/scalelab/internal/natsconn"
 )
 
 // ServiceName is the micro service every Cache registers, one instance per
@@ -127,11 +129,13 @@ func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
 	if err != nil {
 		return fmt.Errorf("cache: encode invalidation: %w", err)
 	}
-	replies, err := scatter(ctx, b.nc, SubjectInvalidate, data, func(got int) bool { return got >= len(peers) }, 0)
+	replies, err := natsconn.Gather(ctx, b.nc, SubjectInvalidate, data, natsconn.GatherOptions{
+		Enough: func(got int) bool { return got >= len(peers) },
+	})
 	missing := maps.Clone(peers)
 	for _, r := range replies {
 		var cf confirmation
-		if json.Unmarshal(r, &cf) == nil {
+		if json.Unmarshal(r.Data, &cf) == nil {
 			delete(missing, cf.ID)
 		}
 	}
@@ -164,14 +168,14 @@ func (b *Invalidator) view(ctx context.Context) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	replies, err := scatter(ctx, b.nc, subject, nil, nil, pingStall)
+	replies, err := natsconn.Gather(ctx, b.nc, subject, nil, natsconn.GatherOptions{Stall: pingStall})
 	if err != nil && len(replies) == 0 && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("cache: ping %s: %w", ServiceName, err)
 	}
 	peers := make(map[string]bool, len(replies))
 	for _, r := range replies {
 		var p micro.Ping
-		if json.Unmarshal(r, &p) == nil && p.ID != "" {
+		if json.Unmarshal(r.Data, &p) == nil && p.ID != "" {
 			peers[p.ID] = true
 		}
 	}
@@ -232,14 +236,14 @@ func CollectStats(ctx context.Context, nc *nats.Conn) ([]Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	replies, err := scatter(ctx, nc, subject, nil, nil, pingStall)
+	replies, err := natsconn.Gather(ctx, nc, subject, nil, natsconn.GatherOptions{Stall: pingStall})
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("cache: stats of %s: %w", ServiceName, err)
 	}
 	var out []Stats
 	for _, r := range replies {
 		var ms micro.Stats
-		if json.Unmarshal(r, &ms) != nil {
+		if json.Unmarshal(r.Data, &ms) != nil {
 			continue
 		}
 		for _, ep := range ms.Endpoints {
@@ -252,43 +256,6 @@ func CollectStats(ctx context.Context, nc *nats.Conn) ([]Stats, error) {
 	}
 	slices.SortFunc(out, func(a, b Stats) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
-}
-
-// scatter publishes a request and gathers replies until enough says so,
-// no reply came for stall (when stall > 0), or ctx ends (its error is then
-// returned with the replies so far).
-func scatter(ctx context.Context, nc *nats.Conn, subject string, data []byte, enough func(int) bool, stall time.Duration) ([][]byte, error) {
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(subject, inbox, data); err != nil {
-		return nil, err
-	}
-	var replies [][]byte
-	for enough == nil || !enough(len(replies)) {
-		msg, err := nextMsg(ctx, sub, stall)
-		if err != nil {
-			if ctx.Err() == nil && stall > 0 {
-				return replies, nil // stalled: everyone answered
-			}
-			return replies, err
-		}
-		replies = append(replies, msg.Data)
-	}
-	return replies, nil
-}
-
-// nextMsg waits for sub's next message, at most stall when stall > 0.
-func nextMsg(ctx context.Context, sub *nats.Subscription, stall time.Duration) (*nats.Msg, error) {
-	if stall > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, stall)
-		defer cancel()
-	}
-	return sub.NextMsgWithContext(ctx)
 }
 
 // Stats returns the process's counters.

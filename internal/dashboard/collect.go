@@ -17,6 +17,7 @@ import (
 	"github.com/scalelab/scalelab/balancer"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/worker"
 )
@@ -304,29 +305,12 @@ func gatherStats(ctx context.Context, nc *nats.Conn, name string) ([]micro.Stats
 	if err != nil {
 		return nil, err
 	}
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, fmt.Errorf("stats of %s: %w", name, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+	replies, err := natsconn.Gather(ctx, nc, subject, nil, natsconn.GatherOptions{First: firstReplyWait, Stall: replyStall})
+	if err != nil && len(replies) == 0 {
 		return nil, fmt.Errorf("stats of %s: %w", name, err)
 	}
 	var out []micro.Stats
-	for wait := firstReplyWait; ; wait = replyStall {
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		msg, err := sub.NextMsgWithContext(wctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil && len(out) == 0 {
-				return nil, fmt.Errorf("stats of %s: %w", name, ctx.Err())
-			}
-			break // they stopped answering
-		}
-		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
-			break // no responders
-		}
+	for _, msg := range replies {
 		var s micro.Stats
 		if json.Unmarshal(msg.Data, &s) == nil {
 			out = append(out, s)
