@@ -18,7 +18,6 @@ import (
 
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/worker"
@@ -171,8 +170,7 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			if !validIdempotencyKey(key) {
 				return apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
 			}
-			claims, _ := c.Get(claimsKey).(*auth.Claims)
-			rec.ID = idempotentID(claims.Subject, key)
+			rec.ID = idempotentID(claimsOf(c).Subject, key)
 		}
 		// accepted answers 202 with where to look, or, with ?wait=, the
 		// final record if the task finishes in time (the synchronous way

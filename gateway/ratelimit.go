@@ -12,7 +12,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/envflag"
 )
 
@@ -150,7 +149,7 @@ func limitBySubject(l *limiter) echo.MiddlewareFunc {
 			return next
 		}
 		return func(c echo.Context) error {
-			claims, _ := c.Get(claimsKey).(*auth.Claims)
+			claims := claimsOf(c)
 			if claims == nil {
 				return next(c)
 			}
