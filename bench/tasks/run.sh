@@ -215,8 +215,9 @@ run_jetstream() {
 	fi
 	nats -s "$NATS_URL" stream rm -f "$s" >/dev/null 2>&1 || true
 	if [[ $JS_DOUBLEACK == 1 ]]; then
-		# What a single serial consumer gets when it waits for each ack, as
-		# scalelab's workers do (DoubleAck), one message at a time.
+		# What a single serial consumer gets when it waits for each ack
+		# (DoubleAck), one message at a time, as scalelab's workers did
+		# until they switched to a plain ack.
 		s=BENCH_DA_R$r
 		if nats -s "$NATS_URL" bench js pub async "bench.da$r" --create --storage file --stream "$s" \
 			--msgs "$N" --size 128B --no-progress >"$TMP/jsda$r.log" 2>&1 &&
