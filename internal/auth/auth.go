@@ -8,6 +8,9 @@
 // confusion (an HS256 token keyed with an RSA public key's bytes) are
 // rejected. Keys are read once at start; rotate by adding the new key to the
 // JWKS file, restarting the gateways, then signing with the new kid.
+//
+// A Verifier remembers the tokens that passed (verified.go), which is sound
+// only because its keys, issuer and audience never change after it is made.
 package auth
 
 import (
