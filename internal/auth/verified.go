@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -75,6 +76,9 @@ func (c *verifiedCache) add(token string, claims *Claims) {
 			e.from = t.Add(-leeway)
 		}
 	}
+	// A copy: the token is usually a slice of the string that holds all of
+	// its request's header values, which could be a megabyte.
+	token = strings.Clone(token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lru.Add(token, e)

@@ -3,9 +3,11 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -180,4 +182,26 @@ func TestVerifierConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestVerifierKeepsOnlyTheToken: a remembered token does not pin the
+// (possibly huge) string it was sliced from, such as all of a request's
+// header values.
+func TestVerifierKeepsOnlyTheToken(t *testing.T) {
+	t.Parallel()
+	v := NewVerifier(testKeys())
+	tok := sign(t, jwt.SigningMethodHS256, goodClaims(time.Now()), []byte(testSecret))
+	headers := strings.Repeat("h", 1<<20) + tok
+	if _, err := v.Verify(headers[len(headers)-len(tok):]); err != nil {
+		t.Fatalf("Verify() = %v", err)
+	}
+	keys := v.verified.lru.Keys()
+	if len(keys) != 1 || keys[0] != tok {
+		t.Fatalf("remembered %d tokens, want the one", len(keys))
+	}
+	start := uintptr(unsafe.Pointer(unsafe.StringData(headers)))
+	at := uintptr(unsafe.Pointer(unsafe.StringData(keys[0])))
+	if at >= start && at < start+uintptr(len(headers)) {
+		t.Error("the remembered token shares the memory of the string it was sliced from")
+	}
 }
