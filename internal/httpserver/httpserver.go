@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -42,7 +43,9 @@ func Listen(cfg Config) (net.Listener, error) {
 // waits up to cfg.ShutdownTimeout for in-flight requests. It returns nil after
 // a clean shutdown, and the server's error if serving failed.
 func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	var silent silentConns
 	srv := &http.Server{
+		ConnState:         silent.track,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second, // slowloris
 		ReadTimeout:       30 * time.Second,
@@ -62,7 +65,9 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	stopReaping := silent.reapWhile(silentQuiet)
 	err := srv.Shutdown(sctx)
+	stopReaping()
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
@@ -71,4 +76,61 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log
 	}
 	log.Info("http stopped", "addr", ln.Addr().String())
 	return nil
+}
+
+// silentQuiet is how long a connection may stay silent after it was accepted
+// before a shutdown closes it. A client that connects to send a request writes
+// it at once; one that stays silent for a second is a spare it dialled ahead.
+const silentQuiet = time.Second
+
+// silentConns tracks the connections that have not sent a byte yet.
+//
+// http.Server.Shutdown waits for such a connection until it has been silent
+// for 5 s (golang/go#22682). Browsers dial spares ahead of need, and so do
+// proxy pools such as the balancer's, so one would hold every shutdown for
+// 5–6 s and fail it when ShutdownTimeout is shorter.
+type silentConns struct {
+	since sync.Map // net.Conn → time.Time it was accepted
+}
+
+// track is the server's ConnState hook. It runs on every state change of
+// every connection, so it stays a map operation and nothing more.
+func (s *silentConns) track(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		s.since.Store(c, time.Now())
+	case http.StateActive, http.StateClosed, http.StateHijacked:
+		s.since.Delete(c)
+	}
+}
+
+// reapWhile closes, until the returned stop is called, every connection
+// that has stayed silent for quiet since it was accepted.
+func (s *silentConns) reapWhile(quiet time.Duration) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(quiet / 10)
+		defer tick.Stop()
+		for {
+			s.since.Range(func(c, since any) bool {
+				if time.Since(since.(time.Time)) >= quiet {
+					// The server sees a read error and forgets the conn.
+					c.(net.Conn).Close()
+					s.since.Delete(c)
+				}
+				return true
+			})
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }

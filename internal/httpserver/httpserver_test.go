@@ -149,6 +149,42 @@ func TestServeShutdownTimeout(t *testing.T) {
 	}
 }
 
+func TestServeShutdownClosesSilentConns(t *testing.T) {
+	t.Parallel()
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	// Longer than silentQuiet, shorter than the 5-6 s net/http alone would
+	// wait for a connection that never sent a request.
+	cfg := Config{ShutdownTimeout: 4 * time.Second}
+	go func() { done <- Serve(ctx, cfg, ln, http.NotFoundHandler(), testLogger(t)) }()
+
+	// A spare connection, dialled ahead as browsers and proxy pools do.
+	spare, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial = %v", err)
+	}
+	defer spare.Close()
+	// Make sure the server has accepted it before shutting down.
+	client := &http.Client{Timeout: 10 * time.Second}
+	if r := get(client, "http://"+ln.Addr().String()+"/"); r.err != nil {
+		t.Fatalf("GET / = %v", r.err)
+	}
+	client.CloseIdleConnections()
+
+	start := time.Now()
+	cancel()
+	if err := waitErr(t, done, 10*time.Second); err != nil {
+		t.Errorf("Serve() with a silent connection open = %v after %v, want nil", err, time.Since(start))
+	}
+	// The server closed the spare: reading it ends.
+	spare.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := spare.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("read on the spare connection after shutdown = %v, want EOF", err)
+	}
+}
+
 func TestServeListenerFails(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
