@@ -29,13 +29,12 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
 	var store *task.Store
-	var cons jetstream.Consumer
 	err = natsconn.Retry(ctx, log, "provision tasks", func(ctx context.Context) error {
 		var err error
 		if store, err = task.Provision(ctx, js, cfg.Provision); err != nil {
 			return err
 		}
-		cons, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
+		_, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
 		return err
 	})
 	if err != nil {
@@ -74,7 +73,11 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		}
 		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(reg, ops.NATSReady(nc)), log) })
 	}
-	r.start(cons)
+	if err := r.start(); err != nil {
+		_ = svc.Stop()
+		_ = cancelSub.Unsubscribe()
+		return fmt.Errorf("worker: %w", err)
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking work first: no new process requests, no new pulls.
@@ -109,7 +112,7 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 // runner runs tasks with at most cfg.Concurrency at once.
 //
 // Each of its cfg.Concurrency slots pulls one message only when it is free
-// (Next, a pull request for one message), rather than a Consume callback
+// (a puller: a pull request for one message), rather than a Consume callback
 // fed from a prefetch buffer: a buffered message would wait behind a long
 // task while its ack wait runs out, and be redelivered to a second worker.
 type runner struct {
@@ -151,21 +154,34 @@ func newRunner(cfg Config, js jetstream.JetStream, store *task.Store, m *metrics
 }
 
 // start runs the slots; finish stops them.
-func (r *runner) start(cons jetstream.Consumer) {
-	for range r.cfg.Concurrency {
+func (r *runner) start() error {
+	pullers := make([]*puller, r.cfg.Concurrency)
+	for i := range pullers {
+		p, err := newPuller(r.js.Conn(), task.Stream, task.Consumer, pullExpires)
+		if err != nil {
+			for _, p := range pullers[:i] {
+				p.close()
+			}
+			return err
+		}
+		pullers[i] = p
+	}
+	for _, p := range pullers {
 		r.slots.Add(1)
 		go func() {
 			defer r.slots.Done()
-			r.pull(cons)
+			defer p.close()
+			r.pull(p)
 		}()
 	}
+	return nil
 }
 
 // pull is one slot: fetch a task, run it, repeat until stopTaking.
-func (r *runner) pull(cons jetstream.Consumer) {
+func (r *runner) pull(p *puller) {
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
-		msg, err := cons.Next(jetstream.FetchContext(r.pullCtx))
+		msg, err := p.next(r.pullCtx)
 		switch {
 		case err == nil:
 			backoff = 100 * time.Millisecond
