@@ -25,7 +25,8 @@
 # Then the issue's latency goal, HALF_ROUNDS times: wrk measures kv+local
 # /items/{id}'s peak again (the load on the machine at that moment), then
 # vegeta v12.13.0 sends a constant FRACTIONS of it (wrk has no constant rate
-# and Debian has no wrk2).
+# and Debian has no wrk2), and right after the same rate to bench/backend, a
+# trivial Go HTTP server: the floor, what vegeta and the machine alone cost.
 #
 # Everything listens on 127.0.0.1 and is stopped on exit. Not part of CI.
 # Needs root only to apt-get install what is missing (wrk, jq, python3-flask,
@@ -153,7 +154,10 @@ for i in "${!modes[@]}"; do
 	cp[$m]=$((PORT_BASE + 100 * i + 4))
 	bal[$m]=$((PORT_BASE + 3000 + 100 * i))
 done
-ours=()
+# The floor: a trivial Go HTTP server (bench/backend), for the constant-rate
+# runs to measure what the machine and vegeta alone cost.
+floor_port=$((PORT_BASE + 2900))
+ours=("$floor_port")
 for m in "${modes[@]}"; do
 	ours+=("${bal[$m]}" "${gw1[$m]}" "${gw2[$m]}" "${dbp[$m]}" "${cp[$m]}")
 done
@@ -224,8 +228,8 @@ lab_token=$("$py" -c 'import jwt; print(jwt.encode({"sub": "bench"}, "secret", a
 # --- scalelab ----------------------------------------------------------------
 rev=$(git -C "$root" rev-parse --short HEAD)
 dirty=$(git -C "$root" status --porcelain --untracked-files=no | wc -l)
-log "building scalelab ($rev, $dirty modified files) ..."
-(cd "$root" && go build -o "$tmp/scalelab" .)
+log "building scalelab ($rev, $dirty modified files) and bench/backend ..."
+(cd "$root" && go build -o "$tmp/scalelab" . && go build -o "$tmp/backend" ./bench/backend)
 # The gateways' per-IP and per-subject rate limits (1000/s each by default)
 # would answer most of wrk's requests with 429: off, through the
 # environment, which a build without them ignores.
@@ -238,6 +242,8 @@ for m in "${modes[@]}"; do
 		--nats-port -1 --nats-http-port 0 --data "$tmp/data-$m" \
 		--shutdown-timeout 2s --log-format json --log-level warn
 done
+
+start floor "$tmp/backend" -addr "127.0.0.1:$floor_port"
 
 # vegeta, for the constant-rate runs, is built while the rest starts.
 vegeta=
@@ -273,6 +279,7 @@ for m in "${modes[@]}"; do
 				-H "Authorization: Bearer ${token[$m]}" "http://127.0.0.1:${bal[$m]}$path")"
 	done
 done
+wait_http "http://127.0.0.1:$floor_port/data" 60 || die "bench/backend does not answer: $(tail -5 "$tmp/floor.log")"
 wait_http http://127.0.0.1:5004/cache/x 60 || die "the lab's cache.py does not answer: $(tail -5 "$tmp/lab-cache.log")"
 wait_http http://127.0.0.1:5002/db 60 || die "the lab's database.py does not answer: $(tail -5 "$tmp/lab-database.log")"
 wait_http http://127.0.0.1:5000/data 60 -H "Authorization: $lab_token" ||
@@ -493,6 +500,17 @@ if [[ -n $vegeta ]]; then
 			echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/rate-$f"
 			log "$(printf '  rate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
 				"$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
+			# The same rate, the same vegeta, against the trivial server:
+			# the latency no server on this machine can beat right now.
+			echo "GET http://127.0.0.1:$floor_port/data" >"$tmp/floor.targets"
+			"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
+				-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+				-targets="$tmp/floor.targets" >"$tmp/floor.bin"
+			read -r tput v50 v99 verrs vn < <("$vegeta" report -type=json <"$tmp/floor.bin" | jq -r \
+				'"\(.throughput) \(.latencies["50th"] / 1e6) \(.latencies["99th"] / 1e6) \(.requests - (.status_codes["200"] // 0)) \(.requests)"')
+			echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/floor-$f"
+			log "$(printf '  floor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
+				"$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
 		done
 	done
 	summarize peak peak
@@ -501,6 +519,7 @@ if [[ -n $vegeta ]]; then
 		[[ -s $tmp/res/rate-$f ]] || continue
 		summarize "rate-$f" "rate-$f"
 		rate[$f]=$(median "$tmp/res/rate-$f" 10)
+		[[ -s $tmp/res/floor-$f ]] && summarize "floor-$f" "floor-$f"
 	done
 fi
 
@@ -545,6 +564,9 @@ fi
 for f in "${fractions[@]}"; do
 	[[ -n ${rate[$f]:-} ]] || continue
 	row scalelab "/items/{id} at a constant $f of that peak (median ${rate[$f]} req/s asked, vegeta)" kv+local "rate-$f"
+	[[ -n ${p99[floor-$f]:-} ]] &&
+		printf '| floor: bench/backend, a trivial Go HTTP server | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
+			"${rps[floor-$f]}" "${p50[floor-$f]}" "${p99[floor-$f]}" "${errs[floor-$f]}"
 done
 echo
 r1=$(ratio "${rps[kv+local:data]}" "${rps[lab:data]}")
@@ -558,6 +580,8 @@ r5=$(ratio "${rps[kv:items]}" "${rps[off:items]}")
 r6=$(ratio "${rps[kv+local:items]}" "${rps[kv:items]}")
 half_p99=n/a
 [[ -n ${p99[rate-0.5]:-} ]] && half_p99=$(printf '%.3f' "${p99[rate-0.5]}")
+floor_p99=n/a
+[[ -n ${p99[floor-0.5]:-} ]] && floor_p99=$(printf '%.3f' "${p99[floor-0.5]}")
 echo "| ratio | measured | goal | |"
 echo "|---|---:|---:|---|"
 echo "| /data req/s: scalelab kv+local / lab gateway | ${r1}× | ≥ 50× | $(verdict "$r1" ge 50) |"
@@ -570,6 +594,7 @@ echo "| /items CPU per request: off / kv+local | ${c4}× | (≥ 20×) | $(verdic
 echo "| /items req/s: kv / off | ${r5}× | – | |"
 echo "| /items req/s: kv+local / kv | ${r6}× | – | |"
 echo "| /items p99 at half peak (kv+local, constant rate) | ${half_p99} ms | < 2 ms | $(verdict "$half_p99" lt 2) |"
+echo "| the floor: a trivial Go server's p99 at the same rate | ${floor_p99} ms | – | |"
 echo
 echo "CPU µs/req: CPU time of the serving processes (scalelab's whole \`up\`: balancer, gateways, NATS, dbsvc," \
 	"cachesvc; the lab's gateway, cache and database) per request; less disturbed by other load than req/s."

@@ -283,7 +283,7 @@ profile_scalelab() {
 		gateway: echo, middleware + handlers|github.com/labstack/echo/v4.(*Echo).ServeHTTP
 		gateway: JWT verify per request|github.com/scalelab/scalelab/internal/auth.(*Verifier).Verify
 		gateway: POST /longtask handler (KV create + publish)|github.com/scalelab/scalelab/gateway.routes.handleSubmitTask.func7
-		worker: pull loop (Next + handle)|github.com/scalelab/scalelab/worker.(*runner).pull
+		worker: pull loop (pull + handle)|github.com/scalelab/scalelab/worker.(*runner).pull
 		worker: record updates (KV get + compare-and-set)|github.com/scalelab/scalelab/worker.(*runner).update
 		nats-server: client read loops (parse, route, JS API)|github.com/nats-io/nats-server/v2/server.(*client).readLoop
 		nats-server: client write loops|github.com/nats-io/nats-server/v2/server.(*client).writeLoop
