@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -103,6 +104,47 @@ func TestNATSRestartKeepsQueuedTasks(t *testing.T) {
 		e.waitState(t, id, task.Succeeded, 20*time.Second)
 	}
 	e.waitStreamEmpty(t, 5*time.Second)
+}
+
+// A worker that lives through a NATS restart takes new tasks at once: the
+// server ends its waiting pull requests as it shuts down (status 409), and
+// the worker must ask again rather than wait for them to expire.
+func TestWorkerPullsAgainAfterNATSRestart(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	dir := t.TempDir()
+	ns := testutil.StartNATSAt(t, port, dir)
+	nc := testutil.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ns: ns, nc: nc, js: js}
+	if e.store, err = task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	w := startWorker(t, ns, testConfig("w1"))
+	e.waitState(t, e.submit(t, "noop", `{"task":"noop"}`), task.Succeeded, 10*time.Second)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if info := e.consumerInfo(t); info.NumWaiting == 0 {
+			return errors.New("the worker's slots are not waiting for tasks yet")
+		}
+		return nil
+	})
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	e.ns = testutil.StartNATSAt(t, port, dir)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !nc.IsConnected() || !w.nc.IsConnected() {
+			return errors.New("not reconnected yet")
+		}
+		return nil
+	})
+	// Well inside a pull's expiry (5 s): only a worker that pulled again
+	// after the server ended its requests runs the task in time.
+	id := e.submit(t, "noop", `{"task":"noop"}`)
+	e.waitState(t, id, task.Succeeded, 3*time.Second)
 }
 
 func freePort(t *testing.T) int {
