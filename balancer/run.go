@@ -86,7 +86,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 // it the balancer's own work. fasthttp reuses its request, response and
 // buffers across requests and hands nothing to other goroutines.
 func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
+	var silent httpserver.SilentConns
 	srv := &fasthttp.Server{
+		ConnState: func(c net.Conn, state fasthttp.ConnState) {
+			switch state {
+			case fasthttp.StateNew:
+				silent.Accepted(c)
+			case fasthttp.StateActive, fasthttp.StateClosed, fasthttp.StateHijacked:
+				silent.Heard(c)
+			}
+		},
 		Handler:      b.handle,
 		ErrorHandler: b.handleBadRequest,
 		Logger:       fastLogger{b.log},
@@ -117,7 +126,9 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.ShutdownTimeout)
 	defer cancel()
+	stopClosing := silent.CloseWhile(httpserver.SilentQuiet)
 	err := srv.ShutdownWithContext(sctx)
+	stopClosing()
 	if serr := <-errc; serr != nil && err == nil {
 		err = serr
 	}

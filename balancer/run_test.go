@@ -163,6 +163,47 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
+// A connection a client dialled ahead and never used must not hold up the
+// shutdown: fasthttp, like net/http, waits 5 s for such a connection.
+func TestShutdownClosesSilentConns(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "gw0")
+	cfg := testConfig(gw.URL)
+	cfg.ShutdownTimeout = 4 * time.Second
+	base, cancel, errc := runBalancer(t, cfg)
+	defer cancel()
+	addr := strings.TrimPrefix(base, "http://")
+	spare, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer spare.Close()
+	// One request after the spare, so the server has accepted both.
+	c := newClient(t)
+	res, err := c.Do(newRequest(t, http.MethodGet, base+"/x", nil))
+	if err != nil {
+		t.Fatalf("GET /x: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	c.CloseIdleConnections()
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Run() with a silent connection open = %v after %v, want nil", err, time.Since(start))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run() did not return 10s after its context ended")
+	}
+	_ = spare.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := spare.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("read on the spare connection after shutdown = %v, want EOF", err)
+	}
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

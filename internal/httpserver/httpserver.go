@@ -43,7 +43,7 @@ func Listen(cfg Config) (net.Listener, error) {
 // waits up to cfg.ShutdownTimeout for in-flight requests. It returns nil after
 // a clean shutdown, and the server's error if serving failed.
 func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	var silent silentConns
+	var silent SilentConns
 	srv := &http.Server{
 		ConnState:         silent.track,
 		Handler:           h,
@@ -65,9 +65,9 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
-	stopReaping := silent.reapWhile(silentQuiet)
+	stopClosing := silent.CloseWhile(SilentQuiet)
 	err := srv.Shutdown(sctx)
-	stopReaping()
+	stopClosing()
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
@@ -78,35 +78,44 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler, log
 	return nil
 }
 
-// silentQuiet is how long a connection may stay silent after it was accepted
-// before a shutdown closes it. A client that connects to send a request writes
-// it at once; one that stays silent for a second is a spare it dialled ahead.
-const silentQuiet = time.Second
+// SilentQuiet is how long a connection may stay silent after it was
+// accepted before a shutdown closes it. A client that connects to send a
+// request writes it at once; one that stays silent for a second is a spare
+// it dialled ahead.
+const SilentQuiet = time.Second
 
-// silentConns tracks the connections that have not sent a byte yet.
+// SilentConns tracks the connections a server accepted that have not sent
+// a byte yet, so that its shutdown can close them. The zero value is ready.
 //
-// http.Server.Shutdown waits for such a connection until it has been silent
-// for 5 s (golang/go#22682). Browsers dial spares ahead of need, and so do
-// proxy pools such as the balancer's, so one would hold every shutdown for
-// 5–6 s and fail it when ShutdownTimeout is shorter.
-type silentConns struct {
+// Both net/http's and fasthttp's shutdowns wait for such a connection until
+// it has been silent for 5 s (golang/go#22682). Browsers dial spares ahead
+// of need, and so do proxy pools such as the balancer's, so one would hold
+// every shutdown for 5–6 s and fail it when ShutdownTimeout is shorter.
+type SilentConns struct {
 	since sync.Map // net.Conn → time.Time it was accepted
 }
 
-// track is the server's ConnState hook. It runs on every state change of
-// every connection, so it stays a map operation and nothing more.
-func (s *silentConns) track(c net.Conn, state http.ConnState) {
+// Accepted records c as accepted and silent.
+func (s *SilentConns) Accepted(c net.Conn) { s.since.Store(c, time.Now()) }
+
+// Heard records that c sent a request, or closed: it is not silent. It runs
+// on every request, so it stays one map operation.
+func (s *SilentConns) Heard(c net.Conn) { s.since.Delete(c) }
+
+// track is net/http's ConnState hook.
+func (s *SilentConns) track(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
-		s.since.Store(c, time.Now())
+		s.Accepted(c)
 	case http.StateActive, http.StateClosed, http.StateHijacked:
-		s.since.Delete(c)
+		s.Heard(c)
 	}
 }
 
-// reapWhile closes, until the returned stop is called, every connection
-// that has stayed silent for quiet since it was accepted.
-func (s *silentConns) reapWhile(quiet time.Duration) (stop func()) {
+// CloseWhile closes, until the returned stop is called, every connection
+// that has stayed silent for quiet since it was accepted. Call it when the
+// shutdown starts and stop when it ends.
+func (s *SilentConns) CloseWhile(quiet time.Duration) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {

@@ -155,7 +155,7 @@ func TestServeShutdownClosesSilentConns(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
-	// Longer than silentQuiet, shorter than the 5-6 s net/http alone would
+	// Longer than SilentQuiet, shorter than the 5-6 s net/http alone would
 	// wait for a connection that never sent a request.
 	cfg := Config{ShutdownTimeout: 4 * time.Second}
 	go func() { done <- Serve(ctx, cfg, ln, http.NotFoundHandler(), testLogger(t)) }()
