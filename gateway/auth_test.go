@@ -37,9 +37,11 @@ func TestAuthBadTokens(t *testing.T) {
 	if len(cases) < 20 {
 		t.Fatalf("Bad() has %d cases, want at least 20", len(cases))
 	}
+	// One after the other, not in parallel: the tokens are made for now,
+	// and parallel subtests can wait for a free slot for longer than a
+	// token's time window (a not-yet-valid one would become valid).
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			t.Parallel()
 			base := full
 			if tc.HSOnly {
 				base = hsOnly
@@ -72,9 +74,10 @@ func TestAuthGoodTokens(t *testing.T) {
 	t.Parallel()
 	f := authtest.New(t)
 	full, hsOnly := authGateways(t, f)
+	// One after the other, as in TestAuthBadTokens: "expired within
+	// leeway" is good for only 20 s after now.
 	for _, tc := range f.Good(t, time.Now()) {
 		t.Run(tc.Name, func(t *testing.T) {
-			t.Parallel()
 			base := full
 			if tc.HSOnly {
 				base = hsOnly
