@@ -116,6 +116,7 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// Tell keep-alive clients to go while shutting down.
 		CloseOnShutdown: true,
 	}
+	b.opsCtx = ctx // before Serve, so every handler sees it
 	b.log.Info("http listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(patientListener{Listener: ln, log: b.log}) }()
@@ -180,6 +181,9 @@ type balancer struct {
 	// serveOps serves ops (net/http handlers) through fasthttpadaptor:
 	// they are few and rarely called, and stay plain net/http.
 	serveOps fasthttp.RequestHandler
+	// opsCtx is the parent of the ops handlers' request contexts: serve's
+	// ctx, which ends when the shutdown starts.
+	opsCtx context.Context
 	// inFlight counts the requests being proxied, for MaxInFlight.
 	inFlight atomic.Int64
 }
@@ -203,6 +207,7 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		log:     log,
 		metrics: newMetrics(reg),
 		budget:  newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
+		opsCtx:  context.Background(),
 	}
 	for i, u := range urls {
 		w := 1
@@ -244,8 +249,22 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	b.ops.HandleFunc(opsPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no balancer route "+r.URL.Path, "")
 	})
-	b.serveOps = fasthttpadaptor.NewFastHTTPHandler(b.ops)
+	b.serveOps = fasthttpadaptor.NewFastHTTPHandler(b.ownContext(b.ops))
 	return b, nil
+}
+
+// ownContext gives each request to h a context of its own, a child of
+// opsCtx. fasthttpadaptor would hand h the fasthttp.RequestCtx as its
+// context, which fasthttp reuses for the next request once h returns; a
+// context derived from it (context.WithTimeout in a readiness check)
+// watches it from a goroutine that can outlive the request and read it
+// while it is reused, a data race -race caught at shutdown.
+func (b *balancer) ownContext(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(b.opsCtx)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // handle serves /-/ itself and proxies everything else. Proxied requests

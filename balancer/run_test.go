@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -201,6 +203,37 @@ func TestShutdownClosesSilentConns(t *testing.T) {
 	_ = spare.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := spare.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("read on the spare connection after shutdown = %v, want EOF", err)
+	}
+}
+
+// The balancer's own routes get a request context that ends with the
+// request. fasthttpadaptor alone would pass the fasthttp.RequestCtx, which
+// fasthttp reuses for the next request: a context derived from it outlived
+// the request and raced with that reuse.
+func TestOpsRequestContextEndsWithRequest(t *testing.T) {
+	t.Parallel()
+	b, err := newBalancer(testConfig("http://127.0.0.1:1"), prometheus.NewRegistry(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen context.Context
+	b.ops.HandleFunc("GET /-/probe", func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Context()
+		if err := seen.Err(); err != nil {
+			t.Errorf("request context during the request: Err() = %v, want nil", err)
+		}
+	})
+	var req fasthttp.Request
+	req.Header.SetMethod(http.MethodGet)
+	req.SetRequestURI("/-/probe")
+	var rc fasthttp.RequestCtx
+	rc.Init(&req, nil, nil)
+	b.handle(&rc)
+	if seen == nil {
+		t.Fatal("the /-/probe handler did not run")
+	}
+	if _, ok := seen.(*fasthttp.RequestCtx); ok || seen.Err() == nil {
+		t.Errorf("request context after the request: %T, Err() = %v; want a context of its own, ended", seen, seen.Err())
 	}
 }
 
