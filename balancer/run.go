@@ -86,6 +86,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 // it the balancer's own work. fasthttp reuses its request, response and
 // buffers across requests and hands nothing to other goroutines.
 func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
+	// As httpserver.Serve: a shutdown closes connections that never sent a
+	// request. fasthttp reports a connection active only once its first
+	// request is read whole, so during a shutdown a first request that takes
+	// over httpserver.SilentQuiet to arrive is cut too; fasthttp alone would
+	// cut it after 5 s.
 	var silent httpserver.SilentConns
 	srv := &fasthttp.Server{
 		ConnState: func(c net.Conn, state fasthttp.ConnState) {
