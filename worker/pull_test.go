@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -73,6 +74,18 @@ func (e *pullEnv) counts(t *testing.T) (ackPending int, pending uint64) {
 	return info.NumAckPending, info.NumPending
 }
 
+// waitSettled waits until the server has seen every delivered message
+// settled (acked or terminated).
+func (e *pullEnv) waitSettled(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if ackPending, _ := e.counts(t); ackPending != 0 {
+			return fmt.Errorf("%d messages not settled at the server yet", ackPending)
+		}
+		return nil
+	})
+}
+
 func TestPullerTakesOneTaskAtATime(t *testing.T) {
 	t.Parallel()
 	e := newPullEnv(t)
@@ -100,12 +113,7 @@ func TestPullerTakesOneTaskAtATime(t *testing.T) {
 			t.Fatalf("Ack() = %v", err)
 		}
 	}
-	testutil.Eventually(t, 5*time.Second, func() error {
-		if ackPending, _ := e.counts(t); ackPending != 0 {
-			return errors.New("acks not seen by the server yet")
-		}
-		return nil
-	})
+	e.waitSettled(t)
 }
 
 func TestPullerSettles(t *testing.T) {
@@ -131,12 +139,7 @@ func TestPullerSettles(t *testing.T) {
 	if err := again.TermWithReason("done with it"); err != nil {
 		t.Fatalf("TermWithReason() = %v", err)
 	}
-	testutil.Eventually(t, 5*time.Second, func() error {
-		if ackPending, _ := e.counts(t); ackPending != 0 {
-			return errors.New("term not seen by the server yet")
-		}
-		return nil
-	})
+	e.waitSettled(t)
 }
 
 func TestPullerExpires(t *testing.T) {

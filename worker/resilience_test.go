@@ -68,30 +68,17 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 // and starts it again on the same store: a worker then runs them all.
 func TestNATSRestartKeepsQueuedTasks(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	dir := t.TempDir()
-	ns := testutil.StartNATSAt(t, port, dir)
-	nc := testutil.Connect(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{ns: ns, nc: nc, js: js}
-	if e.store, err = task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
-		t.Fatalf("Provision() = %v", err)
-	}
+	e, restart := newRestartableEnv(t)
 	const n = 20
 	var ids []string
 	for range n {
 		ids = append(ids, e.submit(t, "noop", `{"task":"noop"}`))
 	}
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	e.ns = testutil.StartNATSAt(t, port, dir)
+	restart()
 	// The gateway's connection reconnects by itself; wait for it.
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if !nc.IsConnected() {
+		if !e.nc.IsConnected() {
 			return fmt.Errorf("not reconnected yet")
 		}
 		return nil
@@ -111,19 +98,8 @@ func TestNATSRestartKeepsQueuedTasks(t *testing.T) {
 // the worker must ask again rather than wait for them to expire.
 func TestWorkerPullsAgainAfterNATSRestart(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	dir := t.TempDir()
-	ns := testutil.StartNATSAt(t, port, dir)
-	nc := testutil.Connect(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{ns: ns, nc: nc, js: js}
-	if e.store, err = task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
-		t.Fatalf("Provision() = %v", err)
-	}
-	w := startWorker(t, ns, testConfig("w1"))
+	e, restart := newRestartableEnv(t)
+	w := startWorker(t, e.ns, testConfig("w1"))
 	e.waitState(t, e.submit(t, "noop", `{"task":"noop"}`), task.Succeeded, 10*time.Second)
 	testutil.Eventually(t, 5*time.Second, func() error {
 		if info := e.consumerInfo(t); info.NumWaiting == 0 {
@@ -132,11 +108,9 @@ func TestWorkerPullsAgainAfterNATSRestart(t *testing.T) {
 		return nil
 	})
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	e.ns = testutil.StartNATSAt(t, port, dir)
+	restart()
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if !nc.IsConnected() || !w.nc.IsConnected() {
+		if !e.nc.IsConnected() || !w.nc.IsConnected() {
 			return errors.New("not reconnected yet")
 		}
 		return nil
@@ -145,6 +119,29 @@ func TestWorkerPullsAgainAfterNATSRestart(t *testing.T) {
 	// after the server ended its requests runs the task in time.
 	id := e.submit(t, "noop", `{"task":"noop"}`)
 	e.waitState(t, id, task.Succeeded, 3*time.Second)
+}
+
+// newRestartableEnv is newEnv on a server that restart stops and starts
+// again on the same port and store directory; e.ns follows it.
+func newRestartableEnv(t *testing.T) (e *env, restart func()) {
+	t.Helper()
+	port := freePort(t)
+	dir := t.TempDir()
+	ns := testutil.StartNATSAt(t, port, dir)
+	nc := testutil.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = &env{ns: ns, nc: nc, js: js}
+	if e.store, err = task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	return e, func() {
+		e.ns.Shutdown()
+		e.ns.WaitForShutdown()
+		e.ns = testutil.StartNATSAt(t, port, dir)
+	}
 }
 
 func freePort(t *testing.T) int {
