@@ -133,7 +133,11 @@ func TestPullerSettles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("next() after Nak = %v", err)
 	}
-	if meta, _ := again.Metadata(); string(again.Data()) != "nak" || meta.NumDelivered != 2 {
+	meta, err := again.Metadata()
+	if err != nil {
+		t.Fatalf("Metadata() after Nak = %v", err)
+	}
+	if string(again.Data()) != "nak" || meta.NumDelivered != 2 {
 		t.Fatalf("next() after Nak = %q, delivery %d, want \"nak\" delivery 2", again.Data(), meta.NumDelivered)
 	}
 	if err := again.TermWithReason("done with it"); err != nil {
