@@ -175,6 +175,9 @@ type Platform struct {
 	DBURL, CacheURL string
 	// NATSURL is the embedded server's client URL.
 	NATSURL string
+	// NATSMonitorURL is the embedded server's monitoring URL (/varz,
+	// /connz, /jsz), or "" when Config.NATSHTTPPort is 0.
+	NATSMonitorURL string
 	// NATSContext is the nats CLI context file of the operator (user
 	// natsconf.RoleAdmin, password Passwords[natsconf.RoleAdmin]).
 	NATSContext string
@@ -249,6 +252,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		CacheURL: "http://" + cacheLn.Addr().String(), NATSURL: ns.ClientURL(), Passwords: passwords,
 		done: make(chan struct{}), gwKill: gwKill,
 	}
+	if a := ns.MonitorAddr(); a != nil {
+		p.NATSMonitorURL = "http://" + a.String()
+	}
 	shutdownNATS := func() {
 		if p.Admin != nil {
 			p.Admin.Close()
@@ -271,7 +277,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// The platform's own connection, as the operator: provisioning now,
 	// readiness checks later, and for callers after that.
 	admin := string(natsconf.RoleAdmin)
-	p.Admin, err = nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"),
+	p.Admin, err = nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"), nats.InProcessServer(ns),
 		nats.UserInfo(admin, passwords[natsconf.RoleAdmin]), nats.CustomInboxPrefix(natsconn.InboxPrefix(admin)))
 	if err != nil {
 		return fail(fmt.Errorf("up: connect to embedded nats: %w", err))
@@ -294,7 +300,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// read-only user, as `scalelab balancer --nats-user balancer` does.
 	if balCfg.Dashboard == nil {
 		balCfg.Dashboard = dashboard.New(dashboard.Config{NATS: natsconn.Options{
-			URL: ns.ClientURL(), Name: "scalelab-balancer",
+			URL: ns.ClientURL(), Name: "scalelab-balancer", InProcess: ns,
 			User: string(natsconf.RoleBalancer), Password: passwords[natsconf.RoleBalancer],
 		}}, log.With("role", "balancer"))
 	}
@@ -308,9 +314,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		r := &roles[i]
 		// Each role has its own connection, as it would as a process: its
 		// name shows in `nats server report connections`, and draining one
-		// does not cut the others off.
+		// does not cut the others off. The connections are in-process
+		// pipes, not TCP: the same protocol, without a system call per
+		// message (natsconn.Options.InProcess).
 		nc, err := natsconn.Connect(gctx, natsconn.Options{URL: ns.ClientURL(), Name: "scalelab-" + r.name,
-			User: string(r.user), Password: passwords[r.user]}, log)
+			User: string(r.user), Password: passwords[r.user], InProcess: ns}, log)
 		if err != nil {
 			cancel()
 			err = errors.Join(err, g.Wait())
