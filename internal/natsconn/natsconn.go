@@ -23,7 +23,7 @@ const RequestIDHeader = "X-Request-ID"
 // Options are the connection settings shared by every role.
 type Options struct {
 	URL  string // comma-separated server URLs
-	Name string // connection name, shown by `nats server report connections`
+	Name string // connection name, shown by the server's /connz (and `nats server report connections` as a system user)
 	// User and Password, when set, authenticate the connection, and its
 	// replies arrive under InboxPrefix(User) instead of _INBOX.
 	User, Password string

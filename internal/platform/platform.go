@@ -313,7 +313,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	for i := range roles {
 		r := &roles[i]
 		// Each role has its own connection, as it would as a process: its
-		// name shows in `nats server report connections`, and draining one
+		// name shows in the server's /connz, and draining one
 		// does not cut the others off. The connections are in-process
 		// pipes, not TCP: the same protocol, without a system call per
 		// message (natsconn.Options.InProcess).
