@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -40,6 +41,12 @@ type Config struct {
 	// tests bind ports themselves so they know the real address. It is not a
 	// flag. Run owns it from then on and closes it before returning.
 	Listener net.Listener
+	// Dial, when set, connects to a gateway's host:port (as in its URL)
+	// instead of a TCP dial, for proxied requests and health checks alike.
+	// `up` sets it to reach its own gateways over Unix sockets: the same
+	// HTTP, without loopback TCP (platform.gatewaySockets). It is not a
+	// flag. Its errors must be net errors, as a dialer's are.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Backends are the gateways' base URLs (http or https, with a host and
 	// optionally a path prefix), in round-robin order. It is empty when
 	// Discover is set: the two are exclusive.

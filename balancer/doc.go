@@ -163,7 +163,9 @@
 //
 // # Transport
 //
-// Connections to the gateways are kept alive and reused, up to
+// Connections to the gateways are TCP connections, or whatever
+// Config.Dial makes (`scalelab up`: Unix sockets to its own gateways). They
+// are kept alive and reused, up to
 // --max-idle-conns-per-host (256) idle ones per gateway (too few would open
 // and close a connection for most requests under load), the most recently
 // used first; dials time out after --dial-timeout (2s), response headers

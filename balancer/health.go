@@ -30,11 +30,15 @@ func newChecker(cfg Config) *checker {
 		return nil
 	}
 	dialer := &net.Dialer{Timeout: cfg.HealthTimeout}
+	dialContext := dialer.DialContext
+	if cfg.Dial != nil {
+		dialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return cfg.Dial(ctx, addr) }
+	}
 	return &checker{
 		client: &http.Client{
 			Transport: &http.Transport{
 				Proxy:                 nil,
-				DialContext:           dialer.DialContext,
+				DialContext:           dialContext,
 				DisableKeepAlives:     true,
 				DisableCompression:    true,
 				TLSHandshakeTimeout:   cfg.HealthTimeout,

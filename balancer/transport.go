@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -45,7 +46,7 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 		// Dial marks its errors, so that a request that could not connect
 		// (and so sent nothing) is told from one that broke after sending.
 		Dial: func(addr string) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
+			c, err := dial(dialer, cfg.Dial, addr)
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
@@ -70,6 +71,22 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
 	}
+}
+
+// dial connects to a gateway at addr (host:port) with custom when it is
+// set (Config.Dial), bounded by dialer's timeout, and over TCP with dialer
+// otherwise.
+func dial(dialer *net.Dialer, custom func(context.Context, string) (net.Conn, error), addr string) (net.Conn, error) {
+	if custom == nil {
+		return dialer.Dial("tcp", addr)
+	}
+	ctx := context.Background()
+	if dialer.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, dialer.Timeout)
+		defer cancel()
+	}
+	return custom(ctx, addr)
 }
 
 // dialError is a failure to connect to a gateway: refused, timed out, no

@@ -6,8 +6,10 @@ import (
 )
 
 // killableListener is a gateway's listener that can be killed as a
-// process is by SIGKILL: at once, its port refuses connections and every
-// connection it accepted is reset, with no response to requests in flight.
+// process is by SIGKILL: at once, its port (and its Unix socket, see
+// gatewaySockets) refuses connections and every connection it accepted is
+// reset (a Unix socket connection is closed: it has no reset), with no
+// response to requests in flight.
 // The server behind it is not told: Accept just blocks until the server
 // itself closes the listener at shutdown.
 type killableListener struct {

@@ -224,6 +224,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		return nil, err
 	}
 	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
+	dialGateway, err := gatewaySockets(gwLns)
+	if err != nil {
+		closeAll(lns)
+		return nil, err
+	}
 	// Gateways can be killed (KillGateway), as well as stopped.
 	var gwKill []*killableListener
 	for i, ln := range gwLns {
@@ -295,6 +300,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	}
 	for _, ln := range gwLns {
 		p.GatewayURLs = append(p.GatewayURLs, "http://"+ln.Addr().String())
+	}
+	if balCfg.Dial == nil {
+		balCfg.Dial = dialGateway
 	}
 	// The balancer's live dashboard reads the figures over NATS as its own
 	// read-only user, as `scalelab balancer --nats-user balancer` does.

@@ -15,11 +15,7 @@ import (
 // server through an in-process pipe, not a TCP socket (the server sees no
 // client port). Operators still connect over TCP (TestUpOperators).
 func TestRolesConnectInProcess(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.DataDir, cfg.SeedRows, cfg.NATSPort, cfg.NATSHTTPPort = t.TempDir(), 100, -1, -1
-	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Keys = auth.Keys{Secret: []byte(strings.Repeat("k", 32)), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
-	p, err := Start(t.Context(), cfg, testutil.QuietLog())
+	p, err := Start(t.Context(), testConfig(t), testutil.QuietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,4 +54,15 @@ func TestRolesConnectInProcess(t *testing.T) {
 			t.Errorf("no connection named %s* among %v", want, roles)
 		}
 	}
+}
+
+// testConfig is a platform on ports the kernel picks and a temporary data
+// directory: one gateway, the default workers, 100 seeded rows, a test
+// signing key.
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.SeedRows, cfg.NATSPort, cfg.NATSHTTPPort = t.TempDir(), 100, -1, -1
+	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Keys = auth.Keys{Secret: []byte(strings.Repeat("k", 32)), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+	return cfg
 }
