@@ -27,6 +27,10 @@
 # vegeta v12.13.0 sends a constant FRACTIONS of it (wrk has no constant rate
 # and Debian has no wrk2), and right after the same rate to bench/backend, a
 # trivial Go HTTP server: the floor, what vegeta and the machine alone cost.
+# vegeta spends more CPU per request than wrk, on the same cores, so a
+# fraction of wrk's peak can be nearly all that vegeta and the server manage
+# together; each round therefore also measures the peak vegeta itself
+# reaches (-rate=0) and sends FRACTIONS of that, with its floor.
 #
 # Everything listens on 127.0.0.1 and is stopped on exit. Not part of CI.
 # Needs root only to apt-get install what is missing (wrk, jq, python3-flask,
@@ -47,6 +51,8 @@
 #                       many requests in flight vegeta cannot hold the rate
 #                       (the req/s column then falls short of the rate asked),
 #                       rather than open connections without bound
+#   VEGETA_PEAK_WORKERS=32   vegeta -max-workers of its own peak run (-rate=0),
+#                       of which FRACTIONS are sent again at a constant rate
 #   ZIPF_S=1.1 ITEMS=1000
 #   LAB_DEBUG=1         run the lab's files as written (app.run(debug=True):
 #                       the debugger and the reloader); 0: `flask run` without them
@@ -72,6 +78,7 @@ HALF_ROUNDS=${HALF_ROUNDS:-3}
 HALF_DURATION=${HALF_DURATION:-$DURATION}
 FRACTIONS=${FRACTIONS:-0.5}
 VEGETA_WORKERS=${VEGETA_WORKERS:-256}
+VEGETA_PEAK_WORKERS=${VEGETA_PEAK_WORKERS:-32}
 ZIPF_S=${ZIPF_S:-1.1}
 ITEMS=${ITEMS:-1000}
 LAB_DEBUG=${LAB_DEBUG:-1}
@@ -481,36 +488,57 @@ if [[ -n $vegeta ]]; then
 		}
 	}' >"$tmp/items.targets"
 	log "constant rate: $HALF_ROUNDS rounds of a kv+local /items/{id} peak (wrk) then ${fractions[*]} of it (vegeta), $HALF_DURATION each"
+	# vegeta_json prints "throughput p50 p99 errors requests" of a vegeta
+	# result file (its latencies are in ns).
+	vegeta_json() {
+		"$vegeta" report -type=json <"$1" | jq -r \
+			'"\(.throughput) \(.latencies["50th"] / 1e6) \(.latencies["99th"] / 1e6) \(.requests - (.status_codes["200"] // 0)) \(.requests)"'
+	}
+	# constant_rate sends rate req/s to kv+local /items/{id}, then the same
+	# to the trivial server (the latency no server on this machine can beat
+	# right now), and appends the results to res/<prefix>rate-<f> and
+	# res/<prefix>floor-<f>.
+	constant_rate() { # rate, fraction, result prefix
+		local r=$1 f=$2 pre=$3 before after tput v50 v99 verrs vn qpr1 hit1 l11 cpu1
+		before=$(counters "$m:items")
+		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
+			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+			-header "Authorization: Bearer ${token[$m]}" -targets="$tmp/items.targets" >"$tmp/rate.bin"
+		alive "up-$m"
+		after=$(counters "$m:items")
+		read -r tput v50 v99 verrs vn < <(vegeta_json "$tmp/rate.bin")
+		read -r qpr1 hit1 l11 cpu1 < <(ratios "$before" "$after" "$vn")
+		echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/${pre}rate-$f"
+		log "$(printf '  %srate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
+			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
+		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
+			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+			-targets="$tmp/floor.targets" >"$tmp/floor.bin"
+		read -r tput v50 v99 verrs vn < <(vegeta_json "$tmp/floor.bin")
+		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}floor-$f"
+		log "$(printf '  %sfloor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
+			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
+	}
+	echo "GET http://127.0.0.1:$floor_port/data" >"$tmp/floor.targets"
 	for round in $(seq "$HALF_ROUNDS"); do
 		bench "$m:items" "$HALF_DURATION" peak
 		peak=$(tail -1 "$tmp/res/peak" | cut -d' ' -f1)
 		for f in "${fractions[@]}"; do
 			r=$(awk -v p="$peak" -v f="$f" 'BEGIN {printf "%d", p * f}')
-			((r > 0)) || continue
-			before=$(counters "$m:items")
-			"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
-				-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
-				-header "Authorization: Bearer ${token[$m]}" -targets="$tmp/items.targets" >"$tmp/rate.bin"
-			alive "up-$m"
-			after=$(counters "$m:items")
-			# "throughput p50 p99 errors requests"; vegeta's latencies are in ns.
-			read -r tput v50 v99 verrs vn < <("$vegeta" report -type=json <"$tmp/rate.bin" | jq -r \
-				'"\(.throughput) \(.latencies["50th"] / 1e6) \(.latencies["99th"] / 1e6) \(.requests - (.status_codes["200"] // 0)) \(.requests)"')
-			read -r qpr1 hit1 l11 cpu1 < <(ratios "$before" "$after" "$vn")
-			echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/rate-$f"
-			log "$(printf '  rate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
-				"$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
-			# The same rate, the same vegeta, against the trivial server:
-			# the latency no server on this machine can beat right now.
-			echo "GET http://127.0.0.1:$floor_port/data" >"$tmp/floor.targets"
-			"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
-				-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
-				-targets="$tmp/floor.targets" >"$tmp/floor.bin"
-			read -r tput v50 v99 verrs vn < <("$vegeta" report -type=json <"$tmp/floor.bin" | jq -r \
-				'"\(.throughput) \(.latencies["50th"] / 1e6) \(.latencies["99th"] / 1e6) \(.requests - (.status_codes["200"] // 0)) \(.requests)"')
-			echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/floor-$f"
-			log "$(printf '  floor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
-				"$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
+			((r > 0)) && constant_rate "$r" "$f" ""
+		done
+		# The peak as vegeta itself reaches it: vegeta costs more CPU per
+		# request than wrk, and shares the cores, so a fraction of wrk's
+		# peak can be most of what vegeta and the server manage together.
+		"$vegeta" attack -rate=0 -max-workers="$VEGETA_PEAK_WORKERS" -duration="$HALF_DURATION" \
+			-timeout="$WRK_TIMEOUT" -header "Authorization: Bearer ${token[$m]}" \
+			-targets="$tmp/items.targets" >"$tmp/vpeak.bin"
+		read -r tput v50 v99 verrs vn < <(vegeta_json "$tmp/vpeak.bin")
+		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0" >>"$tmp/res/vpeak"
+		log "$(printf '  vegeta peak     %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %s' "$tput" "$v50" "$v99" "$verrs")"
+		for f in "${fractions[@]}"; do
+			r=$(awk -v p="$tput" -v f="$f" 'BEGIN {printf "%d", p * f}')
+			((r > 0)) && constant_rate "$r" "$f" v
 		done
 	done
 	summarize peak peak
@@ -520,7 +548,12 @@ if [[ -n $vegeta ]]; then
 		summarize "rate-$f" "rate-$f"
 		rate[$f]=$(median "$tmp/res/rate-$f" 10)
 		[[ -s $tmp/res/floor-$f ]] && summarize "floor-$f" "floor-$f"
+		[[ -s $tmp/res/vrate-$f ]] || continue
+		summarize "vrate-$f" "vrate-$f"
+		rate[v$f]=$(median "$tmp/res/vrate-$f" 10)
+		[[ -s $tmp/res/vfloor-$f ]] && summarize "vfloor-$f" "vfloor-$f"
 	done
+	[[ -s $tmp/res/vpeak ]] && summarize vpeak vpeak
 fi
 
 # --- report ----------------------------------------------------------------------
@@ -561,13 +594,26 @@ done
 if [[ -s $tmp/res/peak ]]; then
 	row scalelab "/items/{id}, peak again before the constant-rate runs (wrk)" kv+local peak
 fi
+# floor_row prints the trivial server's row under key k.
+floor_row() { # key
+	[[ -n ${p99[$1]:-} ]] &&
+		printf '| floor: bench/backend, a trivial Go HTTP server | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
+			"${rps[$1]}" "${p50[$1]}" "${p99[$1]}" "${errs[$1]}"
+}
 for f in "${fractions[@]}"; do
 	[[ -n ${rate[$f]:-} ]] || continue
 	row scalelab "/items/{id} at a constant $f of that peak (median ${rate[$f]} req/s asked, vegeta)" kv+local "rate-$f"
-	[[ -n ${p99[floor-$f]:-} ]] &&
-		printf '| floor: bench/backend, a trivial Go HTTP server | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
-			"${rps[floor-$f]}" "${p50[floor-$f]}" "${p99[floor-$f]}" "${errs[floor-$f]}"
+	floor_row "floor-$f"
 done
+if [[ -n ${rps[vpeak]:-} ]]; then
+	printf '| scalelab | /items/{id}, peak as vegeta reaches it (-rate=0, %s workers) | kv+local | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
+		"$VEGETA_PEAK_WORKERS" "${rps[vpeak]}" "${p50[vpeak]}" "${p99[vpeak]}" "${errs[vpeak]}"
+	for f in "${fractions[@]}"; do
+		[[ -n ${rate[v$f]:-} ]] || continue
+		row scalelab "/items/{id} at a constant $f of vegeta's peak (median ${rate[v$f]} req/s asked, vegeta)" kv+local "vrate-$f"
+		floor_row "vfloor-$f"
+	done
+fi
 echo
 r1=$(ratio "${rps[kv+local:data]}" "${rps[lab:data]}")
 r2=$(ratio "${p99[kv+local:data]}" "${p99[lab:data]}" 4)
@@ -595,6 +641,12 @@ echo "| /items req/s: kv / off | ${r5}× | – | |"
 echo "| /items req/s: kv+local / kv | ${r6}× | – | |"
 echo "| /items p99 at half peak (kv+local, constant rate) | ${half_p99} ms | < 2 ms | $(verdict "$half_p99" lt 2) |"
 echo "| the floor: a trivial Go server's p99 at the same rate | ${floor_p99} ms | – | |"
+if [[ -n ${p99[vrate-0.5]:-} ]]; then
+	vhalf_p99=$(printf '%.3f' "${p99[vrate-0.5]}")
+	echo "| /items p99 at half of vegeta's own peak (kv+local, constant rate) | ${vhalf_p99} ms | < 2 ms | $(verdict "$vhalf_p99" lt 2) |"
+	[[ -n ${p99[vfloor-0.5]:-} ]] &&
+		echo "| the floor at that rate | $(printf '%.3f' "${p99[vfloor-0.5]}") ms | – | |"
+fi
 echo
 echo "CPU µs/req: CPU time of the serving processes (scalelab's whole \`up\`: balancer, gateways, NATS, dbsvc," \
 	"cachesvc; the lab's gateway, cache and database) per request; less disturbed by other load than req/s."
