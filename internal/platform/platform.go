@@ -226,8 +226,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
 	dialGateway, err := gatewaySockets(gwLns)
 	if err != nil {
-		closeAll(lns)
-		return nil, err
+		log.Warn("the balancer reaches the gateways over TCP", "err", err)
 	}
 	// Gateways can be killed (KillGateway), as well as stopped.
 	var gwKill []*killableListener

@@ -17,14 +17,15 @@ import (
 // of to the gateway's TCP port: the same HTTP requests over the same kind of
 // byte stream, without the loopback TCP/IP stack (and the host's packet
 // filter) that each request and response otherwise crosses. Under load
-// those crossings were half of `up`'s CPU time per cached request (see
-// bench/README.md).
+// those crossings were about a third of `up`'s CPU time per cached request
+// (see bench/README.md).
 //
 // The TCP ports stay: they are what a client, a test or another balancer
 // reaches a gateway at, and the balancer still names its gateways by them.
-// Where abstract sockets do not exist (not Linux), or one cannot be bound,
-// gatewaySockets changes nothing and returns a nil dialer: the balancer
-// dials TCP as it would as its own process.
+// Where abstract sockets do not exist (not Linux), gatewaySockets changes
+// nothing and returns a nil dialer: the balancer dials TCP as it would as
+// its own process. Where one cannot be bound, it does the same and also
+// returns why, for the log.
 //
 // An abstract socket has no file and no permissions: any process on the
 // host (in the same network namespace) can connect to it, exactly as to the
@@ -45,7 +46,7 @@ func gatewaySockets(gwLns []net.Listener) (dial func(ctx context.Context, addr s
 		u, err := net.Listen("unix", name)
 		if err != nil {
 			closeAll(unix)
-			return nil, fmt.Errorf("up: gateway %s: unix socket: %w", ln.Addr(), err)
+			return nil, fmt.Errorf("gateway %s: unix socket: %w", ln.Addr(), err)
 		}
 		unix = append(unix, u)
 		names[ln.Addr().String()] = name
