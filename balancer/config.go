@@ -45,7 +45,7 @@ type Config struct {
 	// instead of a TCP dial, for proxied requests and health checks alike.
 	// `up` sets it to reach its own gateways over Unix sockets: the same
 	// HTTP, without loopback TCP (platform.gatewaySockets). It is not a
-	// flag. Its errors must be net errors, as a dialer's are.
+	// flag. Its errors count as failures to connect (see Retries).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Backends are the gateways' base URLs (http or https, with a host and
 	// optionally a path prefix), in round-robin order. It is empty when
