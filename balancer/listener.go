@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/rawconn"
 )
 
 // patientListener retries Accept on errors that pass, as net/http's server
@@ -25,7 +27,10 @@ func (l patientListener) Accept() (net.Conn, error) {
 	var pause time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil || !passing(err) {
+		if err == nil {
+			return rawconn.Wrap(c), nil
+		}
+		if !passing(err) {
 			return c, err
 		}
 		pause = min(max(2*pause, 5*time.Millisecond), maxAcceptPause)

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"syscall"
 	"testing"
+
+	"github.com/scalelab/scalelab/internal/rawconn"
 )
 
 // flakyListener fails Accept with errs, in turn, then accepts from the
@@ -43,9 +46,44 @@ func TestPatientListener(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Accept() after two EMFILE = %v, want a connection", err)
 	}
+	if _, raw := c.(*rawconn.Conn); !raw && runtime.GOOS == "linux" {
+		t.Errorf("Accept() = %T, want a *rawconn.Conn (raw reads and writes)", c)
+	}
 	c.Close()
 	ln.Close()
 	if _, err := pl.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept() on a closed listener = %v, want %v", err, net.ErrClosed)
+	}
+}
+
+// TestGatewayConnsAreRaw: a connection to a gateway over a socket makes
+// raw reads and writes and holds each request for the read of its answer;
+// another kind of connection (a custom Config.Dial's) is used as it is.
+func TestGatewayConnsAreRaw(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := newGatewayConn(c)
+	defer gc.Close()
+	if gc.raw == nil && runtime.GOOS == "linux" {
+		t.Errorf("newGatewayConn(%T).raw = nil, want the raw connection", c)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	pc := newGatewayConn(a)
+	defer pc.Close()
+	if pc.raw != nil || pc.Conn != a {
+		t.Errorf("newGatewayConn(pipe) = %+v, want the pipe as it is", pc)
+	}
+	pc.holdRequest() // a no-op without a raw connection
+	go func() { _, _ = pc.Write([]byte("x")) }()
+	if n, err := b.Read(make([]byte, 1)); n != 1 || err != nil {
+		t.Errorf("a write on a pipe gateway connection did not arrive: %d, %v", n, err)
 	}
 }

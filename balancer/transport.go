@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/scalelab/scalelab/internal/rawconn"
 )
 
 // newBackendClient returns the connection pool to one gateway. The balancer uses
@@ -50,7 +52,7 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
-			return &gatewayConn{Conn: c}, nil
+			return newGatewayConn(c), nil
 		},
 		IsTLS: u.Scheme == "https",
 		// No cap on connections, as with net/http's transport: the
@@ -178,6 +180,9 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		hc.CloseConn(cc)
 		return err
 	}
+	if gc != nil {
+		gc.holdRequest()
+	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
@@ -280,13 +285,34 @@ func nextCheck(now, headerDeadline time.Time) time.Time {
 // close, as net/http's cancelled request context would show it), and a
 // gateway that sends no headers within the response header timeout fails
 // the attempt, without a timer or a goroutine per request.
+//
+// A request written to it is held until the read of its answer, which
+// sends it and waits for the answer in one go (rawconn.Conn.HoldWrites):
+// a read tried right after the write would find nothing, a system call
+// wasted per request.
 type gatewayConn struct {
 	net.Conn
+	raw *rawconn.Conn // Conn itself when its reads and writes are raw; nil otherwise
 	// Set by roundTrip while an exchange uses the connection; only the
 	// goroutine serving that exchange reads and writes them.
 	ex             *exchange
 	headerDeadline time.Time // zero once the headers are in
 	deadline       time.Time // the read deadline last set
+}
+
+// newGatewayConn returns c, a new connection to a gateway, as a gatewayConn.
+func newGatewayConn(c net.Conn) *gatewayConn {
+	gc := &gatewayConn{Conn: rawconn.Wrap(c)}
+	gc.raw, _ = gc.Conn.(*rawconn.Conn)
+	return gc
+}
+
+// holdRequest makes the request about to be written wait for the read of
+// its answer (see gatewayConn).
+func (c *gatewayConn) holdRequest() {
+	if c.raw != nil {
+		c.raw.HoldWrites()
+	}
 }
 
 // setCheckDeadline sets the read deadline for the next look at the client
