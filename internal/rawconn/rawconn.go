@@ -39,8 +39,9 @@ const maxHeld = 64 << 10
 
 // Conn is a connection whose Read and Write are raw system calls (see the
 // package doc); the rest is the wrapped connection's. Like a *net.TCPConn,
-// it may be closed from any goroutine; its other methods are for the one
-// goroutine that uses it at a time.
+// it may be read, written and closed from different goroutines at once, up
+// to the first HoldWrites: from then on, reads and writes are for one
+// goroutine at a time.
 type Conn struct {
 	net.Conn
 	rc      syscall.RawConn
@@ -85,6 +86,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 // error; it waits in the netpoller while nothing is there. It first sends
 // what HoldWrites held, and then waits for the answer before reading.
 func (c *Conn) Read(p []byte) (int, error) {
+	if !c.holding && len(c.held) == 0 {
+		// Only looks: a connection that holds nothing may be read and
+		// written from two goroutines at once, as net/http's server does.
+		return c.read(p)
+	}
 	c.holding = false
 	if len(c.held) == 0 {
 		return c.read(p)

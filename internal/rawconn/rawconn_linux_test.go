@@ -300,3 +300,23 @@ func TestCloseDropsHeldWrites(t *testing.T) {
 		t.Fatalf("peer read %q, %v; want EOF and nothing", b, err)
 	}
 }
+
+// TestConcurrentReadAndWrite: without HoldWrites, one goroutine may read
+// while another writes, as net/http's server does (run with -race).
+func TestConcurrentReadAndWrite(t *testing.T) {
+	c, s := pair(t, "tcp")
+	go func() { _, _ = io.Copy(s, s) }() // echo
+	msg := bytes.Repeat([]byte("echo "), 50_000)
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(msg))
+		_, _ = io.ReadFull(c, b)
+		got <- b
+	}()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(<-got, msg) {
+		t.Fatal("the echo differs from what was written")
+	}
+}
