@@ -12,12 +12,17 @@
 #
 #   bash bench/lb.sh                     # 3 rounds of 10 s per target: about 3 minutes
 #   ROUNDS=5 DURATION=15s bash bench/lb.sh
+#   BASELINE=HEAD~1 bash bench/lb.sh     # also scalelab as of another commit
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
 #   WORKERS=$(nproc)   worker processes of nginx, threads of HAProxy, GOMAXPROCS
 #                      of scalelab: every proxy gets the same number of cores
-#   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+4 must be free
+#   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+5 must be free
+#   BASELINE=<commit>  also run the balancer built from that commit (git
+#                      archive, so uncommitted changes are left out) as the
+#                      target "baseline", in the same interleaved rounds:
+#                      an A/B of a change to the balancer on the same load
 #
 # Fairness: every proxy keeps idle connections to the backends (nginx
 # upstream keepalive 64, HAProxy http-reuse always, scalelab 256 per host),
@@ -76,7 +81,8 @@ p_backend2=$((PORT_BASE + 1))
 p_nginx=$((PORT_BASE + 2))
 p_haproxy=$((PORT_BASE + 3))
 p_scalelab=$((PORT_BASE + 4))
-for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab"; do
+p_baseline=$((PORT_BASE + 5))
+for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline"; do
 	if ss -ltnH "sport = :$p" | grep -q .; then
 		log "lb.sh: port $p is taken; set PORT_BASE"
 		exit 1
@@ -86,6 +92,12 @@ done
 # --- build and start -----------------------------------------------------------
 log "building bench/backend and scalelab ..."
 (cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/scalelab" .)
+if [[ -n ${BASELINE:-} ]]; then
+	log "building the baseline, scalelab at $BASELINE ..."
+	mkdir -p "$tmp/baseline-src"
+	git -C "$root" archive "$BASELINE" | tar -x -C "$tmp/baseline-src"
+	(cd "$tmp/baseline-src" && go build -o "$tmp/scalelab-baseline" .)
+fi
 
 declare -A pid_of
 start() { # name, command...
@@ -175,11 +187,17 @@ start scalelab env GOMAXPROCS="$WORKERS" "$tmp/scalelab" balancer --addr "127.0.
 	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 
 targets=(direct nginx haproxy scalelab)
+if [[ -n ${BASELINE:-} ]]; then
+	start baseline env GOMAXPROCS="$WORKERS" "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
+		--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
+	targets+=(baseline)
+fi
 declare -A url=(
 	[direct]="http://127.0.0.1:$p_backend1/data"
 	[nginx]="http://127.0.0.1:$p_nginx/data"
 	[haproxy]="http://127.0.0.1:$p_haproxy/data"
 	[scalelab]="http://127.0.0.1:$p_scalelab/data"
+	[baseline]="http://127.0.0.1:$p_baseline/data"
 )
 for t in "${targets[@]}"; do
 	ok=
@@ -211,7 +229,7 @@ to_ms() {
 }
 
 # The process whose CPU is measured for each target.
-declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab)
+declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline)
 
 # bench runs wrk once against target and appends "rps p50 p99 errors tw
 # cpu" to $tmp/<target>.results; cpu is the target's CPU time per request
@@ -288,7 +306,9 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
 printf '%-18s %8s %8s %8s %12s\n' ratio req/s p50 p99 cpu/req
-for other in nginx haproxy; do
+others=(nginx haproxy)
+[[ -n ${BASELINE:-} ]] && others+=(baseline)
+for other in "${others[@]}"; do
 	printf '%-18s %8s %8s %8s %12s\n' "scalelab/$other" "$(ratio "${rps[scalelab]}" "${rps[$other]}")" \
 		"$(ratio "${p50[scalelab]}" "${p50[$other]}")" "$(ratio "${p99[scalelab]}" "${p99[$other]}")" \
 		"$(ratio "${cpu[scalelab]}" "${cpu[$other]}")"
