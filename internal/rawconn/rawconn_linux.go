@@ -33,35 +33,16 @@ func (c *Conn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if len(p) > maxRW {
-		p = p[:maxRW]
-	}
 	var (
 		n     int
 		errno syscall.Errno
 	)
 	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait until readable
-			}
-			n, errno = int(r), e
-			return true
-		}
+		var again bool
+		n, again, errno = readOnce(fd, p)
+		return !again // wait until readable
 	})
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return c.readResult(n, errno, err)
 }
 
 // write writes all of p, waiting in the netpoller whenever the socket's
@@ -72,21 +53,9 @@ func (c *Conn) write(p []byte) (int, error) {
 		errno syscall.Errno
 	)
 	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			chunk := min(len(p)-n, maxRW)
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(chunk))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // wait until writable
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
+		var again bool
+		again, errno = writeAll(fd, p, &n)
+		return !again // wait until writable
 	})
 	switch {
 	case err != nil:
@@ -110,9 +79,6 @@ func (c *Conn) writeRead(w, p []byte) (sent, n int, err error) {
 		sent, err = c.write(w)
 		return sent, 0, err
 	}
-	if len(p) > maxRW {
-		p = p[:maxRW]
-	}
 	var (
 		errno   syscall.Errno
 		wrote   bool
@@ -120,41 +86,20 @@ func (c *Conn) writeRead(w, p []byte) (sent, n int, err error) {
 	)
 	rerr := c.rc.Read(func(fd uintptr) bool {
 		if !wrote {
-			for sent < len(w) {
-				chunk := min(len(w)-sent, maxRW)
-				r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w[sent])), uintptr(chunk))
-				switch e {
-				case 0:
-					sent += int(r)
-				case syscall.EINTR:
-				case syscall.EAGAIN:
-					blocked = true
-					return true
-				default:
-					errno = e
-					return true
-				}
+			blocked, errno = writeAll(fd, w, &sent)
+			if blocked || errno != 0 {
+				return true
 			}
 			wrote = true
 			return false // wait for the answer: it cannot be there yet
 		}
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // woken early: wait again
-			}
-			n, errno = int(r), e
-			return true
-		}
+		var again bool
+		n, again, errno = readOnce(fd, p)
+		return !again // woken early: wait again
 	})
 	switch {
 	case rerr != nil && !wrote:
 		return sent, 0, c.opError("write", rerr)
-	case rerr != nil:
-		return sent, 0, c.opError("read", rerr)
 	case blocked:
 		// More than the send buffer takes: the rest goes the usual way,
 		// waiting for room, and the answer after it.
@@ -167,10 +112,61 @@ func (c *Conn) writeRead(w, p []byte) (sent, n int, err error) {
 		return sent, n, err
 	case errno != 0 && !wrote:
 		return sent, 0, c.opError("write", os.NewSyscallError("write", errno))
-	case errno != 0:
-		return sent, 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return sent, 0, io.EOF
 	}
-	return sent, n, nil
+	n, err = c.readResult(n, errno, rerr)
+	return sent, n, err
+}
+
+// readResult turns the outcome of a raw read into read's results: the
+// netpoller's error, the call's, io.EOF for an orderly close, or n.
+func (c *Conn) readResult(n int, errno syscall.Errno, err error) (int, error) {
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case errno != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readOnce reads from the socket fd into p (not empty) with one raw call,
+// retried on EINTR. again reports EAGAIN: nothing there yet.
+func readOnce(fd uintptr, p []byte) (n int, again bool, errno syscall.Errno) {
+	if len(p) > maxRW {
+		p = p[:maxRW]
+	}
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			return int(r), false, 0
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, true, 0
+		}
+		return 0, false, e
+	}
+}
+
+// writeAll writes p[*sent:] to the socket fd with raw calls, advancing
+// *sent, until all of p is written, the socket's buffer is full (again)
+// or a call fails (errno).
+func writeAll(fd uintptr, p []byte, sent *int) (again bool, errno syscall.Errno) {
+	for *sent < len(p) {
+		chunk := min(len(p)-*sent, maxRW)
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[*sent])), uintptr(chunk))
+		switch e {
+		case 0:
+			*sent += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true, 0
+		default:
+			return false, e
+		}
+	}
+	return false, 0
 }
