@@ -160,11 +160,15 @@
 // # Bodies
 //
 // A request body is read whole before it is sent on (so that a retry can
-// send it again), up to 8 MiB; a larger one is answered 413, a header over
-// 64 KiB 431, both with the house error body (code invalid). The gateways
-// take 64 KiB at most. A response body that comes with the headers (any
-// small answer) is passed on whole; a larger or streamed one is copied as
-// it comes.
+// send it again), up to 8 MiB; a larger one is answered 413 (code
+// too_large), a header over 64 KiB 431 (code invalid), both with the house
+// error body; the connection is then closed after a linger (see
+// clientConn), so that the client, still sending, reads the answer rather
+// than a reset. The gateways take 64 KiB at most: a gateway that answers
+// 413 before it has the whole body and closes the connection has its
+// answer passed on (the write that fails after it is not a 502). A
+// response body that comes with the headers (any small answer) is passed
+// on whole; a larger or streamed one is copied as it comes.
 //
 // # Transport
 //

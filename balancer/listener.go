@@ -2,8 +2,10 @@ package balancer
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,7 +30,7 @@ func (l patientListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			return rawconn.Wrap(c), nil
+			return &clientConn{Conn: rawconn.Wrap(c)}, nil
 		}
 		if !passing(err) {
 			return c, err
@@ -46,4 +48,61 @@ func passing(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
 		errors.Is(err, syscall.ECONNABORTED)
+}
+
+// clientConn is a client's connection to the balancer. Its reads and
+// writes are raw (see internal/rawconn); its Close lingers after a request
+// the balancer refused (see lingerOnClose).
+type clientConn struct {
+	net.Conn
+	linger atomic.Bool
+}
+
+// lingerOnClose makes the close that follows the answer to a refused
+// request (a body over the limit, say) linger: the client may still be
+// sending what the balancer did not read, and closing a socket with unread
+// bytes makes the kernel answer with a reset, which can destroy the answer
+// in the client's buffers before the client reads it. net/http's server
+// does the same (its rstAvoidanceDelay).
+func (c *clientConn) lingerOnClose() { c.linger.Store(true) }
+
+// lingerTimeout and lingerMaxBytes bound how long, and how much of the
+// client's request, a lingering close reads and drops.
+const (
+	lingerTimeout  = 500 * time.Millisecond
+	lingerMaxBytes = 2 * maxRequestBody
+)
+
+// Close closes the connection; after lingerOnClose, it sends what is
+// written and a FIN at once, and closes once the client has stopped
+// sending or lingerTimeout has passed, in the background.
+func (c *clientConn) Close() error {
+	if !c.linger.Load() {
+		return c.Conn.Close()
+	}
+	conn := c.Conn
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn()
+	}
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
+		return c.Conn.Close()
+	}
+	go func() {
+		_, _ = io.CopyN(io.Discard, c.Conn, lingerMaxBytes)
+		_ = c.Conn.Close()
+	}()
+	return nil
+}
+
+// SyscallConn gives peerClosed the socket.
+func (c *clientConn) SyscallConn() (syscall.RawConn, error) { return syscallConnOf(c.Conn) }
+
+// syscallConnOf returns the socket under c, which must offer it.
+func syscallConnOf(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }

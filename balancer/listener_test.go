@@ -46,8 +46,12 @@ func TestPatientListener(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Accept() after two EMFILE = %v, want a connection", err)
 	}
-	if _, raw := c.(*rawconn.Conn); !raw && runtime.GOOS == "linux" {
-		t.Errorf("Accept() = %T, want a *rawconn.Conn (raw reads and writes)", c)
+	cc, ok := c.(*clientConn)
+	if !ok {
+		t.Fatalf("Accept() = %T, want a *clientConn", c)
+	}
+	if _, raw := cc.Conn.(*rawconn.Conn); !raw && runtime.GOOS == "linux" {
+		t.Errorf("Accept() = a clientConn over %T, want over a *rawconn.Conn (raw reads and writes)", cc.Conn)
 	}
 	c.Close()
 	ln.Close()

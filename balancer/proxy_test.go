@@ -598,3 +598,67 @@ func TestResponseHeaderTimeout(t *testing.T) {
 		t.Errorf("GET /hang = %d after %v, want 502 after %v", res.StatusCode, elapsed, cfg.ResponseHeaderTimeout)
 	}
 }
+
+// TestEarlyAnswer: a gateway that answers before it has read the whole
+// body (413 for a body over its limit, as the gateways' BodyLimit does) and
+// closes the connection has its answer passed on, not turned into a 502 by
+// the write that then fails; the request is not retried.
+func TestEarlyAnswer(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.ContentLength > 1<<10 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = io.WriteString(w, `{"error":{"code":"too_large","message":"request body is too large"}}`)
+			return
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+	for _, size := range []int{4 << 10, 1 << 20, 4 << 20} { // held whole, and larger than a socket buffer
+		calls.Store(0)
+		body := strings.Repeat("x", size)
+		res, got := do(t, c, newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader(body)))
+		if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), "too_large") {
+			t.Errorf("POST of %d bytes = %d %s, want the gateway's 413", size, res.StatusCode, got)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("POST of %d bytes reached the gateway %d times, want 1", size, n)
+		}
+	}
+	if res, got := do(t, c, newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader("small"))); res.StatusCode != http.StatusOK {
+		t.Errorf("POST after them = %d %s, want 200", res.StatusCode, got)
+	}
+}
+
+// TestRequestTooLarge: a body over the balancer's own limit gets 413 and a
+// header over its limit 431, each with the house error body, and no
+// gateway sees them.
+func TestRequestTooLarge(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+	}))
+	t.Cleanup(gw.Close)
+	base := startBalancer(t, testConfig(gw.URL))
+	c := newClient(t)
+	res, body := do(t, c, newRequest(t, http.MethodPost, base+"/longtask", strings.NewReader(strings.Repeat("x", maxRequestBody+1))))
+	if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code":"too_large"`) {
+		t.Errorf("POST over the body limit = %d %s, want 413 too_large", res.StatusCode, body)
+	}
+	req := newRequest(t, http.MethodGet, base+"/data", nil)
+	req.Header.Set("X-Big", strings.Repeat("h", maxHeaderBytes))
+	res, body = do(t, c, req)
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(string(body), `"code":"invalid"`) {
+		t.Errorf("GET with a header over the limit = %d %s, want 431 invalid", res.StatusCode, body)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the gateway saw %d of these requests, want 0", n)
+	}
+}

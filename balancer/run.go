@@ -161,8 +161,11 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 		status, msg = fasthttp.StatusRequestTimeout, "the request was not sent in time"
 	}
 	b.log.Debug("bad request", "status", status, "err", err)
-	writeError(ctx, status, apperr.Invalid, msg, "")
+	writeError(ctx, status, apperr.CodeForStatus(status), msg, "")
 	ctx.SetConnectionClose()
+	if cc, ok := ctx.Conn().(*clientConn); ok {
+		cc.lingerOnClose() // the client may still be sending what was not read
+	}
 }
 
 // fastLogger passes fasthttp's log lines (errors serving a connection) to

@@ -189,10 +189,14 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
-	if err != nil {
+	// A gateway may answer before it has the whole body (413 for one over
+	// its limit) and close the connection, which fails the rest of the
+	// write: its answer, if it came, is the one to pass on.
+	writeErr := err
+	if writeErr != nil && !peerHungUp(writeErr) {
 		gc.release()
 		hc.CloseConn(cc)
-		return ex.cause(err)
+		return ex.cause(writeErr)
 	}
 	resp.Reset()
 	resp.SkipBody = true // read below, or streamed
@@ -201,6 +205,9 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		hc.ReleaseReader(br)
 		gc.release()
 		hc.CloseConn(cc)
+		if writeErr != nil {
+			return ex.cause(writeErr)
+		}
 		return ex.cause(err)
 	}
 	if gc != nil {
@@ -211,7 +218,8 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	size := resp.Header.ContentLength()
 	// A 101 hands the connection over to another protocol (Upgrade is not
 	// passed on, so a gateway should not send one).
-	keep := !req.Header.ConnectionClose() && !resp.ConnectionClose() && status != fasthttp.StatusSwitchingProtocols
+	keep := writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
+		status != fasthttp.StatusSwitchingProtocols
 	// Past maxIdle idle connections the gateway has more than the load
 	// needs: the connection is closed rather than kept.
 	switch {
@@ -265,6 +273,12 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	}
 	ex.streaming = true
 	return nil
+}
+
+// peerHungUp reports whether err, a failed write, says that the gateway
+// closed the connection (it may have answered first).
+func peerHungUp(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // nextCheck returns the read deadline of a gateway connection at now: the
@@ -367,13 +381,7 @@ func (c *gatewayConn) release() {
 }
 
 // SyscallConn gives peerClosed the socket.
-func (c *gatewayConn) SyscallConn() (syscall.RawConn, error) {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return nil, errors.ErrUnsupported
-	}
-	return sc.SyscallConn()
-}
+func (c *gatewayConn) SyscallConn() (syscall.RawConn, error) { return syscallConnOf(c.Conn) }
 
 // upstreamBody is a gateway's response body as the server copies it to
 // the client, when it did not come whole with the headers. Close returns
