@@ -88,7 +88,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) Read(p []byte) (int, error) {
 	if !c.holding && len(c.held) == 0 {
 		// Only looks: a connection that holds nothing may be read and
-		// written from two goroutines at once, as net/http's server does.
+		// written from two goroutines at once (net/http's server reads in the
+		// background while a handler writes).
 		return c.read(p)
 	}
 	c.holding = false
