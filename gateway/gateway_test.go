@@ -270,6 +270,11 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 	if r.status != 200 || !strings.HasPrefix(string(r.body), `{"cached":true`) || !json.Valid(r.body) {
 		t.Errorf("GET /data after the database replaced the garbage = %d %.60s, want 200 cached:true", r.status, r.body)
 	}
+	// The answer is written in parts (see writeJSONParts): its length must
+	// still be announced, not chunked, and match the body.
+	if cl, ct := r.header.Get("Content-Length"), r.header.Get("Content-Type"); cl != strconv.Itoa(len(r.body)) || ct != "application/json" {
+		t.Errorf("GET /data: Content-Length %q, Content-Type %q; want %d, application/json", cl, ct, len(r.body))
+	}
 }
 
 // TestScopes: a valid token without the route's scope is refused with 403.

@@ -54,7 +54,7 @@ func handleGetItem(c Cache, db Database) echo.HandlerFunc {
 		if res.NotFound {
 			return apperr.New(apperr.NotFound, "no item %d", id)
 		}
-		return ec.Blob(http.StatusOK, echo.MIMEApplicationJSON, append(res.Value[:len(res.Value):len(res.Value)], '\n'))
+		return writeJSONParts(ec, http.StatusOK, res.Value, newline)
 	}
 }
 

@@ -62,6 +62,8 @@
 #                       balancer PORT_BASE+3000+100i; the lab keeps its own
 #                       ports (5000-5005, 8000), which must be free
 #   MAX_TIME=1200       seconds before the whole run is stopped
+#   SETTLE_BUSY=15 SETTLE_MAX=30   before each run, wait (at most SETTLE_MAX
+#                       s) until the machine is under SETTLE_BUSY % busy
 #
 # The gateways' rate limits are turned off (SCALELAB_RATE_LIMIT_IP=0,
 # SCALELAB_RATE_LIMIT_SUBJECT=0): from one client IP they would answer most
@@ -84,6 +86,8 @@ ITEMS=${ITEMS:-1000}
 LAB_DEBUG=${LAB_DEBUG:-1}
 PORT_BASE=${PORT_BASE:-15000}
 MAX_TIME=${MAX_TIME:-1200}
+SETTLE_BUSY=${SETTLE_BUSY:-15}
+SETTLE_MAX=${SETTLE_MAX:-30}
 VEGETA=github.com/tsenart/vegeta/v12@v12.13.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -391,6 +395,37 @@ to_ms() {
 	}'
 }
 
+# settle waits, at most SETTLE_MAX seconds, until the machine has been
+# nearly idle (under SETTLE_BUSY % of its CPU) for 0.5 s, and logs how long
+# that took when it took long. A run must not inherit the work of the one
+# before: after /data with the cache off, the requests wrk left in flight
+# keep dbsvc computing the 300,000-row aggregate for seconds (3.5 s of CPU
+# measured once), which lands on the next target's latencies and CPU.
+settle() {
+	local start=$SECONDS busy
+	while ((SECONDS - start < SETTLE_MAX)); do
+		busy=$(cpu_busy 0.5)
+		((busy < SETTLE_BUSY)) && break
+	done
+	if ((SECONDS - start >= 2)); then
+		log "  (waited $((SECONDS - start)) s for the machine to settle: ${busy}% busy)"
+	fi
+}
+
+# cpu_busy prints the share (percent, whole) of all cores' time not idle
+# over the next $1 seconds, from /proc/stat.
+cpu_busy() { # seconds
+	local a b
+	a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit}' /proc/stat)
+	sleep "$1"
+	b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit}' /proc/stat)
+	awk -v a="$a" -v b="$b" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		work = y[1] - x[1]; idle = y[2] - x[2]
+		printf "%d\n", (work + idle > 0 ? 100 * work / (work + idle) : 0)
+	}'
+}
+
 mkdir -p "$tmp/res"
 # bench runs wrk once against target t for duration d and appends "rps p50
 # p99 errors requests queries/request hit_ratio local_share cpu_us/request"
@@ -398,6 +433,7 @@ mkdir -p "$tmp/res"
 bench() { # target, duration, file
 	local t=$1 d=$2 file=$3 out args before after
 	mapfile -t args < <(wrk_args "$t")
+	settle
 	before=$(counters "$t")
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$d" --timeout "$WRK_TIMEOUT" --latency "${args[@]}")
 	if [[ ${t%%:*} == lab ]]; then
@@ -500,6 +536,7 @@ if [[ -n $vegeta ]]; then
 	# res/<prefix>floor-<f>.
 	constant_rate() { # rate, fraction, result prefix
 		local r=$1 f=$2 pre=$3 before after tput v50 v99 verrs vn qpr1 hit1 l11 cpu1
+		settle
 		before=$(counters "$m:items")
 		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
 			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
@@ -511,6 +548,7 @@ if [[ -n $vegeta ]]; then
 		echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/${pre}rate-$f"
 		log "$(printf '  %srate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
 			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
+		settle
 		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
 			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
 			-targets="$tmp/floor.targets" >"$tmp/floor.bin"
@@ -530,6 +568,7 @@ if [[ -n $vegeta ]]; then
 		# The peak as vegeta itself reaches it: vegeta costs more CPU per
 		# request than wrk, and shares the cores, so a fraction of wrk's
 		# peak can be most of what vegeta and the server manage together.
+		settle
 		"$vegeta" attack -rate=0 -max-workers="$VEGETA_PEAK_WORKERS" -duration="$HALF_DURATION" \
 			-timeout="$WRK_TIMEOUT" -header "Authorization: Bearer ${token[$m]}" \
 			-targets="$tmp/items.targets" >"$tmp/vpeak.bin"

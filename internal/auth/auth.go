@@ -91,7 +91,14 @@ type Claims struct {
 
 // HasScope reports whether the token grants scope.
 func (c *Claims) HasScope(scope string) bool {
-	return slices.Contains(strings.Fields(c.Scope), scope)
+	// strings.FieldsSeq, not Fields: this runs on every request, and
+	// Fields allocates the slice of all the token's scopes each time.
+	for s := range strings.FieldsSeq(c.Scope) {
+		if s == scope {
+			return true
+		}
+	}
+	return false
 }
 
 // Keys is the key material and the expected iss and aud.

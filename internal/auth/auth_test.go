@@ -295,6 +295,15 @@ func TestKeysValidate(t *testing.T) {
 	}
 }
 
+// TestHasScopeAllocs: the scope check runs on every request and must not
+// allocate (strings.Fields did, a slice per call).
+func TestHasScopeAllocs(t *testing.T) {
+	c := &Claims{Scope: "data:read items:read tasks:write"}
+	if n := testing.AllocsPerRun(100, func() { c.HasScope("tasks:write") }); n != 0 {
+		t.Errorf("HasScope allocates %.0f times per call, want 0", n)
+	}
+}
+
 func TestHasScope(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
