@@ -237,6 +237,54 @@ func TestTTLExpiryRefreshes(t *testing.T) {
 	})
 }
 
+// TestRefreshAhead: a key read all the time is reloaded in the background
+// before its entry expires, so no reader waits for the database after the
+// first one, and the reloads pick up what changed in the source.
+func TestRefreshAhead(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	provision(t, testutil.Connect(t, ns), time.Hour)
+	src := newSource()
+	src.set("data.v1", `{"v":1}`)
+	slow := func(ctx context.Context) ([]byte, error) {
+		// A database read that takes a while, as /data's aggregate does:
+		// without refresh ahead, the reader at each expiry waits for it.
+		time.Sleep(50 * time.Millisecond)
+		return src.loader("data.v1")(ctx)
+	}
+	cfg := testCacheConfig(ModeKV)
+	cfg.TTL, cfg.Jitter = 2*time.Second, 0 // refreshes from 1.8 s of age
+	c := newCache(t, ns, "gw", cfg)
+	if res, err := c.Get(t.Context(), "data.v1", slow); err != nil || res.Source != SourceDB {
+		t.Fatalf("first Get = %v, %v; want a load", res, err)
+	}
+	// Two entry lives and a half: both expiries must have been refreshed.
+	end := time.Now().Add(5 * time.Second)
+	changed := time.Now().Add(time.Second)
+	var sawV2 bool
+	for time.Now().Before(end) {
+		if time.Now().After(changed) {
+			src.set("data.v1", `{"v":2}`)
+		}
+		res, err := c.Get(t.Context(), "data.v1", slow)
+		if err != nil {
+			t.Fatalf("Get = %v", err)
+		}
+		if res.Source == SourceDB {
+			t.Fatalf("a reader waited for the database at %v; want the entry refreshed ahead of expiry (refreshes: %d)",
+				time.Until(end), c.Stats().Refreshes)
+		}
+		sawV2 = sawV2 || string(res.Value) == `{"v":2}`
+		time.Sleep(10 * time.Millisecond) // the pace of a steady reader, not a wait for a condition
+	}
+	if n := c.Stats().Refreshes; n < 2 {
+		t.Errorf("refreshes = %d over two entry lives, want at least 2", n)
+	}
+	if !sawV2 {
+		t.Error("the refreshed entry never carried the source's new value")
+	}
+}
+
 // TestInvalidateReadYourWrites: when Invalidate returns, no process serves
 // the old value, from L1 or KV.
 func TestInvalidateReadYourWrites(t *testing.T) {

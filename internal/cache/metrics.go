@@ -12,7 +12,7 @@ type counters struct {
 	localHits, localMisses       atomic.Uint64
 	kvHits, kvMisses, kvErrors   atomic.Uint64
 	loads, fills, fillsDropped   atomic.Uint64
-	leaseWaits                   atomic.Uint64
+	leaseWaits, refreshes        atomic.Uint64
 	invConfirmed, invUnconfirmed atomic.Uint64
 	invFailed                    atomic.Uint64
 }
@@ -37,6 +37,7 @@ func (c *Cache) Register(reg prometheus.Registerer) {
 		counter("scalelab_cache_fills_total", "Values stored in KV after a load.", nil, &c.n.fills),
 		counter("scalelab_cache_fills_dropped_total", "Fills abandoned because the key changed while loading.", nil, &c.n.fillsDropped),
 		counter("scalelab_cache_lease_waits_total", "Misses that waited for another process's fill.", nil, &c.n.leaseWaits),
+		counter("scalelab_cache_refreshes_total", "Background reloads of entries near the end of their TTL (refresh ahead).", nil, &c.n.refreshes),
 		counter(invs, invsHelp, prometheus.Labels{"result": "confirmed"}, &c.n.invConfirmed),
 		counter(invs, invsHelp, prometheus.Labels{"result": "unconfirmed"}, &c.n.invUnconfirmed),
 		counter(invs, invsHelp, prometheus.Labels{"result": "failed"}, &c.n.invFailed),

@@ -194,11 +194,13 @@ type Stats struct {
 	KV    TierStats `json:"kv"`
 	// Loads counts database reads; Fills the values it stored in KV;
 	// FillsDropped the fills abandoned because the key changed meanwhile;
-	// LeaseWaits the misses that waited for another process's fill.
+	// LeaseWaits the misses that waited for another process's fill;
+	// Refreshes the background reloads of entries near their expiry.
 	Loads        uint64 `json:"loads"`
 	Fills        uint64 `json:"fills"`
 	FillsDropped uint64 `json:"fills_dropped"`
 	LeaseWaits   uint64 `json:"lease_waits"`
+	Refreshes    uint64 `json:"refreshes"`
 }
 
 // TierStats counts one tier's lookups, and for L1 its size.
@@ -265,7 +267,7 @@ func (c *Cache) Stats() Stats {
 		Local: TierStats{Hits: c.n.localHits.Load(), Misses: c.n.localMisses.Load()},
 		KV:    TierStats{Hits: c.n.kvHits.Load(), Misses: c.n.kvMisses.Load(), Errors: c.n.kvErrors.Load()},
 		Loads: c.n.loads.Load(), Fills: c.n.fills.Load(), FillsDropped: c.n.fillsDropped.Load(),
-		LeaseWaits: c.n.leaseWaits.Load(),
+		LeaseWaits: c.n.leaseWaits.Load(), Refreshes: c.n.refreshes.Load(),
 	}
 	if c.l1 != nil {
 		ls := c.l1.stats()
