@@ -28,7 +28,9 @@ var ErrNotFound = errors.New("cache: not found in the source")
 var ErrNoBucket = errors.New("cache: bucket not provisioned")
 
 // Loader reads a key's value from the source of truth: compact JSON, or an
-// error wrapping ErrNotFound.
+// error wrapping ErrNotFound. It may run after Get has returned (a refresh
+// ahead of expiry, in the background), so it must not hold on to anything
+// that lives only as long as the request, such as an echo.Context.
 type Loader func(ctx context.Context) ([]byte, error)
 
 // Source says which tier answered a Get.
