@@ -13,6 +13,10 @@
 #                      not follow, so there is nothing to measure through it
 #   <mode> /data       scalelab's balancer, one `up` per mode
 #   <mode> /items/{id} ids 1..1000 drawn from Zipf(s=1.1) per request (zipf.lua)
+#   ceiling /data      bench/backend, a trivial Go HTTP server, directly: no
+#                      balancer, gateway, token or cache; no cache tier can
+#                      make a route faster, so ceiling / off bounds what any
+#                      cache could multiply /items' throughput by here
 #
 # Every round runs each target once, in a rotating order; the table shows
 # medians over the rounds, with, counted around each run: database queries
@@ -305,12 +309,19 @@ targets=(lab:data)
 for m in "${modes[@]}"; do
 	targets+=("$m:data" "$m:items")
 done
+# The ceiling: the trivial Go server (bench/backend) directly, under the same
+# wrk load: no balancer, no gateway, no token, no cache. No cache tier can
+# make a route faster than that, so ceiling / off is the most a cache could
+# multiply /items' throughput by on this machine.
+targets+=(ceiling:data)
 # wrk_args prints, one per line, the wrk arguments (after the common ones)
 # that reach target t.
 wrk_args() {
 	local m=${1%%:*} r=${1#*:}
 	if [[ $m == lab ]]; then
 		printf '%s\n' -H "Authorization: $lab_token" http://127.0.0.1:5000/data
+	elif [[ $m == ceiling ]]; then
+		printf '%s\n' "http://127.0.0.1:$floor_port/data"
 	elif [[ $r == data ]]; then
 		printf '%s\n' -H "Authorization: Bearer ${token[$m]}" "http://127.0.0.1:${bal[$m]}/data"
 	else
@@ -343,6 +354,10 @@ counters() {
 		q=$(grep -c '"GET /db ' "$tmp/lab-database.log" || true)
 		loads=$(grep -c '"GET /cache/my_data ' "$tmp/lab-cache.log" || true)
 		echo "$q $loads $((loads - q)) 0 $(cpu_ticks lab-api_gateway lab-cache lab-database)"
+		return
+	fi
+	if [[ $m == ceiling ]]; then
+		echo "0 0 0 0 $(cpu_ticks floor)"
 		return
 	fi
 	q=$(curl -fsS --max-time 5 "http://127.0.0.1:${dbp[$m]}/metrics" |
@@ -454,6 +469,8 @@ bench() { # target, duration, file
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$d" --timeout "$WRK_TIMEOUT" --latency "${args[@]}")
 	if [[ ${t%%:*} == lab ]]; then
 		alive lab-api_gateway lab-cache lab-database
+	elif [[ ${t%%:*} == ceiling ]]; then
+		alive floor
 	else
 		alive "up-${t%%:*}"
 	fi
@@ -642,6 +659,9 @@ for t in "${targets[@]}"; do
 	[[ $r == items ]] && route="/items/{id} (Zipf $ZIPF_S)"
 	if [[ $m == lab ]]; then
 		row "lab (Flask)" "$route" "dict (warm)" "$t"
+	elif [[ $m == ceiling ]]; then
+		printf '| ceiling: bench/backend, a trivial Go HTTP server, directly | its /data | – | %.0f | %.2f | %.2f | %d | – | – | – | %.0f |\n' \
+			"${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${errs[$t]}" "${cpu[$t]}"
 	else
 		row scalelab "$route" "$m" "$t"
 	fi
@@ -679,6 +699,7 @@ r4=$(ratio "${rps[kv+local:items]}" "${rps[off:items]}")
 c4=$(ratio "${cpu[off:items]}" "${cpu[kv+local:items]}")
 r5=$(ratio "${rps[kv:items]}" "${rps[off:items]}")
 r6=$(ratio "${rps[kv+local:items]}" "${rps[kv:items]}")
+r7=$(ratio "${rps[ceiling:data]}" "${rps[off:items]}")
 half_p99=n/a
 [[ -n ${p99[rate-0.5]:-} ]] && half_p99=$(printf '%.3f' "${p99[rate-0.5]}")
 floor_p99=n/a
@@ -694,6 +715,9 @@ echo "| /items req/s: kv+local / off | ${r4}× | ≥ 20× | $(verdict "$r4" ge 2
 echo "| /items CPU per request: off / kv+local | ${c4}× | (≥ 20×) | $(verdict "$c4" ge 20) |"
 echo "| /items req/s: kv / off | ${r5}× | – | |"
 echo "| /items req/s: kv+local / kv | ${r6}× | – | |"
+reach=$(verdict "$r7" ge 20)
+reach=${reach/#not met/out of reach}
+echo "| /items req/s: the ceiling (a trivial server, directly) / off: the most any cache could give | ${r7}× | (≥ 20× for the goal to be reachable) | ${reach/#met/reachable} |"
 echo "| /items p99 at half peak (kv+local, constant rate) | ${half_p99} ms | < 2 ms | $(verdict "$half_p99" lt 2) |"
 echo "| the floor: a trivial Go server's p99 at the same rate | ${floor_p99} ms | – | |"
 if [[ -n ${p99[vrate-0.5]:-} ]]; then
