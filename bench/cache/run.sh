@@ -50,6 +50,8 @@
 #   WARMUP=2s           wrk run per target before the rounds
 #   HALF_ROUNDS=3       peak + constant-rate rounds (0: skip them)
 #   HALF_DURATION=$DURATION   -d of the peak run and of each constant-rate run
+#   RATE_WARMUP=2       seconds each constant-rate run sends first and leaves
+#                       out of its figures: vegeta opens its connections then
 #   FRACTIONS=0.5       fractions of the peak to send at a constant rate
 #   VEGETA_WORKERS=256  vegeta -max-workers and -max-connections: past that
 #                       many requests in flight vegeta cannot hold the rate
@@ -82,6 +84,7 @@ WRK_TIMEOUT=${WRK_TIMEOUT:-5s}
 WARMUP=${WARMUP:-2s}
 HALF_ROUNDS=${HALF_ROUNDS:-3}
 HALF_DURATION=${HALF_DURATION:-$DURATION}
+RATE_WARMUP=${RATE_WARMUP:-2}
 FRACTIONS=${FRACTIONS:-0.5}
 VEGETA_WORKERS=${VEGETA_WORKERS:-256}
 VEGETA_PEAK_WORKERS=${VEGETA_PEAK_WORKERS:-32}
@@ -410,6 +413,16 @@ to_ms() {
 	}'
 }
 
+# duration_s converts a wrk/vegeta duration (10s, 2m, 1h) to whole seconds.
+duration_s() {
+	awk -v v="$1" 'BEGIN {
+		n = v + 0
+		if (v ~ /m$/) n *= 60
+		else if (v ~ /h$/) n *= 3600
+		printf "%d", n
+	}'
+}
+
 # settle waits, at most SETTLE_MAX seconds, until the machine has been
 # nearly idle (under SETTLE_BUSY % of its CPU) for 0.5 s, and logs how long
 # that took when it took long. A run must not inherit the work of the one
@@ -557,6 +570,28 @@ if [[ -n $vegeta ]]; then
 		}
 	}' >"$tmp/items.targets"
 	log "constant rate: $HALF_ROUNDS rounds of a kv+local /items/{id} peak (wrk) then ${fractions[*]} of it (vegeta), $HALF_DURATION each"
+	# vegeta_steady prints "throughput p50 p99 errors requests" of a
+	# constant-rate result file, leaving out the requests sent in its first
+	# RATE_WARMUP seconds. A vegeta run starts with no connections and opens
+	# them as it needs them, up to VEGETA_WORKERS: every server on the
+	# machine (the trivial one too) then accepts, allocates and faults in
+	# fresh memory at once, and on these guests a page fault costs 10-14 µs.
+	# That start is a burst of connections, not the steady load the goal is
+	# about. The percentiles are nearest-rank, as vegeta's.
+	vegeta_steady() { # file
+		local csv=$tmp/steady.csv t0
+		"$vegeta" encode --to csv <"$1" >"$csv"
+		t0=$(awk -F, 'NR == 1 || $1 < t {t = $1} END {printf "%.0f", t}' "$csv")
+		awk -F, -v from="$t0" -v warm="$RATE_WARMUP" '$1 >= from + warm * 1e9 {print $3, $2, $1}' "$csv" |
+			sort -g -k1,1 | awk '
+				{ l[NR] = $1; if ($2 != 200) errs++; if (NR == 1 || $3 < first) first = $3; if ($3 > last) last = $3 }
+				END {
+					if (NR == 0) { print "0 0 0 0 0"; exit }
+					p50 = l[int(NR * 0.50 + 0.999999)]; p99 = l[int(NR * 0.99 + 0.999999)]
+					printf "%.1f %.3f %.3f %d %d\n", (last > first ? (NR - 1) / ((last - first) / 1e9) : NR),
+						p50 / 1e6, p99 / 1e6, errs, NR
+				}'
+	}
 	# vegeta_json prints "throughput p50 p99 errors requests" of a vegeta
 	# result file (its latencies are in ns).
 	vegeta_json() {
@@ -568,24 +603,28 @@ if [[ -n $vegeta ]]; then
 	# right now), and appends the results to res/<prefix>rate-<f> and
 	# res/<prefix>floor-<f>.
 	constant_rate() { # rate, fraction, result prefix
-		local r=$1 f=$2 pre=$3 before after tput v50 v99 verrs vn qpr1 hit1 l11 cpu1
+		local r=$1 f=$2 pre=$3 before after tput v50 v99 verrs vn qpr1 hit1 l11 cpu1 all
+		local d=$(($(duration_s "$HALF_DURATION") + RATE_WARMUP))s
 		settle
 		before=$(counters "$m:items")
-		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
+		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
 			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
 			-header "Authorization: Bearer ${token[$m]}" -targets="$tmp/items.targets" >"$tmp/rate.bin"
 		alive "up-$m"
 		after=$(counters "$m:items")
-		read -r tput v50 v99 verrs vn < <(vegeta_json "$tmp/rate.bin")
-		read -r qpr1 hit1 l11 cpu1 < <(ratios "$before" "$after" "$vn")
+		# Counters cover the whole run, warm-up included: divided by all its
+		# requests.
+		read -r _ _ _ _ all < <(vegeta_json "$tmp/rate.bin")
+		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/rate.bin")
+		read -r qpr1 hit1 l11 cpu1 < <(ratios "$before" "$after" "$all")
 		echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/${pre}rate-$f"
 		log "$(printf '  %srate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
 			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
 		settle
-		"$vegeta" attack -rate="$r/s" -duration="$HALF_DURATION" -timeout="$WRK_TIMEOUT" \
+		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
 			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
 			-targets="$tmp/floor.targets" >"$tmp/floor.bin"
-		read -r tput v50 v99 verrs vn < <(vegeta_json "$tmp/floor.bin")
+		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/floor.bin")
 		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}floor-$f"
 		log "$(printf '  %sfloor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
 			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
@@ -727,6 +766,10 @@ if [[ -n ${p99[vrate-0.5]:-} ]]; then
 		echo "| the floor at that rate | $(printf '%.3f' "${p99[vfloor-0.5]}") ms | – | |"
 fi
 echo
+if ((${#fractions[@]})); then
+	echo "Constant-rate rows: each run sent its rate for ${RATE_WARMUP}s more than $HALF_DURATION; its figures leave" \
+		"out the requests of the first ${RATE_WARMUP}s, while vegeta opened its connections (RATE_WARMUP)."
+fi
 echo "CPU µs/req: CPU time of the serving processes (scalelab's whole \`up\`: balancer, gateways, NATS, dbsvc," \
 	"cachesvc; the lab's gateway, cache and database) per request; less disturbed by other load than req/s."
 if ((cores <= 4)); then
