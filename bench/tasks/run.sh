@@ -17,6 +17,9 @@
 #                        queue this often; empty: none)
 #                        ASYNQ_RETENTION=24h (0: delete tasks when done)
 #                        BUILD_FROM=worktree (head: the last commit)
+#                        SCALELAB_BIN=path (benchmark this binary; no build)
+#                        SYSTEMS="scalelab asynq ..." (a subset; default all)
+#                        CLIENT=fasthttp (the driver's HTTP client; or net/http)
 #                        REPORT=path.md (also keep the report and raw results)
 #
 # Durability, the same kind on both sides: JetStream's file store (the TASKS
@@ -92,7 +95,10 @@ build_head() {
 	(cd "$TMP/src" && timeout 300 go build -o "$TMP/scalelab" .)
 	SCALELAB_REV="$SCALELAB_REV (last commit)"
 }
-if [[ ${BUILD_FROM:-worktree} == head ]]; then
+if [[ -n ${SCALELAB_BIN:-} ]]; then
+	cp "$SCALELAB_BIN" "$TMP/scalelab"
+	SCALELAB_REV="binary $SCALELAB_BIN"
+elif [[ ${BUILD_FROM:-worktree} == head ]]; then
 	build_head
 elif (cd "$ROOT" && timeout 300 go build -o "$TMP/scalelab" . 2>"$TMP/build.err"); then
 	(cd "$ROOT" && git diff --quiet HEAD -- . ':!bench' 2>/dev/null) || SCALELAB_REV="$SCALELAB_REV + uncommitted work tree"
@@ -175,7 +181,7 @@ say "scalelab up: balancer $BALANCER, nats $NATS_URL, $WORKERS workers × $WORKE
 run_scalelab() {
 	timeout 300 "$TMP/driver" run -url "$BALANCER" -token "$TOKEN" -nats "$NATS_URL" \
 		-varz "$VARZ" -pid "$UP_PID" -n "${2:-$N}" -c "$C" -rate "${3:-0}" -round "$1" \
-		-out "${4-$RES}" -timeout 4m ||
+		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" ||
 		say "scalelab round $1 failed (see above)"
 }
 
@@ -237,6 +243,9 @@ systems=(scalelab asynq jetstream)
 if ((RATE > 0)); then
 	systems+=(scalelab_paced asynq_paced)
 	[[ -n $ASYNQ_TUNED ]] && systems+=(asynq_tuned_paced)
+fi
+if [[ -n ${SYSTEMS:-} ]]; then
+	read -r -a systems <<<"$SYSTEMS"
 fi
 round_secs=0
 for ((r = 1; r <= ROUNDS; r++)); do

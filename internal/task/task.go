@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -148,12 +147,22 @@ func (e Envelope) Created() *Version {
 // ErrInvalid is wrapped by every validation error in this package.
 var ErrInvalid = errors.New("task: invalid")
 
-// idPattern matches task ids: letters and digits only, so an id can never
-// smuggle a wildcard, a dot or a path into a KV key or subject.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
-
-// ValidID reports whether id is a well-formed task id.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id is a well-formed task id: 1 to 64 letters
+// and digits, so an id can never smuggle a wildcard, a dot or a path into
+// a KV key or subject. (A loop, not a regexp: every task message is
+// checked, and the regexp cost about 1 % of a task's CPU.)
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := range len(id) {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 // MaxPayloadBytes bounds a task's JSON body.
 const MaxPayloadBytes = 64 << 10
