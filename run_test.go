@@ -44,6 +44,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad log level", []string{"cachesvc", "--log-level", "loud"}, nil, "--log-level"},
 		{"stray argument", []string{"dbsvc", "extra"}, nil, "unexpected arguments"},
 		{"up with no gateways", []string{"up", "--gateway-addrs", ""}, nil, "--gateway-addrs"},
+		{"up with gc off", []string{"up", "--gc-percent", "0"}, nil, "--gc-percent"},
 		{"token without secret", []string{"token"}, nil, "SCALELAB_JWT_SECRET"},
 		{"bench without scenario", []string{"bench"}, nil, "name one scenario"},
 		{"bench unknown scenario", []string{"bench", "speed"}, nil, `no scenario "speed"`},
