@@ -28,9 +28,9 @@ type upConfig struct {
 
 // defaultGCPercent is up's GOGC. Every role and the NATS server share one
 // heap here, and at the runtime's default (100) the collector ran about
-// every second under load; at 400, bench/tasks measured 5-9 % less CPU per
-// task and 5-12 % more tasks/s (bench/README.md, 2026-11-29) for a heap
-// that peaks at a few tens of MB more.
+// every second under load. In four A/B pairs of bench/tasks (2026-11-29,
+// bench/README.md) 400 cost 5-13 % less CPU per task and gave 5-21 % more
+// tasks/s; the price is memory: peak resident 235 MB against 110 MB.
 const defaultGCPercent = 400
 
 func (c *upConfig) register(s *envflag.Set) {

@@ -333,6 +333,10 @@ CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 		profile_scalelab
 		echo
 	fi
+	# Peak resident memory (VmHWM) of the servers over the whole run.
+	peak_rss() { awk '/^VmHWM:/ { printf "%.0f MB", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+	echo "Peak resident memory: scalelab up $(peak_rss "$UP_PID"), redis-server $(peak_rss "$REDIS_PID")."
+	echo
 	echo "Run in $SECONDS s: bash bench/tasks/run.sh (N=$N C=$C ROUNDS=$ROUNDS)."
 } | tee "$TMP/report.md"
 if [[ -n ${REPORT:-} ]]; then
