@@ -23,6 +23,9 @@
 #                      archive, so uncommitted changes are left out) as the
 #                      target "baseline", in the same interleaved rounds:
 #                      an A/B of a change to the balancer on the same load
+#   SCALELAB_ENV="GOGC=400"  extra environment of the scalelab balancer (VAR=value
+#   BASELINE_ENV=...         words), and of the baseline: BASELINE=HEAD with
+#                            different environments is an A/B of a setting
 #
 # Fairness: every proxy keeps idle connections to the backends (nginx
 # upstream keepalive 64, HAProxy http-reuse always, scalelab 256 per host),
@@ -183,12 +186,14 @@ backend be
 EOF
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 
-start scalelab env GOMAXPROCS="$WORKERS" "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
+# shellcheck disable=SC2086 # SCALELAB_ENV and BASELINE_ENV are lists of VAR=value
+start scalelab env GOMAXPROCS="$WORKERS" ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
 	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 
 targets=(direct nginx haproxy scalelab)
 if [[ -n ${BASELINE:-} ]]; then
-	start baseline env GOMAXPROCS="$WORKERS" "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
+	# shellcheck disable=SC2086
+	start baseline env GOMAXPROCS="$WORKERS" ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
 		--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 	targets+=(baseline)
 fi
