@@ -20,6 +20,8 @@
 #                        SCALELAB_BIN=path (benchmark this binary; no build)
 #                        SYSTEMS="scalelab asynq ..." (a subset; default all)
 #                        CLIENT=fasthttp (the driver's HTTP client; or net/http)
+#                        OBSERVE=after (the driver reads outcomes once the
+#                        queue is drained; watch: watches the bucket live)
 #                        REPORT=path.md (also keep the report and raw results)
 #
 # Durability, the same kind on both sides: JetStream's file store (the TASKS
@@ -169,7 +171,7 @@ fi
 TOKEN=$(sed -n 's/^export TOKEN=//p' "$TMP/up.out")
 BALANCER=$(awk '$1 == "balancer" { print $2 }' "$TMP/up.out")
 NATS_URL=$(awk '$1 == "nats" { print $2 }' "$TMP/up.out")
-# The operator's NATS user, for the driver's watch of the tasks bucket.
+# The operator's NATS user, for the driver's reads of the tasks bucket.
 eval "$(grep '^export NATS_CONTEXT=' "$TMP/up.out")"
 export SCALELAB_NATS_USER SCALELAB_NATS_PASSWORD
 VARZ=http://127.0.0.1:$NATS_HTTP_PORT/varz
@@ -177,11 +179,12 @@ say "scalelab up: balancer $BALANCER, nats $NATS_URL, $WORKERS workers × $WORKE
 
 # ---- the three systems -----------------------------------------------------------
 # run_scalelab ROUND [N RATE [OUT]]: the driver submits through the balancer
-# and watches the tasks bucket for outcomes.
+# and reads the outcomes from the tasks bucket once the queue is drained
+# (OBSERVE=watch: watches the bucket live instead).
 run_scalelab() {
 	timeout 300 "$TMP/driver" run -url "$BALANCER" -token "$TOKEN" -nats "$NATS_URL" \
 		-varz "$VARZ" -pid "$UP_PID" -n "${2:-$N}" -c "$C" -rate "${3:-0}" -round "$1" \
-		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" ||
+		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" -observe "${OBSERVE:-after}" ||
 		say "scalelab round $1 failed (see above)"
 }
 

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +36,7 @@ type loadConfig struct {
 	Out      string
 	TaskBody string
 	Client   string // HTTP client for submissions: fasthttp or net/http
+	Observe  string // how outcomes are learnt: after or watch
 }
 
 func runLoad(args []string) error {
@@ -56,6 +56,8 @@ func runLoad(args []string) error {
 	fs.StringVar(&cfg.Out, "out", "", "append the JSON result line to this file")
 	fs.StringVar(&cfg.TaskBody, "body", `{"task":"noop"}`, "POST /longtask body")
 	fs.StringVar(&cfg.Client, "client", "fasthttp", "HTTP client for submissions: fasthttp (lighter: it shares the machine with the system under test) or net/http")
+	fs.StringVar(&cfg.Observe, "observe", "after", "how the driver learns outcomes: after (read the stored records once the queue is drained: "+
+		"no load on the system while it is measured) or watch (watch the tasks bucket live; also gives the watcher's lag)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,6 +66,9 @@ func runLoad(args []string) error {
 	}
 	if cfg.Client != "fasthttp" && cfg.Client != "net/http" {
 		return fmt.Errorf("run: -client %q: want fasthttp or net/http", cfg.Client)
+	}
+	if cfg.Observe != "after" && cfg.Observe != "watch" {
+		return fmt.Errorf("run: -observe %q: want after or watch", cfg.Observe)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Minute)
@@ -83,39 +88,16 @@ func runLoad(args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	kv, err := js.KeyValue(ctx, "tasks")
-	if err != nil {
-		return fmt.Errorf("open bucket tasks: %w", err)
-	}
-	// UpdatesOnly: records of earlier rounds are not replayed.
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		return fmt.Errorf("watch bucket tasks: %w", err)
-	}
-	defer w.Stop()
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("flush: %w", err)
-	}
-
 	tr := newTracker()
-	var watchMsgs atomic.Int64
-	go func() {
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			watchMsgs.Add(1)
-			if e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			switch state := recordState(e.Value()); state {
-			case "succeeded", "failed", "dead", "cancelled":
-				// Created is the server's time of the write: when the
-				// outcome was stored, free of this watcher's own lag.
-				tr.finish(e.Key(), state == "succeeded", e.Created(), time.Now())
-			}
+	var obs observer = &afterObserver{js: js, tr: tr, timeout: cfg.Timeout}
+	if cfg.Observe == "watch" {
+		wo, err := startWatch(ctx, js, tr, cfg.Timeout)
+		if err != nil {
+			return err
 		}
-	}()
+		defer wo.stop()
+		obs = wo
+	}
 
 	hc := &http.Client{
 		Timeout: 30 * time.Second,
@@ -133,8 +115,14 @@ func runLoad(args []string) error {
 
 	if cfg.Warmup > 0 {
 		ph := tr.begin(cfg.Warmup)
+		if err := obs.begin(ctx); err != nil {
+			return err
+		}
 		sub.run(ctx, ph, cfg.C, time.Now(), 0)
-		if err := ph.wait(ctx, cfg.Timeout); err != nil {
+		if err := obs.settled(ctx, ph); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if err := obs.collect(ctx, ph); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -143,13 +131,16 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	w0 := watchMsgs.Load()
+	if err := obs.begin(ctx); err != nil {
+		return err
+	}
+	w0 := obs.received()
 	u0 := measure.ReadUsage(cfg.PID)
 
 	ph := tr.begin(cfg.N)
 	start := time.Now()
 	lastAccepted := sub.run(ctx, ph, cfg.C, start, cfg.Rate)
-	werr := ph.wait(ctx, cfg.Timeout)
+	werr := obs.settled(ctx, ph)
 
 	used := measure.ReadUsage(cfg.PID).Since(u0)
 	// Let the last acks and their replies land before counting messages.
@@ -158,7 +149,10 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	w1 := watchMsgs.Load()
+	w1 := obs.received()
+	if werr == nil {
+		werr = obs.collect(ctx, ph) // after the counters: its reads are not the system's load
+	}
 
 	r := ph.result(start)
 	r.System, r.Round, r.C, r.Rate = "scalelab", cfg.Round, cfg.C, cfg.Rate
@@ -395,8 +389,22 @@ func (ph *phase) accepted() int {
 	return ph.n - len(ph.errs)
 }
 
+// complete reports whether every task of the phase has an outcome or was
+// refused.
+func (ph *phase) complete() bool {
+	select {
+	case <-ph.all:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait blocks until every task of the phase has an outcome or was refused.
 func (ph *phase) wait(ctx context.Context, timeout time.Duration) error {
+	if ph.complete() {
+		return nil
+	}
 	select {
 	case <-ph.all:
 		return nil

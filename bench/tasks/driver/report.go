@@ -220,9 +220,10 @@ func report(args []string, w io.Writer) error {
 		out := col(sl, perTask(func(r Result) float64 { return float64(r.OutClientMsgs - r.WatchMsgs) }))
 		watch := col(sl, perTask(func(r Result) float64 { return float64(r.WatchMsgs) }))
 		fmt.Fprintf(w, "NATS messages per scalelab task (server /varz in_client_msgs and out_client_msgs deltas over the measured phase, median over rounds): "+
-			"%.1f in + %.1f out = %.1f, not counting the %.1f per task sent to the driver's KV watcher.\n", in, out, in+out, watch)
-		fmt.Fprintf(w, "Watcher lag (record stored → seen by the driver), median of per-round p50: %.1f ms.\n",
-			col(sl, func(r Result) float64 { return r.WatchLagP50ms }))
+			"%.1f in + %.1f out = %.1f, not counting the %.1f per task sent to the driver (its KV watcher with -observe watch, its polls of the queue with -observe after).\n", in, out, in+out, watch)
+		if lag := col(sl, func(r Result) float64 { return r.WatchLagP50ms }); lag > 0 {
+			fmt.Fprintf(w, "Watcher lag (record stored → seen by the driver), median of per-round p50: %.1f ms.\n", lag)
+		}
 		fmt.Fprintf(w, "scalelab submit rate (202s/s, median): %.0f.\n", col(sl, func(r Result) float64 { return r.SubmitPerS }))
 	}
 	if len(aq) > 0 {
