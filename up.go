@@ -29,7 +29,7 @@ type upConfig struct {
 // defaultGCPercent is up's GOGC. Every role and the NATS server share one
 // heap here, and at the runtime's default (100) the collector ran about
 // every second under load. In four A/B pairs of bench/tasks (2026-11-29,
-// bench/README.md) 400 cost 5-13 % less CPU per task and gave 5-21 % more
+// bench/README.md) 400 cost 5-17 % less CPU per task and gave 5-21 % more
 // tasks/s; the price is memory: peak resident 235 MB against 110 MB.
 const defaultGCPercent = 400
 
