@@ -100,6 +100,8 @@ const (
 	kvStream  = "KV_tasks"
 	kvPrefix  = "$KV.tasks."
 	pollEvery = 10 * time.Millisecond
+	// collectGrace bounds collect's second looks at the records.
+	collectGrace = 5 * time.Second
 )
 
 func (o *afterObserver) received() int64 { return o.msgs.Load() }
@@ -152,10 +154,11 @@ func (o *afterObserver) drained(ctx context.Context) (bool, error) {
 }
 
 // collect reads the bucket's stream from the phase's start and settles
-// every task whose record is final. A record still short of final is read
-// again until the timeout.
+// every task whose record is final. Once the queue is drained every outcome
+// is stored, so the stream is read again only for collectGrace, in case a
+// record is still short of final (then the phase's error says how many).
 func (o *afterObserver) collect(ctx context.Context, ph *phase) error {
-	deadline := time.Now().Add(o.timeout)
+	deadline := time.Now().Add(collectGrace)
 	for {
 		if err := o.replay(ctx); err != nil {
 			return err
