@@ -13,16 +13,21 @@
 #   bash bench/lb.sh                     # 3 rounds of 10 s per target: about 3 minutes
 #   ROUNDS=5 DURATION=15s bash bench/lb.sh
 #   BASELINE=HEAD~1 bash bench/lb.sh     # also scalelab as of another commit
+#   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
 #   WORKERS=$(nproc)   worker processes of nginx, threads of HAProxy, GOMAXPROCS
 #                      of scalelab: every proxy gets the same number of cores
-#   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+5 must be free
+#   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+7 must be free
 #   BASELINE=<commit>  also run the balancer built from that commit (git
 #                      archive, so uncommitted changes are left out) as the
 #                      target "baseline", in the same interleaved rounds:
 #                      an A/B of a change to the balancer on the same load
+#   EVPROXY=1          also run bench/evproxy (see its doc), the balancer's
+#                      per-request header work and nothing else, with two cores:
+#                      event loops (target "ev-gnet") and a goroutine per
+#                      connection like the balancer's (target "ev-fasthttp")
 #   SCALELAB_ENV="GOGC=400"  extra environment of the scalelab balancer (VAR=value
 #   BASELINE_ENV=...         words), and of the baseline: BASELINE=HEAD with
 #                            different environments is an A/B of a setting
@@ -85,7 +90,9 @@ p_nginx=$((PORT_BASE + 2))
 p_haproxy=$((PORT_BASE + 3))
 p_scalelab=$((PORT_BASE + 4))
 p_baseline=$((PORT_BASE + 5))
-for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline"; do
+p_evgnet=$((PORT_BASE + 6))
+p_evfasthttp=$((PORT_BASE + 7))
+for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline" "$p_evgnet" "$p_evfasthttp"; do
 	if ss -ltnH "sport = :$p" | grep -q .; then
 		log "lb.sh: port $p is taken; set PORT_BASE"
 		exit 1
@@ -100,6 +107,10 @@ if [[ -n ${BASELINE:-} ]]; then
 	mkdir -p "$tmp/baseline-src"
 	git -C "$root" archive "$BASELINE" | tar -x -C "$tmp/baseline-src"
 	(cd "$tmp/baseline-src" && go build -o "$tmp/scalelab-baseline" .)
+fi
+if [[ -n ${EVPROXY:-} ]]; then
+	log "building bench/evproxy ..."
+	(cd "$root/bench/evproxy" && go build -o "$tmp/evproxy" .)
 fi
 
 declare -A pid_of
@@ -197,12 +208,23 @@ if [[ -n ${BASELINE:-} ]]; then
 		--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 	targets+=(baseline)
 fi
+if [[ -n ${EVPROXY:-} ]]; then
+	for engine in gnet fasthttp; do
+		port=$p_evgnet
+		[[ $engine == fasthttp ]] && port=$p_evfasthttp
+		start "ev-$engine" env GOMAXPROCS="$WORKERS" "$tmp/evproxy" -engine "$engine" -addr "127.0.0.1:$port" \
+			-backends "127.0.0.1:$p_backend1,127.0.0.1:$p_backend2"
+		targets+=("ev-$engine")
+	done
+fi
 declare -A url=(
 	[direct]="http://127.0.0.1:$p_backend1/data"
 	[nginx]="http://127.0.0.1:$p_nginx/data"
 	[haproxy]="http://127.0.0.1:$p_haproxy/data"
 	[scalelab]="http://127.0.0.1:$p_scalelab/data"
 	[baseline]="http://127.0.0.1:$p_baseline/data"
+	[ev-gnet]="http://127.0.0.1:$p_evgnet/data"
+	[ev-fasthttp]="http://127.0.0.1:$p_evfasthttp/data"
 )
 for t in "${targets[@]}"; do
 	ok=
@@ -234,7 +256,7 @@ to_ms() {
 }
 
 # The process whose CPU is measured for each target.
-declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline)
+declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp)
 
 # bench runs wrk once against target and appends "rps p50 p99 errors tw
 # cpu" to $tmp/<target>.results; cpu is the target's CPU time per request
@@ -256,7 +278,7 @@ bench() {
 	# connections leaves thousands.
 	tw=$(ss -tanH state time-wait | wc -l)
 	echo "$rps $p50 $p99 $errs $tw $cpu" >>"$tmp/$t.results"
-	log "$(printf '  %-9s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  errors %s  time-wait %s' \
+	log "$(printf '  %-11s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  errors %s  time-wait %s' \
 		"$t" "$rps" "$p50" "$p99" "$cpu" "$errs" "$tw")"
 }
 
@@ -304,19 +326,28 @@ echo "scalelab balancer vs nginx $(nginx -v 2>&1 | sed 's/.*\///') and HAProxy $
 	"$(date -u +%Y-%m-%d), $cores cores"
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, medians of $ROUNDS interleaved rounds, 2 backends, $WORKERS workers per proxy"
 echo "cpu_us/req: CPU time of the target process (the backend for direct) per request"
-printf '%-10s %12s %10s %10s %12s %8s\n' target req/s p50_ms p99_ms cpu_us/req errors
+printf '%-12s %12s %10s %10s %12s %8s\n' target req/s p50_ms p99_ms cpu_us/req errors
 for t in "${targets[@]}"; do
-	printf '%-10s %12.0f %10.3f %10.3f %12.1f %8d\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${cpu[$t]}" "${errs[$t]}"
+	printf '%-12s %12.0f %10.3f %10.3f %12.1f %8d\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${cpu[$t]}" "${errs[$t]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-printf '%-18s %8s %8s %8s %12s\n' ratio req/s p50 p99 cpu/req
+printf '%-22s %8s %8s %8s %12s\n' ratio req/s p50 p99 cpu/req
 others=(nginx haproxy)
 [[ -n ${BASELINE:-} ]] && others+=(baseline)
+pairs=()
 for other in "${others[@]}"; do
-	printf '%-18s %8s %8s %8s %12s\n' "scalelab/$other" "$(ratio "${rps[scalelab]}" "${rps[$other]}")" \
-		"$(ratio "${p50[scalelab]}" "${p50[$other]}")" "$(ratio "${p99[scalelab]}" "${p99[$other]}")" \
-		"$(ratio "${cpu[scalelab]}" "${cpu[$other]}")"
+	pairs+=("scalelab/$other")
+done
+# The features' cost (the balancer against the bare core of its kind), the
+# architecture's (event loops against goroutines), and the event loops
+# against nginx and HAProxy.
+[[ -n ${EVPROXY:-} ]] && pairs+=(scalelab/ev-fasthttp ev-gnet/ev-fasthttp ev-gnet/nginx ev-gnet/haproxy)
+for pair in "${pairs[@]}"; do
+	a=${pair%/*} b=${pair#*/}
+	printf '%-22s %8s %8s %8s %12s\n' "$pair" "$(ratio "${rps[$a]}" "${rps[$b]}")" \
+		"$(ratio "${p50[$a]}" "${p50[$b]}")" "$(ratio "${p99[$a]}" "${p99[$b]}")" \
+		"$(ratio "${cpu[$a]}" "${cpu[$b]}")"
 done
 if ((cores <= 4)); then
 	echo "(on $cores cores the load generator competes with the proxies and backends for CPU)"
