@@ -14,6 +14,7 @@
 #   ROUNDS=5 DURATION=15s bash bench/lb.sh
 #   BASELINE=HEAD~1 bash bench/lb.sh     # also scalelab as of another commit
 #   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores
+#   PERFSTAT=1 bash bench/lb.sh          # also count system calls and context switches
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
@@ -28,6 +29,9 @@
 #                      per-request header work and nothing else, with two cores:
 #                      event loops (target "ev-gnet") and a goroutine per
 #                      connection like the balancer's (target "ev-fasthttp")
+#   PERFSTAT=1         count the target's system calls and context switches per
+#                      request with perf stat (installs linux-perf; the counting
+#                      slows every target, so compare req/s only within a run)
 #   SCALELAB_ENV="GOGC=400"  extra environment of the scalelab balancer (VAR=value
 #   BASELINE_ENV=...         words), and of the baseline: BASELINE=HEAD with
 #                            different environments is an A/B of a setting
@@ -72,6 +76,9 @@ missing=()
 for tool in wrk nginx haproxy; do
 	command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
 done
+if [[ -n ${PERFSTAT:-} ]] && ! command -v perf >/dev/null 2>&1; then
+	missing+=(linux-perf)
+fi
 if ((${#missing[@]})); then
 	if [[ $(id -u) != 0 ]]; then
 		log "lb.sh: ${missing[*]} missing; run as root to apt-get install them"
@@ -120,6 +127,21 @@ start() { # name, command...
 	"$@" >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 	pid_of[$name]=$!
+}
+
+# pids_of prints a process and its children (nginx's workers), comma-separated.
+pids_of() {
+	local list=$1 pid
+	for pid in $(pgrep -P "$1" || true); do
+		list+=",$pid"
+	done
+	echo "$list"
+}
+
+# machine_ticks prints the machine's idle and total CPU time so far, in
+# clock ticks, from the first line of /proc/stat.
+machine_ticks() {
+	awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5, t; exit}' /proc/stat
 }
 
 # cpu_ticks prints the CPU time (user + system, in clock ticks) used so far
@@ -263,11 +285,19 @@ declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=sc
 # in microseconds, which other load on the machine disturbs far less than
 # throughput.
 bench() {
-	local t=$1 out before after
-	before=$(cpu_ticks "${pid_of[${proc[$t]}]}")
-	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}")
-	after=$(cpu_ticks "${pid_of[${proc[$t]}]}")
-	local rps p50 p99 errs tw requests cpu
+	local t=$1 out before after idle0 total0 idle1 total1
+	local pid=${pid_of[${proc[$t]}]}
+	read -r idle0 total0 < <(machine_ticks)
+	before=$(cpu_ticks "$pid")
+	if [[ -n ${PERFSTAT:-} ]]; then
+		out=$(perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$(pids_of "$pid")" -o "$tmp/perf.out" -- \
+			wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}")
+	else
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}")
+	fi
+	after=$(cpu_ticks "$pid")
+	read -r idle1 total1 < <(machine_ticks)
+	local rps p50 p99 errs tw requests cpu idle syscalls=0 switches=0
 	requests=$(awk '/requests in/ {print $1}' <<<"$out")
 	cpu=$(awk -v d=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -277,9 +307,16 @@ bench() {
 	# Sockets in TIME_WAIT: a proxy that does not reuse its backend
 	# connections leaves thousands.
 	tw=$(ss -tanH state time-wait | wc -l)
-	echo "$rps $p50 $p99 $errs $tw $cpu" >>"$tmp/$t.results"
-	log "$(printf '  %-11s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  errors %s  time-wait %s' \
-		"$t" "$rps" "$p50" "$p99" "$cpu" "$errs" "$tw")"
+	# How much of the run the whole machine sat idle: a proxy that is slow
+	# to wake up leaves the cores idle while wrk waits for it.
+	idle=$(awk -v i=$((idle1 - idle0)) -v t=$((total1 - total0)) 'BEGIN {printf "%.1f", (t > 0 ? 100 * i / t : 0)}')
+	if [[ -n ${PERFSTAT:-} ]]; then
+		syscalls=$(awk -F, -v n="$requests" '$3 ~ /raw_syscalls/ {printf "%.2f", $1 / n}' "$tmp/perf.out")
+		switches=$(awk -F, -v n="$requests" '$3 ~ /context-switches/ {printf "%.3f", $1 / n}' "$tmp/perf.out")
+	fi
+	echo "$rps $p50 $p99 $errs $tw $cpu $idle $syscalls $switches" >>"$tmp/$t.results"
+	log "$(printf '  %-11s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req  idle %4.1f%%  errors %s  time-wait %s' \
+		"$t" "$rps" "$p50" "$p99" "$cpu" "$idle" "$errs" "$tw")"
 }
 
 cores=$(nproc)
@@ -313,23 +350,35 @@ median() {
 		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
 	}'
 }
-declare -A rps p50 p99 errs cpu
+declare -A rps p50 p99 errs cpu idle syscalls switches
 for t in "${targets[@]}"; do
 	rps[$t]=$(median "$tmp/$t.results" 1)
 	p50[$t]=$(median "$tmp/$t.results" 2)
 	p99[$t]=$(median "$tmp/$t.results" 3)
 	cpu[$t]=$(median "$tmp/$t.results" 6)
+	idle[$t]=$(median "$tmp/$t.results" 7)
+	syscalls[$t]=$(median "$tmp/$t.results" 8)
+	switches[$t]=$(median "$tmp/$t.results" 9)
 	errs[$t]=$(awk '{n += $4} END {print n + 0}' "$tmp/$t.results")
 done
 echo
 echo "scalelab balancer vs nginx $(nginx -v 2>&1 | sed 's/.*\///') and HAProxy $(haproxy -v | awk 'NR == 1 {print $3}')," \
 	"$(date -u +%Y-%m-%d), $cores cores"
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, medians of $ROUNDS interleaved rounds, 2 backends, $WORKERS workers per proxy"
-echo "cpu_us/req: CPU time of the target process (the backend for direct) per request"
-printf '%-12s %12s %10s %10s %12s %8s\n' target req/s p50_ms p99_ms cpu_us/req errors
-for t in "${targets[@]}"; do
-	printf '%-12s %12.0f %10.3f %10.3f %12.1f %8d\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${cpu[$t]}" "${errs[$t]}"
-done
+echo "cpu_us/req: CPU time of the target process (the backend for direct) per request; idle%: of the whole machine"
+if [[ -n ${PERFSTAT:-} ]]; then
+	echo "syscalls/req, ctxsw/req: the target's, counted by perf stat (which slows it)"
+	printf '%-12s %12s %10s %10s %12s %7s %8s %13s %10s\n' target req/s p50_ms p99_ms cpu_us/req idle% errors syscalls/req ctxsw/req
+	for t in "${targets[@]}"; do
+		printf '%-12s %12.0f %10.3f %10.3f %12.1f %7.1f %8d %13.2f %10.3f\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" \
+			"${cpu[$t]}" "${idle[$t]}" "${errs[$t]}" "${syscalls[$t]}" "${switches[$t]}"
+	done
+else
+	printf '%-12s %12s %10s %10s %12s %7s %8s\n' target req/s p50_ms p99_ms cpu_us/req idle% errors
+	for t in "${targets[@]}"; do
+		printf '%-12s %12.0f %10.3f %10.3f %12.1f %7.1f %8d\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${cpu[$t]}" "${idle[$t]}" "${errs[$t]}"
+	done
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
 printf '%-22s %8s %8s %8s %12s\n' ratio req/s p50 p99 cpu/req
