@@ -39,15 +39,27 @@ type proxy struct {
 
 // loop is one event loop's state; only that loop's thread touches it.
 type loop struct {
-	idle   [][]gnet.Conn // idle gateway connections, per backend
-	next   int           // round robin
-	reqH   fasthttp.RequestHeader
-	respH  fasthttp.ResponseHeader
-	src    bytes.Reader
-	br     *bufio.Reader
-	out    []byte
-	ipBuf  []byte
-	scheme []byte
+	idle  [][]gnet.Conn // idle gateway connections, per backend
+	next  int           // round robin
+	reqH  fasthttp.RequestHeader
+	respH fasthttp.ResponseHeader
+	src   bytes.Reader
+	br    *bufio.Reader
+	out   []byte // the request or answer being written
+}
+
+// header is a fasthttp request or response header.
+type header interface {
+	Reset()
+	Read(*bufio.Reader) error
+}
+
+// parse parses head, a whole header block, into h with the loop's reader.
+func (l *loop) parse(head []byte, h header) error {
+	h.Reset()
+	l.src.Reset(head)
+	l.br.Reset(&l.src)
+	return h.Read(l.br)
 }
 
 // client is a client connection's state.
@@ -68,6 +80,7 @@ type gateway struct {
 	pending []byte    // a first request, sent once the connection is up
 }
 
+// loopOf returns the state of event loop el, made at its first connection.
 func (p *proxy) loopOf(el gnet.EventLoop) *loop {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -155,10 +168,7 @@ func (p *proxy) fromClient(c gnet.Conn, cl *client) gnet.Action {
 	}
 	l := cl.l
 	h := &l.reqH
-	h.Reset()
-	l.src.Reset(buf[:end+4])
-	l.br.Reset(&l.src)
-	if err := h.Read(l.br); err != nil {
+	if err := l.parse(buf[:end+4], h); err != nil {
 		return gnet.Close
 	}
 	size := h.ContentLength()
@@ -234,10 +244,7 @@ func (p *proxy) fromGateway(gc gnet.Conn, g *gateway) gnet.Action {
 	cl := c.Context().(*client)
 	l := cl.l
 	h := &l.respH
-	h.Reset()
-	l.src.Reset(buf[:end+4])
-	l.br.Reset(&l.src)
-	if err := h.Read(l.br); err != nil {
+	if err := l.parse(buf[:end+4], h); err != nil {
 		return gnet.Close
 	}
 	size := h.ContentLength()
