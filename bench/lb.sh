@@ -13,7 +13,7 @@
 #   bash bench/lb.sh                     # 3 rounds of 10 s per target: about 3 minutes
 #   ROUNDS=5 DURATION=15s bash bench/lb.sh
 #   BASELINE=HEAD~1 bash bench/lb.sh     # also scalelab as of another commit
-#   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores
+#   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores: about 4.5 minutes
 #   PERFSTAT=1 bash bench/lb.sh          # also count system calls and context switches
 #
 # Settings (environment):
@@ -281,9 +281,10 @@ to_ms() {
 declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp)
 
 # bench runs wrk once against target and appends "rps p50 p99 errors tw
-# cpu" to $tmp/<target>.results; cpu is the target's CPU time per request
-# in microseconds, which other load on the machine disturbs far less than
-# throughput.
+# cpu idle syscalls switches" to $tmp/<target>.results; cpu is the target's
+# CPU time per request in microseconds, which other load on the machine
+# disturbs far less than throughput; idle is the machine's idle percentage;
+# syscalls and switches are per request, with PERFSTAT (0 without).
 bench() {
 	local t=$1 out before after idle0 total0 idle1 total1
 	local pid=${pid_of[${proc[$t]}]}
