@@ -20,6 +20,7 @@ func serveGnet(addr string, backends []*net.TCPAddr) error {
 	p := &proxy{loops: map[gnet.EventLoop]*loop{}}
 	for _, b := range backends {
 		p.backends = append(p.backends, b)
+		p.hosts = append(p.hosts, b.String())
 	}
 	return gnet.Run(p, "tcp://"+addr,
 		gnet.WithMulticore(true),
@@ -33,6 +34,7 @@ func serveGnet(addr string, backends []*net.TCPAddr) error {
 type proxy struct {
 	gnet.BuiltinEventEngine
 	backends []net.Addr
+	hosts    []string // the backends' host:port, the Host header they get
 	mu       sync.Mutex
 	loops    map[gnet.EventLoop]*loop
 }
@@ -188,7 +190,7 @@ func (p *proxy) fromClient(c gnet.Conn, cl *client) gnet.Action {
 	prepare(h, cl.ip, cl.requestID)
 	b := l.next % len(p.backends)
 	l.next++
-	h.SetHost(p.backends[b].String())
+	h.SetHost(p.hosts[b])
 	out := h.AppendBytes(l.out[:0])
 	out = append(out, buf[end+4:total]...)
 	l.out = out
