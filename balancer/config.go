@@ -22,6 +22,20 @@ const (
 	PolicyPowerOfTwo         = "p2c"
 )
 
+// The proxy engines, the values of --engine.
+const (
+	// EngineLoop serves client connections on event loops, one per core,
+	// as nginx's workers do (see front.go); what the loops do not handle
+	// goes to the goroutine engine.
+	EngineLoop = "loop"
+	// EngineGoroutine serves each client connection on a goroutine of its
+	// own, with fasthttp's server.
+	EngineGoroutine = "goroutine"
+)
+
+// engines lists the valid --engine values.
+var engines = []string{EngineLoop, EngineGoroutine}
+
 // policies lists the valid --policy values, in the order -h shows them.
 var policies = []string{PolicyRoundRobin, PolicyWeightedRoundRobin, PolicyLeastConnections, PolicyPowerOfTwo}
 
@@ -63,6 +77,10 @@ type Config struct {
 	// Policy picks the gateway of each request: one of the Policy*
 	// constants.
 	Policy string
+	// Engine serves client connections: EngineLoop or EngineGoroutine.
+	// Gateways reached over https are served by EngineGoroutine whatever
+	// it says.
+	Engine string
 
 	// DialTimeout bounds connecting to a gateway. It is what keeps a
 	// gateway that silently drops packets from hanging clients; a gateway
@@ -151,6 +169,7 @@ func DefaultConfig() Config {
 		Backends:              []string{"http://127.0.0.1:5000", "http://127.0.0.1:5003"},
 		DiscoverInterval:      5 * time.Second,
 		Policy:                PolicyRoundRobin,
+		Engine:                EngineLoop,
 		DialTimeout:           2 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
@@ -181,6 +200,7 @@ const (
 	envDiscover              = "SCALELAB_DISCOVER"
 	envDiscoverInterval      = "SCALELAB_DISCOVER_INTERVAL"
 	envPolicy                = "SCALELAB_POLICY"
+	envEngine                = "SCALELAB_ENGINE"
 	envDialTimeout           = "SCALELAB_DIAL_TIMEOUT"
 	envResponseHeaderTimeout = "SCALELAB_RESPONSE_HEADER_TIMEOUT"
 	envMaxIdleConnsPerHost   = "SCALELAB_MAX_IDLE_CONNS_PER_HOST"
@@ -239,6 +259,8 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 		"how often --discover is resolved again")
 	s.String(&c.Policy, "policy", envPolicy, c.Policy,
 		"how a gateway is picked: "+strings.Join(policies, ", "))
+	s.String(&c.Engine, "engine", envEngine, c.Engine,
+		"how client connections are served: "+EngineLoop+" (event loops) or "+EngineGoroutine+" (a goroutine each)")
 	s.Duration(&c.DialTimeout, "dial-timeout", envDialTimeout, c.DialTimeout,
 		"how long to wait for a gateway to accept a connection before trying the next")
 	s.Duration(&c.ResponseHeaderTimeout, "response-header-timeout", envResponseHeaderTimeout, c.ResponseHeaderTimeout,
@@ -319,6 +341,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(policies, c.Policy) {
 		bad("--policy: %q is not one of %s", c.Policy, strings.Join(policies, ", "))
+	}
+	if !slices.Contains(engines, c.Engine) {
+		bad("--engine: %q is not one of %s", c.Engine, strings.Join(engines, ", "))
 	}
 	if len(c.Weights) > 0 {
 		if c.Policy != PolicyWeightedRoundRobin {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ func testConfig(backends ...string) Config {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.HealthInterval = 0
 	cfg.EjectAfter = 0
+	if e := os.Getenv(testEngineEnv); e != "" {
+		cfg.Engine = e
+	}
 	return cfg
 }
 

@@ -26,11 +26,21 @@ type patientListener struct {
 const maxAcceptPause = time.Second
 
 func (l patientListener) Accept() (net.Conn, error) {
+	c, err := l.acceptRaw()
+	if err != nil {
+		return c, err
+	}
+	return &clientConn{Conn: rawconn.Wrap(c)}, nil
+}
+
+// acceptRaw is Accept without the wrapping: the connection as the
+// listener gave it.
+func (l patientListener) acceptRaw() (net.Conn, error) {
 	var pause time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			return &clientConn{Conn: rawconn.Wrap(c)}, nil
+			return c, nil
 		}
 		if !passing(err) {
 			return c, err

@@ -2,9 +2,11 @@ package balancer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -17,12 +19,19 @@ import (
 )
 
 // exchange is what the balancer knows about one client request while it is
-// proxied, from serveProxy until the gateway's response body has been
-// copied to the client (see end). Only the goroutine serving the request
-// uses it. Exchanges are pooled: end puts one back.
+// proxied, from serveProxy (or an event loop's serve) until the gateway's
+// response body has been copied to the client (see end). Only the goroutine
+// serving the request, or the event loop, uses it. Exchanges are pooled:
+// end puts one back.
 type exchange struct {
-	b         *balancer
-	ctx       *fasthttp.RequestCtx
+	b   *balancer
+	ctx *fasthttp.RequestCtx // nil on an event loop
+	lc  *loopClient          // the client on an event loop; nil with ctx
+	// peer is the client's connection while a goroutine streams the answer
+	// to it off the event loops (see streamAnswer).
+	peer net.Conn
+	// method is the request's method, for the log.
+	method    []byte
 	start     time.Time
 	requestID string
 	// uri is the request target as the client sent it (path and query),
@@ -47,6 +56,10 @@ type exchange struct {
 	// handler returns, through body.
 	streaming bool
 	body      upstreamBody
+	// On an event loop: whether a failed attempt may be sent again (see
+	// forwarder), and when the current attempt's answer must have begun.
+	idempotent, replayable bool
+	headerDeadline         time.Time
 }
 
 // exchanges recycles exchanges: one per request would be the largest
@@ -57,16 +70,46 @@ var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 // recycled one.
 func newExchange(b *balancer, ctx *fasthttp.RequestCtx) *exchange {
 	ex := exchanges.Get().(*exchange)
-	uri, target := ex.uri[:0], ex.target[:0]
-	*ex = exchange{b: b, ctx: ctx, start: time.Now(), uri: uri, target: target}
+	uri, target, method := ex.uri[:0], ex.target[:0], ex.method[:0]
+	*ex = exchange{b: b, ctx: ctx, start: time.Now(), uri: uri, target: target, method: method}
 	return ex
+}
+
+// begin starts ex for a request with header h: it takes the request ID
+// from h or makes one, and counts ex against MaxInFlight. It returns false
+// when the balancer is over MaxInFlight; the caller answers 503 with
+// msgOverloaded and recycles ex.
+func (ex *exchange) begin(h *fasthttp.RequestHeader) bool {
+	b := ex.b
+	ex.method = append(ex.method[:0], h.Method()...)
+	if v := h.Peek(requestIDKey); len(v) > 0 {
+		ex.requestID = reqid.Or(string(v))
+	} else {
+		ex.requestID = reqid.New()
+	}
+	if max := int64(b.cfg.MaxInFlight); max > 0 {
+		ex.counted = true
+		if b.inFlight.Add(1) > max {
+			b.inFlight.Add(-1)
+			b.metrics.overloaded.Inc()
+			return false
+		}
+	}
+	return true
 }
 
 // clientGone reports whether the client has closed its connection (or
 // found so before). It costs a system call: the gateway connection calls
 // it only when a read has waited clientCheckInterval.
 func (ex *exchange) clientGone() bool {
-	if !ex.gone && ex.ctx != nil && peerClosed(ex.ctx.Conn()) {
+	if ex.gone {
+		return true
+	}
+	conn := ex.peer
+	if ex.ctx != nil {
+		conn = ex.ctx.Conn()
+	}
+	if conn != nil && peerClosed(conn) {
 		ex.gone = true
 	}
 	return ex.gone
@@ -101,21 +144,10 @@ const clientCheckInterval = 250 * time.Millisecond
 func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	ex := newExchange(b, ctx)
 	req := &ctx.Request
-	if v := req.Header.Peek(requestIDKey); len(v) > 0 {
-		ex.requestID = reqid.Or(string(v))
-	} else {
-		ex.requestID = reqid.New()
-	}
-	if max := int64(b.cfg.MaxInFlight); max > 0 {
-		ex.counted = true
-		if b.inFlight.Add(1) > max {
-			b.inFlight.Add(-1)
-			b.metrics.overloaded.Inc()
-			ctx.Response.Header.Set("Retry-After", "1")
-			writeError(ctx, fasthttp.StatusServiceUnavailable, apperr.Unavailable, msgOverloaded, ex.requestID)
-			exchanges.Put(ex)
-			return
-		}
+	if !ex.begin(&req.Header) {
+		setOverloaded(&ctx.Response, ex.requestID)
+		exchanges.Put(ex)
+		return
 	}
 	ex.backend = b.pool.pick()
 	if ex.backend == nil {
@@ -125,7 +157,11 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	b.budget.request(ex.start)
-	ex.prepare(req)
+	var ip netip.Addr
+	if addr, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		ip = addr.Unmap()
+	}
+	ex.prepare(req, ip, ctx.IsTLS())
 	if err := b.forwarder.forward(ex, req, &ctx.Response); err != nil {
 		b.fail(ex, err)
 		return
@@ -144,21 +180,7 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 // the write buffer. The exchange then ends when the server closes ex.body.
 func (b *balancer) respond(ex *exchange) {
 	ctx := ex.ctx
-	h := &ctx.Response.Header
-	stripResponseHopByHop(h)
-	// The gateway's Connection: close is about its connection, not the
-	// client's.
-	h.ResetConnectionClose()
-	if ex.closeAsked {
-		h.SetConnectionClose()
-	}
-	if len(h.Peek(requestIDKey)) == 0 {
-		// A gateway normally echoes the ID it was sent; if it did not, the
-		// balancer adds it (adding when one is there would send the client
-		// two).
-		h.Set(requestIDKey, ex.requestID)
-	}
-	ex.status = ctx.Response.StatusCode()
+	ex.rewriteAnswer(&ctx.Response.Header, ex.closeAsked)
 	if !ex.streaming {
 		ex.end()
 		return
@@ -170,24 +192,55 @@ func (b *balancer) respond(ex *exchange) {
 	ctx.Response.SetBodyStream(&ex.body, size)
 }
 
-// fail answers a request that no gateway could serve: 502 with the house
-// error body. It is the one place such a failure is logged.
-func (b *balancer) fail(ex *exchange, err error) {
-	ctx := ex.ctx
+// rewriteAnswer turns a gateway's answer header into the client's: the
+// hop-by-hop headers go, Connection: close is the client's (closing), and
+// the request ID is there. It records the answer's status as ex's.
+func (ex *exchange) rewriteAnswer(h *fasthttp.ResponseHeader, closing bool) {
+	stripResponseHopByHop(h)
+	// The gateway's Connection: close is about its connection, not the
+	// client's.
+	h.ResetConnectionClose()
+	if closing {
+		h.SetConnectionClose()
+	}
+	if len(h.Peek(requestIDKey)) == 0 {
+		// A gateway normally echoes the ID it was sent; if it did not, the
+		// balancer adds it (adding when one is there would send the client
+		// two).
+		h.Set(requestIDKey, ex.requestID)
+	}
+	ex.status = h.StatusCode()
+}
+
+// failed records that no gateway could serve ex, the last attempt
+// failing with err, and returns the status the client gets: 502, or 499
+// when the client hung up. It is the one place such a failure is logged.
+func (ex *exchange) failed(err error) int {
+	b := ex.b
 	if ex.gone {
 		// The client hung up while we waited; there is nobody to answer and
 		// nothing the gateways did wrong.
 		b.log.Debug("client went away", "upstream", ex.backend.label, "err", err, "request_id", ex.requestID)
 		ex.status = statusClientClosed
+		return ex.status
+	}
+	b.log.Warn(msgBadGateway, "upstream", ex.backend.label, "attempts", ex.attempts, "err", err,
+		"request_id", ex.requestID, "method", string(ex.method), "path", string(ex.path()))
+	ex.status = fasthttp.StatusBadGateway
+	return ex.status
+}
+
+// fail answers a request that no gateway could serve: 502 with the house
+// error body.
+func (b *balancer) fail(ex *exchange, err error) {
+	ctx := ex.ctx
+	if ex.failed(err) == statusClientClosed {
 		ctx.Response.Reset()
 		ctx.SetStatusCode(statusClientClosed)
 		ctx.SetConnectionClose()
 		ex.end()
 		return
 	}
-	b.log.Warn(msgBadGateway, "upstream", ex.backend.label, "attempts", ex.attempts, "err", err,
-		"request_id", ex.requestID, "method", string(ctx.Method()), "path", string(ex.path()))
-	ex.status = fasthttp.StatusBadGateway
 	// A failed attempt may have left part of a gateway's header.
 	ctx.Response.Reset()
 	writeError(ctx, ex.status, apperr.Unavailable, msgBadGateway, ex.requestID)
@@ -212,13 +265,13 @@ func (ex *exchange) end() {
 	b.metrics.observe(ex.backend, ex.status, d)
 	// Checked first so that a busy balancer at info level does not build
 	// attributes nobody will see.
-	if b.log.Enabled(ex.ctx, slog.LevelDebug) {
+	if b.log.Enabled(context.Background(), slog.LevelDebug) {
 		upstream := noBackend
 		if ex.backend != nil {
 			upstream = ex.backend.label
 		}
-		b.log.LogAttrs(ex.ctx, slog.LevelDebug, "proxied",
-			slog.String("method", string(ex.ctx.Method())),
+		b.log.LogAttrs(context.Background(), slog.LevelDebug, "proxied",
+			slog.String("method", string(ex.method)),
 			slog.String("path", string(ex.path())),
 			slog.Int("status", ex.status),
 			slog.String("upstream", upstream),
@@ -227,7 +280,8 @@ func (ex *exchange) end() {
 			slog.String("request_id", ex.requestID),
 		)
 	}
-	ex.ctx, ex.b, ex.backend, ex.tried = nil, nil, nil, [maxRetriesLimit + 1]*backend{}
+	ex.peer = nil
+	ex.ctx, ex.lc, ex.b, ex.backend, ex.tried = nil, nil, nil, nil, [maxRetriesLimit + 1]*backend{}
 	ex.body = upstreamBody{}
 	exchanges.Put(ex)
 }
@@ -282,9 +336,9 @@ func isHopByHop(key []byte) bool {
 // in place: hop-by-hop headers, and any Forwarded or X-Forwarded-* header
 // the client sent, are dropped (so a client can neither spoof its address
 // nor strip the headers set here); X-Forwarded-For, -Host and -Proto and
-// X-Request-ID are set. aim then sets the Host header and the target for
-// each attempt.
-func (ex *exchange) prepare(req *fasthttp.Request) {
+// X-Request-ID are set, from the client's address ip and whether it came
+// over TLS. aim then sets the Host header and the target for each attempt.
+func (ex *exchange) prepare(req *fasthttp.Request, ip netip.Addr, tls bool) {
 	h := &req.Header
 	ex.uri = append(ex.uri[:0], h.RequestURI()...)
 	if len(ex.uri) > 0 && ex.uri[0] != '/' && ex.uri[0] != '*' {
@@ -345,14 +399,10 @@ func (ex *exchange) prepare(req *fasthttp.Request) {
 		h.Del(hdrXForwardedProto)
 	}
 	var ipBuf [64]byte
-	ip := ipBuf[:0]
-	if addr, ok := netip.AddrFromSlice(ex.ctx.RemoteIP()); ok {
-		ip = addr.Unmap().AppendTo(ip)
-	}
-	h.SetCanonical([]byte(hdrXForwardedFor), ip)
+	h.SetCanonical([]byte(hdrXForwardedFor), ip.AppendTo(ipBuf[:0]))
 	h.SetCanonical([]byte(hdrXForwardedHost), h.Host())
 	proto := "http"
-	if ex.ctx.IsTLS() {
+	if tls {
 		proto = "https"
 	}
 	h.Set(hdrXForwardedProto, proto)
@@ -428,15 +478,26 @@ func stripResponseHopByHop(h *fasthttp.ResponseHeader) {
 // writeError answers with the house error body, as apperr.WriteCode does
 // for net/http, and the request ID.
 func writeError(ctx *fasthttp.RequestCtx, status int, code apperr.Code, msg, requestID string) {
+	setError(&ctx.Response, status, code, msg, requestID)
+}
+
+// setError makes resp the house error answer.
+func setError(resp *fasthttp.Response, status int, code apperr.Code, msg, requestID string) {
 	body, _ := json.Marshal(apperr.Body{Error: apperr.BodyError{Code: code, Message: msg, RequestID: requestID}})
-	h := &ctx.Response.Header
+	h := &resp.Header
 	h.SetContentType("application/json; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	if requestID != "" {
 		h.Set(requestIDKey, requestID)
 	}
-	ctx.SetStatusCode(status)
-	ctx.SetBody(append(body, '\n'))
+	resp.SetStatusCode(status)
+	resp.SetBody(append(body, '\n'))
+}
+
+// setOverloaded makes resp the 503 past MaxInFlight.
+func setOverloaded(resp *fasthttp.Response, requestID string) {
+	resp.Header.Set("Retry-After", "1")
+	setError(resp, fasthttp.StatusServiceUnavailable, apperr.Unavailable, msgOverloaded, requestID)
 }
 
 // bufferSize is the size of the buffers request and response bodies are

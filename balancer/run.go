@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -80,11 +79,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 // httpserver.Serve does for the other roles. It returns nil after a clean
 // shutdown, and the server's error if serving failed.
 //
-// The balancer serves with fasthttp rather than net/http: per proxied
-// request net/http's server, httputil.ReverseProxy and http.Transport
-// cost about three times nginx's CPU (see bench/README.md), almost none of
-// it the balancer's own work. fasthttp reuses its request, response and
-// buffers across requests and hands nothing to other goroutines.
+// With --engine loop the event loops (front) accept the connections and
+// serve the requests they take; the rest, and every connection with
+// --engine goroutine, is served by fasthttp's server. The balancer serves
+// with fasthttp rather than net/http: per proxied request net/http's
+// server, httputil.ReverseProxy and http.Transport cost about three times
+// nginx's CPU (see bench/README.md), almost none of it the balancer's own
+// work. fasthttp reuses its request, response and buffers across requests.
 func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 	// As httpserver.Serve: a shutdown closes connections that never sent a
 	// request. fasthttp reports a connection active only once its first
@@ -108,8 +109,8 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// included (slowloris); no write timeout, since a proxied response
 		// takes as long as the gateway takes (ResponseHeaderTimeout bounds
 		// the wait for it).
-		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        120 * time.Second,
+		ReadTimeout:        clientReadTimeout,
+		IdleTimeout:        clientIdleTimeout,
 		ReadBufferSize:     maxHeaderBytes,
 		WriteBufferSize:    bufferSize,
 		MaxRequestBodySize: maxRequestBody,
@@ -122,21 +123,59 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		CloseOnShutdown: true,
 	}
 	b.opsCtx = ctx // before Serve, so every handler sees it
-	b.log.Info("http listening", "addr", ln.Addr().String())
+	var served net.Listener = patientListener{Listener: ln, log: b.log}
+	var f *front
+	acceptc := make(chan error, 1)
+	if loopsUsable(b.cfg) {
+		slow := newHandoffListener(ln.Addr())
+		var err error
+		if f, err = newFront(b, slow); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		served = slow
+		go func() { acceptc <- f.accept(ln) }()
+	}
+	b.log.Info("http listening", "addr", ln.Addr().String(), "engine", b.cfg.Engine)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(patientListener{Listener: ln, log: b.log}) }()
+	go func() { errc <- srv.Serve(served) }()
 	select {
 	case err := <-errc:
+		if f != nil {
+			_ = ln.Close()
+			<-acceptc
+			_ = f.wait(context.Background())
+		}
 		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
+	case err := <-acceptc:
+		if err == nil {
+			err = net.ErrClosed
+		}
+		_ = served.Close()
+		<-errc
+		_ = f.wait(context.Background())
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.ShutdownTimeout)
 	defer cancel()
+	if f != nil {
+		// Stop accepting, then drain the loops while the goroutine engine
+		// shuts down.
+		_ = ln.Close()
+		<-acceptc
+		f.drain()
+	}
 	stopClosing := silent.CloseWhile(httpserver.SilentQuiet)
 	err := srv.ShutdownWithContext(sctx)
 	stopClosing()
 	if serr := <-errc; serr != nil && err == nil {
 		err = serr
+	}
+	if f != nil {
+		if ferr := f.wait(sctx); ferr != nil && err == nil {
+			err = ferr
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)

@@ -531,71 +531,84 @@ const replayLimit = 64 << 10
 // returns the error of the last attempt when no attempt got an answer;
 // with nil, resp holds the answer and ex.backend the gateway that gave it.
 func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
-	idempotent := isIdempotent(req)
-	replayable := len(req.Body()) <= replayLimit
+	ex.idempotent = isIdempotent(req)
+	ex.replayable = len(req.Body()) <= replayLimit
 	b := ex.backend
 	for {
-		ex.tried[ex.attempts] = b
-		ex.attempts++
-		ex.aim(req, b)
-		err := b.attempt(f.rt, req, resp, ex)
+		start := f.starting(ex, req, b)
+		err := f.rt.roundTrip(b, req, resp, ex)
 		if err == nil {
-			ex.holding = true
-			f.pool.observe(b, resp.StatusCode() >= 500)
+			f.answered(ex, start, resp.StatusCode())
 			return nil
 		}
-		if ex.gone {
-			// The client hung up: not the gateway's fault, nobody to retry for.
+		if b = f.retry(ex, err); b == nil {
 			return err
 		}
-		f.pool.observe(b, true)
-		connect := isDialError(err)
-		if !connect && (!idempotent || !replayable) {
-			return err
-		}
-		if ex.attempts > f.maxRetries {
-			return err
-		}
-		next := f.pool.pickRetry(ex.tried[:ex.attempts])
-		if next == nil {
-			return err
-		}
-		if !f.budget.allow(time.Now()) {
-			f.metrics.retriesDenied.Inc()
-			f.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
-			return err
-		}
-		reason := retryAfterSend
-		if connect {
-			reason = retryConnect
-		}
-		f.metrics.retries[reason].Inc()
-		f.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
-			"reason", retryReasons[reason], "err", err, "request_id", ex.requestID)
-		ex.backend, b = next, next
 	}
 }
 
-// attempt makes one attempt on b and keeps b's counters. On success b's
-// in-flight count stays raised until the exchange ends (see
-// balancer.finish): the response body is still to be copied.
-func (b *backend) attempt(rt roundTripper, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error {
+// starting records the start of an attempt of ex on b, aims req at b, and
+// returns the time it starts. b's in-flight count is raised until the
+// attempt fails or, when it gets an answer, until the exchange ends: the
+// response body is still to be copied.
+func (f *forwarder) starting(ex *exchange, req *fasthttp.Request, b *backend) time.Time {
+	ex.backend = b
+	ex.tried[ex.attempts] = b
+	ex.attempts++
+	ex.aim(req, b)
 	b.requests.Add(1)
 	b.inFlight.Add(1)
-	start := time.Now()
-	err := rt.roundTrip(b, req, resp, ex)
-	if err != nil {
-		b.inFlight.Add(-1)
-		// A client that hung up is not the gateway's fault.
-		if !ex.gone {
-			b.errors.Add(1)
-			b.metrics.errors.Inc()
-		}
-		return err
-	}
+	return time.Now()
+}
+
+// answered records that the attempt of ex begun at start got an answer
+// with status: the exchange holds the backend, its latency is recorded,
+// and the pool hears of it (a 5xx counts as a failure for ejection).
+func (f *forwarder) answered(ex *exchange, start time.Time, status int) {
+	b := ex.backend
 	now := time.Now()
 	b.latency.record(now, now.Sub(start))
-	return nil
+	ex.holding = true
+	f.pool.observe(b, status >= 500)
+}
+
+// retry records that the attempt of ex on ex.backend failed with err and
+// returns the backend to try next, or nil when the request is not retried
+// (see forwarder for when it is).
+func (f *forwarder) retry(ex *exchange, err error) *backend {
+	b := ex.backend
+	b.inFlight.Add(-1)
+	if ex.gone {
+		// The client hung up: not the gateway's fault, nobody to retry for.
+		return nil
+	}
+	b.errors.Add(1)
+	b.metrics.errors.Inc()
+	f.pool.observe(b, true)
+	connect := isDialError(err)
+	if !connect && (!ex.idempotent || !ex.replayable) {
+		return nil
+	}
+	if ex.attempts > f.maxRetries {
+		return nil
+	}
+	next := f.pool.pickRetry(ex.tried[:ex.attempts])
+	if next == nil {
+		return nil
+	}
+	if !f.budget.allow(time.Now()) {
+		f.metrics.retriesDenied.Inc()
+		f.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
+		return nil
+	}
+	reason := retryAfterSend
+	if connect {
+		reason = retryConnect
+	}
+	f.metrics.retries[reason].Inc()
+	f.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
+		"reason", retryReasons[reason], "err", err, "request_id", ex.requestID)
+	return next
 }
 
 // isIdempotent reports whether req may be sent twice: its method is

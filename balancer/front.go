@@ -1,0 +1,868 @@
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+)
+
+// front is the balancer's event-loop engine (--engine loop): client
+// connections and the connections to the gateways live on event loops, one
+// per core, as in an nginx worker, instead of a goroutine per client
+// connection. With a goroutine per connection every proxied request parks
+// and wakes two goroutines; an event loop takes a batch of ready sockets
+// from one epoll_wait and serves them in turn. bench/README.md
+// ("2026-11-29") measured the difference: 0.74–0.78× the CPU per request.
+//
+// The loops serve the common request, and hand the rest to the goroutine
+// engine (fasthttp's server, which also serves `/-/`), connection and all:
+//
+//   - A request the loops take is HTTP/1.1 in origin form, outside /-/,
+//     without Upgrade, Expect or a chunked body, and with a body of at most
+//     replayLimit bytes. Any other request, or one that does not parse,
+//     moves its connection to the goroutine engine for good (see handOff),
+//     which answers it as it always did, errors included.
+//   - An answer with a body of at most loopBodyLimit bytes is passed on
+//     whole by the loop. A larger one, a chunked one (server-sent events)
+//     or one delimited by the close of the connection is streamed by a
+//     goroutine of its own (see streamAnswer), which writes as it reads, so
+//     a slow client slows its gateway down instead of filling memory; the
+//     client connection then goes to the goroutine engine.
+//
+// The policies, health checks, ejection, retries and their budget, metrics
+// and the rewriting of requests and answers are the goroutine engine's
+// (forwarder, exchange). Each loop keeps its own idle connections to each
+// gateway, so a request never waits for another loop.
+type front struct {
+	gnet.BuiltinEventEngine
+	b      *balancer
+	fw     *forwarder
+	engine *gnet.Client
+	dialer *net.Dialer
+	slow   *handoffListener // the goroutine engine's listener
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*eventLoop
+
+	draining atomic.Bool
+	clients  atomic.Int64   // client connections on the loops
+	streams  sync.WaitGroup // answers being streamed off the loops
+	stop     context.CancelFunc
+	sweeper  sync.WaitGroup
+}
+
+// loopBodyLimit is the largest answer body an event loop passes on whole;
+// a larger one is streamed (see front).
+const loopBodyLimit = 1 << 20
+
+// Timeouts of client connections, for both engines: reading a request
+// (slowloris), keeping an idle connection, and waiting for a client to
+// read what it was sent before it is cut off.
+const (
+	clientReadTimeout  = 30 * time.Second
+	clientIdleTimeout  = 120 * time.Second
+	clientWriteTimeout = 30 * time.Second
+)
+
+// sweepInterval is how often each loop looks for timeouts: a response
+// header timeout fires at most this late.
+const sweepInterval = 50 * time.Millisecond
+
+// maxPendingInput bounds what a client may send while its request is at a
+// gateway (pipelined requests): the loop cannot stop reading a socket, so
+// past this the connection is closed.
+const maxPendingInput = maxHeaderBytes + maxRequestBody
+
+// errHeaderTimeout fails an attempt whose gateway did not begin its answer
+// within Config.ResponseHeaderTimeout.
+var errHeaderTimeout = fmt.Errorf("no response header within the response header timeout: %w", os.ErrDeadlineExceeded)
+
+// errHeaderTooLarge fails an attempt whose gateway sent a header over
+// maxHeaderBytes.
+var errHeaderTooLarge = errors.New("the gateway's response header is too large")
+
+// errSlowClient ends an exchange whose client did not read its earlier
+// answers within clientWriteTimeout.
+var errSlowClient = errors.New("the client does not read its answers")
+
+// eventLoop is one event loop's state. Only that loop touches it.
+type eventLoop struct {
+	f       *front
+	el      gnet.EventLoop
+	clients map[*loopClient]struct{}
+	idle    map[*backend][]gnet.Conn // idle gateway connections, most recent last
+	respH   fasthttp.ResponseHeader  // the answer header being passed on
+	errResp fasthttp.Response        // an answer of the balancer's own
+	src     bytes.Reader
+	br      *bufio.Reader
+	out     []byte // what is being written
+}
+
+// loopClient is a client connection on an event loop.
+type loopClient struct {
+	l   *eventLoop
+	c   gnet.Conn
+	ip  netip.Addr
+	req fasthttp.Request // the request being proxied, kept for retries
+	ex  *exchange        // the request being proxied; nil between requests
+	gw  gnet.Conn        // the gateway connection of the current attempt, once open
+	// dialing is the gateway connection being dialed for the current
+	// attempt.
+	dialing *loopGateway
+	// since is when the connection last went idle, or when the request
+	// now arriving began to.
+	since   time.Time
+	partial bool // part of a request is in
+	// closing: close once what was written has gone.
+	closing bool
+	// streaming: a goroutine streams the answer and will take the
+	// connection off the loop (see streamAnswer).
+	streaming bool
+	// away: the connection left the loop (or is leaving it); its close
+	// there is bookkeeping only.
+	away      bool
+	closed    bool
+	inTraffic bool // fromClient is running for it
+}
+
+// loopGateway is a connection to a gateway on an event loop.
+type loopGateway struct {
+	b     *backend
+	lc    *loopClient // the client whose attempt it carries; nil when idle
+	since time.Time   // idle since
+	start time.Time   // the start of the attempt it carries
+	// headLen and size are the answer's header length and body size, once
+	// its header is in.
+	headLen, size int
+	away          bool // streamed by a goroutine; closed on the loop
+}
+
+// loopsUsable reports whether the event loops can serve cfg: they speak
+// plain HTTP to gateways only.
+func loopsUsable(cfg Config) bool {
+	if cfg.Engine != EngineLoop {
+		return false
+	}
+	for _, raw := range cfg.Backends {
+		if u, err := parseBackend(raw); err != nil || u.Scheme != "http" {
+			return false
+		}
+	}
+	return true
+}
+
+// newFront starts the event loops, one per core; slow is the goroutine
+// engine's listener, which gets the connections the loops hand over.
+func newFront(b *balancer, slow *handoffListener) (*front, error) {
+	f := &front{
+		b:      b,
+		fw:     b.forwarder,
+		dialer: &net.Dialer{Timeout: b.cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		slow:   slow,
+		loops:  map[gnet.EventLoop]*eventLoop{},
+	}
+	engine, err := gnet.NewClient(f,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(runtime.GOMAXPROCS(0)),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{b.log}))
+	if err != nil {
+		return nil, fmt.Errorf("event loops: %w", err)
+	}
+	if err := engine.Start(); err != nil {
+		return nil, fmt.Errorf("start event loops: %w", err)
+	}
+	f.engine = engine
+	ctx, stop := context.WithCancel(context.Background())
+	f.stop = stop
+	f.sweeper.Go(func() { f.sweepEvery(ctx) })
+	return f, nil
+}
+
+// accept takes the connections of ln onto the loops until ln is closed.
+// A connection that is not TCP goes to the goroutine engine.
+func (f *front) accept(ln net.Listener) error {
+	pl := patientListener{Listener: ln, log: f.b.log}
+	for {
+		c, err := pl.acceptRaw()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok || f.draining.Load() {
+			go f.slow.give(c)
+			continue
+		}
+		// Enroll closes tc: the loop has a copy of the socket.
+		if _, err := f.engine.EnrollContext(tc, &loopClient{}); err != nil {
+			f.b.log.Warn("an event loop refused a connection", "err", err)
+		}
+	}
+}
+
+// loopOf returns the state of event loop el, made at its first connection.
+func (f *front) loopOf(el gnet.EventLoop) *eventLoop {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.loops[el]
+	if l == nil {
+		l = &eventLoop{
+			f: f, el: el,
+			clients: map[*loopClient]struct{}{},
+			idle:    map[*backend][]gnet.Conn{},
+			br:      bufio.NewReaderSize(nil, maxHeaderBytes),
+		}
+		l.errResp.Header.SetNoDefaultContentType(true)
+		f.loops[el] = l
+	}
+	return l
+}
+
+// parse parses head, a whole header block, into h.
+func (l *eventLoop) parse(head []byte, h interface{ Read(*bufio.Reader) error }) error {
+	l.src.Reset(head)
+	l.br.Reset(&l.src)
+	return h.Read(l.br)
+}
+
+// OnOpen sets up a client connection, or sends a new gateway connection
+// the request it was dialed for.
+func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	switch v := c.Context().(type) {
+	case *loopClient:
+		l := f.loopOf(c.EventLoop())
+		v.l, v.c, v.since = l, c, time.Now()
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			v.ip = a.AddrPort().Addr().Unmap()
+		}
+		l.clients[v] = struct{}{}
+		f.clients.Add(1)
+		return nil, gnet.None
+	case *loopGateway:
+		l := f.loopOf(c.EventLoop())
+		lc := v.lc
+		if lc == nil {
+			// Its client left while it was dialed: it serves the next one.
+			if l.park(c, v) {
+				return nil, gnet.None
+			}
+			return nil, gnet.Close
+		}
+		lc.dialing, lc.gw = nil, c
+		return l.request(lc), gnet.None
+	}
+	return nil, gnet.Close
+}
+
+// OnTraffic reads what came on a connection.
+func (f *front) OnTraffic(c gnet.Conn) gnet.Action {
+	switch v := c.Context().(type) {
+	case *loopClient:
+		return f.fromClient(v)
+	case *loopGateway:
+		return f.fromGateway(c, v)
+	}
+	return gnet.Close
+}
+
+// OnClose ends what a closed connection was part of.
+func (f *front) OnClose(c gnet.Conn, err error) gnet.Action {
+	switch v := c.Context().(type) {
+	case *loopClient:
+		f.clientClosed(v)
+	case *loopGateway:
+		f.gatewayClosed(c, v, err)
+	}
+	return gnet.None
+}
+
+// headEnd ends a header block.
+var headEnd = []byte("\r\n\r\n")
+
+// fromClient reads the requests that came on a client connection and
+// proxies them, one at a time: a request that comes while one is at a
+// gateway waits in the connection's buffer.
+func (f *front) fromClient(lc *loopClient) gnet.Action {
+	lc.inTraffic = true
+	defer func() { lc.inTraffic = false }()
+	c := lc.c
+	for {
+		if lc.ex != nil || lc.away || lc.closing {
+			if c.InboundBuffered() > maxPendingInput {
+				return gnet.Close
+			}
+			return gnet.None
+		}
+		buf, _ := c.Peek(-1)
+		if len(buf) == 0 {
+			return gnet.None
+		}
+		end := bytes.Index(buf, headEnd)
+		if end < 0 {
+			if len(buf) > maxHeaderBytes {
+				return f.handOff(lc) // the goroutine engine answers 431
+			}
+			if !lc.partial {
+				lc.partial, lc.since = true, time.Now()
+			}
+			return gnet.None
+		}
+		req := &lc.req
+		req.Reset()
+		if err := lc.l.parse(buf[:end+4], &req.Header); err != nil || !loopTakes(&req.Header) {
+			return f.handOff(lc)
+		}
+		size := req.Header.ContentLength()
+		if size < 0 {
+			size = 0 // no Content-Length (a chunked body was handed off)
+		}
+		if size > replayLimit {
+			return f.handOff(lc)
+		}
+		total := end + 4 + size
+		if len(buf) < total {
+			if !lc.partial {
+				lc.partial, lc.since = true, time.Now()
+			}
+			return gnet.None
+		}
+		req.SetBody(buf[end+4 : total])
+		_, _ = c.Discard(total)
+		lc.partial = false
+		f.serve(lc)
+	}
+}
+
+// loopTakes reports whether an event loop proxies the request with header
+// h (see front); the goroutine engine serves any other.
+func loopTakes(h *fasthttp.RequestHeader) bool {
+	uri := h.RequestURI()
+	return len(uri) > 0 && uri[0] == '/' && !bytes.HasPrefix(uri, []byte(opsPrefix+"/")) &&
+		h.IsHTTP11() && h.ContentLength() != -1 &&
+		len(h.Peek(hdrExpect)) == 0 && len(h.Peek("Upgrade")) == 0
+}
+
+// handOff moves a client connection to the goroutine engine, with what it
+// sent that was not read. It is called from fromClient, whose connection
+// the loop then closes: the engine has its own copy of the socket.
+func (f *front) handOff(lc *loopClient) gnet.Action {
+	lc.away = true
+	if lc.c.OutboundBuffered() > 0 {
+		// An answer is still being written: the socket can change hands
+		// only once it is out.
+		go func() {
+			if conn, err := f.takeOff(lc); err == nil {
+				f.slow.give(conn)
+			}
+		}()
+		return gnet.None
+	}
+	conn, err := detach(lc.c)
+	if err != nil {
+		f.b.log.Warn("could not hand a connection to the goroutine engine", "err", err)
+		return gnet.Close
+	}
+	go f.slow.give(conn)
+	return gnet.Close
+}
+
+// serve proxies the request in lc.req.
+func (f *front) serve(lc *loopClient) {
+	b := f.b
+	ex := newExchange(b, nil)
+	ex.lc = lc
+	req := &lc.req
+	if !ex.begin(&req.Header) {
+		r := lc.l.errorAnswer()
+		setOverloaded(r, ex.requestID)
+		lc.l.answer(lc, r, req.Header.ConnectionClose() || f.draining.Load())
+		exchanges.Put(ex)
+		return
+	}
+	lc.ex = ex
+	ex.backend = b.pool.pick()
+	if ex.backend == nil {
+		ex.status = fasthttp.StatusServiceUnavailable
+		f.answerError(lc, ex.status, msgNoBackend)
+		return
+	}
+	b.budget.request(ex.start)
+	ex.prepare(req, lc.ip, false)
+	ex.idempotent = isIdempotent(req)
+	ex.replayable = true // the loops take bodies up to replayLimit only
+	f.attempt(lc, ex.backend)
+}
+
+// attempt sends lc's request to backend bk, over an idle connection of
+// the loop's or a new one.
+func (f *front) attempt(lc *loopClient, bk *backend) {
+	ex, l := lc.ex, lc.l
+	ex.headerDeadline = time.Time{} // set once the request is written
+	start := f.fw.starting(ex, &lc.req, bk)
+	if gc := l.unpark(bk); gc != nil {
+		g := gc.Context().(*loopGateway)
+		g.lc, g.start = lc, start
+		lc.gw = gc
+		_, _ = gc.Write(l.request(lc)) // a failed write closes gc: see gatewayClosed
+		return
+	}
+	g := &loopGateway{b: bk, lc: lc, start: start}
+	lc.dialing = g
+	f.dial(l, g)
+}
+
+// request returns lc's request as it goes to the gateway, and starts the
+// wait for its answer.
+func (l *eventLoop) request(lc *loopClient) []byte {
+	ex := lc.ex
+	if t := l.f.b.cfg.ResponseHeaderTimeout; t > 0 {
+		ex.headerDeadline = time.Now().Add(t)
+	}
+	out := lc.req.Header.AppendBytes(l.out[:0])
+	out = append(out, lc.req.Body()...)
+	l.out = out
+	return out
+}
+
+// dial connects to g's backend off the loop, bounded by the dial timeout,
+// and enrolls the connection on loop l, whose OnOpen sends the request. A
+// failed dial fails the attempt, on the loop.
+func (f *front) dial(l *eventLoop, g *loopGateway) {
+	addr := g.b.client.Addr
+	go func() {
+		err := f.dialOnto(l.el, addr, g)
+		if err == nil {
+			return
+		}
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if lc := g.lc; lc != nil {
+				lc.dialing = nil
+				f.attemptFailed(lc, &dialError{err: err})
+				f.resume(lc)
+			}
+			return nil
+		}))
+	}()
+}
+
+// dialOnto connects to addr and enrolls the connection on el, with g as
+// its state.
+func (f *front) dialOnto(el gnet.EventLoop, addr string, g *loopGateway) error {
+	conn, err := dial(f.dialer, f.b.cfg.Dial, addr)
+	if err != nil {
+		return err
+	}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		_ = conn.Close()
+		return fmt.Errorf("the event loops take TCP and Unix connections, not %T", conn)
+	}
+	res, err := el.Enroll(gnet.NewContext(context.Background(), g), conn)
+	if err != nil {
+		_ = conn.Close()
+		return err
+	}
+	return (<-res).Err // enrolled or not, conn itself is closed
+}
+
+// fromGateway reads a gateway's answer. One whose body is at most
+// loopBodyLimit bytes is passed on once whole; another is streamed.
+func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
+	lc := g.lc
+	if lc == nil {
+		return gnet.Close // an idle gateway connection has nothing to say
+	}
+	l, ex := lc.l, lc.ex
+	buf, _ := gc.Peek(-1)
+	h := &l.respH
+	if g.headLen == 0 {
+		for {
+			end := bytes.Index(buf, headEnd)
+			if end < 0 {
+				if len(buf) > maxHeaderBytes {
+					return f.brokenAttempt(lc, g, errHeaderTooLarge)
+				}
+				return gnet.None
+			}
+			if err := l.parse(buf[:end+4], h); err != nil {
+				return f.brokenAttempt(lc, g, fmt.Errorf("read the gateway's answer: %w", err))
+			}
+			if st := h.StatusCode(); st >= 100 && st < 200 && st != fasthttp.StatusSwitchingProtocols {
+				// An interim answer (100 Continue, 103 Early Hints): dropped, as
+				// the goroutine engine drops it.
+				_, _ = gc.Discard(end + 4)
+				buf = buf[end+4:]
+				continue
+			}
+			g.headLen = end + 4
+			break
+		}
+		status := h.StatusCode()
+		f.fw.answered(ex, g.start, status)
+		ex.headerDeadline = time.Time{}
+		g.size = h.ContentLength()
+		if string(ex.method) == fasthttp.MethodHead || status < 200 ||
+			status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+			g.size = 0
+		}
+		if g.size < 0 || g.size > loopBodyLimit || status == fasthttp.StatusSwitchingProtocols {
+			return f.stream(gc, g, lc, buf)
+		}
+	} else if len(buf) >= g.headLen+g.size {
+		if err := l.parse(buf[:g.headLen], h); err != nil {
+			return f.brokenAttempt(lc, g, err) // parsed before: cannot happen
+		}
+	}
+	total := g.headLen + g.size
+	if len(buf) < total {
+		return gnet.None
+	}
+	// The whole answer is in.
+	reuse := !h.ConnectionClose() && len(buf) == total
+	closing := ex.closeAsked || f.draining.Load()
+	ex.rewriteAnswer(h, closing)
+	out := h.AppendBytes(l.out[:0])
+	out = append(out, buf[g.headLen:total]...)
+	l.out = out
+	_, _ = gc.Discard(total)
+	g.lc, g.headLen = nil, 0
+	lc.ex, lc.gw = nil, nil
+	_, werr := lc.c.Write(out) // a failed write closes the client: see clientClosed
+	ex.end()
+	f.after(lc, werr == nil, closing)
+	if reuse && l.park(gc, g) {
+		return gnet.None
+	}
+	return gnet.Close
+}
+
+// after follows an answer written (ok) or not to lc: the connection is
+// closed if it must be, and its next request, if one is in, is served.
+func (f *front) after(lc *loopClient, ok, closing bool) {
+	lc.since = time.Now()
+	if !ok || lc.closed {
+		return
+	}
+	if closing {
+		f.closeClient(lc)
+		return
+	}
+	f.resume(lc)
+}
+
+// resume serves what lc sent while its last request was proxied, unless
+// fromClient is running for lc already (it will).
+func (f *front) resume(lc *loopClient) {
+	if lc.inTraffic || lc.closed || lc.away || lc.ex != nil || lc.c.InboundBuffered() == 0 {
+		return
+	}
+	if f.fromClient(lc) == gnet.Close && !lc.closed {
+		_ = lc.l.el.Close(lc.c)
+	}
+}
+
+// closeClient closes lc once what was written to it has gone: closing a
+// socket with unsent bytes would lose them.
+func (f *front) closeClient(lc *loopClient) {
+	lc.closing = true
+	if lc.c.OutboundBuffered() == 0 {
+		_ = lc.c.Close() // asynchronous: safe from any callback
+	}
+	// Otherwise the sweep closes it once the bytes are out.
+}
+
+// brokenAttempt fails lc's attempt on g, which broke before its answer
+// was in; the loop closes g.
+func (f *front) brokenAttempt(lc *loopClient, g *loopGateway, err error) gnet.Action {
+	g.lc = nil
+	lc.gw = nil
+	f.attemptFailed(lc, err)
+	f.resume(lc)
+	return gnet.Close
+}
+
+// attemptFailed retries lc's request after a failed attempt, or answers
+// it with 502 (see forwarder for which failures are retried).
+func (f *front) attemptFailed(lc *loopClient, err error) {
+	ex := lc.ex
+	if ex.holding {
+		// The gateway's header was in, its body was not: the answer broke.
+		// Nothing was sent to the client yet; it is told so.
+		ex.failed(err)
+		f.answerError(lc, fasthttp.StatusBadGateway, msgBadGateway)
+		return
+	}
+	if next := f.fw.retry(ex, err); next != nil {
+		f.attempt(lc, next)
+		return
+	}
+	f.answerError(lc, ex.failed(err), msgBadGateway)
+}
+
+// answerError answers lc's request with the house error body and ends its
+// exchange.
+func (f *front) answerError(lc *loopClient, status int, msg string) {
+	ex := lc.ex
+	ex.status = status
+	lc.ex, lc.gw = nil, nil
+	r := lc.l.errorAnswer()
+	setError(r, status, apperr.Unavailable, msg, ex.requestID)
+	closing := ex.closeAsked || f.draining.Load()
+	ok := lc.l.answer(lc, r, closing)
+	ex.end()
+	f.after(lc, ok, closing)
+}
+
+// errorAnswer returns the loop's answer for errors, reset.
+func (l *eventLoop) errorAnswer() *fasthttp.Response {
+	l.errResp.Reset()
+	l.errResp.Header.SetNoDefaultContentType(true)
+	return &l.errResp
+}
+
+// answer writes r to lc, with Connection: close when closing, and reports
+// whether the write went (or is queued).
+func (l *eventLoop) answer(lc *loopClient, r *fasthttp.Response, closing bool) bool {
+	if closing {
+		r.SetConnectionClose()
+	}
+	r.Header.SetContentLength(len(r.Body()))
+	out := r.Header.AppendBytes(l.out[:0])
+	out = append(out, r.Body()...)
+	l.out = out
+	_, err := lc.c.Write(out)
+	return err == nil
+}
+
+// clientClosed ends the exchange of a client that hung up: its gateway
+// connection is closed (the answer is nobody's) and the request recorded
+// as 499.
+func (f *front) clientClosed(lc *loopClient) {
+	lc.closed = true
+	delete(lc.l.clients, lc)
+	f.clients.Add(-1)
+	ex := lc.ex
+	if lc.away || lc.streaming || ex == nil {
+		return
+	}
+	ex.gone = true
+	lc.ex = nil
+	if g := lc.dialing; g != nil {
+		g.lc, lc.dialing = nil, nil
+	}
+	if gc := lc.gw; gc != nil {
+		gc.Context().(*loopGateway).lc = nil
+		lc.gw = nil
+		_ = lc.l.el.Close(gc)
+	}
+	if !ex.holding {
+		f.fw.retry(ex, errClientGone) // releases the backend; no retry for a gone client
+	}
+	ex.failed(errClientGone)
+	ex.end()
+}
+
+// gatewayClosed fails the attempt a closed gateway connection carried, or
+// forgets an idle one.
+func (f *front) gatewayClosed(gc gnet.Conn, g *loopGateway, err error) {
+	if g.away {
+		return
+	}
+	lc := g.lc
+	if lc == nil {
+		f.loopOf(gc.EventLoop()).forget(gc, g)
+		return
+	}
+	g.lc, lc.gw = nil, nil
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	f.attemptFailed(lc, fmt.Errorf("the gateway closed the connection: %w", err))
+	f.resume(lc)
+}
+
+// park keeps gc, now idle, for the next request to its backend, unless
+// the loop has MaxIdleConnsPerHost idle ones already or the backend is
+// gone. It reports whether gc was kept.
+func (l *eventLoop) park(gc gnet.Conn, g *loopGateway) bool {
+	idle := l.idle[g.b]
+	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.removed.Load() || l.f.draining.Load() {
+		return false
+	}
+	g.since = time.Now()
+	l.idle[g.b] = append(idle, gc)
+	return true
+}
+
+// unpark returns the most recently used idle connection to bk, or nil.
+func (l *eventLoop) unpark(bk *backend) gnet.Conn {
+	idle := l.idle[bk]
+	if len(idle) == 0 {
+		return nil
+	}
+	gc := idle[len(idle)-1]
+	l.idle[bk] = idle[:len(idle)-1]
+	return gc
+}
+
+// forget drops gc from the idle connections.
+func (l *eventLoop) forget(gc gnet.Conn, g *loopGateway) {
+	idle := l.idle[g.b]
+	for i, c := range idle {
+		if c == gc {
+			l.idle[g.b] = append(idle[:i], idle[i+1:]...)
+			break
+		}
+	}
+	if len(l.idle[g.b]) == 0 {
+		delete(l.idle, g.b)
+	}
+}
+
+// sweepEvery sweeps every loop every sweepInterval until ctx ends.
+func (f *front) sweepEvery(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.sweepAll()
+	}
+}
+
+// sweepAll has every loop sweep itself.
+func (f *front) sweepAll() {
+	f.mu.Lock()
+	loops := make([]*eventLoop, 0, len(f.loops))
+	for _, l := range f.loops {
+		loops = append(loops, l)
+	}
+	f.mu.Unlock()
+	for _, l := range loops {
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.sweep(time.Now())
+			return nil
+		}))
+	}
+}
+
+// sweep enforces the timeouts of loop l's connections at now and, while
+// the balancer drains, closes its idle client connections.
+func (l *eventLoop) sweep(now time.Time) {
+	f := l.f
+	draining := f.draining.Load()
+	for lc := range l.clients {
+		switch {
+		case lc.away || lc.streaming:
+		case lc.closing:
+			if lc.c.OutboundBuffered() == 0 || now.Sub(lc.since) > clientWriteTimeout {
+				_ = l.el.Close(lc.c)
+			}
+		case lc.ex != nil:
+			if d := lc.ex.headerDeadline; !d.IsZero() && now.After(d) {
+				if gc := lc.gw; gc != nil {
+					gc.Context().(*loopGateway).lc = nil
+					lc.gw = nil
+					_ = l.el.Close(gc)
+				}
+				f.attemptFailed(lc, errHeaderTimeout)
+				f.resume(lc)
+			}
+		case lc.partial:
+			if now.Sub(lc.since) > clientReadTimeout {
+				r := l.errorAnswer()
+				setError(r, fasthttp.StatusRequestTimeout, apperr.CodeForStatus(fasthttp.StatusRequestTimeout),
+					"the request was not sent in time", "")
+				l.answer(lc, r, true)
+				f.closeClient(lc)
+			}
+		case draining || now.Sub(lc.since) > clientIdleTimeout:
+			if lc.c.InboundBuffered() == 0 {
+				f.closeClient(lc)
+			}
+		}
+	}
+	idle := f.b.cfg.IdleConnTimeout
+	var stale []gnet.Conn
+	for bk, conns := range l.idle {
+		for _, gc := range conns {
+			g := gc.Context().(*loopGateway)
+			if draining || bk.removed.Load() || idle > 0 && now.Sub(g.since) > idle {
+				stale = append(stale, gc)
+			}
+		}
+	}
+	for _, gc := range stale {
+		_ = l.el.Close(gc) // OnClose forgets it
+	}
+}
+
+// drain starts the shutdown: answers go out with Connection: close, and
+// idle connections are closed (at once, then by every sweep).
+func (f *front) drain() {
+	f.draining.Store(true)
+	f.sweepAll()
+}
+
+// wait waits until no client connection is left on the loops and no answer
+// is being streamed, or ctx ends; then it stops the loops. Connections
+// still open then are closed.
+func (f *front) wait(ctx context.Context) error {
+	var err error
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for f.clients.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("%d client connections still open: %w", f.clients.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	f.stop()
+	f.sweeper.Wait()
+	if serr := f.engine.Stop(); serr != nil && err == nil {
+		err = serr
+	}
+	streams := make(chan struct{})
+	go func() { f.streams.Wait(); close(streams) }()
+	select {
+	case <-streams:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("answers still streaming: %w", ctx.Err())
+		}
+	}
+	return err
+}
+
+// gnetLogger passes gnet's log lines to the balancer's logger.
+type gnetLogger struct{ log *slog.Logger }
+
+func (l gnetLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }
+func (l gnetLogger) Infof(format string, args ...any)  { l.log.Debug(fmt.Sprintf(format, args...)) }
+func (l gnetLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
+func (l gnetLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }
+func (l gnetLogger) Fatalf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }
