@@ -20,9 +20,37 @@
 // connections each request held until the read of its answer, which sends
 // it and waits without first trying a read that would find nothing. Both
 // cut the balancer's CPU per request by about a tenth (bench/README.md).
-// What is left between it and nginx is the goroutine per connection
+// What was left between it and nginx was the goroutine per connection
 // itself: with the same work per request, an event-loop core costs about a
-// quarter less CPU (bench/evproxy, measured in bench/README.md).
+// quarter less CPU (bench/evproxy, measured in bench/README.md). Hence the
+// two engines below.
+//
+// # Engines
+//
+// --engine (SCALELAB_ENGINE) chooses how client connections are served:
+//
+//   - loop (default): event loops, one per core (github.com/panjf2000/gnet),
+//     as nginx's workers do. Each loop owns its client connections and its
+//     own idle connections to every gateway, and serves the ready sockets
+//     one epoll_wait returns in turn, where a goroutine per connection
+//     would park and wake two goroutines per request. The loops proxy the
+//     common request: HTTP/1.1 in origin form, outside /-/, without
+//     Upgrade, Expect or a chunked body, with a body of at most 64 KiB. An
+//     answer whose body is at most 1 MiB is passed on whole; a larger,
+//     chunked or close-delimited one is streamed by a goroutine, which
+//     writes as it reads (a slow client slows its gateway down rather than
+//     filling memory). Any other request (/-/, a large upload, one that does
+//     not parse), and a connection whose answer was streamed, moves to the
+//     goroutine engine, connection and all: its socket and the bytes read
+//     of it change hands, and nothing is lost or reordered. A timeout sweep
+//     on each loop every 50 ms enforces the response header timeout and the
+//     client timeouts (30 s to send a request, 120 s idle).
+//   - goroutine: fasthttp's server, a goroutine per connection. It is also
+//     the engine of gateways reached over https.
+//
+// Both share everything else: the policies, health checks, ejection,
+// retries and their budget, the rewriting of requests and answers, the
+// metrics and GET /-/balancer. The tests run once per engine.
 //
 // # Routes
 //
@@ -190,7 +218,10 @@
 // broken after sending (see Retries).
 //
 // While a request waits for its gateway, the balancer looks every 250 ms
-// whether the client is still connected; if it has gone, the gateway
-// connection is closed (the gateway sees its request cancelled) and the
-// request is recorded with status 499, not as a gateway error.
+// whether the client is still connected (on the event loops, it sees the
+// close at once); if it has gone, the gateway connection is closed (the
+// gateway sees its request cancelled) and the request is recorded with
+// status 499, not as a gateway error. On the event loops a connection that
+// the gateway closes while idle is dropped as soon as the close arrives,
+// with no check before use.
 package balancer
