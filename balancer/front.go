@@ -394,8 +394,10 @@ func (f *front) serve(lc *loopClient) {
 	if !ex.begin(&req.Header) {
 		r := lc.l.errorAnswer()
 		setOverloaded(r, ex.requestID)
-		lc.l.answer(lc, r, req.Header.ConnectionClose() || f.draining.Load())
+		closing := req.Header.ConnectionClose() || f.draining.Load()
+		ok := lc.l.answer(lc, r, closing)
 		exchanges.Put(ex)
+		f.after(lc, ok, closing)
 		return
 	}
 	lc.ex = ex

@@ -111,8 +111,10 @@ func TestPullerTakesOneTaskAtATime(t *testing.T) {
 		if err != nil || meta.NumDelivered != 1 || meta.Stream != "PT" || meta.Consumer != "slots" || meta.Sequence.Stream != uint64(i+1) {
 			t.Errorf("Metadata() = %+v, %v, want first delivery of PT seq %d by slots", meta, err, i+1)
 		}
-		if err := msg.Ack(); err != nil {
-			t.Fatalf("Ack() = %v", err)
+		// DoubleAck waits for the server to have the ack: with Ack, the
+		// next count could still see this message pending (CI did).
+		if err := msg.DoubleAck(t.Context()); err != nil {
+			t.Fatalf("DoubleAck() = %v", err)
 		}
 	}
 	e.waitSettled(t)
