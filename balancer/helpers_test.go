@@ -22,7 +22,7 @@ import (
 
 // testLogger logs at debug level into the test's output, so a failing test
 // shows the access log and the balancer's warnings.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -60,14 +60,14 @@ func withHealth(cfg Config) Config {
 // runBalancer runs Run on a fresh 127.0.0.1 port with a context the caller
 // can cancel. It returns the balancer's base URL, the cancel function and a
 // channel that receives Run's result.
-func runBalancer(t *testing.T, cfg Config) (string, context.CancelFunc, <-chan error) {
+func runBalancer(t testing.TB, cfg Config) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
 	return runBalancerWith(t, cfg, nil)
 }
 
 // runBalancerWith is runBalancer with the DNS lookup of --discover
 // replaced by lookup (nil: the real resolver).
-func runBalancerWith(t *testing.T, cfg Config, lookup lookupFunc) (string, context.CancelFunc, <-chan error) {
+func runBalancerWith(t testing.TB, cfg Config, lookup lookupFunc) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,13 +86,13 @@ func runBalancerWith(t *testing.T, cfg Config, lookup lookupFunc) (string, conte
 
 // startBalancer runs the balancer for the rest of the test and checks, at
 // cleanup, that Run shut down cleanly.
-func startBalancer(t *testing.T, cfg Config) string {
+func startBalancer(t testing.TB, cfg Config) string {
 	t.Helper()
 	return startBalancerWith(t, cfg, nil)
 }
 
 // startBalancerWith is startBalancer with the DNS lookup replaced.
-func startBalancerWith(t *testing.T, cfg Config, lookup lookupFunc) string {
+func startBalancerWith(t testing.TB, cfg Config, lookup lookupFunc) string {
 	t.Helper()
 	base, cancel, errc := runBalancerWith(t, cfg, lookup)
 	t.Cleanup(func() {
@@ -162,7 +162,7 @@ type echo struct {
 // echoBackend starts a gateway stand-in that answers with the echo of the
 // request, X-Served-By: name, and the status asked for in X-Want-Status
 // (200 by default).
-func echoBackend(t *testing.T, name string) *httptest.Server {
+func echoBackend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
