@@ -211,3 +211,23 @@ func TestClientLeavesMidRequest(t *testing.T) {
 		return nil
 	})
 }
+
+// TestInterimAnswerDropped has a gateway send 103 Early Hints before its
+// answer: the balancer drops the interim answer, as both engines do, and
+// passes the final one on.
+func TestInterimAnswerDropped(t *testing.T) {
+	t.Parallel()
+	gw := startKillable(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(w, "final")
+	}))
+	base := startBalancer(t, testConfig(gw.url()))
+	c := dialRaw(t, base)
+	for range 2 {
+		c.send(getReq("/hints"))
+		if res, body := c.read(http.MethodGet); res.StatusCode != http.StatusOK || string(body) != "final" {
+			t.Fatalf("GET /hints: status %d, body %q, want 200 final", res.StatusCode, body)
+		}
+	}
+}

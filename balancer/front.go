@@ -513,7 +513,7 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 				// An interim answer (100 Continue, 103 Early Hints): dropped, as
 				// the goroutine engine drops it.
 				_, _ = gc.Discard(end + 4)
-				buf = buf[end+4:]
+				buf, _ = gc.Peek(-1) // Discard may have recycled the old buf
 				continue
 			}
 			g.headLen = end + 4
