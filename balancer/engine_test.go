@@ -231,3 +231,31 @@ func TestInterimAnswerDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineWithoutReading sends many requests whose answers together
+// exceed what the balancer buffers for a client (maxPendingOutput) before
+// reading any: the balancer holds the rest of the requests back until the
+// client reads, then serves them, all in order and whole.
+func TestPipelineWithoutReading(t *testing.T) {
+	t.Parallel()
+	const size = 700 << 10 // under loopBodyLimit: passed on whole by the loops
+	const n = 2 * maxPendingOutput / size
+	gw := startKillable(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = w.Write(bytes.Repeat([]byte(r.URL.Path[1:2]), size))
+	}))
+	base := startBalancer(t, testConfig(gw.url()))
+	c := dialRaw(t, base)
+	var reqs []string
+	for i := range n {
+		reqs = append(reqs, getReq(fmt.Sprintf("/%c", 'a'+i)))
+	}
+	c.send(reqs...)
+	for i := range n {
+		res, body := c.read(http.MethodGet)
+		want := bytes.Repeat([]byte{byte('a' + i)}, size)
+		if res.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+			t.Fatalf("answer %d: status %d, %d bytes, want 200 and %d bytes of %c", i, res.StatusCode, len(body), size, 'a'+i)
+		}
+	}
+}

@@ -89,6 +89,12 @@ const sweepInterval = 50 * time.Millisecond
 // past this the connection is closed.
 const maxPendingInput = maxHeaderBytes + maxRequestBody
 
+// maxPendingOutput bounds what is written to a client and not yet sent
+// before its next request is served: a client that sends requests and
+// does not read the answers waits (see eventLoop.sweep) instead of having
+// every answer buffered for it.
+const maxPendingOutput = 4 << 20
+
 // errHeaderTimeout fails an attempt whose gateway did not begin its answer
 // within Config.ResponseHeaderTimeout.
 var errHeaderTimeout = fmt.Errorf("no response header within the response header timeout: %w", os.ErrDeadlineExceeded)
@@ -129,6 +135,9 @@ type loopClient struct {
 	// now arriving began to.
 	since   time.Time
 	partial bool // part of a request is in
+	// blocked: requests are in, but the answers to earlier ones are still
+	// to be sent (maxPendingOutput); the sweep resumes it.
+	blocked bool
 	// closing: close once what was written has gone.
 	closing bool
 	// streaming: a goroutine streams the answer and will take the
@@ -316,6 +325,13 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		if len(buf) == 0 {
 			return gnet.None
 		}
+		if c.OutboundBuffered() > maxPendingOutput {
+			if !lc.blocked {
+				lc.blocked, lc.since = true, time.Now()
+			}
+			return gnet.None
+		}
+		lc.blocked = false
 		end := bytes.Index(buf, headEnd)
 		if end < 0 {
 			if len(buf) > maxHeaderBytes {
@@ -792,6 +808,13 @@ func (l *eventLoop) sweep(now time.Time) {
 				}
 				f.attemptFailed(lc, errHeaderTimeout)
 				f.resume(lc)
+			}
+		case lc.blocked:
+			switch {
+			case lc.c.OutboundBuffered() <= maxPendingOutput:
+				f.resume(lc)
+			case now.Sub(lc.since) > clientWriteTimeout:
+				_ = l.el.Close(lc.c) // it does not read its answers
 			}
 		case lc.partial:
 			if now.Sub(lc.since) > clientReadTimeout {
