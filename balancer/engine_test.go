@@ -239,13 +239,16 @@ func TestInterimAnswerDropped(t *testing.T) {
 func TestPipelineWithoutReading(t *testing.T) {
 	t.Parallel()
 	const size = 700 << 10 // under loopBodyLimit: passed on whole by the loops
-	const n = 2 * maxPendingOutput / size
+	// Enough to fill the sockets' buffers (the balancer's send buffer
+	// grows to 4 MiB on Linux) and maxPendingOutput after them.
+	const n = 3 * maxPendingOutput / size
 	gw := startKillable(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(size))
 		_, _ = w.Write(bytes.Repeat([]byte(r.URL.Path[1:2]), size))
 	}))
 	base := startBalancer(t, testConfig(gw.url()))
 	c := dialRaw(t, base)
+	_ = c.conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 	var reqs []string
 	for i := range n {
 		reqs = append(reqs, getReq(fmt.Sprintf("/%c", 'a'+i)))
