@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,27 +234,34 @@ func TestInterimAnswerDropped(t *testing.T) {
 }
 
 // TestPipelineWithoutReading sends many requests whose answers together
-// exceed what the balancer buffers for a client (maxPendingOutput) before
-// reading any: the balancer holds the rest of the requests back until the
-// client reads, then serves them, all in order and whole.
+// exceed what the balancer buffers for a client (maxPendingOutput) and
+// the sockets hold, and reads none until several are answered: the
+// balancer holds the rest back (here the loops stop after about 12, the
+// goroutine engine after 6) until the client reads, then serves them, all
+// in order and whole.
 func TestPipelineWithoutReading(t *testing.T) {
 	t.Parallel()
 	const size = 700 << 10 // under loopBodyLimit: passed on whole by the loops
-	// Enough to fill the sockets' buffers (the balancer's send buffer
-	// grows to 4 MiB on Linux) and maxPendingOutput after them.
-	const n = 3 * maxPendingOutput / size
+	const n = 24           // 16 MiB of answers
+	var served atomic.Int64
 	gw := startKillable(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		w.Header().Set("Content-Length", strconv.Itoa(size))
 		_, _ = w.Write(bytes.Repeat([]byte(r.URL.Path[1:2]), size))
 	}))
 	base := startBalancer(t, testConfig(gw.url()))
 	c := dialRaw(t, base)
-	_ = c.conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 	var reqs []string
 	for i := range n {
 		reqs = append(reqs, getReq(fmt.Sprintf("/%c", 'a'+i)))
 	}
 	c.send(reqs...)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if k := served.Load(); k < 6 {
+			return fmt.Errorf("the gateway has served %d requests", k)
+		}
+		return nil
+	})
 	for i := range n {
 		res, body := c.read(http.MethodGet)
 		want := bytes.Repeat([]byte{byte('a' + i)}, size)
