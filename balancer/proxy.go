@@ -56,8 +56,8 @@ type exchange struct {
 	// handler returns, through body.
 	streaming bool
 	body      upstreamBody
-	// On an event loop: whether a failed attempt may be sent again (see
-	// forwarder), and when the current attempt's answer must have begun.
+	// Whether a failed attempt may be sent again (see forwarder), and, on
+	// an event loop, when the current attempt's answer must have begun.
 	idempotent, replayable bool
 	headerDeadline         time.Time
 }
