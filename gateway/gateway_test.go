@@ -435,6 +435,55 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestIdempotentReplayQueuesLostTask: a submission whose record was
+// stored but whose message never went out (its Create timed out during a
+// NATS failover and the client got a 503) is queued by the client's retry
+// with the same key, once however often it is retried.
+func TestIdempotentReplayQueuesLostTask(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	nc := testutil.Connect(t, ns)
+	base := startGateway(t, nc)
+	alice := token(t, auth.AllScopes...) // sub "tester"
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), task.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"task":"sleep","duration_ms":5}`
+	typ, err := task.Validate([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	lost := &task.Record{ID: idempotentID("tester", "lost-1"), Type: typ, State: task.Queued,
+		Payload: compact([]byte(body)), CreatedAt: now, UpdatedAt: now}
+	if _, err := task.NewStore(kv).Create(t.Context(), lost); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := js.Stream(t.Context(), task.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		r := send(t, "POST", base+"/longtask", alice, body, map[string]string{"Idempotency-Key": "lost-1"})
+		if got := taskID(t, r); got != lost.ID || r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry %d: task_id %q, Idempotent-Replayed %q, want %q and true", i+1, got, r.header.Get("Idempotent-Replayed"), lost.ID)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != 1 {
+			t.Errorf("after retry %d: TASKS holds %d messages, want 1", i+1, info.State.Msgs)
+		}
+	}
+}
+
 // TestQueueFull: when the stream is at its limit, submission answers 429
 // with Retry-After, never a silent drop.
 func TestQueueFull(t *testing.T) {

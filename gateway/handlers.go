@@ -220,23 +220,35 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		rev, err := store.Create(ctx, rec)
 		switch {
 		case errors.Is(err, task.ErrExists):
-			prev, _, err := store.Get(ctx, rec.ID)
+			prev, prevRev, err := store.Get(ctx, rec.ID)
 			if err != nil {
 				return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 			}
 			if !bytes.Equal(prev.Payload, rec.Payload) {
 				return apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
 			}
+			if prev.State == task.Queued {
+				// The first submission may have stored the record and failed
+				// before its message went out: its Create timed out while
+				// the store did write it (a NATS failover), and the client
+				// retried. Publishing again is safe: the task id is the
+				// Nats-Msg-Id, so a message that did go out within the
+				// dedupe window is stored once; past it, the worker drops a
+				// delivery of a task that already finished.
+				var prevRunAt time.Time
+				if prev.RunAt != nil {
+					prevRunAt = *prev.RunAt
+				}
+				if err := queue.Enqueue(ctx, envelope(prev, prevRev), rid, prevRunAt); err != nil {
+					return err
+				}
+			}
 			c.Response().Header().Set("Idempotent-Replayed", "true")
 			return accepted(prev.ID)
 		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
-		env := task.Envelope{ID: rec.ID, Type: typ, Payload: rec.Payload}
-		if len(rec.Payload) <= task.MaxInlinePayload {
-			env.Record, env.Revision = rec, rev // the worker then needs not read it
-		}
-		if err := queue.Enqueue(ctx, env, rid, runAt); err != nil {
+		if err := queue.Enqueue(ctx, envelope(rec, rev), rid, runAt); err != nil {
 			// The client gets no task id with the error, so nobody polls
 			// this record; remove it so a retry with the same key can
 			// submit again. Best effort: the bus may be down.
@@ -245,6 +257,15 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		}
 		return accepted(rec.ID)
 	}
+}
+
+// envelope returns the message that queues rec, stored at revision rev.
+func envelope(rec *task.Record, rev uint64) task.Envelope {
+	env := task.Envelope{ID: rec.ID, Type: rec.Type, Payload: rec.Payload}
+	if len(rec.Payload) <= task.MaxInlinePayload {
+		env.Record, env.Revision = rec, rev // the worker then needs not read it
+	}
+	return env
 }
 
 // validIdempotencyKey accepts 1-255 printable ASCII characters.
