@@ -240,7 +240,6 @@ func (f *front) loopOf(el gnet.EventLoop) *eventLoop {
 			idle:    map[*backend][]gnet.Conn{},
 			br:      bufio.NewReaderSize(nil, maxHeaderBytes),
 		}
-		l.errResp.Header.SetNoDefaultContentType(true)
 		f.loops[el] = l
 	}
 	return l
@@ -405,7 +404,6 @@ func (f *front) handOff(lc *loopClient) gnet.Action {
 func (f *front) serve(lc *loopClient) {
 	b := f.b
 	ex := newExchange(b, nil)
-	ex.lc = lc
 	req := &lc.req
 	if !ex.begin(&req.Header) {
 		r := lc.l.errorAnswer()

@@ -26,7 +26,6 @@ import (
 type exchange struct {
 	b   *balancer
 	ctx *fasthttp.RequestCtx // nil on an event loop
-	lc  *loopClient          // the client on an event loop; nil with ctx
 	// peer is the client's connection while a goroutine streams the answer
 	// to it off the event loops (see streamAnswer).
 	peer net.Conn
@@ -281,7 +280,7 @@ func (ex *exchange) end() {
 		)
 	}
 	ex.peer = nil
-	ex.ctx, ex.lc, ex.b, ex.backend, ex.tried = nil, nil, nil, nil, [maxRetriesLimit + 1]*backend{}
+	ex.ctx, ex.b, ex.backend, ex.tried = nil, nil, nil, [maxRetriesLimit + 1]*backend{}
 	ex.body = upstreamBody{}
 	exchanges.Put(ex)
 }
