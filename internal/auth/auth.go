@@ -64,10 +64,24 @@ const (
 	ScopeItemsWrite = "items:write"
 	ScopeTasksRead  = "tasks:read"
 	ScopeTasksWrite = "tasks:write"
+	// ScopeTasksAdmin reads, waits for and cancels every user's tasks, not
+	// only the token subject's own.
+	ScopeTasksAdmin = "tasks:admin"
+	// ScopeCacheRead reads cached values over cachesvc's HTTP API.
+	ScopeCacheRead = "cache:read"
+	// ScopeCacheWrite writes, deletes and flushes cached values over
+	// cachesvc's HTTP API.
+	ScopeCacheWrite = "cache:write"
+	// ScopeAdmin is required by every state-changing operations route (the
+	// balancer's drain and undrain on its admin listener).
+	ScopeAdmin = "admin"
 )
 
 // AllScopes is every scope, as granted to the dev token that `up` prints.
-var AllScopes = []string{ScopeDataRead, ScopeItemsRead, ScopeItemsWrite, ScopeTasksRead, ScopeTasksWrite}
+var AllScopes = []string{
+	ScopeDataRead, ScopeItemsRead, ScopeItemsWrite, ScopeTasksRead, ScopeTasksWrite,
+	ScopeTasksAdmin, ScopeCacheRead, ScopeCacheWrite, ScopeAdmin,
+}
 
 // ErrInvalidToken is returned (wrapped) for every token that does not verify.
 var ErrInvalidToken = errors.New("auth: invalid token")
