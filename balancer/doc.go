@@ -170,9 +170,11 @@
 // # Headers
 //
 //   - X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Proto are set by the
-//     balancer. Values a client sent are dropped, never passed on: the
-//     gateways are behind the balancer, so the balancer is the only party
-//     that knows the client's address.
+//     balancer. Every Forwarded and X-Forwarded-* header a client sent
+//     (X-Forwarded-Port, -Ssl, -Prefix, any name with that prefix, in any
+//     case, every line of it) is dropped first, on both engines, never
+//     passed on: the gateways are behind the balancer, so the balancer is
+//     the only party that knows the client's address.
 //   - X-Request-ID is passed on when the client sent a sane one (at most 128
 //     token characters) and generated otherwise. The gateway receives it and
 //     the client gets it back on the response, also on the balancer's own

@@ -373,7 +373,7 @@ func (ex *exchange) prepare(req *fasthttp.Request, ip netip.Addr, tls bool) {
 			// The balancer has read the body already (and answered any
 			// 100-continue); the gateway must not wait to send one.
 			hop = true
-		case string(k) == hdrForwarded || bytes.HasPrefix(k, []byte("X-Forwarded-")):
+		case isForwarded(k):
 			fwd = true
 		}
 	}
@@ -392,10 +392,7 @@ func (ex *exchange) prepare(req *fasthttp.Request, ip netip.Addr, tls bool) {
 		}
 	}
 	if fwd {
-		h.Del(hdrForwarded)
-		h.Del(hdrXForwardedFor)
-		h.Del(hdrXForwardedHost)
-		h.Del(hdrXForwardedProto)
+		dropForwarded(h)
 	}
 	var ipBuf [64]byte
 	h.SetCanonical([]byte(hdrXForwardedFor), ip.AppendTo(ipBuf[:0]))
@@ -406,6 +403,50 @@ func (ex *exchange) prepare(req *fasthttp.Request, ip netip.Addr, tls bool) {
 	}
 	h.Set(hdrXForwardedProto, proto)
 	h.Set(requestIDKey, ex.requestID)
+}
+
+// xForwardedPrefix starts the name of every X-Forwarded-* header.
+const xForwardedPrefix = "X-Forwarded-"
+
+// isForwarded reports whether a header named key says where a request
+// came from, for a proxy: Forwarded or any X-Forwarded-*, in any case. A
+// client may send any of them (X-Forwarded-Host, -Port, -Ssl, -Prefix...)
+// and some framework behind a gateway may believe it, so none is passed
+// on. It is called for every header of every request, so it looks at the
+// first byte before comparing the rest.
+func isForwarded(key []byte) bool {
+	switch {
+	case len(key) == 0:
+		return false
+	case key[0]|0x20 == 'f':
+		return bytes.EqualFold(key, []byte(hdrForwarded))
+	case key[0]|0x20 == 'x':
+		return len(key) >= len(xForwardedPrefix) && bytes.EqualFold(key[:len(xForwardedPrefix)], []byte(xForwardedPrefix))
+	}
+	return false
+}
+
+// dropForwarded removes every header of h that isForwarded, all of its
+// lines. fasthttp deletes by name only, so it deletes the first such name
+// it finds until none is left; DelBytes copies the name before deleting,
+// so the name may point into h. Each pass deletes at least one header, so
+// h.Len() passes are enough (the bound only guards against a name that
+// DelBytes would normalize into another). No allocation: this runs on the
+// event loops.
+func dropForwarded(h *fasthttp.RequestHeader) {
+	for range h.Len() {
+		var name []byte
+		for k := range h.All() {
+			if isForwarded(k) {
+				name = k
+				break
+			}
+		}
+		if name == nil {
+			return
+		}
+		h.DelBytes(name)
+	}
 }
 
 // aim points req at b: its Host header becomes b's host (the client's is in

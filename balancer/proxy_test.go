@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/valyala/fasthttp"
 
 	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -109,6 +110,75 @@ func TestForwardedHeaders(t *testing.T) {
 		if check.got != check.want {
 			t.Errorf("gateway saw %s %q, want %q", check.name, check.got, check.want)
 		}
+	}
+}
+
+// TestEveryForwardedHeaderDropped sends, as a client would to spoof its
+// address or the scheme and host a gateway sees, every kind of forwarding
+// header, in any case and on several lines, and checks that the gateway
+// gets none of them: only the balancer's own X-Forwarded-For, -Host and
+// -Proto. TestMain runs it on both engines; the request is one the event
+// loops take.
+func TestEveryForwardedHeaderDropped(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "gw0")
+	base := startBalancer(t, testConfig(gw.URL))
+
+	c := dialRaw(t, base)
+	c.send("GET /data HTTP/1.1\r\nHost: front.example\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\n" +
+		"x-forwarded-for: 7.7.7.7\r\n" +
+		"X-Forwarded-Host: evil.example\r\n" +
+		"X-Forwarded-Proto: https\r\n" +
+		"X-Forwarded-Foo: bar\r\n" +
+		"x-forwarded-port: 443\r\n" +
+		"X-FORWARDED-SSL: on\r\n" +
+		"X-Forwarded-Prefix: /admin\r\n" +
+		"Forwarded: for=6.6.6.6;proto=https\r\n" +
+		"forwarded: host=evil.example\r\n" +
+		"X-Forwardedness: kept\r\n" +
+		"\r\n")
+	res, body := c.read(http.MethodGet)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /data = %d, want 200: %s", res.StatusCode, body)
+	}
+	e := decodeEcho(t, body)
+	got := http.Header{}
+	for name, values := range e.Header {
+		if isForwarded([]byte(name)) || strings.HasPrefix(name, "X-Forwarded") {
+			got[name] = values
+		}
+	}
+	want := http.Header{
+		"X-Forwarded-For":   {"127.0.0.1"},
+		"X-Forwarded-Host":  {"front.example"},
+		"X-Forwarded-Proto": {"http"},
+		// Not a forwarding header: only the X-Forwarded- prefix is.
+		"X-Forwardedness": {"kept"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("forwarding headers the gateway saw mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestDropForwardedAllocates nothing: it runs on the event loops for any
+// request that carries a forwarding header.
+func TestDropForwardedAllocatesNothing(t *testing.T) {
+	var h fasthttp.RequestHeader
+	allocs := testing.AllocsPerRun(100, func() {
+		h.Reset()
+		h.SetRequestURI("/data")
+		h.Set("X-Forwarded-For", "6.6.6.6")
+		h.Set("X-Forwarded-Foo", "bar")
+		h.Set("Forwarded", "for=6.6.6.6")
+		h.Set("Accept", "*/*")
+		dropForwarded(&h)
+	})
+	if allocs != 0 {
+		t.Errorf("dropForwarded allocates %v times per request, want 0", allocs)
+	}
+	if h.Len() != 1 || len(h.Peek("Accept")) == 0 {
+		t.Errorf("after dropForwarded, headers = %q, want only Accept", h.Header())
 	}
 }
 
