@@ -169,6 +169,11 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 	stopClosing := silent.CloseWhile(httpserver.SilentQuiet)
 	err := srv.ShutdownWithContext(sctx)
 	stopClosing()
+	// fasthttp's shutdown closes the listeners Serve has registered; one
+	// that comes right after the start may run before Serve registers its
+	// listener, and Serve would then accept for ever. Closing it here too
+	// makes Serve return in every order.
+	_ = served.Close()
 	if serr := <-errc; serr != nil && err == nil {
 		err = serr
 	}

@@ -357,3 +357,24 @@ func TestClientGoneIsNotBackendError(t *testing.T) {
 		t.Errorf("/-/balancer mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestShutdownRightAfterStart: a shutdown that comes as the balancer
+// starts (a SIGTERM during a deploy) returns at once. fasthttp's shutdown
+// could run before its Serve had registered the listener, and Serve then
+// accepted for ever.
+func TestShutdownRightAfterStart(t *testing.T) {
+	t.Parallel()
+	gw := echoBackend(t, "a")
+	for i := range 20 {
+		_, cancel, errc := runBalancer(t, testConfig(gw.URL))
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("start %d: Run() = %v, want nil", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("start %d: Run did not return 10s after a cancel right after the start", i)
+		}
+	}
+}
