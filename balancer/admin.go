@@ -81,8 +81,10 @@ func (b *balancer) handleStatus(w http.ResponseWriter, _ *http.Request) {
 // answer is 200 with the gateway's status, 400 invalid without a usable
 // url, 404 not_found for a URL that is not a current gateway.
 //
-// These routes are unauthenticated, like the rest of /-/: they are meant
-// for loopback and the compose network, and --admin=false removes them.
+// These routes are served on the admin listener only, where adminGuard
+// lets through only requests with a token of scope admin, under the
+// listener's own Host and not from another site; --admin=false removes
+// them.
 func (b *balancer) handleDrain(draining bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := reqid.Or(r.Header.Get(reqid.Header))

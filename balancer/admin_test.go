@@ -10,15 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
-// adminPost sends POST /-/backends/<action>?url=<backend> and decodes the
-// answer when it is 200.
+// adminPost sends POST /-/backends/<action>?url=<backend> to the admin
+// listener of the balancer at base, with a token of scope admin, and
+// decodes the answer when it is 200.
 func adminPost(t *testing.T, c *http.Client, base, action, backend string) (int, BackendStatus, string) {
 	t.Helper()
-	res, body := do(t, c, newRequest(t, http.MethodPost,
-		base+"/-/backends/"+action+"?url="+url.QueryEscape(backend), nil))
+	req := newRequest(t, http.MethodPost, adminOf(t, base)+"/-/backends/"+action+"?url="+url.QueryEscape(backend), nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken(t, auth.ScopeAdmin))
+	res, body := do(t, c, req)
 	var s BackendStatus
 	if res.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(body, &s); err != nil {
@@ -121,7 +124,9 @@ func TestDrainErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			res, body := do(t, c, newRequest(t, tt.method, base+tt.target, nil))
+			req := newRequest(t, tt.method, adminOf(t, base)+tt.target, nil)
+			req.Header.Set("Authorization", "Bearer "+adminToken(t, auth.ScopeAdmin))
+			res, body := do(t, c, req)
 			var got struct {
 				Error struct {
 					Code string `json:"code"`

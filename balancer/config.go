@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/envflag"
 )
 
@@ -141,10 +142,32 @@ type Config struct {
 	// the share, so a quiet balancer can retry at all.
 	RetryBudgetMin int
 
-	// Admin serves POST /-/backends/drain and /-/backends/undrain. They are
-	// unauthenticated: turn them off where the port is reachable by anyone
-	// but operators.
+	// AdminAddr is the address of the admin listener, which serves every
+	// /-/ route (see adminsrv.go); the public port (Addr) serves only
+	// proxied traffic, /-/healthz and /-/readyz. It is a loopback address
+	// by default: the reads on it need no token.
+	AdminAddr string
+	// AdminListener, when set, is served instead of listening on
+	// AdminAddr, as Listener is for Addr. Not a flag. Run owns it.
+	AdminListener net.Listener
+	// AdminHosts are Host values (host:port) the admin listener answers
+	// besides its own names (localhost, 127.0.0.1, [::1] and its address,
+	// on its port): where it is reached through a port mapping, as compose
+	// publishes it, the names clients use there. Any other Host is refused
+	// (DNS rebinding).
+	AdminHosts []string
+	// Admin serves the state-changing routes on the admin listener, POST
+	// /-/backends/drain and /-/backends/undrain, to tokens with scope admin
+	// (verified with JWT). False removes them (404).
 	Admin bool
+	// JWT verifies the tokens of the state-changing admin routes, as the
+	// gateways verify theirs: from the same environment (auth.KeysFromEnv).
+	// Empty (no secret, no public keys): those routes refuse every
+	// request. Not a flag.
+	JWT auth.Keys
+	// jwtAsked is set when the environment names JWT keys, so that one
+	// that could not be read is reported, not taken for no keys.
+	jwtAsked bool
 
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// after shutdown starts.
@@ -186,6 +209,7 @@ func DefaultConfig() Config {
 		MaxRetries:            2,
 		RetryBudgetPercent:    20,
 		RetryBudgetMin:        20,
+		AdminAddr:             "127.0.0.1:8001",
 		Admin:                 true,
 		ShutdownTimeout:       10 * time.Second,
 	}
@@ -217,6 +241,8 @@ const (
 	envRetryBudget           = "SCALELAB_RETRY_BUDGET"
 	envRetryBudgetMin        = "SCALELAB_RETRY_BUDGET_MIN"
 	envAdmin                 = "SCALELAB_ADMIN"
+	envAdminAddr             = "SCALELAB_ADMIN_ADDR"
+	envAdminHosts            = "SCALELAB_ADMIN_HOSTS"
 	envShutdownTimeout       = "SCALELAB_SHUTDOWN_TIMEOUT"
 )
 
@@ -291,8 +317,22 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 		"retries allowed, as a percentage of the requests of the last 10s")
 	s.Int(&c.RetryBudgetMin, "retry-budget-min", envRetryBudgetMin, c.RetryBudgetMin,
 		"retries allowed in any 10s, whatever the percentage")
+	s.String(&c.AdminAddr, "admin-addr", envAdminAddr, c.AdminAddr,
+		"address of the admin listener: every /-/ route (state, metrics, dashboard, drain); keep it on loopback")
+	s.Func("admin-hosts", envAdminHosts,
+		"comma-separated host:port values the admin listener also answers (a port mapping's), besides its own",
+		func(v string) error {
+			c.AdminHosts = splitList(v)
+			return nil
+		})
 	s.Bool(&c.Admin, "admin", envAdmin, c.Admin,
-		"serve the unauthenticated POST /-/backends/drain and /-/backends/undrain")
+		"serve POST /-/backends/drain and /-/backends/undrain on the admin listener, to tokens with scope admin")
+	if s.Getenv != nil {
+		c.JWT = auth.KeysFromEnv(s.Getenv)
+		for _, env := range []string{auth.EnvSecret, auth.EnvSecretFile, auth.EnvJWKSFile} {
+			c.jwtAsked = c.jwtAsked || s.Getenv(env) != ""
+		}
+	}
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", envShutdownTimeout, c.ShutdownTimeout,
 		"grace period for in-flight requests on shutdown")
 }
@@ -310,6 +350,21 @@ func (c Config) Validate() error {
 	}
 	if c.Addr == "" && c.Listener == nil {
 		bad("--addr is required")
+	}
+	if c.AdminListener == nil {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			bad("--admin-addr: %q is not host:port", c.AdminAddr)
+		}
+	}
+	for _, h := range c.AdminHosts {
+		if host, _, err := net.SplitHostPort(h); err != nil || host == "" {
+			bad("--admin-hosts: %q is not host:port", h)
+		}
+	}
+	if c.jwtConfigured() {
+		if err := c.JWT.Validate(); err != nil {
+			bad("%w", err)
+		}
 	}
 	switch {
 	case c.Discover != "" && len(c.Backends) > 0:
@@ -415,6 +470,12 @@ func (c Config) Validate() error {
 		bad("--shutdown-timeout: must be positive, got %v", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+// jwtConfigured reports whether JWT keys were given: then they must be
+// valid, and the state-changing admin routes verify tokens with them.
+func (c Config) jwtConfigured() bool {
+	return c.jwtAsked || len(c.JWT.Secret) > 0 || len(c.JWT.PublicKeys) > 0
 }
 
 // checkDiscover checks a --discover value: a host name (or address) and a

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/envflag"
 )
 
@@ -30,6 +31,19 @@ func TestValidate(t *testing.T) {
 			c.Addr = ""
 			c.Listener = fakeListener{}
 		}},
+		{name: "admin listener instead of admin addr", modify: func(c *Config) {
+			c.AdminAddr = ""
+			c.AdminListener = fakeListener{}
+		}},
+		{name: "no admin addr", modify: func(c *Config) { c.AdminAddr = "" },
+			want: []string{`balancer: --admin-addr: "" is not host:port`}},
+		{name: "admin addr without port", modify: func(c *Config) { c.AdminAddr = "127.0.0.1" },
+			want: []string{`balancer: --admin-addr: "127.0.0.1" is not host:port`}},
+		{name: "admin hosts without port", modify: func(c *Config) { c.AdminHosts = []string{"localhost:18001", "ops.example"} },
+			want: []string{`balancer: --admin-hosts: "ops.example" is not host:port`}},
+		{name: "short JWT secret", modify: func(c *Config) {
+			c.JWT = auth.Keys{Secret: []byte("short"), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+		}, want: []string{"balancer: SCALELAB_JWT_SECRET must be at least 32 bytes, got 5"}},
 		{name: "zero response header timeout means no limit", modify: func(c *Config) {
 			c.ResponseHeaderTimeout = 0
 		}},
@@ -201,6 +215,9 @@ func TestRegisterFlags(t *testing.T) {
 				"SCALELAB_RETRY_BUDGET":            "10",
 				"SCALELAB_RETRY_BUDGET_MIN":        "3",
 				"SCALELAB_ADMIN":                   "false",
+				"SCALELAB_ADMIN_ADDR":              "127.0.0.1:9001",
+				"SCALELAB_JWT_SECRET":              "0123456789abcdef0123456789abcdef",
+				"SCALELAB_JWT_ISSUER":              "ops",
 				"SCALELAB_SHUTDOWN_TIMEOUT":        "3s",
 			},
 			want: func(c *Config) {
@@ -223,6 +240,9 @@ func TestRegisterFlags(t *testing.T) {
 				c.RetryBudgetPercent = 10
 				c.RetryBudgetMin = 3
 				c.Admin = false
+				c.AdminAddr = "127.0.0.1:9001"
+				c.JWT.Secret = []byte("0123456789abcdef0123456789abcdef")
+				c.JWT.Issuer = "ops"
 				c.ShutdownTimeout = 3 * time.Second
 			},
 		},
@@ -230,7 +250,8 @@ func TestRegisterFlags(t *testing.T) {
 			name: "flags override environment",
 			env:  map[string]string{"SCALELAB_ADDR": ":9000", "SCALELAB_BACKENDS": "http://a:1,http://b:2", "SCALELAB_POLICY": "p2c"},
 			args: []string{"--addr", ":9001", "--backends", "http://c:3", "--dial-timeout", "1s",
-				"--policy", "least_connections", "--weights", "2", "--admin=false"},
+				"--policy", "least_connections", "--weights", "2", "--admin=false", "--admin-addr", "[::1]:9002",
+				"--admin-hosts", "127.0.0.1:19002, localhost:19002"},
 			want: func(c *Config) {
 				c.Addr = ":9001"
 				c.Backends = []string{"http://c:3"}
@@ -238,6 +259,8 @@ func TestRegisterFlags(t *testing.T) {
 				c.Policy = PolicyLeastConnections
 				c.Weights = []int{2}
 				c.Admin = false
+				c.AdminAddr = "[::1]:9002"
+				c.AdminHosts = []string{"127.0.0.1:19002", "localhost:19002"}
 			},
 		},
 		{
@@ -291,8 +314,11 @@ func TestRegisterFlags(t *testing.T) {
 				t.Fatalf("Err() = %v, want nil", err)
 			}
 			want := DefaultConfig()
+			// The JWT keys come from the same environment as the gateways'.
+			want.JWT = auth.Keys{Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 			tt.want(&want)
-			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Listener"), cmpopts.IgnoreUnexported(Config{})); diff != "" {
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Listener"),
+				cmpopts.IgnoreUnexported(Config{}, auth.Keys{}), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("config mismatch (-want +got):\n%s", diff)
 			}
 		})

@@ -65,7 +65,7 @@ func TestDashboardRoutes(t *testing.T) {
 		t.Parallel()
 		base := startBalancer(t, testConfig(gw.URL))
 		for _, p := range []string{"/-/dashboard", "/-/dashboard/", "/-/dashboard/events"} {
-			res, body := get(t, c, base+p)
+			res, body := get(t, c, adminOf(t, base)+p)
 			want := `{"error":{"code":"not_found","message":"no balancer route ` + p + `"}}`
 			if res.StatusCode != http.StatusNotFound || strings.TrimSpace(string(body)) != want {
 				t.Errorf("GET %s = %d %s, want 404 %s", p, res.StatusCode, body, want)
@@ -82,12 +82,12 @@ func TestDashboardRoutes(t *testing.T) {
 		for p, want := range map[string]string{
 			"/-/dashboard": `path ""`, "/-/dashboard/": `path "/"`, "/-/dashboard/app.js": `path "/app.js"`,
 		} {
-			res, body := get(t, c, base+p)
+			res, body := get(t, c, adminOf(t, base)+p)
 			if res.StatusCode != http.StatusOK || string(body) != want {
 				t.Errorf("GET %s = %d %s, want 200 %s", p, res.StatusCode, body, want)
 			}
 		}
-		res, body := get(t, c, base+"/-/dashboard/state")
+		res, body := get(t, c, adminOf(t, base)+"/-/dashboard/state")
 		var s Status
 		if err := json.Unmarshal(body, &s); err != nil || res.StatusCode != http.StatusOK {
 			t.Fatalf("GET /-/dashboard/state = %d %s (%v)", res.StatusCode, body, err)
@@ -110,13 +110,14 @@ func TestDashboardStreams(t *testing.T) {
 	cfg := testConfig(gw.URL)
 	cfg.Dashboard = d
 	base, cancel, errc := runBalancer(t, cfg)
+	admin := adminOf(t, base)
 	c := newClient(t)
 	c.Timeout = 0 // a stream
 
 	var res *http.Response
 	var err error
 	deadline := time.Now().Add(10 * time.Second)
-	for res, err = c.Do(newRequest(t, http.MethodGet, base+"/-/dashboard/events", nil)); err != nil; res, err = c.Do(newRequest(t, http.MethodGet, base+"/-/dashboard/events", nil)) {
+	for res, err = c.Do(newRequest(t, http.MethodGet, admin+"/-/dashboard/events", nil)); err != nil; res, err = c.Do(newRequest(t, http.MethodGet, admin+"/-/dashboard/events", nil)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("GET /-/dashboard/events: %v", err)
 		}

@@ -56,14 +56,19 @@
 //
 // Everything under /-/ belongs to the balancer; every other path, with any
 // method, is proxied unchanged to a gateway (so a gateway's own /healthz
-// stays reachable through the balancer):
+// stays reachable through the balancer). The public port (--addr, :8000)
+// serves only the two probes of /-/, which say no more than ok or not
+// (compose's health check reads /-/readyz there), and answers 404 for the
+// rest of /-/. Every /-/ route is on the admin listener (--admin-addr,
+// SCALELAB_ADMIN_ADDR, 127.0.0.1:8001 by default), bound at start like
+// the public port:
 //
-//	GET  /-/healthz                      the process is alive
-//	GET  /-/readyz                       at least one gateway is ready (503 otherwise)
+//	GET  /-/healthz                      the process is alive (public port too)
+//	GET  /-/readyz                       at least one gateway is ready, 503 otherwise (public port too)
 //	GET  /-/metrics                      Prometheus metrics, scalelab_balancer_*
 //	GET  /-/balancer                     the policy and every gateway: state, in flight, totals, p50/p99
-//	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (admin)
-//	POST /-/backends/undrain?url=<gw>    send it requests again (admin)
+//	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (token with scope admin)
+//	POST /-/backends/undrain?url=<gw>    send it requests again (token with scope admin)
 //	GET  /-/dashboard                    the live dashboard, when Config.Dashboard is set (404 otherwise)
 //
 // GET /-/balancer answers {"policy","discover","ready","backends":[{"url",
@@ -73,10 +78,21 @@
 // and errors count attempts since start; p50_ms and p99_ms are the time to
 // a gateway's response headers over the last 30 to 60 s (see latencyHist).
 //
-// The /-/ routes are unauthenticated. They are meant for loopback and the
-// compose network; where the balancer's port is reachable by anyone else,
-// start it with --admin=false, which removes the drain routes (the others
-// only read).
+// On the admin listener (adminsrv.go), every request must name the
+// listener in its Host header: localhost, 127.0.0.1 or [::1] on its port,
+// its own address, the host of --admin-addr, or one of --admin-hosts
+// (SCALELAB_ADMIN_HOSTS, for a port mapping such as compose's); any other
+// Host gets 421 (code forbidden), so a web page that rebinds its DNS name
+// to 127.0.0.1 reads nothing. Reads (GET, HEAD) need no token: keep the
+// listener on loopback. Every other request is refused with 403 from
+// another site (an Origin that is not the listener's, or Sec-Fetch-Site
+// other than same-origin or none), and needs Authorization: Bearer <jwt>
+// with scope admin, verified as the gateways verify tokens, from the same
+// environment (SCALELAB_JWT_SECRET, SCALELAB_JWT_SECRET_FILE,
+// SCALELAB_JWT_JWKS_FILE, issuer and audience): 401 without a token or
+// with one that does not verify, 403 without the scope. Without keys those
+// routes refuse every request (403). --admin=false (SCALELAB_ADMIN)
+// removes them (404).
 //
 // # Policies
 //
@@ -162,7 +178,8 @@
 // SIGTERM (handled by main) stops accepting connections and lets in-flight
 // requests finish within --shutdown-timeout; health checks keep running
 // until they have. One gateway is drained with POST
-// /-/backends/drain?url=<its URL as listed in GET /-/balancer>: it gets no
+// /-/backends/drain?url=<its URL as listed in GET /-/balancer> on the admin
+// listener, with a token of scope admin: it gets no
 // new requests, in-flight ones finish, and its in_flight in GET /-/balancer
 // shows when it is idle and can be stopped. POST /-/backends/undrain
 // reverses it.

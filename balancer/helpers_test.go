@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/auth/authtest"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -37,6 +39,8 @@ func testConfig(backends ...string) Config {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.HealthInterval = 0
 	cfg.EjectAfter = 0
+	cfg.AdminAddr = "127.0.0.1:0"
+	cfg.JWT = testKeys
 	if e := os.Getenv(testEngineEnv); e != "" {
 		cfg.Engine = e
 	}
@@ -57,9 +61,39 @@ func withHealth(cfg Config) Config {
 	return cfg
 }
 
-// runBalancer runs Run on a fresh 127.0.0.1 port with a context the caller
-// can cancel. It returns the balancer's base URL, the cancel function and a
-// channel that receives Run's result.
+// testKeys are the keys of testConfig, which verify adminToken's tokens.
+var testKeys = auth.Keys{Secret: []byte(authtest.Secret), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+
+// adminToken returns a token that testKeys verify, with scopes.
+func adminToken(t testing.TB, scopes ...string) string {
+	t.Helper()
+	tok, _, err := testKeys.Issue("ops", scopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatalf("Issue() = %v", err)
+	}
+	return tok
+}
+
+// adminURLs maps the base URL of each balancer the tests run to the base
+// URL of its admin listener (see adminOf).
+var adminURLs sync.Map
+
+// adminOf returns the base URL of the admin listener of the balancer at
+// base, which runBalancer started, so that tests keep one handle on a
+// balancer and reach its /-/ routes through this.
+func adminOf(t testing.TB, base string) string {
+	t.Helper()
+	a, ok := adminURLs.Load(base)
+	if !ok {
+		t.Fatalf("no admin listener known for %s", base)
+	}
+	return a.(string)
+}
+
+// runBalancer runs Run on a fresh 127.0.0.1 port, and its admin listener
+// on another (see adminOf), with a context the caller can cancel. It
+// returns the balancer's base URL, the cancel function and a channel that
+// receives Run's result.
 func runBalancer(t testing.TB, cfg Config) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
 	return runBalancerWith(t, cfg, nil)
@@ -74,6 +108,15 @@ func runBalancerWith(t testing.TB, cfg Config, lookup lookupFunc) (string, conte
 		t.Fatalf("listen: %v", err)
 	}
 	cfg.Listener = ln
+	base := "http://" + ln.Addr().String()
+	if cfg.AdminListener == nil {
+		aln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		cfg.AdminListener = aln
+	}
+	adminURLs.Store(base, "http://"+cfg.AdminListener.Addr().String())
 	if lookup == nil {
 		lookup = resolverLookup()
 	}
@@ -81,7 +124,7 @@ func runBalancerWith(t testing.TB, cfg Config, lookup lookupFunc) (string, conte
 	errc := make(chan error, 1)
 	log := testLogger(t)
 	go func() { errc <- run(ctx, cfg, log, lookup) }()
-	return "http://" + ln.Addr().String(), cancel, errc
+	return base, cancel, errc
 }
 
 // startBalancer runs the balancer for the rest of the test and checks, at
@@ -225,10 +268,11 @@ type statusBody struct {
 	Backends []BackendStatus `json:"backends"`
 }
 
-// balancerStatus returns GET /-/balancer.
+// balancerStatus returns GET /-/balancer from the admin listener of the
+// balancer at base.
 func balancerStatus(t *testing.T, c *http.Client, base string) statusBody {
 	t.Helper()
-	res, body := get(t, c, base+"/-/balancer")
+	res, body := get(t, c, adminOf(t, base)+"/-/balancer")
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /-/balancer = %d, want 200", res.StatusCode)
 	}
@@ -266,10 +310,11 @@ func waitState(t *testing.T, c *http.Client, base, url, state string) {
 	})
 }
 
-// scrape returns GET /-/metrics.
+// scrape returns GET /-/metrics from the admin listener of the balancer
+// at base.
 func scrape(t *testing.T, c *http.Client, base string) string {
 	t.Helper()
-	res, body := get(t, c, base+"/-/metrics")
+	res, body := get(t, c, adminOf(t, base)+"/-/metrics")
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /-/metrics = %d, want 200", res.StatusCode)
 	}

@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/ops"
 )
@@ -25,11 +27,12 @@ import (
 // path belongs to the gateways.
 const opsPrefix = "/-"
 
-// Run validates cfg, listens on cfg.Addr (or serves cfg.Listener) and proxies
-// requests to the gateways until ctx is cancelled. Then it stops accepting
-// connections, lets in-flight requests finish within cfg.ShutdownTimeout and
-// returns nil. It returns the validation error for a bad cfg, the listen
-// error for a busy port, and an error if serving or shutting down failed.
+// Run validates cfg, listens on cfg.Addr (or serves cfg.Listener) and
+// cfg.AdminAddr (or cfg.AdminListener), and proxies requests to the
+// gateways until ctx is cancelled. Then it stops accepting connections,
+// lets in-flight requests finish within cfg.ShutdownTimeout and returns
+// nil. It returns the validation error for a bad cfg, the listen error for
+// a busy port, and an error if serving or shutting down failed.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return run(ctx, cfg, log, resolverLookup())
 }
@@ -37,17 +40,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // run is Run with the DNS lookup of --discover injected.
 func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) error {
 	log = log.With("role", "balancer")
+	closeGiven := func() {
+		for _, l := range []net.Listener{cfg.Listener, cfg.AdminListener} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+	}
 	b, err := newBalancer(cfg, ops.NewRegistry(), log)
 	if err != nil {
-		if cfg.Listener != nil {
-			_ = cfg.Listener.Close()
-		}
+		closeGiven()
 		return err
 	}
 	ln, err := httpserver.Listen(httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener})
 	if err != nil {
+		closeGiven()
 		return err
 	}
+	adminLn, err := httpserver.Listen(httpserver.Config{Addr: cfg.AdminAddr, Listener: cfg.AdminListener})
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("balancer: admin listener: %w", err)
+	}
+	if b.verifier == nil && cfg.Admin {
+		log.Warn("no JWT keys (" + auth.EnvSecret + "): the admin listener refuses drain and undrain")
+	}
+	admin := adminGuard(b.untilShutdown(httpserver.JSONErrors(b.admin)), hostsOf(adminLn.Addr(), cfg.AdminAddr, cfg.AdminHosts), b.verifier, log)
 
 	// Health checks and discovery outlive ctx until the server has drained:
 	// requests finishing during shutdown still need an accurate pool.
@@ -71,7 +89,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 		b.pool.set(bctx, b.static, true)
 		log.Info("balancing", "policy", cfg.Policy, "backends", cfg.Backends, "admin", cfg.Admin)
 	}
-	return b.serve(ctx, ln)
+	// One listener failing stops the other: a balancer without its admin
+	// listener could not be drained.
+	g, gctx := errgroup.WithContext(ctx)
+	b.opsCtx = gctx
+	g.Go(func() error { return b.serve(gctx, ln) })
+	g.Go(func() error {
+		return httpserver.Serve(gctx, httpserver.Config{ShutdownTimeout: cfg.ShutdownTimeout}, adminLn, admin, log.With("listener", "admin"))
+	})
+	return g.Wait()
 }
 
 // serve serves the balancer on ln until ctx is done, then stops accepting
@@ -122,7 +148,6 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// Tell keep-alive clients to go while shutting down.
 		CloseOnShutdown: true,
 	}
-	b.opsCtx = ctx // before Serve, so every handler sees it
 	var served net.Listener = patientListener{Listener: ln, log: b.log}
 	var f *front
 	acceptc := make(chan error, 1)
@@ -229,12 +254,21 @@ type balancer struct {
 	metrics   *metrics
 	budget    *retryBudget
 	forwarder *forwarder
-	ops       *http.ServeMux
+	// ops are the /-/ routes of the public port: /-/healthz, /-/readyz,
+	// and 404 for the rest of /-/.
+	ops *http.ServeMux
 	// serveOps serves ops (net/http handlers) through fasthttpadaptor:
 	// they are few and rarely called, and stay plain net/http.
 	serveOps fasthttp.RequestHandler
-	// opsCtx is the parent of the ops handlers' request contexts: serve's
-	// ctx, which ends when the shutdown starts.
+	// admin are the routes of the admin listener, every /-/ route; Run
+	// serves them with net/http behind adminGuard.
+	admin *http.ServeMux
+	// verifier checks the tokens of the admin listener's state-changing
+	// routes; nil when no JWT keys are configured.
+	verifier *auth.Verifier
+	// opsCtx is the parent of the ops handlers' request contexts (and ends
+	// the admin listener's): Run's ctx, which ends when the shutdown
+	// starts.
 	opsCtx context.Context
 	// inFlight counts the requests being proxied, for MaxInFlight.
 	inFlight atomic.Int64
@@ -284,25 +318,50 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		log:        log,
 	}
 
+	if cfg.jwtConfigured() {
+		b.verifier = auth.NewVerifier(cfg.JWT)
+	}
+
+	// The public port keeps the two probes that say only ok or not, for
+	// orchestrators and container health checks (compose's probes
+	// /-/readyz there); everything else of /-/ is on the admin listener.
+	// The rest of /-/ is reserved on both, so that a new balancer route
+	// never shadows a gateway route that used to work.
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no balancer route "+r.URL.Path, "")
+	}
 	b.ops = http.NewServeMux()
-	ops.Mount(b.ops, opsPrefix, reg, b.ready)
-	b.ops.HandleFunc("GET "+opsPrefix+"/balancer", b.handleStatus)
+	mountProbes(b.ops, b.ready)
+	b.ops.HandleFunc(opsPrefix+"/", notFound)
+	b.serveOps = fasthttpadaptor.NewFastHTTPHandler(b.ownContext(b.ops))
+
+	b.admin = http.NewServeMux()
+	ops.Mount(b.admin, opsPrefix, reg, b.ready)
+	b.admin.HandleFunc("GET "+opsPrefix+"/balancer", b.handleStatus)
 	if cfg.Dashboard != nil {
 		h := http.StripPrefix(DashboardPath, cfg.Dashboard.Handler(b.status))
-		b.ops.Handle(DashboardPath, h)
-		b.ops.Handle(DashboardPath+"/", h)
+		b.admin.Handle(DashboardPath, h)
+		b.admin.Handle(DashboardPath+"/", h)
 	}
 	if cfg.Admin {
-		b.ops.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
-		b.ops.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))
+		b.admin.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
+		b.admin.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))
 	}
-	// The rest of /-/ is reserved, so that a new balancer route never
-	// shadows a gateway route that used to work.
-	b.ops.HandleFunc(opsPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
-		apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no balancer route "+r.URL.Path, "")
+	b.admin.HandleFunc(opsPrefix+"/", notFound)
+	b.admin.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apperr.WriteCode(w, http.StatusNotFound, apperr.NotFound, "no admin route "+r.URL.Path+": the admin routes are under /-/", "")
 	})
-	b.serveOps = fasthttpadaptor.NewFastHTTPHandler(b.ownContext(b.ops))
 	return b, nil
+}
+
+// mountProbes adds GET /-/healthz and /-/readyz, as ops.Mount does, and
+// nothing else: the public port's /-/ routes.
+func mountProbes(mux *http.ServeMux, ready ops.ReadyFunc) {
+	all := http.NewServeMux()
+	ops.Mount(all, opsPrefix, prometheus.NewRegistry(), ready) // its /-/metrics is not mounted
+	for _, p := range []string{opsPrefix + "/healthz", opsPrefix + "/readyz"} {
+		mux.Handle("GET "+p, all)
+	}
 }
 
 // ownContext gives each request to h a context of its own, a child of
