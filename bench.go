@@ -50,9 +50,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.Usage = func() { fmt.Fprintf(stderr, benchUsage, list.String()); fs.PrintDefaults() }
 	s := envflag.New(fs, getenv)
 	var (
-		out, url, token, logLevel string
-		short, noProgress         bool
-		opts                      bench.Options
+		out, url, adminURL, token, logLevel string
+		short, noProgress                   bool
+		opts                                bench.Options
 	)
 	s.String(&out, "out", "SCALELAB_BENCH_OUT", "", "report directory (default bench-results/<scenario>-<time>)")
 	s.Duration(&opts.Duration, "duration", "SCALELAB_BENCH_DURATION", 10*time.Second, "how long each measured load runs")
@@ -60,6 +60,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	s.Int(&opts.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", dbsvc.DefaultConfig().SeedRows, "rows seeded for /data in the bench's platforms")
 	s.Bool(&short, "short", "", false, "a quick look: 1 s loads, a 20,000-row database (unless --duration or --seed-rows say otherwise)")
 	s.String(&url, "url", "SCALELAB_BENCH_URL", "", "a running platform's balancer (loopback) instead of starting platforms")
+	s.String(&adminURL, "admin-url", "SCALELAB_BENCH_ADMIN_URL", "", "with --url: its balancer's admin listener, for the retry and ejection counts (up prints it)")
 	s.String(&token, "token", "TOKEN", "", "with --url: a token with every scope (up prints one)")
 	s.Bool(&noProgress, "no-progress", "", false, "no progress bars")
 	s.String(&logLevel, "log-level", "SCALELAB_LOG_LEVEL", "warn", "level of the platforms' logs, written to <out>/platform.log")
@@ -85,7 +86,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			opts.SeedRows = 20000
 		}
 	}
-	opts.URL, opts.Token = url, token
+	opts.URL, opts.AdminURL, opts.Token = url, adminURL, token
 	names := []string{name}
 	if name == "all" {
 		names = nil

@@ -23,8 +23,9 @@ import (
 	"github.com/scalelab/scalelab/natsconf"
 )
 
-// listeningLine is the balancer's log line that names its address.
-var listeningLine = regexp.MustCompile(`"msg":"http listening","role":"balancer","addr":"([^"]+)"`)
+// adminListeningLine is the balancer's log line that names the address
+// of its admin listener, which serves the dashboard.
+var adminListeningLine = regexp.MustCompile(`"msg":"http listening","role":"balancer","listener":"admin","addr":"([^"]+)"`)
 
 // TestBalancerRoleDashboard: `scalelab balancer` serves the dashboard with
 // the NATS figures when given the balancer user, and without them (saying
@@ -51,7 +52,8 @@ func TestBalancerRoleDashboard(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			stderr := &syncBuffer{}
 			done := make(chan error, 1)
-			args := append([]string{"balancer", "--addr", "127.0.0.1:0", "--backends", "http://127.0.0.1:9", "--log-format", "json"}, tc.args...)
+			args := append([]string{"balancer", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+				"--backends", "http://127.0.0.1:9", "--log-format", "json"}, tc.args...)
 			go func() { done <- run(ctx, args, env(tc.env), io.Discard, stderr) }()
 			t.Cleanup(func() {
 				cancel()
@@ -61,7 +63,7 @@ func TestBalancerRoleDashboard(t *testing.T) {
 			})
 			var addr string
 			testutil.Eventually(t, 10*time.Second, func() error {
-				m := listeningLine.FindStringSubmatch(stderr.String())
+				m := adminListeningLine.FindStringSubmatch(stderr.String())
 				if m == nil {
 					return fmt.Errorf("no listening line yet in %s", tail(stderr.String(), 2000))
 				}
@@ -187,10 +189,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancelBrowser()
 
 	if err := chromedp.Do(bctx,
-		chromedp.Navigate(p.base+"/-/dashboard"),
+		chromedp.Navigate(p.adminURL+"/-/dashboard"),
 		chromedp.WaitVisible(chromedp.CSS(`#topology .node[data-role="balancer"]`)),
 	); err != nil {
-		t.Fatalf("load %s/-/dashboard in %s: %v", p.base, browser, err)
+		t.Fatalf("load %s/-/dashboard in %s: %v", p.adminURL, browser, err)
 	}
 	read := func() dashboardView {
 		t.Helper()

@@ -37,7 +37,7 @@ const usage = `scalelab — load balancing, caching and async processing on NATS
 
 Usage:
   scalelab up        [flags]   run everything in one process with an embedded NATS server
-  scalelab balancer  [flags]   the HTTP front door (:8000) and its live dashboard (/-/dashboard)
+  scalelab balancer  [flags]   the HTTP front door (:8000); its /-/ routes and live dashboard on 127.0.0.1:8001
   scalelab gateway   [flags]   an API gateway (:5000); needs SCALELAB_JWT_SECRET
   scalelab worker    [flags]   the process service and task worker
   scalelab cachesvc  [flags]   the shared cache (:5004)

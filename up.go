@@ -101,7 +101,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, p.Stop())
 	}
 	printBanner(stdout, bannerInfo{
-		Balancer: p.BalancerURL, Gateways: p.GatewayURLs, DB: p.DBURL, Cache: p.CacheURL,
+		Balancer: p.BalancerURL, Admin: p.AdminURL, Gateways: p.GatewayURLs, DB: p.DBURL, Cache: p.CacheURL,
 		NATS: p.NATSURL, Workers: cfg.Workers, DataDir: cfg.DataDir,
 		Token: token, Expires: exp, GeneratedSecret: generated,
 		NATSContext: p.NATSContext, NATSUser: string(natsconf.RoleAdmin), NATSPassword: p.Passwords[natsconf.RoleAdmin],
@@ -129,6 +129,9 @@ func devKeys(cfg *platform.Config, getenv func(string) string) (generated bool, 
 // bannerInfo is what `up` tells the person who started it.
 type bannerInfo struct {
 	Balancer, DB, Cache, NATS string
+	// Admin is the balancer's admin listener: its /-/ routes and the
+	// dashboard.
+	Admin string
 	Gateways                  []string
 	Workers                   int
 	DataDir                   string
@@ -152,6 +155,8 @@ func printBanner(w io.Writer, b bannerInfo) {
 	fmt.Fprintf(w, `
 scalelab is up
   balancer  %s   (the front door)
+  admin     %s   (the balancer's /-/ routes; drain needs the token below)
+  dashboard %s/-/dashboard
   gateways  %s
   workers   %d
   dbsvc     %s/db
@@ -177,7 +182,7 @@ go tool nats consumer info TASKS workers
 go tool nats micro ls
 
 Ctrl-C drains and stops everything.
-`, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
+`, b.Balancer, b.Admin, b.Admin, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
 		b.NATSUser, b.NATSContext, b.NATSContext, b.NATSUser, b.NATSPassword,
 		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer)

@@ -59,10 +59,13 @@ type upRun struct {
 	stderr *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
+	// adminURL is the balancer's admin listener, as the banner prints it.
+	adminURL string
 }
 
 var (
 	balancerLine = regexp.MustCompile(`balancer\s+(http://\S+)`)
+	adminLine    = regexp.MustCompile(`(?m)^\s+admin\s+(http://\S+)`)
 	tokenLine    = regexp.MustCompile(`export TOKEN=(\S+)`)
 	cacheLine    = regexp.MustCompile(`cachesvc\s+(http://\S+)/cache`)
 	natsLine     = regexp.MustCompile(`nats\s+(nats://\S+)`)
@@ -79,7 +82,7 @@ func startUp(t *testing.T, dir string, extra ...string) *upRun {
 	ctx, cancel := context.WithCancel(t.Context())
 	p := &upRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"up", "--data", dir,
-		"--addr", "127.0.0.1:0", "--gateway-addrs", "127.0.0.1:0,127.0.0.1:0",
+		"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addrs", "127.0.0.1:0,127.0.0.1:0",
 		"--dbsvc-addr", "127.0.0.1:0", "--cachesvc-addr", "127.0.0.1:0",
 		"--nats-port", "-1", "--nats-http-port", "0",
 		"--seed-rows", "20000", "--report-duration", "200ms", "--shutdown-timeout", "2s",
@@ -110,10 +113,11 @@ func startUp(t *testing.T, dir string, extra ...string) *upRun {
 		out := p.stdout.String()
 		b, tok := balancerLine.FindStringSubmatch(out), tokenLine.FindStringSubmatch(out)
 		c, n, ne := cacheLine.FindStringSubmatch(out), natsLine.FindStringSubmatch(out), natsEnvLine.FindStringSubmatch(out)
-		if b == nil || tok == nil || c == nil || n == nil || ne == nil {
+		a := adminLine.FindStringSubmatch(out)
+		if b == nil || a == nil || tok == nil || c == nil || n == nil || ne == nil {
 			return fmt.Errorf("no banner yet")
 		}
-		p.base, p.token, p.cache, p.nats = b[1], tok[1], c[1], n[1]
+		p.base, p.adminURL, p.token, p.cache, p.nats = b[1], a[1], tok[1], c[1], n[1]
 		p.admin = map[string]string{}
 		for _, kv := range strings.Fields(ne[1]) {
 			k, v, _ := strings.Cut(kv, "=")

@@ -183,6 +183,7 @@ func TestRunningPlatform(t *testing.T) {
 	cfg := platform.DefaultConfig()
 	cfg.DataDir, cfg.SeedRows, cfg.NATSPort, cfg.NATSHTTPPort = t.TempDir(), 2000, -1, 0
 	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.Keys = auth.Keys{Secret: []byte(strings.Repeat("k", 32)), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 	cfg.Limits.PerIP, cfg.Limits.PerSubject = 0, 0 // as the README says to start it for a bench
 	p, err := platform.Start(t.Context(), cfg, testutil.QuietLog())
@@ -195,7 +196,7 @@ func TestRunningPlatform(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := shortOptions(t)
-	opts.URL, opts.Token = p.BalancerURL, tok
+	opts.URL, opts.AdminURL, opts.Token = p.BalancerURL, p.AdminURL, tok
 	r := runScenario(t, "cache", opts)
 	noErrors(t, r)
 	if len(r.Results) != 2 || r.Results[0].Name != "cache=as running GET /data" {

@@ -39,6 +39,10 @@ type Options struct {
 	// one: variants that need another configuration then collapse to one
 	// run of the platform as it is.
 	URL, Token string
+	// AdminURL, with URL, is that platform's balancer admin listener
+	// (`up` prints it), whose /-/metrics give the retry and ejection
+	// counts; without it they are left out of the report.
+	AdminURL string
 	// Progress gets a progress bar per load; nil shows none.
 	Progress io.Writer
 	// Log gets the embedded platforms' logs.
@@ -87,6 +91,8 @@ type target struct {
 	p          *platform.Platform // nil against a running platform
 	// config describes the platform for reports.
 	config map[string]string
+	// admin is the balancer's admin listener, or "" when not known.
+	admin string
 }
 
 // external reports whether the scenario targets a platform it did not
@@ -97,11 +103,13 @@ func (e *env) external() bool { return e.opts.URL != "" }
 // one given by --url (tune is then not applied). The caller stops it.
 func (e *env) start(config map[string]string, tune func(*platform.Config)) (*target, error) {
 	if e.external() {
-		return &target{url: strings.TrimRight(e.opts.URL, "/"), token: e.opts.Token, config: map[string]string{"platform": e.opts.URL}}, nil
+		return &target{url: strings.TrimRight(e.opts.URL, "/"), admin: strings.TrimRight(e.opts.AdminURL, "/"),
+			token: e.opts.Token, config: map[string]string{"platform": e.opts.URL}}, nil
 	}
 	cfg := platform.DefaultConfig()
 	cfg.DataDir, cfg.SeedRows = e.dataDir, e.opts.SeedRows
 	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0,127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.NATSPort, cfg.NATSHTTPPort = -1, 0
 	cfg.ShutdownTime = 5 * time.Second
 	// The bench measures the platform, not the limits that protect it
@@ -141,7 +149,7 @@ func (e *env) start(config map[string]string, tune func(*platform.Config)) (*tar
 	if err != nil {
 		return nil, errors.Join(err, p.Stop())
 	}
-	return &target{url: p.BalancerURL, token: tok, p: p, config: config}, nil
+	return &target{url: p.BalancerURL, admin: p.AdminURL, token: tok, p: p, config: config}, nil
 }
 
 // stop stops an embedded platform; a running one is left alone.
@@ -199,7 +207,10 @@ const (
 // started the platform: a running one's dbsvc address is not known) and
 // the balancer's. A counter it cannot read is missing from the map.
 func (t *target) counters(ctx context.Context) map[string]float64 {
-	out := scrape(ctx, t.url+"/-/metrics", balancerRetriesMetric, balancerErrorsMetric, balancerEjectsMetric)
+	out := map[string]float64{}
+	if t.admin != "" {
+		out = scrape(ctx, t.admin+"/-/metrics", balancerRetriesMetric, balancerErrorsMetric, balancerEjectsMetric)
+	}
 	if t.p != nil {
 		for k, v := range scrape(ctx, t.p.DBURL+"/metrics", dbQueriesMetric) {
 			out[k] = v

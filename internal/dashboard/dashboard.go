@@ -1,5 +1,5 @@
 // Package dashboard is the live dashboard the balancer serves at
-// /-/dashboard: the topology of the running system (client, balancer,
+// /-/dashboard on its admin listener (127.0.0.1:8001): the topology of the running system (client, balancer,
 // gateways, NATS, workers, dbsvc, the cache) with figures that change
 // every second.
 //
@@ -66,7 +66,7 @@ type Config struct {
 	NATS natsconn.Options
 	// MaxViewers caps the event streams open at once; past it GET /events
 	// answers 503. Zero means 32. A stream costs a goroutine and a pipe,
-	// and /-/ has no authentication.
+	// and the reads of the balancer's admin listener need no token.
 	MaxViewers int
 }
 

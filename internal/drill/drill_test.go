@@ -97,6 +97,7 @@ type stack struct {
 	env     []string // the environment of every docker command
 	project string
 	base    string // the balancer, http://127.0.0.1:<port>
+	admin   string // its admin listener, http://127.0.0.1:<port>
 	monitor string // nats1's monitoring, http://127.0.0.1:<port>
 	token   string
 	client  *http.Client
@@ -128,7 +129,7 @@ func startStack(t *testing.T, composeCmd []string) *stack {
 	}
 	// compose v1 keeps only [a-z0-9] reliably in project names.
 	project := "scalelabdrill" + randomHex(t, 4)
-	apiPort, monPort := freePort(t), freePort(t)
+	apiPort, adminPort, monPort := freePort(t), freePort(t), freePort(t)
 	st := &stack{
 		project: project,
 		// Set here, so that neither the caller's environment nor a .env
@@ -137,11 +138,13 @@ func startStack(t *testing.T, composeCmd []string) *stack {
 			"SCALELAB_JWT_SECRET="+secret,
 			"SCALELAB_IMAGE=scalelab:dev",
 			"SCALELAB_PORT="+strconv.Itoa(apiPort),
+			"SCALELAB_ADMIN_PORT="+strconv.Itoa(adminPort),
 			"SCALELAB_NATS_MONITOR_PORT="+strconv.Itoa(monPort),
 			"SCALELAB_LOG_LEVEL=info",
 		),
 		compose: append(slices.Clone(composeCmd), "-f", filepath.Join(root, "compose.yaml"), "-p", project),
 		base:    fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		admin:   fmt.Sprintf("http://127.0.0.1:%d", adminPort),
 		monitor: fmt.Sprintf("http://127.0.0.1:%d", monPort),
 		token:   token,
 		client: &http.Client{
@@ -1004,7 +1007,7 @@ func (s balancerStatus) state(url string) string {
 
 func (st *stack) balancerStatus(ctx context.Context) (balancerStatus, error) {
 	var s balancerStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+"/-/balancer", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.admin+"/-/balancer", nil)
 	if err != nil {
 		return s, err
 	}

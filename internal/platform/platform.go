@@ -53,6 +53,7 @@ const NATSContextFile = "nats-context.json"
 type Config struct {
 	DataDir        string
 	BalancerAddr   string
+	AdminAddr      string
 	GatewayAddrs   string
 	DBAddr         string
 	CacheAddr      string
@@ -96,6 +97,7 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.DataDir, "data", "SCALELAB_DATA", "./data", "directory of the JetStream store and the SQLite database")
 	s.String(&c.BalancerAddr, "addr", "SCALELAB_ADDR", "127.0.0.1:8000", "balancer address (the front door)")
+	s.String(&c.AdminAddr, "admin-addr", "SCALELAB_ADMIN_ADDR", "127.0.0.1:8001", "balancer admin listener address: /-/ state, metrics, dashboard, drain (keep it on loopback)")
 	s.String(&c.GatewayAddrs, "gateway-addrs", "SCALELAB_GATEWAY_ADDRS", "127.0.0.1:5000,127.0.0.1:5003", "comma-separated gateway addresses: one gateway each")
 	s.String(&c.DBAddr, "dbsvc-addr", "SCALELAB_DBSVC_ADDR", "127.0.0.1:5002", "dbsvc HTTP address")
 	s.String(&c.CacheAddr, "cachesvc-addr", "SCALELAB_CACHESVC_ADDR", "127.0.0.1:5004", "cachesvc HTTP address")
@@ -169,6 +171,9 @@ var ErrConfig = errors.New("bad configuration")
 type Platform struct {
 	// BalancerURL is the front door, e.g. http://127.0.0.1:8000.
 	BalancerURL string
+	// AdminURL is the balancer's admin listener, e.g.
+	// http://127.0.0.1:8001: its /-/ routes and the dashboard.
+	AdminURL string
 	// GatewayURLs are the gateways' URLs, in the balancer's order.
 	GatewayURLs []string
 	// DBURL and CacheURL are dbsvc's and cachesvc's HTTP URLs.
@@ -219,11 +224,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// Bind every port before starting anything, so a busy port fails
 	// fast with its address, and the balancer learns the gateways' real
 	// addresses (tests pass :0).
-	lns, err := listenAll(append([]string{cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...))
+	lns, err := listenAll(append([]string{cfg.BalancerAddr, cfg.AdminAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...))
 	if err != nil {
 		return nil, err
 	}
-	balLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3:]
+	balLn, adminLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3], lns[4:]
 	dialGateway, err := gatewaySockets(gwLns)
 	if err != nil {
 		log.Warn("the balancer reaches the gateways over TCP", "err", err)
@@ -253,6 +258,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	}
 	p := &Platform{
 		BalancerURL: "http://" + balLn.Addr().String(), DBURL: "http://" + dbLn.Addr().String(),
+		AdminURL: "http://" + adminLn.Addr().String(),
 		CacheURL: "http://" + cacheLn.Addr().String(), NATSURL: ns.ClientURL(), Passwords: passwords,
 		done: make(chan struct{}), gwKill: gwKill,
 	}
@@ -293,7 +299,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		return fail(err)
 	}
 
-	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn)
+	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn, adminLn)
 	if err != nil {
 		return fail(fmt.Errorf("%w: %w", ErrConfig, err))
 	}
@@ -380,7 +386,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 
 // roles lists every role of cfg, and the balancer's config, over the
 // listeners Start bound.
-func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn net.Listener) ([]role, balancer.Config, error) {
+func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn, adminLn net.Listener) ([]role, balancer.Config, error) {
 	var roles []role
 	var errs []error
 	dbCfg := dbsvc.DefaultConfig()
@@ -425,6 +431,9 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	}
 	balCfg := balancer.DefaultConfig()
 	balCfg.Listener, balCfg.ShutdownTimeout = balLn, cfg.ShutdownTime
+	// The admin listener's drain and undrain take tokens with scope
+	// admin, signed with the platform's keys.
+	balCfg.AdminListener, balCfg.AdminAddr, balCfg.JWT = adminLn, cfg.AdminAddr, cfg.Keys
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	if cfg.TuneBalancer != nil {
 		cfg.TuneBalancer(&balCfg)

@@ -63,6 +63,7 @@ func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.SeedRows, cfg.NATSPort, cfg.NATSHTTPPort = t.TempDir(), 100, -1, -1
 	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.Keys = auth.Keys{Secret: []byte(strings.Repeat("k", 32)), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
 	return cfg
 }
