@@ -112,7 +112,7 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 		{"cachesvc", "--addr", freeAddr()},
 		{"worker", "--id", "w1", "--report-duration", "50ms"},
 		{"gateway", "--id", "g1", "--addr", gw},
-		{"balancer", "--addr", bal, "--backends", "http://" + gw},
+		{"balancer", "--addr", bal, "--admin-addr", freeAddr(), "--backends", "http://" + gw},
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, len(commands))
