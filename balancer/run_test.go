@@ -272,6 +272,7 @@ func BenchmarkProxy(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.Backends = []string{gw.URL}
 	cfg.Listener = ln
+	cfg.AdminAddr = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(b.Context())
 	errc := make(chan error, 1)
 	go func() { errc <- Run(ctx, cfg, slog.New(slog.DiscardHandler)) }()
