@@ -46,7 +46,7 @@ func adminGuard(h http.Handler, hosts map[string]bool, v *auth.Verifier, log *sl
 		if !hosts[host] {
 			log.Warn("admin request refused: foreign Host", "host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", id)
 			apperr.WriteCode(w, http.StatusMisdirectedRequest, apperr.Forbidden,
-				"this admin listener does not answer for Host "+quoteHost(r.Host)+": use its own address, as in http://127.0.0.1:8001", id)
+				"this admin listener does not answer for Host "+quoteHost(r.Host)+": reach it as 127.0.0.1, localhost or [::1] with its port", id)
 			return
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
