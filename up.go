@@ -129,9 +129,6 @@ func devKeys(cfg *platform.Config, getenv func(string) string) (generated bool, 
 // bannerInfo is what `up` tells the person who started it.
 type bannerInfo struct {
 	Balancer, DB, Cache, NATS string
-	// Admin is the balancer's admin listener: its /-/ routes and the
-	// dashboard.
-	Admin string
 	Gateways                  []string
 	Workers                   int
 	DataDir                   string
@@ -141,6 +138,9 @@ type bannerInfo struct {
 	// NATSContext is the nats CLI context file of the operator user
 	// NATSUser, whose password is NATSPassword.
 	NATSContext, NATSUser, NATSPassword string
+	// Admin is the balancer's admin listener: its /-/ routes and the
+	// dashboard.
+	Admin string
 }
 
 func printBanner(w io.Writer, b bannerInfo) {
