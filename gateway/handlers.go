@@ -249,6 +249,10 @@ func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.Handl
 			}
 			c.Response().Header().Set("Idempotent-Replayed", "true")
 			return accepted(prev.ID)
+		case errors.Is(err, task.ErrFull):
+			// Refused before anything is stored or queued: the client
+			// gets no task id, and no task is lost.
+			return apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
 		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
