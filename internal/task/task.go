@@ -22,6 +22,10 @@
 // Idempotency-Key, a keyed hash of the key and the subject (the gateway's
 // idempotentID); both are 32 lowercase hex digits, so they cannot be
 // computed from another id and are valid KV keys and subject tokens.
+//
+// The bucket has a byte limit (ProvisionConfig.MaxRecordBytes); Store.Create
+// refuses new records (ErrFull) past half of it, keeping the rest for the
+// records of accepted tasks to grow as they run.
 package task
 
 import (
