@@ -91,7 +91,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
 		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 && sameLimit(bucketMaxBytes(st), cfg.MaxRecordBytes) {
-			return leaderReads(ctx, js, cfg) // as wanted: no update (see ensureStream)
+			return leaderReads(ctx, js) // as wanted: no update (see ensureStream)
 		}
 	}
 	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -106,7 +106,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
-	return leaderReads(ctx, js, cfg)
+	return leaderReads(ctx, js)
 }
 
 // bucketMaxBytes is the byte limit of a bucket, or -1 when it has none.
@@ -126,7 +126,7 @@ func bucketMaxBytes(st jetstream.KeyValueStatus) int64 {
 // stream leader instead (nats-io/nats-server#4710). On one server this
 // changes nothing. It returns an error if the stream cannot be read or
 // updated.
-func leaderReads(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
+func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	name := "KV_" + Bucket
 	s, err := js.Stream(ctx, name)
 	if err != nil {
@@ -144,7 +144,7 @@ func leaderReads(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfi
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
-	return &Store{kv: kv, createLimit: uint64(max(cfg.MaxRecordBytes, 0)) / 2}, nil
+	return &Store{kv: kv}, nil
 }
 
 // streamConfigs are the streams of the task pipeline, in the order they
@@ -261,12 +261,11 @@ func maxOrUnlimited(n int64) int64 {
 // Store reads and writes task records.
 type Store struct {
 	kv jetstream.KeyValue
-	// createLimit is how many bytes the bucket may hold for Create to add
-	// a record (0: no check); see ProvisionConfig.MaxRecordBytes.
-	createLimit uint64
 
+	// What Create last read of the bucket (see roomFor).
 	mu     sync.Mutex
-	used   uint64    // the bucket's bytes as last read
+	used   uint64    // the bucket's bytes
+	limit  uint64    // half its byte limit, up to which Create adds records; 0: no limit
 	usedAt time.Time // when they were read
 	added  uint64    // bytes this Store created since
 }
@@ -284,8 +283,8 @@ func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Create stores a new record and returns its revision. It returns
 // ErrExists if the id is taken, and ErrFull if the bucket holds its limit
-// of records for new tasks (a Store from Provision) or refuses the write
-// as over its byte limit.
+// of records for new tasks (half its byte limit) or refuses the write as
+// over that limit.
 func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -308,34 +307,39 @@ func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 }
 
 // roomFor returns ErrFull if a record of n bytes would take the bucket
-// past the create limit, and otherwise counts n as added. It reads the
-// bucket's size (one request to the stream leader) unless its last reading
-// is under usageMaxAge old and this Store has since added less than a
+// past half of its byte limit (ProvisionConfig.MaxRecordBytes), and
+// otherwise counts n as added. The limit is the bucket's own, read with
+// its size, so every Store keeps it, whoever provisioned the bucket. It
+// reads them (one request to the stream leader) unless its last reading is
+// under usageMaxAge old and this Store has since added less than a
 // sixteenth of the room that was left then: far from the limit, a reading
 // serves thousands of creates; near it, every create reads. Other gateways
-// add records between readings too, so the bucket can pass the create
-// limit by up to a sixteenth of the room per gateway; the half of
-// MaxRecordBytes kept for accepted tasks absorbs that.
+// add records between readings too, so the bucket can pass the half by up
+// to a sixteenth of the room per gateway; the other half, kept for
+// accepted tasks, absorbs that.
 func (s *Store) roomFor(ctx context.Context, n int) error {
-	if s.createLimit == 0 {
-		return nil
-	}
 	s.mu.Lock()
-	used, at, added := s.used, s.usedAt, s.added
+	used, limit, at, added := s.used, s.limit, s.usedAt, s.added
 	s.mu.Unlock()
-	room := s.createLimit - min(used, s.createLimit)
-	if time.Since(at) > usageMaxAge || added+uint64(n) > room/16 {
+	room := limit - min(used, limit)
+	if time.Since(at) > usageMaxAge || (limit > 0 && added+uint64(n) > room/16) {
 		st, err := s.kv.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("read size of bucket %s: %w", Bucket, err)
 		}
-		used, added = st.Bytes(), 0
+		used, limit, added = st.Bytes(), 0, 0
+		if m := bucketMaxBytes(st); m > 0 {
+			limit = uint64(m) / 2
+		}
 		s.mu.Lock()
-		s.used, s.usedAt, s.added = used, time.Now(), 0
+		s.used, s.limit, s.usedAt, s.added = used, limit, time.Now(), 0
 		s.mu.Unlock()
 	}
-	if used+added+uint64(n) > s.createLimit {
-		return fmt.Errorf("%w: it holds %d bytes of records, new tasks are taken up to %d", ErrFull, used+added, s.createLimit)
+	if limit == 0 {
+		return nil // a bucket without a limit (made before it had one)
+	}
+	if used+added+uint64(n) > limit {
+		return fmt.Errorf("%w: it holds %d bytes of records, new tasks are taken up to %d", ErrFull, used+added, limit)
 	}
 	s.mu.Lock()
 	s.added += uint64(n)

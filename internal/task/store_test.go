@@ -162,6 +162,16 @@ func TestBucketFull(t *testing.T) {
 	if _, err := s.Create(t.Context(), newRecord(NewID())); !errors.Is(err, ErrFull) {
 		t.Errorf("Create() in a full bucket = %v, want ErrFull", err)
 	}
+	// The limit is the bucket's: a Store that did not provision it (a
+	// gateway started after a provisioning identity made the bucket)
+	// keeps it too.
+	kv, err := js.KeyValue(t.Context(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStore(kv).Create(t.Context(), newRecord(NewID())); !errors.Is(err, ErrFull) {
+		t.Errorf("NewStore(kv).Create() in a full bucket = %v, want ErrFull", err)
+	}
 }
 
 func TestProvisionIdempotent(t *testing.T) {
