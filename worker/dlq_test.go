@@ -59,8 +59,8 @@ func TestDeadLetter(t *testing.T) {
 
 	// The operator lists the dead letters, fixes the cause, and retries.
 	dead, err := task.ListDead(t.Context(), e.js)
-	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 3 || dead[0].Type != "doomed" {
-		t.Fatalf("ListDead() = %+v, %v; want one dead letter for %s with 3 attempts", dead, err, id)
+	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 3 || dead[0].Type != "doomed" || dead[0].Owner != testOwner {
+		t.Fatalf("ListDead() = %+v, %v; want one dead letter for %s with 3 attempts, owned by %s", dead, err, id, testOwner)
 	}
 	fixed.Store(true)
 	if err := task.RetryDead(t.Context(), e.js, e.store, id); err != nil {
