@@ -94,9 +94,13 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 		return nil
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tTYPE\tATTEMPTS\tDIED\tLAST ERROR")
+	fmt.Fprintln(w, "ID\tTYPE\tOWNER\tATTEMPTS\tDIED\tLAST ERROR")
 	for _, d := range dead {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, d.Attempts, d.DiedAt.UTC().Format(time.RFC3339), d.Error)
+		owner := d.Owner
+		if owner == "" {
+			owner = "-" // not carried by the message, or a task from before owners
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, owner, d.Attempts, d.DiedAt.UTC().Format(time.RFC3339), d.Error)
 	}
 	return w.Flush()
 }

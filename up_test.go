@@ -513,6 +513,57 @@ func TestUpTaskWait(t *testing.T) {
 	p.stop(t)
 }
 
+// TestUpTaskOwnership attacks another user's task through the balancer
+// of `up`, with tokens from POST /auth/token for two users with the
+// default scopes (tasks:read tasks:write, not tasks:admin): bob gets a 404,
+// as for a missing id, on alice's task for GET, ?wait= and DELETE, and the
+// task is not cancelled; the dev token (every scope, tasks:admin among
+// them) sees it.
+func TestUpTaskOwnership(t *testing.T) {
+	cheapBcrypt(t)
+	p := startUp(t, t.TempDir())
+	login := func(user string) string {
+		withStdin(t, "correct horse battery\n")
+		if err := run(t.Context(), []string{"users", "add", user, "--nats", p.nats}, env(maps.Clone(p.admin)), io.Discard, io.Discard); err != nil {
+			t.Fatalf("users add %s = %v", user, err)
+		}
+		r := p.do(t, "POST", "/auth/token", "", []byte(`{"username":"`+user+`","password":"correct horse battery"}`))
+		tok := decodeJSON[map[string]any](t, r)["token"]
+		if r.status != http.StatusOK || tok == nil {
+			t.Fatalf("POST /auth/token for %s = %d %s", user, r.status, r.body)
+		}
+		return "Bearer " + fmt.Sprint(tok)
+	}
+	alice, bob := login("alice"), login("bob")
+
+	sub := p.do(t, "POST", "/longtask", alice, []byte(`{"task":"sleep","duration_ms":20000}`))
+	if sub.status != http.StatusAccepted {
+		t.Fatalf("alice's POST /longtask = %d %s", sub.status, sub.body)
+	}
+	id := decodeJSON[map[string]string](t, sub)["task_id"]
+	for _, a := range []struct{ method, path string }{
+		{"GET", "/tasks/" + id}, {"GET", "/tasks/" + id + "?wait=2s"}, {"DELETE", "/tasks/" + id},
+	} {
+		r := p.do(t, a.method, a.path, bob, nil)
+		code := decodeJSON[map[string]map[string]any](t, r)["error"]["code"]
+		if r.status != http.StatusNotFound || code != "not_found" || bytes.Contains(r.body, []byte("alice")) {
+			t.Errorf("bob's %s %s = %d %s, want 404 not_found that names nobody", a.method, a.path, r.status, r.body)
+		}
+	}
+	r := p.do(t, "GET", "/tasks/"+id, alice, nil)
+	rec := decodeJSON[map[string]any](t, r)
+	if r.status != http.StatusOK || rec["owner"] != "alice" || rec["state"] == "cancelled" {
+		t.Errorf("alice's GET /tasks/%s = %d %s, want 200, owner alice, not cancelled", id, r.status, r.body)
+	}
+	if r := p.do(t, "GET", "/tasks/"+id, "Bearer "+p.token, nil); r.status != http.StatusOK {
+		t.Errorf("GET /tasks/%s with the dev token (tasks:admin) = %d %s, want 200", id, r.status, r.body)
+	}
+	if r := p.do(t, "DELETE", "/tasks/"+id, alice, nil); r.status != http.StatusOK {
+		t.Errorf("alice's DELETE /tasks/%s = %d %s, want 200", id, r.status, r.body)
+	}
+	p.stop(t)
+}
+
 // TestUpScalesGateways: `up --gateways 3` runs three gateways and the
 // balancer spreads requests over all of them, in turn.
 func TestUpScalesGateways(t *testing.T) {

@@ -11,6 +11,11 @@
 //   - the worker's process service (svc.process) for GET /process;
 //   - the stream TASKS (publish) and bucket "tasks" (records) for tasks.
 //
+// A task belongs to the token subject that submitted it (the record's
+// owner): the task routes answer 404 for another subject's task unless the
+// token has tasks:admin (taskowner.go, which also derives the ids of
+// Idempotency-Key submissions).
+//
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes
 // add X-Cache: local, kv or miss.

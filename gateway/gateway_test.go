@@ -129,6 +129,16 @@ func token(t *testing.T, scopes ...string) string {
 	return tok
 }
 
+// tokenFor is a token for sub with exactly the given scopes.
+func tokenFor(t *testing.T, sub string, scopes ...string) string {
+	t.Helper()
+	tok, _, err := testKeys.Issue(sub, scopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // TestBusDownIs503 stops NATS under a running gateway: API calls answer
 // 503 JSON at once instead of waiting out a timeout, and /readyz says so.
 func TestBusDownIs503(t *testing.T) {
@@ -387,16 +397,15 @@ func TestCancelTask(t *testing.T) {
 
 // TestIdempotencyKey: a repeated submission with the same key and body
 // gets the same task and is queued once; the key is scoped to the caller.
+// Neither token has tasks:admin, so bob's submission is his own whatever
+// he could see.
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	ns := testutil.StartNATS(t)
 	nc := testutil.Connect(t, ns)
 	base := startGateway(t, nc)
-	alice := token(t, auth.AllScopes...) // sub "tester"
-	bob, _, err := testKeys.Issue("bob", auth.AllScopes, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice := tokenFor(t, "alice", auth.ScopeTasksRead, auth.ScopeTasksWrite)
+	bob := tokenFor(t, "bob", auth.ScopeTasksRead, auth.ScopeTasksWrite)
 	key := map[string]string{"Idempotency-Key": "order-42"}
 
 	first := send(t, "POST", base+"/longtask", alice, `{"task":"sleep","duration_ms":5}`, key)
@@ -411,8 +420,9 @@ func TestIdempotencyKey(t *testing.T) {
 	if r := send(t, "POST", base+"/longtask", alice, `{"task":"sleep","duration_ms":6}`, key); r.status != 409 || errorCode(t, r) != "conflict" {
 		t.Errorf("same key, other body = %d %s, want 409 conflict", r.status, r.body)
 	}
-	if got := taskID(t, send(t, "POST", base+"/longtask", bob, `{"task":"sleep","duration_ms":5}`, key)); got == id {
-		t.Errorf("another caller's key gave the same task %s, want its own", got)
+	theirs := send(t, "POST", base+"/longtask", bob, `{"task":"sleep","duration_ms":5}`, key)
+	if got := taskID(t, theirs); got == id || theirs.header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("another caller's key gave task %s (Idempotent-Replayed %q), want its own, new", got, theirs.header.Get("Idempotent-Replayed"))
 	}
 	if r := send(t, "POST", base+"/longtask", alice, `{"task":"noop"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}); r.status != 400 {
 		t.Errorf("256-character key = %d, want 400", r.status)
@@ -444,7 +454,7 @@ func TestIdempotentReplayQueuesLostTask(t *testing.T) {
 	ns := testutil.StartNATS(t)
 	nc := testutil.Connect(t, ns)
 	base := startGateway(t, nc)
-	alice := token(t, auth.AllScopes...) // sub "tester"
+	alice := tokenFor(t, "alice", auth.ScopeTasksWrite)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -459,8 +469,8 @@ func TestIdempotentReplayQueuesLostTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	lost := &task.Record{ID: idempotentID("tester", "lost-1"), Type: typ, State: task.Queued,
-		Payload: compact([]byte(body)), CreatedAt: now, UpdatedAt: now}
+	lost := &task.Record{ID: idempotentID(taskIDKey(testKeys.Secret), "alice", "lost-1"), Type: typ, State: task.Queued,
+		Payload: compact([]byte(body)), Owner: "alice", CreatedAt: now, UpdatedAt: now}
 	if _, err := task.NewStore(kv).Create(t.Context(), lost); err != nil {
 		t.Fatal(err)
 	}

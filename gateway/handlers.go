@@ -3,8 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nuid"
 
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
@@ -160,11 +157,13 @@ const idempotencyHeader = "Idempotency-Key"
 // The record is created before the message is published, so a worker never
 // sees a task without a record.
 //
-// With an Idempotency-Key header, the task id is derived from the key and
-// the token's subject, so a repeat (same key, same body) returns the same
-// task instead of a new one for as long as the record is kept; a reused
-// key with a different body is a 409.
-func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
+// The record's owner is the token's subject: only that subject (or
+// tasks:admin) sees or cancels the task. Its id is task.NewID's 128 random
+// bits. With an Idempotency-Key header, the id is instead a keyed hash of
+// the key and the subject (idempotentID with idKey), so a repeat (same
+// key, same body) returns the same task instead of a new one for as long
+// as the record is kept; a reused key with a different body is a 409.
+func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.HandlerFunc {
 	type response struct {
 		Status    string `json:"status"`
 		TaskID    string `json:"task_id"`
@@ -190,9 +189,10 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 		if err != nil {
 			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
 		}
+		owner := claimsOf(c).Subject
 		rec := &task.Record{
-			ID: nuid.Next(), Type: typ, State: task.Queued, Payload: compact(body),
-			RequestID: rid, CreatedAt: now, UpdatedAt: now,
+			ID: task.NewID(), Type: typ, State: task.Queued, Payload: compact(body),
+			RequestID: rid, Owner: owner, CreatedAt: now, UpdatedAt: now,
 		}
 		if !runAt.IsZero() {
 			rec.RunAt = &runAt
@@ -202,7 +202,7 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			if !validIdempotencyKey(key) {
 				return apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
 			}
-			rec.ID = idempotentID(claimsOf(c).Subject, key)
+			rec.ID = idempotentID(idKey, owner, key)
 		}
 		// accepted answers 202 with where to look, or, with ?wait=, the
 		// final record if the task finishes in time (the synchronous way
@@ -211,7 +211,7 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			url := "/tasks/" + id
 			c.Response().Header().Set(echo.HeaderLocation, url)
 			if wait > 0 {
-				if rec, err := awaitFinal(ctx, store, id, wait); err == nil && rec.State.Terminal() {
+				if rec, err := awaitFinal(ctx, store, id, wait, func(r *task.Record) bool { return r.Owner == owner }); err == nil && rec.State.Terminal() {
 					return c.JSON(http.StatusOK, rec)
 				}
 			}
@@ -224,7 +224,11 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			if err != nil {
 				return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 			}
-			if !bytes.Equal(prev.Payload, rec.Payload) {
+			// The owner check is for a record without an owner (written
+			// before owners existed, under the old unkeyed id); another
+			// subject's key gives another id. Answered like a reused key:
+			// no more is said about a task that is not the caller's.
+			if prev.Owner != owner || !bytes.Equal(prev.Payload, rec.Payload) {
 				return apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
 			}
 			if prev.State == task.Queued {
@@ -245,6 +249,10 @@ func handleSubmitTask(store TaskStore, queue TaskQueue) echo.HandlerFunc {
 			}
 			c.Response().Header().Set("Idempotent-Replayed", "true")
 			return accepted(prev.ID)
+		case errors.Is(err, task.ErrFull):
+			// Refused before anything is stored or queued: the client
+			// gets no task id, and no task is lost.
+			return apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
 		case err != nil:
 			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 		}
@@ -281,18 +289,11 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-// idempotentID derives a task id from the caller and the key: the same
-// pair always gives the same id, and one caller cannot land on another's
-// task by guessing its key.
-func idempotentID(subject, key string) string {
-	sum := sha256.Sum256([]byte(subject + "\x00" + key))
-	return hex.EncodeToString(sum[:16])
-}
-
 // handleCancelTask cancels a queued or running task. A queued task is
 // dropped by the worker that pulls it; a running one has its context
 // cancelled through a notice on task.CancelSubject. Cancelling a finished
-// task is a 409.
+// task is a 409. A task of another subject is a 404, as a missing one is,
+// unless the token has tasks:admin; it is not cancelled.
 func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Param("id")
@@ -300,7 +301,11 @@ func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.H
 			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
 		}
 		var final task.State
+		claims := claimsOf(c)
 		rec, err := store.Update(c.Request().Context(), id, func(r *task.Record) error {
+			if !visibleTo(claims, r) {
+				return errNotVisible // nothing is written
+			}
 			if r.State.Terminal() {
 				final = r.State
 				return errFinal

@@ -33,7 +33,7 @@ func routes(e *echo.Echo, d deps) {
 	e.PUT("/items/:id", handlePutItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.DELETE("/items/:id", handleDeleteItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.GET("/process", handleProcess(d.process), api(auth.ScopeDataRead)...)
-	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue), api(auth.ScopeTasksWrite)...)
+	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue, taskIDKey(d.cfg.JWT.Secret)), api(auth.ScopeTasksWrite)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
 	e.DELETE("/tasks/:id", handleCancelTask(d.tasks, d.nc, d.log), api(auth.ScopeTasksWrite)...)
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,

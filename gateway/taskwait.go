@@ -32,15 +32,20 @@ func taskWait(c echo.Context) (time.Duration, error) {
 }
 
 // awaitFinal polls the record of task id until it is terminal, wait has
-// passed or ctx ends, and returns the last record read. It polls (the
+// passed or ctx ends, and returns the last record read. A record that
+// visible rejects is task.ErrNotFound at the first read, without waiting,
+// exactly as a missing one. It polls (the
 // tasks bucket is read at its leader) rather than watches: a gateway's NATS
 // user may read records but not create consumers, and a poll every few
 // milliseconds costs less than a consumer per waiting client.
-func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Duration) (*task.Record, error) {
+func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Duration, visible func(*task.Record) bool) (*task.Record, error) {
 	deadline := time.Now().Add(wait)
 	pause := 2 * time.Millisecond
 	for {
 		rec, _, err := store.Get(ctx, id)
+		if err == nil && !visible(rec) {
+			return nil, errNotVisible
+		}
 		if err != nil || rec.State.Terminal() || !time.Now().Add(pause).Before(deadline) {
 			return rec, err
 		}
@@ -55,7 +60,9 @@ func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Durat
 
 // handleGetTask answers a task's record. With ?wait=D it answers as soon as
 // the task is final, or after D with the record as it is then: a client
-// that wants the result waits in one request instead of polling.
+// that wants the result waits in one request instead of polling. A task of
+// another subject is a 404, as a missing one is, unless the token has
+// tasks:admin.
 func handleGetTask(store TaskStore) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Param("id")
@@ -66,7 +73,8 @@ func handleGetTask(store TaskStore) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		rec, err := awaitFinal(c.Request().Context(), store, id, wait)
+		claims := claimsOf(c)
+		rec, err := awaitFinal(c.Request().Context(), store, id, wait, func(r *task.Record) bool { return visibleTo(claims, r) })
 		switch {
 		case errors.Is(err, task.ErrNotFound):
 			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)

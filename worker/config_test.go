@@ -54,7 +54,7 @@ func TestConfigValidate(t *testing.T) {
 			},
 			want: []string{
 				"--id", "--concurrency", "--ack-wait", "--max-attempts", "--task-timeout",
-				"--retry-delay", "--report-duration", "--shutdown-timeout", "--replicas",
+				"--retry-delay", "--report-duration", "--shutdown-timeout", "--max-task-bytes", "--replicas",
 			},
 		},
 	}

@@ -33,8 +33,8 @@ func TestDeadLetter(t *testing.T) {
 	id := e.submit(t, "doomed", `{"task":"doomed"}`)
 
 	rec := e.waitState(t, id, task.Dead, 20*time.Second)
-	if rec.Attempts != 3 || rec.Error != "disk on fire" || rec.FinishedAt == nil {
-		t.Errorf("dead record = attempts %d, error %q, finished %v; want 3, %q, set", rec.Attempts, rec.Error, rec.FinishedAt, "disk on fire")
+	if rec.Attempts != 3 || rec.Error != "disk on fire" || rec.FinishedAt == nil || rec.Owner != testOwner {
+		t.Errorf("dead record = attempts %d, error %q, finished %v, owner %q; want 3, %q, set, %q", rec.Attempts, rec.Error, rec.FinishedAt, rec.Owner, "disk on fire", testOwner)
 	}
 	e.waitStreamEmpty(t, 10*time.Second)
 
@@ -59,16 +59,16 @@ func TestDeadLetter(t *testing.T) {
 
 	// The operator lists the dead letters, fixes the cause, and retries.
 	dead, err := task.ListDead(t.Context(), e.js)
-	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 3 || dead[0].Type != "doomed" {
-		t.Fatalf("ListDead() = %+v, %v; want one dead letter for %s with 3 attempts", dead, err, id)
+	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 3 || dead[0].Type != "doomed" || dead[0].Owner != testOwner {
+		t.Fatalf("ListDead() = %+v, %v; want one dead letter for %s with 3 attempts, owned by %s", dead, err, id, testOwner)
 	}
 	fixed.Store(true)
 	if err := task.RetryDead(t.Context(), e.js, e.store, id); err != nil {
 		t.Fatalf("RetryDead(%s) = %v", id, err)
 	}
 	rec = e.waitState(t, id, task.Succeeded, 20*time.Second)
-	if rec.Attempts != 1 {
-		t.Errorf("retried task attempts = %d, want 1 (a fresh budget)", rec.Attempts)
+	if rec.Attempts != 1 || rec.Owner != testOwner {
+		t.Errorf("retried task attempts = %d, owner %q; want 1 (a fresh budget), %q (kept by the retry)", rec.Attempts, rec.Owner, testOwner)
 	}
 	if dead, err := task.ListDead(t.Context(), e.js); err != nil || len(dead) != 0 {
 		t.Errorf("ListDead() after retry = %+v, %v; want none", dead, err)

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
@@ -136,14 +135,14 @@ func newEnv(t *testing.T) *env {
 // submit does what the gateway's POST /longtask does: create a queued
 // record, then publish the envelope, carrying the record and its revision,
 // with the id as Nats-Msg-Id. body is the whole posted body; it becomes
-// the payload.
+// the payload. The task's owner is testOwner.
 func (e *env) submit(t *testing.T, typ string, body string) string {
 	t.Helper()
-	id := nuid.Next()
+	id := task.NewID()
 	now := time.Now().UTC()
 	rec := &task.Record{
 		ID: id, Type: typ, State: task.Queued, Payload: json.RawMessage(body),
-		CreatedAt: now, UpdatedAt: now,
+		Owner: testOwner, CreatedAt: now, UpdatedAt: now,
 	}
 	rev, err := e.store.Create(t.Context(), rec)
 	if err != nil {
@@ -152,6 +151,10 @@ func (e *env) submit(t *testing.T, typ string, body string) string {
 	e.publish(t, task.Envelope{ID: id, Type: typ, Payload: json.RawMessage(body), Record: rec, Revision: rev})
 	return id
 }
+
+// testOwner is the owner of the tasks submit creates: every record the
+// worker writes must keep it.
+const testOwner = "alice"
 
 // publish publishes env to its subject, as the gateway's queue does.
 func (e *env) publish(t *testing.T, env task.Envelope) {

@@ -75,6 +75,9 @@ func TestReportLifecycle(t *testing.T) {
 				t.Errorf("update %d: progress went back from %d to %d", i, prev.Progress, rec.Progress)
 			}
 		}
+		if rec.Owner != testOwner {
+			t.Errorf("update %d (%s): owner %q, want %q: the worker must keep the submitter", i, rec.State, rec.Owner, testOwner)
+		}
 		if len(path) == 0 || path[len(path)-1] != rec.State {
 			path = append(path, rec.State)
 		}

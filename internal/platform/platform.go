@@ -62,6 +62,7 @@ type Config struct {
 	Gateways       int
 	Policy         string
 	MaxQueue       int64
+	MaxTaskBytes   int64
 	NATSHost       string
 	NATSPort       int
 	NATSHTTPPort   int
@@ -105,6 +106,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.Gateways, "gateways", "SCALELAB_GATEWAYS", 0, "number of gateways: the --gateway-addrs, then any free port for the rest (0: one per --gateway-addrs)")
 	s.String(&c.Policy, "policy", "SCALELAB_POLICY", balancer.PolicyRoundRobin, "balancer policy: round_robin, weighted_round_robin, least_connections, p2c")
 	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
+	s.Int64(&c.MaxTaskBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", task.DefaultProvisionConfig().MaxRecordBytes, "most bytes of task records kept; past half of it POST /longtask answers 503")
 	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")
 	s.String(&c.NATSHost, "nats-host", "SCALELAB_NATS_HOST", "127.0.0.1", "embedded NATS listen host")
 	s.Int(&c.NATSPort, "nats-port", "SCALELAB_NATS_PORT", 4222, "embedded NATS client port (-1: any free port)")
@@ -283,7 +285,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// and worker provisions too, and would otherwise all create them at
 	// the same moment.
 	provision := task.DefaultProvisionConfig()
-	provision.MaxQueueMsgs = cfg.MaxQueue
+	provision.MaxQueueMsgs, provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
 	// The platform's own connection, as the operator: provisioning now,
 	// readiness checks later, and for callers after that.
 	admin := string(natsconf.RoleAdmin)
@@ -405,7 +407,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		wCfg := worker.DefaultConfig()
 		wCfg.ID = DefaultID("") + fmt.Sprintf("/worker-%d", i+1)
 		wCfg.ReportDuration, wCfg.ShutdownTimeout, wCfg.Concurrency = cfg.ReportDuration, cfg.ShutdownTime, cfg.Concurrency
-		wCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
+		wCfg.Provision.MaxQueueMsgs, wCfg.Provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
 		errs = append(errs, wCfg.Validate())
 		roles = append(roles, role{name: fmt.Sprintf("worker-%d", i+1), user: natsconf.RoleWorker,
 			start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
@@ -417,7 +419,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		gwCfg := gateway.DefaultConfig()
 		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, cfg.Keys, cfg.ShutdownTime
 		gwCfg.ID = DefaultID(ln.Addr().String())
-		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
+		gwCfg.Provision.MaxQueueMsgs, gwCfg.Provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
 		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)

@@ -21,6 +21,9 @@ type DeadLetter struct {
 	Attempts int       `json:"attempts"`
 	Error    string    `json:"error"`
 	DiedAt   time.Time `json:"died_at"`
+	// Owner is the task's submitter, from the record its message carries;
+	// empty when the message carries none (a large payload).
+	Owner    string `json:"owner,omitempty"`
 	envelope []byte
 }
 
@@ -54,9 +57,14 @@ func ListDead(ctx context.Context, js jetstream.JetStream) ([]DeadLetter, error)
 func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 	h := nats.Header(m.Header)
 	attempts, _ := strconv.Atoi(h.Get(HeaderAttempts))
+	var env Envelope
+	owner := ""
+	if json.Unmarshal(m.Data, &env) == nil && env.Record != nil {
+		owner = env.Record.Owner
+	}
 	return DeadLetter{
 		Seq: m.Sequence, ID: h.Get(HeaderTaskID), Type: strings.TrimPrefix(m.Subject, DLQSubjectPrefix),
-		Attempts: attempts, Error: h.Get(HeaderError), DiedAt: m.Time, envelope: m.Data,
+		Attempts: attempts, Error: h.Get(HeaderError), DiedAt: m.Time, Owner: owner, envelope: m.Data,
 	}
 }
 

@@ -72,7 +72,7 @@ func FuzzValidate(f *testing.F) {
 // FuzzValidID checks that an accepted id is 1-64 ASCII letters and digits,
 // so it can never smuggle a wildcard, a dot or a path separator.
 func FuzzValidID(f *testing.F) {
-	for _, s := range []string{"abc123", "a.b", "*", ">", "../x", "", "01J8ZK3QH6Y2W4X5V7T9R0S1P2"} {
+	for _, s := range []string{"abc123", "a.b", "*", ">", "../x", "", "01J8ZK3QH6Y2W4X5V7T9R0S1P2", NewID()} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {

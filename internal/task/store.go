@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +20,10 @@ var ErrNotFound = errors.New("task: not found")
 
 // ErrExists is returned by Store.Create when the id is taken.
 var ErrExists = errors.New("task: already exists")
+
+// ErrFull is returned by Store.Create when the tasks bucket holds as many
+// bytes of records as it takes new ones (see ProvisionConfig.MaxRecordBytes).
+var ErrFull = errors.New("task: the tasks bucket is full")
 
 // ProvisionConfig sizes the stream and bucket.
 type ProvisionConfig struct {
@@ -32,11 +38,18 @@ type ProvisionConfig struct {
 	MaxQueueMsgs  int64
 	// DedupeWindow is how long a repeated Nats-Msg-Id is ignored.
 	DedupeWindow time.Duration
+	// MaxRecordBytes caps the tasks bucket (its MaxBytes). New records
+	// are taken only while the bucket holds less than half of it: the
+	// other half is the room that tasks already accepted need to record
+	// their progress and outcome (a record grows as it runs, and a full
+	// bucket refuses a write that grows one). So a full bucket refuses new
+	// tasks (Store.Create's ErrFull), never an accepted task's result.
+	MaxRecordBytes int64
 }
 
 // DefaultProvisionConfig is the single-server configuration.
 func DefaultProvisionConfig() ProvisionConfig {
-	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute}
+	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute, MaxRecordBytes: 1 << 30}
 }
 
 // RegisterFlags defines the flags that size the stream and bucket. Every
@@ -44,6 +57,7 @@ func DefaultProvisionConfig() ProvisionConfig {
 // meaning; give them the same values.
 func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
 	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
+	s.Int64(&p.MaxRecordBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", p.MaxRecordBytes, "most bytes of task records the tasks bucket holds; past half of it POST /longtask answers 503, the rest is kept for accepted tasks to finish (give gateways and workers the same value)")
 	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster)")
 }
 
@@ -53,11 +67,18 @@ func (p ProvisionConfig) Validate(role string) error {
 	if p.MaxQueueMsgs < 0 {
 		errs = append(errs, fmt.Errorf("%s: --max-queue must not be negative, got %d", role, p.MaxQueueMsgs))
 	}
+	if p.MaxRecordBytes < minRecordBytes {
+		errs = append(errs, fmt.Errorf("%s: --max-task-bytes must be at least %d, got %d", role, minRecordBytes, p.MaxRecordBytes))
+	}
 	if p.Replicas < 1 || p.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("%s: --replicas must be 1..5, got %d", role, p.Replicas))
 	}
 	return errors.Join(errs...)
 }
+
+// minRecordBytes is the smallest MaxRecordBytes: room for a few of the
+// largest records (a payload is up to MaxPayloadBytes).
+const minRecordBytes = 4 * MaxPayloadBytes
 
 // Provision creates or updates the TASKS stream and the tasks bucket, and
 // returns a Store over the bucket. Both the gateway and the worker call it at
@@ -69,7 +90,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 	}
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
-		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 && sameLimit(bucketMaxBytes(st), cfg.MaxRecordBytes) {
 			return leaderReads(ctx, js) // as wanted: no update (see ensureStream)
 		}
 	}
@@ -80,11 +101,20 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		TTL:         cfg.Retention,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
+		MaxBytes:    cfg.MaxRecordBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
 	}
 	return leaderReads(ctx, js)
+}
+
+// bucketMaxBytes is the byte limit of a bucket, or -1 when it has none.
+func bucketMaxBytes(st jetstream.KeyValueStatus) int64 {
+	if b, ok := st.(*jetstream.KeyValueBucketStatus); ok && b.StreamInfo() != nil {
+		return b.StreamInfo().Config.MaxBytes
+	}
+	return -1
 }
 
 // leaderReads turns direct gets off on the bucket's stream and returns a
@@ -208,7 +238,7 @@ func sameStreamConfig(cur, want jetstream.StreamConfig) bool {
 	}
 	// The server stores "no limit" as -1 and an unset dedupe window as its
 	// default (2 min).
-	limit := func(a, b int64) bool { return a == b || (a <= 0 && b <= 0) }
+	limit := sameLimit
 	return cur.Description == want.Description && slices.Equal(cur.Subjects, want.Subjects) &&
 		cur.Retention == want.Retention && cur.Storage == want.Storage && cur.Replicas == want.Replicas &&
 		cur.MaxAge == want.MaxAge && limit(cur.MaxBytes, want.MaxBytes) &&
@@ -216,6 +246,10 @@ func sameStreamConfig(cur, want jetstream.StreamConfig) bool {
 		cur.Discard == want.Discard && (cur.Duplicates == want.Duplicates || want.Duplicates == 0) &&
 		cur.AllowMsgSchedules == want.AllowMsgSchedules && slices.Equal(sources(cur.Sources), sources(want.Sources))
 }
+
+// sameLimit compares two byte or message limits, where any value under 1
+// means none (the server stores "none" as -1).
+func sameLimit(a, b int64) bool { return a == b || (a <= 0 && b <= 0) }
 
 func maxOrUnlimited(n int64) int64 {
 	if n <= 0 {
@@ -227,26 +261,98 @@ func maxOrUnlimited(n int64) int64 {
 // Store reads and writes task records.
 type Store struct {
 	kv jetstream.KeyValue
+
+	// What Create last read of the bucket (see roomFor).
+	mu     sync.Mutex
+	used   uint64    // the bucket's bytes
+	limit  uint64    // half its byte limit, up to which Create adds records; 0: no limit
+	usedAt time.Time // when they were read
+	added  uint64    // bytes this Store created since
 }
+
+// msgOverhead is about what the bucket stores for a record beyond its JSON:
+// its subject ($KV.tasks.<id>) and the message's framing.
+const msgOverhead = 80
+
+// usageMaxAge is how long Create trusts its last reading of the bucket's
+// size.
+const usageMaxAge = time.Second
 
 // NewStore returns a Store over an existing bucket.
 func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Create stores a new record and returns its revision. It returns
-// ErrExists if the id is taken.
+// ErrExists if the id is taken, and ErrFull if the bucket holds its limit
+// of records for new tasks (half its byte limit) or refuses the write as
+// over that limit.
 func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return 0, fmt.Errorf("encode task %s: %w", rec.ID, err)
+	}
+	if err := s.roomFor(ctx, len(b)+msgOverhead); err != nil {
+		return 0, fmt.Errorf("create task %s: %w", rec.ID, err)
 	}
 	rev, err := s.kv.Create(ctx, rec.ID, b)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return 0, fmt.Errorf("create task %s: %w", rec.ID, ErrExists)
 		}
+		if overLimit(err) {
+			return 0, fmt.Errorf("create task %s: %w: %w", rec.ID, ErrFull, err)
+		}
 		return 0, fmt.Errorf("create task %s: %w", rec.ID, err)
 	}
 	return rev, nil
+}
+
+// roomFor returns ErrFull if a record of n bytes would take the bucket
+// past half of its byte limit (ProvisionConfig.MaxRecordBytes), and
+// otherwise counts n as added. The limit is the bucket's own, read with
+// its size, so every Store keeps it, whoever provisioned the bucket. It
+// reads them (one request to the stream leader) unless its last reading is
+// under usageMaxAge old and this Store has since added less than a
+// sixteenth of the room that was left then: far from the limit, a reading
+// serves thousands of creates; near it, every create reads. Other gateways
+// add records between readings too, so the bucket can pass the half by up
+// to a sixteenth of the room per gateway; the other half, kept for
+// accepted tasks, absorbs that.
+func (s *Store) roomFor(ctx context.Context, n int) error {
+	s.mu.Lock()
+	used, limit, at, added := s.used, s.limit, s.usedAt, s.added
+	s.mu.Unlock()
+	room := limit - min(used, limit)
+	if time.Since(at) > usageMaxAge || (limit > 0 && added+uint64(n) > room/16) {
+		st, err := s.kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("read size of bucket %s: %w", Bucket, err)
+		}
+		used, limit, added = st.Bytes(), 0, 0
+		if m := bucketMaxBytes(st); m > 0 {
+			limit = uint64(m) / 2
+		}
+		s.mu.Lock()
+		s.used, s.limit, s.usedAt, s.added = used, limit, time.Now(), 0
+		s.mu.Unlock()
+	}
+	if limit == 0 {
+		return nil // a bucket without a limit (made before it had one)
+	}
+	if used+added+uint64(n) > limit {
+		return fmt.Errorf("%w: it holds %d bytes of records, new tasks are taken up to %d", ErrFull, used+added, limit)
+	}
+	s.mu.Lock()
+	s.added += uint64(n)
+	s.mu.Unlock()
+	return nil
+}
+
+// overLimit reports the server refusing a write because the bucket is at
+// its byte or message limit (JSStreamStoreFailedF, "maximum bytes
+// exceeded", which nats.go does not name).
+func overLimit(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10077 && strings.Contains(apiErr.Description, "maximum")
 }
 
 // Get returns the record of id and its revision. It returns ErrNotFound

@@ -103,10 +103,74 @@ func TestProvision(t *testing.T) {
 	if ks.TTL() != cfg.Retention {
 		t.Errorf("bucket %s TTL = %v, want %v", Bucket, ks.TTL(), cfg.Retention)
 	}
+	if got := bucketMaxBytes(ks); got != cfg.MaxRecordBytes {
+		t.Errorf("bucket %s max bytes = %d, want %d", Bucket, got, cfg.MaxRecordBytes)
+	}
 
 	// A task published on its subject lands in the stream.
 	if _, err := js.Publish(t.Context(), Subject("noop"), []byte(`{}`)); err != nil {
 		t.Errorf("js.Publish(%q) = %v, want nil", Subject("noop"), err)
+	}
+}
+
+// TestBucketFull fills a bucket with a small byte limit: Create answers
+// ErrFull once the records reach half of it, and the other half is left
+// for the records already there to grow as their tasks run; a worker's
+// write that grows a record still succeeds.
+func TestBucketFull(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	cfg := DefaultProvisionConfig()
+	cfg.MaxRecordBytes = minRecordBytes
+	s, err := Provision(t.Context(), js, cfg)
+	if err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	var ids []string
+	for i := 0; ; i++ {
+		if i > 10000 {
+			t.Fatalf("%d records created in a bucket of %d bytes, want ErrFull long before", i, cfg.MaxRecordBytes)
+		}
+		id := NewID()
+		_, err := s.Create(t.Context(), newRecord(id))
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Create() = %v, want nil or ErrFull", err)
+		}
+		ids = append(ids, id)
+	}
+	st, err := s.kv.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Bytes(); used > uint64(cfg.MaxRecordBytes)/2+1024 || used < uint64(cfg.MaxRecordBytes)/2-1024 {
+		t.Errorf("bucket holds %d bytes when Create refuses, want about half of %d", used, cfg.MaxRecordBytes)
+	}
+	// Every accepted record can still finish, with a result.
+	for _, id := range ids {
+		if _, err := s.Update(t.Context(), id, func(r *Record) error {
+			now := time.Now().UTC()
+			r.State, r.Attempts, r.Worker, r.StartedAt, r.FinishedAt = Succeeded, 1, "worker-1", &now, &now
+			r.Progress, r.Result = 100, json.RawMessage(`{"report":"quarterly summary","sections":5,"duration_ms":5000}`)
+			return nil
+		}); err != nil {
+			t.Fatalf("finishing accepted task %s in a full bucket: %v", id, err)
+		}
+	}
+	if _, err := s.Create(t.Context(), newRecord(NewID())); !errors.Is(err, ErrFull) {
+		t.Errorf("Create() in a full bucket = %v, want ErrFull", err)
+	}
+	// The limit is the bucket's: a Store that did not provision it (a
+	// gateway started after a provisioning identity made the bucket)
+	// keeps it too.
+	kv, err := js.KeyValue(t.Context(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStore(kv).Create(t.Context(), newRecord(NewID())); !errors.Is(err, ErrFull) {
+		t.Errorf("NewStore(kv).Create() in a full bucket = %v, want ErrFull", err)
 	}
 }
 

@@ -10,10 +10,28 @@
 // record write is a compare-and-set; the envelope carries the record as
 // created, and each write starts from the one before, so that in the
 // common case (nobody else wrote) a task costs no record read at all.
+//
+// A record belongs to its submitter: Owner is the `sub` of the token that
+// submitted it, and the gateway shows or cancels a task only for that
+// subject or a token with scope tasks:admin. Records written before owners
+// existed have none, and only tasks:admin sees them. Every writer after the
+// gateway (the worker, `scalelab tasks dlq retry`) changes a record through
+// Store.Update, which keeps the fields it does not set, Owner among them.
+//
+// Task ids are NewID's 128 random bits, or, for a submission with an
+// Idempotency-Key, a keyed hash of the key and the subject (the gateway's
+// idempotentID); both are 32 lowercase hex digits, so they cannot be
+// computed from another id and are valid KV keys and subject tokens.
+//
+// The bucket has a byte limit (ProvisionConfig.MaxRecordBytes); Store.Create
+// refuses new records (ErrFull) past half of it, keeping the rest for the
+// records of accepted tasks to grow as they run.
 package task
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,11 +127,14 @@ type Record struct {
 	Error           string          `json:"error,omitempty"`
 	Worker          string          `json:"worker,omitempty"`
 	RequestID       string          `json:"request_id,omitempty"`
-	RunAt           *time.Time      `json:"run_at,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
-	StartedAt       *time.Time      `json:"started_at,omitempty"`
-	FinishedAt      *time.Time      `json:"finished_at,omitempty"`
+	// Owner is the sub of the token that submitted the task; empty on
+	// records written before tasks had owners.
+	Owner      string     `json:"owner,omitempty"`
+	RunAt      *time.Time `json:"run_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 // Envelope is the body of a task message.
@@ -146,6 +167,19 @@ func (e Envelope) Created() *Version {
 
 // ErrInvalid is wrapped by every validation error in this package.
 var ErrInvalid = errors.New("task: invalid")
+
+// IDBytes is how many random bytes a task id carries.
+const IDBytes = 16
+
+// NewID returns a new task id: IDBytes from crypto/rand, hex encoded (32
+// characters). Unlike a nuid, whose ids share a fixed prefix and count up,
+// it says nothing about the ids before or after it, so nobody can reach
+// another user's task by computing its id from their own.
+func NewID() string {
+	var b [IDBytes]byte
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand crashes the program instead
+	return hex.EncodeToString(b[:])
+}
 
 // ValidID reports whether id is a well-formed task id: 1 to 64 letters
 // and digits, so an id can never smuggle a wildcard, a dot or a path into

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -132,6 +133,23 @@ func TestValidateSleepOverflow(t *testing.T) {
 		if got, err := Validate([]byte(body)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Validate(%q) = %q, %v, want an error wrapping %v", body, got, err, ErrInvalid)
 		}
+	}
+}
+
+// TestNewID: ids are 16 random bytes in hex, valid ids, and do not repeat.
+func TestNewID(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewID()
+		b, err := hex.DecodeString(id)
+		if err != nil || len(b) != IDBytes || !ValidID(id) || strings.ToLower(id) != id {
+			t.Fatalf("NewID() = %q: want %d bytes in lowercase hex, a valid id (decode error %v)", id, IDBytes, err)
+		}
+		if seen[id] {
+			t.Fatalf("NewID() gave %q twice", id)
+		}
+		seen[id] = true
 	}
 }
 
