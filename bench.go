@@ -19,6 +19,7 @@ import (
 	"github.com/scalelab/scalelab/internal/bench"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/logging"
+	"github.com/scalelab/scalelab/internal/platform"
 )
 
 const benchUsage = `scalelab bench: run the lab's experiments and write a report with charts.
@@ -114,6 +115,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
+	// The platforms it starts are `up`'s, with up's event loops and Ps.
+	platform.ReserveLoopProcs(getenv)
 	logFile, err := os.Create(filepath.Join(out, "platform.log"))
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)

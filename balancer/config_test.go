@@ -133,6 +133,8 @@ func TestValidate(t *testing.T) {
 			"balancer: --eject-backoff: must be positive, got 0s",
 			"balancer: --eject-backoff-max: must be at least --eject-backoff (0s), got -1ns",
 		}},
+		{name: "negative event loops", modify: func(c *Config) { c.EventLoops = -1 },
+			want: []string{"balancer: --event-loops: must be between 0 and 1024, got -1"}},
 		{name: "bad retry settings", modify: func(c *Config) {
 			c.MaxRetries = 6
 			c.RetryBudgetPercent = 101

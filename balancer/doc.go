@@ -30,7 +30,10 @@
 // --engine (SCALELAB_ENGINE) chooses how client connections are served:
 //
 //   - loop (default): event loops, one per core (github.com/panjf2000/gnet),
-//     as nginx's workers do. Each loop owns its client connections and its
+//     as nginx's workers do; --event-loops sets another number. An idle
+//     loop waits in epoll_wait holding its P, so a process that runs other
+//     work beside the balancer runs fewer loops than Ps (`up` does; see
+//     Config.EventLoops). Each loop owns its client connections and its
 //     own idle connections to every gateway, and serves the ready sockets
 //     one epoll_wait returns in turn, where a goroutine per connection
 //     would park and wake two goroutines per request. The loops proxy the

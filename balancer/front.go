@@ -188,7 +188,7 @@ func newFront(b *balancer, slow *handoffListener) (*front, error) {
 	}
 	engine, err := gnet.NewClient(f,
 		gnet.WithMulticore(true),
-		gnet.WithNumEventLoop(runtime.GOMAXPROCS(0)),
+		gnet.WithNumEventLoop(eventLoops(b.cfg.EventLoops)),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{b.log}))
 	if err != nil {
@@ -202,6 +202,14 @@ func newFront(b *balancer, slow *handoffListener) (*front, error) {
 	f.stop = stop
 	f.sweeper.Go(func() { f.sweepEvery(ctx) })
 	return f, nil
+}
+
+// eventLoops is the number of loops to start for the configured n.
+func eventLoops(n int) int {
+	if n > 0 {
+		return n
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // accept takes the connections of ln onto the loops until ln is closed.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -437,10 +438,35 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	// admin, signed with the platform's keys.
 	balCfg.AdminListener, balCfg.AdminAddr, balCfg.JWT = adminLn, cfg.AdminAddr, cfg.Keys
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
+	balCfg.EventLoops = EventLoops()
 	if cfg.TuneBalancer != nil {
 		cfg.TuneBalancer(&balCfg)
 	}
 	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
+}
+
+// EventLoops is the number of event loops the platform's balancer runs:
+// half the Ps, at least one. The balancer shares this process with every
+// other role, and an idle loop keeps its P while it waits in epoll_wait
+// (see balancer.Config.EventLoops): with a loop per P, the gateways' and
+// the NATS server's goroutines waited for sysmon to take a P back, which
+// put the front door's median latency at 4-7 ms against 0.4 ms for a
+// standalone balancer in front of the same gateways (bench/frontdoor.sh).
+// `scalelab up` doubles GOMAXPROCS first (ReserveLoopProcs), so that the
+// loops get a P per core and the other roles as many again.
+func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// ReserveLoopProcs doubles GOMAXPROCS, unless the GOMAXPROCS environment
+// variable sets it, so that EventLoops is one loop per core and the rest of
+// the process keeps a P per core beside them. A P whose loop waits in a
+// system call uses no CPU, so the extra Ps cost no parallelism; they let the
+// runtime run other goroutines while the loops wait. It changes the whole
+// process, so only commands call it (`up`, `bench`), never a library.
+func ReserveLoopProcs(getenv func(string) string) {
+	if getenv("GOMAXPROCS") != "" {
+		return
+	}
+	runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
 }
 
 // Done is closed once the platform has stopped.
