@@ -19,18 +19,38 @@ import (
 // where it should wait for connections to close and go on.
 type patientListener struct {
 	net.Listener
-	log *slog.Logger
+	log    *slog.Logger
+	limits *connLimiter // nil: no caps on client connections
 }
 
 // maxAcceptPause caps the pause between two failed accepts.
 const maxAcceptPause = time.Second
 
 func (l patientListener) Accept() (net.Conn, error) {
-	c, err := l.acceptRaw()
+	c, slot, err := l.acceptLimited()
 	if err != nil {
 		return c, err
 	}
-	return &clientConn{Conn: rawconn.Wrap(c)}, nil
+	return &clientConn{Conn: rawconn.Wrap(c), slot: slot}, nil
+}
+
+// acceptLimited is acceptRaw under the caps on client connections
+// (Config.MaxConns, Config.MaxConnsPerIP): a connection over one is closed
+// at once, unread, and the next one accepted. The slot goes with the
+// connection and must be released when it closes.
+func (l patientListener) acceptLimited() (net.Conn, *connSlot, error) {
+	for {
+		c, err := l.acceptRaw()
+		if err != nil {
+			return c, nil, err
+		}
+		slot, ok := l.limits.acquire(remoteIP(c))
+		if ok {
+			return c, slot, nil
+		}
+		l.log.Debug("connection refused: too many client connections", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+	}
 }
 
 // acceptRaw is Accept without the wrapping: the connection as the
@@ -66,6 +86,7 @@ func passing(err error) bool {
 type clientConn struct {
 	net.Conn
 	linger atomic.Bool
+	slot   *connSlot // its place under the caps, released by Close
 }
 
 // lingerOnClose makes the close that follows the answer to a refused
@@ -87,6 +108,7 @@ const (
 // written and a FIN at once, and closes once the client has stopped
 // sending or lingerTimeout has passed, in the background.
 func (c *clientConn) Close() error {
+	c.slot.release()
 	if !c.linger.Load() {
 		return c.Conn.Close()
 	}

@@ -105,15 +105,19 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		Handler:      b.handle,
 		ErrorHandler: b.handleBadRequest,
 		Logger:       fastLogger{b.log},
-		// As httpserver.Serve: ReadTimeout bounds reading a request, body
-		// included (slowloris); no write timeout, since a proxied response
-		// takes as long as the gateway takes (ResponseHeaderTimeout bounds
-		// the wait for it).
-		ReadTimeout:        clientReadTimeout,
+		// ReadTimeout bounds reading a request's header and the first 8
+		// KiB of its body (slowloris); the rest of the body is read by the
+		// handler, each read bounded by ClientBodyTimeout (body.go). No
+		// write timeout, since a proxied response takes as long as the
+		// gateway takes (ResponseHeaderTimeout bounds the wait for it).
+		ReadTimeout:        b.cfg.ClientHeaderTimeout,
 		IdleTimeout:        clientIdleTimeout,
 		ReadBufferSize:     maxHeaderBytes,
 		WriteBufferSize:    bufferSize,
 		MaxRequestBodySize: maxRequestBody,
+		// Bodies are read by the handler as they come, never into a
+		// buffer sized by their Content-Length (body.go).
+		StreamRequestBody: true,
 		// A proxy passes bodies on as they are, multipart ones included.
 		DisablePreParseMultipartForm: true,
 		// Answers carry the gateway's headers, not fasthttp's defaults.
@@ -123,7 +127,8 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		CloseOnShutdown: true,
 	}
 	b.opsCtx = ctx // before Serve, so every handler sees it
-	var served net.Listener = patientListener{Listener: ln, log: b.log}
+	b.limits = newConnLimiter(b.cfg)
+	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits}
 	var f *front
 	acceptc := make(chan error, 1)
 	if loopsUsable(b.cfg) {
@@ -233,6 +238,8 @@ type balancer struct {
 	opsCtx context.Context
 	// inFlight counts the requests being proxied, for MaxInFlight.
 	inFlight atomic.Int64
+	// limits caps the client connections (limits.go); nil: no caps.
+	limits *connLimiter
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
@@ -327,6 +334,9 @@ func (b *balancer) handle(ctx *fasthttp.RequestCtx) {
 		target = u.PathOriginal()
 	}
 	if bytes.HasPrefix(target, []byte(opsPrefix+"/")) {
+		if opsBodyTooLarge(ctx) {
+			return
+		}
 		b.serveOps(ctx)
 		return
 	}
