@@ -122,15 +122,15 @@ type eventLoop struct {
 
 // loopClient is a client connection on an event loop.
 type loopClient struct {
-	l   *eventLoop
-	c   gnet.Conn
-	ip  netip.Addr
+	l  *eventLoop
+	c  gnet.Conn
+	ip netip.Addr
 	// slot is its place under the caps on client connections; it goes
 	// with the connection when the connection leaves the loop.
 	slot *connSlot
-	req fasthttp.Request // the request being proxied, kept for retries
-	ex  *exchange        // the request being proxied; nil between requests
-	gw  gnet.Conn        // the gateway connection of the current attempt, once open
+	req  fasthttp.Request // the request being proxied, kept for retries
+	ex   *exchange        // the request being proxied; nil between requests
+	gw   gnet.Conn        // the gateway connection of the current attempt, once open
 	// dialing is the gateway connection being dialed for the current
 	// attempt.
 	dialing *loopGateway
