@@ -61,6 +61,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.src.Read(p)
 	b.read += n
 	if b.read > maxRequestBody {
+		// Not a byte past the limit goes on.
+		n -= b.read - maxRequestBody
+		b.read = maxRequestBody
 		err = errBodyTooLarge
 	}
 	switch {
@@ -149,6 +152,9 @@ func (ex *exchange) unreadBody() bool {
 func (b *balancer) refuseBody(ex *exchange, be *bodyError) {
 	ctx := ex.ctx
 	status, msg := be.status()
+	if len(ex.uri) == 0 { // for the log: the request was not prepared
+		ex.uri = append(ex.uri, ctx.Request.Header.RequestURI()...)
+	}
 	b.log.Debug("request body refused", "status", status, "err", be.err, "request_id", ex.requestID)
 	ex.status = status
 	ctx.Response.Reset()

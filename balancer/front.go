@@ -100,7 +100,7 @@ const maxPendingOutput = 4 << 20
 var errHeaderTimeout = fmt.Errorf("no response header within the response header timeout: %w", os.ErrDeadlineExceeded)
 
 // errHeaderTooLarge fails an attempt whose gateway sent a header over
-// maxHeaderBytes.
+// maxAnswerHeaderBytes.
 var errHeaderTooLarge = errors.New("the gateway's response header is too large")
 
 // errSlowClient ends an exchange whose client did not read its earlier
@@ -246,7 +246,7 @@ func (f *front) loopOf(el gnet.EventLoop) *eventLoop {
 			f: f, el: el,
 			clients: map[*loopClient]struct{}{},
 			idle:    map[*backend][]gnet.Conn{},
-			br:      bufio.NewReaderSize(nil, maxHeaderBytes),
+			br:      bufio.NewReaderSize(nil, maxAnswerHeaderBytes),
 		}
 		f.loops[el] = l
 	}
@@ -350,6 +350,9 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 				lc.partial, lc.since = true, time.Now()
 			}
 			return gnet.None
+		}
+		if end+4 > maxHeaderBytes {
+			return f.handOff(lc) // the goroutine engine answers 431
 		}
 		req := &lc.req
 		req.Reset()
@@ -543,7 +546,7 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 		for {
 			end := bytes.Index(buf, headEnd)
 			if end < 0 {
-				if len(buf) > maxHeaderBytes {
+				if len(buf) > maxAnswerHeaderBytes {
 					return f.brokenAttempt(lc, g, errHeaderTooLarge)
 				}
 				return gnet.None

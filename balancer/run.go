@@ -110,14 +110,18 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// handler, each read bounded by ClientBodyTimeout (body.go). No
 		// write timeout, since a proxied response takes as long as the
 		// gateway takes (ResponseHeaderTimeout bounds the wait for it).
-		ReadTimeout:        b.cfg.ClientHeaderTimeout,
-		IdleTimeout:        clientIdleTimeout,
-		ReadBufferSize:     maxHeaderBytes,
-		WriteBufferSize:    bufferSize,
-		MaxRequestBodySize: maxRequestBody,
+		ReadTimeout:     b.cfg.ClientHeaderTimeout,
+		IdleTimeout:     clientIdleTimeout,
+		ReadBufferSize:  maxHeaderBytes,
+		WriteBufferSize: bufferSize,
 		// Bodies are read by the handler as they come, never into a
-		// buffer sized by their Content-Length (body.go).
-		StreamRequestBody: true,
+		// buffer sized by their Content-Length (body.go). fasthttp reads
+		// min(MaxRequestBodySize, 8 KiB) of a body before the handler runs,
+		// and streams the rest: with 1, a request is handed over with its
+		// header and at most a byte of its body, and the handler enforces
+		// maxRequestBody (413).
+		StreamRequestBody:  true,
+		MaxRequestBodySize: 1,
 		// A proxy passes bodies on as they are, multipart ones included.
 		DisablePreParseMultipartForm: true,
 		// Answers carry the gateway's headers, not fasthttp's defaults.

@@ -67,7 +67,7 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 		// client's retries of idempotent requests on the same gateway are
 		// not wanted. roundTrip does not call Do, so this is a safeguard.
 		MaxIdemponentCallAttempts: 1,
-		ReadBufferSize:            maxHeaderBytes,
+		ReadBufferSize:            maxAnswerHeaderBytes,
 		WriteBufferSize:           bufferSize,
 		// Request targets go to the gateway as the client sent them.
 		DisablePathNormalizing:   true,
