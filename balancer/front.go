@@ -341,8 +341,14 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			return gnet.None
 		}
 		lc.blocked = false
-		end := bytes.Index(buf, headEnd)
-		if end < 0 {
+		// The framer finds the header block's end, as the goroutine
+		// engine's does (framing.go); a request it refuses goes to the
+		// goroutine engine, whose framer refuses it too and answers 400.
+		head, ferr := scanHead(buf)
+		if ferr != nil {
+			return f.handOff(lc)
+		}
+		if head == 0 {
 			if len(buf) > maxHeaderBytes {
 				return f.handOff(lc) // the goroutine engine answers 431
 			}
@@ -351,26 +357,26 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			}
 			return gnet.None
 		}
-		if end+4 > maxHeaderBytes {
+		if head > maxHeaderBytes {
 			return f.handOff(lc) // the goroutine engine answers 431
 		}
 		req := &lc.req
 		req.Reset()
-		if err := lc.l.parse(buf[:end+4], &req.Header); err != nil || !loopTakes(&req.Header) {
+		if err := lc.l.parse(buf[:head], &req.Header); err != nil || !loopTakes(&req.Header) {
 			return f.handOff(lc)
 		}
 		size := req.Header.ContentLength()
 		if size < 0 {
 			size = 0 // no Content-Length (a chunked body was handed off)
 		}
-		total := end + 4 + size
+		total := head + size
 		if size > replayLimit {
 			// The goroutine engine streams a large body (see
 			// exchange.takeBody). It gets the connection once the body's
 			// first replayLimit bytes are in, so that a client that sends
 			// a header and stalls costs only the bytes it sent (one over
 			// maxRequestBody goes at once: it gets 413).
-			total = end + 4 + replayLimit
+			total = head + replayLimit
 			if len(buf) >= total || size > maxRequestBody {
 				return f.handOff(lc)
 			}
@@ -379,7 +385,7 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			lc.waitBody(len(buf))
 			return gnet.None
 		}
-		req.SetBody(buf[end+4 : total])
+		req.SetBody(buf[head:total])
 		_, _ = c.Discard(total)
 		lc.partial, lc.body = false, false
 		f.serve(lc)

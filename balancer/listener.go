@@ -87,6 +87,35 @@ type clientConn struct {
 	net.Conn
 	linger atomic.Bool
 	slot   *connSlot // its place under the caps, released by Close
+	// fr follows the framing of the requests read (framing.go); frErr is
+	// the first request it refused, which every read after returns.
+	fr    framer
+	frErr error
+}
+
+// Read reads what the client sent, up to the first byte of a request
+// whose framing is refused; the read after returns errFraming, which
+// fasthttp's server answers with 400 (handleBadRequest). When that byte
+// begins its request, it is let through, so that the server has begun
+// reading the request (and answers it) rather than taking the connection
+// as closed between two requests.
+func (c *clientConn) Read(p []byte) (int, error) {
+	if c.frErr != nil {
+		return 0, c.frErr
+	}
+	n, err := c.Conn.Read(p)
+	k, first, ferr := c.fr.scan(p[:n])
+	if ferr == nil {
+		return n, err
+	}
+	c.frErr = ferr
+	if first {
+		k++
+	}
+	if k > 0 {
+		return k, nil
+	}
+	return 0, ferr
 }
 
 // lingerOnClose makes the close that follows the answer to a refused

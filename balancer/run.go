@@ -207,6 +207,8 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "the request header is too large"
 	case errors.As(err, &timeout) && timeout.Timeout():
 		status, msg = fasthttp.StatusRequestTimeout, "the request was not sent in time"
+	case errors.Is(err, errFraming):
+		msg = errFraming.Error()
 	}
 	b.log.Debug("bad request", "status", status, "err", err)
 	writeError(ctx, status, apperr.CodeForStatus(status), msg, "")
