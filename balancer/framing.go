@@ -32,13 +32,13 @@ var errFraming = errors.New("the request's framing is ambiguous (bare LF, obs-fo
 
 // The framer's states.
 const (
-	frameHead       = iota // in a header block
-	frameBody              // in a body of known length
-	frameChunkSize         // in a chunk-size line
-	frameChunkExt          // in a chunk-size line, past the size
-	frameChunkData         // in a chunk's data
-	frameChunkCRLF         // at the CRLF that ends a chunk's data
-	frameTrailer           // in a chunked body's trailer section
+	frameHead      = iota // in a header block
+	frameBody             // in a body of known length
+	frameChunkSize        // in a chunk-size line
+	frameChunkExt         // in a chunk-size line, past the size
+	frameChunkData        // in a chunk's data
+	frameChunkCRLF        // at the CRLF that ends a chunk's data
+	frameTrailer          // in a chunked body's trailer section
 )
 
 // framer follows the framing of the requests on one connection, byte by

@@ -153,6 +153,32 @@ func (p *enginePair) run(t testing.TB, data []byte) [2]outcome {
 	return out
 }
 
+// sameFraming reports whether the engines did the same with some bytes:
+// the same requests reached their gateways, and they answered the same.
+// One difference is not one of framing: fasthttp refuses a request whose
+// request line or a header line is bad as soon as that line is in, where
+// the event loops wait for the whole header block (and then refuse it the
+// same way, or cut the client off after --client-header-timeout). So an
+// engine may have answered one 4xx more, last, when the other has not
+// answered that request yet.
+func sameFraming(out [2]outcome) bool {
+	if !slices.Equal(out[0].reqs, out[1].reqs) {
+		return false
+	}
+	a, b := out[0].statuses, out[1].statuses
+	if len(a) < len(b) {
+		a, b = b, a
+	}
+	switch len(a) - len(b) {
+	case 0:
+		return slices.Equal(a, b)
+	case 1:
+		last := a[len(a)-1]
+		return slices.Equal(a[:len(b)], b) && last >= 400 && last < 500
+	}
+	return false
+}
+
 // framingSeeds are requests whose framing is ambiguous, or was: bare LF
 // line ends, obs-fold, Content-Length and Transfer-Encoding together,
 // duplicate or malformed lengths, whitespace before the colon.
@@ -200,7 +226,7 @@ func TestEnginesFrameAlike(t *testing.T) {
 	p := startEnginePair(t)
 	for _, s := range framingSeeds {
 		out := p.run(t, []byte(s))
-		if !slices.Equal(out[0].statuses, out[1].statuses) || !slices.Equal(out[0].reqs, out[1].reqs) {
+		if !sameFraming(out) {
 			t.Errorf("%q: the engines disagree:\n\tloop:      %v %v\n\tgoroutine: %v %v", s,
 				out[0].statuses, out[0].reqs, out[1].statuses, out[1].reqs)
 		}
@@ -239,7 +265,7 @@ func FuzzEnginesFrameAlike(f *testing.F) {
 	p := startEnginePair(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out := p.run(t, data)
-		if !slices.Equal(out[0].statuses, out[1].statuses) || !slices.Equal(out[0].reqs, out[1].reqs) {
+		if !sameFraming(out) {
 			t.Fatalf("%q: the engines disagree:\n\tloop:      %v %s\n\tgoroutine: %v %s", data,
 				out[0].statuses, fmt.Sprint(out[0].reqs), out[1].statuses, fmt.Sprint(out[1].reqs))
 		}

@@ -368,6 +368,11 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		size := req.Header.ContentLength()
 		if size < 0 {
 			size = 0 // no Content-Length (a chunked body was handed off)
+			if !req.Header.IsGet() && !req.Header.IsHead() {
+				// As fasthttp's server does: the gateway is told the body
+				// is empty.
+				req.Header.SetContentLength(0)
+			}
 		}
 		total := head + size
 		if size > replayLimit {
