@@ -250,6 +250,17 @@ func TestEnginesFrameAlike(t *testing.T) {
 			}
 		}
 	}
+	// The 400 carries the house error body.
+	for i, addr := range p.addr {
+		conn := dialTCP(t, "http://"+addr)
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\n\r\n"); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		res, body := readAnswer(t, conn)
+		if res.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`"code":"invalid"`)) {
+			t.Errorf("bare LF on the %s engine: %d %s, want 400 invalid", pairEngines[i], res.StatusCode, body)
+		}
+	}
 }
 
 // FuzzEnginesFrameAlike sends the same bytes to a balancer on each engine
