@@ -211,7 +211,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:       10 * time.Second,
 
 		MaxConns:            10000,
-		MaxConnsPerIP:       512,
+		MaxConnsPerIP:       2048,
 		ClientHeaderTimeout: 10 * time.Second,
 		ClientBodyTimeout:   10 * time.Second,
 	}

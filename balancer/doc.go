@@ -218,7 +218,7 @@
 // What a client can make the balancer hold is bounded:
 //
 //   - --max-conns (10000) client connections in all, --max-conns-per-ip
-//     (512) from one address; past either a new connection is closed as
+//     (2048) from one address; past either a new connection is closed as
 //     soon as it is accepted, before anything is read (limits.go).
 //   - --client-header-timeout (10s): a request's header block must be in
 //     within it of its first byte, and a new connection must send its

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -345,5 +348,76 @@ func TestLargeBodyStreams(t *testing.T) {
 		if n > maxRequestBody {
 			t.Errorf("the gateway read a body of %d bytes, over the limit", n)
 		}
+	}
+}
+
+// TestLimitsConfig checks the flags, environment variables and Validate
+// rules of the limits on client connections.
+func TestLimitsConfig(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		want   func(*Config)
+		errors []string
+	}{
+		{name: "defaults", want: func(*Config) {}},
+		{name: "environment", env: map[string]string{
+			"SCALELAB_MAX_CONNS": "100", "SCALELAB_MAX_CONNS_PER_IP": "10",
+			"SCALELAB_CLIENT_HEADER_TIMEOUT": "2s", "SCALELAB_CLIENT_BODY_TIMEOUT": "3s",
+		}, want: func(c *Config) {
+			c.MaxConns, c.MaxConnsPerIP = 100, 10
+			c.ClientHeaderTimeout, c.ClientBodyTimeout = 2*time.Second, 3*time.Second
+		}},
+		{name: "flags override environment", env: map[string]string{"SCALELAB_MAX_CONNS": "100"},
+			args: []string{"--max-conns", "0", "--max-conns-per-ip", "0", "--client-header-timeout", "1s", "--client-body-timeout", "1m"},
+			want: func(c *Config) {
+				c.MaxConns, c.MaxConnsPerIP = 0, 0
+				c.ClientHeaderTimeout, c.ClientBodyTimeout = time.Second, time.Minute
+			}},
+		{name: "bad values", args: []string{"--max-conns", "-1", "--max-conns-per-ip", "-2",
+			"--client-header-timeout", "0s", "--client-body-timeout", "-1s"},
+			errors: []string{
+				"balancer: --max-conns: must be >= 0, got -1",
+				"balancer: --max-conns-per-ip: must be >= 0, got -2",
+				"balancer: --client-header-timeout: must be positive, got 0s",
+				"balancer: --client-body-timeout: must be positive, got -1s",
+			}},
+		{name: "per IP over the total", args: []string{"--max-conns", "10", "--max-conns-per-ip", "20"},
+			errors: []string{"balancer: --max-conns-per-ip: 20 is over --max-conns (10)"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("balancer", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			s := envflag.New(fs, func(k string) string { return tt.env[k] })
+			got := DefaultConfig()
+			got.RegisterFlags(s)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatalf("Parse(%q) = %v", tt.args, err)
+			}
+			if err := s.Err(); err != nil {
+				t.Fatalf("Err() = %v", err)
+			}
+			var errs []string
+			if err := got.Validate(); err != nil {
+				errs = strings.Split(err.Error(), "\n")
+			}
+			if !slices.Equal(errs, tt.errors) {
+				t.Errorf("Validate() = %q, want %q", errs, tt.errors)
+			}
+			if tt.want == nil {
+				return
+			}
+			want := DefaultConfig()
+			tt.want(&want)
+			if got.MaxConns != want.MaxConns || got.MaxConnsPerIP != want.MaxConnsPerIP ||
+				got.ClientHeaderTimeout != want.ClientHeaderTimeout || got.ClientBodyTimeout != want.ClientBodyTimeout {
+				t.Errorf("limits = %d, %d, %v, %v; want %d, %d, %v, %v", got.MaxConns, got.MaxConnsPerIP,
+					got.ClientHeaderTimeout, got.ClientBodyTimeout, want.MaxConns, want.MaxConnsPerIP,
+					want.ClientHeaderTimeout, want.ClientBodyTimeout)
+			}
+		})
 	}
 }
