@@ -273,9 +273,10 @@ func httpHandlerBackend(t *testing.T, h http.HandlerFunc) string {
 
 // TestLargeBodyStreams: a body over replayLimit reaches the gateway as
 // the client sends it (the gateway reads its start while the client still
-// holds the rest back), a chunked one over maxRequestBody is cut with 413,
-// and one refused by a dead gateway before anything was sent is retried
-// on another (nothing of it was read yet).
+// holds the rest back), a large chunked one arrives whole, one over
+// maxRequestBody is cut with 413, and one refused by a dead gateway
+// before anything was sent is retried on another (nothing of it was read
+// yet).
 func TestLargeBodyStreams(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{}, 1)
@@ -322,6 +323,19 @@ func TestLargeBodyStreams(t *testing.T) {
 		res, answer := readAnswer(t, conn)
 		if res.StatusCode != http.StatusOK || string(answer) != strconv.Itoa(size) {
 			t.Errorf("PUT of %d bytes = %d %s, want 200 and the size", size, res.StatusCode, answer)
+		}
+	})
+	t.Run("chunked", func(t *testing.T) {
+		conn := dialTCP(t, base)
+		chunk := strings.Repeat("c", 50<<10)
+		req := "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(chunk), chunk), 4) + "0\r\n\r\n"
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		res, answer := readAnswer(t, conn)
+		if res.StatusCode != http.StatusOK || string(answer) != strconv.Itoa(4*len(chunk)) {
+			t.Errorf("chunked POST of %d bytes = %d %s, want 200 and the size", 4*len(chunk), res.StatusCode, answer)
 		}
 	})
 	t.Run("chunked over the limit", func(t *testing.T) {
