@@ -193,6 +193,27 @@ type Config struct {
 	// unknown /-/ route. Not a flag.
 	Dashboard Dashboard
 
+	// Limits on client connections (see limits.go). They bound what a
+	// client costs the balancer before it has sent anything worth
+	// proxying.
+
+	// MaxConns caps the client connections open at once; past it a new
+	// connection is closed as soon as it is accepted. Zero means no limit.
+	MaxConns int
+	// MaxConnsPerIP caps the client connections open at once from one IP
+	// address; past it a new one is closed as soon as it is accepted.
+	// Zero means no limit.
+	MaxConnsPerIP int
+	// ClientHeaderTimeout bounds how long a client may take to send a
+	// request's header block, from its first byte (or, on a new
+	// connection, from the connection): past it the client gets 408 and
+	// the connection is closed.
+	ClientHeaderTimeout time.Duration
+	// ClientBodyTimeout bounds how long a client may leave a request body
+	// unfinished without sending any of it: a body that makes no progress
+	// for that long is cut (408 when an answer can still be sent).
+	ClientBodyTimeout time.Duration
+
 	// envErr is a list from the environment that did not parse. envflag
 	// reports the other variables through its Err, which lists cannot
 	// reach, so Validate reports this one.
@@ -227,6 +248,11 @@ func DefaultConfig() Config {
 		AdminAddr:             "127.0.0.1:8001",
 		Admin:                 true,
 		ShutdownTimeout:       10 * time.Second,
+
+		MaxConns:            10000,
+		MaxConnsPerIP:       2048,
+		ClientHeaderTimeout: 10 * time.Second,
+		ClientBodyTimeout:   10 * time.Second,
 	}
 }
 
@@ -260,6 +286,14 @@ const (
 	envAdminAddr             = "SCALELAB_ADMIN_ADDR"
 	envAdminHosts            = "SCALELAB_ADMIN_HOSTS"
 	envShutdownTimeout       = "SCALELAB_SHUTDOWN_TIMEOUT"
+)
+
+// Environment variables of the limits on client connections.
+const (
+	envMaxConns            = "SCALELAB_MAX_CONNS"
+	envMaxConnsPerIP       = "SCALELAB_MAX_CONNS_PER_IP"
+	envClientHeaderTimeout = "SCALELAB_CLIENT_HEADER_TIMEOUT"
+	envClientBodyTimeout   = "SCALELAB_CLIENT_BODY_TIMEOUT"
 )
 
 // RegisterFlags defines the balancer's flags on s. The current values of c
@@ -353,6 +387,20 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	}
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", envShutdownTimeout, c.ShutdownTimeout,
 		"grace period for in-flight requests on shutdown")
+	c.registerLimitFlags(s)
+}
+
+// registerLimitFlags defines the flags of the limits on client
+// connections.
+func (c *Config) registerLimitFlags(s *envflag.Set) {
+	s.Int(&c.MaxConns, "max-conns", envMaxConns, c.MaxConns,
+		"client connections open at once; past it new ones are closed at once (0: no limit)")
+	s.Int(&c.MaxConnsPerIP, "max-conns-per-ip", envMaxConnsPerIP, c.MaxConnsPerIP,
+		"client connections open at once from one IP address; past it new ones are closed at once (0: no limit)")
+	s.Duration(&c.ClientHeaderTimeout, "client-header-timeout", envClientHeaderTimeout, c.ClientHeaderTimeout,
+		"time a client has to send a request's header block (408 past it)")
+	s.Duration(&c.ClientBodyTimeout, "client-body-timeout", envClientBodyTimeout, c.ClientBodyTimeout,
+		"time a request body may go without progress before it is cut (408)")
 }
 
 // Validate reports every bad setting at once, joined with errors.Join; each
@@ -490,6 +538,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("--shutdown-timeout: must be positive, got %v", c.ShutdownTimeout)
 	}
+	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
 }
 
@@ -497,6 +546,30 @@ func (c Config) Validate() error {
 // valid, and the state-changing admin routes verify tokens with them.
 func (c Config) jwtConfigured() bool {
 	return c.jwtAsked || len(c.JWT.Secret) > 0 || len(c.JWT.PublicKeys) > 0
+}
+
+// validateLimits checks the limits on client connections.
+func (c Config) validateLimits() []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("balancer: "+format, args...))
+	}
+	if c.MaxConns < 0 {
+		bad("--max-conns: must be >= 0, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		bad("--max-conns-per-ip: must be >= 0, got %d", c.MaxConnsPerIP)
+	}
+	if c.MaxConns > 0 && c.MaxConnsPerIP > c.MaxConns {
+		bad("--max-conns-per-ip: %d is over --max-conns (%d)", c.MaxConnsPerIP, c.MaxConns)
+	}
+	if c.ClientHeaderTimeout <= 0 {
+		bad("--client-header-timeout: must be positive, got %v", c.ClientHeaderTimeout)
+	}
+	if c.ClientBodyTimeout <= 0 {
+		bad("--client-body-timeout: must be positive, got %v", c.ClientBodyTimeout)
+	}
+	return errs
 }
 
 // checkDiscover checks a --discover value: a host name (or address) and a

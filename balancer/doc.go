@@ -38,7 +38,9 @@
 //     one epoll_wait returns in turn, where a goroutine per connection
 //     would park and wake two goroutines per request. The loops proxy the
 //     common request: HTTP/1.1 in origin form, outside /-/, without
-//     Upgrade, Expect or a chunked body, with a body of at most 64 KiB. An
+//     Upgrade, Expect or a chunked body, with a body of at most 64 KiB
+//     (a larger one moves once its first 64 KiB are in, so that a client
+//     that stalls after the header costs only what it sent). An
 //     answer whose body is at most 1 MiB is passed on whole; a larger,
 //     chunked or close-delimited one is streamed by a goroutine, which
 //     writes as it reads (a slow client slows its gateway down rather than
@@ -47,7 +49,7 @@
 //     goroutine engine, connection and all: its socket and the bytes read
 //     of it change hands, and nothing is lost or reordered. A timeout sweep
 //     on each loop every 50 ms enforces the response header timeout and the
-//     client timeouts (30 s to send a request, 120 s idle).
+//     client timeouts (see Client limits, and 120 s idle).
 //   - goroutine: fasthttp's server, a goroutine per connection. It is also
 //     the engine of gateways reached over https.
 //
@@ -148,8 +150,13 @@
 //     timed out waiting for headers), only if the request is idempotent
 //     (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or it carries an
 //     Idempotency-Key) and its body, if any, is at most 64 KiB (a larger
-//     upload is not sent to a second gateway). A POST that reached a
+//     upload is not sent to a second gateway: it is streamed, see
+//     Bodies, and is not in memory to send again). A POST that reached a
 //     gateway is never sent twice.
+//
+// A request whose body the client broke off, sent too slowly or made too
+// large is the client's failure: it is answered 4xx (see Bodies), never
+// retried, and not held against the gateway.
 //
 // An answer is never retried, 5xx included. Retries are capped by a budget:
 // in any 10 s, at most --retry-budget (20) percent of the requests plus
@@ -212,16 +219,49 @@
 //
 // # Bodies
 //
-// A request body is read whole before it is sent on (so that a retry can
-// send it again), up to 8 MiB; a larger one is answered 413 (code
-// too_large), a header over 64 KiB 431 (code invalid), both with the house
-// error body; the connection is then closed after a linger (see
-// clientConn), so that the client, still sending, reads the answer rather
-// than a reset. The gateways take 64 KiB at most: a gateway that answers
+// Nothing is allocated by the size a client announces. A request body of
+// at most 64 KiB is read whole, as it comes, before it is sent on (so that
+// a retry can send it again); a larger one is streamed: its first 64 KiB
+// are read, then the request goes to a gateway and the rest of the body
+// follows as the client sends it (body.go). A body is at most 8 MiB,
+// announced or counted (chunked): past it the client gets 413 (code
+// too_large; a streamed body is cut there, and its gateway sees the
+// connection close); a header over 32 KiB gets 431 (code invalid), both
+// with the house error body; the connection is then closed after a linger
+// (see clientConn), so that the client, still sending, reads the answer
+// rather than a reset. The gateways take 64 KiB at most: a gateway that answers
 // 413 before it has the whole body and closes the connection has its
 // answer passed on (the write that fails after it is not a 502). A
 // response body that comes with the headers (any small answer) is passed
 // on whole; a larger or streamed one is copied as it comes.
+//
+// # Client limits
+//
+// What a client can make the balancer hold is bounded:
+//
+//   - --max-conns (10000) client connections in all, --max-conns-per-ip
+//     (2048) from one address; past either a new connection is closed as
+//     soon as it is accepted, before anything is read (limits.go).
+//   - --client-header-timeout (10s): a request's header block must be in
+//     within it of its first byte, and a new connection must send its
+//     first request within it; past it, 408 (code timeout) and the
+//     connection closes.
+//   - --client-body-timeout (10s): a body that makes no progress for that
+//     long is cut: 408, and a streamed body's gateway connection closes.
+//   - A request waiting on a loop holds the bytes it sent; one on the
+//     goroutine engine a 32 KiB header buffer besides. 1,000 clients that
+//     send the header of an 8 MiB POST and stall cost the balancer under
+//     64 MiB (TestStalledUploadsBoundedMemory measures it).
+//
+// # Framing
+//
+// Both engines frame requests with one framer (framing.go) before
+// fasthttp parses them, and refuse with 400 what could be framed two
+// ways: a line of the request line, header block or chunked framing that
+// ends in a bare LF, an obs-fold, Transfer-Encoding with Content-Length,
+// a Transfer-Encoding other than chunked, and more than one
+// Content-Length. FuzzEnginesFrameAlike sends the same bytes to both
+// engines and compares what reaches the gateways.
 //
 // # Transport
 //

@@ -71,11 +71,11 @@ type front struct {
 // a larger one is streamed (see front).
 const loopBodyLimit = 1 << 20
 
-// Timeouts of client connections, for both engines: reading a request
-// (slowloris), keeping an idle connection, and waiting for a client to
-// read what it was sent before it is cut off.
+// Timeouts of client connections, for both engines: keeping an idle
+// connection, and waiting for a client to read what it was sent before it
+// is cut off. Sending a request is bounded by Config.ClientHeaderTimeout
+// and Config.ClientBodyTimeout (slowloris).
 const (
-	clientReadTimeout  = 30 * time.Second
 	clientIdleTimeout  = 120 * time.Second
 	clientWriteTimeout = 30 * time.Second
 )
@@ -100,7 +100,7 @@ const maxPendingOutput = 4 << 20
 var errHeaderTimeout = fmt.Errorf("no response header within the response header timeout: %w", os.ErrDeadlineExceeded)
 
 // errHeaderTooLarge fails an attempt whose gateway sent a header over
-// maxHeaderBytes.
+// maxAnswerHeaderBytes.
 var errHeaderTooLarge = errors.New("the gateway's response header is too large")
 
 // errSlowClient ends an exchange whose client did not read its earlier
@@ -122,19 +122,26 @@ type eventLoop struct {
 
 // loopClient is a client connection on an event loop.
 type loopClient struct {
-	l   *eventLoop
-	c   gnet.Conn
-	ip  netip.Addr
-	req fasthttp.Request // the request being proxied, kept for retries
-	ex  *exchange        // the request being proxied; nil between requests
-	gw  gnet.Conn        // the gateway connection of the current attempt, once open
+	l  *eventLoop
+	c  gnet.Conn
+	ip netip.Addr
+	// slot is its place under the caps on client connections; it goes
+	// with the connection when the connection leaves the loop.
+	slot *connSlot
+	req  fasthttp.Request // the request being proxied, kept for retries
+	ex   *exchange        // the request being proxied; nil between requests
+	gw   gnet.Conn        // the gateway connection of the current attempt, once open
 	// dialing is the gateway connection being dialed for the current
 	// attempt.
 	dialing *loopGateway
 	// since is when the connection last went idle, or when the request
 	// now arriving began to.
 	since   time.Time
-	partial bool // part of a request is in
+	partial bool // part of a request is in (or none yet on a new connection)
+	// body: the header of the request arriving is in, its body is not;
+	// got is how much of it was in at the last progress (since).
+	body bool
+	got  int
 	// blocked: requests are in, but the answers to earlier ones are still
 	// to be sent (maxPendingOutput); the sweep resumes it.
 	blocked bool
@@ -215,9 +222,9 @@ func eventLoops(n int) int {
 // accept takes the connections of ln onto the loops until ln is closed.
 // A connection that is not TCP goes to the goroutine engine.
 func (f *front) accept(ln net.Listener) error {
-	pl := patientListener{Listener: ln, log: f.b.log}
+	pl := patientListener{Listener: ln, log: f.b.log, limits: f.b.limits}
 	for {
-		c, err := pl.acceptRaw()
+		c, slot, err := pl.acceptLimited()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -226,11 +233,12 @@ func (f *front) accept(ln net.Listener) error {
 		}
 		tc, ok := c.(*net.TCPConn)
 		if !ok || f.draining.Load() {
-			go f.slow.give(c)
+			go f.slow.give(c, slot)
 			continue
 		}
 		// Enroll closes tc: the loop has a copy of the socket.
-		if _, err := f.engine.EnrollContext(tc, &loopClient{}); err != nil {
+		if _, err := f.engine.EnrollContext(tc, &loopClient{slot: slot}); err != nil {
+			slot.release()
 			f.b.log.Warn("an event loop refused a connection", "err", err)
 		}
 	}
@@ -246,7 +254,7 @@ func (f *front) loopOf(el gnet.EventLoop) *eventLoop {
 			f: f, el: el,
 			clients: map[*loopClient]struct{}{},
 			idle:    map[*backend][]gnet.Conn{},
-			br:      bufio.NewReaderSize(nil, maxHeaderBytes),
+			br:      bufio.NewReaderSize(nil, maxAnswerHeaderBytes),
 		}
 		f.loops[el] = l
 	}
@@ -266,7 +274,9 @@ func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	switch v := c.Context().(type) {
 	case *loopClient:
 		l := f.loopOf(c.EventLoop())
-		v.l, v.c, v.since = l, c, time.Now()
+		// A new connection has ClientHeaderTimeout to send its first
+		// request, as on the goroutine engine.
+		v.l, v.c, v.since, v.partial = l, c, time.Now(), true
 		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			v.ip = a.AddrPort().Addr().Unmap()
 		}
@@ -339,8 +349,14 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			return gnet.None
 		}
 		lc.blocked = false
-		end := bytes.Index(buf, headEnd)
-		if end < 0 {
+		// The framer finds the header block's end, as the goroutine
+		// engine's does (framing.go); a request it refuses goes to the
+		// goroutine engine, whose framer refuses it too and answers 400.
+		head, ferr := scanHead(buf)
+		if ferr != nil {
+			return f.handOff(lc)
+		}
+		if head == 0 {
 			if len(buf) > maxHeaderBytes {
 				return f.handOff(lc) // the goroutine engine answers 431
 			}
@@ -349,29 +365,52 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			}
 			return gnet.None
 		}
+		if head > maxHeaderBytes {
+			return f.handOff(lc) // the goroutine engine answers 431
+		}
 		req := &lc.req
 		req.Reset()
-		if err := lc.l.parse(buf[:end+4], &req.Header); err != nil || !loopTakes(&req.Header) {
+		if err := lc.l.parse(buf[:head], &req.Header); err != nil || !loopTakes(&req.Header) {
 			return f.handOff(lc)
 		}
 		size := req.Header.ContentLength()
 		if size < 0 {
 			size = 0 // no Content-Length (a chunked body was handed off)
-		}
-		if size > replayLimit {
-			return f.handOff(lc)
-		}
-		total := end + 4 + size
-		if len(buf) < total {
-			if !lc.partial {
-				lc.partial, lc.since = true, time.Now()
+			if !req.Header.IsGet() && !req.Header.IsHead() {
+				// As fasthttp's server does: the gateway is told the body
+				// is empty.
+				req.Header.SetContentLength(0)
 			}
+		}
+		total := head + size
+		if size > replayLimit {
+			// The goroutine engine streams a large body (see
+			// exchange.takeBody). It gets the connection once the body's
+			// first replayLimit bytes are in, so that a client that sends
+			// a header and stalls costs only the bytes it sent (one over
+			// maxRequestBody goes at once: it gets 413).
+			total = head + replayLimit
+			if len(buf) >= total || size > maxRequestBody {
+				return f.handOff(lc)
+			}
+		}
+		if len(buf) < total {
+			lc.waitBody(len(buf))
 			return gnet.None
 		}
-		req.SetBody(buf[end+4 : total])
+		req.SetBody(buf[head:total])
 		_, _ = c.Discard(total)
-		lc.partial = false
+		lc.partial, lc.body = false, false
 		f.serve(lc)
+	}
+}
+
+// waitBody records that the body of lc's request is not all in: got
+// bytes of the request are. Each byte more is progress, which restarts
+// the wait of ClientBodyTimeout.
+func (lc *loopClient) waitBody(got int) {
+	if !lc.body || got > lc.got {
+		lc.partial, lc.body, lc.got, lc.since = true, true, got, time.Now()
 	}
 }
 
@@ -394,17 +433,20 @@ func (f *front) handOff(lc *loopClient) gnet.Action {
 		// only once it is out.
 		go func() {
 			if conn, err := f.takeOff(lc); err == nil {
-				f.slow.give(conn)
+				f.slow.give(conn, lc.slot)
+			} else {
+				lc.slot.release()
 			}
 		}()
 		return gnet.None
 	}
 	conn, err := detach(lc.c)
 	if err != nil {
+		lc.slot.release()
 		f.b.log.Warn("could not hand a connection to the goroutine engine", "err", err)
 		return gnet.Close
 	}
-	go f.slow.give(conn)
+	go f.slow.give(conn, lc.slot)
 	return gnet.Close
 }
 
@@ -523,7 +565,7 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 		for {
 			end := bytes.Index(buf, headEnd)
 			if end < 0 {
-				if len(buf) > maxHeaderBytes {
+				if len(buf) > maxAnswerHeaderBytes {
 					return f.brokenAttempt(lc, g, errHeaderTooLarge)
 				}
 				return gnet.None
@@ -685,8 +727,12 @@ func (f *front) clientClosed(lc *loopClient) {
 	lc.closed = true
 	delete(lc.l.clients, lc)
 	f.clients.Add(-1)
+	if lc.away || lc.streaming {
+		return // the slot went with the connection
+	}
+	lc.slot.release()
 	ex := lc.ex
-	if lc.away || lc.streaming || ex == nil {
+	if ex == nil {
 		return
 	}
 	ex.gone = true
@@ -822,8 +868,14 @@ func (l *eventLoop) sweep(now time.Time) {
 			case now.Sub(lc.since) > clientWriteTimeout:
 				_ = l.el.Close(lc.c) // it does not read its answers
 			}
+		case lc.partial && draining && lc.c.InboundBuffered() == 0:
+			f.closeClient(lc) // a new connection that sent nothing yet
 		case lc.partial:
-			if now.Sub(lc.since) > clientReadTimeout {
+			limit := f.b.cfg.ClientHeaderTimeout
+			if lc.body {
+				limit = f.b.cfg.ClientBodyTimeout
+			}
+			if now.Sub(lc.since) > limit {
 				r := l.errorAnswer()
 				setError(r, fasthttp.StatusRequestTimeout, apperr.CodeForStatus(fasthttp.StatusRequestTimeout),
 					"the request was not sent in time", "")

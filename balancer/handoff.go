@@ -40,17 +40,18 @@ func newHandoffListener(addr net.Addr) *handoffListener {
 }
 
 // give hands c to the goroutine engine, or closes it if the engine has
-// stopped accepting. It blocks until one or the other: call it from a
+// stopped accepting; slot, c's place under the caps on client connections,
+// goes with it. It blocks until one or the other: call it from a
 // goroutine, never from a loop.
-func (h *handoffListener) give(c net.Conn) {
-	conn := &clientConn{Conn: c}
+func (h *handoffListener) give(c net.Conn, slot *connSlot) {
+	conn := &clientConn{Conn: c, slot: slot}
 	if _, ok := c.(*replayConn); !ok {
 		conn.Conn = rawconn.Wrap(c)
 	}
 	select {
 	case h.conns <- conn:
 	case <-h.done:
-		_ = c.Close()
+		_ = conn.Close()
 	}
 }
 
@@ -200,11 +201,15 @@ func (f *front) streamAnswer(lc *loopClient, ex *exchange, fd int, pending []byt
 	}
 	client, cerr := f.takeOff(lc)
 	if cerr != nil {
+		lc.slot.release()
 		ex.gone = true
 		ex.failed(cerr)
 		ex.end()
 		return
 	}
+	// From here on the client connection is this goroutine's: its slot is
+	// released when it closes, or goes with it to the goroutine engine.
+	client = &clientConn{Conn: client, slot: lc.slot}
 	if err != nil {
 		ex.failed(err)
 		_ = client.Close()
@@ -242,7 +247,7 @@ func (f *front) streamAnswer(lc *loopClient, ex *exchange, fd int, pending []byt
 	if closing {
 		_ = client.Close()
 	} else {
-		f.slow.give(client)
+		f.slow.give(client.(*clientConn).Conn, lc.slot)
 	}
 	ex.end()
 }

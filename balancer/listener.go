@@ -19,18 +19,38 @@ import (
 // where it should wait for connections to close and go on.
 type patientListener struct {
 	net.Listener
-	log *slog.Logger
+	log    *slog.Logger
+	limits *connLimiter // nil: no caps on client connections
 }
 
 // maxAcceptPause caps the pause between two failed accepts.
 const maxAcceptPause = time.Second
 
 func (l patientListener) Accept() (net.Conn, error) {
-	c, err := l.acceptRaw()
+	c, slot, err := l.acceptLimited()
 	if err != nil {
 		return c, err
 	}
-	return &clientConn{Conn: rawconn.Wrap(c)}, nil
+	return &clientConn{Conn: rawconn.Wrap(c), slot: slot}, nil
+}
+
+// acceptLimited is acceptRaw under the caps on client connections
+// (Config.MaxConns, Config.MaxConnsPerIP): a connection over one is closed
+// at once, unread, and the next one accepted. The slot goes with the
+// connection and must be released when it closes.
+func (l patientListener) acceptLimited() (net.Conn, *connSlot, error) {
+	for {
+		c, err := l.acceptRaw()
+		if err != nil {
+			return c, nil, err
+		}
+		slot, ok := l.limits.acquire(remoteIP(c))
+		if ok {
+			return c, slot, nil
+		}
+		l.log.Debug("connection refused: too many client connections", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+	}
 }
 
 // acceptRaw is Accept without the wrapping: the connection as the
@@ -66,6 +86,36 @@ func passing(err error) bool {
 type clientConn struct {
 	net.Conn
 	linger atomic.Bool
+	slot   *connSlot // its place under the caps, released by Close
+	// fr follows the framing of the requests read (framing.go); frErr is
+	// the first request it refused, which every read after returns.
+	fr    framer
+	frErr error
+}
+
+// Read reads what the client sent, up to the first byte of a request
+// whose framing is refused; the read after returns errFraming, which
+// fasthttp's server answers with 400 (handleBadRequest). When that byte
+// begins its request, it is let through, so that the server has begun
+// reading the request (and answers it) rather than taking the connection
+// as closed between two requests.
+func (c *clientConn) Read(p []byte) (int, error) {
+	if c.frErr != nil {
+		return 0, c.frErr
+	}
+	n, err := c.Conn.Read(p)
+	k, first, ferr := c.fr.scan(p[:n])
+	if ferr == nil {
+		return n, err
+	}
+	c.frErr = ferr
+	if first {
+		k++
+	}
+	if k > 0 {
+		return k, nil
+	}
+	return 0, ferr
 }
 
 // lingerOnClose makes the close that follows the answer to a refused
@@ -87,6 +137,7 @@ const (
 // written and a FIN at once, and closes once the client has stopped
 // sending or lingerTimeout has passed, in the background.
 func (c *clientConn) Close() error {
+	c.slot.release()
 	if !c.linger.Load() {
 		return c.Conn.Close()
 	}

@@ -131,15 +131,23 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		Handler:      b.handle,
 		ErrorHandler: b.handleBadRequest,
 		Logger:       fastLogger{b.log},
-		// As httpserver.Serve: ReadTimeout bounds reading a request, body
-		// included (slowloris); no write timeout, since a proxied response
-		// takes as long as the gateway takes (ResponseHeaderTimeout bounds
-		// the wait for it).
-		ReadTimeout:        clientReadTimeout,
-		IdleTimeout:        clientIdleTimeout,
-		ReadBufferSize:     maxHeaderBytes,
-		WriteBufferSize:    bufferSize,
-		MaxRequestBodySize: maxRequestBody,
+		// ReadTimeout bounds reading a request's header and the first 8
+		// KiB of its body (slowloris); the rest of the body is read by the
+		// handler, each read bounded by ClientBodyTimeout (body.go). No
+		// write timeout, since a proxied response takes as long as the
+		// gateway takes (ResponseHeaderTimeout bounds the wait for it).
+		ReadTimeout:     b.cfg.ClientHeaderTimeout,
+		IdleTimeout:     clientIdleTimeout,
+		ReadBufferSize:  maxHeaderBytes,
+		WriteBufferSize: bufferSize,
+		// Bodies are read by the handler as they come, never into a
+		// buffer sized by their Content-Length (body.go). fasthttp reads
+		// min(MaxRequestBodySize, 8 KiB) of a body before the handler runs,
+		// and streams the rest: with 1, a request is handed over with its
+		// header and at most a byte of its body, and the handler enforces
+		// maxRequestBody (413).
+		StreamRequestBody:  true,
+		MaxRequestBodySize: 1,
 		// A proxy passes bodies on as they are, multipart ones included.
 		DisablePreParseMultipartForm: true,
 		// Answers carry the gateway's headers, not fasthttp's defaults.
@@ -148,7 +156,8 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// Tell keep-alive clients to go while shutting down.
 		CloseOnShutdown: true,
 	}
-	var served net.Listener = patientListener{Listener: ln, log: b.log}
+	b.limits = newConnLimiter(b.cfg)
+	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits}
 	var f *front
 	acceptc := make(chan error, 1)
 	if loopsUsable(b.cfg) {
@@ -228,6 +237,8 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "the request header is too large"
 	case errors.As(err, &timeout) && timeout.Timeout():
 		status, msg = fasthttp.StatusRequestTimeout, "the request was not sent in time"
+	case errors.Is(err, errFraming):
+		msg = errFraming.Error()
 	}
 	b.log.Debug("bad request", "status", status, "err", err)
 	writeError(ctx, status, apperr.CodeForStatus(status), msg, "")
@@ -272,6 +283,8 @@ type balancer struct {
 	opsCtx context.Context
 	// inFlight counts the requests being proxied, for MaxInFlight.
 	inFlight atomic.Int64
+	// limits caps the client connections (limits.go); nil: no caps.
+	limits *connLimiter
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
@@ -391,6 +404,9 @@ func (b *balancer) handle(ctx *fasthttp.RequestCtx) {
 		target = u.PathOriginal()
 	}
 	if bytes.HasPrefix(target, []byte(opsPrefix+"/")) {
+		if opsBodyTooLarge(ctx) {
+			return
+		}
 		b.serveOps(ctx)
 		return
 	}

@@ -67,7 +67,7 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 		// client's retries of idempotent requests on the same gateway are
 		// not wanted. roundTrip does not call Do, so this is a safeguard.
 		MaxIdemponentCallAttempts: 1,
-		ReadBufferSize:            maxHeaderBytes,
+		ReadBufferSize:            maxAnswerHeaderBytes,
 		WriteBufferSize:           bufferSize,
 		// Request targets go to the gateway as the client sent them.
 		DisablePathNormalizing:   true,
@@ -180,7 +180,8 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		hc.CloseConn(cc)
 		return err
 	}
-	if gc != nil {
+	streamed := ex.bodyRest != nil
+	if gc != nil && !streamed {
 		gc.holdRequest()
 	}
 	bw := hc.AcquireWriter(conn)
@@ -189,6 +190,22 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
+	if streamed {
+		if body := ex.bodyRest; body.err != nil {
+			// The client's upload failed (too slow, broken off, too large):
+			// the gateway got part of a request, and its connection goes.
+			gc.release()
+			hc.CloseConn(cc)
+			return &bodyError{err: body.err}
+		}
+		if gc != nil && u.responseHeaderTimeout > 0 {
+			// The upload took its time: the wait for the answer starts now.
+			now := time.Now()
+			gc.headerDeadline = now.Add(u.responseHeaderTimeout)
+			gc.deadline = time.Time{}
+			err = errors.Join(err, gc.setCheckDeadline(now))
+		}
+	}
 	// A gateway may answer before it has the whole body (413 for one over
 	// its limit) and close the connection, which fails the rest of the
 	// write: its answer, if it came, is the one to pass on.
@@ -532,7 +549,9 @@ const replayLimit = 64 << 10
 // with nil, resp holds the answer and ex.backend the gateway that gave it.
 func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
 	ex.idempotent = isIdempotent(req)
-	ex.replayable = len(req.Body()) <= replayLimit
+	// A streamed body (body.go) is not in memory: once any of it was sent
+	// it cannot be sent again.
+	ex.replayable = ex.bodyRest == nil && len(req.Body()) <= replayLimit
 	b := ex.backend
 	for {
 		start := f.starting(ex, req, b)
@@ -540,6 +559,13 @@ func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.
 		if err == nil {
 			f.answered(ex, start, resp.StatusCode())
 			return nil
+		}
+		var be *bodyError
+		if errors.As(err, &be) {
+			// The client's failure, not the gateway's: not counted against
+			// it, not retried.
+			b.inFlight.Add(-1)
+			return err
 		}
 		if b = f.retry(ex, err); b == nil {
 			return err

@@ -1,0 +1,89 @@
+package balancer
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// connLimiter counts the client connections open, in all and per IP
+// address, for Config.MaxConns and Config.MaxConnsPerIP. A connection
+// over either is closed as soon as it is accepted, before anything is read
+// of it: past the caps a client costs the balancer an accept and a close.
+// Both engines share one: a connection the event loops hand to the
+// goroutine engine keeps its slot (see connSlot).
+type connLimiter struct {
+	max, perIP int
+	mu         sync.Mutex
+	total      int
+	byIP       map[netip.Addr]int
+	refused    atomic.Int64 // for the tests and the log
+}
+
+// newConnLimiter returns the limiter of cfg, or nil when it sets no cap.
+func newConnLimiter(cfg Config) *connLimiter {
+	if cfg.MaxConns == 0 && cfg.MaxConnsPerIP == 0 {
+		return nil
+	}
+	return &connLimiter{max: cfg.MaxConns, perIP: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}
+}
+
+// connSlot is one client connection's place under the caps. release gives
+// it back; it is safe to call more than once, and on a nil slot (no caps).
+type connSlot struct {
+	l    *connLimiter
+	ip   netip.Addr
+	done atomic.Bool
+}
+
+// acquire takes a slot for a connection from ip (invalid for a connection
+// that is not TCP: only the total applies), or returns false when a cap
+// is reached. A nil limiter has no caps.
+func (l *connLimiter) acquire(ip netip.Addr) (*connSlot, bool) {
+	if l == nil {
+		return nil, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && l.total >= l.max {
+		l.refused.Add(1)
+		return nil, false
+	}
+	if ip.IsValid() && l.perIP > 0 {
+		if l.byIP[ip] >= l.perIP {
+			l.refused.Add(1)
+			return nil, false
+		}
+		l.byIP[ip]++
+	}
+	l.total++
+	return &connSlot{l: l, ip: ip}, true
+}
+
+// release gives the slot back.
+func (s *connSlot) release() {
+	if s == nil || s.done.Swap(true) {
+		return
+	}
+	l := s.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if s.ip.IsValid() && l.perIP > 0 {
+		if n := l.byIP[s.ip] - 1; n > 0 {
+			l.byIP[s.ip] = n
+		} else {
+			delete(l.byIP, s.ip)
+		}
+	}
+}
+
+// remoteIP returns the IP address c comes from, or the zero Addr for a
+// connection that is not TCP.
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
