@@ -39,9 +39,10 @@ func DefaultProvisionConfig() ProvisionConfig {
 	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute}
 }
 
-// RegisterFlags defines the flags that size the stream and bucket. Every
-// role that provisions them (gateway and worker) has them, with the same
-// meaning; give them the same values.
+// RegisterFlags defines the flags that size the stream and bucket:
+// `scalelab tasks provision` applies them; the gateway and the worker
+// have them too, and warn at start when the streams were provisioned
+// otherwise (see Open).
 func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
 	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
 	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster)")
@@ -60,8 +61,10 @@ func (p ProvisionConfig) Validate(role string) error {
 }
 
 // Provision creates or updates the TASKS stream and the tasks bucket, and
-// returns a Store over the bucket. Both the gateway and the worker call it at
-// start, so either can come up first; the calls are idempotent.
+// returns a Store over the bucket. Only their provisioner calls it, as
+// admin: `scalelab up` before the roles start, `scalelab tasks provision`
+// elsewhere (compose runs it once, before the gateways and workers). The
+// roles themselves only Open them. It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
 	for _, want := range streamConfigs(cfg) {
 		if err := ensureStream(ctx, js, want); err != nil {
