@@ -1,6 +1,7 @@
 package natsconf
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
@@ -226,4 +228,35 @@ func subscribe(t *testing.T, ns *server.Server, pw map[Role]string, subject stri
 		t.Fatal(err)
 	}
 	return sub
+}
+
+// TestComposeGivesTheNodesTheirRoutes: compose.yaml builds the route URLs
+// as RoutesValue does, from the route password, and the nats CLI context
+// takes replies in admin's inbox (the only one the services answer).
+func TestComposeGivesTheNodesTheirRoutes(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RoutesEnv + ": '" + RoutesValue("${"+RoutePasswordEnv+"}", "nats1:6222", "nats2:6222", "nats3:6222") + "'"
+	if !strings.Contains(string(b), want) {
+		t.Errorf("compose.yaml does not set the nodes' routes as\n  %s", want)
+	}
+	if !strings.Contains(string(b), RoutePasswordEnv+": ${"+RoutePasswordEnv+":?") {
+		t.Errorf("compose.yaml does not require %s for the nodes", RoutePasswordEnv)
+	}
+	var ctx struct {
+		InboxPrefix string `json:"inbox_prefix"`
+	}
+	b, err = os.ReadFile("compose-context.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := natsconn.InboxPrefix(string(RoleAdmin)); ctx.InboxPrefix != want {
+		t.Errorf("compose-context.json inbox_prefix = %q, want %q", ctx.InboxPrefix, want)
+	}
 }

@@ -154,6 +154,7 @@ func startStack(t *testing.T, composeCmd []string) *stack {
 	for _, r := range natsconf.Roles() {
 		st.env = append(st.env, natsconf.PasswordEnv(r)+"=p"+randomHex(t, 16))
 	}
+	st.env = append(st.env, natsconf.RoutePasswordEnv+"=p"+randomHex(t, 16))
 	t.Cleanup(st.client.CloseIdleConnections)
 
 	start := time.Now()
@@ -835,6 +836,23 @@ func (st *stack) health(t *testing.T, id string) string {
 	if len(f) == 2 && f[0] == "running" {
 		return f[1]
 	}
+	if len(f) == 1 && f[0] == "exited" {
+		code, err := st.cmd(time.Minute, "docker", "inspect", "--format", "{{.State.ExitCode}}", id)
+		if err != nil {
+			t.Fatalf("docker inspect %s: %v\n%s", id, err, code)
+		}
+		return "exited " + strings.TrimSpace(code)
+	}
+	return strings.TrimSpace(out)
+}
+
+// service returns the compose service of container id.
+func (st *stack) service(t *testing.T, id string) string {
+	t.Helper()
+	out, err := st.cmd(time.Minute, "docker", "inspect", "--format", `{{index .Config.Labels "com.docker.compose.service"}}`, id)
+	if err != nil {
+		t.Fatalf("docker inspect %s: %v\n%s", id, err, out)
+	}
 	return strings.TrimSpace(out)
 }
 
@@ -848,10 +866,18 @@ func (st *stack) waitHealthy(t *testing.T, limit time.Duration) {
 			return fmt.Errorf("docker ps: %w: %s", err, out)
 		}
 		ids := strings.Fields(out)
-		if want := 3 + 3 + gateways + workers; len(ids) != want {
+		// The nodes, dbsvc, cachesvc, the balancer, the replicas, and the
+		// one-shot provision step, which must have exited 0.
+		if want := 3 + 3 + gateways + workers + 1; len(ids) != want {
 			return fmt.Errorf("%d containers, want %d", len(ids), want)
 		}
 		for _, id := range ids {
+			if st.service(t, id) == "provision" {
+				if h := st.health(t, id); h != "exited 0" {
+					return fmt.Errorf("provision container %.12s is %s, want exited 0", id, h)
+				}
+				continue
+			}
 			if h := st.health(t, id); h != "healthy" {
 				return fmt.Errorf("container %.12s is %s", id, h)
 			}

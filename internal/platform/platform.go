@@ -513,6 +513,9 @@ func writeNATSContext(dataDir, url, user, password string) (string, error) {
 	b, err := json.MarshalIndent(map[string]string{
 		"description": "scalelab up: the operator (admin) on the embedded server",
 		"url":         url, "user": user, "password": password,
+		// The services answer admin only under _INBOX.admin
+		// (natsconf.repliesTo): `nats micro ls` needs it.
+		"inbox_prefix": natsconn.InboxPrefix(user),
 	}, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("up: nats context: %w", err)
