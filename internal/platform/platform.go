@@ -243,6 +243,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		closeAll(lns)
 		return nil, err
 	}
+	if err := makeDataDir(cfg.DataDir, log); err != nil {
+		closeAll(lns)
+		return nil, err
+	}
 	ns, err := natsconf.StartEmbedded(natsconf.Embedded{
 		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
 		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: passwords,
