@@ -44,8 +44,8 @@ func DefaultProvisionConfig() ProvisionConfig {
 // have them too, and warn at start when the streams were provisioned
 // otherwise (see Open).
 func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
-	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; applied by `tasks provision` and up, checked by gateways and workers)")
-	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster; applied by `tasks provision`, checked by gateways and workers)")
+	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; applied by scalelab tasks provision and up, checked by gateways and workers)")
+	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster; applied by scalelab tasks provision, checked by gateways and workers)")
 }
 
 // Validate reports every bad setting, naming the role.
