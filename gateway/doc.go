@@ -9,7 +9,8 @@
 //   - the cache tiers (package internal/cache): its own near-cache, then
 //     the shared bucket "cache"; --cache off|kv|kv+local picks them;
 //   - the worker's process service (svc.process) for GET /process;
-//   - the stream TASKS (publish) and bucket "tasks" (records) for tasks.
+//   - the stream TASKS (publish) and bucket "tasks" (records) for tasks,
+//     which admin provisions: the gateway waits for them (task.Open).
 //
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes

@@ -277,9 +277,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		return nil, err
 	}
 
-	// Provision the task streams once, before the roles start: each gateway
-	// and worker provisions too, and would otherwise all create them at
-	// the same moment.
+	// Provision the task streams, as admin, before the roles start: the
+	// gateways and workers only open them (their NATS users may not create
+	// or update a stream).
 	provision := task.DefaultProvisionConfig()
 	provision.MaxQueueMsgs = cfg.MaxQueue
 	// The platform's own connection, as the operator: provisioning now,

@@ -10,6 +10,11 @@
 // record write is a compare-and-set; the envelope carries the record as
 // created, and each write starts from the one before, so that in the
 // common case (nobody else wrote) a task costs no record read at all.
+//
+// The streams and the bucket are created and updated only by admin with
+// Provision (`up`, `scalelab tasks provision`); the gateway and the worker
+// Open them, waiting until they exist, and their NATS users may not
+// change them.
 package task
 
 import (
