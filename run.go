@@ -44,6 +44,7 @@ Usage:
   scalelab dbsvc     [flags]   the SQLite database service (:5002)
   scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
   scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
+  scalelab tasks provision           create or update the task streams (as admin)
   scalelab users add <name> [--scope S]   create or update a user; password from stdin
   scalelab probe     URL       exit 0 if GET URL answers 2xx (container health checks)
   scalelab bench     <scenario>   run an experiment (cache, scale, async, balance, all) and write a report with charts

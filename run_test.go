@@ -126,6 +126,11 @@ func TestRolesAsSeparateCommands(t *testing.T) {
 			done <- nil
 		}()
 	}
+	// The provisioner comes last here, to show that the gateway and the
+	// worker wait for the task streams rather than create them.
+	if err := run(t.Context(), []string{"tasks", "provision"}, vars, io.Discard, io.Discard); err != nil {
+		t.Fatalf("tasks provision = %v", err)
+	}
 	defer func() {
 		cancel()
 		for range commands {
@@ -268,5 +273,51 @@ func TestTasksCommandCredentials(t *testing.T) {
 				t.Errorf("run(%q) = %v, want a usage error: %v", tt.args, err, tt.wantUsage)
 			}
 		})
+	}
+}
+
+// TestTasksProvision: `scalelab tasks provision` creates the task streams
+// as admin, with the flags' sizes; the gateway's and the worker's NATS
+// users cannot run it (issue #24: only the provisioner creates or updates
+// a stream).
+func TestTasksProvision(t *testing.T) {
+	t.Parallel()
+	ns, pw := natstest.Start(t)
+	as := func(r natsconf.Role) func(string) string {
+		return env(map[string]string{"SCALELAB_NATS_URL": ns.ClientURL(), "SCALELAB_NATS_USER": string(r), "SCALELAB_NATS_PASSWORD": pw[r]})
+	}
+	for _, r := range []natsconf.Role{natsconf.RoleGateway, natsconf.RoleWorker} {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		err := run(ctx, []string{"tasks", "provision", "--max-queue", "1"}, as(r), io.Discard, io.Discard)
+		cancel()
+		if err == nil {
+			t.Errorf("tasks provision as %s = nil, want refused", r)
+		}
+	}
+	var out strings.Builder
+	if err := run(t.Context(), []string{"tasks", "provision", "--max-queue", "500"}, as(natsconf.RoleAdmin), &out, io.Discard); err != nil {
+		t.Fatalf("tasks provision as admin = %v", err)
+	}
+	if !strings.Contains(out.String(), "provisioned") {
+		t.Errorf("tasks provision printed %q, want it to say what it provisioned", out.String())
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("admin", pw[natsconf.RoleAdmin]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), task.Stream)
+	if err != nil {
+		t.Fatalf("stream %s after tasks provision: %v", task.Stream, err)
+	}
+	if got := s.CachedInfo().Config.MaxMsgs; got != 500 {
+		t.Errorf("stream %s MaxMsgs = %d, want 500 (--max-queue)", task.Stream, got)
+	}
+	if err := run(t.Context(), []string{"tasks", "provision", "--replicas", "0"}, as(natsconf.RoleAdmin), io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("tasks provision --replicas 0 = %v, want a usage error", err)
 	}
 }

@@ -19,6 +19,9 @@ import (
 const tasksUsage = `Usage:
   scalelab tasks dlq ls            list the dead tasks (attempts used up), oldest first
   scalelab tasks dlq retry <id>    queue a dead task again, with a fresh budget of attempts
+  scalelab tasks provision [--replicas N] [--max-queue N]
+                                   create or update the task streams and bucket (as admin;
+                                   gateways and workers wait for them, up does it itself)
 `
 
 // runTasks is the operator's view of the task pipeline.
@@ -37,7 +40,28 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	rest := fs.Args()
 	var retryID string
+	var provision *task.ProvisionConfig
 	switch {
+	case len(rest) >= 1 && rest[0] == "provision":
+		// Its own flags, after the word: they size what it creates.
+		pfs := flag.NewFlagSet("scalelab tasks provision", flag.ContinueOnError)
+		pfs.SetOutput(stderr)
+		ps := envflag.New(pfs, getenv)
+		p := task.DefaultProvisionConfig()
+		p.RegisterFlags(ps)
+		if err := pfs.Parse(rest[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return usageErr(err)
+		}
+		if err := errors.Join(ps.Err(), p.Validate("tasks provision")); err != nil {
+			return usageErr(err)
+		}
+		if pfs.NArg() > 0 {
+			return usageErr(fmt.Errorf("tasks provision: unexpected arguments %q", pfs.Args()))
+		}
+		provision = &p
 	case len(rest) == 2 && rest[0] == "dlq" && rest[1] == "ls":
 	case len(rest) == 3 && rest[0] == "dlq" && rest[1] == "retry":
 		retryID = rest[2]
@@ -73,6 +97,14 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("tasks: jetstream: %w", err)
+	}
+	if provision != nil {
+		if _, err := task.Provision(ctx, js, *provision); err != nil {
+			return fmt.Errorf("tasks: %w", err)
+		}
+		fmt.Fprintf(stdout, "task streams %s, %s, %s and bucket %s provisioned (replicas %d)\n",
+			task.DelayedStream, task.Stream, task.DLQStream, task.Bucket, provision.Replicas)
+		return nil
 	}
 	if retryID != "" {
 		kv, err := js.KeyValue(ctx, task.Bucket)

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -638,7 +640,8 @@ func TestUpReadYourWrites(t *testing.T) {
 // bcryptCost.
 func TestUpOperators(t *testing.T) {
 	cheapBcrypt(t)
-	p := startUp(t, t.TempDir())
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startUp(t, dir)
 	bearer := "Bearer " + p.token
 
 	if nc, err := nats.Connect(p.nats); err == nil {
@@ -660,19 +663,39 @@ func TestUpOperators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nctx struct{ URL, User, Password string }
+	var nctx struct {
+		URL, User, Password string
+		InboxPrefix         string `json:"inbox_prefix"`
+	}
 	if err := json.Unmarshal(b, &nctx); err != nil {
 		t.Fatalf("nats context %s: %v", ctxFile, err)
 	}
 	if nctx.URL != p.nats || nctx.User != "admin" || nctx.Password != p.admin["SCALELAB_NATS_PASSWORD"] {
 		t.Errorf("nats context = %+v, want url %s, user admin and the banner's password", nctx, p.nats)
 	}
-	// The context works as the nats CLI would use it.
-	nc, err := nats.Connect(nctx.URL, nats.UserInfo(nctx.User, nctx.Password))
+	// The state on disk is the owner's alone (issue #24).
+	for path, want := range map[string]os.FileMode{
+		dir: 0o700, filepath.Join(dir, "nats"): 0o700, filepath.Join(dir, dbsvc.DBFile): 0o600,
+	} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("stat %s: %v", path, err)
+		} else if fi.Mode().Perm() != want {
+			t.Errorf("mode of %s = %v, want %v", path, fi.Mode().Perm(), want)
+		}
+	}
+	// The context works as the nats CLI would use it: the services
+	// answer admin in the context's inbox (nats micro ls).
+	nc, err := nats.Connect(nctx.URL, nats.UserInfo(nctx.User, nctx.Password), nats.CustomInboxPrefix(nctx.InboxPrefix))
 	if err != nil {
 		t.Fatalf("connect with the nats context: %v", err)
 	}
 	defer nc.Close()
+	for _, svc := range []string{"process", "dbsvc", "cache-client"} {
+		if _, err := nc.Request("$SRV.INFO."+svc, nil, 5*time.Second); err != nil {
+			t.Errorf("as the context's user: $SRV.INFO.%s = %v, want an answer", svc, err)
+		}
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,9 @@ const DefaultClientTimeout = 5 * time.Second
 // (not_found, invalid, unavailable, internal). A not_found answer also
 // matches ErrNotFound with errors.Is.
 type Client struct {
-	nc *nats.Conn
+	// mux takes the replies on dbsvc's own reply inbox, where no other
+	// role may publish (natsconn.ReplyInbox).
+	mux *natsconn.ReplyMux
 	// Timeout bounds each request, in addition to the deadline of the ctx
 	// passed in (the earlier one wins). Zero means DefaultClientTimeout.
 	Timeout time.Duration
@@ -35,7 +37,7 @@ type Client struct {
 
 // NewClient returns a Client that sends its requests over nc.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{nc: nc, Timeout: DefaultClientTimeout}
+	return &Client{mux: natsconn.NewReplyMux(nc, ServiceName), Timeout: DefaultClientTimeout}
 }
 
 // Data runs the data report and returns the Report as the service encoded
@@ -151,7 +153,7 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 	if requestID != "" {
 		msg.Header = nats.Header{natsconn.RequestIDHeader: []string{requestID}}
 	}
-	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	reply, err := c.mux.Request(ctx, msg)
 	if err != nil {
 		return nil, natsconn.RequestError("database service", fmt.Errorf("request %s: %w", subject, err))
 	}

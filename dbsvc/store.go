@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -258,8 +259,13 @@ type storeConfig struct {
 // schema and, on first start only, seeds it. A database that was seeded
 // before keeps its data, whatever cfg.SeedRows says now.
 func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (*store, error) {
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
+	// The file holds the users' password hashes: the directory and the
+	// file are for the owner alone.
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := createPrivate(cfg.Path); err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(5000)")
@@ -282,7 +288,36 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (*store, 
 		_ = db.Close()
 		return nil, err
 	}
+	// SQLite creates the WAL and shared-memory files with the database's
+	// mode; ones left by a run before the database was private keep
+	// theirs, so tighten them too.
+	for _, f := range []string{cfg.Path + "-wal", cfg.Path + "-shm"} {
+		if err := os.Chmod(f, privateFileMode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			_ = db.Close()
+			return nil, fmt.Errorf("open db %s: %w", cfg.Path, err)
+		}
+	}
 	return s, nil
+}
+
+// privateFileMode is the mode of the database and its WAL and
+// shared-memory files.
+const privateFileMode = 0o600
+
+// createPrivate creates the database file at path empty with
+// privateFileMode before SQLite opens it (SQLite would create it with
+// 0644 less the umask), or makes an existing one private.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, privateFileMode)
+	if err != nil {
+		return fmt.Errorf("create db %s: %w", path, err)
+	}
+	// Chmod too: the umask may have taken bits away (harmless), and an
+	// existing file keeps its mode on open.
+	if err := errors.Join(f.Chmod(privateFileMode), f.Close()); err != nil {
+		return fmt.Errorf("create db %s: %w", path, err)
+	}
+	return nil
 }
 
 // migrate creates the schema and seeds a new database, all in one IMMEDIATE

@@ -31,7 +31,9 @@ type Config struct {
 	Limits RateLimits
 	// ShutdownTimeout bounds in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
-	// Provision sizes the TASKS stream and tasks bucket.
+	// Provision is how the TASKS stream and tasks bucket are expected to
+	// be sized; their provisioner (admin) sizes them, and Run warns when
+	// they differ (task.Open).
 	Provision task.ProvisionConfig
 	// TokenTTL is the lifetime of the tokens POST /auth/token issues; they
 	// cannot be revoked, so it is short and capped at a day.

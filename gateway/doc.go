@@ -9,7 +9,8 @@
 //   - the cache tiers (package internal/cache): its own near-cache, then
 //     the shared bucket "cache"; --cache off|kv|kv+local picks them;
 //   - the worker's process service (svc.process) for GET /process;
-//   - the stream TASKS (publish) and bucket "tasks" (records) for tasks.
+//   - the stream TASKS (publish) and bucket "tasks" (records) for tasks,
+//     which admin provisions: the gateway waits for them (task.Open).
 //
 // A task belongs to the token subject that submitted it (the record's
 // owner): the task routes answer 404 for another subject's task unless the

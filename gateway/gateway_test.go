@@ -46,6 +46,15 @@ func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// The provisioner's step (admin's, outside tests): the gateway only
+	// opens the task streams.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Provision(t.Context(), js, cfg.Provision); err != nil {
+		t.Fatalf("task.Provision() = %v", err)
+	}
 	testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
 	base := "http://" + ln.Addr().String()
 	testutil.Eventually(t, 10*time.Second, func() error { return ready(t, base) })

@@ -55,8 +55,10 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("gateway: jetstream: %w", err)
 	}
 	var store *task.Store
-	err = natsconn.Retry(ctx, log, "provision tasks", func(ctx context.Context) error {
-		store, err = task.Provision(ctx, js, cfg.Provision)
+	// The task streams are admin's to provision (up, or `scalelab tasks
+	// provision`): wait for them rather than create them.
+	err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
+		store, err = task.Open(ctx, js, cfg.Provision, log)
 		return err
 	})
 	if err != nil {

@@ -102,13 +102,34 @@ func microService(name string) []string {
 // to _INBOX.>.
 func inbox(r Role) string { return natsconn.InboxPrefix(string(r)) + ".>" }
 
-// replies lets a role answer requests: a reply goes to the requester's
-// inbox. Not allow_responses: the server lets a response through even
-// where the deny list forbids its subject, so a requester could name
+// repliesTo lets the responders of the micro service named service answer
+// the roles allowed to call it, and no one else: a reply goes only into
+// the callers' reply inbox for that service, _INBOX.<role>.<service>
+// (natsconn.ReplyInbox; dbsvc's and the process service's clients and
+// natsconn.Gather take their replies there). A role that could publish
+// into every _INBOX.> could forge the reply to a request it was never
+// sent: a worker answering a gateway's db.users.get with a made-up user.
+// The micro control subjects ($SRV.PING|INFO|STATS) add the balancer (its
+// dashboard reads stats) and admin; admin's whole inbox, since the nats
+// CLI (`nats micro ls`) takes replies in its main inbox. JetStream's own
+// replies come from the server, not from a role, and need no right here.
+//
+// Not allow_responses: the server lets a response through even where the
+// deny list forbids its subject, so a requester could name
 // $JS.API.STREAM.DELETE.TASKS as its reply subject and have the
 // responder's (empty) error reply delete the stream. Publishing only
-// under _INBOX. rules that out.
-const replies = "_INBOX.>"
+// under the callers' inboxes rules that out.
+func repliesTo(service string, callers ...Role) []string {
+	var out []string
+	for _, r := range callers {
+		out = append(out, natsconn.ReplyInbox(string(r), service)+".>")
+	}
+	return append(out, inbox(RoleAdmin))
+}
+
+// anyInbox is every role's inbox. No role but admin may publish to it
+// whole; a responder gets repliesTo its callers instead.
+const anyInbox = "_INBOX.>"
 
 // Subjects that only admin may publish to.
 var adminOnly = []string{
@@ -155,15 +176,32 @@ var cacheBucket = []string{
 // that own them.
 func Table() []Grant {
 	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, kvTasks}
-	// Gateways and workers both provision the task streams and bucket at
-	// start (internal/task.Provision), so either can come up first.
-	provisionTasks := append([]string{jsAPI("INFO")}, streamAdmin(taskStreams...)...)
-	provisionTasks = append(provisionTasks, kvAccess(task.Bucket)...)
+	// The task streams and bucket are provisioned by admin (`up` before
+	// the roles start, `scalelab tasks provision` elsewhere, with
+	// internal/task.Provision). Gateways and workers only use them: they
+	// look them up (task.Open waits until they exist) and read and write
+	// records, but can neither create nor update them. An update that
+	// shrinks a stream's limits purges it, around the admin-only purge.
+	useTasks := []string{jsAPI("INFO")}
+	for _, s := range taskStreams {
+		useTasks = append(useTasks, jsAPI("STREAM.INFO."+s))
+	}
+	useTasks = append(useTasks, kvAccess(task.Bucket)...)
+	// What only a stream's provisioner may do, restated as a deny so that
+	// a later, broader allow cannot give it to a runtime role.
+	provisionAny := []string{jsAPI("STREAM.CREATE.>"), jsAPI("STREAM.UPDATE.>")}
+	var provisionTasks []string
+	for _, s := range taskStreams {
+		provisionTasks = append(provisionTasks, jsAPI("STREAM.CREATE."+s), jsAPI("STREAM.UPDATE."+s))
+	}
 
 	gateway := Grant{Role: RoleGateway}
 	gateway.PubAllow = concat(
-		[]string{replies},
-		provisionTasks,
+		// The gateways' cache-client service answers the invalidation
+		// requests and pings of its peers and of cachesvc, and the stats
+		// requests of cachesvc and the dashboard.
+		repliesTo(cache.ServiceName, RoleGateway, RoleCacheSvc, RoleBalancer),
+		useTasks,
 		// Submit (now, or as a schedule on the delayed stream) and cancel.
 		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
@@ -184,14 +222,16 @@ func Table() []Grant {
 			dbsvc.SubjectItemDelete, dbsvc.SubjectUserGet,
 		},
 	)
-	gateway.PubDeny = concat(adminOnly, consumeTasks)
+	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny)
 	gateway.SubAllow = concat([]string{inbox(RoleGateway), cache.SubjectInvalidate}, microService(cache.ServiceName))
 	gateway.SubDeny = []string{task.SubjectPrefix + ">"}
 
 	wk := Grant{Role: RoleWorker}
 	wk.PubAllow = concat(
-		[]string{replies},
-		provisionTasks,
+		// svc.process is called by the gateways; its stats by the
+		// dashboard.
+		repliesTo(worker.ProcessService, RoleGateway, RoleBalancer),
+		useTasks,
 		// The shared durable consumer: create or update it, look it up,
 		// pull, and ack/nak/in-progress/term.
 		[]string{
@@ -207,14 +247,16 @@ func Table() []Grant {
 	)
 	// Workers run tasks; they have no business with the cache or the
 	// database.
-	wk.PubDeny = concat(adminOnly, cacheBucket, []string{"db.>"})
+	wk.PubDeny = concat(adminOnly, cacheBucket, []string{"db.>"}, provisionAny)
 	wk.SubAllow = concat([]string{inbox(RoleWorker), worker.ProcessSubject, task.CancelSubjectPrefix + "*"},
 		microService(worker.ProcessService))
 	wk.SubDeny = []string{"$KV." + cache.Bucket + ".>"}
 
 	db := Grant{Role: RoleDBSvc}
-	// dbsvc only answers: no JetStream, no requests of its own.
-	db.PubAllow = []string{replies}
+	// dbsvc only answers: no JetStream, no requests of its own. Its
+	// callers are the gateways (reads, item writes, logins) and admin
+	// (`scalelab users add`), plus the dashboard's stats.
+	db.PubAllow = repliesTo(dbsvc.ServiceName, RoleGateway, RoleBalancer)
 	db.PubDeny = concat(adminOnly, []string{"$JS.>", "$KV.>"})
 	db.SubAllow = concat([]string{inbox(RoleDBSvc), "db.>"}, microService(dbsvc.ServiceName))
 
@@ -230,7 +272,10 @@ func Table() []Grant {
 		// gathers their stats.
 		[]string{cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName, "$SRV.STATS." + cache.ServiceName},
 	)
-	cs.PubDeny = concat(adminOnly, []string{task.SubjectPrefix + ">", "$KV." + task.Bucket + ".>", "db.>"})
+	// cachesvc owns the cache bucket and provisions it; the task streams
+	// are not its own. It answers nothing.
+	cs.PubDeny = concat(adminOnly, []string{task.SubjectPrefix + ">", "$KV." + task.Bucket + ".>", "db.>", anyInbox},
+		provisionTasks)
 	cs.SubAllow = []string{inbox(RoleCacheSvc)}
 
 	// The balancer's dashboard reads figures and nothing else: the stats
@@ -245,7 +290,7 @@ func Table() []Grant {
 		jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
 		jsAPI("STREAM.INFO." + kvCache),
 	}
-	bal.PubDeny = concat(adminOnly, consumeTasks, []string{task.SubjectPrefix + ">", "$KV.>", "db.>", replies})
+	bal.PubDeny = concat(adminOnly, consumeTasks, []string{task.SubjectPrefix + ">", "$KV.>", "db.>", anyInbox}, provisionAny)
 	bal.SubAllow = []string{inbox(RoleBalancer)}
 
 	// Operators can do anything: inspect and repair streams, retry dead

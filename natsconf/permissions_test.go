@@ -219,14 +219,17 @@ func TestPermissions(t *testing.T) {
 	_, csJS, csV := connectAs(t, ns, pw, RoleCacheSvc)
 	ctx := t.Context()
 
-	// What the roles need: the gateway and the worker each provision the
-	// task streams, cachesvc the cache bucket; the gateway submits, the
-	// worker consumes and acks.
-	if _, err := task.Provision(ctx, gwJS, task.DefaultProvisionConfig()); err != nil {
-		t.Fatalf("gateway: task.Provision = %v", err)
+	// What the roles need: admin provisions the task streams, cachesvc
+	// the cache bucket; the gateway and the worker open the task streams,
+	// the gateway submits, the worker consumes and acks.
+	if _, err := task.Provision(ctx, adminJS, task.DefaultProvisionConfig()); err != nil {
+		t.Fatalf("admin: task.Provision = %v", err)
 	}
-	if _, err := task.Provision(ctx, wkJS, task.DefaultProvisionConfig()); err != nil {
-		t.Fatalf("worker: task.Provision = %v", err)
+	if _, err := task.Open(ctx, gwJS, task.DefaultProvisionConfig(), quietLog()); err != nil {
+		t.Fatalf("gateway: task.Open = %v", err)
+	}
+	if _, err := task.Open(ctx, wkJS, task.DefaultProvisionConfig(), quietLog()); err != nil {
+		t.Fatalf("worker: task.Open = %v", err)
 	}
 	cacheKV, err := csJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cache.Bucket, History: 1})
 	if err != nil {
@@ -437,6 +440,8 @@ func TestPermissions(t *testing.T) {
 		adminV.none(t)
 	})
 }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // startSecured starts the embedded server with the permission table on (a
 // random password per role), stopped at the end of the test.

@@ -9,8 +9,9 @@
 #   SCALELAB_IMAGE=scalelab:v1 scripts/images.sh
 #
 # It also writes to .env (untracked, read by docker compose) the secrets
-# that are not set yet: SCALELAB_JWT_SECRET for the gateways and a NATS
-# password per role. No secret is ever committed.
+# that are not set yet: SCALELAB_JWT_SECRET for the gateways, a NATS
+# password per role and one for the cluster's routes. No secret is ever
+# committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +36,9 @@ docker build --quiet --tag "$image" . >/dev/null
 echo "built $image ($GOARCH)"
 
 # Secrets for compose, in .env (untracked, mode 600, read by docker compose):
-# the gateways' JWT secret and a NATS password per role. A value already in
-# .env or in the environment is kept; only missing ones are made. NATS
+# the gateways' JWT secret, a NATS password per role and the route password.
+# A value already in .env or in the environment is kept; only missing ones
+# are made. NATS
 # passwords are letters and digits starting with a letter, because the
 # server reads the variable's value as a config token.
 umask 077
@@ -50,3 +52,6 @@ add_secret SCALELAB_JWT_SECRET "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d 
 for role in GATEWAY WORKER DBSVC CACHESVC BALANCER ADMIN; do
   add_secret "SCALELAB_NATS_${role}_PASSWORD" "p$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 done
+# The cluster's routes (natsconf/cluster.conf): it goes into route URLs, so
+# letters and digits only, as above.
+add_secret SCALELAB_NATS_ROUTE_PASSWORD "p$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"

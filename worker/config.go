@@ -41,7 +41,9 @@ type Config struct {
 	// ShutdownTimeout is how long running tasks may take to finish on
 	// shutdown before they are interrupted and handed back to the queue.
 	ShutdownTimeout time.Duration
-	// Provision sizes the TASKS stream and tasks bucket.
+	// Provision is how the TASKS stream and tasks bucket are expected to
+	// be sized; their provisioner (admin) sizes them, and Run warns when
+	// they differ (task.Open).
 	Provision task.ProvisionConfig
 	// Handlers adds or replaces task handlers by type; tests use it.
 	Handlers map[string]Handler

@@ -5,7 +5,9 @@
 //     the service's queue group; its stats ($SRV.STATS.process) carry each
 //     worker's task counts (TaskStats) as endpoint data;
 //   - the durable pull consumer "workers" on the stream TASKS: every worker
-//     pulls from the same consumer, so each task goes to exactly one of them;
+//     pulls from the same consumer, so each task goes to exactly one of them
+//     (the stream itself is admin's to provision: the worker waits for it,
+//     task.Open);
 //   - the task handlers (report, sleep, noop), registered by type name;
 //   - the lifecycle of a task record while it runs:
 //     queued → running → succeeded | failed (or back to queued for a retry).

@@ -58,14 +58,16 @@ func addProcessService(nc *nats.Conn, id string, tasks func() TaskStats, log *sl
 
 // ProcessClient calls the process service.
 type ProcessClient struct {
-	nc      *nats.Conn
+	// mux takes the replies on the process service's own reply inbox,
+	// where no other role may publish (natsconn.ReplyInbox).
+	mux     *natsconn.ReplyMux
 	timeout time.Duration
 }
 
 // NewProcessClient returns a client whose calls give up after timeout
 // unless the context ends sooner.
 func NewProcessClient(nc *nats.Conn, timeout time.Duration) *ProcessClient {
-	return &ProcessClient{nc: nc, timeout: timeout}
+	return &ProcessClient{mux: natsconn.NewReplyMux(nc, ProcessService), timeout: timeout}
 }
 
 // Process runs the business logic on some worker. Its errors are
@@ -75,7 +77,7 @@ func (c *ProcessClient) Process(ctx context.Context, requestID string) (ProcessR
 	defer cancel()
 	msg := nats.NewMsg(ProcessSubject)
 	msg.Header.Set(natsconn.RequestIDHeader, requestID)
-	resp, err := c.nc.RequestMsgWithContext(ctx, msg)
+	resp, err := c.mux.Request(ctx, msg)
 	if err != nil {
 		return ProcessReply{}, natsconn.RequestError("process service", err)
 	}

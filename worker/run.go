@@ -29,9 +29,12 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
 	var store *task.Store
-	err = natsconn.Retry(ctx, log, "provision tasks", func(ctx context.Context) error {
+	// The task streams are admin's to provision (up, or `scalelab tasks
+	// provision`): wait for them rather than create them. The shared
+	// consumer is the workers' own.
+	err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
 		var err error
-		if store, err = task.Provision(ctx, js, cfg.Provision); err != nil {
+		if store, err = task.Open(ctx, js, cfg.Provision, log); err != nil {
 			return err
 		}
 		_, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))

@@ -130,7 +130,8 @@ func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
 		return fmt.Errorf("cache: encode invalidation: %w", err)
 	}
 	replies, err := natsconn.Gather(ctx, b.nc, SubjectInvalidate, data, natsconn.GatherOptions{
-		Enough: func(got int) bool { return got >= len(peers) },
+		Enough:  func(got int) bool { return got >= len(peers) },
+		Service: ServiceName,
 	})
 	missing := maps.Clone(peers)
 	for _, r := range replies {

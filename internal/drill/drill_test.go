@@ -62,6 +62,7 @@ func TestDrill(t *testing.T) {
 	}
 	st := startStack(t, findCompose(t))
 	t.Run("replicas", st.checkReplicas)
+	t.Run("stranger_route_refused", st.checkStrangerRoute)
 	t.Run("balancing", st.drillBalancing)
 	t.Run("tasks_survive_nats_node_and_worker_stop", st.drillTasks)
 	t.Run("gateway_stop_under_load", st.drillGateway)
@@ -157,6 +158,7 @@ func startStack(t *testing.T, composeCmd []string) *stack {
 	for _, r := range natsconf.Roles() {
 		st.env = append(st.env, natsconf.PasswordEnv(r)+"=p"+randomHex(t, 16))
 	}
+	st.env = append(st.env, natsconf.RoutePasswordEnv+"=p"+randomHex(t, 16))
 	t.Cleanup(st.client.CloseIdleConnections)
 
 	start := time.Now()
@@ -222,6 +224,55 @@ func (st *stack) checkReplicas(t *testing.T) {
 	}
 	if js.Meta.Size != 3 {
 		t.Errorf("JetStream cluster size = %d, want 3", js.Meta.Size)
+	}
+}
+
+// checkStrangerRoute attacks the cluster's route port as a container on
+// the compose network would (issue #24): a nats-server of its own, in the
+// same image, dials nats1:6222 without the route password. nats1 refuses
+// it, and its /routez lists only the two other nodes.
+func (st *stack) checkStrangerRoute(t *testing.T) {
+	name := st.project + "-stranger"
+	if err := st.docker(t, time.Minute, "run", "-d", "--rm", "--name", name, "--network", st.project+"_default",
+		"--entrypoint", "/nats-server", "scalelab:dev",
+		"--name", "stranger", "-p", "4222", "--cluster_name", "scalelab", "--cluster", "nats://0.0.0.0:6222",
+		"--routes", "nats-route://nats1:6222"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = st.cmd(time.Minute, "docker", "rm", "-f", name) })
+	testutil.Eventually(t, time.Minute, func() error {
+		out, err := st.cmd(time.Minute, "docker", "logs", name)
+		if err != nil {
+			return fmt.Errorf("docker logs %s: %w: %s", name, err, out)
+		}
+		if !strings.Contains(strings.ToLower(out), "authorization violation") {
+			return fmt.Errorf("the stranger has not been refused yet:\n%s", out)
+		}
+		return nil
+	})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, st.monitor+"/routez", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, body, err := st.do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /routez = %v %s", err, body)
+	}
+	var routez struct {
+		Routes []struct {
+			RemoteName string `json:"remote_name"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal(body, &routez); err != nil {
+		t.Fatalf("decode /routez: %v", err)
+	}
+	for _, r := range routez.Routes {
+		if r.RemoteName != "nats2" && r.RemoteName != "nats3" {
+			t.Errorf("nats1 has a route to %q, want only nats2 and nats3", r.RemoteName)
+		}
+	}
+	if len(routez.Routes) == 0 {
+		t.Errorf("nats1 lists no route, want nats2 and nats3")
 	}
 }
 
@@ -838,6 +889,23 @@ func (st *stack) health(t *testing.T, id string) string {
 	if len(f) == 2 && f[0] == "running" {
 		return f[1]
 	}
+	if len(f) == 1 && f[0] == "exited" {
+		code, err := st.cmd(time.Minute, "docker", "inspect", "--format", "{{.State.ExitCode}}", id)
+		if err != nil {
+			t.Fatalf("docker inspect %s: %v\n%s", id, err, code)
+		}
+		return "exited " + strings.TrimSpace(code)
+	}
+	return strings.TrimSpace(out)
+}
+
+// service returns the compose service of container id.
+func (st *stack) service(t *testing.T, id string) string {
+	t.Helper()
+	out, err := st.cmd(time.Minute, "docker", "inspect", "--format", `{{index .Config.Labels "com.docker.compose.service"}}`, id)
+	if err != nil {
+		t.Fatalf("docker inspect %s: %v\n%s", id, err, out)
+	}
 	return strings.TrimSpace(out)
 }
 
@@ -851,10 +919,18 @@ func (st *stack) waitHealthy(t *testing.T, limit time.Duration) {
 			return fmt.Errorf("docker ps: %w: %s", err, out)
 		}
 		ids := strings.Fields(out)
-		if want := 3 + 3 + gateways + workers; len(ids) != want {
+		// The nodes, dbsvc, cachesvc, the balancer, the replicas, and the
+		// one-shot provision step, which must have exited 0.
+		if want := 3 + 3 + gateways + workers + 1; len(ids) != want {
 			return fmt.Errorf("%d containers, want %d", len(ids), want)
 		}
 		for _, id := range ids {
+			if st.service(t, id) == "provision" {
+				if h := st.health(t, id); h != "exited 0" {
+					return fmt.Errorf("provision container %.12s is %s, want exited 0", id, h)
+				}
+				continue
+			}
 			if h := st.health(t, id); h != "healthy" {
 				return fmt.Errorf("container %.12s is %s", id, h)
 			}

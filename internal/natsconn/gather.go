@@ -2,9 +2,11 @@ package natsconn
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 )
 
 // gatherBuffer is how many replies may wait to be read. A request that
@@ -31,6 +33,11 @@ type GatherOptions struct {
 	Stall time.Duration
 	// Enough, if set, is asked after each reply whether to stop.
 	Enough func(replies int) bool
+	// Service is the micro service that answers, whose reply inbox
+	// (ReplyInbox) the replies come to: only its responders may publish
+	// there. Empty means the service a $SRV.<VERB>.<name> subject names,
+	// else the connection's main inbox.
+	Service string
 }
 
 // Gather publishes data on subject with a fresh reply inbox and collects
@@ -44,6 +51,13 @@ type GatherOptions struct {
 // ctx ends first, it returns the replies so far and ctx's error.
 func Gather(ctx context.Context, nc *nats.Conn, subject string, data []byte, o GatherOptions) ([]*nats.Msg, error) {
 	inbox := nc.NewRespInbox()
+	service := o.Service
+	if f := strings.Split(subject, "."); service == "" && len(f) >= 3 && f[0] == "$SRV" {
+		service = f[2]
+	}
+	if service != "" {
+		inbox = serviceInbox(nc, service) + "." + nuid.Next()
+	}
 	ch := make(chan *nats.Msg, gatherBuffer)
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {

@@ -251,6 +251,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		closeAll(lns)
 		return nil, err
 	}
+	if err := makeDataDir(cfg.DataDir, log); err != nil {
+		closeAll(lns)
+		return nil, err
+	}
 	ns, err := natsconf.StartEmbedded(natsconf.Embedded{
 		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
 		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: passwords,
@@ -282,9 +286,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 		return nil, err
 	}
 
-	// Provision the task streams once, before the roles start: each gateway
-	// and worker provisions too, and would otherwise all create them at
-	// the same moment.
+	// Provision the task streams, as admin, before the roles start: the
+	// gateways and workers only open them (their NATS users may not create
+	// or update a stream).
 	provision := task.DefaultProvisionConfig()
 	provision.MaxQueueMsgs, provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
 	// The platform's own connection, as the operator: provisioning now,
@@ -550,6 +554,9 @@ func writeNATSContext(dataDir, url, user, password string) (string, error) {
 	b, err := json.MarshalIndent(map[string]string{
 		"description": "scalelab up: the operator (admin) on the embedded server",
 		"url":         url, "user": user, "password": password,
+		// The services answer admin only under _INBOX.admin
+		// (natsconf.repliesTo): `nats micro ls` needs it.
+		"inbox_prefix": natsconn.InboxPrefix(user),
 	}, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("up: nats context: %w", err)

@@ -52,13 +52,14 @@ func DefaultProvisionConfig() ProvisionConfig {
 	return ProvisionConfig{Replicas: 1, Retention: 24 * time.Hour, MaxQueueBytes: 1 << 30, DedupeWindow: 2 * time.Minute, MaxRecordBytes: 1 << 30}
 }
 
-// RegisterFlags defines the flags that size the stream and bucket. Every
-// role that provisions them (gateway and worker) has them, with the same
-// meaning; give them the same values.
+// RegisterFlags defines the flags that size the stream and bucket:
+// `scalelab tasks provision` applies them; the gateway and the worker
+// have them too, and warn at start when the streams were provisioned
+// otherwise (see Open).
 func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
-	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; give gateways and workers the same value)")
-	s.Int64(&p.MaxRecordBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", p.MaxRecordBytes, "most bytes of task records the tasks bucket holds; past half of it POST /longtask answers 503, the rest is kept for accepted tasks to finish (give gateways and workers the same value)")
-	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster)")
+	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; applied by scalelab tasks provision and up, checked by gateways and workers)")
+	s.Int64(&p.MaxRecordBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", p.MaxRecordBytes, "most bytes of task records the tasks bucket holds; past half of it POST /longtask answers 503, the rest is kept for accepted tasks to finish (applied by scalelab tasks provision and up; gateways read it from the bucket)")
+	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster; applied by scalelab tasks provision, checked by gateways and workers)")
 }
 
 // Validate reports every bad setting, naming the role.
@@ -81,8 +82,10 @@ func (p ProvisionConfig) Validate(role string) error {
 const minRecordBytes = 4 * MaxPayloadBytes
 
 // Provision creates or updates the TASKS stream and the tasks bucket, and
-// returns a Store over the bucket. Both the gateway and the worker call it at
-// start, so either can come up first; the calls are idempotent.
+// returns a Store over the bucket. Only their provisioner calls it, as
+// admin: `scalelab up` before the roles start, `scalelab tasks provision`
+// elsewhere (compose runs it once, before the gateways and workers). The
+// roles themselves only Open them. It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
 	for _, want := range streamConfigs(cfg) {
 		if err := ensureStream(ctx, js, want); err != nil {

@@ -26,6 +26,11 @@
 // The bucket has a byte limit (ProvisionConfig.MaxRecordBytes); Store.Create
 // refuses new records (ErrFull) past half of it, keeping the rest for the
 // records of accepted tasks to grow as they run.
+//
+// The streams and the bucket are created and updated only by admin with
+// Provision (`up`, `scalelab tasks provision`); the gateway and the worker
+// Open them, waiting until they exist, and their NATS users may not
+// change them.
 package task
 
 import (
