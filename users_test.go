@@ -127,7 +127,7 @@ func TestUsersAdd(t *testing.T) {
 		{"wildcard name", "correct horse battery\n", []string{"users", "add", "carol.>"}},
 		{"two names", "correct horse battery\n", []string{"users", "add", "carol", "dave"}},
 		{"unknown flag", "correct horse battery\n", []string{"users", "add", "carol", "--admin"}},
-		{"unknown scope", "correct horse battery\n", []string{"users", "add", "carol", "--scope", "data:read admin"}},
+		{"unknown scope", "correct horse battery\n", []string{"users", "add", "carol", "--scope", "data:read root"}},
 		{"duplicate scope", "correct horse battery\n", []string{"users", "add", "carol", "--scope", "data:read data:read"}},
 		{"no scopes", "correct horse battery\n", []string{"users", "add", "carol", "--scope", ""}},
 		{"empty stdin", "", []string{"users", "add", "carol"}},

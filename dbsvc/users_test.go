@@ -122,7 +122,7 @@ func TestUsersValidation(t *testing.T) {
 		{"hash of another scheme", UserPut{"alice", "$1$" + good[3:], all}},
 		{"no scopes", UserPut{"alice", good, nil}},
 		{"empty scopes", UserPut{"alice", good, []string{}}},
-		{"unknown scope", UserPut{"alice", good, []string{"admin"}}},
+		{"unknown scope", UserPut{"alice", good, []string{"root"}}},
 		{"wildcard scope", UserPut{"alice", good, []string{"*"}}},
 		{"duplicate scope", UserPut{"alice", good, []string{auth.ScopeDataRead, auth.ScopeItemsRead, auth.ScopeDataRead}}},
 		{"scope list as one string", UserPut{"alice", good, []string{"data:read items:read"}}},
