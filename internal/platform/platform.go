@@ -386,7 +386,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.ShutdownTimeout = dbLn, cfg.DataDir, cfg.SeedRows, cfg.ShutdownTime
 	cacheCfg := cachesvc.DefaultConfig()
-	cacheCfg.Listener, cacheCfg.ShutdownTimeout = cacheLn, cfg.ShutdownTime
+	cacheCfg.Listener, cacheCfg.ShutdownTimeout, cacheCfg.JWT = cacheLn, cfg.ShutdownTime, cfg.Keys
 	roles = append(roles,
 		role{name: "dbsvc", user: natsconf.RoleDBSvc, start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return dbsvc.Run(ctx, dbCfg, nc, log)
