@@ -413,6 +413,9 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		gwCfg.ID = DefaultID(ln.Addr().String())
 		gwCfg.Provision.MaxQueueMsgs = cfg.MaxQueue
 		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
+		// The balancer reaches the gateways from loopback: over TCP, or
+		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
+		gwCfg.TrustedProxies = gateway.LoopbackProxies()
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)
 		}
