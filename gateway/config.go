@@ -30,6 +30,8 @@ type Config struct {
 	Cache cache.Config
 	// Limits are the per-IP and per-subject request rate limits.
 	Limits RateLimits
+	// Logins throttle failed logins per user name and per client address.
+	Logins LoginLimits
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (the balancer's addresses). From any other peer the header is
 	// ignored and the peer is the client, for the per-IP limit and the
@@ -57,6 +59,7 @@ func DefaultConfig() Config {
 		RequestTimeout:  5 * time.Second,
 		Cache:           cache.DefaultConfig(),
 		Limits:          DefaultRateLimits(),
+		Logins:          DefaultLoginLimits(),
 		ShutdownTimeout: 10 * time.Second,
 		Provision:       task.DefaultProvisionConfig(),
 		TokenTTL:        time.Hour,
@@ -109,6 +112,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Limits.Validate("gateway")...)
+	errs = append(errs, c.Logins.Validate("gateway")...)
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}
