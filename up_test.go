@@ -751,23 +751,33 @@ func TestUpOperators(t *testing.T) {
 		return nil
 	})
 
-	// cachesvc: a write, a read, a delete broadcast to the gateways, the
-	// stats gathered from them, and a flush (a purge of the bucket).
+	// cachesvc, with the banner's token as the README's lines send it: a
+	// write, a read, a delete broadcast to the gateways, the stats
+	// gathered from them, and a flush (a purge of the bucket). Without a
+	// token only the stats answer.
 	cacheCalls := []struct {
 		method, path, body string
+		auth               string
 		want               int
 	}{
-		{"POST", "/cache/greeting", `{"value":"hello"}`, http.StatusOK},
-		{"GET", "/cache/greeting", "", http.StatusOK},
-		{"DELETE", "/cache/greeting", "", http.StatusOK},
-		{"GET", "/cache", "", http.StatusOK},
-		{"DELETE", "/cache", "", http.StatusOK},
+		{"POST", "/cache/greeting", `{"value":"anonymous"}`, "", http.StatusUnauthorized},
+		{"DELETE", "/cache", "", "", http.StatusUnauthorized},
+		{"POST", "/cache/greeting", `{"value":"hello"}`, bearer, http.StatusOK},
+		{"GET", "/cache/greeting", "", "", http.StatusUnauthorized},
+		{"GET", "/cache/greeting", "", bearer, http.StatusOK},
+		{"DELETE", "/cache/greeting", "", "", http.StatusUnauthorized},
+		{"DELETE", "/cache/greeting", "", bearer, http.StatusOK},
+		{"GET", "/cache", "", "", http.StatusOK},
+		{"DELETE", "/cache", "", bearer, http.StatusOK},
 	}
 	p.do(t, "GET", "/data", bearer, nil) // something in the bucket to flush
 	for _, c := range cacheCalls {
 		req, err := http.NewRequestWithContext(t.Context(), c.method, p.cache+c.path, strings.NewReader(c.body))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
 		}
 		res, err := client.Do(req)
 		if err != nil {
@@ -776,7 +786,7 @@ func TestUpOperators(t *testing.T) {
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		if res.StatusCode != c.want {
-			t.Errorf("cachesvc %s %s = %d %s, want %d", c.method, c.path, res.StatusCode, body, c.want)
+			t.Errorf("cachesvc %s %s (token: %t) = %d %s, want %d", c.method, c.path, c.auth != "", res.StatusCode, body, c.want)
 		}
 	}
 	p.stop(t)

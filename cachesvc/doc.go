@@ -12,5 +12,9 @@
 //     Writes, deletes and flushes are broadcast on
 //     cache.SubjectInvalidate, so when they return no gateway's
 //     near-cache serves the old value;
-//   - /healthz, /readyz and /metrics on the same port.
+//     Writes, deletes and the flush need a token with cache:write, reading
+//     a value one with cache:read (verified as the gateways do, with the
+//     same SCALELAB_JWT_* keys; cachesvc refuses to start without them);
+//     the statistics are open;
+//   - /healthz, /readyz and /metrics on the same port, open.
 package cachesvc

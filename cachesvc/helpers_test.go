@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 
 	"github.com/nats-io/nats.go"
@@ -73,12 +74,26 @@ func captureLog(t *testing.T) (*slog.Logger, *logBuffer) {
 	return slog.New(slog.NewJSONHandler(io.MultiWriter(t.Output(), b), &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 
-// testConfig is DefaultConfig with a TTL that differs from the default, so
-// tests can tell that the configured one was used.
+// testKeys verify the tests' tokens.
+var testKeys = auth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef"), Issuer: auth.DefaultIssuer, Audience: auth.DefaultAudience}
+
+// testToken returns a token of testKeys for subject tester with scopes.
+func testToken(t *testing.T, scopes ...string) string {
+	t.Helper()
+	tok, _, err := testKeys.Issue("tester", scopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatalf("Issue() = %v", err)
+	}
+	return tok
+}
+
+// testConfig is DefaultConfig with testKeys and a TTL that differs from
+// the default, so tests can tell that the configured one was used.
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.TTL = 90 * time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.JWT = testKeys
 	return cfg
 }
 
@@ -87,6 +102,9 @@ type instance struct {
 	*testutil.Running
 	url  string // http://127.0.0.1:port
 	http *http.Client
+	// auth is the Authorization header do sends: a token of testKeys with
+	// cache:read and cache:write.
+	auth string
 }
 
 // startCache runs cachesvc on nc with cfg on a fresh loopback port and waits
@@ -109,6 +127,7 @@ func startCacheWithLog(t *testing.T, nc *nats.Conn, cfg Config, log *slog.Logger
 		Running: testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, log) }),
 		url:     "http://" + ln.Addr().String(),
 		http:    &http.Client{Timeout: 10 * time.Second},
+		auth:    "Bearer " + testToken(t, auth.ScopeCacheRead, auth.ScopeCacheWrite),
 	}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if exited, err := in.Exited(); exited {
@@ -127,8 +146,15 @@ func startCacheWithLog(t *testing.T, nc *nats.Conn, cfg Config, log *slog.Logger
 	return in
 }
 
-// do sends a request and returns the status, the headers and the body.
+// do sends a request with the instance's token and returns the status,
+// the headers and the body.
 func (in *instance) do(t *testing.T, method, path string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	return in.doAuth(t, in.auth, method, path, body)
+}
+
+// doAuth is do with the Authorization header authz, none when empty.
+func (in *instance) doAuth(t *testing.T, authz, method, path string, body []byte) (int, http.Header, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -139,6 +165,9 @@ func (in *instance) do(t *testing.T, method, path string, body []byte) (int, htt
 		t.Fatalf("NewRequest(%s %s) = %v", method, path, err)
 	}
 	req.Header.Set("X-Request-ID", "req-test")
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

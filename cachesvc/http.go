@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/ops"
@@ -43,26 +44,32 @@ const (
 // api serves the lab's cache API over the bucket, and tells every
 // gateway's near-cache about the changes it makes.
 type api struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	inv     *cache.Invalidator
-	metrics *metrics
-	log     *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	inv      *cache.Invalidator
+	verifier *auth.Verifier
+	metrics  *metrics
+	log      *slog.Logger
 }
 
-func newAPI(nc *nats.Conn, js jetstream.JetStream, kv jetstream.KeyValue, m *metrics, log *slog.Logger) *api {
-	return &api{nc: nc, js: js, kv: kv, inv: cache.NewInvalidator(nc, confirmTimeout, log), metrics: m, log: log}
+func newAPI(nc *nats.Conn, js jetstream.JetStream, kv jetstream.KeyValue, v *auth.Verifier, m *metrics, log *slog.Logger) *api {
+	return &api{nc: nc, js: js, kv: kv, inv: cache.NewInvalidator(nc, confirmTimeout, log), verifier: v, metrics: m, log: log}
 }
 
-// routes lists the whole HTTP surface of cachesvc.
+// routes lists the whole HTTP surface of cachesvc and the scope each
+// route needs. Whoever writes the bucket decides what every gateway serves
+// as /data and /items/{id}, so writes, deletes and flushes need
+// cache:write; a value may be a user's data, so reading one needs
+// cache:read. The statistics (counts, no values) and the ops routes stay
+// open, for probes and Prometheus.
 func (a *api) routes(reg *prometheus.Registry, ready ops.ReadyFunc) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cache", a.handleStats)
-	mux.HandleFunc("DELETE /cache", a.handleFlush)
-	mux.HandleFunc("GET /cache/{key}", a.handleGet)
-	mux.HandleFunc("POST /cache/{key}", a.handlePut)
-	mux.HandleFunc("DELETE /cache/{key}", a.handleDelete)
+	mux.HandleFunc("DELETE /cache", a.requireScope(auth.ScopeCacheWrite, a.handleFlush))
+	mux.HandleFunc("GET /cache/{key}", a.requireScope(auth.ScopeCacheRead, a.handleGet))
+	mux.HandleFunc("POST /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.handlePut))
+	mux.HandleFunc("DELETE /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.handleDelete))
 	ops.Mount(mux, "", reg, ready)
 	return httpserver.JSONErrors(mux)
 }

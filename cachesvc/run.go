@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/natsconn"
@@ -44,6 +45,6 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	}
 	log.Info("cache bucket ready", "bucket", cache.Bucket, "ttl", cfg.TTL, "limit_marker_ttl", limitMarkerTTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
 	reg := ops.NewRegistry()
-	h := newAPI(nc, js, kv, newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
+	h := newAPI(nc, js, kv, auth.NewVerifier(cfg.JWT), newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
 	return httpserver.Serve(ctx, hc, ln, h, log)
 }

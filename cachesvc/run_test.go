@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/envflag"
 )
@@ -27,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	with := func(edit func(*Config)) Config {
 		c := DefaultConfig()
+		c.JWT = testKeys
 		edit(&c)
 		return c
 	}
@@ -35,7 +38,9 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want []string // substrings of the error, one per problem; none means valid
 	}{
-		{"default", DefaultConfig(), nil},
+		{"default with a secret", with(func(*Config) {}), nil},
+		{"no JWT secret: refuses to start", DefaultConfig(), []string{"SCALELAB_JWT_SECRET is required"}},
+		{"short JWT secret", with(func(c *Config) { c.JWT.Secret = []byte("short") }), []string{"SCALELAB_JWT_SECRET must be at least"}},
 		{"listener without addr", with(func(c *Config) { c.Addr = ""; c.Listener = ln }), nil},
 		{"ttl 1s", with(func(c *Config) { c.TTL = time.Second }), nil},
 		{"replicas 5", with(func(c *Config) { c.Replicas = 5 }), nil},
@@ -48,7 +53,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero replicas", with(func(c *Config) { c.Replicas = 0 }), []string{"--replicas"}},
 		{"six replicas", with(func(c *Config) { c.Replicas = 6 }), []string{"--replicas"}},
 		{"negative shutdown timeout", with(func(c *Config) { c.ShutdownTimeout = -time.Second }), []string{"--shutdown-timeout"}},
-		{"everything wrong", Config{TTL: 0, MaxMB: -1, Replicas: 9, ShutdownTimeout: -1},
+		{"everything wrong", Config{TTL: 0, MaxMB: -1, Replicas: 9, ShutdownTimeout: -1, JWT: testKeys},
 			[]string{"--addr", "--cache-ttl", "--cache-max-mb", "--replicas", "--shutdown-timeout"}},
 	}
 	for _, tt := range tests {
@@ -79,7 +84,8 @@ func TestConfigValidate(t *testing.T) {
 
 func TestRegisterFlags(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"SCALELAB_CACHE_TTL": "2m", "SCALELAB_CACHE_MAX_MB": "8", "SCALELAB_ADDR": ":1"}
+	env := map[string]string{"SCALELAB_CACHE_TTL": "2m", "SCALELAB_CACHE_MAX_MB": "8", "SCALELAB_ADDR": ":1",
+		"SCALELAB_JWT_SECRET": string(testKeys.Secret), "SCALELAB_JWT_AUDIENCE": "cache-api"}
 	fs := flag.NewFlagSet("cachesvc", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	s := envflag.New(fs, func(k string) string { return env[k] })
@@ -96,7 +102,9 @@ func TestRegisterFlags(t *testing.T) {
 	want.TTL = 2 * time.Minute
 	want.MaxMB = 8
 	want.Replicas = 3
-	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b net.Listener) bool { return a == b })); diff != "" {
+	want.JWT = testKeys
+	want.JWT.Audience = "cache-api"
+	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b net.Listener) bool { return a == b }), cmpopts.IgnoreUnexported(auth.Keys{})); diff != "" {
 		t.Errorf("config after flags and env mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scalelab/scalelab/dbsvc"
@@ -40,31 +43,55 @@ const maxPasswordBytes = 72
 // absorbed while a flood is turned away at once instead of piling up.
 const loginWait = 250 * time.Millisecond
 
-// bcryptSlots bounds the bcrypt compares running at once in one gateway.
-// bcrypt is deliberately slow (about 250 ms of CPU at cost 12), so without
-// a bound a burst of logins, or someone guessing passwords, would take
-// every core from the API. Slots is a semaphore: send to acquire, receive
-// to release.
+// bcryptSlots bounds the bcrypt compares running at once in one gateway,
+// and the logins waiting for one. bcrypt is deliberately slow (about
+// 250 ms of CPU at cost 12), so without a bound a burst of logins, or
+// someone guessing passwords from many addresses (which the login
+// throttle does not stop), would take every core from the API. Slots and
+// waiting are semaphores: send to acquire, receive to release.
 type bcryptSlots struct {
-	slots chan struct{}
-	wait  time.Duration
+	slots   chan struct{}
+	waiting chan struct{}
+	wait    time.Duration
+	// inFlight, if set, counts the slots taken.
+	inFlight prometheus.Gauge
 }
 
-// newBcryptSlots returns 2×GOMAXPROCS slots: enough to keep every core
-// busy with logins while the requests that hold a slot are between
-// compares, and few enough that the API keeps answering.
-func newBcryptSlots() *bcryptSlots {
-	return &bcryptSlots{slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0)), wait: loginWait}
+// newBcryptSlots returns GOMAXPROCS/2 slots (at least 1): bcrypt never
+// takes more than half the cores, the rest serve the API whatever the
+// logins do. Up to 4 logins per slot may wait loginWait for one; more
+// get 503 at once, so waiting logins are bounded in number as well as in
+// time.
+func newBcryptSlots(inFlight prometheus.Gauge) *bcryptSlots {
+	n := max(1, runtime.GOMAXPROCS(0)/2)
+	return &bcryptSlots{slots: make(chan struct{}, n), waiting: make(chan struct{}, 4*n), wait: loginWait, inFlight: inFlight}
 }
 
 // acquire takes a slot, waiting at most b.wait. It returns false when none
-// came free in time or ctx ended; the caller answers 503 with Retry-After
-// rather than queueing without bound.
+// came free in time, when too many logins wait already, or when ctx
+// ended; the caller answers 503 with Retry-After rather than queueing
+// without bound.
 func (b *bcryptSlots) acquire(ctx context.Context) bool {
+	if !b.take(ctx) {
+		return false
+	}
+	if b.inFlight != nil {
+		b.inFlight.Inc()
+	}
+	return true
+}
+
+func (b *bcryptSlots) take(ctx context.Context) bool {
 	select {
 	case b.slots <- struct{}{}:
 		return true
 	default:
+	}
+	select {
+	case b.waiting <- struct{}{}:
+		defer func() { <-b.waiting }()
+	default:
+		return false // the queue is full: answered at once
 	}
 	t := time.NewTimer(b.wait)
 	defer t.Stop()
@@ -78,20 +105,44 @@ func (b *bcryptSlots) acquire(ctx context.Context) bool {
 	}
 }
 
-func (b *bcryptSlots) release() { <-b.slots }
+func (b *bcryptSlots) release() {
+	if b.inFlight != nil {
+		b.inFlight.Dec()
+	}
+	<-b.slots
+}
 
 // handleIssueToken is POST /auth/token: it checks a username and password
 // against the users in dbsvc and answers a token with the user's scopes,
 // valid for ttl and signed with keys. It answers 400 for a bad body, 401
 // invalid username or password for an unknown user and a wrong password
-// alike, 503 when dbsvc is down or every bcrypt slot stays busy.
-func handleIssueToken(users UserStore, keys auth.Keys, ttl time.Duration, log *slog.Logger) echo.HandlerFunc {
-	return issueToken(users, keys, ttl, newBcryptSlots(), log)
+// alike, 429 with Retry-After while the name or the client address has
+// failed too often (limits), 503 when dbsvc is down or every bcrypt slot
+// stays busy.
+func handleIssueToken(users UserStore, keys auth.Keys, ttl time.Duration, limits LoginLimits, m *metrics, log *slog.Logger) echo.HandlerFunc {
+	h := issueToken(users, keys, ttl, newBcryptSlots(m.bcrypt), newLoginThrottle(limits), log)
+	return func(c echo.Context) error {
+		err := h(c)
+		outcome := "issued"
+		switch code := apperr.CodeOf(err); {
+		case err == nil:
+		case code == apperr.Unauthorized:
+			outcome = "refused"
+		case code == apperr.RateLimited:
+			outcome = "throttled"
+		case code == apperr.Unavailable:
+			outcome = "unavailable"
+		default:
+			outcome = "invalid"
+		}
+		m.logins.WithLabelValues(outcome).Inc()
+		return err
+	}
 }
 
-// issueToken is handleIssueToken with the bcrypt slots given, so a test
-// can fill them.
-func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryptSlots, log *slog.Logger) echo.HandlerFunc {
+// issueToken is handleIssueToken with the bcrypt slots and the throttle
+// given, so a test can fill them.
+func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryptSlots, throttle *loginThrottle, log *slog.Logger) echo.HandlerFunc {
 	type request struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
@@ -110,10 +161,25 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryp
 		}
 		ctx := c.Request().Context()
 		rid := requestID(c)
+		// The throttle's keys: the client's address (X-Forwarded-For only
+		// from a trusted proxy) and the name, unless it is one dbsvc would
+		// refuse, which cannot exist and is left to the address's count
+		// (the names kept are then short).
+		ip, user := c.RealIP(), ""
+		validName := dbsvc.ValidateUserName(in.Username) == nil
+		if validName {
+			user = in.Username
+		}
+		// Before any database or bcrypt work, so a flood of guesses at a
+		// blocked name or from a blocked address costs next to nothing.
+		if blocked, wait := throttle.blocked(user, ip, time.Now()); blocked {
+			log.Info("login throttled", "user", user, "client_ip", ip, "retry_after", wait.Round(time.Second), "request_id", rid)
+			return limitedLogin(c, wait)
+		}
 		// A name dbsvc would refuse cannot exist: skip the round trip, but
 		// not the compare below.
 		hash, scopes, known := dummyHash, []string(nil), false
-		if dbsvc.ValidateUserName(in.Username) == nil {
+		if validName {
 			u, err := users.GetUser(ctx, rid, in.Username)
 			switch {
 			case err == nil:
@@ -132,15 +198,17 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryp
 			log.Warn("stored password hash is unusable", "user", in.Username, "request_id", rid, "err", err)
 		}
 		if err != nil || !known || len(in.Password) > maxPasswordBytes {
+			throttle.failed(user, ip, time.Now())
 			// The name only of a user who exists: an unknown "name" may
 			// be a password typed into the wrong field.
-			user := ""
+			logged := ""
 			if known {
-				user = in.Username
+				logged = in.Username
 			}
-			log.Info("login refused", "user", user, "known_user", known, "request_id", rid)
+			log.Info("login refused", "user", logged, "known_user", known, "client_ip", ip, "request_id", rid)
 			return apperr.New(apperr.Unauthorized, "invalid username or password")
 		}
+		throttle.succeeded(user)
 		tok, exp, err := keys.Issue(in.Username, scopes, ttl, time.Now())
 		if err != nil {
 			return err // internal: the keys passed Validate at start
@@ -151,4 +219,13 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryp
 		// exp is whole seconds in the token; say the same here.
 		return c.JSON(http.StatusOK, response{Token: tok, ExpiresAt: exp.UTC().Truncate(time.Second)})
 	}
+}
+
+// limitedLogin is the 429 of the login throttle, with Retry-After in whole
+// seconds. The same words whether the name or the address is blocked, and
+// whether the name exists.
+func limitedLogin(c echo.Context, wait time.Duration) error {
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+	return apperr.New(apperr.RateLimited, "too many failed logins for this user or address; retry in %ds", secs)
 }

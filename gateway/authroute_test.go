@@ -199,11 +199,11 @@ func TestAuthTokenDatabaseDown(t *testing.T) {
 // free it is answered normally.
 func TestAuthTokenBcryptSlotsFull(t *testing.T) {
 	t.Parallel()
-	slots := &bcryptSlots{slots: make(chan struct{}, 1), wait: 20 * time.Millisecond}
+	slots := &bcryptSlots{slots: make(chan struct{}, 1), waiting: make(chan struct{}, 1), wait: 20 * time.Millisecond}
 	e := echo.New()
 	e.HTTPErrorHandler = errorHandler(testutil.QuietLog())
 	// A name dbsvc would refuse never reaches the store, so none is needed.
-	e.POST("/auth/token", issueToken(nil, testKeys, time.Hour, slots, testutil.QuietLog()))
+	e.POST("/auth/token", issueToken(nil, testKeys, time.Hour, slots, newLoginThrottle(DefaultLoginLimits()), testutil.QuietLog()))
 	post := func() *httptest.ResponseRecorder {
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/auth/token",
 			strings.NewReader(`{"username":"not a user","password":"correct horse battery"}`))

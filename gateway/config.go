@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/scalelab/scalelab/internal/auth"
@@ -29,6 +30,13 @@ type Config struct {
 	Cache cache.Config
 	// Limits are the per-IP and per-subject request rate limits.
 	Limits RateLimits
+	// Logins throttle failed logins per user name and per client address.
+	Logins LoginLimits
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (the balancer's addresses). From any other peer the header is
+	// ignored and the peer is the client, for the per-IP limit and the
+	// login throttle. None by default.
+	TrustedProxies []netip.Prefix
 	// ShutdownTimeout bounds in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	// Provision is how the TASKS stream and tasks bucket are expected to
@@ -53,6 +61,7 @@ func DefaultConfig() Config {
 		RequestTimeout:  5 * time.Second,
 		Cache:           cache.DefaultConfig(),
 		Limits:          DefaultRateLimits(),
+		Logins:          DefaultLoginLimits(),
 		ShutdownTimeout: 10 * time.Second,
 		Provision:       task.DefaultProvisionConfig(),
 		TokenTTL:        time.Hour,
@@ -67,6 +76,16 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.RequestTimeout, "request-timeout", "SCALELAB_REQUEST_TIMEOUT", c.RequestTimeout, "timeout of each service call over NATS")
 	c.Cache.RegisterFlags(s)
 	c.Limits.RegisterFlags(s)
+	s.Func("trusted-proxies", "SCALELAB_TRUSTED_PROXIES",
+		"comma-separated CIDRs of the proxies (the balancer) whose X-Forwarded-For names the client (default none: the peer is the client)",
+		func(v string) error {
+			p, err := ParseTrustedProxies(v)
+			if err != nil {
+				return err
+			}
+			c.TrustedProxies = p
+			return nil
+		})
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "grace period for in-flight requests")
 	c.Provision.RegisterFlags(s)
 	s.Duration(&c.TokenTTL, "token-ttl", "SCALELAB_TOKEN_TTL", c.TokenTTL, "lifetime of tokens from POST /auth/token (at most 24h)")
@@ -95,6 +114,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Limits.Validate("gateway")...)
+	errs = append(errs, c.Logins.Validate("gateway")...)
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}

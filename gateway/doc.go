@@ -17,6 +17,13 @@
 // token has tasks:admin (taskowner.go, which also derives the ids of
 // Idempotency-Key submissions).
 //
+// The client's address, for the per-IP rate limit and the login throttle,
+// is the connection's peer, or the X-Forwarded-For entry the balancer
+// added when the peer is one of --trusted-proxies (clientip.go). Failed
+// logins are throttled per user name and per address before any bcrypt
+// work, and bcrypt runs on at most half the cores (loginthrottle.go,
+// authroute.go).
+//
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes
 // add X-Cache: local, kv or miss.

@@ -29,7 +29,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			err = apperr.Wrap(err, code, "%s", msg)
 		}
 		code := apperr.CodeOf(err)
-		if code == apperr.RateLimited || code == apperr.Unavailable {
+		// A default, unless whoever refused knows better (the rate limits
+		// and the login throttle say how long).
+		if (code == apperr.RateLimited || code == apperr.Unavailable) && c.Response().Header().Get("Retry-After") == "" {
 			c.Response().Header().Set("Retry-After", "1")
 		}
 		if code == apperr.Internal || code == apperr.Unavailable {

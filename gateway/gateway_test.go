@@ -253,6 +253,7 @@ func TestDataWithoutCacheReadsDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	cCfg := cachesvc.DefaultConfig()
+	cCfg.JWT = testKeys
 	cCfg.Listener = cacheLn
 	cNC := testutil.Connect(t, ns)
 	testutil.Start(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
@@ -527,6 +528,7 @@ func TestQueueFull(t *testing.T) {
 type stack struct {
 	ns      *server.Server
 	queries *atomic.Int64
+	cache   string // cachesvc's base URL
 }
 
 // startStack runs dbsvc (seedRows sales) and cachesvc, and waits until
@@ -548,6 +550,7 @@ func startStack(t *testing.T, seedRows int) stack {
 		t.Fatal(err)
 	}
 	cCfg := cachesvc.DefaultConfig()
+	cCfg.JWT = testKeys
 	cCfg.Listener = cacheLn
 	cNC := testutil.Connect(t, ns)
 	testutil.Start(t, func(ctx context.Context) error { return cachesvc.Run(ctx, cCfg, cNC, testutil.QuietLog()) })
@@ -560,7 +563,7 @@ func startStack(t *testing.T, seedRows int) stack {
 		}
 		return nil
 	})
-	return stack{ns: ns, queries: &queries}
+	return stack{ns: ns, queries: &queries, cache: "http://" + cacheLn.Addr().String()}
 }
 
 // TestColdKeyOneQuery: 200 concurrent requests for one cold key, spread

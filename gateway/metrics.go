@@ -6,6 +6,13 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// bcrypt counts the password compares running now: never more than
+	// the bcrypt slots.
+	bcrypt prometheus.Gauge
+	// logins counts POST /auth/token by outcome: issued, refused (401),
+	// throttled (429), unavailable (503: no bcrypt slot, or dbsvc down),
+	// invalid (a bad body).
+	logins *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -19,7 +26,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
+		bcrypt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "scalelab_gateway_bcrypt_in_flight",
+			Help: "Password compares running now (at most the bcrypt slots).",
+		}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scalelab_gateway_logins_total",
+			Help: "POST /auth/token by outcome: issued, refused (401), throttled (429), unavailable (503), invalid.",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.bcrypt, m.logins)
 	return m
 }

@@ -126,8 +126,8 @@ func limited(c echo.Context, what string, wait time.Duration) error {
 }
 
 // limitByIP applies the per-IP limit to every request but the ops routes.
-// The IP is echo's RealIP, which trusts X-Forwarded-For only from loopback
-// and private addresses (the balancer), see newServer.
+// The IP is echo's RealIP, which takes X-Forwarded-For only from the
+// configured trusted proxies (Config.TrustedProxies), see clientIP.
 func limitByIP(l *limiter) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		if l == nil {

@@ -94,10 +94,11 @@ func newServer(d deps) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.log)
-	// The client's address for the per-IP limit: X-Forwarded-For is
-	// trusted only from loopback and private addresses, where the balancer
-	// is (it replaces whatever the client sent).
-	e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	// The client's address for the per-IP limit and the login throttle:
+	// X-Forwarded-For counts only from the configured proxies (the
+	// balancer, which replaces whatever the client sent), else the peer is
+	// the client.
+	e.IPExtractor = clientIP(d.cfg.TrustedProxies)
 	e.Use(
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {

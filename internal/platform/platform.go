@@ -399,7 +399,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.ShutdownTimeout = dbLn, cfg.DataDir, cfg.SeedRows, cfg.ShutdownTime
 	cacheCfg := cachesvc.DefaultConfig()
-	cacheCfg.Listener, cacheCfg.ShutdownTimeout = cacheLn, cfg.ShutdownTime
+	cacheCfg.Listener, cacheCfg.ShutdownTimeout, cacheCfg.JWT = cacheLn, cfg.ShutdownTime, cfg.Keys
 	roles = append(roles,
 		role{name: "dbsvc", user: natsconf.RoleDBSvc, start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 			return dbsvc.Run(ctx, dbCfg, nc, log)
@@ -426,6 +426,9 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		gwCfg.ID = DefaultID(ln.Addr().String())
 		gwCfg.Provision.MaxQueueMsgs, gwCfg.Provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
 		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
+		// The balancer reaches the gateways from loopback: over TCP, or
+		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
+		gwCfg.TrustedProxies = gateway.LoopbackProxies()
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)
 		}

@@ -134,9 +134,10 @@ func (m *mergedListener) Addr() net.Addr { return m.tcp.Addr() }
 
 // loopbackConn is a connection accepted on a gateway's Unix socket. Its
 // peer is the balancer of the same process, so it reports a loopback
-// address, as the balancer's TCP connection would: the gateway trusts the
-// X-Forwarded-For of loopback peers (the balancer sets it), and a Unix
-// peer's empty address would put every client under one rate limit.
+// address, as the balancer's TCP connection would: `up`'s gateways trust
+// the X-Forwarded-For of loopback peers (Config.roles sets their
+// TrustedProxies; the balancer sets the header), and a Unix peer's empty
+// address would put every client under one rate limit.
 type loopbackConn struct{ net.Conn }
 
 // RemoteAddr is 127.0.0.1, port 0.
