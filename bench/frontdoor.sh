@@ -27,6 +27,10 @@
 #                       uncommitted changes are left out), target "baseline"
 #   SCALELAB_ENV=...    extra environment of up (VAR=value words); BASELINE=HEAD
 #   BASELINE_ENV=...    with different environments is an A/B of a setting
+#   PEAK=1              also each target's peak, GET /items/42 with wrk
+#                       (-t2 -c32, DURATION) in every round: throughput and
+#                       p99 at full load, as req/s ratios (installs wrk when
+#                       missing, as root)
 set -euo pipefail
 
 RATE=${RATE:-3000}
@@ -58,6 +62,12 @@ trap cleanup EXIT
 
 command -v go >/dev/null || die "go is missing"
 command -v python3 >/dev/null || die "python3 is missing"
+if [[ -n ${PEAK:-} ]] && ! command -v wrk >/dev/null; then
+	[[ $(id -u) == 0 ]] || die "wrk missing; run as root to apt-get install it"
+	log "installing wrk ..."
+	apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
+fi
 
 log "building scalelab and vegeta ..."
 (cd "$root" && go build -o "$tmp/scalelab" .)
@@ -75,19 +85,24 @@ token=$("$tmp/scalelab" token --sub frontdoor --scope 'data:read items:read' --t
 
 # start_up NAME BINARY PORT_OFFSET ENV...: an up on ports PORT_BASE+offset..+9.
 start_up() {
-	local name=$1 bin=$2 o=$((PORT_BASE + $3))
+	local name=$1 bin=$2 o=$((PORT_BASE + $3)) admin=()
 	shift 3
+	# Builds since the admin listener (127.0.0.1:8001 by default) need a
+	# port of their own for it; older ones have no such flag.
+	if "$bin" up -h 2>&1 | grep -q -- -admin-addr; then
+		admin=(--admin-addr "127.0.0.1:$((o + 5))")
+	fi
 	# shellcheck disable=SC2086 # the rest are VAR=value words
 	env "$@" "$bin" up --addr "127.0.0.1:$o" --gateway-addrs "127.0.0.1:$((o + 1)),127.0.0.1:$((o + 2))" \
 		--dbsvc-addr "127.0.0.1:$((o + 3))" --cachesvc-addr "127.0.0.1:$((o + 4))" --nats-port -1 --nats-http-port 0 \
-		--data "$tmp/data-$name" --rate-limit-ip 0 --rate-limit-subject 0 --seed-rows 20000 --log-level warn \
+		--data "$tmp/data-$name" --rate-limit-ip 0 --rate-limit-subject 0 --seed-rows 20000 --log-level warn "${admin[@]}" \
 		>"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 }
 
 # shellcheck disable=SC2086
 start_up up "$tmp/scalelab" 0 ${SCALELAB_ENV:-}
-"$tmp/scalelab" balancer --addr "127.0.0.1:$((PORT_BASE + 9))" \
+"$tmp/scalelab" balancer --addr "127.0.0.1:$((PORT_BASE + 9))" --admin-addr "127.0.0.1:$((PORT_BASE + 8))" \
 	--backends "http://127.0.0.1:$((PORT_BASE + 1)),http://127.0.0.1:$((PORT_BASE + 2))" --log-level warn \
 	>"$tmp/standalone.log" 2>&1 &
 pids+=($!)
@@ -139,6 +154,14 @@ print("\t".join([sys.argv[1], sys.argv[2], sys.argv[3], "%.3f" % (l["50th"] / 1e
                  "%.4f" % d["success"], "%.0f" % d["throughput"]]))' "$round" "$t" "$r" >>"$results"
 			log "round $round $t $r: $(tail -1 "$results" | cut -f4-7 | tr '\t' ' ') (p50 ms, p99 ms, success, req/s)"
 		done
+		if [[ -n ${PEAK:-} ]]; then
+			wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $token" \
+				"http://127.0.0.1:${port[$t]}/items/42" >"$tmp/wrk.out"
+			rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk.out")
+			p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) {sub(/us$/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms$/, "", v)} else if (v ~ /s$/) {sub(/s$/, "", v); v *= 1000}; print v}' "$tmp/wrk.out")
+			printf '%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p99" >>"$tmp/peak.tsv"
+			log "round $round $t peak: $rps req/s, p99 $p99 ms"
+		fi
 	done
 done
 
@@ -171,3 +194,17 @@ for t in targets:
         a, b = med[t, r], med["standalone", r]
         print(f"| {t} | {r} | {a[0] / b[0]:.2f} | {a[1] / b[1]:.2f} |")
 EOF
+if [[ -n ${PEAK:-} ]]; then
+	python3 - "$tmp/peak.tsv" "${targets[@]}" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+targets = sys.argv[2:]
+print()
+print("| peak, wrk -t2 -c32, /items/42 | req/s | p99 ms | req/s ratio to up |")
+print("|---|--:|--:|--:|")
+med = {t: (statistics.median(float(x[2]) for x in rows if x[1] == t),
+           statistics.median(float(x[3]) for x in rows if x[1] == t)) for t in targets}
+for t in targets:
+    print(f"| {t} | {med[t][0]:.0f} | {med[t][1]:.2f} | {med[t][0] / med['up'][0]:.2f} |")
+EOF
+fi
