@@ -469,10 +469,16 @@ func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 // system call uses no CPU, so the extra Ps cost no parallelism; they let the
 // runtime run other goroutines while the loops wait. It changes the whole
 // process, so only commands call it (`up`, `bench`), never a library.
+//
+// It doubles the runtime's default (runtime.SetDefaultGOMAXPROCS: the
+// cores this process may use, cgroup limits included), not the current
+// setting, so calling it again (every `up` of a test binary does) changes
+// nothing.
 func ReserveLoopProcs(getenv func(string) string) {
 	if getenv("GOMAXPROCS") != "" {
 		return
 	}
+	runtime.SetDefaultGOMAXPROCS()
 	runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
 }
 

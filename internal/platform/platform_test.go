@@ -92,21 +92,26 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 	}
 }
 
-// TestReserveLoopProcs: `up` doubles GOMAXPROCS, so its loops get a P per
-// core and the other roles as many again, unless GOMAXPROCS is set.
+// TestReserveLoopProcs: `up` doubles the default GOMAXPROCS, so its loops
+// get a P per core and the other roles as many again, unless GOMAXPROCS is
+// set; a second call (a second `up` in one process) changes nothing.
 func TestReserveLoopProcs(t *testing.T) {
 	before := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
+	runtime.SetDefaultGOMAXPROCS()
+	def := runtime.GOMAXPROCS(0)
 
 	ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] })
-	if got := runtime.GOMAXPROCS(0); got != before {
-		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, before)
+	if got := runtime.GOMAXPROCS(0); got != def {
+		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, def)
 	}
-	ReserveLoopProcs(func(string) string { return "" })
-	if got := runtime.GOMAXPROCS(0); got != 2*before {
-		t.Fatalf("GOMAXPROCS = %d, want %d", got, 2*before)
+	for i := range 3 {
+		ReserveLoopProcs(func(string) string { return "" })
+		if got := runtime.GOMAXPROCS(0); got != 2*def {
+			t.Fatalf("after %d calls: GOMAXPROCS = %d, want %d", i+1, got, 2*def)
+		}
 	}
-	if got := EventLoops(); got != before {
-		t.Errorf("EventLoops() = %d after ReserveLoopProcs, want one per original P (%d)", got, before)
+	if got := EventLoops(); got != def {
+		t.Errorf("EventLoops() = %d after ReserveLoopProcs, want one per core (%d)", got, def)
 	}
 }
