@@ -75,7 +75,7 @@ func adminGuard(h http.Handler, hosts map[string]bool, v *auth.Verifier, log *sl
 		if err != nil {
 			log.Warn("admin request refused: bad token", "err", err, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", id)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab", error="invalid_token"`)
-			apperr.WriteCode(w, http.StatusUnauthorized, apperr.Unauthorized, "the token is not valid", id)
+			apperr.WriteCode(w, http.StatusUnauthorized, apperr.Unauthorized, auth.Problem(err), id)
 			return
 		}
 		if !claims.HasScope(auth.ScopeAdmin) {

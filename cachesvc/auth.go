@@ -1,10 +1,7 @@
 package cachesvc
 
 import (
-	"errors"
 	"net/http"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
@@ -26,7 +23,7 @@ func (a *api) requireScope(scope string, h http.HandlerFunc) http.HandlerFunc {
 		claims, err := a.verifier.Verify(raw)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab", error="invalid_token"`)
-			a.fail(w, r, apperr.Wrap(err, apperr.Unauthorized, "%s", tokenProblem(err)))
+			a.fail(w, r, apperr.Wrap(err, apperr.Unauthorized, "%s", auth.Problem(err)))
 			return
 		}
 		if !claims.HasScope(scope) {
@@ -35,21 +32,5 @@ func (a *api) requireScope(scope string, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		h(w, r)
-	}
-}
-
-// tokenProblem says why a token was refused, in words a client can act
-// on, without echoing the token. Coarser than the gateway's: the gateway's
-// 401 says more to a client that is debugging its token.
-func tokenProblem(err error) string {
-	switch {
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "token is expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "token is not valid yet"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "token signature is invalid"
-	default:
-		return "token is invalid"
 	}
 }

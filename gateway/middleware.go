@@ -1,12 +1,10 @@
 package gateway
 
 import (
-	"errors"
 	"log/slog"
 	"strconv"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
@@ -74,39 +72,10 @@ func authenticate(v *auth.Verifier) echo.MiddlewareFunc {
 			claims, err := v.Verify(raw)
 			if err != nil {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="scalelab", error="invalid_token"`)
-				return apperr.Wrap(err, apperr.Unauthorized, "%s", tokenProblem(err))
+				return apperr.Wrap(err, apperr.Unauthorized, "%s", auth.Problem(err))
 			}
 			return next(&authedContext{Context: c, claims: claims})
 		}
-	}
-}
-
-// tokenProblem says why a token was refused, in words a client can act
-// on, without echoing the token.
-func tokenProblem(err error) string {
-	switch {
-	case errors.Is(err, auth.ErrUnknownKey):
-		return "token's key id (kid) names no key configured for its algorithm"
-	case errors.Is(err, auth.ErrBadHeader):
-		return "token header is not accepted (typ or crit)"
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "token is expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "token is not valid yet"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "token has the wrong issuer"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "token has the wrong audience"
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "token lacks a required claim (exp)"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "token signature is invalid"
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "token algorithm is not allowed"
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "token is malformed"
-	default:
-		return "token is invalid"
 	}
 }
 
