@@ -79,6 +79,9 @@ type Config struct {
 	// Not a flag: the secret comes from the environment or is made for
 	// the run (see `scalelab up`).
 	Keys auth.Keys
+	// Procs is how the command shared GOMAXPROCS out (ReserveProcs); the
+	// zero value leaves the roles their defaults. Not a flag.
+	Procs Procs
 	// TuneGateway, when set, adjusts the config of gateway i (from 0)
 	// before it starts: `scalelab bench` makes one gateway slow with it.
 	// Not a flag.
@@ -120,6 +123,9 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	c.Limits = gateway.DefaultRateLimits()
 	c.Limits.RegisterFlags(s)
 }
+
+// GatewayCount is the number of gateways the platform runs.
+func (c *Config) GatewayCount() int { return len(c.gatewayAddrs()) }
 
 // gatewayAddrs lists the address of each gateway.
 func (c *Config) gatewayAddrs() []string {
@@ -429,6 +435,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		// The balancer reaches the gateways from loopback: over TCP, or
 		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
 		gwCfg.TrustedProxies = gateway.LoopbackProxies()
+		gwCfg.BcryptSlots = cfg.Procs.BcryptSlots
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)
 		}
@@ -446,34 +453,67 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	balCfg.AdminListener, balCfg.AdminAddr, balCfg.JWT = adminLn, cfg.AdminAddr, cfg.Keys
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	balCfg.EventLoops = EventLoops()
+	if cfg.Procs.Loops > 0 {
+		balCfg.EventLoops = cfg.Procs.Loops
+	}
 	if cfg.TuneBalancer != nil {
 		cfg.TuneBalancer(&balCfg)
 	}
 	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
 }
 
-// EventLoops is the number of event loops the platform's balancer runs:
-// half the Ps, at least one. The balancer shares this process with every
-// other role, and an idle loop keeps its P while it waits in epoll_wait
-// (see balancer.Config.EventLoops): with a loop per P, the gateways' and
-// the NATS server's goroutines waited for sysmon to take a P back, which
-// put the front door's median latency at 4-7 ms against 0.4 ms for a
-// standalone balancer in front of the same gateways (bench/frontdoor.sh).
-// `scalelab up` doubles GOMAXPROCS first (ReserveLoopProcs), so that the
-// loops get a P per core and the other roles as many again.
+// EventLoops is the number of event loops the platform's balancer runs
+// when Config.Procs does not say: half the Ps, at least one. The balancer
+// shares this process with every other role, and an idle loop keeps its P
+// while it waits in epoll_wait (see balancer.Config.EventLoops): with a
+// loop per P, the gateways' and the NATS server's goroutines waited for
+// sysmon to take a P back, which put the front door's median latency at
+// 4-7 ms against 0.4 ms for a standalone balancer in front of the same
+// gateways (bench/frontdoor.sh). `scalelab up` raises GOMAXPROCS first
+// (ReserveProcs), so that the loops get a P per core and the other roles
+// as many again.
 func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-// ReserveLoopProcs doubles GOMAXPROCS, unless the GOMAXPROCS environment
-// variable sets it, so that EventLoops is one loop per core and the rest of
-// the process keeps a P per core beside them. A P whose loop waits in a
-// system call uses no CPU, so the extra Ps cost no parallelism; they let the
-// runtime run other goroutines while the loops wait. It changes the whole
-// process, so only commands call it (`up`, `bench`), never a library.
-func ReserveLoopProcs(getenv func(string) string) {
+// Procs is how ReserveProcs shared the process's Ps out, for Start to
+// give the roles that hold Ps of their own. The zero Procs leaves each
+// role its default, from GOMAXPROCS as it is.
+type Procs struct {
+	// Loops is the balancer's event loops (0: EventLoops()).
+	Loops int
+	// BcryptSlots is each gateway's gateway.Config.BcryptSlots (0: the
+	// gateway's default).
+	BcryptSlots int
+}
+
+// ReserveProcs raises GOMAXPROCS from n, the Ps the runtime chose (one
+// per core the process may use), for what holds a P beside the rest of
+// the process, and returns how many each gets:
+//   - with loops, the balancer's event loops, one per core (n more Ps):
+//     an idle loop keeps its P while it waits in a system call, which
+//     uses no CPU, so the extra Ps cost no parallelism and let the
+//     runtime run other goroutines while the loops wait;
+//   - a P per bcrypt slot of each of gateways gateways
+//     (gateway.DefaultBcryptSlots(n) slots each, so bcrypt stays on at
+//     most half the cores): a compare runs on a thread at the lowest
+//     priority and holds its P while the kernel runs the API's threads
+//     first, so on a P of the API's it would leave the API short of one.
+//
+// The GOMAXPROCS environment variable wins: then nothing is raised and it
+// returns the zero Procs. It changes the whole process, so only commands
+// call it (`up`, `bench`, `scalelab gateway`), never a library.
+func ReserveProcs(getenv func(string) string, loops bool, gateways int) Procs {
 	if getenv("GOMAXPROCS") != "" {
-		return
+		return Procs{}
 	}
-	runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
+	n := runtime.GOMAXPROCS(0)
+	p := Procs{BcryptSlots: gateway.DefaultBcryptSlots(n)}
+	procs := n + gateways*p.BcryptSlots
+	if loops {
+		p.Loops = n
+		procs += n
+	}
+	runtime.GOMAXPROCS(procs)
+	return p
 }
 
 // Done is closed once the platform has stopped.
