@@ -485,7 +485,7 @@ type Procs struct {
 	BcryptSlots int
 }
 
-// ReserveProcs raises GOMAXPROCS from n, the Ps the runtime chose (one
+// ReserveProcs raises GOMAXPROCS from n, the runtime's default (one P
 // per core the process may use), for what holds a P beside the rest of
 // the process, and returns how many each gets:
 //   - with loops, the balancer's event loops, one per core (n more Ps):
@@ -505,6 +505,10 @@ func ReserveProcs(getenv func(string) string, loops bool, gateways int) Procs {
 	if getenv("GOMAXPROCS") != "" {
 		return Procs{}
 	}
+	// From the runtime's default, not from GOMAXPROCS as it is: a process
+	// that runs commands more than once (the tests of `up`) would
+	// otherwise raise it again at each, and past 1024 event loops.
+	runtime.SetDefaultGOMAXPROCS()
 	n := runtime.GOMAXPROCS(0)
 	p := Procs{BcryptSlots: gateway.DefaultBcryptSlots(n)}
 	procs := n + gateways*p.BcryptSlots

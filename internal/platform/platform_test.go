@@ -97,8 +97,10 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 // each gateway, the slots being half the cores; `scalelab gateway` adds
 // only the slots'; nothing changes when GOMAXPROCS is set.
 func TestReserveProcs(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(orig) })
+	runtime.SetDefaultGOMAXPROCS()
 	before := runtime.GOMAXPROCS(0)
-	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
 	slots := max(1, before/2)
 
 	if p := ReserveProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }, true, 2); p != (Procs{}) {
@@ -114,14 +116,16 @@ func TestReserveProcs(t *testing.T) {
 	if got, want := runtime.GOMAXPROCS(0), 2*before+2*slots; got != want {
 		t.Errorf("GOMAXPROCS for loops and 2 gateways = %d, want %d", got, want)
 	}
-	runtime.GOMAXPROCS(before)
+	// Again, as the tests of `up` do: from the default, not raised again.
+	if p := ReserveProcs(noEnv, true, 2); p != (Procs{Loops: before, BcryptSlots: slots}) || runtime.GOMAXPROCS(0) != 2*before+2*slots {
+		t.Errorf("ReserveProcs() again = %+v, GOMAXPROCS %d, want the same as the first time", p, runtime.GOMAXPROCS(0))
+	}
 	if p := ReserveProcs(noEnv, false, 1); p != (Procs{BcryptSlots: slots}) {
 		t.Errorf("ReserveProcs(1 gateway) = %+v, want %d slots and no loops", p, slots)
 	}
 	if got, want := runtime.GOMAXPROCS(0), before+slots; got != want {
 		t.Errorf("GOMAXPROCS for 1 gateway = %d, want %d", got, want)
 	}
-	runtime.GOMAXPROCS(before)
 	// bench's: loops only, as before bcrypt had Ps of its own.
 	ReserveProcs(noEnv, true, 0)
 	if got := runtime.GOMAXPROCS(0); got != 2*before {
