@@ -43,3 +43,28 @@ func TestBcryptCompareFallback(t *testing.T) {
 		t.Errorf("logged %q, want the fallback once", logged.String())
 	}
 }
+
+// BenchmarkBcryptCompare: a login's compare at the real cost, on the
+// caller's goroutine as before and on a thread of its own at low
+// priority. On an idle machine the two take the same time (a thread
+// costs tens of microseconds to start, the compare some 250 ms): nice
+// matters only when something else wants the CPU.
+//
+//	go test -run '^$' -bench BcryptCompare -benchtime 20x ./gateway/
+func BenchmarkBcryptCompare(b *testing.B) {
+	for _, low := range []bool{false, true} {
+		name := "caller"
+		if low {
+			name = "nice"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := newBcryptSlots(1, nil, nil)
+			s.lowPriority.Store(low)
+			for b.Loop() {
+				if err := s.compare([]byte(dummyHash), []byte("Winter2025!")); !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+					b.Fatalf("compare against dummyHash = %v, want a mismatch", err)
+				}
+			}
+		})
+	}
+}
