@@ -36,6 +36,10 @@ import (
 // would measure the cost of serving any requests, not of bcrypt (the per-IP
 // rate limit's concern).
 //
+// The process is set up as `scalelab gateway` and `up` set it up: one
+// bcrypt slot per two cores, each compare on a thread at nice 19, and a P
+// per slot beside one per core.
+//
 // It always checks the mechanisms: the guesser gets 429s, the spray only
 // 401 or 503, the gateway never runs more compares at once than its slots
 // (sampled from /metrics), and every request of the normal client
