@@ -116,9 +116,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("bench: %w", err)
 	}
 	// The platforms it starts are `up`'s, with up's event loops and Ps.
-	// No Ps for bcrypt: the bench does no logins, and its scenarios vary
-	// the gateways. Its gateways keep their default slots, bounded.
-	opts.Procs = platform.ReserveProcs(getenv, true, 0)
+	opts.Procs = platform.ReserveLoopProcs(getenv)
 	logFile, err := os.Create(filepath.Join(out, "platform.log"))
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)

@@ -166,9 +166,6 @@ var roles = map[string]role{
 				cfg.ID = platform.DefaultID(cfg.Addr)
 			}
 			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-				// The process is this gateway's: a P per bcrypt slot
-				// beside one per core, for compares at low priority.
-				cfg.BcryptSlots = platform.ReserveProcs(s.Getenv, false, 1).BcryptSlots
 				return gateway.Run(ctx, cfg, nc, log)
 			}, cfg.Validate()
 		}

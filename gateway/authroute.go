@@ -49,7 +49,7 @@ func handleIssueToken(users UserStore, cfg Config, m *metrics, log *slog.Logger)
 	if cfg.dummyHash != "" {
 		dummy = cfg.dummyHash
 	}
-	h := issueToken(users, cfg.JWT, cfg.TokenTTL, dummy, newBcryptSlots(cfg.BcryptSlots, m.bcrypt, log), newLoginThrottle(cfg.Logins), log)
+	h := issueToken(users, cfg.JWT, cfg.TokenTTL, dummy, newBcryptSlots(cfg.BcryptSlots, m.bcrypt), newLoginThrottle(cfg.Logins), log)
 	return func(c echo.Context) error {
 		err := h(c)
 		outcome := "issued"
@@ -121,7 +121,7 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string
 		if !slots.acquire(ctx) {
 			return apperr.New(apperr.Unavailable, "too many logins in progress, try again shortly")
 		}
-		err := slots.compare([]byte(hash), []byte(in.Password))
+		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(in.Password))
 		slots.release()
 		if known && err != nil && !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 			// dbsvc validates hashes on the way in, so this is a damaged row.

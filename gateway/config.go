@@ -33,13 +33,10 @@ type Config struct {
 	// Logins throttle failed logins per user name and per client address.
 	Logins LoginLimits
 	// BcryptSlots is how many bcrypt compares of POST /auth/token run at
-	// once; 0 is DefaultBcryptSlots of GOMAXPROCS when Run starts. Each
-	// runs on a thread of its own at the lowest priority (Linux), which
-	// holds a P while the kernel runs the API's threads first: a command
-	// that can (only commands change process-wide settings) raises
-	// GOMAXPROCS by the slots, so compares do not take the API's Ps, and
-	// then sets BcryptSlots from the cores, not the raised GOMAXPROCS.
-	// Not a flag.
+	// once; 0 is DefaultBcryptSlots of GOMAXPROCS when Run starts. A
+	// command that raised GOMAXPROCS (`up`, for the balancer's event
+	// loops) sets it from the cores instead, so that bcrypt stays on half
+	// of them. Not a flag.
 	BcryptSlots int
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (the balancer's addresses). From any other peer the header is

@@ -21,11 +21,8 @@
 // is the connection's peer, or the X-Forwarded-For entry the balancer
 // added when the peer is one of --trusted-proxies (clientip.go). Failed
 // logins are throttled per user name and per address before any bcrypt
-// work (loginthrottle.go, authroute.go). bcrypt runs on at most half the
-// cores, each compare on a thread of its own at nice 19 (Linux), so that
-// the kernel runs the API's threads first; the commands give the process
-// a P per bcrypt slot beside one per core (Config.BcryptSlots,
-// bcrypt.go).
+// work, and bcrypt runs on at most half the cores (loginthrottle.go,
+// authroute.go, bcrypt.go).
 //
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes

@@ -36,10 +36,6 @@ import (
 // would measure the cost of serving any requests, not of bcrypt (the per-IP
 // rate limit's concern).
 //
-// The process is set up as `scalelab gateway` and `up` set it up: one
-// bcrypt slot per two cores, each compare on a thread at nice 19, and a P
-// per slot beside one per core.
-//
 // It always checks the mechanisms: the guesser gets 429s, the spray only
 // 401 or 503, the gateway never runs more compares at once than its slots
 // (sampled from /metrics), and every request of the normal client
@@ -53,19 +49,8 @@ func TestLoginFloodKeepsAPI(t *testing.T) {
 	// Not parallel: the flood takes the cores, and the other tests' own
 	// bcrypt compares would time out under it (and disturb its figures).
 	measure := os.Getenv("SCALELAB_MEASURE") == "1"
-	// As the commands set the process up (platform.ReserveProcs, which this
-	// package cannot import): the slots from the cores, and a P per slot
-	// beside them, which a compare holds while the kernel runs the API's
-	// threads first. Before the stack starts, so every role sees it.
-	cores := runtime.GOMAXPROCS(0)
-	slots := DefaultBcryptSlots(cores)
-	runtime.GOMAXPROCS(cores + slots)
-	t.Cleanup(func() { runtime.GOMAXPROCS(cores) })
 	st := startStack(t, 2000)
-	base := startGateway(t, testutil.Connect(t, st.ns), func(c *Config) {
-		c.TrustedProxies = LoopbackProxies()
-		c.BcryptSlots = slots
-	})
+	base := startGateway(t, testutil.Connect(t, st.ns), func(c *Config) { c.TrustedProxies = LoopbackProxies() })
 	tok := token(t, auth.ScopeDataRead)
 	reader := &http.Client{Timeout: 10 * time.Second}
 	getData := func() (time.Duration, int) {
@@ -106,6 +91,7 @@ func TestLoginFloodKeepsAPI(t *testing.T) {
 	if measure {
 		rounds, perPhase = 6, 150
 	}
+	slots := max(1, runtime.GOMAXPROCS(0)/2)
 	var quiet, flooded []time.Duration
 	var failed []string
 	var fl floodStats
@@ -188,8 +174,8 @@ func TestLoginFloodKeepsAPI(t *testing.T) {
 	}
 	qp, fp := p99(quiet), p99(flooded)
 	ratio := float64(fp) / float64(qp)
-	t.Logf("GET /data p99 without the flood %v, with it %v: ratio %.2f (%d requests each, %d rounds; GOMAXPROCS %d for %d cores, %d bcrypt slot(s), peak in flight %d)",
-		qp, fp, ratio, len(quiet), rounds, runtime.GOMAXPROCS(0), cores, slots, maxInFlight)
+	t.Logf("GET /data p99 without the flood %v, with it %v: ratio %.2f (%d requests each, %d rounds; GOMAXPROCS %d, %d bcrypt slot(s), peak in flight %d)",
+		qp, fp, ratio, len(quiet), rounds, runtime.GOMAXPROCS(0), slots, maxInFlight)
 	t.Logf("flood answers: guesser %v (p50 of its 429s %v), spray %v", fl.guesser, p50(fl.throttled), fl.spray)
 	if measure && ratio > 2 {
 		t.Errorf("GET /data p99 with the flood is %.2f× its p99 without, want at most 2×", ratio)

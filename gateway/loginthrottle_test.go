@@ -175,14 +175,14 @@ func TestBcryptWaitersBounded(t *testing.T) {
 		t.Fatalf("acquire with the waiting room full waited, want an answer at once")
 	}
 	// The gateway's own: bcrypt on at most half the cores (at least one),
-	// and a bounded waiting room, at low priority.
-	def := newBcryptSlots(0, nil, nil)
-	if got, want := cap(def.slots), max(1, runtime.GOMAXPROCS(0)/2); got != want || cap(def.waiting) != 4*want || !def.lowPriority.Load() {
-		t.Errorf("newBcryptSlots(0) = %d slots, %d waiting, low priority %t, want %d, %d and true", got, cap(def.waiting), def.lowPriority.Load(), want, 4*want)
+	// and a bounded waiting room.
+	def := newBcryptSlots(0, nil)
+	if got, want := cap(def.slots), max(1, runtime.GOMAXPROCS(0)/2); got != want || cap(def.waiting) != 4*want {
+		t.Errorf("newBcryptSlots(0) = %d slots, %d waiting, want %d and %d", got, cap(def.waiting), want, 4*want)
 	}
 	// A command's count (Config.BcryptSlots), set from the cores before it
 	// raised GOMAXPROCS, is taken as it is.
-	set := newBcryptSlots(3, nil, nil)
+	set := newBcryptSlots(3, nil)
 	if cap(set.slots) != 3 || cap(set.waiting) != 12 {
 		t.Errorf("newBcryptSlots(3) = %d slots, %d waiting, want 3 and 12", cap(set.slots), cap(set.waiting))
 	}

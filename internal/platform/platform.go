@@ -79,8 +79,8 @@ type Config struct {
 	// Not a flag: the secret comes from the environment or is made for
 	// the run (see `scalelab up`).
 	Keys auth.Keys
-	// Procs is how the command shared GOMAXPROCS out (ReserveProcs); the
-	// zero value leaves the roles their defaults. Not a flag.
+	// Procs is how the command shared GOMAXPROCS out (ReserveLoopProcs);
+	// the zero value leaves the roles their defaults. Not a flag.
 	Procs Procs
 	// TuneGateway, when set, adjusts the config of gateway i (from 0)
 	// before it starts: `scalelab bench` makes one gateway slow with it.
@@ -123,9 +123,6 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	c.Limits = gateway.DefaultRateLimits()
 	c.Limits.RegisterFlags(s)
 }
-
-// GatewayCount is the number of gateways the platform runs.
-func (c *Config) GatewayCount() int { return len(c.gatewayAddrs()) }
 
 // gatewayAddrs lists the address of each gateway.
 func (c *Config) gatewayAddrs() []string {
@@ -469,13 +466,13 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 // loop per P, the gateways' and the NATS server's goroutines waited for
 // sysmon to take a P back, which put the front door's median latency at
 // 4-7 ms against 0.4 ms for a standalone balancer in front of the same
-// gateways (bench/frontdoor.sh). `scalelab up` raises GOMAXPROCS first
-// (ReserveProcs), so that the loops get a P per core and the other roles
+// gateways (bench/frontdoor.sh). `scalelab up` doubles GOMAXPROCS first
+// (ReserveLoopProcs), so that the loops get a P per core and the other roles
 // as many again.
 func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-// Procs is how ReserveProcs shared the process's Ps out, for Start to
-// give the roles that hold Ps of their own. The zero Procs leaves each
+// Procs is how ReserveLoopProcs shared the process's Ps out, for Start
+// to give the roles. The zero Procs leaves each
 // role its default, from GOMAXPROCS as it is.
 type Procs struct {
 	// Loops is the balancer's event loops (0: EventLoops()).
@@ -485,39 +482,27 @@ type Procs struct {
 	BcryptSlots int
 }
 
-// ReserveProcs raises GOMAXPROCS from n, the runtime's default (one P
-// per core the process may use), for what holds a P beside the rest of
-// the process, and returns how many each gets:
-//   - with loops, the balancer's event loops, one per core (n more Ps):
-//     an idle loop keeps its P while it waits in a system call, which
-//     uses no CPU, so the extra Ps cost no parallelism and let the
-//     runtime run other goroutines while the loops wait;
-//   - a P per bcrypt slot of each of gateways gateways
-//     (gateway.DefaultBcryptSlots(n) slots each, so bcrypt stays on at
-//     most half the cores): a compare runs on a thread at the lowest
-//     priority and holds its P while the kernel runs the API's threads
-//     first, so on a P of the API's it would leave the API short of one.
-//
-// The GOMAXPROCS environment variable wins: then nothing is raised and it
-// returns the zero Procs. It changes the whole process, so only commands
-// call it (`up`, `bench`, `scalelab gateway`), never a library.
-func ReserveProcs(getenv func(string) string, loops bool, gateways int) Procs {
+// ReserveLoopProcs doubles GOMAXPROCS, unless the GOMAXPROCS environment
+// variable sets it, so that the balancer runs one event loop per core and
+// the rest of the process keeps a P per core beside them. A P whose loop
+// waits in a system call uses no CPU, so the extra Ps cost no parallelism;
+// they let the runtime run other goroutines while the loops wait. It
+// returns how the Ps are shared out, for Config.Procs: the loops, and the
+// gateways' bcrypt slots from the cores, not from the doubled GOMAXPROCS
+// (which gave each gateway a compare per core). With GOMAXPROCS set it
+// changes nothing and returns the zero Procs. It changes the whole
+// process, so only commands call it (`up`, `bench`), never a library.
+func ReserveLoopProcs(getenv func(string) string) Procs {
 	if getenv("GOMAXPROCS") != "" {
 		return Procs{}
 	}
 	// From the runtime's default, not from GOMAXPROCS as it is: a process
-	// that runs commands more than once (the tests of `up`) would
-	// otherwise raise it again at each, and past 1024 event loops.
+	// that runs `up` more than once (its tests) would otherwise double it
+	// again each time.
 	runtime.SetDefaultGOMAXPROCS()
 	n := runtime.GOMAXPROCS(0)
-	p := Procs{BcryptSlots: gateway.DefaultBcryptSlots(n)}
-	procs := n + gateways*p.BcryptSlots
-	if loops {
-		p.Loops = n
-		procs += n
-	}
-	runtime.GOMAXPROCS(procs)
-	return p
+	runtime.GOMAXPROCS(2 * n)
+	return Procs{Loops: n, BcryptSlots: gateway.DefaultBcryptSlots(n)}
 }
 
 // Done is closed once the platform has stopped.

@@ -92,46 +92,33 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 	}
 }
 
-// TestReserveProcs: `up` doubles GOMAXPROCS, so its loops get a P per
-// core and the other roles as many again, and adds a P per bcrypt slot of
-// each gateway, the slots being half the cores; `scalelab gateway` adds
-// only the slots'; nothing changes when GOMAXPROCS is set.
-func TestReserveProcs(t *testing.T) {
+// TestReserveLoopProcs: `up` doubles GOMAXPROCS, so its loops get a P per
+// core and the other roles as many again, and its gateways get a bcrypt
+// slot per two cores, not per two of the doubled Ps; again in the same
+// process, it doubles the default, not its own result; with GOMAXPROCS
+// set it changes nothing.
+func TestReserveLoopProcs(t *testing.T) {
 	orig := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(orig) })
 	runtime.SetDefaultGOMAXPROCS()
 	before := runtime.GOMAXPROCS(0)
-	slots := max(1, before/2)
 
-	if p := ReserveProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }, true, 2); p != (Procs{}) {
-		t.Errorf("with GOMAXPROCS set: ReserveProcs() = %+v, want the zero Procs", p)
+	if p := ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }); p != (Procs{}) {
+		t.Errorf("with GOMAXPROCS set: ReserveLoopProcs() = %+v, want the zero Procs", p)
 	}
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, before)
 	}
-	noEnv := func(string) string { return "" }
-	if p := ReserveProcs(noEnv, true, 2); p != (Procs{Loops: before, BcryptSlots: slots}) {
-		t.Errorf("ReserveProcs(loops, 2 gateways) = %+v, want %d loops and %d slots", p, before, slots)
-	}
-	if got, want := runtime.GOMAXPROCS(0), 2*before+2*slots; got != want {
-		t.Errorf("GOMAXPROCS for loops and 2 gateways = %d, want %d", got, want)
-	}
-	// Again, as the tests of `up` do: from the default, not raised again.
-	if p := ReserveProcs(noEnv, true, 2); p != (Procs{Loops: before, BcryptSlots: slots}) || runtime.GOMAXPROCS(0) != 2*before+2*slots {
-		t.Errorf("ReserveProcs() again = %+v, GOMAXPROCS %d, want the same as the first time", p, runtime.GOMAXPROCS(0))
-	}
-	if p := ReserveProcs(noEnv, false, 1); p != (Procs{BcryptSlots: slots}) {
-		t.Errorf("ReserveProcs(1 gateway) = %+v, want %d slots and no loops", p, slots)
-	}
-	if got, want := runtime.GOMAXPROCS(0), before+slots; got != want {
-		t.Errorf("GOMAXPROCS for 1 gateway = %d, want %d", got, want)
-	}
-	// bench's: loops only, as before bcrypt had Ps of its own.
-	ReserveProcs(noEnv, true, 0)
-	if got := runtime.GOMAXPROCS(0); got != 2*before {
-		t.Fatalf("GOMAXPROCS for loops = %d, want %d", got, 2*before)
+	want := Procs{Loops: before, BcryptSlots: max(1, before/2)}
+	for i := range 2 {
+		if p := ReserveLoopProcs(func(string) string { return "" }); p != want {
+			t.Errorf("ReserveLoopProcs() #%d = %+v, want %+v", i+1, p, want)
+		}
+		if got := runtime.GOMAXPROCS(0); got != 2*before {
+			t.Fatalf("GOMAXPROCS after ReserveLoopProcs() #%d = %d, want %d", i+1, got, 2*before)
+		}
 	}
 	if got := EventLoops(); got != before {
-		t.Errorf("EventLoops() = %d after ReserveProcs(loops), want one per original P (%d)", got, before)
+		t.Errorf("EventLoops() = %d after ReserveLoopProcs, want one per original P (%d)", got, before)
 	}
 }
