@@ -79,9 +79,10 @@ type Config struct {
 	// Not a flag: the secret comes from the environment or is made for
 	// the run (see `scalelab up`).
 	Keys auth.Keys
-	// Procs is how the command shared GOMAXPROCS out (ReserveLoopProcs);
-	// the zero value leaves the roles their defaults. Not a flag.
-	Procs Procs
+	// BcryptSlots is every gateway's gateway.Config.BcryptSlots: what
+	// ReserveLoopProcs answered, or 0 for the gateways' default. Not a
+	// flag.
+	BcryptSlots int
 	// TuneGateway, when set, adjusts the config of gateway i (from 0)
 	// before it starts: `scalelab bench` makes one gateway slow with it.
 	// Not a flag.
@@ -432,7 +433,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		// The balancer reaches the gateways from loopback: over TCP, or
 		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
 		gwCfg.TrustedProxies = gateway.LoopbackProxies()
-		gwCfg.BcryptSlots = cfg.Procs.BcryptSlots
+		gwCfg.BcryptSlots = cfg.BcryptSlots
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)
 		}
@@ -450,51 +451,36 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	balCfg.AdminListener, balCfg.AdminAddr, balCfg.JWT = adminLn, cfg.AdminAddr, cfg.Keys
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	balCfg.EventLoops = EventLoops()
-	if cfg.Procs.Loops > 0 {
-		balCfg.EventLoops = cfg.Procs.Loops
-	}
 	if cfg.TuneBalancer != nil {
 		cfg.TuneBalancer(&balCfg)
 	}
 	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
 }
 
-// EventLoops is the number of event loops the platform's balancer runs
-// when Config.Procs does not say: half the Ps, at least one. The balancer
-// shares this process with every other role, and an idle loop keeps its P
-// while it waits in epoll_wait (see balancer.Config.EventLoops): with a
-// loop per P, the gateways' and the NATS server's goroutines waited for
-// sysmon to take a P back, which put the front door's median latency at
-// 4-7 ms against 0.4 ms for a standalone balancer in front of the same
-// gateways (bench/frontdoor.sh). `scalelab up` doubles GOMAXPROCS first
-// (ReserveLoopProcs), so that the loops get a P per core and the other roles
-// as many again.
+// EventLoops is the number of event loops the platform's balancer runs:
+// half the Ps, at least one. The balancer shares this process with every
+// other role, and an idle loop keeps its P while it waits in epoll_wait
+// (see balancer.Config.EventLoops): with a loop per P, the gateways' and
+// the NATS server's goroutines waited for sysmon to take a P back, which
+// put the front door's median latency at 4-7 ms against 0.4 ms for a
+// standalone balancer in front of the same gateways (bench/frontdoor.sh).
+// `scalelab up` doubles GOMAXPROCS first (ReserveLoopProcs), so that the
+// loops get a P per core and the other roles as many again.
 func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-// Procs is how ReserveLoopProcs shared the process's Ps out, for Start
-// to give the roles. The zero Procs leaves each
-// role its default, from GOMAXPROCS as it is.
-type Procs struct {
-	// Loops is the balancer's event loops (0: EventLoops()).
-	Loops int
-	// BcryptSlots is each gateway's gateway.Config.BcryptSlots (0: the
-	// gateway's default).
-	BcryptSlots int
-}
-
 // ReserveLoopProcs doubles GOMAXPROCS, unless the GOMAXPROCS environment
-// variable sets it, so that the balancer runs one event loop per core and
-// the rest of the process keeps a P per core beside them. A P whose loop
-// waits in a system call uses no CPU, so the extra Ps cost no parallelism;
-// they let the runtime run other goroutines while the loops wait. It
-// returns how the Ps are shared out, for Config.Procs: the loops, and the
-// gateways' bcrypt slots from the cores, not from the doubled GOMAXPROCS
-// (which gave each gateway a compare per core). With GOMAXPROCS set it
-// changes nothing and returns the zero Procs. It changes the whole
-// process, so only commands call it (`up`, `bench`), never a library.
-func ReserveLoopProcs(getenv func(string) string) Procs {
+// variable sets it, so that EventLoops is one loop per core and the rest of
+// the process keeps a P per core beside them. A P whose loop waits in a
+// system call uses no CPU, so the extra Ps cost no parallelism; they let the
+// runtime run other goroutines while the loops wait. It returns the bcrypt
+// slots for each gateway (Config.BcryptSlots), from the cores: the
+// gateway's default, from the doubled GOMAXPROCS, would be a compare per
+// core. With GOMAXPROCS set it changes nothing and returns 0. It changes
+// the whole process, so only commands call it (`up`, `bench`), never a
+// library.
+func ReserveLoopProcs(getenv func(string) string) (bcryptSlots int) {
 	if getenv("GOMAXPROCS") != "" {
-		return Procs{}
+		return 0
 	}
 	// From the runtime's default, not from GOMAXPROCS as it is: a process
 	// that runs `up` more than once (its tests) would otherwise double it
@@ -502,7 +488,7 @@ func ReserveLoopProcs(getenv func(string) string) Procs {
 	runtime.SetDefaultGOMAXPROCS()
 	n := runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(2 * n)
-	return Procs{Loops: n, BcryptSlots: gateway.DefaultBcryptSlots(n)}
+	return gateway.DefaultBcryptSlots(n)
 }
 
 // Done is closed once the platform has stopped.

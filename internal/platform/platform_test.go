@@ -103,16 +103,16 @@ func TestReserveLoopProcs(t *testing.T) {
 	runtime.SetDefaultGOMAXPROCS()
 	before := runtime.GOMAXPROCS(0)
 
-	if p := ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }); p != (Procs{}) {
-		t.Errorf("with GOMAXPROCS set: ReserveLoopProcs() = %+v, want the zero Procs", p)
+	if slots := ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }); slots != 0 {
+		t.Errorf("with GOMAXPROCS set: ReserveLoopProcs() = %d bcrypt slots, want 0 (the gateways' default)", slots)
 	}
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, before)
 	}
-	want := Procs{Loops: before, BcryptSlots: max(1, before/2)}
+	want := max(1, before/2)
 	for i := range 2 {
-		if p := ReserveLoopProcs(func(string) string { return "" }); p != want {
-			t.Errorf("ReserveLoopProcs() #%d = %+v, want %+v", i+1, p, want)
+		if slots := ReserveLoopProcs(func(string) string { return "" }); slots != want {
+			t.Errorf("ReserveLoopProcs() #%d = %d bcrypt slots, want %d", i+1, slots, want)
 		}
 		if got := runtime.GOMAXPROCS(0); got != 2*before {
 			t.Fatalf("GOMAXPROCS after ReserveLoopProcs() #%d = %d, want %d", i+1, got, 2*before)
