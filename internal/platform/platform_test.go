@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -89,6 +90,31 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 	procs := runtime.GOMAXPROCS(0)
 	if balCfg.EventLoops < 1 || procs > 1 && balCfg.EventLoops >= procs {
 		t.Errorf("EventLoops = %d with GOMAXPROCS %d, want at least 1 and fewer than GOMAXPROCS", balCfg.EventLoops, procs)
+	}
+}
+
+// TestGatewaysGetBcryptSlots: every gateway gets Config.BcryptSlots, the
+// slots ReserveLoopProcs took from the cores, not its default from the
+// doubled GOMAXPROCS.
+func TestGatewaysGetBcryptSlots(t *testing.T) {
+	var lns []net.Listener
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		lns = append(lns, ln)
+	}
+	cfg := testConfig(t)
+	cfg.BcryptSlots = 3
+	var got []int
+	cfg.TuneGateway = func(_ int, c *gateway.Config) { got = append(got, c.BcryptSlots) }
+	if _, _, err := cfg.roles(nil, nil, lns, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []int{3, 3}) {
+		t.Errorf("gateways' BcryptSlots = %v, want [3 3]", got)
 	}
 }
 
