@@ -116,7 +116,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("bench: %w", err)
 	}
 	// The platforms it starts are `up`'s, with up's event loops and Ps.
-	platform.ReserveLoopProcs(getenv)
+	opts.BcryptSlots = platform.ReserveLoopProcs(getenv)
 	logFile, err := os.Create(filepath.Join(out, "platform.log"))
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)

@@ -78,7 +78,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 	if getenv("GOGC") == "" { // the runtime has read GOGC: it wins
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-	platform.ReserveLoopProcs(getenv)
+	cfg.BcryptSlots = platform.ReserveLoopProcs(getenv)
 
 	// Dev mode: a random secret unless one is given, so no token signed
 	// with a well-known key ever works against a fresh `up`.

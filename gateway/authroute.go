@@ -6,12 +6,10 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scalelab/scalelab/dbsvc"
@@ -38,89 +36,20 @@ const dummyHash = "$2a$12$lQpudlhIQD/iKfx109fjweKKtXB2FOcth2GEW/1mNXOSKxw6W4MF2"
 // a longer password is refused rather than matched on its first 72 bytes.
 const maxPasswordBytes = 72
 
-// loginWait is how long a login waits for a bcrypt slot before it is
-// answered 503: about one compare at cost 12, so a short burst is
-// absorbed while a flood is turned away at once instead of piling up.
-const loginWait = 250 * time.Millisecond
-
-// bcryptSlots bounds the bcrypt compares running at once in one gateway,
-// and the logins waiting for one. bcrypt is deliberately slow (about
-// 250 ms of CPU at cost 12), so without a bound a burst of logins, or
-// someone guessing passwords from many addresses (which the login
-// throttle does not stop), would take every core from the API. Slots and
-// waiting are semaphores: send to acquire, receive to release.
-type bcryptSlots struct {
-	slots   chan struct{}
-	waiting chan struct{}
-	wait    time.Duration
-	// inFlight, if set, counts the slots taken.
-	inFlight prometheus.Gauge
-}
-
-// newBcryptSlots returns GOMAXPROCS/2 slots (at least 1): bcrypt never
-// takes more than half the cores, the rest serve the API whatever the
-// logins do. Up to 4 logins per slot may wait loginWait for one; more
-// get 503 at once, so waiting logins are bounded in number as well as in
-// time.
-func newBcryptSlots(inFlight prometheus.Gauge) *bcryptSlots {
-	n := max(1, runtime.GOMAXPROCS(0)/2)
-	return &bcryptSlots{slots: make(chan struct{}, n), waiting: make(chan struct{}, 4*n), wait: loginWait, inFlight: inFlight}
-}
-
-// acquire takes a slot, waiting at most b.wait. It returns false when none
-// came free in time, when too many logins wait already, or when ctx
-// ended; the caller answers 503 with Retry-After rather than queueing
-// without bound.
-func (b *bcryptSlots) acquire(ctx context.Context) bool {
-	if !b.take(ctx) {
-		return false
-	}
-	if b.inFlight != nil {
-		b.inFlight.Inc()
-	}
-	return true
-}
-
-func (b *bcryptSlots) take(ctx context.Context) bool {
-	select {
-	case b.slots <- struct{}{}:
-		return true
-	default:
-	}
-	select {
-	case b.waiting <- struct{}{}:
-		defer func() { <-b.waiting }()
-	default:
-		return false // the queue is full: answered at once
-	}
-	t := time.NewTimer(b.wait)
-	defer t.Stop()
-	select {
-	case b.slots <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (b *bcryptSlots) release() {
-	if b.inFlight != nil {
-		b.inFlight.Dec()
-	}
-	<-b.slots
-}
-
 // handleIssueToken is POST /auth/token: it checks a username and password
 // against the users in dbsvc and answers a token with the user's scopes,
 // valid for ttl and signed with keys. It answers 400 for a bad body, 401
 // invalid username or password for an unknown user and a wrong password
 // alike, 429 with Retry-After while the name or the client address has
 // failed too often (limits), 503 when dbsvc is down or every bcrypt slot
-// stays busy.
-func handleIssueToken(users UserStore, keys auth.Keys, ttl time.Duration, limits LoginLimits, m *metrics, log *slog.Logger) echo.HandlerFunc {
-	h := issueToken(users, keys, ttl, newBcryptSlots(m.bcrypt), newLoginThrottle(limits), log)
+// stays busy. keys, ttl, limits and the slots are cfg's JWT, TokenTTL,
+// Logins and BcryptSlots.
+func handleIssueToken(users UserStore, cfg Config, m *metrics, log *slog.Logger) echo.HandlerFunc {
+	dummy := dummyHash
+	if cfg.dummyHash != "" {
+		dummy = cfg.dummyHash
+	}
+	h := issueToken(users, cfg.JWT, cfg.TokenTTL, dummy, newBcryptSlots(cfg.BcryptSlots, m.bcrypt), newLoginThrottle(cfg.Logins), log)
 	return func(c echo.Context) error {
 		err := h(c)
 		outcome := "issued"
@@ -141,8 +70,9 @@ func handleIssueToken(users UserStore, keys auth.Keys, ttl time.Duration, limits
 }
 
 // issueToken is handleIssueToken with the bcrypt slots and the throttle
-// given, so a test can fill them.
-func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryptSlots, throttle *loginThrottle, log *slog.Logger) echo.HandlerFunc {
+// given, so a test can fill them. dummy is the hash an unknown user's
+// password is compared against (dummyHash).
+func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string, slots *bcryptSlots, throttle *loginThrottle, log *slog.Logger) echo.HandlerFunc {
 	type request struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
@@ -178,7 +108,7 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, slots *bcryp
 		}
 		// A name dbsvc would refuse cannot exist: skip the round trip, but
 		// not the compare below.
-		hash, scopes, known := dummyHash, []string(nil), false
+		hash, scopes, known := dummy, []string(nil), false
 		if validName {
 			u, err := users.GetUser(ctx, rid, in.Username)
 			switch {

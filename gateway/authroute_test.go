@@ -75,7 +75,17 @@ func TestAuthTokenLogin(t *testing.T) {
 	st := startStack(t, 2000)
 	db := dbsvc.NewClient(testutil.Connect(t, st.ns))
 	const ttl = 10 * time.Minute
-	base := startGateway(t, testutil.Connect(t, st.ns), func(c *Config) { c.TokenTTL = ttl })
+	// Unknown users are compared against a hash at the cheapest cost, not
+	// the real dummyHash (TestAuthDummyHash checks its cost): this test
+	// checks the answers, and at cost 12 each of its three unknown-user
+	// compares takes some 4 s under -race with the gateway's one slot, so
+	// on a loaded machine one outlasted the client's 10 s timeout and the
+	// next login found the slot still taken (flaky).
+	cheap, err := bcrypt.GenerateFromPassword([]byte("thrown away"), dbsvc.MinBcryptCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startGateway(t, testutil.Connect(t, st.ns), func(c *Config) { c.TokenTTL, c.dummyHash = ttl, string(cheap) })
 	putUser(t, db, "alice", "correct horse battery", auth.ScopeItemsRead)
 
 	start := time.Now()
@@ -203,7 +213,7 @@ func TestAuthTokenBcryptSlotsFull(t *testing.T) {
 	e := echo.New()
 	e.HTTPErrorHandler = errorHandler(testutil.QuietLog())
 	// A name dbsvc would refuse never reaches the store, so none is needed.
-	e.POST("/auth/token", issueToken(nil, testKeys, time.Hour, slots, newLoginThrottle(DefaultLoginLimits()), testutil.QuietLog()))
+	e.POST("/auth/token", issueToken(nil, testKeys, time.Hour, dummyHash, slots, newLoginThrottle(DefaultLoginLimits()), testutil.QuietLog()))
 	post := func() *httptest.ResponseRecorder {
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/auth/token",
 			strings.NewReader(`{"username":"not a user","password":"correct horse battery"}`))

@@ -32,6 +32,12 @@ type Config struct {
 	Limits RateLimits
 	// Logins throttle failed logins per user name and per client address.
 	Logins LoginLimits
+	// BcryptSlots is how many bcrypt compares of POST /auth/token run at
+	// once; 0 is DefaultBcryptSlots of GOMAXPROCS when Run starts. A
+	// command that raised GOMAXPROCS (`up`, for the balancer's event
+	// loops) sets it from the cores instead, so that bcrypt stays on half
+	// of them. Not a flag.
+	BcryptSlots int
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (the balancer's addresses). From any other peer the header is
 	// ignored and the peer is the client, for the per-IP limit and the
@@ -51,6 +57,13 @@ type Config struct {
 	// things on purpose: a slow instance behind the balancer, as in
 	// `scalelab bench balance`. Zero, the default, adds nothing.
 	InjectLatency time.Duration
+
+	// dummyHash, when set, replaces the package's dummyHash for unknown
+	// users. Tests only: one that checks a login's answers, not its
+	// timing, uses a hash at the cheapest cost, since at the real cost
+	// each compare takes seconds under -race, which on a loaded machine
+	// outlasted the test client's timeout.
+	dummyHash string
 }
 
 // DefaultConfig returns the defaults of DESIGN.md.
@@ -115,6 +128,9 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Limits.Validate("gateway")...)
 	errs = append(errs, c.Logins.Validate("gateway")...)
+	if c.BcryptSlots < 0 {
+		errs = append(errs, fmt.Errorf("gateway: bcrypt slots must not be negative, got %d", c.BcryptSlots))
+	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: --shutdown-timeout must not be negative, got %v", c.ShutdownTimeout))
 	}

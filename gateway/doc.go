@@ -22,7 +22,7 @@
 // added when the peer is one of --trusted-proxies (clientip.go). Failed
 // logins are throttled per user name and per address before any bcrypt
 // work, and bcrypt runs on at most half the cores (loginthrottle.go,
-// authroute.go).
+// authroute.go, bcrypt.go).
 //
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes

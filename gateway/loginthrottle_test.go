@@ -113,7 +113,7 @@ func TestLoginThrottledBeforeWork(t *testing.T) {
 	throttle := newLoginThrottle(LoginLimits{UserFailures: 2, IPFailures: 100, Window: time.Minute, Backoff: time.Minute, MaxBackoff: time.Hour, Keys: 10})
 	e := echo.New()
 	e.HTTPErrorHandler = errorHandler(testutil.QuietLog())
-	e.POST("/auth/token", issueToken(users, testKeys, time.Hour, slots, throttle, testutil.QuietLog()))
+	e.POST("/auth/token", issueToken(users, testKeys, time.Hour, dummyHash, slots, throttle, testutil.QuietLog()))
 	post := func(user string) *httptest.ResponseRecorder {
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/auth/token",
 			strings.NewReader(`{"username":"`+user+`","password":"wrong password"}`))
@@ -176,9 +176,20 @@ func TestBcryptWaitersBounded(t *testing.T) {
 	}
 	// The gateway's own: bcrypt on at most half the cores (at least one),
 	// and a bounded waiting room.
-	def := newBcryptSlots(nil)
+	def := newBcryptSlots(0, nil)
 	if got, want := cap(def.slots), max(1, runtime.GOMAXPROCS(0)/2); got != want || cap(def.waiting) != 4*want {
-		t.Errorf("newBcryptSlots() = %d slots, %d waiting, want %d and %d", got, cap(def.waiting), want, 4*want)
+		t.Errorf("newBcryptSlots(0) = %d slots, %d waiting, want %d and %d", got, cap(def.waiting), want, 4*want)
+	}
+	// A command's count (Config.BcryptSlots), set from the cores before it
+	// raised GOMAXPROCS, is taken as it is.
+	set := newBcryptSlots(3, nil)
+	if cap(set.slots) != 3 || cap(set.waiting) != 12 {
+		t.Errorf("newBcryptSlots(3) = %d slots, %d waiting, want 3 and 12", cap(set.slots), cap(set.waiting))
+	}
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 16: 8} {
+		if got := DefaultBcryptSlots(procs); got != want {
+			t.Errorf("DefaultBcryptSlots(%d) = %d, want %d", procs, got, want)
+		}
 	}
 }
 

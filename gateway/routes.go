@@ -26,7 +26,7 @@ func routes(e *echo.Echo, d deps) {
 	api := func(scope string) []echo.MiddlewareFunc {
 		return []echo.MiddlewareFunc{injectLatency(d.cfg.InjectLatency), byIP, authenticate(d.verifier), bySubject, requireScope(scope), requireBus(d.nc)}
 	}
-	e.POST("/auth/token", handleIssueToken(d.db, d.cfg.JWT, d.cfg.TokenTTL, d.cfg.Logins, d.metrics, d.log), byIP, requireBus(d.nc)) // no token: it issues them
+	e.POST("/auth/token", handleIssueToken(d.db, d.cfg, d.metrics, d.log), byIP, requireBus(d.nc)) // no token: it issues them
 	e.GET("/data", handleGetData(d.cache, d.db), api(auth.ScopeDataRead)...)
 	e.GET("/items", handleListItems(d.db), api(auth.ScopeItemsRead)...)
 	e.GET("/items/:id", handleGetItem(d.cache, d.db), api(auth.ScopeItemsRead)...)

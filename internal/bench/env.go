@@ -47,6 +47,9 @@ type Options struct {
 	Progress io.Writer
 	// Log gets the embedded platforms' logs.
 	Log *slog.Logger
+	// BcryptSlots is the embedded platforms' platform.Config.BcryptSlots
+	// (what platform.ReserveLoopProcs answered).
+	BcryptSlots int
 }
 
 // Validate reports every bad option at once.
@@ -107,7 +110,7 @@ func (e *env) start(config map[string]string, tune func(*platform.Config)) (*tar
 			token: e.opts.Token, config: map[string]string{"platform": e.opts.URL}}, nil
 	}
 	cfg := platform.DefaultConfig()
-	cfg.DataDir, cfg.SeedRows = e.dataDir, e.opts.SeedRows
+	cfg.DataDir, cfg.SeedRows, cfg.BcryptSlots = e.dataDir, e.opts.SeedRows, e.opts.BcryptSlots
 	cfg.BalancerAddr, cfg.DBAddr, cfg.CacheAddr, cfg.GatewayAddrs = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0,127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.NATSPort, cfg.NATSHTTPPort = -1, 0

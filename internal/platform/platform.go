@@ -79,6 +79,10 @@ type Config struct {
 	// Not a flag: the secret comes from the environment or is made for
 	// the run (see `scalelab up`).
 	Keys auth.Keys
+	// BcryptSlots is every gateway's gateway.Config.BcryptSlots: what
+	// ReserveLoopProcs answered, or 0 for the gateways' default. Not a
+	// flag.
+	BcryptSlots int
 	// TuneGateway, when set, adjusts the config of gateway i (from 0)
 	// before it starts: `scalelab bench` makes one gateway slow with it.
 	// Not a flag.
@@ -429,6 +433,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 		// The balancer reaches the gateways from loopback: over TCP, or
 		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
 		gwCfg.TrustedProxies = gateway.LoopbackProxies()
+		gwCfg.BcryptSlots = cfg.BcryptSlots
 		if cfg.TuneGateway != nil {
 			cfg.TuneGateway(i, &gwCfg)
 		}
@@ -467,19 +472,23 @@ func EventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 // variable sets it, so that EventLoops is one loop per core and the rest of
 // the process keeps a P per core beside them. A P whose loop waits in a
 // system call uses no CPU, so the extra Ps cost no parallelism; they let the
-// runtime run other goroutines while the loops wait. It changes the whole
-// process, so only commands call it (`up`, `bench`), never a library.
-//
-// It doubles the runtime's default (runtime.SetDefaultGOMAXPROCS: the
-// cores this process may use, cgroup limits included), not the current
-// setting, so calling it again (every `up` of a test binary does) changes
-// nothing.
-func ReserveLoopProcs(getenv func(string) string) {
+// runtime run other goroutines while the loops wait. It returns the bcrypt
+// slots for each gateway (Config.BcryptSlots), from the cores: the
+// gateway's default, from the doubled GOMAXPROCS, would be a compare per
+// core. With GOMAXPROCS set it changes nothing and returns 0. It changes
+// the whole process, so only commands call it (`up`, `bench`), never a
+// library.
+func ReserveLoopProcs(getenv func(string) string) (bcryptSlots int) {
 	if getenv("GOMAXPROCS") != "" {
-		return
+		return 0
 	}
+	// From the runtime's default, not from GOMAXPROCS as it is: a process
+	// that runs `up` more than once (its tests) would otherwise double it
+	// again each time.
 	runtime.SetDefaultGOMAXPROCS()
-	runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
+	n := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(2 * n)
+	return gateway.DefaultBcryptSlots(n)
 }
 
 // Done is closed once the platform has stopped.

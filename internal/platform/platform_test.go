@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -92,26 +93,58 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 	}
 }
 
-// TestReserveLoopProcs: `up` doubles the default GOMAXPROCS, so its loops
-// get a P per core and the other roles as many again, unless GOMAXPROCS is
-// set; a second call (a second `up` in one process) changes nothing.
-func TestReserveLoopProcs(t *testing.T) {
-	before := runtime.GOMAXPROCS(0)
-	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
-	runtime.SetDefaultGOMAXPROCS()
-	def := runtime.GOMAXPROCS(0)
-
-	ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] })
-	if got := runtime.GOMAXPROCS(0); got != def {
-		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, def)
+// TestGatewaysGetBcryptSlots: every gateway gets Config.BcryptSlots, the
+// slots ReserveLoopProcs took from the cores, not its default from the
+// doubled GOMAXPROCS.
+func TestGatewaysGetBcryptSlots(t *testing.T) {
+	var lns []net.Listener
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		lns = append(lns, ln)
 	}
-	for i := range 3 {
-		ReserveLoopProcs(func(string) string { return "" })
-		if got := runtime.GOMAXPROCS(0); got != 2*def {
-			t.Fatalf("after %d calls: GOMAXPROCS = %d, want %d", i+1, got, 2*def)
+	cfg := testConfig(t)
+	cfg.BcryptSlots = 3
+	var got []int
+	cfg.TuneGateway = func(_ int, c *gateway.Config) { got = append(got, c.BcryptSlots) }
+	if _, _, err := cfg.roles(nil, nil, lns, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []int{3, 3}) {
+		t.Errorf("gateways' BcryptSlots = %v, want [3 3]", got)
+	}
+}
+
+// TestReserveLoopProcs: `up` doubles GOMAXPROCS, so its loops get a P per
+// core and the other roles as many again, and its gateways get a bcrypt
+// slot per two cores, not per two of the doubled Ps; again in the same
+// process, it doubles the default, not its own result; with GOMAXPROCS
+// set it changes nothing.
+func TestReserveLoopProcs(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(orig) })
+	runtime.SetDefaultGOMAXPROCS()
+	before := runtime.GOMAXPROCS(0)
+
+	if slots := ReserveLoopProcs(func(k string) string { return map[string]string{"GOMAXPROCS": "3"}[k] }); slots != 0 {
+		t.Errorf("with GOMAXPROCS set: ReserveLoopProcs() = %d bcrypt slots, want 0 (the gateways' default)", slots)
+	}
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("with GOMAXPROCS set: GOMAXPROCS = %d, want it left at %d", got, before)
+	}
+	want := max(1, before/2)
+	for i := range 2 {
+		if slots := ReserveLoopProcs(func(string) string { return "" }); slots != want {
+			t.Errorf("ReserveLoopProcs() #%d = %d bcrypt slots, want %d", i+1, slots, want)
+		}
+		if got := runtime.GOMAXPROCS(0); got != 2*before {
+			t.Fatalf("GOMAXPROCS after ReserveLoopProcs() #%d = %d, want %d", i+1, got, 2*before)
 		}
 	}
-	if got := EventLoops(); got != def {
-		t.Errorf("EventLoops() = %d after ReserveLoopProcs, want one per core (%d)", got, def)
+	if got := EventLoops(); got != before {
+		t.Errorf("EventLoops() = %d after ReserveLoopProcs, want one per core (%d)", got, before)
 	}
 }
