@@ -102,10 +102,12 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string
 		}
 		// Before any database or bcrypt work, so a flood of guesses at a
 		// blocked name or from a blocked address costs next to nothing.
-		if blocked, wait := throttle.blocked(user, ip, time.Now()); blocked {
+		release, wait := throttle.begin(user, throttleAddr(ip), time.Now())
+		if release == nil {
 			log.Info("login throttled", "user", user, "client_ip", ip, "retry_after", wait.Round(time.Second), "request_id", rid)
 			return limitedLogin(c, wait)
 		}
+		defer release()
 		// A name dbsvc would refuse cannot exist: skip the round trip, but
 		// not the compare below.
 		hash, scopes, known := dummy, []string(nil), false
@@ -128,7 +130,7 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string
 			log.Warn("stored password hash is unusable", "user", in.Username, "request_id", rid, "err", err)
 		}
 		if err != nil || !known || len(in.Password) > maxPasswordBytes {
-			throttle.failed(user, ip, time.Now())
+			throttle.failed(user, throttleAddr(ip), time.Now())
 			// The name only of a user who exists: an unknown "name" may
 			// be a password typed into the wrong field.
 			logged := ""

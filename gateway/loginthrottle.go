@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -60,7 +61,15 @@ type failures struct {
 	n     int       // failures in a row, within Window of each other
 	last  time.Time // of the last failure
 	until time.Time // blocked until then
+	// pending counts the logins let through (begin) and not yet released:
+	// each may still become a failure.
+	pending int
 }
+
+// pendingRetry is the Retry-After of a login refused because enough
+// attempts on its key are in flight to reach the threshold: they settle
+// within about a bcrypt compare.
+const pendingRetry = time.Second
 
 // failureCounter counts the failures of one kind of key (names or
 // addresses) in a bounded LRU.
@@ -109,6 +118,74 @@ func (t *loginThrottle) blocked(user, ip string, now time.Time) (bool, time.Dura
 	return wait > 0, wait
 }
 
+// begin lets a login of user from ip be tried now, or says for how long
+// it may not. A login let through holds a reservation on its keys until
+// release is called (once it has been recorded as failed or succeeded, or
+// abandoned): a key whose recorded failures plus logins in flight reach
+// its threshold lets no more through. Without it, the guesses sent at once
+// would all pass the check while the first of them still waited for
+// bcrypt, and a name would get as many guesses as the gateway can hold
+// logins, not UserFailures.
+func (t *loginThrottle) begin(user, ip string, now time.Time) (release func(), wait time.Duration) {
+	if blocked, wait := t.blocked(user, ip, now); blocked {
+		return nil, wait
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := t.keysOf(user, ip)
+	for _, k := range keys {
+		if f, ok := k.c.keys.Peek(k.key); ok && t.recent(f, now)+f.pending >= k.c.threshold {
+			return nil, pendingRetry
+		}
+	}
+	held := make([]*failures, 0, len(keys))
+	for _, k := range keys {
+		f, ok := k.c.keys.Get(k.key)
+		if !ok {
+			f = &failures{}
+			k.c.keys.Add(k.key, f)
+		}
+		f.pending++
+		held = append(held, f)
+	}
+	released := false
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if released {
+			return
+		}
+		released = true
+		for _, f := range held {
+			f.pending--
+		}
+	}, 0
+}
+
+// keyRef names one key of one counter.
+type keyRef struct {
+	c   *failureCounter
+	key string
+}
+
+// keysOf lists the keys of a login: the address, and the name unless it
+// is empty (a name that cannot exist).
+func (t *loginThrottle) keysOf(user, ip string) []keyRef {
+	if user == "" {
+		return []keyRef{{&t.ips, ip}}
+	}
+	return []keyRef{{&t.ips, ip}, {&t.users, user}}
+}
+
+// recent is f's failures that still count at now: none after a quiet
+// Window (the rule record applies).
+func (t *loginThrottle) recent(f *failures, now time.Time) int {
+	if now.After(f.last.Add(t.limits.Window)) && now.After(f.until.Add(t.limits.Window)) {
+		return 0
+	}
+	return f.n
+}
+
 // failed records a failed login of user from ip.
 func (t *loginThrottle) failed(user, ip string, now time.Time) {
 	t.mu.Lock()
@@ -125,10 +202,7 @@ func (t *loginThrottle) record(c *failureCounter, key string, now time.Time) {
 		f = &failures{}
 		c.keys.Add(key, f)
 	}
-	if now.After(f.last.Add(t.limits.Window)) && now.After(f.until.Add(t.limits.Window)) {
-		f.n = 0 // quiet for a window: start again
-	}
-	f.n++
+	f.n = t.recent(f, now) + 1 // quiet for a window: start again
 	f.last = now
 	if over := f.n - c.threshold; over >= 0 {
 		block := t.limits.Backoff
@@ -149,4 +223,20 @@ func (t *loginThrottle) succeeded(user string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.users.keys.Remove(user)
+}
+
+// throttleAddr is the address key of a login from ip: the address itself,
+// but for IPv6 its /64. One host is usually given a whole /64 and can send
+// from any address in it; keyed by the full address, each login would be a
+// new key, never blocked.
+func throttleAddr(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }

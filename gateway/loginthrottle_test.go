@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,4 +263,114 @@ func TestLoginThrottleHTTP(t *testing.T) {
 	}
 	want429(from("203.0.113.66", "bob", "correct horse battery"), "bob's login from the sprayer's address")
 	issued(t, from("203.0.113.67", "bob", "correct horse battery"))
+}
+
+// TestLoginThrottleCountsGuessesInFlight: guesses sent at once cannot all
+// pass the check before the first of them is recorded as a failure: with
+// UserFailures in flight for a name, the next is refused (and so is
+// everything once they have failed), and a login that ends without a
+// verdict gives its place back.
+func TestLoginThrottleCountsGuessesInFlight(t *testing.T) {
+	t.Parallel()
+	l := LoginLimits{UserFailures: 3, IPFailures: 100, Window: time.Minute, Backoff: 10 * time.Second, MaxBackoff: 40 * time.Second, Keys: 50}
+	th := newLoginThrottle(l)
+	now := time.Unix(1000, 0)
+	var releases []func()
+	for i := range 3 {
+		release, wait := th.begin("alice", fmt.Sprintf("192.0.2.%d", i+1), now)
+		if release == nil {
+			t.Fatalf("guess %d in flight refused (wait %v), want the first %d let through", i+1, wait, l.UserFailures)
+		}
+		releases = append(releases, release)
+	}
+	if release, wait := th.begin("alice", "192.0.2.9", now); release != nil || wait != pendingRetry {
+		t.Fatalf("a 4th guess while 3 are in flight: let through %v, wait %v; want refused for %v", release != nil, wait, pendingRetry)
+	}
+	if release, _ := th.begin("bob", "192.0.2.9", now); release == nil {
+		t.Fatal("bob refused because of alice's guesses")
+	} else {
+		release()
+	}
+	// One ends without a verdict (say dbsvc was down): its place is free.
+	releases[0]()
+	releases[0]() // twice is harmless
+	release, _ := th.begin("alice", "192.0.2.9", now)
+	if release == nil {
+		t.Fatal("a guess refused after one in flight was released without a verdict")
+	}
+	releases[0] = release
+	// All three fail: the name is blocked, whatever is in flight.
+	for _, release := range releases {
+		th.failed("alice", "192.0.2.1", now)
+		release()
+	}
+	if release, wait := th.begin("alice", "192.0.2.9", now); release != nil || wait != l.Backoff {
+		t.Fatalf("after 3 failures: let through %v, wait %v; want refused for %v", release != nil, wait, l.Backoff)
+	}
+}
+
+// TestThrottleAddr: an IPv6 client is counted by its /64, which one host
+// usually holds whole; IPv4 and IPv4-mapped addresses by the address.
+func TestThrottleAddr(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"2001:db8:1:2:aaaa::1":  "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::99": "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":       "2001:db8:1:3::/64",
+		"192.0.2.7":             "192.0.2.7",
+		"::ffff:192.0.2.7":      "::ffff:192.0.2.7",
+		"not an address":        "not an address",
+	} {
+		if got := throttleAddr(in); got != want {
+			t.Errorf("throttleAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestLoginThrottleConcurrentGuessesHTTP: 30 wrong passwords for one name
+// sent at once, each from its own address, to a gateway with room for
+// all of them at bcrypt (8 slots, 32 waiting): at most UserFailures are
+// compared (401); the rest are refused, 429 before any work (or 503 when
+// the bcrypt queue is full). Counted only once recorded, every guess in
+// flight would have been compared.
+func TestLoginThrottleConcurrentGuessesHTTP(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, 100)
+	db := dbsvc.NewClient(testutil.Connect(t, st.ns))
+	base := startGateway(t, testutil.Connect(t, st.ns), func(c *Config) {
+		c.TrustedProxies = LoopbackProxies()
+		c.BcryptSlots = 8
+	})
+	putUser(t, db, "carol", "correct horse battery", auth.ScopeDataRead)
+	const guesses = 30
+	client := &http.Client{Timeout: time.Minute}
+	statuses := make(chan int, guesses)
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/auth/token",
+				strings.NewReader(`{"username":"carol","password":"wrong"}`))
+			req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i+1))
+			res, err := client.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts[http.StatusUnauthorized] > DefaultLoginLimits().UserFailures {
+		t.Errorf("%d of %d guesses sent at once were compared (401), want at most %d; statuses %v",
+			counts[http.StatusUnauthorized], guesses, DefaultLoginLimits().UserFailures, counts)
+	}
+	if counts[http.StatusTooManyRequests] == 0 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests]+counts[http.StatusServiceUnavailable] != guesses {
+		t.Errorf("statuses %v, want only 401, 429 and 503, with some 429", counts)
+	}
 }
