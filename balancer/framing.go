@@ -22,7 +22,8 @@ import (
 //     Transfer-Encoding other than exactly chunked (section 6.1, 6.3);
 //   - more than one Content-Length, or one that is not all digits.
 //
-// The event loops run it over each request's header block (scanHead); the
+// The event loops run it over each request's header block
+// (loopClient.frameHead, which keeps its state between read events); the
 // goroutine engine runs it over every byte it reads from a client
 // (clientConn.Read), bodies included, so that it knows where each header
 // block starts.
@@ -59,7 +60,7 @@ type framer struct {
 	cl       int64
 	chunked  bool
 	teOthers bool
-	headDone bool // the header block just ended (for scanHead)
+	headDone bool // the header block just ended (for loopClient.frameHead)
 }
 
 // scan follows p, the next bytes of the connection, and returns how many
@@ -272,20 +273,4 @@ func trimOWS(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-// scanHead frames the header block at the start of buf, as the event
-// loops read it: it returns the block's length once it is all in (0
-// before), or errFraming.
-func scanHead(buf []byte) (int, error) {
-	var f framer
-	for i, c := range buf {
-		if !f.step(c) {
-			return 0, errFraming
-		}
-		if f.headDone {
-			return i + 1, nil
-		}
-	}
-	return 0, nil
 }

@@ -145,6 +145,12 @@ type loopClient struct {
 	// blocked: requests are in, but the answers to earlier ones are still
 	// to be sent (maxPendingOutput); the sweep resumes it.
 	blocked bool
+	// fr, scanned and headLen frame the request arriving (frameHead):
+	// the framer's state over its first scanned bytes, and its header
+	// block's length once that is all in.
+	fr      framer
+	scanned int
+	headLen int
 	// closing: close once what was written has gone.
 	closing bool
 	// streaming: a goroutine streams the answer and will take the
@@ -352,7 +358,7 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		// The framer finds the header block's end, as the goroutine
 		// engine's does (framing.go); a request it refuses goes to the
 		// goroutine engine, whose framer refuses it too and answers 400.
-		head, ferr := scanHead(buf)
+		head, ferr := lc.frameHead(buf)
 		if ferr != nil {
 			return f.handOff(lc)
 		}
@@ -401,8 +407,32 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		req.SetBody(buf[head:total])
 		_, _ = c.Discard(total)
 		lc.partial, lc.body = false, false
+		lc.fr, lc.scanned, lc.headLen = framer{}, 0, 0 // the next request
 		f.serve(lc)
 	}
+}
+
+// frameHead runs the framer over the bytes of buf, the request arriving,
+// that it has not seen yet, and returns the header block's length once it
+// is all in (0 before), or errFraming. The framer's state is kept between
+// read events, so a header that arrives a byte at a time is scanned once,
+// not once per event (which costs quadratic time in the header's length),
+// and a body that arrives slowly rescans nothing.
+func (lc *loopClient) frameHead(buf []byte) (int, error) {
+	if lc.headLen > 0 {
+		return lc.headLen, nil
+	}
+	for i := lc.scanned; i < len(buf); i++ {
+		if !lc.fr.step(buf[i]) {
+			return 0, errFraming
+		}
+		if lc.fr.headDone {
+			lc.headLen = i + 1
+			return lc.headLen, nil
+		}
+	}
+	lc.scanned = len(buf)
+	return 0, nil
 }
 
 // waitBody records that the body of lc's request is not all in: got
