@@ -64,18 +64,11 @@ func adminGuard(h http.Handler, hosts map[string]bool, v *auth.Verifier, log *sl
 				"no JWT keys are configured on the balancer ("+auth.EnvSecret+"), so its state-changing routes are off", id)
 			return
 		}
-		raw, ok := auth.FromHeader(r.Header.Get("Authorization"))
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab"`)
-			apperr.WriteCode(w, http.StatusUnauthorized, apperr.Unauthorized,
-				"missing token: send Authorization: Bearer <token> with scope "+auth.ScopeAdmin, id)
-			return
-		}
-		claims, err := v.Verify(raw)
+		claims, challenge, err := auth.Authenticate(v, r.Header.Get("Authorization"))
 		if err != nil {
 			log.Warn("admin request refused: bad token", "err", err, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", id)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab", error="invalid_token"`)
-			apperr.WriteCode(w, http.StatusUnauthorized, apperr.Unauthorized, auth.Problem(err), id)
+			w.Header().Set("WWW-Authenticate", challenge)
+			apperr.WriteHTTP(w, err, id)
 			return
 		}
 		if !claims.HasScope(auth.ScopeAdmin) {

@@ -60,7 +60,7 @@ type framer struct {
 	cl       int64
 	chunked  bool
 	teOthers bool
-	headDone bool // the header block just ended (for loopClient.frameHead)
+	headDone bool // the header block just ended (for loopClient.scanHead)
 }
 
 // scan follows p, the next bytes of the connection, and returns how many

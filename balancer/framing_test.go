@@ -283,27 +283,27 @@ func FuzzEnginesFrameAlike(f *testing.F) {
 	})
 }
 
-// TestFrameHeadScansOnce: a header that reaches an event loop a byte at a
+// TestScanHeadScansOnce: a header that reaches an event loop a byte at a
 // time is framed once, each byte on its arrival, not again from its start
 // at every read event (quadratic in the header's length: a slow client's
 // cheap way to burn the loop's CPU); the result is the same as at once.
-func TestFrameHeadScansOnce(t *testing.T) {
+func TestScanHeadScansOnce(t *testing.T) {
 	t.Parallel()
 	head := "POST /longtask HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 4096) + "\r\nContent-Length: 2\r\n\r\n"
 	req := head + "{}"
 	var lc loopClient
 	for i := 1; i < len(head); i++ {
-		n, err := lc.frameHead([]byte(req[:i]))
+		n, err := lc.scanHead([]byte(req[:i]))
 		if err != nil || n != 0 {
-			t.Fatalf("frameHead(first %d bytes) = %d, %v; want 0, nil", i, n, err)
+			t.Fatalf("scanHead(first %d bytes) = %d, %v; want 0, nil", i, n, err)
 		}
 		if lc.scanned != i {
 			t.Fatalf("after %d bytes the framer has seen %d: it rescans", i, lc.scanned)
 		}
 	}
 	for _, in := range []string{head, req} { // the header complete, then the body in too
-		if n, err := lc.frameHead([]byte(in)); err != nil || n != len(head) {
-			t.Fatalf("frameHead(%d bytes) = %d, %v; want %d, nil", len(in), n, err, len(head))
+		if n, err := lc.scanHead([]byte(in)); err != nil || n != len(head) {
+			t.Fatalf("scanHead(%d bytes) = %d, %v; want %d, nil", len(in), n, err, len(head))
 		}
 	}
 
@@ -312,7 +312,7 @@ func TestFrameHeadScansOnce(t *testing.T) {
 	dribble := "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n"
 	var err error
 	for i := 1; i <= len(dribble) && err == nil; i++ {
-		_, err = bad.frameHead([]byte(dribble[:i]))
+		_, err = bad.scanHead([]byte(dribble[:i]))
 	}
 	if !errors.Is(err, errFraming) {
 		t.Errorf("a bare LF sent a byte at a time: err = %v, want errFraming", err)

@@ -145,7 +145,7 @@ type loopClient struct {
 	// blocked: requests are in, but the answers to earlier ones are still
 	// to be sent (maxPendingOutput); the sweep resumes it.
 	blocked bool
-	// fr, scanned and headLen frame the request arriving (frameHead):
+	// fr, scanned and headLen frame the request arriving (scanHead):
 	// the framer's state over its first scanned bytes, and its header
 	// block's length once that is all in.
 	fr      framer
@@ -358,7 +358,7 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		// The framer finds the header block's end, as the goroutine
 		// engine's does (framing.go); a request it refuses goes to the
 		// goroutine engine, whose framer refuses it too and answers 400.
-		head, ferr := lc.frameHead(buf)
+		head, ferr := lc.scanHead(buf)
 		if ferr != nil {
 			return f.handOff(lc)
 		}
@@ -412,13 +412,13 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 	}
 }
 
-// frameHead runs the framer over the bytes of buf, the request arriving,
+// scanHead runs the framer over the bytes of buf, the request arriving,
 // that it has not seen yet, and returns the header block's length once it
 // is all in (0 before), or errFraming. The framer's state is kept between
 // read events, so a header that arrives a byte at a time is scanned once,
 // not once per event (which costs quadratic time in the header's length),
 // and a body that arrives slowly rescans nothing.
-func (lc *loopClient) frameHead(buf []byte) (int, error) {
+func (lc *loopClient) scanHead(buf []byte) (int, error) {
 	if lc.headLen > 0 {
 		return lc.headLen, nil
 	}

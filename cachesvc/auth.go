@@ -14,16 +14,10 @@ import (
 // changes nothing.
 func (a *api) requireScope(scope string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, ok := auth.FromHeader(r.Header.Get("Authorization"))
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab"`)
-			a.fail(w, r, apperr.New(apperr.Unauthorized, "missing token: send Authorization: Bearer <token>"))
-			return
-		}
-		claims, err := a.verifier.Verify(raw)
+		claims, challenge, err := auth.Authenticate(a.verifier, r.Header.Get("Authorization"))
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="scalelab", error="invalid_token"`)
-			a.fail(w, r, apperr.Wrap(err, apperr.Unauthorized, "%s", auth.Problem(err)))
+			w.Header().Set("WWW-Authenticate", challenge)
+			a.fail(w, r, err)
 			return
 		}
 		if !claims.HasScope(scope) {

@@ -64,15 +64,10 @@ func servedBy(id string) echo.MiddlewareFunc {
 func authenticate(v *auth.Verifier) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			raw, ok := auth.FromHeader(c.Request().Header.Get(echo.HeaderAuthorization))
-			if !ok {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="scalelab"`)
-				return apperr.New(apperr.Unauthorized, "missing token: send Authorization: Bearer <token>")
-			}
-			claims, err := v.Verify(raw)
+			claims, challenge, err := auth.Authenticate(v, c.Request().Header.Get(echo.HeaderAuthorization))
 			if err != nil {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="scalelab", error="invalid_token"`)
-				return apperr.Wrap(err, apperr.Unauthorized, "%s", auth.Problem(err))
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
+				return err
 			}
 			return next(&authedContext{Context: c, claims: claims})
 		}

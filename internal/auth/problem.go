@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/scalelab/scalelab/internal/apperr"
 )
 
 // Problem says why a token was refused, in words a client can act on,
@@ -34,4 +36,22 @@ func Problem(err error) string {
 	default:
 		return "token is invalid"
 	}
+}
+
+// Authenticate verifies the token in header, the value of a request's
+// Authorization header (a bearer token, or the lab's bare token), with v.
+// It returns the token's claims or, for a missing token or one that does
+// not verify, an *apperr.Error with code unauthorized and the
+// WWW-Authenticate challenge (RFC 6750) its 401 carries. Every role that
+// takes tokens over HTTP answers through it, so they refuse alike.
+func Authenticate(v *Verifier, header string) (claims *Claims, challenge string, err error) {
+	raw, ok := FromHeader(header)
+	if !ok {
+		return nil, `Bearer realm="scalelab"`, apperr.New(apperr.Unauthorized, "missing token: send Authorization: Bearer <token>")
+	}
+	claims, err = v.Verify(raw)
+	if err != nil {
+		return nil, `Bearer realm="scalelab", error="invalid_token"`, apperr.Wrap(err, apperr.Unauthorized, "%s", Problem(err))
+	}
+	return claims, "", nil
 }
