@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/apperr"
 )
 
 // TestProblem: each way a token fails gets its own message, which names
@@ -39,5 +41,31 @@ func TestProblem(t *testing.T) {
 				t.Errorf("Problem() = %q echoes the token", got)
 			}
 		})
+	}
+}
+
+// TestAuthenticate: no token and a bad one are both 401 (apperr
+// unauthorized), each with its RFC 6750 challenge; a good one gives its
+// claims and no challenge.
+func TestAuthenticate(t *testing.T) {
+	t.Parallel()
+	keys := testKeys()
+	v := NewVerifier(keys)
+	good, _, _ := keys.Issue("alice", []string{ScopeDataRead}, time.Hour, time.Now())
+	tests := []struct{ name, header, challenge string }{
+		{"no token", "", `Bearer realm="scalelab"`},
+		{"bad token", "Bearer a.b.c", `Bearer realm="scalelab", error="invalid_token"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			claims, challenge, err := Authenticate(v, tt.header)
+			if claims != nil || apperr.CodeOf(err) != apperr.Unauthorized || challenge != tt.challenge {
+				t.Errorf("Authenticate(%q) = %v, %q, %v; want nil, %q, unauthorized", tt.header, claims, challenge, err, tt.challenge)
+			}
+		})
+	}
+	claims, challenge, err := Authenticate(v, "Bearer "+good)
+	if err != nil || challenge != "" || claims.Subject != "alice" {
+		t.Errorf("Authenticate(good) = %v, %q, %v; want alice's claims", claims, challenge, err)
 	}
 }
