@@ -16,7 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 
-	"github.com/scalelab/scalelab/internal/rawconn"
+	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
 
 // This file moves connections from the event loops (front) to goroutines:

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scalelab/scalelab/internal/rawconn"
+	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
 
 // patientListener retries Accept on errors that pass, as net/http's server

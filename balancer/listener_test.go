@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/scalelab/scalelab/internal/rawconn"
+	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
 
 // flakyListener fails Accept with errs, in turn, then accepts from the

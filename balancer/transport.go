@@ -17,7 +17,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/scalelab/scalelab/internal/rawconn"
+	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
 
 // newBackendClient returns the connection pool to one gateway. The balancer uses

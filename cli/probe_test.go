@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"errors"
@@ -47,7 +47,7 @@ func TestProbe(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("run(probe %q) = %v, want error %v", tt.args, err, tt.wantErr)
 			}
-			if got := errors.Is(err, errUsage); got != tt.wantUsage {
+			if got := errors.Is(err, ErrUsage); got != tt.wantUsage {
 				t.Errorf("run(probe %q) = %v, usage error %v, want %v", tt.args, err, got, tt.wantUsage)
 			}
 			if !tt.wantErr && !strings.HasPrefix(stdout.String(), "200") {

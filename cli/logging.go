@@ -1,5 +1,4 @@
-// Package logging builds the one slog.Logger a process uses.
-package logging
+package cli
 
 import (
 	"fmt"
@@ -10,27 +9,27 @@ import (
 	"golang.org/x/term"
 )
 
-// Formats accepted by New.
+// Log formats accepted by newLogger.
 const (
-	FormatText = "text"
-	FormatJSON = "json"
-	FormatAuto = "" // text on a terminal, JSON otherwise
+	logFormatText = "text"
+	logFormatJSON = "json"
+	logFormatAuto = "" // text on a terminal, JSON otherwise
 )
 
-// New returns a logger writing to w in the given format. An empty format
+// newLogger returns a logger writing to w in the given format. An empty format
 // picks text when w is a terminal and JSON otherwise (containers, files, CI).
-func New(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
-	if format == FormatAuto {
-		format = FormatJSON
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	if format == logFormatAuto {
+		format = logFormatJSON
 		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			format = FormatText
+			format = logFormatText
 		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch format {
-	case FormatJSON:
+	case logFormatJSON:
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case FormatText:
+	case logFormatText:
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	default:
 		return nil, fmt.Errorf("log format %q: want text or json", format)

@@ -31,11 +31,11 @@ import (
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
-	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/platform/dashboard"
 	"github.com/scalelab/scalelab/worker"
 )
 

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -59,7 +59,7 @@ func TestRunUsageErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
 			err := run(ctx, tt.args, env(tt.env), io.Discard, io.Discard)
-			if !errors.Is(err, errUsage) {
+			if !errors.Is(err, ErrUsage) {
 				t.Fatalf("run(%q) = %v, want a usage error (exit 2)", tt.args, err)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -208,7 +208,7 @@ func TestTasksCommand(t *testing.T) {
 		t.Errorf("tasks dlq retry nosuchtask = %v, want not found", err)
 	}
 	for _, args := range [][]string{{"tasks"}, {"tasks", "dlq"}, {"tasks", "dlq", "retry", "a.b"}, {"tasks", "nope"}} {
-		if err := run(t.Context(), args, vars, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		if err := run(t.Context(), args, vars, io.Discard, io.Discard); !errors.Is(err, ErrUsage) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}
@@ -269,7 +269,7 @@ func TestTasksCommandCredentials(t *testing.T) {
 				t.Errorf("run(%q) printed %q, want %q", tt.args, out.String(), "no dead tasks")
 			case !tt.wantOK && err == nil:
 				t.Errorf("run(%q) = nil, want an error", tt.args)
-			case !tt.wantOK && errors.Is(err, errUsage) != tt.wantUsage:
+			case !tt.wantOK && errors.Is(err, ErrUsage) != tt.wantUsage:
 				t.Errorf("run(%q) = %v, want a usage error: %v", tt.args, err, tt.wantUsage)
 			}
 		})
@@ -317,7 +317,7 @@ func TestTasksProvision(t *testing.T) {
 	if got := s.CachedInfo().Config.MaxMsgs; got != 500 {
 		t.Errorf("stream %s MaxMsgs = %d, want 500 (--max-queue)", task.Stream, got)
 	}
-	if err := run(t.Context(), []string{"tasks", "provision", "--replicas", "0"}, as(natsconf.RoleAdmin), io.Discard, io.Discard); !errors.Is(err, errUsage) {
+	if err := run(t.Context(), []string{"tasks", "provision", "--replicas", "0"}, as(natsconf.RoleAdmin), io.Discard, io.Discard); !errors.Is(err, ErrUsage) {
 		t.Errorf("tasks provision --replicas 0 = %v, want a usage error", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/envflag"
-	"github.com/scalelab/scalelab/internal/platform"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/platform"
 )
 
 // upConfig is the configuration of `scalelab up`: the platform's, the

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -16,10 +16,9 @@ import (
 	"log/slog"
 
 	"github.com/scalelab/scalelab/dbsvc"
-	"github.com/scalelab/scalelab/internal/bench"
 	"github.com/scalelab/scalelab/internal/envflag"
-	"github.com/scalelab/scalelab/internal/logging"
-	"github.com/scalelab/scalelab/internal/platform"
+	"github.com/scalelab/scalelab/platform"
+	"github.com/scalelab/scalelab/platform/bench"
 )
 
 const benchUsage = `scalelab bench: run the lab's experiments and write a report with charts.
@@ -126,7 +125,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return usageErr(fmt.Errorf("bench: --log-level %q: want debug, info, warn or error", logLevel))
 	}
-	if opts.Log, err = logging.New(logFile, "json", level); err != nil {
+	if opts.Log, err = newLogger(logFile, logFormatJSON, level); err != nil {
 		return usageErr(err)
 	}
 	for _, n := range names {

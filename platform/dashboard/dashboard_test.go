@@ -21,12 +21,12 @@ import (
 	"github.com/scalelab/scalelab/balancer"
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
-	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/natstest"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/platform/dashboard"
 	"github.com/scalelab/scalelab/worker"
 )
 

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -17,10 +17,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/natstest"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/platform/dashboard"
 )
 
 // adminListeningLine is the balancer's log line that names the address

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/scalelab/scalelab/internal/auth"
-	"github.com/scalelab/scalelab/internal/platform"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/platform"
 )
 
 // shortOptions are the options of `scalelab bench --short`, shorter still.

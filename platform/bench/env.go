@@ -20,7 +20,7 @@ import (
 
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
-	"github.com/scalelab/scalelab/internal/platform"
+	"github.com/scalelab/scalelab/platform"
 )
 
 // Options configure a bench run.

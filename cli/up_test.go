@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -48,6 +48,16 @@ func (s *syncBuffer) String() string {
 
 func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
+}
+
+// run runs the program as main does, on an empty stdin.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return Run(ctx, args, getenv, strings.NewReader(""), stdout, stderr)
+}
+
+// runStdin runs the program as main does, with stdin as its input.
+func runStdin(ctx context.Context, stdin string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return Run(ctx, args, getenv, strings.NewReader(stdin), stdout, stderr)
 }
 
 // upRun is a running `scalelab up` started by startUp.
@@ -522,11 +532,9 @@ func TestUpTaskWait(t *testing.T) {
 // task is not cancelled; the dev token (every scope, tasks:admin among
 // them) sees it.
 func TestUpTaskOwnership(t *testing.T) {
-	cheapBcrypt(t)
 	p := startUp(t, t.TempDir())
 	login := func(user string) string {
-		withStdin(t, "correct horse battery\n")
-		if err := run(t.Context(), []string{"users", "add", user, "--nats", p.nats}, env(maps.Clone(p.admin)), io.Discard, io.Discard); err != nil {
+		if err := runStdin(t.Context(), "correct horse battery\n", []string{"users", "add", user, "--nats", p.nats, "--bcrypt-cost", cheapBcrypt}, env(maps.Clone(p.admin)), io.Discard, io.Discard); err != nil {
 			t.Fatalf("users add %s = %v", user, err)
 		}
 		r := p.do(t, "POST", "/auth/token", "", []byte(`{"username":"`+user+`","password":"correct horse battery"}`))
@@ -636,10 +644,8 @@ func TestUpReadYourWrites(t *testing.T) {
 // besides the API tests above and what an operator does with the
 // credentials the banner prints: users add and a login, the dead-letter
 // list, cancelling a running task, cachesvc's writes, deletes, stats and
-// flush, and the nats CLI context. Not parallel: it swaps stdin and
-// bcryptCost.
+// flush, and the nats CLI context.
 func TestUpOperators(t *testing.T) {
-	cheapBcrypt(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	p := startUp(t, dir)
 	bearer := "Bearer " + p.token
@@ -706,8 +712,7 @@ func TestUpOperators(t *testing.T) {
 
 	// users add with the banner's environment, then a login.
 	admin := maps.Clone(p.admin)
-	withStdin(t, "correct horse battery\n")
-	if err := run(t.Context(), []string{"users", "add", "alice", "--nats", p.nats}, env(admin), io.Discard, io.Discard); err != nil {
+	if err := runStdin(t.Context(), "correct horse battery\n", []string{"users", "add", "alice", "--nats", p.nats, "--bcrypt-cost", cheapBcrypt}, env(admin), io.Discard, io.Discard); err != nil {
 		t.Fatalf("users add with the banner's credentials = %v", err)
 	}
 	login := p.do(t, "POST", "/auth/token", "", []byte(`{"username":"alice","password":"correct horse battery"}`))

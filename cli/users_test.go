@@ -1,10 +1,12 @@
-package main
+package cli
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,44 +19,22 @@ import (
 	"github.com/scalelab/scalelab/internal/testutil"
 )
 
-// cheapBcrypt makes `users add` hash at dbsvc.MinBcryptCost until the
-// test ends, after checking that it otherwise hashes at
-// dbsvc.DefaultBcryptCost. Not for parallel tests: bcryptCost is a package
-// variable.
-func cheapBcrypt(t *testing.T) {
-	t.Helper()
-	if bcryptCost != dbsvc.DefaultBcryptCost {
-		t.Fatalf("bcryptCost = %d, want dbsvc.DefaultBcryptCost (%d)", bcryptCost, dbsvc.DefaultBcryptCost)
-	}
-	bcryptCost = dbsvc.MinBcryptCost
-	t.Cleanup(func() { bcryptCost = dbsvc.DefaultBcryptCost })
-}
-
-// withStdin makes input the password source of `users add` until the test
-// ends. Tests that use it must not be parallel: stdin is a package
-// variable.
-func withStdin(t *testing.T, input string) {
-	t.Helper()
-	old := stdin
-	stdin = strings.NewReader(input)
-	t.Cleanup(func() { stdin = old })
-}
+// cheapBcrypt is the --bcrypt-cost of the tests' `users add`: under the
+// race detector a hash at dbsvc.DefaultBcryptCost takes seconds.
+var cheapBcrypt = strconv.Itoa(dbsvc.MinBcryptCost)
 
 // TestUsersAdd drives `scalelab users add` against NATS and dbsvc: the
 // user is created, then updated, with only a bcrypt hash stored; bad input
-// is a usage error and stores nothing. Not parallel: it swaps stdin and
-// bcryptCost.
+// is a usage error and stores nothing.
 func TestUsersAdd(t *testing.T) {
-	cheapBcrypt(t)
 	ns := testutil.StartNATS(t)
-	vars := env(map[string]string{"SCALELAB_NATS_URL": ns.ClientURL()})
+	vars := env(map[string]string{"SCALELAB_NATS_URL": ns.ClientURL(), "SCALELAB_BCRYPT_COST": cheapBcrypt})
 	db := dbsvc.NewClient(testutil.Connect(t, ns))
 
 	// No dbsvc yet: a plain error (exit 1), not a usage error.
-	withStdin(t, "correct horse battery\n")
-	err := run(t.Context(), []string{"users", "add", "alice"}, vars, io.Discard, io.Discard)
+	err := runStdin(t.Context(), "correct horse battery\n", []string{"users", "add", "alice"}, vars, io.Discard, io.Discard)
 	var aerr *apperr.Error
-	if err == nil || errors.Is(err, errUsage) || !errors.As(err, &aerr) || aerr.Code != apperr.Unavailable {
+	if err == nil || errors.Is(err, ErrUsage) || !errors.As(err, &aerr) || aerr.Code != apperr.Unavailable {
 		t.Fatalf("users add without dbsvc = %v, want an unavailable error that is not a usage error", err)
 	}
 
@@ -91,9 +71,8 @@ func TestUsersAdd(t *testing.T) {
 	}
 	for _, tt := range added {
 		t.Run(tt.name, func(t *testing.T) {
-			withStdin(t, tt.stdin)
 			var out strings.Builder
-			if err := run(t.Context(), tt.args, vars, &out, io.Discard); err != nil {
+			if err := runStdin(t.Context(), tt.stdin, tt.args, vars, &out, io.Discard); err != nil {
 				t.Fatalf("run(%q) = %v", tt.args, err)
 			}
 			if out.String() != tt.out {
@@ -106,8 +85,8 @@ func TestUsersAdd(t *testing.T) {
 			if err := bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(tt.password)); err != nil {
 				t.Errorf("stored hash does not match %q: %v", tt.password, err)
 			}
-			if cost, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil || cost != bcryptCost {
-				t.Errorf("bcrypt.Cost(stored hash) = %d, %v, want bcryptCost (%d)", cost, err, bcryptCost)
+			if cost, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil || cost != dbsvc.MinBcryptCost {
+				t.Errorf("bcrypt.Cost(stored hash) = %d, %v, want --bcrypt-cost (%d)", cost, err, dbsvc.MinBcryptCost)
 			}
 			wantScopes := strings.Fields(strings.TrimSuffix(tt.out[strings.Index(tt.out, "scopes ")+len("scopes "):], "\n"))
 			if diff := cmp.Diff(wantScopes, u.Scopes); diff != "" {
@@ -135,12 +114,13 @@ func TestUsersAdd(t *testing.T) {
 		{"password of 11 characters", "abcdefghijk\n", []string{"users", "add", "carol"}},
 		{"password over 72 bytes", strings.Repeat("x", 73) + "\n", []string{"users", "add", "carol"}},
 		{"password without end", strings.Repeat("x", 5000), []string{"users", "add", "carol"}},
+		{"bcrypt cost too low", "correct horse battery\n", []string{"users", "add", "carol", "--bcrypt-cost", strconv.Itoa(dbsvc.MinBcryptCost - 1)}},
+		{"bcrypt cost too high", "correct horse battery\n", []string{"users", "add", "carol", "--bcrypt-cost", strconv.Itoa(dbsvc.MaxBcryptCost + 1)}},
 	}
 	for _, tt := range usage {
 		t.Run(tt.name, func(t *testing.T) {
-			withStdin(t, tt.stdin)
-			err := run(t.Context(), tt.args, vars, io.Discard, io.Discard)
-			if !errors.Is(err, errUsage) {
+			err := runStdin(t.Context(), tt.stdin, tt.args, vars, io.Discard, io.Discard)
+			if !errors.Is(err, ErrUsage) {
 				t.Errorf("run(%q) with stdin %.20q = %v, want a usage error (exit 2)", tt.args, tt.stdin, err)
 			}
 		})
@@ -149,11 +129,15 @@ func TestUsersAdd(t *testing.T) {
 		t.Errorf("GetUser(carol) after only bad adds = %v, want ErrNotFound", err)
 	}
 	// 12 characters, counted as characters: 12 two-byte runes pass.
-	withStdin(t, strings.Repeat("é", 12)+"\n")
-	if err := run(t.Context(), []string{"users", "add", "carol"}, vars, io.Discard, io.Discard); err != nil {
+	if err := runStdin(t.Context(), strings.Repeat("é", 12)+"\n", []string{"users", "add", "carol"}, vars, io.Discard, io.Discard); err != nil {
 		t.Errorf("users add with a 12-character password = %v, want nil", err)
 	}
-	if err := run(t.Context(), []string{"users", "add", "-h"}, vars, io.Discard, io.Discard); err != nil {
+	// Without --bcrypt-cost, the cost the gateway's dummy hash matches.
+	var help strings.Builder
+	if err := run(t.Context(), []string{"users", "add", "-h"}, env(nil), io.Discard, &help); err != nil {
 		t.Errorf("users add -h = %v, want nil", err)
+	}
+	if want := fmt.Sprintf("(default %d)", dbsvc.DefaultBcryptCost); !strings.Contains(help.String(), want) {
+		t.Errorf("users add -h does not say %q:\n%s", want, help.String())
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/scalelab/scalelab/balancer"
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/cache"
-	"github.com/scalelab/scalelab/internal/platform"
+	"github.com/scalelab/scalelab/platform"
 )
 
 // Scenario is one experiment of the lab.

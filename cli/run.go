@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -18,20 +18,19 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
-	"github.com/scalelab/scalelab/internal/dashboard"
 	"github.com/scalelab/scalelab/internal/envflag"
-	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/natsconn"
-	"github.com/scalelab/scalelab/internal/platform"
+	"github.com/scalelab/scalelab/platform"
+	"github.com/scalelab/scalelab/platform/dashboard"
 	"github.com/scalelab/scalelab/worker"
 )
 
-// errUsage marks errors caused by bad command-line input or configuration;
+// ErrUsage marks errors caused by bad command-line input or configuration;
 // main exits 2 on them.
-var errUsage = errors.New("usage")
+var ErrUsage = errors.New("usage")
 
-// usageErr wraps err so that errors.Is(err, errUsage) holds.
-func usageErr(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
+// usageErr wraps err so that errors.Is(err, ErrUsage) holds.
+func usageErr(err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) }
 
 const usage = `scalelab — load balancing, caching and async processing on NATS
 
@@ -53,8 +52,11 @@ Usage:
 Run 'scalelab <command> -h' for the flags of a command.
 `
 
-// run is the whole program; main only adds signals and the exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Run is the whole program: args are the command line without the
+// program's name, getenv reads the environment, and stdin, stdout and
+// stderr are the process's streams. main only adds signals and the exit
+// code: Run holds no globals, so tests run it as main does.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return usageErr(errors.New("no command given"))
@@ -68,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "tasks":
 		return runTasks(ctx, rest, getenv, stdout, stderr)
 	case "users":
-		return runUsers(ctx, rest, getenv, stdout, stderr)
+		return runUsers(ctx, rest, getenv, stdin, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, stdout, stderr)
 	case "bench":
@@ -104,7 +106,7 @@ func (c *common) register(s *envflag.Set, withNATS bool) {
 	if withNATS {
 		c.registerNATS(s, nats.DefaultURL, "NATS server URL(s), comma-separated")
 	}
-	s.String(&c.LogFormat, "log-format", "SCALELAB_LOG_FORMAT", logging.FormatAuto, "log format: text or json (default: text on a terminal, else json)")
+	s.String(&c.LogFormat, "log-format", "SCALELAB_LOG_FORMAT", logFormatAuto, "log format: text or json (default: text on a terminal, else json)")
 	s.String(&c.LogLevel, "log-level", "SCALELAB_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 }
 
@@ -143,64 +145,66 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	return logging.New(stderr, c.LogFormat, level)
+	return newLogger(stderr, c.LogFormat, level)
 }
 
-// role is one runnable role: setup defines its flags and returns a
-// function that validates the parsed config and, if it is good, a start
-// function that runs the role.
-type role struct {
+// roleCommand is one role as a command. Its constructor (in roles)
+// registers the role's flags; once they are parsed, validate checks the
+// config and run runs the role until ctx ends (nc is nil for a role that
+// does not use NATS).
+type roleCommand struct {
 	usesNATS bool
-	setup    func(s *envflag.Set) (prepare func() (start startFunc, err error))
+	validate func() error
+	run      func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
 }
 
-// startFunc runs a role until ctx ends; nc is nil for roles without NATS.
-type startFunc func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
-
-var roles = map[string]role{
-	"gateway": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+// roles are the commands that run one role, by name.
+var roles = map[string]func(s *envflag.Set) roleCommand{
+	"gateway": func(s *envflag.Set) roleCommand {
 		cfg := gateway.DefaultConfig()
 		cfg.RegisterFlags(s)
-		return func() (startFunc, error) {
-			if cfg.ID == "" {
-				cfg.ID = platform.DefaultID(cfg.Addr)
-			}
-			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		return roleCommand{
+			usesNATS: true,
+			validate: func() error { defaultID(&cfg.ID, cfg.Addr); return cfg.Validate() },
+			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return gateway.Run(ctx, cfg, nc, log)
-			}, cfg.Validate()
+			},
 		}
-	}},
-	"worker": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+	},
+	"worker": func(s *envflag.Set) roleCommand {
 		cfg := worker.DefaultConfig()
 		cfg.RegisterFlags(s)
-		return func() (startFunc, error) {
-			if cfg.ID == "" {
-				cfg.ID = platform.DefaultID(cfg.Addr)
-			}
-			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		return roleCommand{
+			usesNATS: true,
+			validate: func() error { defaultID(&cfg.ID, cfg.Addr); return cfg.Validate() },
+			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return worker.Run(ctx, cfg, nc, log)
-			}, cfg.Validate()
+			},
 		}
-	}},
-	"cachesvc": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+	},
+	"cachesvc": func(s *envflag.Set) roleCommand {
 		cfg := cachesvc.DefaultConfig()
 		cfg.RegisterFlags(s)
-		return func() (startFunc, error) {
-			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		return roleCommand{
+			usesNATS: true,
+			validate: func() error { return cfg.Validate() },
+			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return cachesvc.Run(ctx, cfg, nc, log)
-			}, cfg.Validate()
+			},
 		}
-	}},
-	"dbsvc": {usesNATS: true, setup: func(s *envflag.Set) func() (startFunc, error) {
+	},
+	"dbsvc": func(s *envflag.Set) roleCommand {
 		cfg := dbsvc.DefaultConfig()
 		cfg.RegisterFlags(s)
-		return func() (startFunc, error) {
-			return func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+		return roleCommand{
+			usesNATS: true,
+			validate: func() error { return cfg.Validate() },
+			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return dbsvc.Run(ctx, cfg, nc, log)
-			}, cfg.Validate()
+			},
 		}
-	}},
-	"balancer": {usesNATS: false, setup: func(s *envflag.Set) func() (startFunc, error) {
+	},
+	"balancer": func(s *envflag.Set) roleCommand {
 		cfg := balancer.DefaultConfig()
 		cfg.RegisterFlags(s)
 		// NATS is optional here: only the live dashboard (/-/dashboard)
@@ -208,8 +212,9 @@ var roles = map[string]role{
 		// background, so the front door never waits for NATS.
 		var c common
 		c.registerNATS(s, "", "NATS server URL(s) for the dashboard's figures (none: the balancer's own only)")
-		return func() (startFunc, error) {
-			return func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
+		return roleCommand{
+			validate: func() error { return cfg.Validate() },
+			run: func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
 				var opts natsconn.Options
 				if c.NATSURL != "" {
 					var err error
@@ -219,19 +224,27 @@ var roles = map[string]role{
 				}
 				cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
 				return balancer.Run(ctx, cfg, log)
-			}, cfg.Validate()
+			},
 		}
-	}},
+	},
+}
+
+// defaultID sets an instance id left empty to the one derived from the
+// instance's listen address.
+func defaultID(id *string, addr string) {
+	if *id == "" {
+		*id = platform.DefaultID(addr)
+	}
 }
 
 // runRole runs one role against an external NATS server.
-func runRole(ctx context.Context, name string, r role, args []string, getenv func(string) string, stderr io.Writer) error {
+func runRole(ctx context.Context, name string, newRole func(*envflag.Set) roleCommand, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("scalelab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := envflag.New(fs, getenv)
 	var c common
+	r := newRole(s)
 	c.register(s, r.usesNATS)
-	prepare := r.setup(s)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -245,8 +258,7 @@ func runRole(ctx context.Context, name string, r role, args []string, getenv fun
 	if err != nil {
 		return usageErr(err)
 	}
-	start, err := prepare()
-	if err = errors.Join(s.Err(), err); err != nil {
+	if err := errors.Join(s.Err(), r.validate()); err != nil {
 		return usageErr(err)
 	}
 	var nc *nats.Conn
@@ -263,7 +275,7 @@ func runRole(ctx context.Context, name string, r role, args []string, getenv fun
 			return err
 		}
 	}
-	err = start(ctx, nc, log)
+	err = r.run(ctx, nc, log)
 	if r.usesNATS {
 		if derr := natsconn.Close(nc, platform.DrainTimeout); derr != nil {
 			log.Warn("nats drain", "err", derr)
