@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -83,13 +84,18 @@ type Config struct {
 	// ReserveLoopProcs answered, or 0 for the gateways' default. Not a
 	// flag.
 	BcryptSlots int
-	// TuneGateway, when set, adjusts the config of gateway i (from 0)
-	// before it starts: `scalelab bench` makes one gateway slow with it.
+	// GatewayIDs name the gateways, in order (X-Served-By, metrics);
+	// gateways past its end, or with "", get DefaultID of their address.
+	// Not a flag: `scalelab bench` names them gw1, gw2, ...
+	GatewayIDs []string
+	// GatewayLatency is each gateway's gateway.Config.InjectLatency, in
+	// order; gateways past its end get none. Not a flag: `scalelab bench`
+	// makes one gateway slow with it.
+	GatewayLatency []time.Duration
+	// Weights are the balancer's weights of the gateways, in order
+	// (balancer.Config.Weights, for the weighted round robin policy).
 	// Not a flag.
-	TuneGateway func(i int, c *gateway.Config)
-	// TuneBalancer, when set, adjusts the balancer's config before it
-	// starts. Not a flag.
-	TuneBalancer func(c *balancer.Config)
+	Weights []int
 }
 
 // DefaultConfig returns the defaults of the flags, with no keys.
@@ -199,95 +205,88 @@ type Platform struct {
 	// open until the platform stops.
 	Admin *nats.Conn
 
-	cancel   context.CancelFunc
-	done     chan struct{}
-	err      error // set before done closes
-	gwStop   []context.CancelFunc
-	gwDone   []chan struct{}
-	gwKill   []*killableListener
-	stopOnce sync.Once
+	log     *slog.Logger
+	lns     []net.Listener // every listener, closed by teardown
+	ns      *server.Server // the embedded NATS server
+	cancel  context.CancelFunc
+	stopped <-chan struct{} // closed when the platform must stop: ctx ended, Stop, or a role failed
+	roles   errgroup.Group  // the running roles
+	gwStop  []context.CancelFunc
+	gwDone  []chan struct{}
+	gwKill  []*killableListener
+	once    sync.Once // teardown runs once; err is its result
+	err     error
 }
 
 // role is one role instance of the platform.
 type role struct {
 	name  string        // also the NATS connection name
 	user  natsconf.Role // the NATS user it connects as
-	stop  context.CancelFunc
 	done  chan struct{}
 	start func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
 }
 
 // Start starts the platform and returns once every role is ready. It runs
-// until ctx ends or Stop is called; Wait returns how it ended. When a role
-// fails to start, Start stops the others and returns the error.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error) {
+// until ctx ends, Stop is called or a role fails; Wait returns how it
+// ended. When a role fails to start, Start stops the others and returns
+// the error. Whatever way it ends, one function takes it down (teardown).
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := cfg.Keys.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: up: %w", ErrConfig, err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Platform{log: log, cancel: cancel, stopped: ctx.Done()}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.teardown())
+		}
+	}()
 
 	// Bind every port before starting anything, so a busy port fails
 	// fast with its address, and the balancer learns the gateways' real
 	// addresses (tests pass :0).
-	lns, err := listenAll(append([]string{cfg.BalancerAddr, cfg.AdminAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...))
-	if err != nil {
+	if p.lns, err = listenAll(append([]string{cfg.BalancerAddr, cfg.AdminAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...)); err != nil {
 		return nil, err
 	}
-	balLn, adminLn, dbLn, cacheLn, gwLns := lns[0], lns[1], lns[2], lns[3], lns[4:]
+	balLn, adminLn, dbLn, cacheLn, gwLns := p.lns[0], p.lns[1], p.lns[2], p.lns[3], p.lns[4:]
 	dialGateway, err := gatewaySockets(gwLns)
 	if err != nil {
 		log.Warn("the balancer reaches the gateways over TCP", "err", err)
 	}
-	// Gateways can be killed (KillGateway), as well as stopped.
-	var gwKill []*killableListener
+	// Gateways can be killed (KillGateway), as well as stopped. gwLns
+	// shares p.lns's array: teardown closes what the gateways listen on.
 	for i, ln := range gwLns {
 		k := newKillableListener(ln)
-		gwLns[i], gwKill = k, append(gwKill, k)
+		gwLns[i], p.gwKill = k, append(p.gwKill, k)
+	}
+	p.BalancerURL, p.AdminURL = "http://"+balLn.Addr().String(), "http://"+adminLn.Addr().String()
+	p.DBURL, p.CacheURL = "http://"+dbLn.Addr().String(), "http://"+cacheLn.Addr().String()
+	for _, ln := range gwLns {
+		p.GatewayURLs = append(p.GatewayURLs, "http://"+ln.Addr().String())
 	}
 
 	// The same permission model as a cluster (natsconf/permissions.go):
 	// each role connects as its own user, with passwords made for this
 	// run, so nothing that works here needs more rights in production.
-	passwords, err := natsconf.RandomPasswords()
-	if err != nil {
-		closeAll(lns)
+	if p.Passwords, err = natsconf.RandomPasswords(); err != nil {
 		return nil, err
 	}
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
-		closeAll(lns)
 		return nil, err
 	}
-	ns, err := natsconf.StartEmbedded(natsconf.Embedded{
+	p.ns, err = natsconf.StartEmbedded(natsconf.Embedded{
 		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: passwords,
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: p.Passwords,
 	}, log)
 	if err != nil {
-		closeAll(lns)
 		return nil, err
 	}
-	p := &Platform{
-		BalancerURL: "http://" + balLn.Addr().String(), DBURL: "http://" + dbLn.Addr().String(),
-		AdminURL: "http://" + adminLn.Addr().String(),
-		CacheURL: "http://" + cacheLn.Addr().String(), NATSURL: ns.ClientURL(), Passwords: passwords,
-		done: make(chan struct{}), gwKill: gwKill,
-	}
-	if a := ns.MonitorAddr(); a != nil {
+	p.NATSURL = p.ns.ClientURL()
+	if a := p.ns.MonitorAddr(); a != nil {
 		p.NATSMonitorURL = "http://" + a.String()
-	}
-	shutdownNATS := func() {
-		if p.Admin != nil {
-			p.Admin.Close()
-		}
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		log.Info("embedded nats stopped")
-	}
-	fail := func(err error) (*Platform, error) {
-		closeAll(lns)
-		shutdownNATS()
-		return nil, err
 	}
 
 	// Provision the task streams, as admin, before the roles start: the
@@ -298,24 +297,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// The platform's own connection, as the operator: provisioning now,
 	// readiness checks later, and for callers after that.
 	admin := string(natsconf.RoleAdmin)
-	p.Admin, err = nats.Connect(ns.ClientURL(), nats.Name("scalelab-up"), nats.InProcessServer(ns),
-		nats.UserInfo(admin, passwords[natsconf.RoleAdmin]), nats.CustomInboxPrefix(natsconn.InboxPrefix(admin)))
+	p.Admin, err = nats.Connect(p.NATSURL, nats.Name("scalelab-up"), nats.InProcessServer(p.ns),
+		nats.UserInfo(admin, p.Passwords[natsconf.RoleAdmin]), nats.CustomInboxPrefix(natsconn.InboxPrefix(admin)))
 	if err != nil {
-		return fail(fmt.Errorf("up: connect to embedded nats: %w", err))
+		return nil, fmt.Errorf("up: connect to embedded nats: %w", err)
 	}
-	if p.NATSContext, err = writeNATSContext(cfg.DataDir, ns.ClientURL(), admin, passwords[natsconf.RoleAdmin]); err != nil {
-		return fail(err)
+	if p.NATSContext, err = writeNATSContext(cfg.DataDir, p.NATSURL, admin, p.Passwords[natsconf.RoleAdmin]); err != nil {
+		return nil, err
 	}
 	if err := provisionTasks(ctx, p.Admin, provision); err != nil {
-		return fail(err)
+		return nil, err
 	}
 
 	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn, adminLn)
 	if err != nil {
-		return fail(fmt.Errorf("%w: %w", ErrConfig, err))
-	}
-	for _, ln := range gwLns {
-		p.GatewayURLs = append(p.GatewayURLs, "http://"+ln.Addr().String())
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if balCfg.Dial == nil {
 		balCfg.Dial = dialGateway
@@ -324,55 +320,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	// read-only user, as `scalelab balancer --nats-user balancer` does.
 	if balCfg.Dashboard == nil {
 		balCfg.Dashboard = dashboard.New(dashboard.Config{NATS: natsconn.Options{
-			URL: ns.ClientURL(), Name: "scalelab-balancer", InProcess: ns,
-			User: string(natsconf.RoleBalancer), Password: passwords[natsconf.RoleBalancer],
+			URL: p.NATSURL, Name: "scalelab-balancer", InProcess: p.ns,
+			User: string(natsconf.RoleBalancer), Password: p.Passwords[natsconf.RoleBalancer],
 		}}, log.With("role", "balancer"))
 	}
-
-	// cancel stops the roles already started if a later one cannot start.
-	ctx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return balancer.Run(gctx, balCfg, log) })
-	for i := range roles {
-		r := &roles[i]
-		// Each role has its own connection, as it would as a process: its
-		// name shows in the server's /connz, and draining one
-		// does not cut the others off. The connections are in-process
-		// pipes, not TCP: the same protocol, without a system call per
-		// message (natsconn.Options.InProcess).
-		nc, err := natsconn.Connect(gctx, natsconn.Options{URL: ns.ClientURL(), Name: "scalelab-" + r.name,
-			User: string(r.user), Password: passwords[r.user], InProcess: ns}, log)
-		if err != nil {
-			cancel()
-			err = errors.Join(err, g.Wait())
-			closeAll(lns) // the listeners of the roles not started yet
-			shutdownNATS()
-			return nil, err
-		}
-		// A role's own context lets one gateway be stopped (StopGateway)
-		// while the rest run on.
-		rctx, rcancel := context.WithCancel(gctx)
-		r.stop, r.done = rcancel, make(chan struct{})
-		if r.user == natsconf.RoleGateway {
-			p.gwStop, p.gwDone = append(p.gwStop, rcancel), append(p.gwDone, r.done)
-		}
-		g.Go(func() error {
-			defer close(r.done)
-			defer rcancel()
-			err := r.start(rctx, nc, log)
-			if derr := natsconn.Close(nc, DrainTimeout); derr != nil {
-				log.Warn("nats drain", "conn", r.name, "err", derr)
-			}
-			return err
-		})
+	if err := p.startRoles(ctx, balCfg, roles); err != nil {
+		return nil, err
 	}
-	go func() {
-		p.err = g.Wait()
-		cancel()
-		shutdownNATS()
-		close(p.done)
-	}()
 
 	// Ready only when it is: every HTTP role answers /readyz and a worker
 	// answers the process service (dbsvc seeds on first start).
@@ -380,19 +334,80 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Platform, error)
 	for _, b := range p.GatewayURLs {
 		readyURLs = append(readyURLs, b+"/readyz")
 	}
-	if err := waitReady(gctx, p.Admin, readyURLs, log); err != nil {
-		cancel()
-		<-p.done
-		return nil, errors.Join(err, p.err)
+	if err := waitReady(ctx, p.Admin, readyURLs, log); err != nil {
+		return nil, err
 	}
-	if gctx.Err() != nil { // stopped (or failed) before it was up
-		<-p.done
-		if p.err == nil {
-			p.err = ctx.Err()
-		}
-		return nil, p.err
+	select {
+	case <-p.stopped: // stopped, or a role failed, before it was up
+		return nil, ctx.Err()
+	default:
 	}
 	return p, nil
+}
+
+// startRoles starts the balancer and every role on its own NATS
+// connection, in p.roles; the first to fail stops the rest (p.stopped).
+func (p *Platform) startRoles(ctx context.Context, balCfg balancer.Config, roles []role) error {
+	p.roles.Go(func() error { return p.stopOnError(balancer.Run(ctx, balCfg, p.log)) })
+	for i := range roles {
+		r := &roles[i]
+		// Each role has its own connection, as it would as a process: its
+		// name shows in the server's /connz, and draining one
+		// does not cut the others off. The connections are in-process
+		// pipes, not TCP: the same protocol, without a system call per
+		// message (natsconn.Options.InProcess).
+		nc, err := natsconn.Connect(ctx, natsconn.Options{URL: p.NATSURL, Name: "scalelab-" + r.name,
+			User: string(r.user), Password: p.Passwords[r.user], InProcess: p.ns}, p.log)
+		if err != nil {
+			return err
+		}
+		// A role's own context lets one gateway be stopped (StopGateway)
+		// while the rest run on.
+		rctx, rcancel := context.WithCancel(ctx)
+		r.done = make(chan struct{})
+		if r.user == natsconf.RoleGateway {
+			p.gwStop, p.gwDone = append(p.gwStop, rcancel), append(p.gwDone, r.done)
+		}
+		p.roles.Go(func() error {
+			defer close(r.done)
+			defer rcancel()
+			err := r.start(rctx, nc, p.log)
+			if derr := natsconn.Close(nc, DrainTimeout); derr != nil {
+				p.log.Warn("nats drain", "conn", r.name, "err", derr)
+			}
+			return p.stopOnError(err)
+		})
+	}
+	return nil
+}
+
+// stopOnError passes a role's exit error on, and stops the platform when
+// there is one: a failed role takes the platform down, a stopped one
+// (StopGateway) does not.
+func (p *Platform) stopOnError(err error) error {
+	if err != nil {
+		p.cancel()
+	}
+	return err
+}
+
+// teardown takes the platform down, from whatever point Start reached:
+// it stops the roles and waits for them, closes every listener (those of
+// roles never started; the others are closed already), the operator's
+// connection and the NATS server. It returns the first role's error.
+func (p *Platform) teardown() error {
+	p.cancel()
+	err := p.roles.Wait()
+	closeAll(p.lns)
+	if p.Admin != nil {
+		p.Admin.Close()
+	}
+	if p.ns != nil {
+		p.ns.Shutdown()
+		p.ns.WaitForShutdown()
+		p.log.Info("embedded nats stopped")
+	}
+	return err
 }
 
 // roles lists every role of cfg, and the balancer's config, over the
@@ -424,21 +439,9 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 			}})
 	}
 	var backends []string
-	for i, ln := range gwLns {
-		gwCfg := gateway.DefaultConfig()
-		gwCfg.Listener, gwCfg.JWT, gwCfg.ShutdownTimeout = ln, cfg.Keys, cfg.ShutdownTime
-		gwCfg.ID = DefaultID(ln.Addr().String())
-		gwCfg.Provision.MaxQueueMsgs, gwCfg.Provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
-		gwCfg.Cache, gwCfg.Limits = cfg.Cache, cfg.Limits
-		// The balancer reaches the gateways from loopback: over TCP, or
-		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
-		gwCfg.TrustedProxies = gateway.LoopbackProxies()
-		gwCfg.BcryptSlots = cfg.BcryptSlots
-		if cfg.TuneGateway != nil {
-			cfg.TuneGateway(i, &gwCfg)
-		}
+	for i, gwCfg := range cfg.gatewayConfigs(gwLns) {
 		errs = append(errs, gwCfg.Validate())
-		backends = append(backends, "http://"+ln.Addr().String())
+		backends = append(backends, "http://"+gwLns[i].Addr().String())
 		roles = append(roles, role{name: fmt.Sprintf("gateway-%d", i+1), user: natsconf.RoleGateway,
 			start: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 				return gateway.Run(ctx, gwCfg, nc, log)
@@ -451,10 +454,32 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	balCfg.AdminListener, balCfg.AdminAddr, balCfg.JWT = adminLn, cfg.AdminAddr, cfg.Keys
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	balCfg.EventLoops = EventLoops()
-	if cfg.TuneBalancer != nil {
-		cfg.TuneBalancer(&balCfg)
-	}
+	balCfg.Weights = cfg.Weights
 	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
+}
+
+// gatewayConfigs is the config of each gateway, one per listener.
+func (cfg *Config) gatewayConfigs(lns []net.Listener) []gateway.Config {
+	out := make([]gateway.Config, len(lns))
+	for i, ln := range lns {
+		c := gateway.DefaultConfig()
+		c.Listener, c.JWT, c.ShutdownTimeout = ln, cfg.Keys, cfg.ShutdownTime
+		c.ID = DefaultID(ln.Addr().String())
+		if i < len(cfg.GatewayIDs) && cfg.GatewayIDs[i] != "" {
+			c.ID = cfg.GatewayIDs[i]
+		}
+		if i < len(cfg.GatewayLatency) {
+			c.InjectLatency = cfg.GatewayLatency[i]
+		}
+		c.Provision.MaxQueueMsgs, c.Provision.MaxRecordBytes = cfg.MaxQueue, cfg.MaxTaskBytes
+		c.Cache, c.Limits = cfg.Cache, cfg.Limits
+		// The balancer reaches the gateways from loopback: over TCP, or
+		// over the Unix sockets, whose peers say 127.0.0.1 (sockets.go).
+		c.TrustedProxies = gateway.LoopbackProxies()
+		c.BcryptSlots = cfg.BcryptSlots
+		out[i] = c
+	}
+	return out
 }
 
 // EventLoops is the number of event loops the platform's balancer runs:
@@ -491,19 +516,20 @@ func ReserveLoopProcs(getenv func(string) string) (bcryptSlots int) {
 	return gateway.DefaultBcryptSlots(n)
 }
 
-// Done is closed once the platform has stopped.
-func (p *Platform) Done() <-chan struct{} { return p.done }
-
-// Wait blocks until the platform has stopped and returns why: nil after a
-// clean stop, else the first role's error.
+// Wait blocks until the platform stops (its ctx ends, Stop is called or a
+// role fails), takes it down and returns why: nil after a clean stop,
+// else the first role's error.
 func (p *Platform) Wait() error {
-	<-p.done
+	p.once.Do(func() {
+		<-p.stopped
+		p.err = p.teardown()
+	})
 	return p.err
 }
 
 // Stop drains every role, stops the server and waits for all of it.
 func (p *Platform) Stop() error {
-	p.stopOnce.Do(p.cancel)
+	p.cancel()
 	return p.Wait()
 }
 

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -109,9 +108,8 @@ func TestGatewaysGetBcryptSlots(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BcryptSlots = 3
 	var got []int
-	cfg.TuneGateway = func(_ int, c *gateway.Config) { got = append(got, c.BcryptSlots) }
-	if _, _, err := cfg.roles(nil, nil, lns, nil, nil); err != nil {
-		t.Fatal(err)
+	for _, c := range cfg.gatewayConfigs(lns) {
+		got = append(got, c.BcryptSlots)
 	}
 	if !slices.Equal(got, []int{3, 3}) {
 		t.Errorf("gateways' BcryptSlots = %v, want [3 3]", got)

@@ -18,7 +18,6 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/platform"
 )
@@ -128,12 +127,9 @@ func (e *env) start(config map[string]string, tune func(*platform.Config)) (*tar
 	}
 	// Short gateway names (gw1, gw2, ...) in X-Served-By, for the
 	// distribution tables and charts.
-	scenarioTune := cfg.TuneGateway
-	cfg.TuneGateway = func(i int, c *gateway.Config) {
-		c.ID = fmt.Sprintf("gw%d", i+1)
-		if scenarioTune != nil {
-			scenarioTune(i, c)
-		}
+	cfg.GatewayIDs = nil
+	for i := range max(cfg.Gateways, len(strings.Split(cfg.GatewayAddrs, ","))) {
+		cfg.GatewayIDs = append(cfg.GatewayIDs, fmt.Sprintf("gw%d", i+1))
 	}
 	for k, v := range map[string]string{"cache": string(cfg.Cache.Mode), "gateways": fmt.Sprint(len(strings.Split(cfg.GatewayAddrs, ","))),
 		"workers": fmt.Sprint(cfg.Workers), "worker_concurrency": fmt.Sprint(cfg.Concurrency), "policy": cfg.Policy, "rate_limits": "off"} {

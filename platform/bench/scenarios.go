@@ -14,7 +14,6 @@ import (
 	"gonum.org/v1/plot"
 
 	"github.com/scalelab/scalelab/balancer"
-	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/platform"
 )
@@ -274,13 +273,9 @@ func runBalance(e *env) error {
 	policies := []string{balancer.PolicyRoundRobin, balancer.PolicyWeightedRoundRobin, balancer.PolicyLeastConnections, balancer.PolicyPowerOfTwo}
 	err := e.each("policy", policies, func(pol string, c *platform.Config) {
 		c.Gateways, c.Policy, c.Cache.Mode = 3, pol, cache.ModeKVLocal
-		c.TuneGateway = func(i int, g *gateway.Config) {
-			if i == 0 {
-				g.InjectLatency = balanceSlowDelay
-			}
-		}
+		c.GatewayLatency = []time.Duration{balanceSlowDelay}
 		if pol == balancer.PolicyWeightedRoundRobin {
-			c.TuneBalancer = func(b *balancer.Config) { b.Weights = []int{1, 3, 3} }
+			c.Weights = []int{1, 3, 3}
 		}
 	}, func(pol string, t *target) error {
 		e.warm(t, "/items/1")
