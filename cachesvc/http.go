@@ -17,6 +17,7 @@ import (
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
@@ -35,10 +36,6 @@ const (
 	confirmTimeout = time.Second
 	// deleteTimeout bounds one KV delete of DELETE /cache/{key}.
 	deleteTimeout = 5 * time.Second
-	// statsTimeout bounds collecting the processes' stats for GET /cache:
-	// a process that does not answer is left out rather than hold up the
-	// endpoint.
-	statsTimeout = time.Second
 )
 
 // api serves the lab's cache API over the bucket, and tells every
@@ -67,28 +64,36 @@ func (a *api) routes(reg *prometheus.Registry, ready ops.ReadyFunc) http.Handler
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cache", a.handleStats)
 	mux.HandleFunc("DELETE /cache", a.requireScope(auth.ScopeCacheWrite, a.handleFlush))
-	mux.HandleFunc("GET /cache/{key}", a.requireScope(auth.ScopeCacheRead, a.handleGet))
-	mux.HandleFunc("POST /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.handlePut))
-	mux.HandleFunc("DELETE /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.handleDelete))
+	mux.HandleFunc("GET /cache/{key}", a.requireScope(auth.ScopeCacheRead, a.withKey(a.handleGet)))
+	mux.HandleFunc("POST /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.withKey(a.handlePut)))
+	mux.HandleFunc("DELETE /cache/{key}", a.requireScope(auth.ScopeCacheWrite, a.withKey(a.handleDelete)))
 	ops.Mount(mux, "", reg, ready)
 	return httpserver.JSONErrors(mux)
 }
 
+// withKey serves h with the route's {key}, once cache.ValidKey accepts
+// it: a bad key is 400 with badKeyMessage, the same on every route.
+func (a *api) withKey(h func(w http.ResponseWriter, r *http.Request, key string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.PathValue("key")
+		if !cache.ValidKey(key) {
+			a.fail(w, r, apperr.New(apperr.Invalid, badKeyMessage))
+			return
+		}
+		h(w, r, key)
+	}
+}
+
 // handleGet answers {"value": <stored JSON>} or {"value": null} on a miss,
 // as the lab does.
-func (a *api) handleGet(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	if !cache.ValidKey(key) {
-		a.fail(w, r, apperr.New(apperr.Invalid, badKeyMessage))
-		return
-	}
+func (a *api) handleGet(w http.ResponseWriter, r *http.Request, key string) {
 	var value json.RawMessage
 	e, err := a.kv.Get(r.Context(), key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		a.metrics.lookups.WithLabelValues("miss").Inc()
 	case err != nil:
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not reachable"))
+		a.fail(w, r, unreachable(err))
 		return
 	default:
 		a.metrics.lookups.WithLabelValues("hit").Inc()
@@ -107,12 +112,7 @@ func (a *api) handleGet(w http.ResponseWriter, r *http.Request) {
 // (null is how internal/cache records "not found"). When it answers 200,
 // no gateway's near-cache serves the key's old value any more, unless one
 // did not confirm in time (logged).
-func (a *api) handlePut(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	if !cache.ValidKey(key) {
-		a.fail(w, r, apperr.New(apperr.Invalid, badKeyMessage))
-		return
-	}
+func (a *api) handlePut(w http.ResponseWriter, r *http.Request, key string) {
 	var body struct {
 		Value json.RawMessage `json:"value"`
 	}
@@ -130,7 +130,7 @@ func (a *api) handlePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := a.kv.Put(r.Context(), key, body.Value); err != nil {
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not writable"))
+		a.fail(w, r, unwritable(err))
 		return
 	}
 	a.metrics.writes.Inc()
@@ -143,12 +143,7 @@ func (a *api) handlePut(w http.ResponseWriter, r *http.Request) {
 
 // handleDelete removes a key from the bucket and from every gateway's
 // near-cache. Deleting an absent key succeeds: the outcome is the same.
-func (a *api) handleDelete(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	if !cache.ValidKey(key) {
-		a.fail(w, r, apperr.New(apperr.Invalid, badKeyMessage))
-		return
-	}
+func (a *api) handleDelete(w http.ResponseWriter, r *http.Request, key string) {
 	bucket := func(context.Context) (jetstream.KeyValue, error) { return a.kv, nil }
 	err := cache.DeleteAndBroadcast(r.Context(), bucket, a.inv, deleteTimeout, key)
 	switch {
@@ -157,7 +152,7 @@ func (a *api) handleDelete(w http.ResponseWriter, r *http.Request) {
 		// KV watch.
 		a.log.Warn("cache delete not confirmed by every process", "key", key, "err", err)
 	case err != nil:
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not writable"))
+		a.fail(w, r, unwritable(err))
 		return
 	}
 	a.metrics.deletes.Inc()
@@ -175,12 +170,12 @@ func (a *api) handleDelete(w http.ResponseWriter, r *http.Request) {
 func (a *api) handleFlush(w http.ResponseWriter, r *http.Request) {
 	stream, err := a.js.Stream(r.Context(), "KV_"+cache.Bucket)
 	if err != nil {
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not reachable"))
+		a.fail(w, r, unreachable(err))
 		return
 	}
 	purged := stream.CachedInfo().State.Msgs
 	if err := stream.Purge(r.Context()); err != nil {
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not writable"))
+		a.fail(w, r, unwritable(err))
 		return
 	}
 	if err := a.broadcast(r, cache.Invalidation{Flush: true}); err != nil {
@@ -207,78 +202,14 @@ func (a *api) broadcast(r *http.Request, in cache.Invalidation) error {
 	return err
 }
 
-// Stats is the body of GET /cache: the bucket, the lookups of this API
-// (api_*), and the tiers as the processes reading through internal/cache
-// (the gateways) count them.
-type Stats struct {
-	Bucket     string  `json:"bucket"`
-	Values     uint64  `json:"values"`
-	Bytes      uint64  `json:"bytes"`
-	TTLSeconds float64 `json:"ttl_seconds"`
-	History    int64   `json:"history"`
-	// Hits, Misses and HitRatio count GET /cache/{key} of this instance.
-	Hits     uint64  `json:"api_hits"`
-	Misses   uint64  `json:"api_misses"`
-	HitRatio float64 `json:"api_hit_ratio"`
-	// Tiers sums the processes' counters per tier.
-	Tiers Tiers `json:"tiers"`
-	// Loads sums the processes' database reads.
-	Loads uint64 `json:"loads"`
-	// OverallHitRatio is the share of the processes' lookups that a cache
-	// tier answered: (local hits + kv hits) / (local hits + kv hits +
-	// loads). Not local and kv misses: a local miss goes on to KV, so it
-	// would be counted twice, and a KV miss ends in a load (or in a wait
-	// for another process's fill, then a kv hit). Loads of processes with
-	// --cache off count as lookups no tier answered.
-	OverallHitRatio float64 `json:"hit_ratio"`
-	// Processes are the processes' own stats, by id; left out when they
-	// could not be collected, empty when no process reads through the
-	// cache.
-	Processes []cache.Stats `json:"processes,omitzero"`
+// unreachable is the error for a bucket that did not answer a read.
+func unreachable(err error) error {
+	return apperr.Wrap(err, apperr.Unavailable, "cache is not reachable")
 }
 
-// Tiers are the processes' tier counters summed. KV's entries and bytes
-// are the bucket's, which every process shares; local's are the sum of
-// the near-caches.
-type Tiers struct {
-	Local cache.TierStats `json:"local"`
-	KV    cache.TierStats `json:"kv"`
-}
-
-func (a *api) handleStats(w http.ResponseWriter, r *http.Request) {
-	st, err := a.kv.Status(r.Context())
-	if err != nil {
-		a.fail(w, r, apperr.Wrap(err, apperr.Unavailable, "cache is not reachable"))
-		return
-	}
-	hits, misses := a.metrics.counts()
-	s := Stats{
-		Bucket: st.Bucket(), Values: st.Values(), Bytes: st.Bytes(),
-		TTLSeconds: st.TTL().Seconds(), History: st.History(), Hits: hits, Misses: misses,
-	}
-	if hits+misses > 0 {
-		s.HitRatio = float64(hits) / float64(hits+misses)
-	}
-
-	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
-	defer cancel()
-	procs, err := cache.CollectStats(ctx, a.nc)
-	if err != nil {
-		// The bucket's own figures still stand.
-		a.log.Warn("cache processes' stats not collected", "err", err)
-	} else {
-		s.Processes = append([]cache.Stats{}, procs...)
-	}
-	for _, p := range s.Processes {
-		s.Tiers.Local.Add(p.Local)
-		s.Tiers.KV.Add(p.KV)
-		s.Loads += p.Loads
-	}
-	s.Tiers.KV.Entries, s.Tiers.KV.Bytes = int(st.Values()), int64(st.Bytes())
-	if answered := s.Tiers.Local.Hits + s.Tiers.KV.Hits; answered+s.Loads > 0 {
-		s.OverallHitRatio = float64(answered) / float64(answered+s.Loads)
-	}
-	writeJSON(w, http.StatusOK, s)
+// unwritable is the error for a bucket that did not take a write.
+func unwritable(err error) error {
+	return apperr.Wrap(err, apperr.Unavailable, "cache is not writable")
 }
 
 // fail logs unexpected errors once and writes the JSON error body.
@@ -286,9 +217,10 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if c := apperr.CodeOf(err); c == apperr.Unavailable || c == apperr.Internal {
 		a.log.Warn("cache request failed", "path", r.URL.Path, "err", err)
 	}
-	apperr.WriteHTTP(w, err, r.Header.Get("X-Request-ID"))
+	apperr.WriteHTTP(w, err, r.Header.Get(reqid.Header))
 }
 
+// writeJSON writes v as a JSON response with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)

@@ -41,58 +41,31 @@ func NewClient(nc *nats.Conn) *Client {
 }
 
 // Data runs the data report and returns the Report as the service encoded
-// it, so that a cache can store the bytes as they are.
+// it, so that a cache can store the bytes as they are. The request has no
+// body: the endpoint ignores it.
 func (c *Client) Data(ctx context.Context, requestID string) (json.RawMessage, error) {
-	msg, err := c.request(ctx, SubjectData, requestID, nil)
+	reply, err := c.request(ctx, SubjectData, requestID, nil)
 	if err != nil {
 		return nil, err
 	}
-	return json.RawMessage(msg.Data), nil
+	return json.RawMessage(reply), nil
 }
 
 // ItemJSON returns the item with the given id as the service encoded it (an
 // Item in JSON), so that a cache can store the bytes as they are.
 func (c *Client) ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error) {
-	body, err := json.Marshal(itemGetRequest{ID: id})
-	if err != nil {
-		return nil, fmt.Errorf("encode %s request: %w", SubjectItemGet, err)
-	}
-	msg, err := c.request(ctx, SubjectItemGet, requestID, body)
-	if err != nil {
-		return nil, err
-	}
-	return json.RawMessage(msg.Data), nil
+	return call[json.RawMessage](ctx, c, SubjectItemGet, requestID, itemGetRequest{ID: id})
 }
 
 // Item returns the item with the given id: ItemJSON, decoded.
 func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, error) {
-	raw, err := c.ItemJSON(ctx, requestID, id)
-	if err != nil {
-		return Item{}, err
-	}
-	var it Item
-	if err := json.Unmarshal(raw, &it); err != nil {
-		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemGet, err)
-	}
-	return it, nil
+	return call[Item](ctx, c, SubjectItemGet, requestID, itemGetRequest{ID: id})
 }
 
 // UpdateItem replaces the name, price and stock of item id and returns the
 // updated item. An update that fails ItemUpdate.Validate is answered invalid.
 func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u ItemUpdate) (Item, error) {
-	body, err := json.Marshal(itemUpdateRequest{ID: id, ItemUpdate: u})
-	if err != nil {
-		return Item{}, fmt.Errorf("encode %s request: %w", SubjectItemUpdate, err)
-	}
-	msg, err := c.request(ctx, SubjectItemUpdate, requestID, body)
-	if err != nil {
-		return Item{}, err
-	}
-	var it Item
-	if err := json.Unmarshal(msg.Data, &it); err != nil {
-		return Item{}, fmt.Errorf("decode %s reply: %w", SubjectItemUpdate, err)
-	}
-	return it, nil
+	return call[Item](ctx, c, SubjectItemUpdate, requestID, itemUpdateRequest{ID: id, ItemUpdate: u})
 }
 
 // ListItems returns up to limit items with ids above afterID, lowest id
@@ -104,44 +77,53 @@ func (c *Client) ListItems(ctx context.Context, requestID string, afterID int64,
 	if limit != 0 {
 		req.Limit = &limit
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return ItemPage{}, fmt.Errorf("encode %s request: %w", SubjectItemList, err)
-	}
-	msg, err := c.request(ctx, SubjectItemList, requestID, body)
-	if err != nil {
-		return ItemPage{}, err
-	}
-	var page ItemPage
-	if err := json.Unmarshal(msg.Data, &page); err != nil {
-		return ItemPage{}, fmt.Errorf("decode %s reply: %w", SubjectItemList, err)
-	}
-	return page, nil
+	return call[ItemPage](ctx, c, SubjectItemList, requestID, req)
 }
 
 // DeleteItem deletes item id and its sales. An unknown id is answered
 // not_found (matching ErrNotFound), so a second delete of the same id fails.
 func (c *Client) DeleteItem(ctx context.Context, requestID string, id int64) error {
-	body, err := json.Marshal(itemDeleteRequest{ID: id})
-	if err != nil {
-		return fmt.Errorf("encode %s request: %w", SubjectItemDelete, err)
-	}
-	msg, err := c.request(ctx, SubjectItemDelete, requestID, body)
+	reply, err := call[itemDeleteReply](ctx, c, SubjectItemDelete, requestID, itemDeleteRequest{ID: id})
 	if err != nil {
 		return err
 	}
-	var reply itemDeleteReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return fmt.Errorf("decode %s reply: %w", SubjectItemDelete, err)
-	}
 	if !reply.Deleted || reply.ID != id {
-		return fmt.Errorf("%s reply %s: want item %d deleted", SubjectItemDelete, msg.Data, id)
+		return fmt.Errorf("%s reply %+v: want item %d deleted", SubjectItemDelete, reply, id)
 	}
 	return nil
 }
 
-// request sends one request and returns the reply, or the error it carries.
-func (c *Client) request(ctx context.Context, subject, requestID string, data []byte) (*nats.Msg, error) {
+// call is one round trip to the service: it encodes req as the JSON body,
+// sends it to subject and decodes the reply into a Resp. A json.RawMessage
+// reply is returned as it arrived, neither parsed nor copied, for the
+// callers that hand the service's bytes on as they are. It returns the
+// errors of request, or one for a req it cannot encode or a reply it
+// cannot decode.
+func call[Resp, Req any](ctx context.Context, c *Client, subject, requestID string, req Req) (Resp, error) {
+	var resp Resp
+	body, err := json.Marshal(req)
+	if err != nil {
+		return resp, fmt.Errorf("encode %s request: %w", subject, err)
+	}
+	reply, err := c.request(ctx, subject, requestID, body)
+	if err != nil {
+		return resp, err
+	}
+	if raw, ok := any(&resp).(*json.RawMessage); ok {
+		*raw = reply
+		return resp, nil
+	}
+	if err := json.Unmarshal(reply, &resp); err != nil {
+		var zero Resp
+		return zero, fmt.Errorf("decode %s reply: %w", subject, err)
+	}
+	return resp, nil
+}
+
+// request sends one request and returns the reply's body. It returns an
+// *apperr.Error: unavailable when the request got no reply, or the error
+// the reply carries.
+func (c *Client) request(ctx context.Context, subject, requestID string, data []byte) ([]byte, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = DefaultClientTimeout
@@ -164,5 +146,5 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 		}
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}
-	return reply, nil
+	return reply.Data, nil
 }

@@ -25,78 +25,48 @@ import (
 // error body, 404 or 405.
 func newHandler(st *store, reg *prometheus.Registry, ready ops.ReadyFunc, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /db", handleDB(st, log))
-	mux.HandleFunc("GET /items", handleListItems(st, log))
-	mux.HandleFunc("GET /items/{id}", handleGetItem(st, log))
+	route(mux, "GET /db", st, log, noInput, report)
+	route(mux, "GET /items", st, log, parseListQuery, listItems)
+	route(mux, "GET /items/{id}", st, log, parseItemPath, getItem)
 	ops.Mount(mux, "", reg, ready)
 	return httpserver.JSONErrors(mux)
 }
 
-// handleDB serves the data report.
-func handleDB(st *store, log *slog.Logger) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// route serves op at pattern: parse reads its input from the path or the
+// query, and op checks and answers it as it does the NATS request. An error
+// becomes the house JSON error body with its code's status (a bad input is
+// 400, an unknown item 404).
+func route[Req, Resp any](mux *http.ServeMux, pattern string, st *store, log *slog.Logger, parse func(*http.Request) (Req, error), op operation[Req, Resp]) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rid := requestID(w, r)
-		log := log.With("route", "GET /db", "request_id", rid)
+		log := log.With("route", pattern, "request_id", rid)
 		log.Debug("http request")
-		rep, err := st.Report(r.Context())
+		in, err := parse(r)
 		if err != nil {
-			writeStoreError(w, r, log, err, rid)
+			writeRouteError(w, r, log, err, rid)
 			return
 		}
-		writeJSON(w, log, http.StatusOK, rep)
-	}
+		out, err := op(r.Context(), st, in)
+		if err != nil {
+			writeRouteError(w, r, log, err, rid)
+			return
+		}
+		writeJSON(w, log, http.StatusOK, out)
+	})
 }
 
-// handleGetItem serves one item; a bad id is 400, an unknown one 404.
-func handleGetItem(st *store, log *slog.Logger) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		rid := requestID(w, r)
-		log := log.With("route", "GET /items/{id}", "request_id", rid)
-		log.Debug("http request")
-		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-		if err != nil || id <= 0 {
-			writeError(w, log, apperr.New(apperr.Invalid, "id must be a positive integer"), rid)
-			return
-		}
-		it, err := st.Item(r.Context(), id)
-		if err != nil {
-			writeStoreError(w, r, log, itemError(id, err), rid)
-			return
-		}
-		writeJSON(w, log, http.StatusOK, it)
+// parseItemPath reads the id of GET /items/{id}; getItem checks its range.
+func parseItemPath(r *http.Request) (itemGetRequest, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return itemGetRequest{}, apperr.New(apperr.Invalid, badIDMessage)
 	}
-}
-
-// handleListItems serves one page of items. The query parameters after_id
-// and limit are optional and validated as in a SubjectItemList request; a bad
-// one is 400.
-func handleListItems(st *store, log *slog.Logger) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		rid := requestID(w, r)
-		log := log.With("route", "GET /items", "request_id", rid)
-		log.Debug("http request")
-		in, err := parseListQuery(r)
-		if err != nil {
-			writeError(w, log, err, rid)
-			return
-		}
-		limit, err := in.limit()
-		if err != nil {
-			writeError(w, log, err, rid)
-			return
-		}
-		page, err := st.ListItems(r.Context(), in.AfterID, limit)
-		if err != nil {
-			writeStoreError(w, r, log, err, rid)
-			return
-		}
-		writeJSON(w, log, http.StatusOK, page)
-	}
+	return itemGetRequest{ID: id}, nil
 }
 
 // parseListQuery reads after_id and limit from the query string; an absent or
 // empty parameter is left unset. It returns invalid for one that is not an
-// integer; itemListRequest.limit checks the ranges.
+// integer; listItems checks the ranges, as it does a SubjectItemList request.
 func parseListQuery(r *http.Request) (itemListRequest, error) {
 	var in itemListRequest
 	q := r.URL.Query()
@@ -127,10 +97,10 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 	return rid
 }
 
-// writeStoreError writes an error from the store. When the client has gone
-// away, the query was cancelled for that reason: nothing is wrong, and
-// nobody is listening for the answer.
-func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, rid string) {
+// writeRouteError writes an error from parsing or answering a request. When
+// the client has gone away, the query was cancelled for that reason:
+// nothing is wrong, and nobody is listening for the answer.
+func writeRouteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, rid string) {
 	if r.Context().Err() != nil {
 		log.Debug("client went away", "err", err)
 		return

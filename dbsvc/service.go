@@ -132,17 +132,18 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("add micro service %s: %w", ServiceName, err)
 	}
+	st := s.store
 	endpoints := []struct {
 		name, subject string
-		handle        func(context.Context, micro.Request) (any, error)
+		handle        handler
 	}{
-		{queryData, SubjectData, s.handleData},
-		{queryItemGet, SubjectItemGet, s.handleItemGet},
-		{queryItemUpdate, SubjectItemUpdate, s.handleItemUpdate},
-		{queryItemList, SubjectItemList, s.handleItemList},
-		{queryItemDelete, SubjectItemDelete, s.handleItemDelete},
-		{queryUserPut, SubjectUserPut, s.handleUserPut},
-		{queryUserGet, SubjectUserGet, s.handleUserGet},
+		{queryData, SubjectData, endpoint(st, noInput, report)},
+		{queryItemGet, SubjectItemGet, endpoint(st, decodeBody[itemGetRequest], getItem)},
+		{queryItemUpdate, SubjectItemUpdate, endpoint(st, decodeBody[itemUpdateRequest], updateItem)},
+		{queryItemList, SubjectItemList, endpoint(st, decodeBody[itemListRequest], listItems)},
+		{queryItemDelete, SubjectItemDelete, endpoint(st, decodeBody[itemDeleteRequest], deleteItem)},
+		{queryUserPut, SubjectUserPut, endpoint(st, decodeBody[UserPut], putUser)},
+		{queryUserGet, SubjectUserGet, endpoint(st, decodeBody[userGetRequest], getUser)},
 	}
 	for _, e := range endpoints {
 		h := s.dispatch(e.subject, e.handle)
@@ -154,10 +155,47 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 	return svc, nil
 }
 
+// handler answers the body of one NATS request with the reply to encode as
+// JSON, or an error.
+type handler func(ctx context.Context, data []byte) (any, error)
+
+// operation is one request of the API, answered from st. The NATS endpoint
+// (endpoint) and the HTTP route (route) of a request run the same
+// operation, so both check the same things and fail with the same errors;
+// they differ only in where the input comes from.
+type operation[Req, Resp any] func(ctx context.Context, st *store, in Req) (Resp, error)
+
+// endpoint adapts op to a NATS endpoint: parse reads its input from the
+// request body (decodeBody, or noInput for a request without one).
+func endpoint[Req, Resp any](st *store, parse func([]byte) (Req, error), op operation[Req, Resp]) handler {
+	return func(ctx context.Context, data []byte) (any, error) {
+		in, err := parse(data)
+		if err != nil {
+			return nil, err
+		}
+		// dispatch reads the reply only when err is nil.
+		return op(ctx, st, in)
+	}
+}
+
+// decodeBody reads a request body that holds one JSON Req, strictly (see
+// decodeJSON).
+func decodeBody[Req any](data []byte) (Req, error) {
+	var in Req
+	err := decodeJSON(data, &in)
+	return in, err
+}
+
+// noInput is the parse step of a request that carries no input, whatever
+// it is sent with: the data report's. The endpoint ignores its body.
+func noInput[T any](T) (struct{}, error) {
+	return struct{}{}, nil
+}
+
 // dispatch wraps handle: it answers with handle's result as JSON, or turns
 // its error into a micro error reply. A request that arrives after close is
 // answered unavailable.
-func (s *service) dispatch(subject string, handle func(context.Context, micro.Request) (any, error)) micro.HandlerFunc {
+func (s *service) dispatch(subject string, handle handler) micro.HandlerFunc {
 	return func(req micro.Request) {
 		if !s.begin() {
 			_ = apperr.RespondNATS(req, apperr.New(apperr.Unavailable, "database service is shutting down"))
@@ -168,7 +206,7 @@ func (s *service) dispatch(subject string, handle func(context.Context, micro.Re
 		log.Debug("nats request")
 		// No request context in micro; the store bounds every query with
 		// its own timeout.
-		res, err := handle(context.Background(), req)
+		res, err := handle(context.Background(), req.Data())
 		if err != nil {
 			err = publicError(err)
 			logFailure(log, err)
@@ -205,79 +243,69 @@ func (s *service) close() {
 	s.running.Wait()
 }
 
-func (s *service) handleData(ctx context.Context, _ micro.Request) (any, error) {
-	rep, err := s.store.Report(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return rep, nil
+// The operations of the item endpoints and routes. Each validates its
+// request before it touches the database.
+
+// report runs the data report (SubjectData, GET /db).
+func report(ctx context.Context, st *store, _ struct{}) (Report, error) {
+	return st.Report(ctx)
 }
 
-func (s *service) handleItemGet(ctx context.Context, req micro.Request) (any, error) {
-	var in itemGetRequest
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
+// getItem reads one item (SubjectItemGet, GET /items/{id}).
+func getItem(ctx context.Context, st *store, in itemGetRequest) (Item, error) {
+	if err := checkID(in.ID); err != nil {
+		return Item{}, err
 	}
-	if in.ID <= 0 {
-		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
-	}
-	it, err := s.store.Item(ctx, in.ID)
-	if err != nil {
-		return nil, itemError(in.ID, err)
-	}
-	return it, nil
+	it, err := st.Item(ctx, in.ID)
+	return it, itemError(in.ID, err)
 }
 
-func (s *service) handleItemUpdate(ctx context.Context, req micro.Request) (any, error) {
-	var in itemUpdateRequest
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
-	}
-	if in.ID <= 0 {
-		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
+// updateItem replaces an item's name, price and stock (SubjectItemUpdate).
+func updateItem(ctx context.Context, st *store, in itemUpdateRequest) (Item, error) {
+	if err := checkID(in.ID); err != nil {
+		return Item{}, err
 	}
 	if err := in.ItemUpdate.Validate(); err != nil {
-		return nil, apperr.Wrap(err, apperr.Invalid, "%v", err)
+		return Item{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
 	}
-	it, err := s.store.UpdateItem(ctx, in.ID, in.ItemUpdate)
-	if err != nil {
-		return nil, itemError(in.ID, err)
-	}
-	return it, nil
+	it, err := st.UpdateItem(ctx, in.ID, in.ItemUpdate)
+	return it, itemError(in.ID, err)
 }
 
-func (s *service) handleItemList(ctx context.Context, req micro.Request) (any, error) {
-	var in itemListRequest
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
-	}
+// listItems reads one page of items (SubjectItemList, GET /items).
+func listItems(ctx context.Context, st *store, in itemListRequest) (ItemPage, error) {
 	limit, err := in.limit()
 	if err != nil {
-		return nil, err
+		return ItemPage{}, err
 	}
-	page, err := s.store.ListItems(ctx, in.AfterID, limit)
-	if err != nil {
-		return nil, err
-	}
-	return page, nil
+	return st.ListItems(ctx, in.AfterID, limit)
 }
 
-func (s *service) handleItemDelete(ctx context.Context, req micro.Request) (any, error) {
-	var in itemDeleteRequest
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
+// deleteItem deletes an item and its sales (SubjectItemDelete).
+func deleteItem(ctx context.Context, st *store, in itemDeleteRequest) (itemDeleteReply, error) {
+	if err := checkID(in.ID); err != nil {
+		return itemDeleteReply{}, err
 	}
-	if in.ID <= 0 {
-		return nil, apperr.New(apperr.Invalid, "id must be a positive integer")
-	}
-	if err := s.store.DeleteItem(ctx, in.ID); err != nil {
-		return nil, itemError(in.ID, err)
+	if err := st.DeleteItem(ctx, in.ID); err != nil {
+		return itemDeleteReply{}, itemError(in.ID, err)
 	}
 	return itemDeleteReply{ID: in.ID, Deleted: true}, nil
 }
 
-// itemError gives ErrNotFound the code not_found; other errors pass
-// through unchanged.
+// badIDMessage is the invalid answer to an item id that is not a positive
+// integer, the same over NATS and HTTP.
+const badIDMessage = "id must be a positive integer"
+
+// checkID refuses an item id that no item can have.
+func checkID(id int64) error {
+	if id <= 0 {
+		return apperr.New(apperr.Invalid, badIDMessage)
+	}
+	return nil
+}
+
+// itemError gives ErrNotFound the code not_found; other errors, and nil,
+// pass through unchanged.
 func itemError(id int64, err error) error {
 	if errors.Is(err, ErrNotFound) {
 		return apperr.Wrap(err, apperr.NotFound, "item %d not found", id)

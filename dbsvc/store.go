@@ -425,6 +425,18 @@ func (s *store) observe(query string, start time.Time) {
 	s.metrics.observe(query, time.Since(start))
 }
 
+// startQuery starts the query named query (the metrics' label). It returns
+// ctx bounded by the query timeout, and end, which releases that timeout and
+// observes the query; defer end.
+func (s *store) startQuery(ctx context.Context, query string) (_ context.Context, end func()) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	return ctx, func() {
+		cancel()
+		s.observe(query, start)
+	}
+}
+
 // Report runs the data report. It returns an error if the query fails or
 // takes longer than the query timeout.
 func (s *store) Report(ctx context.Context) (Report, error) {
@@ -484,32 +496,29 @@ func (s *store) Report(ctx context.Context) (Report, error) {
 
 // Item returns the item with the given id, or an error wrapping ErrNotFound.
 func (s *store) Item(ctx context.Context, id int64) (Item, error) {
-	defer s.observe(queryItemGet, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	row := s.db.QueryRowContext(ctx,
+	return s.queryItem(ctx, queryItemGet, "get item", id,
 		`SELECT id, name, price_cents, stock, updated_at FROM items WHERE id = ?1`, id)
-	it, err := scanItem(row)
-	if err != nil {
-		return Item{}, fmt.Errorf("get item %d: %w", id, err)
-	}
-	return it, nil
 }
 
 // UpdateItem replaces the name, price and stock of item id and returns the
 // updated item, or an error wrapping ErrNotFound. The caller validates u.
 func (s *store) UpdateItem(ctx context.Context, id int64, u ItemUpdate) (Item, error) {
-	defer s.observe(queryItemUpdate, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	row := s.db.QueryRowContext(ctx, `
+	return s.queryItem(ctx, queryItemUpdate, "update item", id, `
 UPDATE items SET name = ?2, price_cents = ?3, stock = ?4, updated_at = ?5
 WHERE id = ?1
 RETURNING id, name, price_cents, stock, updated_at`, id, u.Name, u.PriceCents, u.Stock, now)
-	it, err := scanItem(row)
+}
+
+// queryItem runs sqlText with args, a statement that returns the row of
+// item id, as the query named query; what says what it does, for the error.
+// No row is an error wrapping ErrNotFound.
+func (s *store) queryItem(ctx context.Context, query, what string, id int64, sqlText string, args ...any) (Item, error) {
+	ctx, end := s.startQuery(ctx, query)
+	defer end()
+	it, err := scanItem(s.db.QueryRowContext(ctx, sqlText, args...))
 	if err != nil {
-		return Item{}, fmt.Errorf("update item %d: %w", id, err)
+		return Item{}, fmt.Errorf("%s %d: %w", what, id, err)
 	}
 	return it, nil
 }
@@ -517,9 +526,8 @@ RETURNING id, name, price_cents, stock, updated_at`, id, u.Name, u.PriceCents, u
 // ListItems returns up to limit items with ids above afterID, lowest id
 // first. The caller validates afterID and limit.
 func (s *store) ListItems(ctx context.Context, afterID int64, limit int) (ItemPage, error) {
-	defer s.observe(queryItemList, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	ctx, end := s.startQuery(ctx, queryItemList)
+	defer end()
 	rows, err := s.db.QueryContext(ctx, `
 SELECT id, name, price_cents, stock, updated_at FROM items
 WHERE id > ?1
@@ -551,9 +559,8 @@ LIMIT ?2`, afterID, limit)
 // reference the item (foreign keys are on); the data report no longer
 // counts them.
 func (s *store) DeleteItem(ctx context.Context, id int64) error {
-	defer s.observe(queryItemDelete, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	ctx, end := s.startQuery(ctx, queryItemDelete)
+	defer end()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("delete item %d: %w", id, err)

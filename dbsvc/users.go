@@ -3,14 +3,12 @@ package dbsvc
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scalelab/scalelab/internal/apperr"
@@ -177,45 +175,35 @@ type userGetRequest struct {
 	Name string `json:"name"`
 }
 
-func (s *service) handleUserPut(ctx context.Context, req micro.Request) (any, error) {
-	var in UserPut
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
-	}
+// putUser creates or replaces a user (SubjectUserPut).
+func putUser(ctx context.Context, st *store, in UserPut) (UserPutReply, error) {
 	if err := in.Validate(); err != nil {
-		return nil, apperr.Wrap(err, apperr.Invalid, "%v", err)
+		return UserPutReply{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
 	}
-	created, err := s.store.PutUser(ctx, in)
+	created, err := st.PutUser(ctx, in)
 	if err != nil {
-		return nil, err
+		return UserPutReply{}, err
 	}
 	return UserPutReply{Name: in.Name, Scopes: in.Scopes, Created: created}, nil
 }
 
-func (s *service) handleUserGet(ctx context.Context, req micro.Request) (any, error) {
-	var in userGetRequest
-	if err := decodeJSON(req.Data(), &in); err != nil {
-		return nil, err
-	}
+// getUser reads a user (SubjectUserGet).
+func getUser(ctx context.Context, st *store, in userGetRequest) (User, error) {
 	if err := ValidateUserName(in.Name); err != nil {
-		return nil, apperr.Wrap(err, apperr.Invalid, "%v", err)
+		return User{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
 	}
-	u, err := s.store.User(ctx, in.Name)
+	u, err := st.User(ctx, in.Name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, apperr.Wrap(err, apperr.NotFound, "user %s not found", in.Name)
+		return User{}, apperr.Wrap(err, apperr.NotFound, "user %s not found", in.Name)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return u, nil
+	return u, err
 }
 
 // PutUser creates the user u.Name, or replaces its hash and scopes, and
 // reports whether it created it. The caller validates u.
 func (s *store) PutUser(ctx context.Context, u UserPut) (created bool, err error) {
-	defer s.observe(queryUserPut, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	ctx, end := s.startQuery(ctx, queryUserPut)
+	defer end()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("put user %s: %w", u.Name, err)
@@ -252,9 +240,8 @@ ON CONFLICT (name) DO NOTHING`, u.Name, u.PasswordHash, scopes, now)
 // User returns the user with the given name, or an error wrapping
 // ErrNotFound.
 func (s *store) User(ctx context.Context, name string) (User, error) {
-	defer s.observe(queryUserGet, time.Now())
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	ctx, end := s.startQuery(ctx, queryUserGet)
+	defer end()
 	var u User
 	var scopes, created, updated string
 	err := s.db.QueryRowContext(ctx,
@@ -280,20 +267,12 @@ func (s *store) User(ctx context.Context, name string) (User, error) {
 // carries a bcrypt hash, never a password; a u that fails UserPut.Validate
 // is answered invalid.
 func (c *Client) PutUser(ctx context.Context, requestID string, u UserPut) (created bool, err error) {
-	body, err := json.Marshal(u)
-	if err != nil {
-		return false, fmt.Errorf("encode %s request: %w", SubjectUserPut, err)
-	}
-	msg, err := c.request(ctx, SubjectUserPut, requestID, body)
+	reply, err := call[UserPutReply](ctx, c, SubjectUserPut, requestID, u)
 	if err != nil {
 		return false, err
 	}
-	var reply UserPutReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return false, fmt.Errorf("decode %s reply: %w", SubjectUserPut, err)
-	}
 	if reply.Name != u.Name {
-		return false, fmt.Errorf("%s reply %s: want user %s", SubjectUserPut, msg.Data, u.Name)
+		return false, fmt.Errorf("%s reply %+v: want user %s", SubjectUserPut, reply, u.Name)
 	}
 	return reply.Created, nil
 }
@@ -302,17 +281,5 @@ func (c *Client) PutUser(ctx context.Context, requestID string, u UserPut) (crea
 // An unknown user is answered not_found (matching ErrNotFound); a name
 // that fails ValidateUserName is answered invalid.
 func (c *Client) GetUser(ctx context.Context, requestID, name string) (User, error) {
-	body, err := json.Marshal(userGetRequest{Name: name})
-	if err != nil {
-		return User{}, fmt.Errorf("encode %s request: %w", SubjectUserGet, err)
-	}
-	msg, err := c.request(ctx, SubjectUserGet, requestID, body)
-	if err != nil {
-		return User{}, err
-	}
-	var u User
-	if err := json.Unmarshal(msg.Data, &u); err != nil {
-		return User{}, fmt.Errorf("decode %s reply: %w", SubjectUserGet, err)
-	}
-	return u, nil
+	return call[User](ctx, c, SubjectUserGet, requestID, userGetRequest{Name: name})
 }
