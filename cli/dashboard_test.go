@@ -17,9 +17,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/scalelab/scalelab/natsconf/natstest"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/natsconf/natstest"
 	"github.com/scalelab/scalelab/platform/dashboard"
 )
 

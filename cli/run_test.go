@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/auth"
-	"github.com/scalelab/scalelab/natsconf/natstest"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/natsconf/natstest"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // DefaultClientTimeout is the request timeout of a Client whose Timeout is
@@ -37,14 +38,14 @@ type Client struct {
 
 // NewClient returns a Client that sends its requests over nc.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{mux: natsconn.NewReplyMux(nc, ServiceName), Timeout: DefaultClientTimeout}
+	return &Client{mux: natsconn.NewReplyMux(nc, wire.DBService), Timeout: DefaultClientTimeout}
 }
 
 // Data runs the data report and returns the Report as the service encoded
 // it, so that a cache can store the bytes as they are. The request has no
 // body: the endpoint ignores it.
 func (c *Client) Data(ctx context.Context, requestID string) (json.RawMessage, error) {
-	reply, err := c.request(ctx, SubjectData, requestID, nil)
+	reply, err := c.request(ctx, wire.DBData, requestID, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -54,18 +55,18 @@ func (c *Client) Data(ctx context.Context, requestID string) (json.RawMessage, e
 // ItemJSON returns the item with the given id as the service encoded it (an
 // Item in JSON), so that a cache can store the bytes as they are.
 func (c *Client) ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error) {
-	return call[json.RawMessage](ctx, c, SubjectItemGet, requestID, itemGetRequest{ID: id})
+	return call[json.RawMessage](ctx, c, wire.DBItemGet, requestID, itemGetRequest{ID: id})
 }
 
 // Item returns the item with the given id: ItemJSON, decoded.
 func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, error) {
-	return call[Item](ctx, c, SubjectItemGet, requestID, itemGetRequest{ID: id})
+	return call[Item](ctx, c, wire.DBItemGet, requestID, itemGetRequest{ID: id})
 }
 
 // UpdateItem replaces the name, price and stock of item id and returns the
 // updated item. An update that fails ItemUpdate.Validate is answered invalid.
 func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u ItemUpdate) (Item, error) {
-	return call[Item](ctx, c, SubjectItemUpdate, requestID, itemUpdateRequest{ID: id, ItemUpdate: u})
+	return call[Item](ctx, c, wire.DBItemUpdate, requestID, itemUpdateRequest{ID: id, ItemUpdate: u})
 }
 
 // ListItems returns up to limit items with ids above afterID, lowest id
@@ -77,18 +78,18 @@ func (c *Client) ListItems(ctx context.Context, requestID string, afterID int64,
 	if limit != 0 {
 		req.Limit = &limit
 	}
-	return call[ItemPage](ctx, c, SubjectItemList, requestID, req)
+	return call[ItemPage](ctx, c, wire.DBItemList, requestID, req)
 }
 
 // DeleteItem deletes item id and its sales. An unknown id is answered
 // not_found (matching ErrNotFound), so a second delete of the same id fails.
 func (c *Client) DeleteItem(ctx context.Context, requestID string, id int64) error {
-	reply, err := call[itemDeleteReply](ctx, c, SubjectItemDelete, requestID, itemDeleteRequest{ID: id})
+	reply, err := call[itemDeleteReply](ctx, c, wire.DBItemDelete, requestID, itemDeleteRequest{ID: id})
 	if err != nil {
 		return err
 	}
 	if !reply.Deleted || reply.ID != id {
-		return fmt.Errorf("%s reply %+v: want item %d deleted", SubjectItemDelete, reply, id)
+		return fmt.Errorf("%s reply %+v: want item %d deleted", wire.DBItemDelete, reply, id)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 func TestClientWithoutService(t *testing.T) {
@@ -36,7 +37,7 @@ func TestClientTimeout(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
 	// A responder that never answers.
-	sub, err := nc.Subscribe(SubjectData, func(*nats.Msg) {})
+	sub, err := nc.Subscribe(wire.DBData, func(*nats.Msg) {})
 	if err != nil {
 		t.Fatalf("Subscribe() = %v", err)
 	}
@@ -79,7 +80,7 @@ func TestClientSendsRequestID(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)
 	got := make(chan string, 1)
-	sub, err := nc.Subscribe(SubjectItemGet, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(wire.DBItemGet, func(m *nats.Msg) {
 		got <- m.Header.Get(natsconn.RequestIDHeader)
 		_ = m.Respond([]byte(`{"id":1,"name":"x","price_cents":1,"stock":1,"updated_at":"2025-01-01T00:00:00Z"}`))
 	})
@@ -107,9 +108,9 @@ func TestClientItemJSON(t *testing.T) {
 		t.Fatalf("ItemJSON(42) = %v, want nil error", err)
 	}
 	// The bytes are the service's reply, untouched.
-	msg, err := nc.RequestWithContext(ctx, SubjectItemGet, []byte(`{"id":42}`))
+	msg, err := nc.RequestWithContext(ctx, wire.DBItemGet, []byte(`{"id":42}`))
 	if err != nil {
-		t.Fatalf("Request(%s) = %v", SubjectItemGet, err)
+		t.Fatalf("Request(%s) = %v", wire.DBItemGet, err)
 	}
 	if string(raw) != string(msg.Data) {
 		t.Errorf("ItemJSON(42) = %s, want the reply %s", raw, msg.Data)

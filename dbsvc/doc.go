@@ -8,12 +8,12 @@
 //     the data report aggregates), users (name, bcrypt hash, scopes; see
 //     users.go) and meta (schema version and seed facts). The schema and seed data are created on first start only, in
 //     one transaction; later starts keep the data.
-//   - The NATS micro service "dbsvc" (ServiceName), queue group "q", with the
-//     endpoints SubjectData ("db.data"), SubjectItemGet ("db.items.get"),
-//     SubjectItemUpdate ("db.items.update"), SubjectItemList
-//     ("db.items.list", an ItemPage in id order) and SubjectItemDelete
-//     ("db.items.delete", the item and its sales), SubjectUserPut
-//     ("db.users.put") and SubjectUserGet ("db.users.get"), which carry
+//   - The NATS micro service "dbsvc" (wire.DBService), queue group "q", with the
+//     endpoints wire.DBData ("db.data"), wire.DBItemGet ("db.items.get"),
+//     wire.DBItemUpdate ("db.items.update"), wire.DBItemList
+//     ("db.items.list", an ItemPage in id order) and wire.DBItemDelete
+//     ("db.items.delete", the item and its sales), wire.DBUserPut
+//     ("db.users.put") and wire.DBUserGet ("db.users.get"), which carry
 //     bcrypt hashes, never passwords. Errors are micro error replies
 //     carrying an apperr code.
 //   - The HTTP routes (default address :5002):

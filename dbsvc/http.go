@@ -17,7 +17,7 @@ import (
 // newHandler returns the role's HTTP API:
 //
 //	GET /db                        the data report (the lab's endpoint)
-//	GET /items?after_id=N&limit=M  one ItemPage, as SubjectItemList
+//	GET /items?after_id=N&limit=M  one ItemPage, as wire.DBItemList
 //	GET /items/{id}                one item
 //	GET /healthz, /readyz, /metrics
 //
@@ -66,7 +66,7 @@ func parseItemPath(r *http.Request) (itemGetRequest, error) {
 
 // parseListQuery reads after_id and limit from the query string; an absent or
 // empty parameter is left unset. It returns invalid for one that is not an
-// integer; listItems checks the ranges, as it does a SubjectItemList request.
+// integer; listItems checks the ranges, as it does a wire.DBItemList request.
 func parseListQuery(r *http.Request) (itemListRequest, error) {
 	var in itemListRequest
 	q := r.URL.Query()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // maxOpenConns bounds the database connections: one per NATS endpoint, and
@@ -21,7 +22,7 @@ const maxOpenConns = 8
 // Run serves until ctx is cancelled, then drains and returns.
 //
 // It validates cfg, binds the HTTP port, opens the database (creating and
-// seeding it on first start), registers the NATS micro service ServiceName
+// seeding it on first start), registers the NATS micro service wire.DBService
 // on nc and serves HTTP. When ctx ends it stops HTTP, stops the micro
 // service, waits for the requests still running and closes the database. It
 // never drains or closes nc: the caller owns it.
@@ -75,8 +76,8 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		_ = st.Close()
 		return fmt.Errorf("dbsvc: %w", err)
 	}
-	log.Info("nats service started", "service", ServiceName, "id", msvc.Info().ID,
-		"subjects", []string{SubjectData, SubjectItemGet, SubjectItemUpdate, SubjectItemList, SubjectItemDelete, SubjectUserPut, SubjectUserGet})
+	log.Info("nats service started", "service", wire.DBService, "id", msvc.Info().ID,
+		"subjects", []string{wire.DBData, wire.DBItemGet, wire.DBItemUpdate, wire.DBItemList, wire.DBItemDelete, wire.DBUserPut, wire.DBUserGet})
 
 	ready := func(ctx context.Context) error {
 		if err := ops.NATSReady(nc)(ctx); err != nil {
@@ -89,7 +90,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	// HTTP has stopped; now stop taking NATS requests, let the running ones
 	// finish, and only then close the database under them.
 	if err := msvc.Stop(); err != nil {
-		errs = append(errs, fmt.Errorf("stop nats service %s: %w", ServiceName, err))
+		errs = append(errs, fmt.Errorf("stop nats service %s: %w", wire.DBService, err))
 	}
 	svc.close()
 	if err := st.Close(); err != nil {

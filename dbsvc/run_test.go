@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 func TestRunServesNATS(t *testing.T) {
@@ -101,16 +102,16 @@ func TestRunServesNATS(t *testing.T) {
 	badBodies := []struct {
 		name, subject, body string
 	}{
-		{"get empty", SubjectItemGet, ""},
-		{"get not json", SubjectItemGet, "id=1"},
-		{"get id as string", SubjectItemGet, `{"id":"1"}`},
-		{"get unknown field", SubjectItemGet, `{"id":1,"x":2}`},
-		{"get trailing data", SubjectItemGet, `{"id":1} {"id":2}`},
-		{"update empty name", SubjectItemUpdate, `{"id":1,"name":"","price_cents":1,"stock":1}`},
-		{"update negative price", SubjectItemUpdate, `{"id":1,"name":"x","price_cents":-1,"stock":1}`},
-		{"update negative stock", SubjectItemUpdate, `{"id":1,"name":"x","price_cents":1,"stock":-1}`},
-		{"update long name", SubjectItemUpdate, `{"id":1,"name":"` + strings.Repeat("n", MaxNameLen+1) + `","price_cents":1,"stock":1}`},
-		{"update no id", SubjectItemUpdate, `{"name":"x","price_cents":1,"stock":1}`},
+		{"get empty", wire.DBItemGet, ""},
+		{"get not json", wire.DBItemGet, "id=1"},
+		{"get id as string", wire.DBItemGet, `{"id":"1"}`},
+		{"get unknown field", wire.DBItemGet, `{"id":1,"x":2}`},
+		{"get trailing data", wire.DBItemGet, `{"id":1} {"id":2}`},
+		{"update empty name", wire.DBItemUpdate, `{"id":1,"name":"","price_cents":1,"stock":1}`},
+		{"update negative price", wire.DBItemUpdate, `{"id":1,"name":"x","price_cents":-1,"stock":1}`},
+		{"update negative stock", wire.DBItemUpdate, `{"id":1,"name":"x","price_cents":1,"stock":-1}`},
+		{"update long name", wire.DBItemUpdate, `{"id":1,"name":"` + strings.Repeat("n", MaxNameLen+1) + `","price_cents":1,"stock":1}`},
+		{"update no id", wire.DBItemUpdate, `{"name":"x","price_cents":1,"stock":1}`},
 	}
 	for _, tt := range badBodies {
 		t.Run("bad body "+tt.name, func(t *testing.T) {
@@ -182,12 +183,12 @@ func TestRunListsItems(t *testing.T) {
 	}
 
 	t.Run("empty page", func(t *testing.T) {
-		msg, err := nc.RequestWithContext(ctx, SubjectItemList, []byte(fmt.Sprintf(`{"after_id":%d}`, SeedItems)))
+		msg, err := nc.RequestWithContext(ctx, wire.DBItemList, []byte(fmt.Sprintf(`{"after_id":%d}`, SeedItems)))
 		if err != nil {
-			t.Fatalf("Request(%s) = %v", SubjectItemList, err)
+			t.Fatalf("Request(%s) = %v", wire.DBItemList, err)
 		}
 		if got, want := string(msg.Data), `{"items":[]}`; got != want {
-			t.Errorf("Request(%s) past the end = %s, want %s", SubjectItemList, got, want)
+			t.Errorf("Request(%s) past the end = %s, want %s", wire.DBItemList, got, want)
 		}
 	})
 
@@ -224,12 +225,12 @@ func TestRunListsItems(t *testing.T) {
 	}
 	for _, tt := range badBodies {
 		t.Run("bad body "+tt.name, func(t *testing.T) {
-			msg, err := nc.RequestWithContext(ctx, SubjectItemList, []byte(tt.body))
+			msg, err := nc.RequestWithContext(ctx, wire.DBItemList, []byte(tt.body))
 			if err != nil {
-				t.Fatalf("Request(%s) = %v", SubjectItemList, err)
+				t.Fatalf("Request(%s) = %v", wire.DBItemList, err)
 			}
 			if got := msg.Header.Get(micro.ErrorCodeHeader); got != string(apperr.Invalid) {
-				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", SubjectItemList, tt.body, got,
+				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", wire.DBItemList, tt.body, got,
 					msg.Header.Get(micro.ErrorHeader), apperr.Invalid)
 			}
 		})
@@ -267,12 +268,12 @@ func TestRunDeletesItem(t *testing.T) {
 	}
 
 	t.Run("reply", func(t *testing.T) {
-		msg, err := nc.RequestWithContext(ctx, SubjectItemDelete, []byte(`{"id":6}`))
+		msg, err := nc.RequestWithContext(ctx, wire.DBItemDelete, []byte(`{"id":6}`))
 		if err != nil {
-			t.Fatalf("Request(%s) = %v", SubjectItemDelete, err)
+			t.Fatalf("Request(%s) = %v", wire.DBItemDelete, err)
 		}
 		if got, want := string(msg.Data), `{"id":6,"deleted":true}`; got != want {
-			t.Errorf("Request(%s) = %s (error %q), want %s", SubjectItemDelete, got, msg.Header.Get(micro.ErrorHeader), want)
+			t.Errorf("Request(%s) = %s (error %q), want %s", wire.DBItemDelete, got, msg.Header.Get(micro.ErrorHeader), want)
 		}
 	})
 
@@ -308,12 +309,12 @@ func TestRunDeletesItem(t *testing.T) {
 	}
 	for _, tt := range badBodies {
 		t.Run("bad body "+tt.name, func(t *testing.T) {
-			msg, err := nc.RequestWithContext(ctx, SubjectItemDelete, []byte(tt.body))
+			msg, err := nc.RequestWithContext(ctx, wire.DBItemDelete, []byte(tt.body))
 			if err != nil {
-				t.Fatalf("Request(%s) = %v", SubjectItemDelete, err)
+				t.Fatalf("Request(%s) = %v", wire.DBItemDelete, err)
 			}
 			if got := msg.Header.Get(micro.ErrorCodeHeader); got != string(apperr.Invalid) {
-				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", SubjectItemDelete, tt.body, got,
+				t.Errorf("Request(%s, %q) error code = %q (%q), want %q", wire.DBItemDelete, tt.body, got,
 					msg.Header.Get(micro.ErrorHeader), apperr.Invalid)
 			}
 		})

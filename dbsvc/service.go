@@ -14,50 +14,21 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/strictjson"
+	"github.com/scalelab/scalelab/internal/wire"
 )
-
-// ServiceName is the name of the NATS micro service, as listed by
-// `nats micro ls`.
-const ServiceName = "dbsvc"
 
 // ServiceVersion is the version the micro service announces.
 const ServiceVersion = "1.0.0"
 
-// The subjects of the service's endpoints. All requests are answered in JSON;
-// errors come back as micro error replies whose Nats-Service-Error-Code
-// header holds an apperr code (Client turns them into *apperr.Error).
-const (
-	// SubjectData runs the data report. The request body is ignored; the
-	// reply is a Report.
-	SubjectData = "db.data"
-	// SubjectItemGet reads one item. The request is {"id":N}; the reply is an
-	// Item, or not_found, or invalid for a bad body or an id <= 0.
-	SubjectItemGet = "db.items.get"
-	// SubjectItemUpdate replaces an item's name, price and stock. The request
-	// is {"id":N,"name":...,"price_cents":...,"stock":...}; the reply is the
-	// updated Item, or not_found, or invalid.
-	SubjectItemUpdate = "db.items.update"
-	// SubjectItemList reads one page of items in id order (keyset
-	// pagination). The request is {"after_id":N,"limit":M}, both optional
-	// ({} is the first page of DefaultListLimit items); the reply is an
-	// ItemPage, or invalid for a bad body, an after_id < 0 or a limit outside
-	// 1..MaxListLimit.
-	SubjectItemList = "db.items.list"
-	// SubjectItemDelete deletes an item and its sales. The request is
-	// {"id":N}; the reply is {"id":N,"deleted":true}, or not_found, or
-	// invalid for a bad body or an id <= 0.
-	SubjectItemDelete = "db.items.delete"
-)
-
 // maxRequestBytes bounds request bodies; items are small.
 const maxRequestBytes = 64 << 10
 
-// itemGetRequest is the body of a SubjectItemGet request.
+// itemGetRequest is the body of a wire.DBItemGet request.
 type itemGetRequest struct {
 	ID int64 `json:"id"`
 }
 
-// itemListRequest is the body of a SubjectItemList request, and the query
+// itemListRequest is the body of a wire.DBItemList request, and the query
 // of GET /items.
 type itemListRequest struct {
 	AfterID int64 `json:"after_id,omitempty"`
@@ -80,18 +51,18 @@ func (r itemListRequest) limit() (int, error) {
 	return *r.Limit, nil
 }
 
-// itemDeleteRequest is the body of a SubjectItemDelete request.
+// itemDeleteRequest is the body of a wire.DBItemDelete request.
 type itemDeleteRequest struct {
 	ID int64 `json:"id"`
 }
 
-// itemDeleteReply is the reply to a SubjectItemDelete request.
+// itemDeleteReply is the reply to a wire.DBItemDelete request.
 type itemDeleteReply struct {
 	ID      int64 `json:"id"`
 	Deleted bool  `json:"deleted"`
 }
 
-// itemUpdateRequest is the body of a SubjectItemUpdate request.
+// itemUpdateRequest is the body of a wire.DBItemUpdate request.
 type itemUpdateRequest struct {
 	ID int64 `json:"id"`
 	ItemUpdate
@@ -122,7 +93,7 @@ func newService(st *store, log *slog.Logger) *service {
 // register adds the micro service and its endpoints to nc.
 func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
+		Name:        wire.DBService,
 		Version:     ServiceVersion,
 		Description: "scalelab database: the data report and items (SQLite)",
 		ErrorHandler: func(_ micro.Service, nerr *micro.NATSError) {
@@ -130,20 +101,20 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("add micro service %s: %w", ServiceName, err)
+		return nil, fmt.Errorf("add micro service %s: %w", wire.DBService, err)
 	}
 	st := s.store
 	endpoints := []struct {
 		name, subject string
 		handle        handler
 	}{
-		{queryData, SubjectData, endpoint(st, noInput, report)},
-		{queryItemGet, SubjectItemGet, endpoint(st, decodeBody[itemGetRequest], getItem)},
-		{queryItemUpdate, SubjectItemUpdate, endpoint(st, decodeBody[itemUpdateRequest], updateItem)},
-		{queryItemList, SubjectItemList, endpoint(st, decodeBody[itemListRequest], listItems)},
-		{queryItemDelete, SubjectItemDelete, endpoint(st, decodeBody[itemDeleteRequest], deleteItem)},
-		{queryUserPut, SubjectUserPut, endpoint(st, decodeBody[UserPut], putUser)},
-		{queryUserGet, SubjectUserGet, endpoint(st, decodeBody[userGetRequest], getUser)},
+		{queryData, wire.DBData, endpoint(st, noInput, report)},
+		{queryItemGet, wire.DBItemGet, endpoint(st, decodeBody[itemGetRequest], getItem)},
+		{queryItemUpdate, wire.DBItemUpdate, endpoint(st, decodeBody[itemUpdateRequest], updateItem)},
+		{queryItemList, wire.DBItemList, endpoint(st, decodeBody[itemListRequest], listItems)},
+		{queryItemDelete, wire.DBItemDelete, endpoint(st, decodeBody[itemDeleteRequest], deleteItem)},
+		{queryUserPut, wire.DBUserPut, endpoint(st, decodeBody[UserPut], putUser)},
+		{queryUserGet, wire.DBUserGet, endpoint(st, decodeBody[userGetRequest], getUser)},
 	}
 	for _, e := range endpoints {
 		h := s.dispatch(e.subject, e.handle)
@@ -246,12 +217,12 @@ func (s *service) close() {
 // The operations of the item endpoints and routes. Each validates its
 // request before it touches the database.
 
-// report runs the data report (SubjectData, GET /db).
+// report runs the data report (wire.DBData, GET /db).
 func report(ctx context.Context, st *store, _ struct{}) (Report, error) {
 	return st.Report(ctx)
 }
 
-// getItem reads one item (SubjectItemGet, GET /items/{id}).
+// getItem reads one item (wire.DBItemGet, GET /items/{id}).
 func getItem(ctx context.Context, st *store, in itemGetRequest) (Item, error) {
 	if err := checkID(in.ID); err != nil {
 		return Item{}, err
@@ -260,7 +231,7 @@ func getItem(ctx context.Context, st *store, in itemGetRequest) (Item, error) {
 	return it, itemError(in.ID, err)
 }
 
-// updateItem replaces an item's name, price and stock (SubjectItemUpdate).
+// updateItem replaces an item's name, price and stock (wire.DBItemUpdate).
 func updateItem(ctx context.Context, st *store, in itemUpdateRequest) (Item, error) {
 	if err := checkID(in.ID); err != nil {
 		return Item{}, err
@@ -272,7 +243,7 @@ func updateItem(ctx context.Context, st *store, in itemUpdateRequest) (Item, err
 	return it, itemError(in.ID, err)
 }
 
-// listItems reads one page of items (SubjectItemList, GET /items).
+// listItems reads one page of items (wire.DBItemList, GET /items).
 func listItems(ctx context.Context, st *store, in itemListRequest) (ItemPage, error) {
 	limit, err := in.limit()
 	if err != nil {
@@ -281,7 +252,7 @@ func listItems(ctx context.Context, st *store, in itemListRequest) (ItemPage, er
 	return st.ListItems(ctx, in.AfterID, limit)
 }
 
-// deleteItem deletes an item and its sales (SubjectItemDelete).
+// deleteItem deletes an item and its sales (wire.DBItemDelete).
 func deleteItem(ctx context.Context, st *store, in itemDeleteRequest) (itemDeleteReply, error) {
 	if err := checkID(in.ID); err != nil {
 		return itemDeleteReply{}, err

@@ -27,7 +27,7 @@ var ErrNotFound = errors.New("dbsvc: not found")
 const ReportMessage = "Fetched fresh data from DB"
 
 // Item is one row of the items table, as served by GET /items/{id} and the
-// SubjectItemGet endpoint.
+// wire.DBItemGet endpoint.
 type Item struct {
 	ID         int64     `json:"id"`
 	Name       string    `json:"name"`
@@ -37,14 +37,14 @@ type Item struct {
 }
 
 // ItemUpdate is the new state of an item: the body of the gateway's
-// PUT /items/{id}, and of a SubjectItemUpdate request (with the id).
+// PUT /items/{id}, and of a wire.DBItemUpdate request (with the id).
 type ItemUpdate struct {
 	Name       string `json:"name"`
 	PriceCents int64  `json:"price_cents"`
 	Stock      int64  `json:"stock"`
 }
 
-// ItemPage is one page of items in id order: the reply of SubjectItemList
+// ItemPage is one page of items in id order: the reply of wire.DBItemList
 // and of GET /items.
 type ItemPage struct {
 	// Items holds up to the requested limit of items, lowest id first; it is

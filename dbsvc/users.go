@@ -13,21 +13,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
-)
-
-// The user endpoints. They carry bcrypt hashes, never passwords: whoever
-// holds a password hashes it before it reaches NATS (`scalelab users add`)
-// or compares it against the hash it got back (the gateway's
-// POST /auth/token). The hashes are still secrets; NATS permissions must
-// keep these subjects to the gateways and operators.
-const (
-	// SubjectUserPut creates or replaces a user. The request is a UserPut
-	// as JSON; the reply is a UserPutReply, or invalid when the request
-	// fails UserPut.Validate.
-	SubjectUserPut = "db.users.put"
-	// SubjectUserGet reads a user. The request is {"name":"..."}; the reply
-	// is a User, or not_found, or invalid for a bad body or name.
-	SubjectUserGet = "db.users.get"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // Query names of the user endpoints, the values of the query label of the
@@ -67,7 +53,7 @@ const usersTableSQL = `CREATE TABLE IF NOT EXISTS users (
 		updated_at    TEXT NOT NULL
 	)`
 
-// User is one row of the users table: the reply of SubjectUserGet.
+// User is one row of the users table: the reply of wire.DBUserGet.
 type User struct {
 	Name string `json:"name"`
 	// PasswordHash is the bcrypt hash of the password.
@@ -78,7 +64,7 @@ type User struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// UserPut is the body of a SubjectUserPut request: the whole new state of
+// UserPut is the body of a wire.DBUserPut request: the whole new state of
 // a user.
 type UserPut struct {
 	Name         string   `json:"name"`
@@ -86,7 +72,7 @@ type UserPut struct {
 	Scopes       []string `json:"scopes"`
 }
 
-// UserPutReply is the reply to a SubjectUserPut request.
+// UserPutReply is the reply to a wire.DBUserPut request.
 type UserPutReply struct {
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
@@ -170,12 +156,12 @@ func ValidatePasswordHash(hash string) error {
 	return nil
 }
 
-// userGetRequest is the body of a SubjectUserGet request.
+// userGetRequest is the body of a wire.DBUserGet request.
 type userGetRequest struct {
 	Name string `json:"name"`
 }
 
-// putUser creates or replaces a user (SubjectUserPut).
+// putUser creates or replaces a user (wire.DBUserPut).
 func putUser(ctx context.Context, st *store, in UserPut) (UserPutReply, error) {
 	if err := in.Validate(); err != nil {
 		return UserPutReply{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
@@ -187,7 +173,7 @@ func putUser(ctx context.Context, st *store, in UserPut) (UserPutReply, error) {
 	return UserPutReply{Name: in.Name, Scopes: in.Scopes, Created: created}, nil
 }
 
-// getUser reads a user (SubjectUserGet).
+// getUser reads a user (wire.DBUserGet).
 func getUser(ctx context.Context, st *store, in userGetRequest) (User, error) {
 	if err := ValidateUserName(in.Name); err != nil {
 		return User{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
@@ -267,12 +253,12 @@ func (s *store) User(ctx context.Context, name string) (User, error) {
 // carries a bcrypt hash, never a password; a u that fails UserPut.Validate
 // is answered invalid.
 func (c *Client) PutUser(ctx context.Context, requestID string, u UserPut) (created bool, err error) {
-	reply, err := call[UserPutReply](ctx, c, SubjectUserPut, requestID, u)
+	reply, err := call[UserPutReply](ctx, c, wire.DBUserPut, requestID, u)
 	if err != nil {
 		return false, err
 	}
 	if reply.Name != u.Name {
-		return false, fmt.Errorf("%s reply %+v: want user %s", SubjectUserPut, reply, u.Name)
+		return false, fmt.Errorf("%s reply %+v: want user %s", wire.DBUserPut, reply, u.Name)
 	}
 	return reply.Created, nil
 }
@@ -281,5 +267,5 @@ func (c *Client) PutUser(ctx context.Context, requestID string, u UserPut) (crea
 // An unknown user is answered not_found (matching ErrNotFound); a name
 // that fails ValidateUserName is answered invalid.
 func (c *Client) GetUser(ctx context.Context, requestID, name string) (User, error) {
-	return call[User](ctx, c, SubjectUserGet, requestID, userGetRequest{Name: name})
+	return call[User](ctx, c, wire.DBUserGet, requestID, userGetRequest{Name: name})
 }

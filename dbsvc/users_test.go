@@ -13,6 +13,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // testHash returns a bcrypt hash of password at MinBcryptCost, the cheapest
@@ -150,15 +151,15 @@ func TestUsersValidation(t *testing.T) {
 	rawBad := []struct {
 		name, subject, body string
 	}{
-		{"put with password field", SubjectUserPut, `{"name":"alice","password":"a good password","scopes":["data:read"]}`},
-		{"put with extra field", SubjectUserPut, `{"name":"alice","password_hash":"` + good + `","scopes":["data:read"],"admin":true}`},
-		{"put not JSON", SubjectUserPut, `alice`},
-		{"put empty", SubjectUserPut, ``},
-		{"put scopes as string", SubjectUserPut, `{"name":"alice","password_hash":"` + good + `","scopes":"data:read"}`},
-		{"get empty", SubjectUserGet, ``},
-		{"get no name", SubjectUserGet, `{}`},
-		{"get bad name", SubjectUserGet, `{"name":"a>b"}`},
-		{"get trailing data", SubjectUserGet, `{"name":"alice"} {}`},
+		{"put with password field", wire.DBUserPut, `{"name":"alice","password":"a good password","scopes":["data:read"]}`},
+		{"put with extra field", wire.DBUserPut, `{"name":"alice","password_hash":"` + good + `","scopes":["data:read"],"admin":true}`},
+		{"put not JSON", wire.DBUserPut, `alice`},
+		{"put empty", wire.DBUserPut, ``},
+		{"put scopes as string", wire.DBUserPut, `{"name":"alice","password_hash":"` + good + `","scopes":"data:read"}`},
+		{"get empty", wire.DBUserGet, ``},
+		{"get no name", wire.DBUserGet, `{}`},
+		{"get bad name", wire.DBUserGet, `{"name":"a>b"}`},
+		{"get trailing data", wire.DBUserGet, `{"name":"alice"} {}`},
 	}
 	for _, tt := range rawBad {
 		t.Run(tt.name, func(t *testing.T) {

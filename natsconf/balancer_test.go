@@ -7,10 +7,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/worker"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // TestBalancerPermissions: the balancer's user (the dashboard) can read
@@ -38,7 +37,7 @@ func TestBalancerPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Stand-ins for the services' stats responders.
-	for _, name := range []string{dbsvc.ServiceName, worker.ProcessService, cache.ServiceName} {
+	for _, name := range []string{wire.DBService, wire.ProcessService, cache.ServiceName} {
 		sub, err := adminNC.Subscribe("$SRV.STATS."+name, func(m *nats.Msg) { _ = m.Respond([]byte(`{}`)) })
 		if err != nil {
 			t.Fatal(err)
@@ -52,7 +51,7 @@ func TestBalancerPermissions(t *testing.T) {
 	nc, js, v := connectAs(t, ns, pw, RoleBalancer)
 
 	t.Run("reads the dashboard's figures", func(t *testing.T) {
-		for _, name := range []string{dbsvc.ServiceName, worker.ProcessService, cache.ServiceName} {
+		for _, name := range []string{wire.DBService, wire.ProcessService, cache.ServiceName} {
 			if _, err := nc.Request("$SRV.STATS."+name, nil, 2*time.Second); err != nil {
 				t.Errorf("request $SRV.STATS.%s = %v", name, err)
 			}
@@ -81,8 +80,8 @@ func TestBalancerPermissions(t *testing.T) {
 		{"cannot read cache values", "$JS.API.DIRECT.GET.KV_" + cache.Bucket + ".$KV." + cache.Bucket + ".k"},
 		{"cannot write cache values", "$KV." + cache.Bucket + ".k"},
 		{"cannot read task records", "$JS.API.STREAM.INFO.KV_" + task.Bucket},
-		{"cannot query the database", dbsvc.SubjectData},
-		{"cannot call the process service", worker.ProcessSubject},
+		{"cannot query the database", wire.DBData},
+		{"cannot call the process service", wire.ProcessSubject},
 		{"cannot answer requests", "_INBOX.gateway.x"},
 		{"cannot broadcast invalidations", cache.SubjectInvalidate},
 	} {

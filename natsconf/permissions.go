@@ -8,11 +8,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/worker"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // Role is a NATS user of scalelab: one per role that connects to NATS,
@@ -145,7 +144,7 @@ var adminOnly = []string{
 	jsAPI("STREAM.PURGE." + task.DLQStream),
 	jsAPI("STREAM.PURGE." + kvTasks),
 	// Users are created by `scalelab users add`, never by a role.
-	dbsvc.SubjectUserPut,
+	wire.DBUserPut,
 }
 
 // consumeTasks is everything that takes tasks off TASKS: creating or
@@ -217,9 +216,9 @@ func Table() []Grant {
 		// Services: the business logic, and dbsvc's reads, item writes and
 		// the login lookup.
 		[]string{
-			worker.ProcessSubject,
-			dbsvc.SubjectData, dbsvc.SubjectItemGet, dbsvc.SubjectItemUpdate, dbsvc.SubjectItemList,
-			dbsvc.SubjectItemDelete, dbsvc.SubjectUserGet,
+			wire.ProcessSubject,
+			wire.DBData, wire.DBItemGet, wire.DBItemUpdate, wire.DBItemList,
+			wire.DBItemDelete, wire.DBUserGet,
 		},
 	)
 	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny)
@@ -230,7 +229,7 @@ func Table() []Grant {
 	wk.PubAllow = concat(
 		// svc.process is called by the gateways; its stats by the
 		// dashboard.
-		repliesTo(worker.ProcessService, RoleGateway, RoleBalancer),
+		repliesTo(wire.ProcessService, RoleGateway, RoleBalancer),
 		useTasks,
 		// The shared durable consumer: create or update it, look it up,
 		// pull, and ack/nak/in-progress/term.
@@ -248,17 +247,17 @@ func Table() []Grant {
 	// Workers run tasks; they have no business with the cache or the
 	// database.
 	wk.PubDeny = concat(adminOnly, cacheBucket, []string{"db.>"}, provisionAny)
-	wk.SubAllow = concat([]string{inbox(RoleWorker), worker.ProcessSubject, task.CancelSubjectPrefix + "*"},
-		microService(worker.ProcessService))
+	wk.SubAllow = concat([]string{inbox(RoleWorker), wire.ProcessSubject, task.CancelSubjectPrefix + "*"},
+		microService(wire.ProcessService))
 	wk.SubDeny = []string{"$KV." + cache.Bucket + ".>"}
 
 	db := Grant{Role: RoleDBSvc}
 	// dbsvc only answers: no JetStream, no requests of its own. Its
 	// callers are the gateways (reads, item writes, logins) and admin
 	// (`scalelab users add`), plus the dashboard's stats.
-	db.PubAllow = repliesTo(dbsvc.ServiceName, RoleGateway, RoleBalancer)
+	db.PubAllow = repliesTo(wire.DBService, RoleGateway, RoleBalancer)
 	db.PubDeny = concat(adminOnly, []string{"$JS.>", "$KV.>"})
-	db.SubAllow = concat([]string{inbox(RoleDBSvc), "db.>"}, microService(dbsvc.ServiceName))
+	db.SubAllow = concat([]string{inbox(RoleDBSvc), "db.>"}, microService(wire.DBService))
 
 	cs := Grant{Role: RoleCacheSvc}
 	cs.PubAllow = concat(
@@ -285,7 +284,7 @@ func Table() []Grant {
 	// No responder rights, no JetStream writes, no KV.
 	bal := Grant{Role: RoleBalancer}
 	bal.PubAllow = []string{
-		"$SRV.STATS." + dbsvc.ServiceName, "$SRV.STATS." + worker.ProcessService, "$SRV.STATS." + cache.ServiceName,
+		"$SRV.STATS." + wire.DBService, "$SRV.STATS." + wire.ProcessService, "$SRV.STATS." + cache.ServiceName,
 		jsAPI("STREAM.INFO." + task.Stream), jsAPI("STREAM.INFO." + task.DLQStream),
 		jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
 		jsAPI("STREAM.INFO." + kvCache),

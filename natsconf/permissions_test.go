@@ -20,11 +20,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/worker"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite authorization.conf from the permission table")
@@ -311,10 +310,10 @@ func TestPermissions(t *testing.T) {
 		}
 	})
 	t.Run("gateway cannot add users", func(t *testing.T) {
-		if err := gwNC.Publish(dbsvc.SubjectUserPut, []byte(`{}`)); err != nil {
+		if err := gwNC.Publish(wire.DBUserPut, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		gwV.expect(t, dbsvc.SubjectUserPut)
+		gwV.expect(t, wire.DBUserPut)
 	})
 
 	// A worker cannot delete streams nor touch the cache bucket.
@@ -373,16 +372,16 @@ func TestPermissions(t *testing.T) {
 		}
 	})
 	t.Run("worker cannot call dbsvc", func(t *testing.T) {
-		if err := wkNC.Publish(dbsvc.SubjectUserGet, []byte(`{}`)); err != nil {
+		if err := wkNC.Publish(wire.DBUserGet, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		wkV.expect(t, dbsvc.SubjectUserGet)
+		wkV.expect(t, wire.DBUserGet)
 	})
 
 	// A responder's reply goes only to an inbox: a requester cannot name
 	// a JetStream API subject as its reply and have the responder call it.
 	t.Run("a reply cannot be aimed at the JetStream API", func(t *testing.T) {
-		sub, err := wkNC.SubscribeSync(worker.ProcessSubject)
+		sub, err := wkNC.SubscribeSync(wire.ProcessSubject)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -390,7 +389,7 @@ func TestPermissions(t *testing.T) {
 		if err := wkNC.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		if err := gwNC.PublishRequest(worker.ProcessSubject, "$JS.API.STREAM.DELETE.TASKS", nil); err != nil {
+		if err := gwNC.PublishRequest(wire.ProcessSubject, "$JS.API.STREAM.DELETE.TASKS", nil); err != nil {
 			t.Fatal(err)
 		}
 		m, err := sub.NextMsg(5 * time.Second)
@@ -407,7 +406,7 @@ func TestPermissions(t *testing.T) {
 	})
 
 	t.Run("dbsvc only answers", func(t *testing.T) {
-		for _, s := range []string{"$KV.cache.k", "$KV.tasks.k", "$JS.API.INFO", task.Subject("noop"), worker.ProcessSubject} {
+		for _, s := range []string{"$KV.cache.k", "$KV.tasks.k", "$JS.API.INFO", task.Subject("noop"), wire.ProcessSubject} {
 			if err := dbNC.Publish(s, nil); err != nil {
 				t.Fatal(err)
 			}

@@ -10,11 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/worker"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // TestOnlyTheProvisionerUpdatesStreams (issue #24): the gateway and the
@@ -125,7 +124,7 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 	// the reply subject (here from admin, who sees every request, as a
 	// worker might from a gateway's svc.process requests and a guess).
 	t.Run("worker cannot forge a reply to the gateway's db.users.get", func(t *testing.T) {
-		requests, err := adminNC.SubscribeSync(dbsvc.SubjectUserGet)
+		requests, err := adminNC.SubscribeSync(wire.DBUserGet)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,14 +140,14 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			m, err := natsconn.NewReplyMux(gwNC, dbsvc.ServiceName).Request(ctx, nats.NewMsg(dbsvc.SubjectUserGet))
+			m, err := natsconn.NewReplyMux(gwNC, wire.DBService).Request(ctx, nats.NewMsg(wire.DBUserGet))
 			done <- result{m, err}
 		}()
 		req, err := requests.NextMsg(5 * time.Second)
 		if err != nil {
 			t.Fatalf("no db.users.get request seen: %v", err)
 		}
-		if want := natsconn.ReplyInbox(string(RoleGateway), dbsvc.ServiceName) + "."; !strings.HasPrefix(req.Reply, want) {
+		if want := natsconn.ReplyInbox(string(RoleGateway), wire.DBService) + "."; !strings.HasPrefix(req.Reply, want) {
 			t.Fatalf("db.users.get reply subject = %q, want under %s", req.Reply, want)
 		}
 		forged, _ := json.Marshal(map[string]any{"name": "alice", "scopes": []string{"admin"}, "hash": "$2a$forged"})
@@ -188,18 +187,18 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 		inbox string
 	}{
 		{RoleWorker, wkNC, wkV, natsconn.InboxPrefix(string(RoleGateway))},
-		{RoleWorker, wkNC, wkV, natsconn.ReplyInbox(string(RoleGateway), dbsvc.ServiceName)},
+		{RoleWorker, wkNC, wkV, natsconn.ReplyInbox(string(RoleGateway), wire.DBService)},
 		{RoleWorker, wkNC, wkV, natsconn.ReplyInbox(string(RoleGateway), cache.ServiceName)},
 		{RoleWorker, wkNC, wkV, natsconn.InboxPrefix(string(RoleDBSvc))},
 		{RoleWorker, wkNC, wkV, natsconn.InboxPrefix(string(RoleCacheSvc))},
 		{RoleDBSvc, dbNC, dbV, natsconn.InboxPrefix(string(RoleGateway))},
-		{RoleDBSvc, dbNC, dbV, natsconn.ReplyInbox(string(RoleGateway), worker.ProcessService)},
+		{RoleDBSvc, dbNC, dbV, natsconn.ReplyInbox(string(RoleGateway), wire.ProcessService)},
 		{RoleDBSvc, dbNC, dbV, natsconn.InboxPrefix(string(RoleWorker))},
 		{RoleDBSvc, dbNC, dbV, natsconn.InboxPrefix(string(RoleCacheSvc))},
 		{RoleGateway, gwNC, gwV, natsconn.InboxPrefix(string(RoleWorker))},
 		{RoleGateway, gwNC, gwV, natsconn.InboxPrefix(string(RoleDBSvc))},
-		{RoleGateway, gwNC, gwV, natsconn.ReplyInbox(string(RoleGateway), dbsvc.ServiceName)},
-		{RoleGateway, gwNC, gwV, natsconn.ReplyInbox(string(RoleGateway), worker.ProcessService)},
+		{RoleGateway, gwNC, gwV, natsconn.ReplyInbox(string(RoleGateway), wire.DBService)},
+		{RoleGateway, gwNC, gwV, natsconn.ReplyInbox(string(RoleGateway), wire.ProcessService)},
 		{RoleCacheSvc, csNC, csV, natsconn.InboxPrefix(string(RoleGateway))},
 		{RoleCacheSvc, csNC, csV, natsconn.InboxPrefix(string(RoleAdmin))},
 		{RoleBalancer, balNC, balV, natsconn.InboxPrefix(string(RoleGateway))},
@@ -245,12 +244,12 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		respond(wkNC, worker.ProcessSubject)
-		respond(wkNC, "$SRV.STATS."+worker.ProcessService)
-		respond(wkNC, "$SRV.PING."+worker.ProcessService)
-		respond(dbNC, dbsvc.SubjectUserGet)
-		respond(dbNC, dbsvc.SubjectUserPut)
-		respond(dbNC, "$SRV.STATS."+dbsvc.ServiceName)
+		respond(wkNC, wire.ProcessSubject)
+		respond(wkNC, "$SRV.STATS."+wire.ProcessService)
+		respond(wkNC, "$SRV.PING."+wire.ProcessService)
+		respond(dbNC, wire.DBUserGet)
+		respond(dbNC, wire.DBUserPut)
+		respond(dbNC, "$SRV.STATS."+wire.DBService)
 		respond(gwNC, cache.SubjectInvalidate)
 		respond(gwNC, "$SRV.STATS."+cache.ServiceName)
 		// As the clients do: dbsvc's and the process service's clients
@@ -263,9 +262,9 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 			service string
 			subject string
 		}{
-			{"gateway", gwNC, worker.ProcessService, worker.ProcessSubject},
-			{"gateway", gwNC, dbsvc.ServiceName, dbsvc.SubjectUserGet},
-			{"admin", adminNC, dbsvc.ServiceName, dbsvc.SubjectUserPut},
+			{"gateway", gwNC, wire.ProcessService, wire.ProcessSubject},
+			{"gateway", gwNC, wire.DBService, wire.DBUserGet},
+			{"admin", adminNC, wire.DBService, wire.DBUserPut},
 		} {
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			m, err := natsconn.NewReplyMux(c.nc, c.service).Request(rctx, nats.NewMsg(c.subject))
@@ -280,8 +279,8 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 			subject string
 			service string
 		}{
-			{"balancer", balNC, "$SRV.STATS." + worker.ProcessService, ""},
-			{"balancer", balNC, "$SRV.STATS." + dbsvc.ServiceName, ""},
+			{"balancer", balNC, "$SRV.STATS." + wire.ProcessService, ""},
+			{"balancer", balNC, "$SRV.STATS." + wire.DBService, ""},
 			{"balancer", balNC, "$SRV.STATS." + cache.ServiceName, ""},
 			{"cachesvc", csNC, cache.SubjectInvalidate, cache.ServiceName},
 			{"cachesvc", csNC, "$SRV.STATS." + cache.ServiceName, ""},
@@ -294,8 +293,8 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 				t.Errorf("%s: gather %s = %d replies, %v; want the responder's reply", c.who, c.subject, len(replies), err)
 			}
 		}
-		if m, err := adminNC.Request("$SRV.PING."+worker.ProcessService, nil, 2*time.Second); err != nil || string(m.Data) != `"ok"` {
-			t.Errorf("admin: request $SRV.PING.%s = %v, want the responder's reply", worker.ProcessService, err)
+		if m, err := adminNC.Request("$SRV.PING."+wire.ProcessService, nil, 2*time.Second); err != nil || string(m.Data) != `"ok"` {
+			t.Errorf("admin: request $SRV.PING.%s = %v, want the responder's reply", wire.ProcessService, err)
 		}
 		for _, v := range []*violations{adminV, gwV, wkV, dbV, csV, balV} {
 			v.none(t)

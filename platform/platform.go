@@ -35,6 +35,7 @@ import (
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/natsconf"
 	"github.com/scalelab/scalelab/platform/dashboard"
 	"github.com/scalelab/scalelab/worker"
@@ -645,7 +646,7 @@ func waitReady(ctx context.Context, nc *nats.Conn, urls []string, log *slog.Logg
 			}
 		}
 		pending = still
-		_, perr := nc.Request("$SRV.PING."+worker.ProcessService, nil, time.Second)
+		_, perr := nc.Request("$SRV.PING."+wire.ProcessService, nil, time.Second)
 		if len(pending) == 0 && perr == nil {
 			return nil
 		}

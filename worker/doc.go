@@ -1,6 +1,6 @@
 // Package worker is the business-logic role. It owns:
 //
-//   - the micro service "process" on the subject svc.process (ProcessSubject),
+//   - the micro service "process" on the subject svc.process (wire.ProcessSubject),
 //     the lab's synchronous /process endpoint, load balanced over workers by
 //     the service's queue group; its stats ($SRV.STATS.process) carry each
 //     worker's task counts (TaskStats) as endpoint data;

@@ -12,13 +12,8 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/wire"
 )
-
-// ProcessSubject is the subject of the sync business-logic endpoint.
-const ProcessSubject = "svc.process"
-
-// ProcessService is the micro service name, as `nats micro ls` shows it.
-const ProcessService = "process"
 
 // ProcessReply is the reply of the process endpoint (and of GET /process).
 type ProcessReply struct {
@@ -41,17 +36,17 @@ func addProcessService(nc *nats.Conn, id string, tasks func() TaskStats, log *sl
 		log.Debug("process served", "request_id", rid)
 	})
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ProcessService,
+		Name:        wire.ProcessService,
 		Version:     "1.0.0",
 		Description: "scalelab sync business logic (the lab's /process)",
 		Metadata:    map[string]string{"worker": id},
-		Endpoint:    &micro.EndpointConfig{Subject: ProcessSubject, Handler: handler},
+		Endpoint:    &micro.EndpointConfig{Subject: wire.ProcessSubject, Handler: handler},
 		// Tasks are not requests of this service, but a worker has no
 		// other service, and this keeps one stats request per worker.
 		StatsHandler: func(*micro.Endpoint) any { return tasks() },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("add micro service %s: %w", ProcessService, err)
+		return nil, fmt.Errorf("add micro service %s: %w", wire.ProcessService, err)
 	}
 	return svc, nil
 }
@@ -67,7 +62,7 @@ type ProcessClient struct {
 // NewProcessClient returns a client whose calls give up after timeout
 // unless the context ends sooner.
 func NewProcessClient(nc *nats.Conn, timeout time.Duration) *ProcessClient {
-	return &ProcessClient{mux: natsconn.NewReplyMux(nc, ProcessService), timeout: timeout}
+	return &ProcessClient{mux: natsconn.NewReplyMux(nc, wire.ProcessService), timeout: timeout}
 }
 
 // Process runs the business logic on some worker. Its errors are
@@ -75,7 +70,7 @@ func NewProcessClient(nc *nats.Conn, timeout time.Duration) *ProcessClient {
 func (c *ProcessClient) Process(ctx context.Context, requestID string) (ProcessReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	msg := nats.NewMsg(ProcessSubject)
+	msg := nats.NewMsg(wire.ProcessSubject)
 	msg.Header.Set(natsconn.RequestIDHeader, requestID)
 	resp, err := c.mux.Request(ctx, msg)
 	if err != nil {

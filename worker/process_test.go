@@ -14,6 +14,7 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/worker"
 )
 
@@ -58,13 +59,13 @@ func TestProcessReply(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			msg := nats.NewMsg(worker.ProcessSubject)
+			msg := nats.NewMsg(wire.ProcessSubject)
 			if tt.requestID != "" {
 				msg.Header.Set(natsconn.RequestIDHeader, tt.requestID)
 			}
 			resp, err := e.nc.RequestMsg(msg, 5*time.Second)
 			if err != nil {
-				t.Fatalf("RequestMsg(%s) = %v", worker.ProcessSubject, err)
+				t.Fatalf("RequestMsg(%s) = %v", wire.ProcessSubject, err)
 			}
 			var got map[string]any
 			if err := json.Unmarshal(resp.Data, &got); err != nil {
@@ -92,28 +93,28 @@ func TestProcessDiscoverable(t *testing.T) {
 	startWorker(t, e.ns, testConfig("w1"))
 	waitProcessFrom(t, e.nc, "w1")
 
-	resp, err := e.nc.Request("$SRV.PING."+worker.ProcessService, nil, 5*time.Second)
+	resp, err := e.nc.Request("$SRV.PING."+wire.ProcessService, nil, 5*time.Second)
 	if err != nil {
-		t.Fatalf("Request($SRV.PING.%s) = %v", worker.ProcessService, err)
+		t.Fatalf("Request($SRV.PING.%s) = %v", wire.ProcessService, err)
 	}
 	var ping micro.Ping
 	if err := json.Unmarshal(resp.Data, &ping); err != nil {
 		t.Fatalf("json.Unmarshal(%s) = %v", resp.Data, err)
 	}
-	if ping.Name != worker.ProcessService || ping.Metadata["worker"] != "w1" {
-		t.Errorf("PING = name %q, metadata %v; want name %q, worker w1", ping.Name, ping.Metadata, worker.ProcessService)
+	if ping.Name != wire.ProcessService || ping.Metadata["worker"] != "w1" {
+		t.Errorf("PING = name %q, metadata %v; want name %q, worker w1", ping.Name, ping.Metadata, wire.ProcessService)
 	}
 
-	resp, err = e.nc.Request("$SRV.INFO."+worker.ProcessService, nil, 5*time.Second)
+	resp, err = e.nc.Request("$SRV.INFO."+wire.ProcessService, nil, 5*time.Second)
 	if err != nil {
-		t.Fatalf("Request($SRV.INFO.%s) = %v", worker.ProcessService, err)
+		t.Fatalf("Request($SRV.INFO.%s) = %v", wire.ProcessService, err)
 	}
 	var info micro.Info
 	if err := json.Unmarshal(resp.Data, &info); err != nil {
 		t.Fatalf("json.Unmarshal(%s) = %v", resp.Data, err)
 	}
-	if len(info.Endpoints) != 1 || info.Endpoints[0].Subject != worker.ProcessSubject || info.Endpoints[0].QueueGroup == "" {
-		t.Errorf("INFO endpoints = %+v, want one on %s in a queue group", info.Endpoints, worker.ProcessSubject)
+	if len(info.Endpoints) != 1 || info.Endpoints[0].Subject != wire.ProcessSubject || info.Endpoints[0].QueueGroup == "" {
+		t.Errorf("INFO endpoints = %+v, want one on %s in a queue group", info.Endpoints, wire.ProcessSubject)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/worker"
 )
 
@@ -140,7 +141,7 @@ func TestNoTaskLost(t *testing.T) {
 // Run stops it when shutdown starts.
 func processStopped(nc *nats.Conn) func() error {
 	return func() error {
-		_, err := nc.Request(worker.ProcessSubject, nil, time.Second)
+		_, err := nc.Request(wire.ProcessSubject, nil, time.Second)
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/ops"
 	"github.com/scalelab/scalelab/internal/task"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // Run serves the process service and runs tasks until ctx is cancelled,
@@ -63,7 +64,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("worker: subscribe to cancel notices: %w", err)
 	}
 	log.Info("worker started", "stream", task.Stream, "consumer", task.Consumer,
-		"process_subject", ProcessSubject, "concurrency", cfg.Concurrency)
+		"process_subject", wire.ProcessSubject, "concurrency", cfg.Concurrency)
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.Addr != "" || cfg.Listener != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/worker"
 )
 
@@ -25,7 +26,7 @@ func TestProcessStatsCarryTaskCounts(t *testing.T) {
 		e.waitState(t, id, task.Succeeded, 10*time.Second)
 	}
 	testutil.Eventually(t, 10*time.Second, func() error {
-		resp, err := e.nc.Request("$SRV.STATS."+worker.ProcessService, nil, 2*time.Second)
+		resp, err := e.nc.Request("$SRV.STATS."+wire.ProcessService, nil, 2*time.Second)
 		if err != nil {
 			return err
 		}

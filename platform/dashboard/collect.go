@@ -15,11 +15,10 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/scalelab/scalelab/balancer"
-	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/worker"
+	"github.com/scalelab/scalelab/internal/wire"
 )
 
 // Waits of a stats request sent to every instance of a service: how long
@@ -148,8 +147,8 @@ func (c *collector) readNATS(ctx context.Context, nc *nats.Conn, snap *Snapshot,
 		rttErr   error
 	)
 	wg.Go(func() { cacheRaw, cacheErr = cache.CollectStats(ctx, nc) })
-	wg.Go(func() { dbRaw, dbErr = gatherStats(ctx, nc, dbsvc.ServiceName) })
-	wg.Go(func() { wkRaw, wkErr = gatherStats(ctx, nc, worker.ProcessService) })
+	wg.Go(func() { dbRaw, dbErr = gatherStats(ctx, nc, wire.DBService) })
+	wg.Go(func() { wkRaw, wkErr = gatherStats(ctx, nc, wire.ProcessService) })
 	wg.Go(func() { queue = c.readQueue(ctx) })
 	wg.Go(func() {
 		s, err := c.js.Stream(ctx, "KV_"+cache.Bucket)

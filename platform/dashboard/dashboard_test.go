@@ -22,10 +22,11 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/natsconn"
-	"github.com/scalelab/scalelab/natsconf/natstest"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/natsconf/natstest"
 	"github.com/scalelab/scalelab/platform/dashboard"
 	"github.com/scalelab/scalelab/worker"
 )
@@ -238,7 +239,7 @@ func TestCollectsEveryFigure(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, func() error {
 		// Traffic while we look, so rates are above zero.
 		fb.requests.Add(10)
-		if _, err := e.admin.Request(dbsvc.SubjectItemGet, []byte(`{"id":1}`), 5*time.Second); err != nil {
+		if _, err := e.admin.Request(wire.DBItemGet, []byte(`{"id":1}`), 5*time.Second); err != nil {
 			return fmt.Errorf("db.items.get: %w", err)
 		}
 		if _, err := c.Get(ctx, "item.v1.1", load); err != nil {
