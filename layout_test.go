@@ -296,3 +296,27 @@ func keys(m map[string]bool) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestEveryPackageSaysItsLayer: every package but the programs has a
+// doc.go whose comment says what it owns and names its layer ("Layer:
+// roles"), with what it must not import, as go doc shows it.
+func TestEveryPackageSaysItsLayer(t *testing.T) {
+	for dir := range readTree(t) {
+		layer, _ := layerOf(dir)
+		if layer == layerPrograms {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "doc.go"))
+		if err != nil {
+			t.Errorf("%s has no doc.go: %v", dir, err)
+			continue
+		}
+		text := strings.ReplaceAll(string(b), "\n// ", " ") // the comment as one line
+		if want := "// Layer: " + layerName(layer) + " "; !strings.Contains(text, want) {
+			t.Errorf("%s/doc.go does not say %q", dir, want)
+		}
+		if !strings.Contains(text, "must not import") {
+			t.Errorf("%s/doc.go does not say what it must not import", dir)
+		}
+	}
+}

@@ -286,4 +286,9 @@
 // status 499, not as a gateway error. On the event loops a connection that
 // the gateway closes while idle is dropped as soon as the close arrives,
 // with no check before use.
+//
+// Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
+// tests, other roles as fixtures; it must not import platform/, cli or
+// natsconf, nor another role except a client API allowed in layout_test.go
+// (roleClients).
 package balancer

@@ -17,4 +17,9 @@
 //     same SCALELAB_JWT_* keys; cachesvc refuses to start without them);
 //     the statistics are open;
 //   - /healthz, /readyz and /metrics on the same port, open.
+//
+// Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
+// tests, other roles as fixtures; it must not import platform/, cli or
+// natsconf, nor another role except a client API allowed in layout_test.go
+// (roleClients).
 package cachesvc

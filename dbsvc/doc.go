@@ -28,4 +28,9 @@
 // row of sales (on the order of 100 ms for the default 300,000 rows) and returns
 // totals by region and the best-selling items. It is slow because it does
 // real work, never because it sleeps.
+//
+// Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
+// tests, other roles as fixtures; it must not import platform/, cli or
+// natsconf, nor another role except a client API allowed in layout_test.go
+// (roleClients).
 package dbsvc

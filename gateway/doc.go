@@ -27,4 +27,9 @@
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes
 // add X-Cache: local, kv or miss.
+//
+// Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
+// tests, other roles as fixtures; it must not import platform/, cli or
+// natsconf, nor another role except a client API allowed in layout_test.go
+// (roleClients).
 package gateway

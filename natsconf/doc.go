@@ -50,4 +50,8 @@
 // URLs (SCALELAB_NATS_URL=tls://nats1:4222,...), trusting the CA through
 // the system pool (SSL_CERT_FILE=/etc/nats/certs/ca.pem in a FROM scratch
 // image), and the nats CLI context takes "ca": "/etc/nats/certs/ca.pem".
+//
+// Layer: config (docs/ARCHITECTURE.md), under the roles: it may import only
+// internal/ packages; it must not import a role, platform/ or cli (the names
+// it grants come from internal/wire, internal/task and internal/cache).
 package natsconf

@@ -1,8 +1,3 @@
-// Package platform starts the whole of scalelab in one process: an
-// embedded NATS server and every role over it, each role with its own
-// connection and least-privilege NATS user, as `scalelab up` runs them.
-// `up`, `scalelab bench` and the end-to-end tests all start it here, so
-// what they measure and test is what a newcomer runs.
 package platform
 
 import (

@@ -18,4 +18,9 @@
 //
 // The worker has no public HTTP; with --addr set it serves /healthz, /readyz
 // and /metrics.
+//
+// Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
+// tests, other roles as fixtures; it must not import platform/, cli or
+// natsconf, nor another role except a client API allowed in layout_test.go
+// (roleClients).
 package worker

@@ -32,4 +32,7 @@
 //
 // L1 only serves while its process is connected to NATS and its watch is
 // running; a reconnect or a broken watch empties it.
+//
+// Layer: plumbing (docs/ARCHITECTURE.md), under everything else: it must not
+// import a role, natsconf, platform/ or cli; only other internal/ packages.
 package cache

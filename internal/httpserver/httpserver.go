@@ -1,6 +1,3 @@
-// Package httpserver runs an http.Handler the way every scalelab role does:
-// listen first (so a busy port fails at start), serve with timeouts, and shut
-// down gracefully when the context ends.
 package httpserver
 
 import (

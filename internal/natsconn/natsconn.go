@@ -1,6 +1,3 @@
-// Package natsconn connects a role to NATS the same way everywhere: named
-// connections, endless reconnects, logged state changes, and a wait for the
-// server at start so that roles can start before NATS does (compose).
 package natsconn
 
 import (

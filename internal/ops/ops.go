@@ -1,6 +1,3 @@
-// Package ops serves the operational endpoints every role exposes:
-// GET /healthz (the process is alive), GET /readyz (its dependencies are
-// reachable) and GET /metrics (Prometheus).
 package ops
 
 import (

@@ -1,6 +1,3 @@
-// Package reqid makes and checks request ids, the X-Request-ID value that
-// follows a request from the balancer through the gateway and NATS to the
-// workers and services, so one id finds every log line of a request.
 package reqid
 
 import "crypto/rand"

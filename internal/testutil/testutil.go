@@ -1,8 +1,3 @@
-// Package testutil holds the test helpers every package's tests share: a
-// real NATS server per test (in-process, random port, temp store), a
-// connection to it, and polling until a deadline instead of sleeping.
-//
-// It is imported only from _test.go files.
 package testutil
 
 import (

@@ -1,8 +1,3 @@
-// Package natstest starts, for tests, the embedded NATS server of `up`
-// with its permission table on (natsconf/permissions.go): every role must
-// connect as its own user, so a test sees the refusals production would.
-// (internal/testutil starts a server without users; it cannot import
-// natsconf, which the packages it serves are imported by.)
 package natstest
 
 import (

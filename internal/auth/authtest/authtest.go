@@ -1,7 +1,3 @@
-// Package authtest makes keys and tokens for tests: those of package auth
-// and those of the roles that verify tokens (the gateway), so that both
-// drive the same table of bad tokens. It is imported only from _test.go
-// files.
 package authtest
 
 import (

@@ -1,0 +1,9 @@
+// Package testutil holds the test helpers every package's tests share: a
+// real NATS server per test (in-process, random port, temp store), a
+// connection to it, and polling until a deadline instead of sleeping.
+//
+// It is imported only from _test.go files.
+//
+// Layer: plumbing (docs/ARCHITECTURE.md), under everything else: it must not
+// import a role, natsconf, platform/ or cli; only other internal/ packages.
+package testutil
