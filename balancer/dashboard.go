@@ -12,7 +12,7 @@ const DashboardPath = opsPrefix + "/dashboard"
 // Dashboard is a live view of the running system that the balancer serves
 // under DashboardPath (Config.Dashboard). It is an interface so that the
 // balancer need not know where the other figures come from: the
-// dashboard of scalelab (internal/dashboard) reads NATS, which the
+// dashboard of scalelab (platform/dashboard) reads NATS, which the
 // balancer itself never connects to.
 type Dashboard interface {
 	// Handler returns the handler of DashboardPath and the paths under it,

@@ -15,7 +15,7 @@
 // keeps the connection pool, and upstream.roundTrip writes each request and
 // reads its answer on the handler's goroutine. The /-/ routes stay net/http
 // handlers, served through fasthttpadaptor; health checks use net/http.
-// Client and gateway sockets read and write through internal/rawconn: raw
+// Client and gateway sockets read and write through balancer/internal/rawconn: raw
 // system calls that the Go scheduler does not hand off, and on gateway
 // connections each request held until the read of its answer, which sends
 // it and waits without first trying a read that would find nothing. Both

@@ -81,7 +81,7 @@ func passing(err error) bool {
 }
 
 // clientConn is a client's connection to the balancer. Its reads and
-// writes are raw (see internal/rawconn); its Close lingers after a request
+// writes are raw (see balancer/internal/rawconn); its Close lingers after a request
 // the balancer refused (see lingerOnClose).
 type clientConn struct {
 	net.Conn
