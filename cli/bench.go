@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"log/slog"
 
 	"github.com/scalelab/scalelab/dbsvc"
-	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/platform"
 	"github.com/scalelab/scalelab/platform/bench"
 )
@@ -41,14 +39,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "compare" {
 		return runBenchCompare(args[1:], stdout)
 	}
-	fs := flag.NewFlagSet("scalelab bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var list strings.Builder
 	for _, s := range bench.Scenarios() {
 		fmt.Fprintf(&list, "  %-8s %s\n", s.Name, s.Title)
 	}
-	fs.Usage = func() { fmt.Fprintf(stderr, benchUsage, list.String()); fs.PrintDefaults() }
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab bench", fmt.Sprintf(benchUsage, list.String()), getenv, stderr)
 	var (
 		out, url, adminURL, token, logLevel string
 		short, noProgress                   bool
@@ -64,11 +59,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	s.String(&token, "token", "TOKEN", "", "with --url: a token with every scope (up prints one)")
 	s.Bool(&noProgress, "no-progress", "", false, "no progress bars")
 	s.String(&logLevel, "log-level", "SCALELAB_LOG_LEVEL", "warn", "level of the platforms' logs, written to <out>/platform.log")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if err := s.Err(); err != nil {
 		return usageErr(err)

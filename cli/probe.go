@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,18 +15,10 @@ import (
 // has. It returns a usage error for bad arguments and an error naming the
 // URL when the request fails or the answer is not a 2xx (exit code 1).
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: scalelab probe [--timeout 2s] URL   (exit 0 when GET URL answers 2xx)")
-		fs.PrintDefaults()
-	}
+	fs, _ := newFlags("scalelab probe", "Usage: scalelab probe [--timeout 2s] URL   (exit 0 when GET URL answers 2xx)\n", nil, stderr)
 	timeout := fs.Duration("timeout", 2*time.Second, "time limit of the whole request")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usageErr(fmt.Errorf("probe: want one URL, got %d arguments", fs.NArg()))

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -160,73 +159,61 @@ type roleCommand struct {
 
 // roles are the commands that run one role, by name.
 var roles = map[string]func(s *envflag.Set) roleCommand{
-	"gateway": func(s *envflag.Set) roleCommand {
-		cfg := gateway.DefaultConfig()
-		cfg.RegisterFlags(s)
+	"gateway":  natsRole(gateway.DefaultConfig, func(c *gateway.Config) { defaultID(&c.ID, c.Addr) }, gateway.Run),
+	"worker":   natsRole(worker.DefaultConfig, func(c *worker.Config) { defaultID(&c.ID, c.Addr) }, worker.Run),
+	"cachesvc": natsRole(cachesvc.DefaultConfig, nil, cachesvc.Run),
+	"dbsvc":    natsRole(dbsvc.DefaultConfig, nil, dbsvc.Run),
+	"balancer": balancerRole,
+}
+
+// natsRole is the command of a role that runs on NATS, as four of the five
+// do: a config C whose flags *C registers and validates, made by
+// defaults and, once parsed, completed by fill (nil: nothing to fill in).
+func natsRole[C any, P interface {
+	*C
+	RegisterFlags(*envflag.Set)
+	Validate() error
+}](defaults func() C, fill func(*C), run func(context.Context, C, *nats.Conn, *slog.Logger) error) func(*envflag.Set) roleCommand {
+	return func(s *envflag.Set) roleCommand {
+		cfg := defaults()
+		P(&cfg).RegisterFlags(s)
 		return roleCommand{
 			usesNATS: true,
-			validate: func() error { defaultID(&cfg.ID, cfg.Addr); return cfg.Validate() },
-			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-				return gateway.Run(ctx, cfg, nc, log)
-			},
-		}
-	},
-	"worker": func(s *envflag.Set) roleCommand {
-		cfg := worker.DefaultConfig()
-		cfg.RegisterFlags(s)
-		return roleCommand{
-			usesNATS: true,
-			validate: func() error { defaultID(&cfg.ID, cfg.Addr); return cfg.Validate() },
-			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-				return worker.Run(ctx, cfg, nc, log)
-			},
-		}
-	},
-	"cachesvc": func(s *envflag.Set) roleCommand {
-		cfg := cachesvc.DefaultConfig()
-		cfg.RegisterFlags(s)
-		return roleCommand{
-			usesNATS: true,
-			validate: func() error { return cfg.Validate() },
-			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-				return cachesvc.Run(ctx, cfg, nc, log)
-			},
-		}
-	},
-	"dbsvc": func(s *envflag.Set) roleCommand {
-		cfg := dbsvc.DefaultConfig()
-		cfg.RegisterFlags(s)
-		return roleCommand{
-			usesNATS: true,
-			validate: func() error { return cfg.Validate() },
-			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-				return dbsvc.Run(ctx, cfg, nc, log)
-			},
-		}
-	},
-	"balancer": func(s *envflag.Set) roleCommand {
-		cfg := balancer.DefaultConfig()
-		cfg.RegisterFlags(s)
-		// NATS is optional here: only the live dashboard (/-/dashboard)
-		// reads it, as the read-only user balancer, and it connects in the
-		// background, so the front door never waits for NATS.
-		var c common
-		c.registerNATS(s, "", "NATS server URL(s) for the dashboard's figures (none: the balancer's own only)")
-		return roleCommand{
-			validate: func() error { return cfg.Validate() },
-			run: func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
-				var opts natsconn.Options
-				if c.NATSURL != "" {
-					var err error
-					if opts, err = c.natsOptions(s.Getenv, "scalelab-balancer"); err != nil {
-						return err
-					}
+			validate: func() error {
+				if fill != nil {
+					fill(&cfg)
 				}
-				cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
-				return balancer.Run(ctx, cfg, log)
+				return P(&cfg).Validate()
 			},
+			run: func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error { return run(ctx, cfg, nc, log) },
 		}
-	},
+	}
+}
+
+// balancerRole is the balancer's command: no NATS of its own, but an
+// optional connection for the live dashboard.
+func balancerRole(s *envflag.Set) roleCommand {
+	cfg := balancer.DefaultConfig()
+	cfg.RegisterFlags(s)
+	// NATS is optional here: only the live dashboard (/-/dashboard)
+	// reads it, as the read-only user balancer, and it connects in the
+	// background, so the front door never waits for NATS.
+	var c common
+	c.registerNATS(s, "", "NATS server URL(s) for the dashboard's figures (none: the balancer's own only)")
+	return roleCommand{
+		validate: func() error { return cfg.Validate() },
+		run: func(ctx context.Context, _ *nats.Conn, log *slog.Logger) error {
+			var opts natsconn.Options
+			if c.NATSURL != "" {
+				var err error
+				if opts, err = c.natsOptions(s.Getenv, "scalelab-balancer"); err != nil {
+					return err
+				}
+			}
+			cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
+			return balancer.Run(ctx, cfg, log)
+		},
+	}
 }
 
 // defaultID sets an instance id left empty to the one derived from the
@@ -239,17 +226,12 @@ func defaultID(id *string, addr string) {
 
 // runRole runs one role against an external NATS server.
 func runRole(ctx context.Context, name string, newRole func(*envflag.Set) roleCommand, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab "+name, "", getenv, stderr)
 	var c common
 	r := newRole(s)
 	c.register(s, r.usesNATS)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Errorf("%s: unexpected arguments %q", name, fs.Args()))
@@ -289,9 +271,7 @@ func runRole(ctx context.Context, name string, newRole func(*envflag.Set) roleCo
 // public half the gateways hold in their JWKS. With --jwks it prints that
 // JWKS instead of a token.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab token", "", getenv, stderr)
 	var sub, scope, keyFile, kid string
 	var ttl time.Duration
 	var printJWKS bool
@@ -301,11 +281,8 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	s.String(&keyFile, "key-file", "", "", "PEM Ed25519 or RSA private key (PKCS#8, as openssl genpkey writes): sign EdDSA or RS256 instead of HS256")
 	s.String(&kid, "kid", "", "", "key id for --key-file, as in the gateways' JWKS (default: the key's RFC 7638 thumbprint)")
 	s.Bool(&printJWKS, "jwks", "", false, "print the JWKS holding --key-file's public key, for SCALELAB_JWT_JWKS_FILE, instead of a token")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	keys := auth.KeysFromEnv(getenv)
 	var errs []error

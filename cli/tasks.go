@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
 )
@@ -26,17 +25,11 @@ const tasksUsage = `Usage:
 
 // runTasks is the operator's view of the task pipeline.
 func runTasks(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab tasks", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, tasksUsage); fs.PrintDefaults() }
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab tasks", tasksUsage, getenv, stderr)
 	var c common
 	c.register(s, true)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	rest := fs.Args()
 	var retryID string
@@ -44,16 +37,11 @@ func runTasks(ctx context.Context, args []string, getenv func(string) string, st
 	switch {
 	case len(rest) >= 1 && rest[0] == "provision":
 		// Its own flags, after the word: they size what it creates.
-		pfs := flag.NewFlagSet("scalelab tasks provision", flag.ContinueOnError)
-		pfs.SetOutput(stderr)
-		ps := envflag.New(pfs, getenv)
+		pfs, ps := newFlags("scalelab tasks provision", "", getenv, stderr)
 		p := task.DefaultProvisionConfig()
 		p.RegisterFlags(ps)
-		if err := pfs.Parse(rest[1:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return usageErr(err)
+		if help, err := parseFlags(pfs, rest[1:]); help || err != nil {
+			return err
 		}
 		if err := errors.Join(ps.Err(), p.Validate("tasks provision")); err != nil {
 			return usageErr(err)

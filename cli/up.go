@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -52,18 +51,13 @@ func (c *upConfig) validate() error {
 
 // runUp runs every role in one process over an embedded NATS server.
 func runUp(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab up", "", getenv, stderr)
 	var c common
 	c.register(s, false)
 	var cfg upConfig
 	cfg.register(s)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErr(err)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Errorf("up: unexpected arguments %q", fs.Args()))

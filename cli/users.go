@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/auth"
-	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 )
 
@@ -45,10 +43,7 @@ const maxPasswordBytes = 72
 // arguments, a bad name, scopes or password, and other errors (exit 1)
 // when NATS or dbsvc cannot be reached.
 func runUsers(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scalelab users add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usersUsage); fs.PrintDefaults() }
-	s := envflag.New(fs, getenv)
+	fs, s := newFlags("scalelab users add", usersUsage, getenv, stderr)
 	var c common
 	c.register(s, true)
 	var scope string
@@ -72,11 +67,8 @@ func runUsers(ctx context.Context, args []string, getenv func(string) string, st
 	var name string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return usageErr(err)
+		if help, err := parseFlags(fs, rest); help || err != nil {
+			return err
 		}
 		rest = fs.Args()
 		if name != "" || len(rest) == 0 {
