@@ -8,34 +8,36 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 )
 
+// problems are the reasons a token is refused, in words a client can act
+// on, first match first: the errors of Verifier.Verify and of jwt's
+// parser that it wraps.
+var problems = []struct {
+	err     error
+	message string
+}{
+	{ErrUnknownKey, "token's key id (kid) names no key configured for its algorithm"},
+	{ErrBadHeader, "token header is not accepted (typ or crit)"},
+	{jwt.ErrTokenExpired, "token is expired"},
+	{jwt.ErrTokenNotValidYet, "token is not valid yet"},
+	{jwt.ErrTokenUsedBeforeIssued, "token is not valid yet"},
+	{jwt.ErrTokenInvalidIssuer, "token has the wrong issuer"},
+	{jwt.ErrTokenInvalidAudience, "token has the wrong audience"},
+	{jwt.ErrTokenRequiredClaimMissing, "token lacks a required claim (exp)"},
+	{jwt.ErrTokenSignatureInvalid, "token signature is invalid"},
+	{jwt.ErrTokenUnverifiable, "token algorithm is not allowed"},
+	{jwt.ErrTokenMalformed, "token is malformed"},
+}
+
 // Problem says why a token was refused, in words a client can act on,
 // without echoing the token: the message of a 401 for err, an error of
 // Verifier.Verify. Every role that checks tokens answers with it.
 func Problem(err error) string {
-	switch {
-	case errors.Is(err, ErrUnknownKey):
-		return "token's key id (kid) names no key configured for its algorithm"
-	case errors.Is(err, ErrBadHeader):
-		return "token header is not accepted (typ or crit)"
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "token is expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "token is not valid yet"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "token has the wrong issuer"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "token has the wrong audience"
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "token lacks a required claim (exp)"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "token signature is invalid"
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "token algorithm is not allowed"
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "token is malformed"
-	default:
-		return "token is invalid"
+	for _, p := range problems {
+		if errors.Is(err, p.err) {
+			return p.message
+		}
 	}
+	return "token is invalid"
 }
 
 // Authenticate verifies the token in header, the value of a request's
