@@ -35,6 +35,7 @@ func NewHistogramVec(reg prometheus.Registerer, name, help string, buckets []flo
 	return register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels))
 }
 
+// register registers c on reg and returns it, typed as it was built.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	reg.MustRegister(c)
 	return c
