@@ -442,9 +442,7 @@ func (c Config) Validate() error {
 		if err := checkDiscover(c.Discover); err != nil {
 			bad("--discover: %w", err)
 		}
-		if c.DiscoverInterval <= 0 {
-			bad("--discover-interval: must be positive, got %v", c.DiscoverInterval)
-		}
+		positive(bad, "--discover-interval", c.DiscoverInterval)
 	}
 	seen := make(map[string]bool, len(c.Backends))
 	for _, raw := range c.Backends {
@@ -482,43 +480,23 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.DialTimeout <= 0 {
-		bad("--dial-timeout: must be positive, got %v", c.DialTimeout)
-	}
-	if c.ResponseHeaderTimeout < 0 {
-		bad("--response-header-timeout: must not be negative, got %v", c.ResponseHeaderTimeout)
-	}
-	if c.IdleConnTimeout < 0 {
-		bad("IdleConnTimeout: must not be negative, got %v", c.IdleConnTimeout)
-	}
+	positive(bad, "--dial-timeout", c.DialTimeout)
+	notNegative(bad, "--response-header-timeout", c.ResponseHeaderTimeout)
+	notNegative(bad, "IdleConnTimeout", c.IdleConnTimeout)
 	// Zero would silently mean Go's default of 2: see MaxIdleConnsPerHost.
-	if c.MaxIdleConnsPerHost < 1 {
-		bad("--max-idle-conns-per-host: must be at least 1, got %d", c.MaxIdleConnsPerHost)
-	}
-	if c.HealthInterval < 0 {
-		bad("--health-interval: must not be negative, got %v", c.HealthInterval)
-	}
+	atLeastOne(bad, "--max-idle-conns-per-host", c.MaxIdleConnsPerHost)
+	notNegative(bad, "--health-interval", c.HealthInterval)
 	if c.HealthInterval > 0 {
 		if !strings.HasPrefix(c.HealthPath, "/") {
 			bad("--health-path: must start with /, got %q", c.HealthPath)
 		}
-		if c.HealthTimeout <= 0 {
-			bad("--health-timeout: must be positive, got %v", c.HealthTimeout)
-		}
-		if c.HealthyThreshold < 1 {
-			bad("--healthy-threshold: must be at least 1, got %d", c.HealthyThreshold)
-		}
-		if c.UnhealthyThreshold < 1 {
-			bad("--unhealthy-threshold: must be at least 1, got %d", c.UnhealthyThreshold)
-		}
+		positive(bad, "--health-timeout", c.HealthTimeout)
+		atLeastOne(bad, "--healthy-threshold", c.HealthyThreshold)
+		atLeastOne(bad, "--unhealthy-threshold", c.UnhealthyThreshold)
 	}
-	if c.EjectAfter < 0 {
-		bad("--eject-after: must not be negative, got %d", c.EjectAfter)
-	}
+	notNegative(bad, "--eject-after", c.EjectAfter)
 	if c.EjectAfter > 0 {
-		if c.EjectBackoff <= 0 {
-			bad("--eject-backoff: must be positive, got %v", c.EjectBackoff)
-		}
+		positive(bad, "--eject-backoff", c.EjectBackoff)
 		if c.EjectBackoffMax < c.EjectBackoff {
 			bad("--eject-backoff-max: must be at least --eject-backoff (%v), got %v", c.EjectBackoff, c.EjectBackoffMax)
 		}
@@ -532,14 +510,30 @@ func (c Config) Validate() error {
 	if c.RetryBudgetPercent < 0 || c.RetryBudgetPercent > 100 {
 		bad("--retry-budget: must be a percentage between 0 and 100, got %d", c.RetryBudgetPercent)
 	}
-	if c.RetryBudgetMin < 0 {
-		bad("--retry-budget-min: must not be negative, got %d", c.RetryBudgetMin)
-	}
-	if c.ShutdownTimeout <= 0 {
-		bad("--shutdown-timeout: must be positive, got %v", c.ShutdownTimeout)
-	}
+	notNegative(bad, "--retry-budget-min", c.RetryBudgetMin)
+	positive(bad, "--shutdown-timeout", c.ShutdownTimeout)
 	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
+}
+
+// positive, notNegative and atLeastOne report, through Validate's bad, a
+// setting out of the most common ranges, in the same words for every flag.
+func positive[T int | time.Duration](bad func(string, ...any), flag string, v T) {
+	if v <= 0 {
+		bad("%s: must be positive, got %v", flag, v)
+	}
+}
+
+func notNegative[T int | time.Duration](bad func(string, ...any), flag string, v T) {
+	if v < 0 {
+		bad("%s: must not be negative, got %v", flag, v)
+	}
+}
+
+func atLeastOne(bad func(string, ...any), flag string, v int) {
+	if v < 1 {
+		bad("%s: must be at least 1, got %d", flag, v)
+	}
 }
 
 // jwtConfigured reports whether JWT keys were given: then they must be
@@ -563,12 +557,8 @@ func (c Config) validateLimits() []error {
 	if c.MaxConns > 0 && c.MaxConnsPerIP > c.MaxConns {
 		bad("--max-conns-per-ip: %d is over --max-conns (%d)", c.MaxConnsPerIP, c.MaxConns)
 	}
-	if c.ClientHeaderTimeout <= 0 {
-		bad("--client-header-timeout: must be positive, got %v", c.ClientHeaderTimeout)
-	}
-	if c.ClientBodyTimeout <= 0 {
-		bad("--client-body-timeout: must be positive, got %v", c.ClientBodyTimeout)
-	}
+	positive(bad, "--client-header-timeout", c.ClientHeaderTimeout)
+	positive(bad, "--client-body-timeout", c.ClientBodyTimeout)
 	return errs
 }
 

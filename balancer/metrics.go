@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/ops"
 )
 
 // metrics are the balancer's Prometheus metrics, on the instance's own
@@ -47,46 +49,25 @@ var retryReasons = [...]string{retryConnect: "connect", retryAfterSend: "after_s
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_balancer_requests_total",
-			Help: "Client requests proxied, by the gateway that answered and the status class (2xx, 5xx, ...).",
-		}, []string{"backend", "code"}),
-		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "scalelab_balancer_request_seconds",
-			Help: "Time to proxy a request, from receiving it to the end of the response body.",
-			// 0.5 ms to 16 s: a proxied cache hit is sub-millisecond,
-			// a timed-out request is tens of seconds.
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}),
-		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_balancer_backend_errors_total",
-			Help: "Attempts that failed on a gateway (refused, timed out, broken), retried or not.",
-		}, []string{"backend"}),
-		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_balancer_ejections_total",
-			Help: "Times a gateway was ejected after failed requests in a row.",
-		}, []string{"backend"}),
-		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_balancer_health_checks_total",
-			Help: "Active health checks of a gateway, by result (pass, fail).",
-		}, []string{"backend", "result"}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scalelab_balancer_overloaded_total",
-			Help: "Requests refused with 503 because --max-inflight requests were already in flight.",
-		}),
-		retriesDenied: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scalelab_balancer_retries_denied_total",
-			Help: "Retries not made because the retry budget was spent.",
-		}),
+		requests: ops.NewCounterVec(reg, "scalelab_balancer_requests_total",
+			"Client requests proxied, by the gateway that answered and the status class (2xx, 5xx, ...).", "backend", "code"),
+		// 0.5 ms to 16 s: a proxied cache hit is sub-millisecond, a
+		// timed-out request is tens of seconds.
+		seconds: ops.NewHistogram(reg, "scalelab_balancer_request_seconds",
+			"Time to proxy a request, from receiving it to the end of the response body.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		backendErrors: ops.NewCounterVec(reg, "scalelab_balancer_backend_errors_total",
+			"Attempts that failed on a gateway (refused, timed out, broken), retried or not.", "backend"),
+		ejections: ops.NewCounterVec(reg, "scalelab_balancer_ejections_total", "Times a gateway was ejected after failed requests in a row.", "backend"),
+		checks:    ops.NewCounterVec(reg, "scalelab_balancer_health_checks_total", "Active health checks of a gateway, by result (pass, fail).", "backend", "result"),
+		overloaded: ops.NewCounter(reg, "scalelab_balancer_overloaded_total",
+			"Requests refused with 503 because --max-inflight requests were already in flight."),
+		retriesDenied: ops.NewCounter(reg, "scalelab_balancer_retries_denied_total", "Retries not made because the retry budget was spent."),
 	}
-	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "scalelab_balancer_retries_total",
-		Help: "Requests sent to another gateway after a failed attempt, by reason (connect, after_send).",
-	}, []string{"reason"})
+	retries := ops.NewCounterVec(reg, "scalelab_balancer_retries_total",
+		"Requests sent to another gateway after a failed attempt, by reason (connect, after_send).", "reason")
 	for i, r := range retryReasons {
 		m.retries[i] = retries.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.seconds, m.backendErrors, m.ejections, m.checks, retries, m.retriesDenied, m.overloaded)
 	return m
 }
 

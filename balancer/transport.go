@@ -237,20 +237,11 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	// passed on, so a gateway should not send one).
 	keep := writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
 		status != fasthttp.StatusSwitchingProtocols
-	// Past maxIdle idle connections the gateway has more than the load
-	// needs: the connection is closed rather than kept.
+	whole := true // the answer is in resp: the connection is done with
 	switch {
 	case head || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
 		// No body: the connection is ready for the next request already.
 		resp.SkipBody = head
-		hc.ReleaseReader(br)
-		gc.release()
-		if keep && hc.IdleConnsCount() < u.maxIdle {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
-		}
-		return nil
 	case size >= 0 && br.Buffered() >= size:
 		// The whole body came with the headers, as small answers do: pass
 		// it on whole.
@@ -258,6 +249,15 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		body, _ := br.Peek(size)
 		resp.SetBody(body)
 		_, _ = br.Discard(size)
+	default:
+		resp.SkipBody = false
+		whole = false
+	}
+	// Past maxIdle idle connections the gateway has more than the load
+	// needs: the connection is closed rather than kept. The streamed body
+	// calls release when it ends; a whole answer, here and now (the closure
+	// is made only for a streamed body, so a whole answer allocates none).
+	if whole {
 		hc.ReleaseReader(br)
 		gc.release()
 		if keep && hc.IdleConnsCount() < u.maxIdle {
@@ -267,7 +267,6 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		}
 		return nil
 	}
-	resp.SkipBody = false
 	release := func(reuse bool) {
 		if reuse && hc.IdleConnsCount() < u.maxIdle {
 			hc.ReleaseConn(cc)

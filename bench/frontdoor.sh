@@ -42,6 +42,8 @@ PORT_BASE=${PORT_BASE:-18180}
 VEGETA=github.com/tsenart/vegeta/v12@v12.13.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 tmp=$(mktemp -d /tmp/scalelab-frontdoor.XXXXXX)
 pids=()
 
@@ -49,13 +51,7 @@ log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill -INT "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
+	((${#pids[@]})) && stop INT "${pids[@]}"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -158,7 +154,7 @@ print("\t".join([sys.argv[1], sys.argv[2], sys.argv[3], "%.3f" % (l["50th"] / 1e
 			wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $token" \
 				"http://127.0.0.1:${port[$t]}/items/42" >"$tmp/wrk.out"
 			rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk.out")
-			p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) {sub(/us$/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms$/, "", v)} else if (v ~ /s$/) {sub(/s$/, "", v); v *= 1000}; print v}' "$tmp/wrk.out")
+			p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")")
 			printf '%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p99" >>"$tmp/peak.tsv"
 			log "round $round $t peak: $rps req/s, p99 $p99 ms"
 		fi

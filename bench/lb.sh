@@ -53,17 +53,13 @@ WORKERS=${WORKERS:-$(nproc)}
 PORT_BASE=${PORT_BASE:-18080}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 tmp=$(mktemp -d /tmp/scalelab-lb.XXXXXX)
 pids=()
 
 cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
+	((${#pids[@]})) && stop TERM "${pids[@]}"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -147,13 +143,8 @@ machine_ticks() {
 # cpu_ticks prints the CPU time (user + system, in clock ticks) used so far
 # by a process, its threads and its children (nginx's workers).
 cpu_ticks() {
-	local root=$1 pid total=0 t
-	for pid in "$root" $(pgrep -P "$root" || true); do
-		# Fields after "(comm) ": state is 1, utime 12, stime 13.
-		t=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-		total=$((total + t))
-	done
-	echo "$total"
+	# shellcheck disable=SC2046 # one word per child pid
+	proc_ticks "$1" $(pgrep -P "$1" || true)
 }
 clk_tck=$(getconf CLK_TCK)
 
@@ -265,18 +256,6 @@ for t in "${targets[@]}"; do
 done
 
 # --- measure -------------------------------------------------------------------
-# to_ms converts a wrk latency (850.00us, 1.23ms, 1.05s) to milliseconds.
-to_ms() {
-	awk -v v="$1" 'BEGIN {
-		n = v + 0
-		if (v ~ /us$/) n /= 1000
-		else if (v ~ /ms$/) n = n
-		else if (v ~ /m$/) n *= 60000
-		else if (v ~ /s$/) n *= 1000
-		printf "%.3f", n
-	}'
-}
-
 # The process whose CPU is measured for each target.
 declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp)
 
@@ -345,12 +324,6 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # --- report ----------------------------------------------------------------------
-# median of column $2 of file $1
-median() {
-	sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {
-		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
-	}'
-}
 declare -A rps p50 p99 errs cpu idle syscalls switches
 for t in "${targets[@]}"; do
 	rps[$t]=$(median "$tmp/$t.results" 1)

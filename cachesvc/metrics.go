@@ -3,6 +3,8 @@ package cachesvc
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/scalelab/scalelab/internal/ops"
 )
 
 // metrics count the cache API's traffic.
@@ -14,26 +16,12 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_cachesvc_lookups_total",
-			Help: "GET /cache/{key} lookups by result (hit, miss).",
-		}, []string{"result"}),
-		writes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scalelab_cachesvc_writes_total",
-			Help: "POST /cache/{key} writes.",
-		}),
-		deletes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scalelab_cachesvc_deletes_total",
-			Help: "DELETE /cache/{key} deletes, each also broadcast to the gateways' near-caches.",
-		}),
-		flushes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scalelab_cachesvc_flushes_total",
-			Help: "DELETE /cache flushes of the bucket and the gateways' near-caches.",
-		}),
+	return &metrics{
+		lookups: ops.NewCounterVec(reg, "scalelab_cachesvc_lookups_total", "GET /cache/{key} lookups by result (hit, miss).", "result"),
+		writes:  ops.NewCounter(reg, "scalelab_cachesvc_writes_total", "POST /cache/{key} writes."),
+		deletes: ops.NewCounter(reg, "scalelab_cachesvc_deletes_total", "DELETE /cache/{key} deletes, each also broadcast to the gateways' near-caches."),
+		flushes: ops.NewCounter(reg, "scalelab_cachesvc_flushes_total", "DELETE /cache flushes of the bucket and the gateways' near-caches."),
 	}
-	reg.MustRegister(m.lookups, m.writes, m.deletes, m.flushes)
-	return m
 }
 
 // counts reads the hit and miss counters back for GET /cache.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,29 +23,25 @@ import (
 func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
 	log = log.With("role", "cachesvc")
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
-	ln, err := httpserver.Listen(hc)
-	if err != nil {
-		return fmt.Errorf("cachesvc: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("cachesvc: jetstream: %w", err)
-	}
-	var kv jetstream.KeyValue
-	err = natsconn.Retry(ctx, log, "provision cache bucket", func(ctx context.Context) error {
-		kv, err = provision(ctx, js, cfg, log)
-		return err
+	err := httpserver.Run(ctx, hc, log, func(ctx context.Context) (http.Handler, error) {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		var kv jetstream.KeyValue
+		err = natsconn.Retry(ctx, log, "provision cache bucket", func(ctx context.Context) error {
+			kv, err = provision(ctx, js, cfg, log)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("cache bucket ready", "bucket", cache.Bucket, "ttl", cfg.TTL, "limit_marker_ttl", limitMarkerTTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
+		reg := ops.NewRegistry()
+		return newAPI(nc, js, kv, auth.NewVerifier(cfg.JWT), newMetrics(reg), log).routes(reg, ops.NATSReady(nc)), nil
 	})
 	if err != nil {
-		ln.Close()
-		if ctx.Err() != nil {
-			return nil
-		}
 		return fmt.Errorf("cachesvc: %w", err)
 	}
-	log.Info("cache bucket ready", "bucket", cache.Bucket, "ttl", cfg.TTL, "limit_marker_ttl", limitMarkerTTL, "max_mb", cfg.MaxMB, "replicas", cfg.Replicas)
-	reg := ops.NewRegistry()
-	h := newAPI(nc, js, kv, auth.NewVerifier(cfg.JWT), newMetrics(reg), log).routes(reg, ops.NATSReady(nc))
-	return httpserver.Serve(ctx, hc, ln, h, log)
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/ops"
 )
 
 // metrics are the role's Prometheus metrics, registered on the instance's own
@@ -17,17 +19,11 @@ type metrics struct {
 // front, so that dashboards see zeros rather than missing series.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_db_queries_total",
-			Help: "Database queries run by dbsvc, by query (data, item_get, item_update, item_list, item_delete, user_put, user_get).",
-		}, []string{"query"}),
-		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "scalelab_db_query_seconds",
-			Help:    "Duration of database queries run by dbsvc, by query.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"query"}),
+		queries: ops.NewCounterVec(reg, "scalelab_db_queries_total",
+			"Database queries run by dbsvc, by query (data, item_get, item_update, item_list, item_delete, user_put, user_get).", "query"),
+		seconds: ops.NewHistogramVec(reg, "scalelab_db_query_seconds", "Duration of database queries run by dbsvc, by query.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "query"),
 	}
-	reg.MustRegister(m.queries, m.seconds)
 	for _, q := range []string{queryData, queryItemGet, queryItemUpdate, queryItemList, queryItemDelete, queryUserPut, queryUserGet} {
 		m.queries.WithLabelValues(q)
 		m.seconds.WithLabelValues(q)

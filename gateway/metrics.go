@@ -1,6 +1,10 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/ops"
+)
 
 // metrics are the gateway's Prometheus series.
 type metrics struct {
@@ -16,25 +20,12 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_gateway_requests_total",
-			Help: "HTTP requests by route, method and status.",
-		}, []string{"route", "method", "status"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "scalelab_gateway_request_seconds",
-			Help:    "HTTP request latency by route.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"route"}),
-		bcrypt: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "scalelab_gateway_bcrypt_in_flight",
-			Help: "Password compares running now (at most the bcrypt slots).",
-		}),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_gateway_logins_total",
-			Help: "POST /auth/token by outcome: issued, refused (401), throttled (429), unavailable (503), invalid.",
-		}, []string{"outcome"}),
+	return &metrics{
+		requests: ops.NewCounterVec(reg, "scalelab_gateway_requests_total", "HTTP requests by route, method and status.", "route", "method", "status"),
+		duration: ops.NewHistogramVec(reg, "scalelab_gateway_request_seconds", "HTTP request latency by route.",
+			prometheus.ExponentialBuckets(0.0005, 2, 16), "route"),
+		bcrypt: ops.NewGauge(reg, "scalelab_gateway_bcrypt_in_flight", "Password compares running now (at most the bcrypt slots)."),
+		logins: ops.NewCounterVec(reg, "scalelab_gateway_logins_total",
+			"POST /auth/token by outcome: issued, refused (401), throttled (429), unavailable (503), invalid.", "outcome"),
 	}
-	reg.MustRegister(m.requests, m.duration, m.bcrypt, m.logins)
-	return m
 }

@@ -45,48 +45,47 @@ type deps struct {
 func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
 	log = log.With("role", "gateway", "gateway", cfg.ID)
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
-	ln, err := httpserver.Listen(hc)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("gateway: jetstream: %w", err)
-	}
-	var store *task.Store
-	// The task streams are admin's to provision (up, or `scalelab tasks
-	// provision`): wait for them rather than create them.
-	err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
-		store, err = task.Open(ctx, js, cfg.Provision, log)
-		return err
+	var c *cache.Cache // closed once the server has stopped
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	err := httpserver.Run(ctx, hc, log, func(ctx context.Context) (http.Handler, error) {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		var store *task.Store
+		// The task streams are admin's to provision (up, or `scalelab tasks
+		// provision`): wait for them rather than create them.
+		err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
+			store, err = task.Open(ctx, js, cfg.Provision, log)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if c, err = cache.New(nc, cfg.ID, cfg.Cache, log); err != nil {
+			return nil, err
+		}
+		log.Info("cache tiers", "mode", cfg.Cache.Mode, "entry_ttl", cfg.Cache.TTL, "negative_ttl", cfg.Cache.NegativeTTL)
+		reg := ops.NewRegistry()
+		c.Register(reg)
+		db := dbsvc.NewClient(nc)
+		db.Timeout = cfg.RequestTimeout
+		return newServer(deps{
+			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
+			cache: c, db: db,
+			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
+			tasks:   store, queue: streamQueue{js: js},
+			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
+		}), nil
 	})
 	if err != nil {
-		ln.Close()
-		if ctx.Err() != nil {
-			return nil
-		}
 		return fmt.Errorf("gateway: %w", err)
 	}
-	c, err := cache.New(nc, cfg.ID, cfg.Cache, log)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("gateway: %w", err)
-	}
-	defer c.Close()
-	log.Info("cache tiers", "mode", cfg.Cache.Mode, "entry_ttl", cfg.Cache.TTL, "negative_ttl", cfg.Cache.NegativeTTL)
-	reg := ops.NewRegistry()
-	c.Register(reg)
-	db := dbsvc.NewClient(nc)
-	db.Timeout = cfg.RequestTimeout
-	d := deps{
-		cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
-		cache: c, db: db,
-		process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-		tasks:   store, queue: streamQueue{js: js},
-		metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
-	}
-	return httpserver.Serve(ctx, hc, ln, newServer(d), log)
+	return nil
 }
 
 // newServer builds the echo server with its server-wide middleware.

@@ -1,6 +1,10 @@
 package worker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalelab/scalelab/internal/ops"
+)
 
 // metrics are the worker's Prometheus series.
 type metrics struct {
@@ -10,21 +14,11 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scalelab_worker_tasks_total",
-			Help: "Task attempts by type and outcome (succeeded, failed, retried, interrupted).",
-		}, []string{"type", "outcome"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "scalelab_worker_task_seconds",
-			Help:    "Time spent in task handlers.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
-		}, []string{"type"}),
-		running: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "scalelab_worker_tasks_running",
-			Help: "Tasks running now.",
-		}),
+	return &metrics{
+		outcomes: ops.NewCounterVec(reg, "scalelab_worker_tasks_total",
+			"Task attempts by type and outcome (succeeded, failed, retried, interrupted).", "type", "outcome"),
+		duration: ops.NewHistogramVec(reg, "scalelab_worker_task_seconds", "Time spent in task handlers.",
+			prometheus.ExponentialBuckets(0.001, 4, 10), "type"),
+		running: ops.NewGauge(reg, "scalelab_worker_tasks_running", "Tasks running now."),
 	}
-	reg.MustRegister(m.outcomes, m.duration, m.running)
-	return m
 }

@@ -99,6 +99,8 @@ VEGETA=github.com/tsenart/vegeta/v12@v12.13.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 LAB_SEED=${LAB_SEED:-$(git -C "$root" rev-parse --show-toplevel)/../shared/seed/lab4-scalability.md}
 tmp=$(mktemp -d /tmp/scalelab-cache.XXXXXX)
 pids=()
@@ -110,24 +112,11 @@ die() {
 	exit 1
 }
 
-# stop ends what start started: each process leads its own process group
-# (setsid), so the lab's Flask reloader children go with their parent.
-stop() {
-	local pid
-	for pid in "$@"; do
-		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "$@"; do
-		for _ in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-}
+# stop (bench/lib.sh) ends what start started: each process leads its own
+# process group (setsid), so the lab's Flask reloader children go with their
+# parent.
 cleanup() {
-	((${#pids[@]})) && stop "${pids[@]}"
+	((${#pids[@]})) && stop TERM "${pids[@]}"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -378,15 +367,12 @@ counters() {
 # by the process groups of the named processes (the lab's Flask reloader
 # runs the app in a child).
 cpu_ticks() { # name...
-	local name pid total=0 t
+	local name pids=()
 	for name in "$@"; do
-		for pid in $(pgrep -g "${pid_of[$name]}" || true); do
-			# Fields after "(comm) ": state is 1, utime 12, stime 13.
-			t=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-			total=$((total + t))
-		done
+		# shellcheck disable=SC2207 # one word per pid
+		pids+=($(pgrep -g "${pid_of[$name]}" || true))
 	done
-	echo "$total"
+	proc_ticks "${pids[@]}"
 }
 clk_tck=$(getconf CLK_TCK)
 
@@ -398,18 +384,6 @@ ratios() { # before, after, requests
 		l = y[2] - x[2]
 		printf "%.4f %.4f %.4f %.1f\n", n ? (y[1] - x[1]) / n : 0, l ? (y[3] - x[3]) / l : 0,
 			l ? (y[4] - x[4]) / l : 0, n ? (y[5] - x[5]) / hz * 1e6 / n : 0
-	}'
-}
-
-# to_ms converts a wrk latency (850.00us, 1.23ms, 1.05s) to milliseconds.
-to_ms() {
-	awk -v v="$1" 'BEGIN {
-		n = v + 0
-		if (v ~ /us$/) n /= 1000
-		else if (v ~ /ms$/) n = n
-		else if (v ~ /m$/) n *= 60000
-		else if (v ~ /s$/) n *= 1000
-		printf "%.3f", n
 	}'
 }
 
@@ -500,12 +474,6 @@ bench() { # target, duration, file
 		"$t" "$rps" "$p50" "$p99" "$errs" "$qpr" "$hit" "$l1" "$cpu")"
 }
 
-# median of column $2 of file $1
-median() {
-	sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {
-		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
-	}'
-}
 # summarize sets the medians (the errors summed) of results file f under key k.
 declare -A rps p50 p99 errs qpr hit l1 cpu
 summarize() { # file, key

@@ -48,6 +48,8 @@ ASYNQ_TUNED=${ASYNQ_TUNED-10ms}
 TOTAL_WORKERS=$((WORKERS * WORKER_CONCURRENCY))
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 HERE=$ROOT/bench/tasks
 TMP=$(mktemp -d /tmp/scalelab-bench.XXXXXX)
 RES=$TMP/results.jsonl
@@ -57,15 +59,8 @@ say() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 PIDS=()
 cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${PIDS[@]}"; do
-		# scalelab drains on SIGTERM; give it a moment, then insist.
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$p" 2>/dev/null || true
-	done
+	# scalelab drains on SIGTERM; stop gives it a moment, then insists.
+	((${#PIDS[@]})) && stop TERM "${PIDS[@]}"
 	if [[ $KEEP_TMP == 1 ]]; then
 		say "kept $TMP"
 	else

@@ -38,54 +38,38 @@ func (s *Set) String(p *string, name, env, def, usage string) {
 
 // Int defines an int flag.
 func (s *Set) Int(p *int, name, env string, def int, usage string) {
-	if v := s.lookup(env); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", env, v))
-		} else {
-			def = n
-		}
-	}
-	s.FS.IntVar(p, name, def, s.usage(usage, env))
+	define(s, s.FS.IntVar, p, name, env, def, usage, strconv.Atoi, "not an integer")
 }
 
 // Int64 defines an int64 flag.
 func (s *Set) Int64(p *int64, name, env string, def int64, usage string) {
-	if v := s.lookup(env); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", env, v))
-		} else {
-			def = n
-		}
-	}
-	s.FS.Int64Var(p, name, def, s.usage(usage, env))
+	parse := func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }
+	define(s, s.FS.Int64Var, p, name, env, def, usage, parse, "not an integer")
 }
 
 // Duration defines a time.Duration flag.
 func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
-	if v := s.lookup(env); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a duration (e.g. 5s)", env, v))
-		} else {
-			def = d
-		}
-	}
-	s.FS.DurationVar(p, name, def, s.usage(usage, env))
+	define(s, s.FS.DurationVar, p, name, env, def, usage, time.ParseDuration, "not a duration (e.g. 5s)")
 }
 
 // Bool defines a bool flag.
 func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	define(s, s.FS.BoolVar, p, name, env, def, usage, strconv.ParseBool, "not a boolean")
+}
+
+// define binds a flag of type T with bind (a flag.FlagSet's XxxVar). A set
+// environment variable replaces def when parse accepts it; when it does not,
+// def stays and the error, worded as want, is collected for Err.
+func define[T any](s *Set, bind func(*T, string, T, string), p *T, name, env string, def T, usage string,
+	parse func(string) (T, error), want string) {
 	if v := s.lookup(env); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a boolean", env, v))
+		if x, err := parse(v); err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: %s", env, v, want))
 		} else {
-			def = b
+			def = x
 		}
 	}
-	s.FS.BoolVar(p, name, def, s.usage(usage, env))
+	bind(p, name, def, s.usage(usage, env))
 }
 
 // Func defines a flag parsed by parse, for values with a syntax of their

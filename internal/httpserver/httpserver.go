@@ -36,6 +36,30 @@ func Listen(cfg Config) (net.Listener, error) {
 	return ln, nil
 }
 
+// Run is the start of a role whose work is an HTTP server: it listens first,
+// so that a busy port fails before anything else starts; then prepare
+// builds the handler, waiting as long as it must for what the role needs (a
+// stream, a bucket); then Serve serves it until ctx is done.
+//
+// It returns the listen error, prepare's error, or Serve's; but nil when
+// prepare fails after ctx ended: a role stopped while it was starting has
+// nothing to report.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, prepare func(context.Context) (http.Handler, error)) error {
+	ln, err := Listen(cfg)
+	if err != nil {
+		return err
+	}
+	h, err := prepare(ctx)
+	if err != nil {
+		ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return Serve(ctx, cfg, ln, h, log)
+}
+
 // Serve serves h on ln until ctx is done, then stops accepting connections and
 // waits up to cfg.ShutdownTimeout for in-flight requests. It returns nil after
 // a clean shutdown, and the server's error if serving failed.

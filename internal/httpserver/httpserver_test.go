@@ -227,3 +227,62 @@ func TestListen(t *testing.T) {
 		t.Errorf("Listen(127.0.0.1:0) bound port 0, want a real port")
 	}
 }
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	errPrepare := errors.New("no bucket")
+	prepareFails := func(context.Context) (http.Handler, error) { return nil, errPrepare }
+
+	t.Run("listen fails", func(t *testing.T) {
+		t.Parallel()
+		taken := listen(t)
+		prepared := false
+		err := Run(t.Context(), Config{Addr: taken.Addr().String()}, testLogger(t), func(context.Context) (http.Handler, error) {
+			prepared = true
+			return http.NotFoundHandler(), nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "listen on") {
+			t.Errorf("Run() on a taken port = %v, want a listen error", err)
+		}
+		if prepared {
+			t.Error("Run() prepared the handler after the listen failed")
+		}
+	})
+	t.Run("prepare fails", func(t *testing.T) {
+		t.Parallel()
+		ln := listen(t)
+		if err := Run(t.Context(), Config{Listener: ln}, testLogger(t), prepareFails); !errors.Is(err, errPrepare) {
+			t.Errorf("Run() = %v, want %v", err, errPrepare)
+		}
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept() after Run() = %v, want net.ErrClosed: the listener must be closed", err)
+		}
+	})
+	t.Run("prepare stopped by ctx", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := Run(ctx, Config{Listener: listen(t)}, testLogger(t), prepareFails); err != nil {
+			t.Errorf("Run() with ctx done during prepare = %v, want nil", err)
+		}
+	})
+	t.Run("serves until ctx ends", func(t *testing.T) {
+		t.Parallel()
+		ln := listen(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(ctx, Config{Listener: ln, ShutdownTimeout: 5 * time.Second}, testLogger(t), func(context.Context) (http.Handler, error) {
+				return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "prepared") }), nil
+			})
+		}()
+		client := &http.Client{Timeout: 10 * time.Second}
+		if got := get(client, "http://"+ln.Addr().String()); got.err != nil || got.body != "prepared" {
+			t.Errorf("GET = %+v, want the prepared handler's body", got)
+		}
+		cancel()
+		if err := waitErr(t, done, 10*time.Second); err != nil {
+			t.Errorf("Run() after cancel = %v, want nil", err)
+		}
+	})
+}
