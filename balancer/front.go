@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/logging"
 )
 
 // front is the balancer's event-loop engine (--engine loop): client
@@ -203,7 +203,7 @@ func newFront(b *balancer, slow *handoffListener) (*front, error) {
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(eventLoops(b.cfg.EventLoops)),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetLogger{b.log}))
+		gnet.WithLogger(logging.Printf{Log: b.log}))
 	if err != nil {
 		return nil, fmt.Errorf("event loops: %w", err)
 	}
@@ -970,12 +970,3 @@ func (f *front) wait(ctx context.Context) error {
 	}
 	return err
 }
-
-// gnetLogger passes gnet's log lines to the balancer's logger.
-type gnetLogger struct{ log *slog.Logger }
-
-func (l gnetLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }
-func (l gnetLogger) Infof(format string, args ...any)  { l.log.Debug(fmt.Sprintf(format, args...)) }
-func (l gnetLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
-func (l gnetLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }
-func (l gnetLogger) Fatalf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }

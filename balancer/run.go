@@ -20,6 +20,7 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/httpserver"
+	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/ops"
 )
 
@@ -130,7 +131,7 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		},
 		Handler:      b.handle,
 		ErrorHandler: b.handleBadRequest,
-		Logger:       fastLogger{b.log},
+		Logger:       logging.Printf{Log: b.log},
 		// ReadTimeout bounds reading a request's header and the first 8
 		// KiB of its body (slowloris); the rest of the body is read by the
 		// handler, each read bounded by ClientBodyTimeout (body.go). No
@@ -246,14 +247,6 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 	if cc, ok := ctx.Conn().(*clientConn); ok {
 		cc.lingerOnClose() // the client may still be sending what was not read
 	}
-}
-
-// fastLogger passes fasthttp's log lines (errors serving a connection) to
-// the balancer's logger.
-type fastLogger struct{ log *slog.Logger }
-
-func (l fastLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...))
 }
 
 // balancer is the balancer's HTTP handler: the /-/ routes and the proxy.

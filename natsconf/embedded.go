@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scalelab/scalelab/internal/logging"
 )
 
 // SingleConf is the text of single.conf.
@@ -68,7 +70,7 @@ func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	ns.SetLoggerV2(slogAdapter{log.With("role", "nats")}, false, false, false)
+	ns.SetLoggerV2(logging.Printf{Log: log.With("role", "nats")}, false, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
@@ -78,14 +80,3 @@ func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
 		"users", len(opts.Users))
 	return ns, nil
 }
-
-// slogAdapter sends the server's log lines to slog. The server is chatty
-// at notice level, so notices go to debug, except the few that matter.
-type slogAdapter struct{ log *slog.Logger }
-
-func (a slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
