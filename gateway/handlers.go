@@ -1,15 +1,12 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -150,145 +147,6 @@ func handleProcess(p Processor) echo.HandlerFunc {
 	}
 }
 
-// idempotencyHeader names the header that makes a submission repeatable.
-const idempotencyHeader = "Idempotency-Key"
-
-// handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
-// The record is created before the message is published, so a worker never
-// sees a task without a record.
-//
-// The record's owner is the token's subject: only that subject (or
-// tasks:admin) sees or cancels the task. Its id is task.NewID's 128 random
-// bits. With an Idempotency-Key header, the id is instead a keyed hash of
-// the key and the subject (idempotentID with idKey), so a repeat (same
-// key, same body) returns the same task instead of a new one for as long
-// as the record is kept; a reused key with a different body is a 409.
-func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.HandlerFunc {
-	type response struct {
-		Status    string `json:"status"`
-		TaskID    string `json:"task_id"`
-		StatusURL string `json:"status_url"`
-	}
-	return func(c echo.Context) error {
-		body, err := io.ReadAll(c.Request().Body)
-		if err != nil {
-			return err // body limit: echo's 413
-		}
-		typ, err := task.Validate(body)
-		if err != nil {
-			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
-		}
-		wait, err := taskWait(c)
-		if err != nil {
-			return err
-		}
-		ctx := c.Request().Context()
-		rid := requestID(c)
-		now := time.Now().UTC()
-		runAt, err := task.RunAt(body, now)
-		if err != nil {
-			return apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
-		}
-		owner := claimsOf(c).Subject
-		rec := &task.Record{
-			ID: task.NewID(), Type: typ, State: task.Queued, Payload: compact(body),
-			RequestID: rid, Owner: owner, CreatedAt: now, UpdatedAt: now,
-		}
-		if !runAt.IsZero() {
-			rec.RunAt = &runAt
-		}
-		key := c.Request().Header.Get(idempotencyHeader)
-		if key != "" {
-			if !validIdempotencyKey(key) {
-				return apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
-			}
-			rec.ID = idempotentID(idKey, owner, key)
-		}
-		// accepted answers 202 with where to look, or, with ?wait=, the
-		// final record if the task finishes in time (the synchronous way
-		// to run a task, for clients and benchmarks that compare the two).
-		accepted := func(id string) error {
-			url := "/tasks/" + id
-			c.Response().Header().Set(echo.HeaderLocation, url)
-			if wait > 0 {
-				if rec, err := awaitFinal(ctx, store, id, wait, func(r *task.Record) bool { return r.Owner == owner }); err == nil && rec.State.Terminal() {
-					return c.JSON(http.StatusOK, rec)
-				}
-			}
-			return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: id, StatusURL: url})
-		}
-		rev, err := store.Create(ctx, rec)
-		switch {
-		case errors.Is(err, task.ErrExists):
-			prev, prevRev, err := store.Get(ctx, rec.ID)
-			if err != nil {
-				return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
-			}
-			// The owner check is for a record without an owner (written
-			// before owners existed, under the old unkeyed id); another
-			// subject's key gives another id. Answered like a reused key:
-			// no more is said about a task that is not the caller's.
-			if prev.Owner != owner || !bytes.Equal(prev.Payload, rec.Payload) {
-				return apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
-			}
-			if prev.State == task.Queued {
-				// The first submission may have stored the record and failed
-				// before its message went out: its Create timed out while
-				// the store did write it (a NATS failover), and the client
-				// retried. Publishing again is safe: the task id is the
-				// Nats-Msg-Id, so a message that did go out within the
-				// dedupe window is stored once; past it, the worker drops a
-				// delivery of a task that already finished.
-				var prevRunAt time.Time
-				if prev.RunAt != nil {
-					prevRunAt = *prev.RunAt
-				}
-				if err := queue.Enqueue(ctx, envelope(prev, prevRev), rid, prevRunAt); err != nil {
-					return err
-				}
-			}
-			c.Response().Header().Set("Idempotent-Replayed", "true")
-			return accepted(prev.ID)
-		case errors.Is(err, task.ErrFull):
-			// Refused before anything is stored or queued: the client
-			// gets no task id, and no task is lost.
-			return apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
-		case err != nil:
-			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
-		}
-		if err := queue.Enqueue(ctx, envelope(rec, rev), rid, runAt); err != nil {
-			// The client gets no task id with the error, so nobody polls
-			// this record; remove it so a retry with the same key can
-			// submit again. Best effort: the bus may be down.
-			_ = store.Delete(context.WithoutCancel(ctx), rec.ID)
-			return err
-		}
-		return accepted(rec.ID)
-	}
-}
-
-// envelope returns the message that queues rec, stored at revision rev.
-func envelope(rec *task.Record, rev uint64) task.Envelope {
-	env := task.Envelope{ID: rec.ID, Type: rec.Type, Payload: rec.Payload}
-	if len(rec.Payload) <= task.MaxInlinePayload {
-		env.Record, env.Revision = rec, rev // the worker then needs not read it
-	}
-	return env
-}
-
-// validIdempotencyKey accepts 1-255 printable ASCII characters.
-func validIdempotencyKey(k string) bool {
-	if len(k) == 0 || len(k) > 255 {
-		return false
-	}
-	for i := range len(k) {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
 // handleCancelTask cancels a queued or running task. A queued task is
 // dropped by the worker that pulls it; a running one has its context
 // cancelled through a notice on task.CancelSubject. Cancelling a finished
@@ -333,17 +191,3 @@ func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.H
 
 // errFinal stops a cancel of a task that already finished.
 var errFinal = errors.New("gateway: task already final")
-
-// publicMessage strips the package prefix of a validation error.
-func publicMessage(err error) string {
-	return strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": ")
-}
-
-// compact re-encodes valid JSON without insignificant space.
-func compact(b []byte) json.RawMessage {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, b); err != nil {
-		return b
-	}
-	return buf.Bytes()
-}
