@@ -154,9 +154,9 @@ func handleProcess(p Processor) echo.HandlerFunc {
 // unless the token has tasks:admin; it is not cancelled.
 func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Param("id")
-		if !task.ValidID(id) {
-			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+		id, err := taskIDParam(c)
+		if err != nil {
+			return err
 		}
 		var final task.State
 		claims := claimsOf(c)
@@ -175,10 +175,8 @@ func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.H
 		switch {
 		case errors.Is(err, errFinal):
 			return apperr.New(apperr.Conflict, "task %s already %s", id, final)
-		case errors.Is(err, task.ErrNotFound):
-			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
 		case err != nil:
-			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+			return taskStoreError(id, err)
 		}
 		if err := notify.Publish(task.CancelSubject(id), nil); err != nil {
 			// The record says cancelled: a worker drops the task when it

@@ -131,7 +131,7 @@ func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error
 		// gets no task id, and no task is lost.
 		return 0, apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
 	default:
-		return 0, apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		return 0, taskStoreDown(err)
 	}
 }
 
@@ -141,7 +141,7 @@ func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error
 func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueue) (string, error) {
 	prev, prevRev, err := store.Get(ctx, s.rec.ID)
 	if err != nil {
-		return "", apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		return "", taskStoreDown(err)
 	}
 	// The owner check is for a record without an owner (written before
 	// owners existed, under the old unkeyed id); another subject's key

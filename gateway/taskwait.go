@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -65,9 +64,9 @@ func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Durat
 // tasks:admin.
 func handleGetTask(store TaskStore) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Param("id")
-		if !task.ValidID(id) {
-			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+		id, err := taskIDParam(c)
+		if err != nil {
+			return err
 		}
 		wait, err := taskWait(c)
 		if err != nil {
@@ -75,11 +74,8 @@ func handleGetTask(store TaskStore) echo.HandlerFunc {
 		}
 		claims := claimsOf(c)
 		rec, err := awaitFinal(c.Request().Context(), store, id, wait, func(r *task.Record) bool { return visibleTo(claims, r) })
-		switch {
-		case errors.Is(err, task.ErrNotFound):
-			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
-		case err != nil:
-			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		if err != nil {
+			return taskStoreError(id, err)
 		}
 		return c.JSON(http.StatusOK, rec)
 	}
