@@ -64,7 +64,6 @@ func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.Handl
 // handleSubmitTask, in order.
 type submission struct {
 	rec  *task.Record  // the record to create, under its final id
-	rid  string        // the request's id, sent along with the message
 	wait time.Duration // ?wait=: 0 answers 202 at once
 }
 
@@ -78,7 +77,7 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 	}
 	typ, err := task.Validate(body)
 	if err != nil {
-		return nil, apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
+		return nil, invalidTask(err)
 	}
 	wait, err := taskWait(c)
 	if err != nil {
@@ -87,14 +86,14 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 	now := time.Now().UTC()
 	runAt, err := task.RunAt(body, now)
 	if err != nil {
-		return nil, apperr.Wrap(err, apperr.Invalid, "%s", publicMessage(err))
+		return nil, invalidTask(err)
 	}
 	owner := claimsOf(c).Subject
 	id, err := submissionID(c, idKey, owner)
 	if err != nil {
 		return nil, err
 	}
-	s := &submission{rid: requestID(c), wait: wait, rec: &task.Record{
+	s := &submission{wait: wait, rec: &task.Record{
 		ID: id, Type: typ, State: task.Queued, Payload: compact(body),
 		RequestID: requestID(c), Owner: owner, CreatedAt: now, UpdatedAt: now,
 	}}
@@ -178,13 +177,14 @@ func (s *submission) publish(ctx context.Context, store TaskStore, queue TaskQue
 }
 
 // enqueue publishes the message of rec, stored at revision rev, for when
-// it asks to run.
+// it asks to run. rec is s.rec or, on a replay, the record the first
+// submission stored; the message carries this request's id either way.
 func (s *submission) enqueue(ctx context.Context, queue TaskQueue, rec *task.Record, rev uint64) error {
 	var runAt time.Time
 	if rec.RunAt != nil {
 		runAt = *rec.RunAt
 	}
-	return queue.Enqueue(ctx, envelope(rec, rev), s.rid, runAt)
+	return queue.Enqueue(ctx, envelope(rec, rev), s.rec.RequestID, runAt)
 }
 
 // accepted answers 202 with where to look for task id, or, with ?wait=,
@@ -230,9 +230,10 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-// publicMessage strips the package prefix of a validation error.
-func publicMessage(err error) string {
-	return strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": ")
+// invalidTask is the 400 of a task body that task.Validate or task.RunAt
+// refused, with the message stripped of its package prefix.
+func invalidTask(err error) error {
+	return apperr.Wrap(err, apperr.Invalid, "%s", strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "))
 }
 
 // compact re-encodes valid JSON without insignificant space.
