@@ -3,8 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/scalelab/scalelab/dbsvc"
-	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/worker"
@@ -146,46 +143,3 @@ func handleProcess(p Processor) echo.HandlerFunc {
 		return c.JSON(http.StatusOK, reply)
 	}
 }
-
-// handleCancelTask cancels a queued or running task. A queued task is
-// dropped by the worker that pulls it; a running one has its context
-// cancelled through a notice on task.CancelSubject. Cancelling a finished
-// task is a 409. A task of another subject is a 404, as a missing one is,
-// unless the token has tasks:admin; it is not cancelled.
-func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		id, err := taskIDParam(c)
-		if err != nil {
-			return err
-		}
-		var final task.State
-		claims := claimsOf(c)
-		rec, err := store.Update(c.Request().Context(), id, func(r *task.Record) error {
-			if !visibleTo(claims, r) {
-				return errNotVisible // nothing is written
-			}
-			if r.State.Terminal() {
-				final = r.State
-				return errFinal
-			}
-			now := time.Now().UTC()
-			r.State, r.Error, r.FinishedAt = task.Cancelled, "cancelled by client", &now
-			return nil
-		})
-		switch {
-		case errors.Is(err, errFinal):
-			return apperr.New(apperr.Conflict, "task %s already %s", id, final)
-		case err != nil:
-			return taskStoreError(id, err)
-		}
-		if err := notify.Publish(task.CancelSubject(id), nil); err != nil {
-			// The record says cancelled: a worker drops the task when it
-			// finishes or pulls it, so the notice only saves time.
-			log.Warn("publish cancel notice", "task_id", id, "request_id", requestID(c), "err", err)
-		}
-		return c.JSON(http.StatusOK, rec)
-	}
-}
-
-// errFinal stops a cancel of a task that already finished.
-var errFinal = errors.New("gateway: task already final")

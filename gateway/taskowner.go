@@ -7,9 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 
-	"github.com/labstack/echo/v4"
-
-	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 )
@@ -64,28 +61,3 @@ func visibleTo(claims *auth.Claims, rec *task.Record) bool {
 // wraps task.ErrNotFound, so every path answers it exactly as it answers a
 // missing id: existence is not revealed.
 var errNotVisible = errors.Join(task.ErrNotFound, errors.New("gateway: task of another subject"))
-
-// taskIDParam reads the :id of a task route, refusing (400) one that no
-// task can have.
-func taskIDParam(c echo.Context) (string, error) {
-	id := c.Param("id")
-	if !task.ValidID(id) {
-		return "", apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
-	}
-	return id, nil
-}
-
-// taskStoreError answers a failed read or write of task id: a missing task,
-// or one the caller may not see (errNotVisible), is a 404; anything else
-// is the store's failure, a 503 (taskStoreDown).
-func taskStoreError(id string, err error) error {
-	if errors.Is(err, task.ErrNotFound) {
-		return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
-	}
-	return taskStoreDown(err)
-}
-
-// taskStoreDown is the 503 of a task store that did not answer.
-func taskStoreDown(err error) error {
-	return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
-}
