@@ -15,6 +15,7 @@ import (
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // UserStore looks users up for POST /auth/token (*dbsvc.Client).
@@ -82,8 +83,8 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string
 		ExpiresAt time.Time `json:"expires_at"`
 	}
 	return func(c echo.Context) error {
-		var in request
-		if err := decodeStrict(c.Request().Body, &in); err != nil {
+		in, err := strictjson.DecodeBody[request](c.Request().Body)
+		if err != nil {
 			return err
 		}
 		if in.Username == "" || in.Password == "" {
@@ -123,7 +124,7 @@ func issueToken(users UserStore, keys auth.Keys, ttl time.Duration, dummy string
 		if !slots.acquire(ctx) {
 			return apperr.New(apperr.Unavailable, "too many logins in progress, try again shortly")
 		}
-		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(in.Password))
+		err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(in.Password))
 		slots.release()
 		if known && err != nil && !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 			// dbsvc validates hashes on the way in, so this is a damaged row.

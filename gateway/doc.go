@@ -15,7 +15,11 @@
 // A task belongs to the token subject that submitted it (the record's
 // owner): the task routes answer 404 for another subject's task unless the
 // token has tasks:admin (taskowner.go, which also derives the ids of
-// Idempotency-Key submissions).
+// Idempotency-Key submissions). A submission (POST /longtask) goes
+// through submit.go's steps in order: validate, create the record (or
+// replay the first one of a repeated key), publish (deleting the record
+// if that fails), answer, at once or after ?wait=. The other task routes
+// (GET with ?wait=, DELETE) are in tasks.go.
 //
 // The client's address, for the per-IP rate limit and the login throttle,
 // is the connection's peer, or the X-Forwarded-For entry the balancer

@@ -7,6 +7,7 @@ import (
 
 	"github.com/scalelab/scalelab/dbsvc"
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // FuzzDecodeStrict feeds arbitrary bodies to the strict decoder of the
@@ -15,23 +16,22 @@ import (
 // object with only the schema's fields.
 func FuzzDecodeStrict(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var u dbsvc.ItemUpdate
-		err := decodeStrict(strings.NewReader(string(body)), &u)
+		u, err := strictjson.DecodeBody[dbsvc.ItemUpdate](strings.NewReader(string(body)))
 		if err != nil {
 			if apperr.CodeOf(err) != apperr.Invalid {
-				t.Fatalf("decodeStrict(%q) = %v, want an invalid error", body, err)
+				t.Fatalf("DecodeBody(%q) = %v, want an invalid error", body, err)
 			}
 			return
 		}
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(body, &fields); err != nil {
-			t.Fatalf("decodeStrict accepted %q, which is not one JSON object: %v", body, err)
+			t.Fatalf("DecodeBody accepted %q, which is not one JSON object: %v", body, err)
 		}
 		for k := range fields {
 			switch strings.ToLower(k) { // encoding/json matches names case-insensitively
 			case "name", "price_cents", "stock":
 			default:
-				t.Fatalf("decodeStrict accepted %q with the unknown field %q", body, k)
+				t.Fatalf("DecodeBody accepted %q with the unknown field %q", body, k)
 			}
 		}
 		_ = u.Validate() // must not panic whatever was decoded

@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -100,8 +98,8 @@ func handlePutItem(c Cache, db Database, log *slog.Logger) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		var u dbsvc.ItemUpdate
-		if err := decodeStrict(ec.Request().Body, &u); err != nil {
+		u, err := strictjson.DecodeBody[dbsvc.ItemUpdate](ec.Request().Body)
+		if err != nil {
 			return err
 		}
 		if err := u.Validate(); err != nil {
@@ -144,20 +142,4 @@ func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 	if err := c.Invalidate(ctx, keys...); err != nil {
 		log.Warn("cache invalidation incomplete after a write", "keys", keys, "request_id", requestID(ec), "err", err)
 	}
-}
-
-// decodeStrict decodes exactly one JSON object into v: unknown fields and
-// trailing data are refused, as is a body over the server's limit (413).
-func decodeStrict(r io.Reader, v any) error {
-	body, err := io.ReadAll(r)
-	if err != nil {
-		return err // the body limit: echo's 413
-	}
-	switch err := strictjson.Decode(bytes.NewReader(body), v); {
-	case errors.Is(err, strictjson.ErrTrailingData):
-		return apperr.New(apperr.Invalid, "body must hold one JSON object and nothing after it")
-	case err != nil:
-		return apperr.Wrap(err, apperr.Invalid, "body must be a JSON object with the route's fields: %v", err)
-	}
-	return nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -65,9 +66,9 @@ func awaitFinal(ctx context.Context, store TaskStore, id string, wait time.Durat
 // tasks:admin.
 func handleGetTask(store TaskStore) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Param("id")
-		if !task.ValidID(id) {
-			return apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+		id, err := taskIDParam(c)
+		if err != nil {
+			return err
 		}
 		wait, err := taskWait(c)
 		if err != nil {
@@ -75,12 +76,77 @@ func handleGetTask(store TaskStore) echo.HandlerFunc {
 		}
 		claims := claimsOf(c)
 		rec, err := awaitFinal(c.Request().Context(), store, id, wait, func(r *task.Record) bool { return visibleTo(claims, r) })
-		switch {
-		case errors.Is(err, task.ErrNotFound):
-			return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
-		case err != nil:
-			return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
+		if err != nil {
+			return taskStoreError(id, err)
 		}
 		return c.JSON(http.StatusOK, rec)
 	}
+}
+
+// errFinal stops a cancel of a task that already finished.
+var errFinal = errors.New("gateway: task already final")
+
+// handleCancelTask cancels a queued or running task. A queued task is
+// dropped by the worker that pulls it; a running one has its context
+// cancelled through a notice on task.CancelSubject. Cancelling a finished
+// task is a 409. A task of another subject is a 404, as a missing one is,
+// unless the token has tasks:admin; it is not cancelled.
+func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := taskIDParam(c)
+		if err != nil {
+			return err
+		}
+		var final task.State
+		claims := claimsOf(c)
+		rec, err := store.Update(c.Request().Context(), id, func(r *task.Record) error {
+			if !visibleTo(claims, r) {
+				return errNotVisible // nothing is written
+			}
+			if r.State.Terminal() {
+				final = r.State
+				return errFinal
+			}
+			now := time.Now().UTC()
+			r.State, r.Error, r.FinishedAt = task.Cancelled, "cancelled by client", &now
+			return nil
+		})
+		switch {
+		case errors.Is(err, errFinal):
+			return apperr.New(apperr.Conflict, "task %s already %s", id, final)
+		case err != nil:
+			return taskStoreError(id, err)
+		}
+		if err := notify.Publish(task.CancelSubject(id), nil); err != nil {
+			// The record says cancelled: a worker drops the task when it
+			// finishes or pulls it, so the notice only saves time.
+			log.Warn("publish cancel notice", "task_id", id, "request_id", requestID(c), "err", err)
+		}
+		return c.JSON(http.StatusOK, rec)
+	}
+}
+
+// taskIDParam reads the :id of a task route, refusing (400) one that no
+// task can have.
+func taskIDParam(c echo.Context) (string, error) {
+	id := c.Param("id")
+	if !task.ValidID(id) {
+		return "", apperr.New(apperr.Invalid, "task id must be 1-64 letters and digits")
+	}
+	return id, nil
+}
+
+// taskStoreError answers a failed read or write of task id: a missing task,
+// or one the caller may not see (errNotVisible), is a 404; anything else
+// is the store's failure, a 503 (taskStoreDown).
+func taskStoreError(id string, err error) error {
+	if errors.Is(err, task.ErrNotFound) {
+		return apperr.New(apperr.NotFound, "no task %s (it may have expired)", id)
+	}
+	return taskStoreDown(err)
+}
+
+// taskStoreDown is the 503 of a task store that did not answer.
+func taskStoreDown(err error) error {
+	return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 }

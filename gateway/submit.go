@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// idempotencyHeader names the header that makes a submission repeatable.
+const idempotencyHeader = "Idempotency-Key"
+
+// replayedHeader marks the answer to a repeated keyed submission: the task
+// is the one the first submission created.
+const replayedHeader = "Idempotent-Replayed"
+
+// handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
+// The record is created before the message is published, so a worker never
+// sees a task without a record.
+//
+// The record's owner is the token's subject: only that subject (or
+// tasks:admin) sees or cancels the task. Its id is task.NewID's 128 random
+// bits. With an Idempotency-Key header, the id is instead a keyed hash of
+// the key and the subject (idempotentID with idKey), so a repeat (same
+// key, same body) returns the same task instead of a new one for as long
+// as the record is kept; a reused key with a different body is a 409.
+func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s, err := newSubmission(c, idKey)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		rev, err := s.create(ctx, store)
+		switch {
+		case errors.Is(err, task.ErrExists):
+			id, err := s.replay(ctx, store, queue)
+			if err != nil {
+				return err
+			}
+			c.Response().Header().Set(replayedHeader, "true")
+			return s.accepted(c, store, id)
+		case err != nil:
+			return err
+		}
+		if err := s.publish(ctx, store, queue, rev); err != nil {
+			return err
+		}
+		return s.accepted(c, store, s.rec.ID)
+	}
+}
+
+// submission is one POST /longtask, validated: the record it asks for and
+// how long the client waits for the answer. Its methods are the steps of
+// handleSubmitTask, in order.
+type submission struct {
+	rec  *task.Record  // the record to create, under its final id
+	wait time.Duration // ?wait=: 0 answers 202 at once
+}
+
+// newSubmission reads and validates the request: the task body, ?wait=,
+// the run time and the Idempotency-Key. Its errors are invalid (400),
+// except a body over the limit (echo's 413).
+func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return nil, err // body limit: echo's 413
+	}
+	typ, err := task.Validate(body)
+	if err != nil {
+		return nil, invalidTask(err)
+	}
+	wait, err := taskWait(c)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	runAt, err := task.RunAt(body, now)
+	if err != nil {
+		return nil, invalidTask(err)
+	}
+	owner := claimsOf(c).Subject
+	id, err := submissionID(c, idKey, owner)
+	if err != nil {
+		return nil, err
+	}
+	s := &submission{wait: wait, rec: &task.Record{
+		ID: id, Type: typ, State: task.Queued, Payload: compact(body),
+		RequestID: requestID(c), Owner: owner, CreatedAt: now, UpdatedAt: now,
+	}}
+	if !runAt.IsZero() {
+		s.rec.RunAt = &runAt
+	}
+	return s, nil
+}
+
+// submissionID is the id of a new task of owner: random, or, with an
+// Idempotency-Key, derived from the key and the owner so that a repeat
+// finds the first submission's record.
+func submissionID(c echo.Context, idKey []byte, owner string) (string, error) {
+	key := c.Request().Header.Get(idempotencyHeader)
+	if key == "" {
+		return task.NewID(), nil
+	}
+	if !validIdempotencyKey(key) {
+		return "", apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
+	}
+	return idempotentID(idKey, owner, key), nil
+}
+
+// create stores the record and returns its revision. A record already
+// stored under its id (a repeated keyed submission) is task.ErrExists,
+// unwrapped, for replay; any other failure is unavailable (503).
+func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error) {
+	rev, err := store.Create(ctx, s.rec)
+	switch {
+	case err == nil, errors.Is(err, task.ErrExists):
+		return rev, err
+	case errors.Is(err, task.ErrFull):
+		// Refused before anything is stored or queued: the client
+		// gets no task id, and no task is lost.
+		return 0, apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
+	default:
+		return 0, taskStoreDown(err)
+	}
+}
+
+// replay answers a repeated keyed submission with the id of the record the
+// first one stored, publishing it again if it is still queued. A record of
+// another owner or with another body is a 409.
+func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueue) (string, error) {
+	prev, prevRev, err := store.Get(ctx, s.rec.ID)
+	if err != nil {
+		return "", taskStoreDown(err)
+	}
+	// The owner check is for a record without an owner (written before
+	// owners existed, under the old unkeyed id); another subject's key
+	// gives another id. Answered like a reused key: no more is said about
+	// a task that is not the caller's.
+	if prev.Owner != s.rec.Owner || !bytes.Equal(prev.Payload, s.rec.Payload) {
+		return "", apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
+	}
+	if prev.State == task.Queued {
+		// The first submission may have stored the record and failed
+		// before its message went out: its Create timed out while the
+		// store did write it (a NATS failover), and the client retried.
+		// Publishing again is safe: the task id is the Nats-Msg-Id, so a
+		// message that did go out within the dedupe window is stored once;
+		// past it, the worker drops a delivery of a task that already
+		// finished.
+		if err := s.enqueue(ctx, queue, prev, prevRev); err != nil {
+			return "", err
+		}
+	}
+	return prev.ID, nil
+}
+
+// publish queues the new record, stored at revision rev. If that fails the
+// record is deleted: the client gets no task id with the error, so nobody
+// polls it, and a retry with the same key can submit again.
+func (s *submission) publish(ctx context.Context, store TaskStore, queue TaskQueue, rev uint64) error {
+	if err := s.enqueue(ctx, queue, s.rec, rev); err != nil {
+		// Best effort: the bus may be down.
+		_ = store.Delete(context.WithoutCancel(ctx), s.rec.ID)
+		return err
+	}
+	return nil
+}
+
+// enqueue publishes the message of rec, stored at revision rev, for when
+// it asks to run. rec is s.rec or, on a replay, the record the first
+// submission stored; the message carries this request's id either way.
+func (s *submission) enqueue(ctx context.Context, queue TaskQueue, rec *task.Record, rev uint64) error {
+	var runAt time.Time
+	if rec.RunAt != nil {
+		runAt = *rec.RunAt
+	}
+	return queue.Enqueue(ctx, envelope(rec, rev), s.rec.RequestID, runAt)
+}
+
+// accepted answers 202 with where to look for task id, or, with ?wait=,
+// the final record if the task finishes in time (the synchronous way to
+// run a task, for clients and benchmarks that compare the two).
+func (s *submission) accepted(c echo.Context, store TaskStore, id string) error {
+	type response struct {
+		Status    string `json:"status"`
+		TaskID    string `json:"task_id"`
+		StatusURL string `json:"status_url"`
+	}
+	url := "/tasks/" + id
+	c.Response().Header().Set(echo.HeaderLocation, url)
+	if s.wait > 0 {
+		owner := s.rec.Owner
+		rec, err := awaitFinal(c.Request().Context(), store, id, s.wait, func(r *task.Record) bool { return r.Owner == owner })
+		if err == nil && rec.State.Terminal() {
+			return c.JSON(http.StatusOK, rec)
+		}
+	}
+	return c.JSON(http.StatusAccepted, response{Status: "Task queued", TaskID: id, StatusURL: url})
+}
+
+// envelope returns the message that queues rec, stored at revision rev.
+func envelope(rec *task.Record, rev uint64) task.Envelope {
+	env := task.Envelope{ID: rec.ID, Type: rec.Type, Payload: rec.Payload}
+	if len(rec.Payload) <= task.MaxInlinePayload {
+		env.Record, env.Revision = rec, rev // the worker then needs not read it
+	}
+	return env
+}
+
+// validIdempotencyKey accepts 1-255 printable ASCII characters.
+func validIdempotencyKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := range len(k) {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// invalidTask is the 400 of a task body that task.Validate or task.RunAt
+// refused, with the message stripped of its package prefix.
+func invalidTask(err error) error {
+	return apperr.Wrap(err, apperr.Invalid, "%s", strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "))
+}
+
+// compact re-encodes valid JSON without insignificant space.
+func compact(b []byte) json.RawMessage {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
+}
