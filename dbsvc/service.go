@@ -149,12 +149,15 @@ func endpoint[Req, Resp any](st *store, parse func([]byte) (Req, error), op oper
 	}
 }
 
-// decodeBody reads a request body that holds one JSON Req, strictly (see
-// decodeJSON).
+// decodeBody reads a request body that holds one JSON Req, strictly
+// (strictjson.DecodeBody: unknown fields, trailing data and bad types are
+// invalid, with a message that names the field).
 func decodeBody[Req any](data []byte) (Req, error) {
-	var in Req
-	err := decodeJSON(data, &in)
-	return in, err
+	if len(data) > maxRequestBytes {
+		var zero Req
+		return zero, apperr.New(apperr.Invalid, "request body is larger than %d bytes", maxRequestBytes)
+	}
+	return strictjson.DecodeBody[Req](bytes.NewReader(data))
 }
 
 // noInput is the parse step of a request that carries no input, whatever
@@ -304,19 +307,4 @@ func logFailure(log *slog.Logger, err error) {
 	case apperr.Unavailable:
 		log.Warn("request failed", "err", err)
 	}
-}
-
-// decodeJSON decodes one JSON object into v, strictly: unknown fields,
-// trailing data and oversized bodies are invalid.
-func decodeJSON(data []byte, v any) error {
-	if len(data) > maxRequestBytes {
-		return apperr.New(apperr.Invalid, "request body is larger than %d bytes", maxRequestBytes)
-	}
-	switch err := strictjson.Decode(bytes.NewReader(data), v); {
-	case errors.Is(err, strictjson.ErrTrailingData):
-		return apperr.New(apperr.Invalid, "bad request body: data after the JSON object")
-	case err != nil:
-		return apperr.Wrap(err, apperr.Invalid, "bad request body: %v", err)
-	}
-	return nil
 }
