@@ -18,6 +18,10 @@
 #                        ASYNQ_RETENTION=24h (0: delete tasks when done)
 #                        BUILD_FROM=worktree (head: the last commit)
 #                        SCALELAB_BIN=path (benchmark this binary; no build)
+#                        BASELINE=<commit> (also scalelab as of that commit,
+#                        built with git archive, as a second `up` on its own
+#                        ports: the systems scalelab_baseline and, with RATE,
+#                        scalelab_baseline_paced run in the same rounds)
 #                        SYSTEMS="scalelab asynq ..." (a subset; default all)
 #                        CLIENT=fasthttp (the driver's HTTP client; or net/http)
 #                        OBSERVE=after (the driver reads outcomes once the
@@ -104,6 +108,13 @@ else
 	head -5 "$TMP/build.err" >&2
 	build_head
 fi
+if [[ -n ${BASELINE:-} ]]; then
+	BASELINE_REV=$(cd "$ROOT" && git rev-parse --short "$BASELINE")
+	say "building the baseline, scalelab at $BASELINE ($BASELINE_REV)"
+	mkdir -p "$TMP/base-src"
+	(cd "$ROOT" && git archive "$BASELINE") | tar -x -C "$TMP/base-src"
+	(cd "$TMP/base-src" && timeout 300 go build -o "$TMP/scalelab-baseline" .)
+fi
 # One module (bench/tasks/go.mod), two programs: $TMP/driver, $TMP/asynqbench.
 (cd "$HERE" && timeout 300 go build -o "$TMP/" ./driver ./asynqbench)
 nats() { (cd "$ROOT" && timeout 120 go tool nats "$@"); }
@@ -143,45 +154,68 @@ REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 say "redis $REDIS_VERSION on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync everysec)"
 
 # ---- scalelab up ---------------------------------------------------------------
-NATS_HTTP_PORT=$("$TMP/driver" freeport)
-# No rate limits: one client sends everything, far past the defaults.
-SCALELAB_RATE_LIMIT_IP=0 SCALELAB_RATE_LIMIT_SUBJECT=0 \
-	"$TMP/scalelab" up --data "$TMP/data" --addr 127.0.0.1:0 \
-	--gateway-addrs 127.0.0.1:0,127.0.0.1:0 --dbsvc-addr 127.0.0.1:0 --cachesvc-addr 127.0.0.1:0 \
-	--nats-port -1 --nats-http-port "$NATS_HTTP_PORT" --seed-rows 1000 --log-level warn \
-	--workers "$WORKERS" --worker-concurrency "$WORKER_CONCURRENCY" \
-	>"$TMP/up.out" 2>"$TMP/up.err" &
-UP_PID=$!
-PIDS+=("$UP_PID")
-for _ in $(seq 1200); do
-	grep -q '^export TOKEN=' "$TMP/up.out" 2>/dev/null && break
-	kill -0 "$UP_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if ! grep -q '^export TOKEN=' "$TMP/up.out"; then
-	echo "run.sh: scalelab up did not come up" >&2
-	tail -20 "$TMP/up.err" >&2
-	exit 1
-fi
-TOKEN=$(sed -n 's/^export TOKEN=//p' "$TMP/up.out")
-BALANCER=$(awk '$1 == "balancer" { print $2 }' "$TMP/up.out")
-NATS_URL=$(awk '$1 == "nats" { print $2 }' "$TMP/up.out")
-# The operator's NATS user, for the driver's reads of the tasks bucket.
-eval "$(grep '^export NATS_CONTEXT=' "$TMP/up.out")"
-export SCALELAB_NATS_USER SCALELAB_NATS_PASSWORD
-VARZ=http://127.0.0.1:$NATS_HTTP_PORT/varz
+# start_up NAME BIN: runs `BIN up` on free ports with its data under
+# $TMP/NAME, waits until it prints its banner, and sets NAME_PID,
+# NAME_BALANCER, NAME_NATS, NAME_TOKEN, NAME_PASSWORD (the operator's NATS
+# password, for the driver's reads of the tasks bucket) and NAME_VARZ.
+start_up() {
+	local name=$1 bin=$2 http_port pid out=$TMP/$1.out
+	http_port=$("$TMP/driver" freeport)
+	# No rate limits: one client sends everything, far past the defaults.
+	SCALELAB_RATE_LIMIT_IP=0 SCALELAB_RATE_LIMIT_SUBJECT=0 \
+		"$bin" up --data "$TMP/$name" --addr 127.0.0.1:0 \
+		--gateway-addrs 127.0.0.1:0,127.0.0.1:0 --dbsvc-addr 127.0.0.1:0 --cachesvc-addr 127.0.0.1:0 \
+		--admin-addr 127.0.0.1:0 \
+		--nats-port -1 --nats-http-port "$http_port" --seed-rows 1000 --log-level warn \
+		--workers "$WORKERS" --worker-concurrency "$WORKER_CONCURRENCY" \
+		>"$out" 2>"$TMP/$name.err" &
+	pid=$!
+	PIDS+=("$pid")
+	for _ in $(seq 1200); do
+		grep -q '^export TOKEN=' "$out" 2>/dev/null && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! grep -q '^export TOKEN=' "$out"; then
+		echo "run.sh: $bin up did not come up" >&2
+		tail -20 "$TMP/$name.err" >&2
+		exit 1
+	fi
+	printf -v "${name}_PID" %s "$pid"
+	printf -v "${name}_TOKEN" %s "$(sed -n 's/^export TOKEN=//p' "$out")"
+	printf -v "${name}_BALANCER" %s "$(awk '$1 == "balancer" { print $2 }' "$out")"
+	printf -v "${name}_NATS" %s "$(awk '$1 == "nats" { print $2 }' "$out")"
+	printf -v "${name}_PASSWORD" %s "$(sed -n 's/^export NATS_CONTEXT=.* SCALELAB_NATS_PASSWORD=//p' "$out")"
+	printf -v "${name}_VARZ" %s "http://127.0.0.1:$http_port/varz"
+}
+start_up up "$TMP/scalelab"
+UP_PID=$up_PID BALANCER=$up_BALANCER NATS_URL=$up_NATS VARZ=$up_VARZ
+export SCALELAB_NATS_USER=admin
 say "scalelab up: balancer $BALANCER, nats $NATS_URL, $WORKERS workers × $WORKER_CONCURRENCY"
+if [[ -n ${BASELINE:-} ]]; then
+	start_up base "$TMP/scalelab-baseline"
+	say "baseline up ($BASELINE_REV): balancer $base_BALANCER, nats $base_NATS"
+fi
 
 # ---- the three systems -----------------------------------------------------------
 # run_scalelab ROUND [N RATE [OUT]]: the driver submits through the balancer
 # and reads the outcomes from the tasks bucket once the queue is drained
 # (OBSERVE=watch: watches the bucket live instead).
-run_scalelab() {
-	timeout 300 "$TMP/driver" run -url "$BALANCER" -token "$TOKEN" -nats "$NATS_URL" \
-		-varz "$VARZ" -pid "$UP_PID" -n "${2:-$N}" -c "$C" -rate "${3:-0}" -round "$1" \
+run_scalelab() { drive up scalelab "$@"; }
+
+# drive UP SYSTEM ROUND [N RATE [OUT]]: the driver against the `up` that
+# start_up named UP, its results recorded as SYSTEM.
+drive() {
+	local up=$1 sys=$2
+	shift 2
+	local -n pid=${up}_PID balancer=${up}_BALANCER nats_url=${up}_NATS token=${up}_TOKEN password=${up}_PASSWORD varz=${up}_VARZ
+	SCALELAB_NATS_PASSWORD=$password timeout 300 "$TMP/driver" run -system "$sys" -url "$balancer" -token "$token" -nats "$nats_url" \
+		-varz "$varz" -pid "$pid" -n "${2:-$N}" -c "$C" -rate "${3:-0}" -round "$1" \
 		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" -observe "${OBSERVE:-after}" ||
-		say "scalelab round $1 failed (see above)"
+		say "$sys round $1 failed (see above)"
 }
+run_scalelab_baseline() { drive base scalelab-baseline "$@"; }
+run_scalelab_baseline_paced() { drive base scalelab-baseline "$1" "$N_PACED" "$RATE"; }
 
 # run_asynq ROUND [N RATE NAME TASK_CHECK_INTERVAL]
 run_asynq() {
@@ -238,9 +272,11 @@ run_jetstream() {
 
 systems=(scalelab asynq jetstream)
 [[ -n $ASYNQ_TUNED ]] && systems+=(asynq_tuned)
+[[ -n ${BASELINE:-} ]] && systems+=(scalelab_baseline)
 if ((RATE > 0)); then
 	systems+=(scalelab_paced asynq_paced)
 	[[ -n $ASYNQ_TUNED ]] && systems+=(asynq_tuned_paced)
+	[[ -n ${BASELINE:-} ]] && systems+=(scalelab_baseline_paced)
 fi
 if [[ -n ${SYSTEMS:-} ]]; then
 	read -r -a systems <<<"$SYSTEMS"

@@ -26,6 +26,7 @@ type loadConfig struct {
 	URL      string // balancer base URL
 	Token    string
 	NATS     string // embedded NATS URL of scalelab up
+	System   string // the result's system name: scalelab, or scalelab-baseline
 	Varz     string // NATS monitoring /varz URL; empty: no message counts
 	PID      string // pid of scalelab up, for its CPU time
 	N, C     int
@@ -45,6 +46,7 @@ func runLoad(args []string) error {
 	fs.StringVar(&cfg.URL, "url", "", "balancer base URL, e.g. http://127.0.0.1:8000")
 	fs.StringVar(&cfg.Token, "token", "", "bearer token (the dev token printed by scalelab up)")
 	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of scalelab up's embedded server")
+	fs.StringVar(&cfg.System, "system", "scalelab", "system name of the result (scalelab-baseline: the build of BASELINE)")
 	fs.StringVar(&cfg.Varz, "varz", "", "NATS /varz URL for message counts (optional)")
 	fs.StringVar(&cfg.PID, "pid", "", "pid of scalelab up, for its CPU time (optional)")
 	fs.IntVar(&cfg.N, "n", 10000, "tasks to submit")
@@ -157,9 +159,9 @@ func runLoad(args []string) error {
 	}
 
 	r := ph.result(start)
-	r.System, r.Round, r.C, r.Rate = "scalelab", cfg.Round, cfg.C, cfg.Rate
+	r.System, r.Round, r.C, r.Rate = cfg.System, cfg.Round, cfg.C, cfg.Rate
 	if cfg.Rate > 0 {
-		r.System = fmt.Sprintf("scalelab@%d/s", cfg.Rate)
+		r.System = fmt.Sprintf("%s@%d/s", cfg.System, cfg.Rate)
 	}
 	if acc := ph.accepted(); acc > 0 {
 		r.SubmitPerS = float64(acc) / lastAccepted.Sub(start).Seconds()

@@ -156,6 +156,8 @@ func report(args []string, w io.Writer) error {
 		switch {
 		case sys == "scalelab":
 			return "scalelab end to end (HTTP → balancer → gateway → TASKS → worker → record succeeded)"
+		case sys == "scalelab-baseline":
+			return "scalelab as of BASELINE, end to end (the same path, the same rounds)"
 		case sys == "asynq":
 			return "Asynq " + *asynqVersion + " on Redis, defaults (enqueue → handler ran)"
 		case strings.HasPrefix(sys, "asynq-poll"):
@@ -206,6 +208,9 @@ func report(args []string, w io.Writer) error {
 	fmt.Fprintln(w, "| ratio (tasks/s medians) | value |")
 	fmt.Fprintln(w, "|---|---|")
 	fmt.Fprintf(w, "| scalelab / Asynq (defaults) | %s |\n", ratio(sl, aq))
+	if base := by["scalelab-baseline"]; len(base) > 0 {
+		fmt.Fprintf(w, "| scalelab / scalelab as of BASELINE | %s |\n", ratio(sl, base))
+	}
 	for _, sys := range flat {
 		if strings.HasPrefix(sys, "asynq-poll") {
 			fmt.Fprintf(w, "| scalelab / Asynq (TaskCheckInterval %s) | %s |\n", strings.TrimPrefix(sys, "asynq-poll"), ratio(sl, by[sys]))
