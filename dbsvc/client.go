@@ -11,6 +11,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/wire"
 )
 
@@ -134,7 +135,7 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 
 	msg := &nats.Msg{Subject: subject, Data: data}
 	if requestID != "" {
-		msg.Header = nats.Header{natsconn.RequestIDHeader: []string{requestID}}
+		msg.Header = nats.Header{reqid.Header: []string{requestID}}
 	}
 	reply, err := c.mux.Request(ctx, msg)
 	if err != nil {

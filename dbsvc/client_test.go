@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/wire"
 )
 
@@ -81,7 +81,7 @@ func TestClientSendsRequestID(t *testing.T) {
 	nc := startNATS(t)
 	got := make(chan string, 1)
 	sub, err := nc.Subscribe(wire.DBItemGet, func(m *nats.Msg) {
-		got <- m.Header.Get(natsconn.RequestIDHeader)
+		got <- m.Header.Get(reqid.Header)
 		_ = m.Respond([]byte(`{"id":1,"name":"x","price_cents":1,"stock":1,"updated_at":"2025-01-01T00:00:00Z"}`))
 	})
 	if err != nil {
@@ -93,7 +93,7 @@ func TestClientSendsRequestID(t *testing.T) {
 		t.Fatalf("Item() = %v, want nil error", err)
 	}
 	if rid := <-got; rid != "rid-123" {
-		t.Errorf("request header %s = %q, want %q", natsconn.RequestIDHeader, rid, "rid-123")
+		t.Errorf("request header %s = %q, want %q", reqid.Header, rid, "rid-123")
 	}
 }
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/httpserver"
-	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/ops"
+	"github.com/scalelab/scalelab/internal/reqid"
 )
 
 // newHandler returns the role's HTTP API:
@@ -90,9 +90,9 @@ func parseListQuery(r *http.Request) (itemListRequest, error) {
 // requestID returns the request's X-Request-ID and echoes it on the response,
 // so that a person with curl can find the request in the logs.
 func requestID(w http.ResponseWriter, r *http.Request) string {
-	rid := r.Header.Get(natsconn.RequestIDHeader)
+	rid := r.Header.Get(reqid.Header)
 	if rid != "" {
-		w.Header().Set(natsconn.RequestIDHeader, rid)
+		w.Header().Set(reqid.Header, rid)
 	}
 	return rid
 }
@@ -119,7 +119,7 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error, rid string) 
 func writeJSON(w http.ResponseWriter, log *slog.Logger, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, log, err, w.Header().Get(natsconn.RequestIDHeader))
+		writeError(w, log, err, w.Header().Get(reqid.Header))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")

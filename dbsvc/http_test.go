@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 )
 
 func TestRunServesHTTP(t *testing.T) {
@@ -54,7 +54,7 @@ func TestRunServesHTTP(t *testing.T) {
 			if err != nil {
 				t.Fatalf("http.NewRequest() = %v", err)
 			}
-			req.Header.Set(natsconn.RequestIDHeader, "rid-http")
+			req.Header.Set(reqid.Header, "rid-http")
 			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatalf("%s %s = %v", tt.method, tt.path, err)

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/strictjson"
 	"github.com/scalelab/scalelab/internal/wire"
 )
@@ -176,7 +176,7 @@ func (s *service) dispatch(subject string, handle handler) micro.HandlerFunc {
 			return
 		}
 		defer s.running.Done()
-		log := s.log.With("subject", subject, "request_id", req.Headers().Get(natsconn.RequestIDHeader))
+		log := s.log.With("subject", subject, "request_id", req.Headers().Get(reqid.Header))
 		log.Debug("nats request")
 		// No request context in micro; the store bounds every query with
 		// its own timeout.

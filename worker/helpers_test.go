@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/worker"
@@ -171,7 +172,7 @@ func (e *env) publishRaw(t *testing.T, subject string, data []byte, msgID string
 	t.Helper()
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	msg.Header.Set(natsconn.RequestIDHeader, "req-"+msgID)
+	msg.Header.Set(reqid.Header, "req-"+msgID)
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))

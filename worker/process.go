@@ -12,6 +12,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/wire"
 )
 
@@ -27,7 +28,7 @@ type ProcessReply struct {
 // Its stats carry the worker's task counts (TaskStats) as endpoint data.
 func addProcessService(nc *nats.Conn, id string, tasks func() TaskStats, log *slog.Logger) (micro.Service, error) {
 	handler := micro.HandlerFunc(func(req micro.Request) {
-		rid := req.Headers().Get(natsconn.RequestIDHeader)
+		rid := req.Headers().Get(reqid.Header)
 		reply := ProcessReply{Message: "Business logic executed", Worker: id, RequestID: rid}
 		if err := req.RespondJSON(reply); err != nil {
 			log.Warn("process reply", "request_id", rid, "err", err)
@@ -71,7 +72,7 @@ func (c *ProcessClient) Process(ctx context.Context, requestID string) (ProcessR
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	msg := nats.NewMsg(wire.ProcessSubject)
-	msg.Header.Set(natsconn.RequestIDHeader, requestID)
+	msg.Header.Set(reqid.Header, requestID)
 	resp, err := c.mux.Request(ctx, msg)
 	if err != nil {
 		return ProcessReply{}, natsconn.RequestError("process service", err)

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/natsconn"
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/testutil"
 	"github.com/scalelab/scalelab/internal/wire"
 	"github.com/scalelab/scalelab/worker"
@@ -61,7 +61,7 @@ func TestProcessReply(t *testing.T) {
 			t.Parallel()
 			msg := nats.NewMsg(wire.ProcessSubject)
 			if tt.requestID != "" {
-				msg.Header.Set(natsconn.RequestIDHeader, tt.requestID)
+				msg.Header.Set(reqid.Header, tt.requestID)
 			}
 			resp, err := e.nc.RequestMsg(msg, 5*time.Second)
 			if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/task"
 )
@@ -41,7 +40,7 @@ func (r *runner) handle(msg jetstream.Msg) {
 		attempt = int(meta.NumDelivered)
 	}
 	log := r.log.With("task_id", env.ID, "task_type", env.Type, "attempt", attempt,
-		"request_id", msg.Headers().Get(natsconn.RequestIDHeader))
+		"request_id", msg.Headers().Get(reqid.Header))
 
 	h, ok := r.handlers[env.Type]
 	if !ok {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/reqid"
 )
 
 // JSONErrors wraps mux so that its own answers for unknown paths (404) and
@@ -26,7 +27,7 @@ func JSONErrors(mux *http.ServeMux) http.Handler {
 			return
 		}
 		code := apperr.CodeForStatus(status)
-		apperr.WriteCode(w, status, code, http.StatusText(status)+": "+r.Method+" "+r.URL.Path, r.Header.Get("X-Request-ID"))
+		apperr.WriteCode(w, status, code, http.StatusText(status)+": "+r.Method+" "+r.URL.Path, r.Header.Get(reqid.Header))
 	})
 }
 

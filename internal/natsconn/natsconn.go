@@ -13,10 +13,6 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 )
 
-// RequestIDHeader carries the HTTP request id through NATS messages so that
-// workers and services log the id the client saw in X-Request-ID.
-const RequestIDHeader = "X-Request-ID"
-
 // Options are the connection settings shared by every role.
 type Options struct {
 	URL  string // comma-separated server URLs

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/reqid"
 )
 
 // ReadyFunc reports whether a role can do its work; a non-nil error says why not.
@@ -37,7 +38,7 @@ func Mount(mux *http.ServeMux, prefix string, reg *prometheus.Registry, ready Re
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			apperr.WriteHTTP(w, apperr.Wrap(err, apperr.Unavailable, "not ready: %v", err), r.Header.Get("X-Request-ID"))
+			apperr.WriteHTTP(w, apperr.Wrap(err, apperr.Unavailable, "not ready: %v", err), r.Header.Get(reqid.Header))
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

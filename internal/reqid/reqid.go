@@ -2,7 +2,9 @@ package reqid
 
 import "crypto/rand"
 
-// Header is the HTTP (and NATS) header that carries the id.
+// Header is the HTTP header that carries the id, and the NATS header that
+// carries it on through the bus, so that workers and services log the id
+// the client saw.
 const Header = "X-Request-ID"
 
 // MaxLen bounds an accepted id; longer ones are replaced.
