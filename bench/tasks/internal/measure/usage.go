@@ -59,14 +59,25 @@ func (u Usage) Since(before Usage) Used {
 // on every mainstream architecture.
 const clkTck = 100
 
+// procFile reads /proc/<pid>/<name>, or returns nil when there is no pid
+// ("" or "0") or the file cannot be read: the process has gone, or the
+// system is not Linux.
+func procFile(pid, name string) []byte {
+	if pid == "" || pid == "0" {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/" + pid + "/" + name)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // cpuSeconds returns the user+system CPU time of a process from
 // /proc/<pid>/stat ("self" for this one), or 0 if it cannot be read.
 func cpuSeconds(pid string) float64 {
-	if pid == "" || pid == "0" {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
+	b := procFile(pid, "stat")
+	if b == nil {
 		return 0
 	}
 	// The command name (field 2) may hold spaces: parse after its ')'.
@@ -90,11 +101,8 @@ func cpuSeconds(pid string) float64 {
 // ioSyscalls returns the read and write system calls a process has made
 // (syscr + syscw in /proc/<pid>/io), or 0 if they cannot be read.
 func ioSyscalls(pid string) int64 {
-	if pid == "" || pid == "0" {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + pid + "/io")
-	if err != nil {
+	b := procFile(pid, "io")
+	if b == nil {
 		return 0
 	}
 	var n int64
