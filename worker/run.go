@@ -112,9 +112,9 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 // runner runs tasks with at most cfg.Concurrency at once.
 //
 // Each of its cfg.Concurrency slots pulls one message only when it is free
-// (puller: a pull request for one message), rather than a Consume callback
-// fed from a prefetch buffer: a buffered message would wait behind a long
-// task while its ack wait runs out, and be redelivered to a second worker.
+// (see puller), rather than a Consume callback fed from a prefetch buffer:
+// a buffered message would wait behind a long task while its ack wait runs
+// out, and be redelivered to a second worker.
 type runner struct {
 	cfg      Config
 	js       jetstream.JetStream
@@ -182,10 +182,7 @@ func (r *runner) pull(p puller) {
 		default:
 			// NATS is reconnecting or the consumer is being recreated.
 			r.log.Warn("pull task", "err", err, "retry_in", backoff)
-			select {
-			case <-r.pullCtx.Done():
-			case <-time.After(backoff):
-			}
+			_ = sleepCtx(r.pullCtx, backoff) // ends early only on shutdown
 			backoff = min(backoff*2, 5*time.Second)
 		}
 	}

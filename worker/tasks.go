@@ -50,7 +50,8 @@ func (r *runner) handle(msg jetstream.Msg) {
 	r.settle(d, d.log.With("duration_ms", elapsed.Milliseconds()), result, err)
 }
 
-// delivery is one delivery of a task that claim marked running.
+// delivery is one delivery of a task as claim reads it; run and settle
+// get it once claim has marked the task running.
 type delivery struct {
 	msg     jetstream.Msg
 	env     task.Envelope
