@@ -184,15 +184,8 @@ func callHandler(ctx context.Context, h Handler, t *Task) (result any, err error
 
 // keepAlive resets msg's ack wait every interval until ctx ends.
 func keepAlive(ctx context.Context, msg jetstream.Msg, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			_ = msg.InProgress()
-		}
+	for sleepCtx(ctx, interval) == nil {
+		_ = msg.InProgress()
 	}
 }
 
