@@ -106,9 +106,9 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 	case errors.Is(err, task.ErrNotFound):
 		d.log.Error("task record missing (expired?), dropping task")
 		_ = msg.TermWithReason("task record missing")
-	case r.taskCtx.Err() != nil:
-		// Shutdown interrupted the look for the record: hand the task
-		// back now, as for a task it interrupts.
+	case errors.Is(err, context.Canceled):
+		// Shutdown's grace ran out while it looked for the record: hand
+		// the task back now, as for a task it interrupts.
 		d.log.Info("task handed back: worker shutting down")
 		_ = msg.Nak()
 	default:
@@ -127,8 +127,8 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 // without a record is either expired or a read that missed a fresh write
 // (a lagging replica): markRunning looks again after each of recordRetries
 // before it returns task.ErrNotFound (a Nak would cost the task one of its
-// attempts). It returns errAlreadyDone for a finished task, and taskCtx's
-// cause when shutdown ends the wait.
+// attempts). It returns errAlreadyDone for a finished task, and
+// context.Canceled when shutdown's grace runs out during that wait.
 func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 	from := d.env.Created()
 	if d.attempt > 1 {
