@@ -23,6 +23,10 @@ const pullExpires = 5 * time.Second
 //   - Consumer.Next, although it subscribes an inbox for each pull (a SUB
 //     and an UNSUB, a goroutine): that inbox dies with the pull, so a
 //     request that outlived its slot's wait cannot deliver into a busy slot.
+//     That costs about 8 µs a task over a pull on a kept inbox (20,000
+//     pulls and acks by 8 slots in one process: 0.34–0.37 s against
+//     0.19–0.21 s for the hand-rolled protocol this replaced); end to end,
+//     bench/tasks measured it at about 3 % of the CPU of a task.
 //   - Not a Messages iterator with PullMaxMessages(1) per slot, the cheaper
 //     form on paper (one inbox for the slot's life): in nats.go v1.55.0 its
 //     Next sends no pull request while the goroutine that sent the previous
