@@ -32,7 +32,8 @@ const pullExpires = 5 * time.Second
 //     Next sends no pull request while the goroutine that sent the previous
 //     one has not yet marked it done, which loses to a fast answer, and then
 //     waits out the missed heartbeats (pullExpires) with nothing asked for.
-//     8 slots taking 3000 tasks under -race stalled so 3 to 8 times.
+//     It pulls as fast as the hand-rolled protocol, but 8 slots taking
+//     3,000 tasks under -race stalled so 3 to 8 times, 5 s each.
 //   - Not Consume, nor one iterator with a larger batch shared by the
 //     slots: both keep tasks in a client buffer ahead of the slots.
 type puller struct {
