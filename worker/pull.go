@@ -28,7 +28,7 @@ const pullExpires = 5 * time.Second
 //     0.19–0.21 s for the hand-rolled protocol this replaced); end to end,
 //     bench/tasks measured it at about 3 % of the CPU of a task.
 //   - Not a Messages iterator with PullMaxMessages(1) per slot, the cheaper
-//     form on paper (one inbox for the slot's life): in nats.go v1.55.0 its
+//     form (one inbox for the slot's life): in nats.go v1.55.0 its
 //     Next sends no pull request while the goroutine that sent the previous
 //     one has not yet marked it done, which loses to a fast answer, and then
 //     waits out the missed heartbeats (pullExpires) with nothing asked for.
