@@ -30,6 +30,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
 	var store *task.Store
+	var cons jetstream.Consumer
 	// The task streams are admin's to provision (up, or `scalelab tasks
 	// provision`): wait for them rather than create them. The shared
 	// consumer is the workers' own.
@@ -38,7 +39,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		if store, err = task.Open(ctx, js, cfg.Provision, log); err != nil {
 			return err
 		}
-		_, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
+		cons, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
 		return err
 	})
 	if err != nil {
@@ -49,7 +50,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	}
 
 	reg := ops.NewRegistry()
-	r := newRunner(cfg, js, store, newMetrics(reg), log)
+	r := newRunner(cfg, js, cons, store, newMetrics(reg), log)
 
 	svc, err := addProcessService(nc, cfg.ID, r.stats, log)
 	if err != nil {
@@ -77,11 +78,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		}
 		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(reg, ops.NATSReady(nc)), log) })
 	}
-	if err := r.start(); err != nil {
-		_ = svc.Stop()
-		_ = cancelSub.Unsubscribe()
-		return fmt.Errorf("worker: %w", err)
-	}
+	r.start()
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking work first: no new process requests, no new pulls.
@@ -116,12 +113,13 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 // runner runs tasks with at most cfg.Concurrency at once.
 //
 // Each of its cfg.Concurrency slots pulls one message only when it is free
-// (a puller: a pull request for one message), rather than a Consume callback
-// fed from a prefetch buffer: a buffered message would wait behind a long
-// task while its ack wait runs out, and be redelivered to a second worker.
+// (see puller), rather than a Consume callback fed from a prefetch buffer:
+// a buffered message would wait behind a long task while its ack wait runs
+// out, and be redelivered to a second worker.
 type runner struct {
 	cfg      Config
 	js       jetstream.JetStream
+	cons     jetstream.Consumer
 	store    *task.Store
 	handlers map[string]Handler
 	metrics  *metrics
@@ -143,7 +141,7 @@ type runner struct {
 	counts taskCounts
 }
 
-func newRunner(cfg Config, js jetstream.JetStream, store *task.Store, m *metrics, log *slog.Logger) *runner {
+func newRunner(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store *task.Store, m *metrics, log *slog.Logger) *runner {
 	handlers := builtinHandlers(cfg)
 	for typ, h := range cfg.Handlers {
 		handlers[typ] = h
@@ -151,38 +149,26 @@ func newRunner(cfg Config, js jetstream.JetStream, store *task.Store, m *metrics
 	pullCtx, stopTaking := context.WithCancel(context.Background())
 	taskCtx, cancelTask := context.WithCancel(context.Background())
 	return &runner{
-		cfg: cfg, js: js, store: store, handlers: handlers, metrics: m, log: log,
+		cfg: cfg, js: js, cons: cons, store: store, handlers: handlers, metrics: m, log: log,
 		pullCtx: pullCtx, stopTaking: stopTaking,
 		taskCtx: taskCtx, cancelTask: cancelTask,
 	}
 }
 
 // start runs the slots; finish stops them.
-func (r *runner) start() error {
-	pullers := make([]*puller, r.cfg.Concurrency)
-	for i := range pullers {
-		p, err := newPuller(r.js.Conn(), task.Stream, task.Consumer, pullExpires)
-		if err != nil {
-			for _, p := range pullers[:i] {
-				p.close()
-			}
-			return err
-		}
-		pullers[i] = p
-	}
-	for _, p := range pullers {
+func (r *runner) start() {
+	p := puller{cons: r.cons, expires: pullExpires}
+	for range r.cfg.Concurrency {
 		r.slots.Add(1)
 		go func() {
 			defer r.slots.Done()
-			defer p.close()
 			r.pull(p)
 		}()
 	}
-	return nil
 }
 
 // pull is one slot: fetch a task, run it, repeat until stopTaking.
-func (r *runner) pull(p *puller) {
+func (r *runner) pull(p puller) {
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
 		msg, err := p.next(r.pullCtx)
@@ -197,10 +183,7 @@ func (r *runner) pull(p *puller) {
 		default:
 			// NATS is reconnecting or the consumer is being recreated.
 			r.log.Warn("pull task", "err", err, "retry_in", backoff)
-			select {
-			case <-r.pullCtx.Done():
-			case <-time.After(backoff):
-			}
+			_ = sleepCtx(r.pullCtx, backoff) // ends early only on shutdown
 			backoff = min(backoff*2, 5*time.Second)
 		}
 	}

@@ -23,39 +23,42 @@ type TaskStats struct {
 	Interrupted uint64 `json:"interrupted"`
 }
 
+// outcome is how one attempt of a task ended, as TaskStats and the
+// outcome label of scalelab_worker_tasks_total name it.
+type outcome int
+
+const (
+	succeeded outcome = iota
+	failed
+	retried
+	dead
+	cancelled
+	interrupted
+	numOutcomes
+)
+
+// outcomeNames are the outcomes' label values.
+var outcomeNames = [numOutcomes]string{"succeeded", "failed", "retried", "dead", "cancelled", "interrupted"}
+
 // taskCounts are the atomics behind TaskStats; the Prometheus series
 // count the same, by type, but cannot be read back cheaply.
 type taskCounts struct {
-	running                                                  atomic.Int64
-	succeeded, failed, retried, dead, cancelled, interrupted atomic.Uint64
+	running  atomic.Int64
+	outcomes [numOutcomes]atomic.Uint64
 }
 
 // count records an attempt's outcome in the metrics and the counts.
-func (r *runner) count(typ, outcome string) {
-	r.metrics.outcomes.WithLabelValues(typ, outcome).Inc()
-	c := &r.counts
-	switch outcome {
-	case "succeeded":
-		c.succeeded.Add(1)
-	case "failed":
-		c.failed.Add(1)
-	case "retried":
-		c.retried.Add(1)
-	case "dead":
-		c.dead.Add(1)
-	case "cancelled":
-		c.cancelled.Add(1)
-	case "interrupted":
-		c.interrupted.Add(1)
-	}
+func (r *runner) count(typ string, o outcome) {
+	r.metrics.outcomes.WithLabelValues(typ, outcomeNames[o]).Inc()
+	r.counts.outcomes[o].Add(1)
 }
 
 // stats returns the counts now.
 func (r *runner) stats() TaskStats {
-	c := &r.counts
+	n := func(o outcome) uint64 { return r.counts.outcomes[o].Load() }
 	return TaskStats{
-		ID: r.cfg.ID, Running: c.running.Load(),
-		Succeeded: c.succeeded.Load(), Failed: c.failed.Load(), Retried: c.retried.Load(),
-		Dead: c.dead.Load(), Cancelled: c.cancelled.Load(), Interrupted: c.interrupted.Load(),
+		ID: r.cfg.ID, Running: r.counts.running.Load(),
+		Succeeded: n(succeeded), Failed: n(failed), Retried: n(retried),
+		Dead: n(dead), Cancelled: n(cancelled), Interrupted: n(interrupted),
 	}
 }

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/reqid"
@@ -21,171 +18,186 @@ import (
 // a redelivery after the outcome was recorded but before the ack landed.
 var errAlreadyDone = errors.New("worker: task already finished")
 
+// errCancelled is the cause of a running task's context when a client
+// cancels the task, and run's error for a task cancelled while it ran.
+var errCancelled = errors.New("task cancelled")
+
 // recordTimeout bounds each task record read or write.
 const recordTimeout = 5 * time.Second
 
-// handle runs one delivery of a task and settles its message: ack after the
-// outcome is recorded, nak (with back-off) to retry, term when it failed for
-// good. It never returns an error: every outcome is a message settlement.
+// recordRetries are the pauses before each new look for a task record
+// that was not found: under a second in all.
+var recordRetries = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+
+// handle runs one delivery of a task in three steps: claim it (mark its
+// record running), run its handler, and settle its message with the
+// outcome. It never returns an error: every outcome is a message
+// settlement.
 func (r *runner) handle(msg jetstream.Msg) {
+	d := r.claim(msg)
+	if d == nil {
+		return // claim settled the message: nothing to run
+	}
+	d.log.Info("task started")
+	r.metrics.running.Inc()
+	r.counts.running.Add(1)
+	start := time.Now()
+	result, err := r.run(d)
+	r.metrics.running.Dec()
+	r.counts.running.Add(-1)
+	elapsed := time.Since(start)
+	r.metrics.duration.WithLabelValues(d.env.Type).Observe(elapsed.Seconds())
+	r.settle(d, d.log.With("duration_ms", elapsed.Milliseconds()), result, err)
+}
+
+// delivery is one delivery of a task as claim reads it; run and settle
+// get it once claim has marked the task running.
+type delivery struct {
+	msg     jetstream.Msg
+	env     task.Envelope
+	attempt int // 1 on the first delivery
+	limit   int // the task type's attempts
+	handler Handler
+	// running is the record as this worker wrote it: success writes from
+	// it, without reading the record again, unless someone wrote since.
+	running *task.Version
+	log     *slog.Logger
+}
+
+// claim reads the task from msg and marks its record running. It returns
+// nil when the delivery must not run, having settled msg: a malformed
+// message, an unknown type, attempts used up, a task already finished or
+// whose record is missing, or a record it cannot write (retried later).
+func (r *runner) claim(msg jetstream.Msg) *delivery {
 	var env task.Envelope
 	if err := json.Unmarshal(msg.Data(), &env); err != nil || !task.ValidID(env.ID) {
 		// A message nobody can parse will never succeed: drop it, loudly.
 		r.log.Error("malformed task message dropped", "subject", msg.Subject(), "err", err)
 		_ = msg.TermWithReason("malformed task message")
-		return
+		return nil
 	}
-	attempt := 1
+	d := &delivery{msg: msg, env: env, attempt: 1, limit: r.cfg.maxAttempts(env.Type)}
 	if meta, err := msg.Metadata(); err == nil {
-		attempt = int(meta.NumDelivered)
+		d.attempt = int(meta.NumDelivered)
 	}
-	log := r.log.With("task_id", env.ID, "task_type", env.Type, "attempt", attempt,
+	d.log = r.log.With("task_id", env.ID, "task_type", env.Type, "attempt", d.attempt,
 		"request_id", msg.Headers().Get(reqid.Header))
 
 	h, ok := r.handlers[env.Type]
 	if !ok {
-		r.fail(msg, env.ID, attempt, fmt.Errorf("no handler for task type %q", env.Type), log)
-		return
+		r.fail(d, d.attempt, fmt.Errorf("no handler for task type %q", env.Type), d.log)
+		return nil
 	}
-	limit := r.cfg.maxAttempts(env.Type)
-	if attempt > limit {
+	d.handler = h
+	if d.attempt > d.limit {
 		// The previous attempt died with its worker; don't run it again.
-		r.bury(msg, env, attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", limit), log)
-		return
+		r.bury(d, d.attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", d.limit), d.log)
+		return nil
 	}
 
-	// running is the record as this worker wrote it: success writes from
-	// it, without reading the record again, unless someone wrote since. A
-	// first delivery marks it running from the record the gateway created,
-	// which the message carries, the same way.
-	var running *task.Version
-	from := env.Created()
-	if attempt > 1 {
-		from = nil // an earlier attempt wrote the record since
-	}
-	markRunning := func() error {
-		var err error
-		start := from
-		from = nil // a second try reads
-		running, err = r.updateFrom(env.ID, start, func(rec *task.Record) error {
-			if rec.State.Terminal() {
-				return errAlreadyDone
-			}
-			now := time.Now().UTC()
-			rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, attempt, r.cfg.ID, &now
-			return nil
-		})
-		return err
-	}
-	err := markRunning()
-	// The gateway writes the record before it publishes the task, so a
-	// task without a record is either expired or a read that missed a
-	// fresh write (a lagging replica). Look again a few times before
-	// dropping it; a Nak would cost the task one of its attempts.
-	for _, pause := range recordRetries {
-		if !errors.Is(err, task.ErrNotFound) {
-			break
-		}
-		log.Warn("task record not found, looking again", "in", pause)
-		time.Sleep(pause)
-		err = markRunning()
-	}
+	var err error
+	d.running, err = r.markRunning(d)
 	switch {
+	case err == nil:
+		return d
 	case errors.Is(err, errAlreadyDone):
-		log.Info("task already finished, dropping duplicate delivery")
+		d.log.Info("task already finished, dropping duplicate delivery")
 		_ = msg.Ack()
-		return
 	case errors.Is(err, task.ErrNotFound):
-		log.Error("task record missing (expired?), dropping task")
+		d.log.Error("task record missing (expired?), dropping task")
 		_ = msg.TermWithReason("task record missing")
-		return
-	case err != nil:
-		log.Warn("cannot mark task running, retrying later", "err", err)
-		_ = msg.NakWithDelay(r.backoff(attempt))
-		return
-	}
-
-	log.Info("task started")
-	r.metrics.running.Inc()
-	r.counts.running.Add(1)
-	start := time.Now()
-	result, herr, cancelled := r.run(h, msg, &Task{
-		ID: env.ID, Type: env.Type, Payload: env.Payload, Attempt: attempt,
-		progress: func(pct int, text string) {
-			if _, err := r.update(env.ID, func(rec *task.Record) error {
-				rec.Progress, rec.ProgressMessage = pct, text
-				return nil
-			}); err != nil {
-				log.Warn("record progress", "err", err)
-			}
-		},
-	})
-	r.metrics.running.Dec()
-	r.counts.running.Add(-1)
-	elapsed := time.Since(start)
-	r.metrics.duration.WithLabelValues(env.Type).Observe(elapsed.Seconds())
-	log = log.With("duration_ms", elapsed.Milliseconds())
-
-	switch {
-	case cancelled:
-		// DELETE /tasks/{id}: the record already says cancelled.
-		log.Info("task cancelled while running")
-		_ = msg.TermWithReason("cancelled")
-		r.count(env.Type, "cancelled")
-	case herr == nil:
-		r.succeed(msg, env, running, result, log)
-	case r.taskCtx.Err() != nil:
-		// Shutdown interrupted the task: hand it back now so another
-		// worker starts it at once, not after the ack wait.
-		r.requeue(msg, env.ID, "interrupted by worker shutdown", 0, log)
-		r.count(env.Type, "interrupted")
-	case IsPermanent(herr):
-		r.fail(msg, env.ID, attempt, herr, log)
-	case attempt >= limit:
-		r.bury(msg, env, attempt, herr, log)
+	case errors.Is(err, context.Canceled):
+		// Shutdown's grace ran out while it looked for the record: hand
+		// the task back now, as for a task it interrupts.
+		d.log.Info("task handed back: worker shutting down")
+		_ = msg.Nak()
 	default:
-		delay := r.backoff(attempt)
-		log.Warn("task attempt failed, will retry", "err", herr, "retry_in", delay)
-		r.requeue(msg, env.ID, herr.Error(), delay, log)
-		r.count(env.Type, "retried")
+		d.log.Warn("cannot mark task running, retrying later", "err", err)
+		_ = msg.NakWithDelay(r.backoff(d.attempt))
+	}
+	return nil
+}
+
+// markRunning marks the task's record running by this attempt and returns
+// the version it wrote. A first delivery writes from the record the
+// gateway created, which the message carries; a redelivery reads it, as an
+// earlier attempt wrote since.
+//
+// The gateway writes the record before it publishes the task, so a task
+// without a record is either expired or a read that missed a fresh write
+// (a lagging replica): markRunning looks again after each of recordRetries
+// before it returns task.ErrNotFound (a Nak would cost the task one of its
+// attempts). It returns errAlreadyDone for a finished task, and
+// context.Canceled when shutdown's grace runs out during that wait.
+func (r *runner) markRunning(d *delivery) (*task.Version, error) {
+	from := d.env.Created()
+	if d.attempt > 1 {
+		from = nil
+	}
+	for i := 0; ; i++ {
+		v, err := r.updateLive(d.env.ID, from, func(rec *task.Record, now time.Time) {
+			rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, d.attempt, r.cfg.ID, &now
+		})
+		if !errors.Is(err, task.ErrNotFound) || i == len(recordRetries) {
+			return v, err
+		}
+		from = nil // a second try reads
+		d.log.Warn("task record not found, looking again", "in", recordRetries[i])
+		if err := sleepCtx(r.taskCtx, recordRetries[i]); err != nil {
+			return nil, err
+		}
 	}
 }
 
-// errCancelled is the cause of a running task's context when a client
-// cancels the task.
-var errCancelled = errors.New("task cancelled")
-
 // run calls the handler under the task timeout, keeping the message alive
 // with InProgress heartbeats so a long task is not redelivered while it
-// runs. A panicking handler fails its attempt instead of the worker.
-// cancelled reports that the task was cancelled (DELETE /tasks/{id}) while
-// it ran.
-func (r *runner) run(h Handler, msg jetstream.Msg, t *Task) (result any, err error, cancelled bool) {
+// runs. It returns the handler's result and error; a panicking handler
+// fails its attempt instead of the worker, and a task cancelled while it
+// ran (DELETE /tasks/{id}) returns errCancelled, whatever its handler did.
+func (r *runner) run(d *delivery) (any, error) {
 	ctx, cancelCause := context.WithCancelCause(r.taskCtx)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.TaskTimeout)
 	defer cancel()
-	r.running.Store(t.ID, cancelCause)
-	defer r.running.Delete(t.ID)
-	go func() {
-		tick := time.NewTicker(max(r.cfg.AckWait/3, 100*time.Millisecond))
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
+	r.running.Store(d.env.ID, cancelCause)
+	defer r.running.Delete(d.env.ID)
+	go keepAlive(ctx, d.msg, max(r.cfg.AckWait/3, 100*time.Millisecond))
+
+	result, err := callHandler(ctx, d.handler, &Task{
+		ID: d.env.ID, Type: d.env.Type, Payload: d.env.Payload, Attempt: d.attempt,
+		progress: func(pct int, text string) { r.recordProgress(d, pct, text) },
+	})
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		return nil, errCancelled
+	}
+	return result, err
+}
+
+// callHandler calls h, turning a panic into the attempt's error.
+func callHandler(ctx context.Context, h Handler, t *Task) (result any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("task handler panicked: %v", p)
+			result, err = nil, fmt.Errorf("task handler panicked: %v", p)
 		}
-		cancelled = errors.Is(context.Cause(ctx), errCancelled)
 	}()
-	result, err = h(ctx, t)
-	return result, err, false
+	return h(ctx, t)
+}
+
+// keepAlive resets msg's ack wait every interval until ctx ends.
+func keepAlive(ctx context.Context, msg jetstream.Msg, interval time.Duration) {
+	for sleepCtx(ctx, interval) == nil {
+		_ = msg.InProgress()
+	}
+}
+
+// recordProgress writes a handler's progress report to the task record.
+// A failure is logged, never fatal to the task.
+func (r *runner) recordProgress(d *delivery, pct int, text string) {
+	if _, err := r.updateFrom(d.env.ID, nil, func(rec *task.Record) error {
+		rec.Progress, rec.ProgressMessage = pct, text
+		return nil
+	}); err != nil {
+		d.log.Warn("record progress", "err", err)
+	}
 }
 
 // cancelRunning cancels the task id if it runs here; every worker gets
@@ -195,184 +207,3 @@ func (r *runner) cancelRunning(id string) {
 		cancel.(context.CancelCauseFunc)(errCancelled)
 	}
 }
-
-// bury moves a task that used up its attempts to the dead-letter stream,
-// records it dead, and terminates its message. The dead letter is stored
-// before the message is terminated, so a crash in between leaves a
-// duplicate (deduplicated by its Nats-Msg-Id), never a loss.
-func (r *runner) bury(msg jetstream.Msg, env task.Envelope, attempts int, cause error, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
-	defer cancel()
-	dead := nats.NewMsg(task.DLQSubject(env.Type))
-	dead.Data = msg.Data()
-	dead.Header.Set(task.HeaderTaskID, env.ID)
-	dead.Header.Set(task.HeaderAttempts, strconv.Itoa(attempts))
-	dead.Header.Set(task.HeaderError, truncate(cause.Error(), 1000))
-	dead.Header.Set(reqid.Header, msg.Headers().Get(reqid.Header))
-	msgID := fmt.Sprintf("dead-%s-%d", env.ID, attempts)
-	if _, err := r.js.PublishMsg(ctx, dead, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(task.DLQStream)); err != nil {
-		log.Error("store dead letter, retrying later", "err", err)
-		_ = msg.NakWithDelay(r.cfg.RetryDelay)
-		return
-	}
-	_, err := r.update(env.ID, func(rec *task.Record) error {
-		if rec.State.Terminal() {
-			return errAlreadyDone
-		}
-		now := time.Now().UTC()
-		rec.State, rec.Error, rec.Attempts, rec.FinishedAt = task.Dead, cause.Error(), attempts, &now
-		return nil
-	})
-	if err != nil && !errors.Is(err, errAlreadyDone) && !errors.Is(err, task.ErrNotFound) {
-		log.Warn("record dead task", "err", err)
-	}
-	log.Error("task dead: attempts used up, moved to "+task.DLQStream, "err", cause)
-	_ = msg.TermWithReason("attempts used up")
-	r.count(env.Type, "dead")
-}
-
-func (r *runner) succeed(msg jetstream.Msg, env task.Envelope, running *task.Version, result any, log *slog.Logger) {
-	raw, err := json.Marshal(result)
-	if err != nil {
-		r.fail(msg, env.ID, 0, Permanent(fmt.Errorf("encode result: %w", err)), log)
-		return
-	}
-	_, err = r.updateFrom(env.ID, running, func(rec *task.Record) error {
-		if rec.State.Terminal() {
-			return errAlreadyDone // cancelled while it ran: cancelled is final
-		}
-		now := time.Now().UTC()
-		rec.State, rec.Result, rec.Error, rec.Progress, rec.FinishedAt = task.Succeeded, raw, "", 100, &now
-		return nil
-	})
-	if errors.Is(err, errAlreadyDone) {
-		log.Info("task finished after it was cancelled, result dropped")
-		_ = msg.Ack()
-		return
-	}
-	if err != nil {
-		// The work is done but not recorded: run it again rather than
-		// report nothing. Handlers are written to be safely repeatable.
-		log.Error("record task success, retrying task", "err", err)
-		_ = msg.NakWithDelay(r.cfg.RetryDelay)
-		return
-	}
-	// A plain ack, not DoubleAck: the record already says succeeded, so
-	// if this ack is lost the redelivery finds the task done and is
-	// dropped (handle's errAlreadyDone). Waiting for the server to confirm
-	// cost every task one more message and a round trip in its slot.
-	if err := msg.Ack(); err != nil {
-		log.Warn("ack task", "err", err)
-	}
-	log.Info("task completed")
-	r.count(env.Type, "succeeded")
-}
-
-// fail records a final failure and terminates the message.
-func (r *runner) fail(msg jetstream.Msg, id string, attempt int, cause error, log *slog.Logger) {
-	_, err := r.update(id, func(rec *task.Record) error {
-		if rec.State.Terminal() {
-			return errAlreadyDone
-		}
-		now := time.Now().UTC()
-		rec.State, rec.Error, rec.FinishedAt = task.Failed, cause.Error(), &now
-		if attempt > 0 {
-			rec.Attempts = attempt
-		}
-		return nil
-	})
-	switch {
-	case errors.Is(err, errAlreadyDone):
-		log.Info("task already final (cancelled?), dropping its failed attempt", "err", cause)
-	case err != nil && !errors.Is(err, task.ErrNotFound):
-		log.Error("record task failure, retrying later", "err", err)
-		_ = msg.NakWithDelay(r.cfg.RetryDelay)
-		return
-	default:
-		log.Error("task failed", "err", cause)
-		r.count(typeOf(msg), "failed")
-	}
-	_ = msg.TermWithReason(truncate(cause.Error(), 200))
-}
-
-// requeue records that the task waits for another attempt and naks it.
-func (r *runner) requeue(msg jetstream.Msg, id, reason string, delay time.Duration, log *slog.Logger) {
-	_, err := r.update(id, func(rec *task.Record) error {
-		if rec.State.Terminal() {
-			return errAlreadyDone
-		}
-		rec.State, rec.Error = task.Queued, reason
-		return nil
-	})
-	if errors.Is(err, errAlreadyDone) {
-		log.Info("task was cancelled, not retrying")
-		_ = msg.TermWithReason("cancelled")
-		return
-	}
-	if err != nil {
-		log.Warn("record task requeue", "err", err)
-	}
-	if delay > 0 {
-		err = msg.NakWithDelay(delay)
-	} else {
-		err = msg.Nak()
-	}
-	if err != nil {
-		log.Warn("nak task", "err", err)
-	}
-}
-
-func (r *runner) update(id string, fn func(*task.Record) error) (*task.Record, error) {
-	v, err := r.updateFrom(id, nil, fn)
-	if err != nil {
-		return nil, err
-	}
-	return v.Record, nil
-}
-
-// updateFrom updates a record from the version this worker last wrote (see
-// task.Store.UpdateFrom), under recordTimeout.
-func (r *runner) updateFrom(id string, last *task.Version, fn func(*task.Record) error) (*task.Version, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
-	defer cancel()
-	return r.store.UpdateFrom(ctx, id, last, fn)
-}
-
-// maxBackoff caps the delay between attempts.
-const maxBackoff = 5 * time.Minute
-
-// backoff is the delay before attempt+1: exponential from RetryDelay,
-// capped at maxBackoff, with ±10 % jitter so failed tasks don't retry in
-// lockstep.
-func (r *runner) backoff(attempt int) time.Duration {
-	d := r.cfg.RetryDelay
-	// Double step by step against the cap: a shift could overflow.
-	for i := 1; i < attempt && d < maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, maxBackoff)
-	if d <= 0 {
-		return 0
-	}
-	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
-	return d - d/10 + jitter
-}
-
-func typeOf(msg jetstream.Msg) string {
-	s := msg.Subject()
-	if len(s) > len(task.SubjectPrefix) {
-		return s[len(task.SubjectPrefix):]
-	}
-	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
-
-// recordRetries are the pauses before each new look for a task record
-// that was not found: under a second in all.
-var recordRetries = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
