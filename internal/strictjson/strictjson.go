@@ -301,6 +301,12 @@ func caseMatch(t reflect.Type, name string) (string, bool) {
 		return "", false
 	}
 	fields, _ := schema(t)
+	return foldMatch(fields, name)
+}
+
+// foldMatch returns the key of fields that name matches only when case is
+// ignored (as encoding/json matches), if any.
+func foldMatch(fields []field, name string) (string, bool) {
 	for _, f := range fields {
 		if f.name != "" && f.name != name && strings.EqualFold(f.name, name) {
 			return f.name, true
@@ -344,7 +350,7 @@ func checkOpen(v reflect.Value, ptr jsontext.Pointer) error {
 		if rest != nil {
 			if m := v.FieldByIndex(rest); m.Kind() == reflect.Map {
 				for _, k := range sortedKeys(m) {
-					if _, ok := caseMatch(v.Type(), k.String()); ok {
+					if _, ok := foldMatch(fields, k.String()); ok {
 						return &json.SemanticError{JSONPointer: ptr.AppendToken(k.String()), GoType: v.Type(), Err: json.ErrUnknownName}
 					}
 				}
