@@ -113,16 +113,19 @@ func (a *api) handleGet(w http.ResponseWriter, r *http.Request, key string) {
 // no gateway's near-cache serves the key's old value any more, unless one
 // did not confirm in time (logged).
 func (a *api) handlePut(w http.ResponseWriter, r *http.Request, key string) {
-	var body struct {
+	type request struct {
 		Value json.RawMessage `json:"value"`
 	}
-	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, maxValueBytes), &body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			a.fail(w, r, apperr.New(apperr.TooLarge, "body is over %d bytes", maxValueBytes))
-			return
+	// The one strict reading: a 400 names the field and says why (a
+	// duplicate key anywhere in the value, too), a body over the limit
+	// is a 413.
+	body, err := strictjson.DecodeBody[request](http.MaxBytesReader(w, r.Body, maxValueBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*apperr.Error](err); !ok {
+			// Another read error: the client's connection broke or stalled.
+			err = apperr.Wrap(err, apperr.Invalid, "the request body could not be read")
 		}
-		a.fail(w, r, apperr.New(apperr.Invalid, `body must be a JSON object {"value": ...}`))
+		a.fail(w, r, err)
 		return
 	}
 	if len(body.Value) == 0 || string(body.Value) == "null" {

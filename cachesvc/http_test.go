@@ -321,6 +321,42 @@ func TestPutBadBodies(t *testing.T) {
 	}
 }
 
+// TestPutStrictBodies: POST /cache/{key} reads its body with the one
+// strict reader: a duplicate key (at any depth of the value), a key of
+// another case, an unknown field or data after the body is a 400 whose
+// message names the problem, and nothing is stored.
+func TestPutStrictBodies(t *testing.T) {
+	t.Parallel()
+	in := startCache(t, startNATS(t), testConfig())
+	tests := []struct {
+		name, body, wantMsg string
+	}{
+		{"duplicate key", `{"value":1,"value":2}`, `duplicate key "value"`},
+		{"duplicate key in the value", `{"value":{"a":1,"b":{"c":1,"c":2}}}`, `duplicate key "value.b.c"`},
+		{"wrong-case key", `{"Value":1}`, `unknown field "Value" (keys are case-sensitive: the field is "value")`},
+		{"unknown field", `{"value":1,"ttl":5}`, `unknown field "ttl"`},
+		{"trailing data", `{"value":1} {"value":2}`, "body must hold one JSON value and nothing after it"},
+		{"invalid UTF-8", "{\"value\":\"\xff\"}", "body is not valid JSON: invalid UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			key := strings.ReplaceAll(tt.name, " ", "_")
+			status, _, body := in.do(t, "POST", "/cache/"+key, []byte(tt.body))
+			wantError(t, fmt.Sprintf("POST /cache/%s %q", key, tt.body), status, body, http.StatusBadRequest, apperr.Invalid)
+			var got apperr.Body
+			if err := json.Unmarshal(body, &got); err != nil || !strings.HasPrefix(got.Error.Message, tt.wantMsg) {
+				t.Errorf("POST /cache/%s %q message = %q, want it to start with %q", key, tt.body, got.Error.Message, tt.wantMsg)
+			}
+			var v value
+			in.doJSON(t, "GET", "/cache/"+key, nil, http.StatusOK, &v)
+			if string(v.Value) != "null" {
+				t.Errorf("GET /cache/%s after a refused POST = %s, want null", key, v.Value)
+			}
+		})
+	}
+}
+
 func TestRoutes(t *testing.T) {
 	t.Parallel()
 	in := startCache(t, startNATS(t), testConfig())

@@ -150,8 +150,9 @@ func endpoint[Req, Resp any](st *store, parse func([]byte) (Req, error), op oper
 }
 
 // decodeBody reads a request body that holds one JSON Req, strictly
-// (strictjson.DecodeBody: unknown fields, trailing data and bad types are
-// invalid, with a message that names the field).
+// (strictjson.DecodeBody: duplicate keys, keys of another case, unknown
+// fields, trailing data, bad types and numbers out of range are invalid,
+// with a message that names the field).
 func decodeBody[Req any](data []byte) (Req, error) {
 	if len(data) > maxRequestBytes {
 		var zero Req

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/strictjson"
 	"github.com/scalelab/scalelab/internal/task"
 )
 
@@ -33,6 +34,11 @@ const replayedHeader = "Idempotent-Replayed"
 // the key and the subject (idempotentID with idKey), so a repeat (same
 // key, same body) returns the same task instead of a new one for as long
 // as the record is kept; a reused key with a different body is a 409.
+// Bodies are compared in canonical form (task.Parse), so a repeat that
+// differs only in whitespace, member order or string escapes is the same.
+//
+// The record stores that canonical form, not the client's bytes: what the
+// worker reads is what task.Parse validated.
 func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		s, err := newSubmission(c, idKey)
@@ -75,7 +81,7 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 	if err != nil {
 		return nil, err // body limit: echo's 413
 	}
-	typ, err := task.Validate(body)
+	sub, err := task.Parse(body)
 	if err != nil {
 		return nil, invalidTask(err)
 	}
@@ -84,7 +90,7 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 		return nil, err
 	}
 	now := time.Now().UTC()
-	runAt, err := task.RunAt(body, now)
+	runAt, err := sub.RunAt(now)
 	if err != nil {
 		return nil, invalidTask(err)
 	}
@@ -94,7 +100,7 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 		return nil, err
 	}
 	s := &submission{wait: wait, rec: &task.Record{
-		ID: id, Type: typ, State: task.Queued, Payload: compact(body),
+		ID: id, Type: sub.Type, State: task.Queued, Payload: sub.Payload,
 		RequestID: requestID(c), Owner: owner, CreatedAt: now, UpdatedAt: now,
 	}}
 	if !runAt.IsZero() {
@@ -146,7 +152,7 @@ func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueu
 	// owners existed, under the old unkeyed id); another subject's key
 	// gives another id. Answered like a reused key: no more is said about
 	// a task that is not the caller's.
-	if prev.Owner != s.rec.Owner || !bytes.Equal(prev.Payload, s.rec.Payload) {
+	if prev.Owner != s.rec.Owner || !samePayload(prev.Payload, s.rec.Payload) {
 		return "", apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
 	}
 	if prev.State == task.Queued {
@@ -236,11 +242,12 @@ func invalidTask(err error) error {
 	return apperr.Wrap(err, apperr.Invalid, "%s", strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "))
 }
 
-// compact re-encodes valid JSON without insignificant space.
-func compact(b []byte) json.RawMessage {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, b); err != nil {
-		return b
-	}
-	return buf.Bytes()
+// samePayload reports whether a repeated keyed submission's payload, cur
+// (canonical: task.Parse), is the one the first submission stored, prev.
+// prev is canonicalized too: a record stored before payloads were
+// canonical holds the client's bytes, compacted, and its repeat is no
+// conflict for a difference of member order.
+func samePayload(prev, cur json.RawMessage) bool {
+	canon, err := strictjson.Canonical(prev)
+	return err == nil && bytes.Equal(canon, cur)
 }

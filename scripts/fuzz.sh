@@ -18,9 +18,10 @@ targets=(
   "./internal/cache/ FuzzValidKey"       # cache keys (KV keys, subjects)
   "./internal/cache/ FuzzDecode"         # values anyone may put in the cache bucket
   "./gateway/ FuzzDecodeStrict"          # PUT /items/{id} and POST /auth/token bodies
+  "./internal/strictjson/ FuzzStrictAgreesWithIndependentDecoder" # every body type, against encoding/json
   "./balancer/ FuzzClientBytes"          # what clients send the balancer (the event loops read it)
 )
-printf '%-20s %-18s %12s\n' package target execs
+printf '%-24s %-40s %12s\n' package target execs
 for t in "${targets[@]}"; do
   read -r pkg name <<<"$t"
   out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" 2>&1) || {
@@ -30,5 +31,5 @@ for t in "${targets[@]}"; do
   }
   # The fuzzer's last progress line: "fuzz: elapsed: 30s, execs: 123456 (...)".
   execs=$(grep -o 'execs: [0-9]*' <<<"$out" | tail -1 | cut -d' ' -f2)
-  printf '%-20s %-18s %12s\n' "$pkg" "$name" "${execs:-?}"
+  printf '%-24s %-40s %12s\n' "$pkg" "$name" "${execs:-?}"
 done

@@ -16,10 +16,15 @@ type Handler func(ctx context.Context, t *Task) (any, error)
 
 // Task is what a handler sees of the task it runs.
 type Task struct {
-	ID      string
-	Type    string
-	Payload []byte // the body posted to /longtask
-	Attempt int    // 1 on the first delivery
+	ID   string
+	Type string
+	// Payload is the body posted to /longtask, in the canonical form the
+	// gateway stored after validating it (task.Parse). Handlers read it
+	// with the same strict reader (strictjson.DecodeBody, as
+	// task.DecodeSleep does), so a worker never reads a payload otherwise
+	// than the gateway did.
+	Payload []byte
+	Attempt int // 1 on the first delivery
 	// progress records progress in the task record; set by the worker.
 	progress func(percent int, message string)
 }
@@ -79,7 +84,8 @@ func reportHandler(d time.Duration) Handler {
 	}
 }
 
-// sleepHandler sleeps for the payload's duration_ms.
+// sleepHandler sleeps for the payload's duration_ms, read as the gateway
+// read it (task.DecodeSleep): a payload it refuses fails for good.
 func sleepHandler(ctx context.Context, t *Task) (any, error) {
 	d, err := task.DecodeSleep(t.Payload)
 	if err != nil {

@@ -1,6 +1,7 @@
 package strictjson
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 )
@@ -58,12 +61,21 @@ func TestDecodeReaderError(t *testing.T) {
 // in JSON's terms, never naming a Go type; a body over an http.MaxBytesReader
 // limit is a 413, and other read errors come back unchanged.
 func TestDecodeBody(t *testing.T) {
+	type inner struct {
+		A int8 `json:"a"`
+	}
 	type body struct {
 		Name  string   `json:"name"`
 		Stock *int64   `json:"stock"`
 		Tags  []string `json:"tags"`
 		Blob  []byte   `json:"blob"`
 		Ok    bool     `json:"ok"`
+		In    inner    `json:"in"`
+		Ins   []inner  `json:"ins"`
+		Count uint16   `json:"count"`
+		Ratio float32  `json:"ratio"`
+		// Counts is a map: its keys are free, but not duplicates.
+		Counts map[string]int `json:"counts"`
 	}
 	tests := []struct {
 		name, in string
@@ -86,6 +98,25 @@ func TestDecodeBody(t *testing.T) {
 		{"object for array", `{"tags":{}}`, `field "tags" must be an array, not an object`},
 		{"number for bytes", `{"blob":1}`, `field "blob" must be a base64 string, not a number`},
 		{"string for bool", `{"ok":"yes"}`, `field "ok" must be a boolean, not a string`},
+		{"duplicate key", `{"name":"a","name":"b"}`, `duplicate key "name"`},
+		{"duplicate key, other value", `{"stock":1,"name":"a","stock":2}`, `duplicate key "stock"`},
+		{"duplicate key in a nested object", `{"in":{"a":1,"a":2}}`, `duplicate key "in.a"`},
+		{"duplicate key in an array's object", `{"ins":[{"a":1},{"a":1,"a":1}]}`, `duplicate key "ins.1.a"`},
+		{"duplicate key in a map", `{"counts":{"x":1,"x":2}}`, `duplicate key "counts.x"`},
+		{"duplicate key by escape", `{"name":"a","n\u0061me":"b"}`, `duplicate key "name"`},
+		{"wrong-case key", `{"Name":"a"}`, `unknown field "Name" (keys are case-sensitive: the field is "name")`},
+		{"wrong-case key beside the right one", `{"name":"a","NAME":"b"}`, `unknown field "NAME"`},
+		{"wrong-case nested key", `{"in":{"A":1}}`, `unknown field "in.A" (keys are case-sensitive: the field is "a")`},
+		{"unknown nested field", `{"in":{"b":1}}`, `unknown field "in.b"`},
+		{"out of range for int8", `{"in":{"a":128}}`, `field "in.a" must be an integer in range, not number 128`},
+		{"beyond int64", `{"stock":9223372036854775808}`, `field "stock" must be an integer in range, not number 9223372036854775808`},
+		{"exponent for integer", `{"stock":1e2}`, `field "stock" must be an integer in range, not number 1e2`},
+		{"negative for unsigned", `{"count":-1}`, `field "count" must be a non-negative integer in range, not number -1`},
+		{"out of range for float32", `{"ratio":1e39}`, `field "ratio" must be a number in range, not number 1e39`},
+		{"invalid UTF-8", "{\"name\":\"\xff\"}", "body is not valid JSON: invalid UTF-8"},
+		{"lone surrogate", `{"name":"\ud800"}`, "body is not valid JSON: invalid surrogate pair"},
+		{"bad base64", `{"blob":"!!"}`, `field "blob" must be a base64 string: illegal base64 data`},
+		{"trailing comma", `{"name":"a",}`, "body is not valid JSON: invalid character ',' at start of value (at byte 12)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,4 +178,100 @@ func TestDecodeBodyReadErrors(t *testing.T) {
 			t.Errorf("DecodeBody(broken reader) = %v, want %v unchanged", err, broken)
 		}
 	})
+}
+
+// TestDecodeBodyOpenSchema: a struct with an inline map takes the members
+// it does not declare into the map, but still refuses duplicates and a
+// member that matches a declared field only when case is ignored.
+func TestDecodeBodyOpenSchema(t *testing.T) {
+	type body struct {
+		Task  string                     `json:"task"`
+		Delay *string                    `json:"delay"`
+		Rest  map[string]json.RawMessage `json:",inline"`
+	}
+	tests := []struct {
+		name, in string
+		want     body
+		wantMsg  string // "" for success
+	}{
+		{"declared and free members", `{"task":"a","note":{"x":[1, 2]}}`, body{Task: "a", Rest: map[string]json.RawMessage{"note": json.RawMessage(`{"x":[1, 2]}`)}}, ""},
+		{"only declared", `{"task":"a"}`, body{Task: "a"}, ""},
+		{"free member names are case-sensitive", `{"task":"a","note":1,"Note":2}`, body{Task: "a", Rest: map[string]json.RawMessage{"note": json.RawMessage(`1`), "Note": json.RawMessage(`2`)}}, ""},
+		{"wrong-case declared field", `{"TASK":"a"}`, body{}, `unknown field "TASK" (keys are case-sensitive: the field is "task")`},
+		{"wrong-case beside the right one", `{"task":"a","Task":"b"}`, body{}, `unknown field "Task" (keys are case-sensitive: the field is "task")`},
+		{"duplicate free member", `{"task":"a","note":1,"note":2}`, body{}, `duplicate key "note"`},
+		{"duplicate inside a free member", `{"task":"a","note":{"x":1,"x":2}}`, body{}, `duplicate key "note.x"`},
+		{"declared field of the wrong kind", `{"task":1}`, body{}, `field "task" must be a string, not a number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := DecodeBody[body](strings.NewReader(tt.in))
+			if tt.wantMsg != "" {
+				if _, msg := apperr.Public(err); apperr.CodeOf(err) != apperr.Invalid || !strings.HasPrefix(msg, tt.wantMsg) {
+					t.Errorf("DecodeBody(%q) = %v, want invalid, message starting %q", tt.in, err, tt.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("DecodeBody(%q) = %v, want nil", tt.in, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("DecodeBody(%q) mismatch (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+// TestDecodeEmbedded: an embedded struct's fields are the outer object's,
+// as with encoding/json (dbsvc's item update request embeds ItemUpdate).
+func TestDecodeEmbedded(t *testing.T) {
+	type Inner struct {
+		Name string `json:"name"`
+	}
+	type body struct {
+		ID int64 `json:"id"`
+		Inner
+	}
+	got, err := DecodeBody[body](strings.NewReader(`{"id":3,"name":"a"}`))
+	if err != nil || got.ID != 3 || got.Name != "a" {
+		t.Errorf(`DecodeBody({"id":3,"name":"a"}) = %+v, %v, want id 3, name a`, got, err)
+	}
+	for _, in := range []string{`{"id":3,"Inner":{"name":"a"}}`, `{"id":3,"NAME":"a"}`} {
+		if _, err := DecodeBody[body](strings.NewReader(in)); apperr.CodeOf(err) != apperr.Invalid {
+			t.Errorf("DecodeBody(%s) = %v, want invalid", in, err)
+		}
+	}
+}
+
+// TestCanonical: whitespace, member order at every depth and string
+// escapes do not survive; numbers stay as written; what is not one valid
+// JSON value is refused.
+func TestCanonical(t *testing.T) {
+	tests := []struct {
+		in, want string // want "" for an error
+	}{
+		{`{"task":"sleep","duration_ms":5}`, `{"duration_ms":5,"task":"sleep"}`},
+		{" { \"b\" : [ 1 , {\"z\":1,\"a\":2} ] ,\n\"a\":\"\\u00e9\\/\" } \n", `{"a":"é/","b":[1,{"a":2,"z":1}]}`},
+		{`{"n":-0,"m":1.0E+2,"big":123456789012345678901234567890}`, `{"big":123456789012345678901234567890,"m":1.0E+2,"n":-0}`},
+		{`"x"`, `"x"`},
+		{`{"a":1,"a":2}`, ""},
+		{`{"a":{"b":1,"b":1}}`, ""},
+		{"\"\xff\"", ""},
+		{`{} {}`, ""},
+		{``, ""},
+	}
+	for _, tt := range tests {
+		got, err := Canonical([]byte(tt.in))
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("Canonical(%q) = %s, want an error", tt.in, got)
+		case tt.want != "" && (err != nil || string(got) != tt.want):
+			t.Errorf("Canonical(%q) = %s, %v, want %s", tt.in, got, err, tt.want)
+		}
+	}
+	in := []byte(`{"b":1, "a":2}`)
+	if _, err := Canonical(in); err != nil || string(in) != `{"b":1, "a":2}` {
+		t.Errorf("Canonical changed its argument to %s (%v)", in, err)
+	}
 }

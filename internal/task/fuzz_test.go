@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
+	"reflect"
 	"slices"
 	"testing"
 )
 
 // FuzzValidate checks that Validate never panics, that every error wraps
 // ErrInvalid, and that what it accepts is a shipped type whose payload is in
-// bounds.
+// bounds, stored in a canonical form that Parse and DecodeSleep read as they
+// read the body.
 func FuzzValidate(f *testing.F) {
 	for _, s := range []string{
 		`{"task":"report"}`,
@@ -23,6 +25,10 @@ func FuzzValidate(f *testing.F) {
 		`null`,
 		`{"task":1}`,
 		``,
+		`{"task":"noop","task":"sleep"}`,
+		`{"Task":"noop"}`,
+		`{"task":"sleep","Duration_ms":5}`,
+		`{"task":"report","note":{"b":1,"a":[1, 2]}, "delay":"5s"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -46,8 +52,22 @@ func FuzzValidate(f *testing.F) {
 		if !json.Valid(body) {
 			t.Errorf("Validate(%q) = %q, nil, want malformed JSON refused", body, typ)
 		}
+		// The payload stored is canonical and reads as the body did: the
+		// worker reads exactly what was validated.
+		sub, err := Parse(body)
+		if err != nil || sub.Type != typ {
+			t.Fatalf("Parse(%q) = %+v, %v after Validate accepted it as %q", body, sub, err, typ)
+		}
+		again, err := Parse(sub.Payload)
+		if err != nil || again.Type != typ || !bytes.Equal(again.Payload, sub.Payload) || !reflect.DeepEqual(again.runAt, sub.runAt) || !reflect.DeepEqual(again.delay, sub.delay) {
+			t.Fatalf("Parse(payload %s of %q) = %+v, %v, want the same submission", sub.Payload, body, again, err)
+		}
 		if typ != "sleep" {
 			return
+		}
+		d1, err1 := DecodeSleep(body)
+		if d2, err2 := DecodeSleep(sub.Payload); d1 != d2 || (err1 == nil) != (err2 == nil) {
+			t.Fatalf("DecodeSleep: body %q gives %v, %v; its payload %s gives %v, %v", body, d1, err1, sub.Payload, d2, err2)
 		}
 		// Check the bound on the number as written, not on the converted
 		// duration, which could have overflowed.

@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
 // Names of the NATS resources (DESIGN.md).
@@ -184,60 +187,99 @@ type SleepPayload struct {
 // Types lists the shipped task types, sorted.
 var Types = []string{"noop", "report", "sleep"}
 
-// Validate checks a /longtask body and returns its task type. The body is a
-// JSON object whose "task" member names a shipped type; the other members
-// are the type's payload.
-func Validate(body []byte) (string, error) {
+// head is what every /longtask body may declare. The other members are
+// the task's payload, free: an open schema (strictjson keeps them in the
+// inline map, and still refuses duplicates and a member that differs from
+// a declared one only in case, such as "Task").
+type head struct {
+	Task  *string                    `json:"task"`
+	RunAt *string                    `json:"run_at"`
+	Delay *string                    `json:"delay"`
+	Rest  map[string]json.RawMessage `json:",inline"`
+}
+
+// sleepBody is a sleep task's body as DecodeSleep reads it: SleepPayload
+// and the other members, free.
+type sleepBody struct {
+	SleepPayload
+	Rest map[string]json.RawMessage `json:",inline"`
+}
+
+// Submission is a /longtask body that Parse accepted.
+type Submission struct {
+	// Type is the task's type, one of Types.
+	Type string
+	// Payload is the body in canonical form (strictjson.Canonical): what
+	// the record and the task message carry, and so exactly what the
+	// worker reads. Two bodies that read the same (whitespace, member
+	// order, string escapes aside) have the same Payload, which is what
+	// an Idempotency-Key repeat is compared by.
+	Payload json.RawMessage
+	// runAt and delay are the body's "run_at" and "delay", for RunAt.
+	runAt, delay *string
+}
+
+// Parse reads a /longtask body with the one strict reader (strictjson: one
+// JSON object, no duplicate keys, keys matched exactly) and validates it:
+// its "task" member names a shipped type, and the type's members are in
+// bounds; the other members are the type's payload. Its errors wrap
+// ErrInvalid and say what is wrong in JSON's terms.
+func Parse(body []byte) (*Submission, error) {
 	if len(body) > MaxPayloadBytes {
-		return "", fmt.Errorf("%w: body is over %d bytes", ErrInvalid, MaxPayloadBytes)
+		return nil, fmt.Errorf("%w: body is over %d bytes", ErrInvalid, MaxPayloadBytes)
 	}
-	var head struct {
-		Task *string `json:"task"`
+	h, err := strictjson.DecodeBody[head](bytes.NewReader(body))
+	if err != nil {
+		return nil, invalidJSON("", err)
 	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		return "", fmt.Errorf("%w: body is not a JSON object: %s", ErrInvalid, jsonProblem(err))
+	if h.Task == nil || *h.Task == "" {
+		return nil, fmt.Errorf(`%w: "task" is required, one of %s`, ErrInvalid, strings.Join(Types, ", "))
 	}
-	if head.Task == nil || *head.Task == "" {
-		return "", fmt.Errorf(`%w: "task" is required, one of %s`, ErrInvalid, strings.Join(Types, ", "))
-	}
-	typ := *head.Task
+	typ := *h.Task
 	if !slices.Contains(Types, typ) {
-		return "", fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, truncate(typ, 40), strings.Join(Types, ", "))
+		return nil, fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, truncate(typ, 40), strings.Join(Types, ", "))
 	}
 	if typ == "sleep" {
 		if _, err := DecodeSleep(body); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	return typ, nil
+	payload, err := strictjson.Canonical(body)
+	if err != nil {
+		// Unreachable: the strict reader accepted body.
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return &Submission{Type: typ, Payload: payload, runAt: h.RunAt, delay: h.Delay}, nil
+}
+
+// Validate checks a /longtask body (see Parse) and returns its task type.
+func Validate(body []byte) (string, error) {
+	s, err := Parse(body)
+	if err != nil {
+		return "", err
+	}
+	return s.Type, nil
 }
 
 // MaxDelay bounds how far ahead a task may be scheduled.
 const MaxDelay = 7 * 24 * time.Hour
 
-// RunAt returns when a task body asks to run: "run_at" (RFC 3339) or
+// RunAt returns when the task asks to run: "run_at" (RFC 3339) or
 // "delay" (a Go duration such as "90s"), at most MaxDelay ahead of now.
 // It returns the zero time for "now": no field, or a time not after now.
-func RunAt(body []byte, now time.Time) (time.Time, error) {
-	var p struct {
-		RunAt *string `json:"run_at"`
-		Delay *string `json:"delay"`
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		return time.Time{}, fmt.Errorf("%w: %s", ErrInvalid, jsonProblem(err))
-	}
+func (s *Submission) RunAt(now time.Time) (time.Time, error) {
 	var at time.Time
 	switch {
-	case p.RunAt != nil && p.Delay != nil:
+	case s.runAt != nil && s.delay != nil:
 		return time.Time{}, fmt.Errorf(`%w: give "run_at" or "delay", not both`, ErrInvalid)
-	case p.RunAt != nil:
-		t, err := time.Parse(time.RFC3339, *p.RunAt)
+	case s.runAt != nil:
+		t, err := time.Parse(time.RFC3339, *s.runAt)
 		if err != nil {
 			return time.Time{}, fmt.Errorf(`%w: "run_at" must be an RFC 3339 time such as 2030-01-02T15:04:05Z`, ErrInvalid)
 		}
 		at = t
-	case p.Delay != nil:
-		d, err := time.ParseDuration(*p.Delay)
+	case s.delay != nil:
+		d, err := time.ParseDuration(*s.delay)
 		if err != nil || d < 0 {
 			return time.Time{}, fmt.Errorf(`%w: "delay" must be a duration such as "90s" or "5m"`, ErrInvalid)
 		}
@@ -254,12 +296,13 @@ func RunAt(body []byte, now time.Time) (time.Time, error) {
 	return at.UTC(), nil
 }
 
-// DecodeSleep decodes and bounds a sleep payload.
+// DecodeSleep decodes and bounds a sleep payload, with the strict reader
+// the gateway validated it with: the gateway (through Parse) and the
+// worker read the same bytes the same way.
 func DecodeSleep(body []byte) (time.Duration, error) {
-	var p SleepPayload
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&p); err != nil {
-		return 0, fmt.Errorf("%w: sleep: %s", ErrInvalid, jsonProblem(err))
+	p, err := strictjson.DecodeBody[sleepBody](bytes.NewReader(body))
+	if err != nil {
+		return 0, invalidJSON("sleep: ", err)
 	}
 	// Bound the number before converting it: a huge duration_ms would
 	// overflow time.Duration and wrap around to a small or negative sleep.
@@ -269,21 +312,12 @@ func DecodeSleep(body []byte) (time.Duration, error) {
 	return time.Duration(p.DurationMS) * time.Millisecond, nil
 }
 
-// jsonProblem turns a decoding error into a short message for clients.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		if typ.Field != "" {
-			return fmt.Sprintf("%q must be a %s", typ.Field, typ.Type)
-		}
-		return fmt.Sprintf("want a JSON %s", typ.Type)
-	default:
-		return "malformed JSON"
-	}
+// invalidJSON wraps ErrInvalid around the strict reader's refusal, err,
+// keeping its message for clients (it names the field and says why, in
+// JSON's terms) after prefix.
+func invalidJSON(prefix string, err error) error {
+	_, msg := apperr.Public(err)
+	return fmt.Errorf("%w: %s%s", ErrInvalid, prefix, msg)
 }
 
 func truncate(s string, n int) string {

@@ -48,6 +48,17 @@ func TestValidate(t *testing.T) {
 		{"sleep duration a float", `{"task":"sleep","duration_ms":1.5}`, ""},
 		{"sleep duration null is zero", `{"task":"sleep","duration_ms":null}`, "sleep"},
 		{"oversize body", `{"task":"report","pad":"` + strings.Repeat("x", MaxPayloadBytes) + `"}`, ""},
+		{"duplicate task", `{"task":"noop","task":"sleep"}`, ""},
+		{"duplicate payload member", `{"task":"report","note":"a","note":"b"}`, ""},
+		{"duplicate key deep in the payload", `{"task":"report","note":{"a":1,"a":2}}`, ""},
+		{"duplicate duration", `{"task":"sleep","duration_ms":1,"duration_ms":600001}`, ""},
+		{"wrong-case task", `{"Task":"report"}`, ""},
+		{"wrong-case task beside task", `{"task":"noop","TASK":"sleep"}`, ""},
+		{"wrong-case duration", `{"task":"sleep","Duration_MS":5}`, ""},
+		{"wrong-case delay", `{"task":"noop","DELAY":"5s"}`, ""},
+		{"payload member whose case differs from another's", `{"task":"report","note":1,"Note":2}`, "report"},
+		{"noop does not read duration_ms", `{"task":"noop","Duration_MS":"x"}`, "noop"},
+		{"invalid UTF-8", "{\"task\":\"noop\",\"note\":\"\xff\"}", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +77,89 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate(%.60q) = %q, %v, want %q, nil", tt.body, got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestValidateMessages: a refused body's error says what is wrong in
+// JSON's terms, naming the field, never a Go type.
+func TestValidateMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ body, want string }{
+		{`[1]`, "invalid: body must be an object, not an array"},
+		{`{"task":1}`, `invalid: field "task" must be a string, not a number`},
+		{`{"task":"noop","task":"sleep"}`, `invalid: duplicate key "task"`},
+		{`{"Task":"noop"}`, `invalid: unknown field "Task" (keys are case-sensitive: the field is "task")`},
+		{`{"task":"sleep","duration_ms":"5"}`, `invalid: sleep: field "duration_ms" must be an integer in range, not a string`},
+		{`{"task":"sleep","duration_ms":1e30}`, `invalid: sleep: field "duration_ms" must be an integer in range, not number 1e30`},
+		{`{"task":"noop"} {}`, "invalid: body must hold one JSON value and nothing after it"},
+		{`{"task":`, "invalid: body ends in the middle of its JSON value"},
+	}
+	for _, tt := range tests {
+		_, err := Validate([]byte(tt.body))
+		if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "task: "), tt.want) {
+			t.Errorf("Validate(%s) = %v, want an error starting %q", tt.body, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "struct") || strings.Contains(err.Error(), "Go ")) {
+			t.Errorf("Validate(%s) = %v, names a Go type", tt.body, err)
+		}
+	}
+}
+
+// TestParsePayload: the payload stored is the body's canonical form, the
+// same for bodies that read the same, and what the gateway validated.
+func TestParsePayload(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ body, want string }{
+		{`{"task":"noop"}`, `{"task":"noop"}`},
+		{` { "task" : "sleep", "duration_ms" : 5 } `, `{"duration_ms":5,"task":"sleep"}`},
+		{`{"duration_ms":5,"task":"sleep"}`, `{"duration_ms":5,"task":"sleep"}`},
+		{`{"task":"report","note":{"b":"\u00e9","a":[1, 2]}}`, `{"note":{"a":[1,2],"b":"é"},"task":"report"}`},
+		{`{"task":"report","id":123456789012345678901234567890}`, `{"id":123456789012345678901234567890,"task":"report"}`},
+	}
+	for _, tt := range tests {
+		s, err := Parse([]byte(tt.body))
+		if err != nil || string(s.Payload) != tt.want {
+			t.Errorf("Parse(%s) payload = %s, %v, want %s", tt.body, s.Payload, err, tt.want)
+			continue
+		}
+		again, err := Parse(s.Payload)
+		if err != nil || string(again.Payload) != tt.want || again.Type != s.Type {
+			t.Errorf("Parse(its own payload %s) = %+v, %v, want the same type and payload", s.Payload, again, err)
+		}
+	}
+}
+
+// TestSubmissionRunAt: "run_at" and "delay" are read from the body by the
+// strict reader, and bounded.
+func TestSubmissionRunAt(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		body string
+		want time.Time
+		ok   bool
+	}{
+		{`{"task":"noop"}`, time.Time{}, true},
+		{`{"task":"noop","delay":"90s"}`, now.Add(90 * time.Second), true},
+		{`{"task":"noop","run_at":"2030-01-02T00:00:00Z"}`, now.Add(24 * time.Hour), true},
+		{`{"task":"noop","run_at":"2029-01-01T00:00:00Z"}`, time.Time{}, true},
+		{`{"task":"noop","delay":"soon"}`, time.Time{}, false},
+		{`{"task":"noop","delay":"-1s"}`, time.Time{}, false},
+		{`{"task":"noop","delay":"1s","run_at":"2030-01-02T00:00:00Z"}`, time.Time{}, false},
+		{`{"task":"noop","delay":"9000h"}`, time.Time{}, false},
+	}
+	for _, tt := range tests {
+		s, err := Parse([]byte(tt.body))
+		if err != nil {
+			t.Fatalf("Parse(%s) = %v", tt.body, err)
+		}
+		got, err := s.RunAt(now)
+		if (err == nil) != tt.ok || !got.Equal(tt.want) {
+			t.Errorf("RunAt of %s = %v, %v, want %v (ok %v)", tt.body, got, err, tt.want, tt.ok)
+		}
+	}
+	if _, err := Parse([]byte(`{"task":"noop","delay":5}`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf(`Parse(delay a number) = %v, want an error wrapping %v`, err, ErrInvalid)
 	}
 }
 
@@ -108,6 +202,10 @@ func TestDecodeSleep(t *testing.T) {
 		{"array", `[1]`, 0, false},
 		{"malformed", `{"duration_ms":`, 0, false},
 		{"empty", ``, 0, false},
+		{"duplicate", `{"duration_ms":1,"duration_ms":2}`, 0, false},
+		{"wrong case", `{"Duration_ms":5}`, 0, false},
+		{"other members are payload", `{"task":"sleep","duration_ms":5,"note":"x"}`, 5 * time.Millisecond, true},
+		{"trailing data", `{"duration_ms":5} {}`, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
