@@ -29,6 +29,23 @@ func requestError(t *testing.T, nc *nats.Conn, subject, body string) (apperr.Cod
 	return apperr.Code(msg.Header.Get(micro.ErrorCodeHeader)), msg.Header.Get(micro.ErrorHeader)
 }
 
+// badBody is a request body a write endpoint answers invalid, with a
+// message that holds inMessage.
+type badBody struct{ name, body, inMessage string }
+
+// expectInvalid sends each of bodies to subject and checks its answer.
+func expectInvalid(t *testing.T, nc *nats.Conn, subject string, bodies []badBody) {
+	t.Helper()
+	for _, tt := range bodies {
+		t.Run("bad body "+tt.name, func(t *testing.T) {
+			code, msg := requestError(t, nc, subject, tt.body)
+			if code != apperr.Invalid || !strings.Contains(msg, tt.inMessage) {
+				t.Errorf("Request(%s, %.60q) = %q %q, want invalid naming %q", subject, tt.body, code, msg, tt.inMessage)
+			}
+		})
+	}
+}
+
 // mustItem reads item id through c, failing the test if it cannot.
 func mustItem(t *testing.T, c *Client, id int64) Item {
 	t.Helper()
@@ -76,9 +93,7 @@ func TestRunCreatesItems(t *testing.T) {
 		t.Errorf("Item(%d) after create mismatch (-created +read):\n%s", got.ID, diff)
 	}
 
-	bad := []struct {
-		name, body, inMessage string
-	}{
+	bad := []badBody{
 		{"empty object", `{}`, "name, price_cents, stock"},
 		{"no price nor stock", `{"name":"x"}`, "fields price_cents, stock"},
 		{"no stock", `{"name":"x","price_cents":1}`, "field stock"},
@@ -90,14 +105,7 @@ func TestRunCreatesItems(t *testing.T) {
 		{"unknown field", `{"name":"x","price_cents":1,"stock":1,"id":5}`, "id"},
 		{"not an object", `[1]`, ""},
 	}
-	for _, tt := range bad {
-		t.Run("bad body "+tt.name, func(t *testing.T) {
-			code, msg := requestError(t, nc, wire.DBItemCreate, tt.body)
-			if code != apperr.Invalid || !strings.Contains(msg, tt.inMessage) {
-				t.Errorf("Request(%s, %.60q) = %q %q, want invalid naming %q", wire.DBItemCreate, tt.body, code, msg, tt.inMessage)
-			}
-		})
-	}
+	expectInvalid(t, nc, wire.DBItemCreate, bad)
 	if n := itemCount(t, db.client); n != SeedItems+1 {
 		t.Errorf("items after one create and %d refused ones = %d, want %d", len(bad), n, SeedItems+1)
 	}
@@ -109,18 +117,11 @@ func TestRunUpdateRequiresEveryField(t *testing.T) {
 	db := startDB(t, nc, t.TempDir(), testSeedRows)
 	before := mustItem(t, db.client, 7)
 
-	for _, tt := range []struct {
-		body, inMessage string
-	}{
-		{`{"id":7,"name":"x"}`, "missing (or null) required fields price_cents, stock"},
-		{`{"id":7,"price_cents":5,"stock":5}`, "field name"},
-		{`{"id":7,"name":"x","price_cents":null,"stock":1}`, "field price_cents"},
-	} {
-		code, msg := requestError(t, nc, wire.DBItemUpdate, tt.body)
-		if code != apperr.Invalid || !strings.Contains(msg, tt.inMessage) {
-			t.Errorf("Request(%s, %s) = %q %q, want invalid naming %q", wire.DBItemUpdate, tt.body, code, msg, tt.inMessage)
-		}
-	}
+	expectInvalid(t, nc, wire.DBItemUpdate, []badBody{
+		{"only a name", `{"id":7,"name":"x"}`, "missing (or null) required fields price_cents, stock"},
+		{"no name", `{"id":7,"price_cents":5,"stock":5}`, "field name"},
+		{"null price", `{"id":7,"name":"x","price_cents":null,"stock":1}`, "field price_cents"},
+	})
 	if diff := cmp.Diff(before, mustItem(t, db.client, 7)); diff != "" {
 		t.Errorf("item 7 after refused partial updates changed (-before +after):\n%s", diff)
 	}
@@ -157,20 +158,13 @@ func TestRunPatchesItems(t *testing.T) {
 	if codeOf(err) != apperr.NotFound || !errors.Is(err, ErrNotFound) {
 		t.Errorf("PatchItem(999999) = %v, want not_found matching ErrNotFound", err)
 	}
-	for _, tt := range []struct {
-		body, inMessage string
-	}{
-		{`{"id":9,"name":""}`, "name must not be empty"},
-		{`{"id":9,"price_cents":-5}`, "price_cents must be >= 0"},
-		{`{"id":9,"stock":-1}`, "stock must be >= 0"},
-		{`{"id":9,"colour":"red"}`, "colour"},
-		{`{"id":0,"stock":1}`, badIDMessage},
-	} {
-		code, msg := requestError(t, nc, wire.DBItemPatch, tt.body)
-		if code != apperr.Invalid || !strings.Contains(msg, tt.inMessage) {
-			t.Errorf("Request(%s, %s) = %q %q, want invalid naming %q", wire.DBItemPatch, tt.body, code, msg, tt.inMessage)
-		}
-	}
+	expectInvalid(t, nc, wire.DBItemPatch, []badBody{
+		{"empty name", `{"id":9,"name":""}`, "name must not be empty"},
+		{"negative price", `{"id":9,"price_cents":-5}`, "price_cents must be >= 0"},
+		{"negative stock", `{"id":9,"stock":-1}`, "stock must be >= 0"},
+		{"unknown field", `{"id":9,"colour":"red"}`, "colour"},
+		{"id 0", `{"id":0,"stock":1}`, badIDMessage},
+	})
 	if diff := cmp.Diff(got, mustItem(t, db.client, 9)); diff != "" {
 		t.Errorf("item 9 after refused patches changed (-want +got):\n%s", diff)
 	}

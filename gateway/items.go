@@ -127,24 +127,10 @@ func handleCreateItem(c Cache, db Database, log *slog.Logger) echo.HandlerFunc {
 // handlePutItem replaces an item with a body that holds all of its fields:
 // a partial body is refused, never taken as zeros.
 func handlePutItem(c Cache, db Database, log *slog.Logger) echo.HandlerFunc {
-	return func(ec echo.Context) error {
-		id, err := parseItemID(ec)
-		if err != nil {
-			return err
-		}
-		u, err := decodeWholeItem(ec.Request().Body,
+	return handleItemWrite(c, log, func(ec echo.Context) (dbsvc.ItemUpdate, error) {
+		return decodeWholeItem(ec.Request().Body,
 			"; PUT replaces the whole item, PATCH with Content-Type "+mergePatchType+" changes some fields")
-		if err != nil {
-			return err
-		}
-		it, err := db.UpdateItem(ec.Request().Context(), requestID(ec), id, u, ifMatch(ec)...)
-		if err != nil {
-			return err
-		}
-		// The report behind /data names items, so it goes too.
-		invalidate(ec, c, log, itemCacheKey(id), dataCacheKey)
-		return writeItem(ec, http.StatusOK, it)
-	}
+	}, db.UpdateItem)
 }
 
 // mergePatchType is the media type of a JSON Merge Patch (RFC 7396), the
@@ -155,24 +141,36 @@ const mergePatchType = "application/merge-patch+json"
 // has replace the item's fields, the others are kept. dbsvc merges them in
 // one transaction, so two patches of different fields both land.
 func handlePatchItem(c Cache, db Database, log *slog.Logger) echo.HandlerFunc {
+	return handleItemWrite(c, log, func(ec echo.Context) (dbsvc.ItemFields, error) {
+		if mt, _, err := mime.ParseMediaType(ec.Request().Header.Get(echo.HeaderContentType)); err != nil || mt != mergePatchType {
+			// RFC 5789: say which patch format the resource takes.
+			ec.Response().Header().Set("Accept-Patch", mergePatchType)
+			return dbsvc.ItemFields{}, apperr.New(apperr.NotAcceptable, "PATCH takes a JSON Merge Patch: Content-Type must be %s", mergePatchType)
+		}
+		return decodeMergePatch(ec.Request().Body)
+	}, db.PatchItem)
+}
+
+// handleItemWrite is the handler of a write of an existing item whose
+// body decode reads (PUT, PATCH): write sends it to dbsvc with the item's
+// id and If-Match, and the answer is the item as written, once both keys
+// it changed are invalidated.
+func handleItemWrite[In any](c Cache, log *slog.Logger, decode func(echo.Context) (In, error),
+	write func(ctx context.Context, requestID string, id int64, in In, ifMatch ...int64) (dbsvc.Item, error)) echo.HandlerFunc {
 	return func(ec echo.Context) error {
 		id, err := parseItemID(ec)
 		if err != nil {
 			return err
 		}
-		if mt, _, err := mime.ParseMediaType(ec.Request().Header.Get(echo.HeaderContentType)); err != nil || mt != mergePatchType {
-			// RFC 5789: say which patch format the resource takes.
-			ec.Response().Header().Set("Accept-Patch", mergePatchType)
-			return apperr.New(apperr.NotAcceptable, "PATCH takes a JSON Merge Patch: Content-Type must be %s", mergePatchType)
-		}
-		p, err := decodeMergePatch(ec.Request().Body)
+		in, err := decode(ec)
 		if err != nil {
 			return err
 		}
-		it, err := db.PatchItem(ec.Request().Context(), requestID(ec), id, p, ifMatch(ec)...)
+		it, err := write(ec.Request().Context(), requestID(ec), id, in, ifMatch(ec)...)
 		if err != nil {
 			return err
 		}
+		// The report behind /data names items, so it goes too.
 		invalidate(ec, c, log, itemCacheKey(id), dataCacheKey)
 		return writeItem(ec, http.StatusOK, it)
 	}

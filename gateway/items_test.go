@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/testutil"
 )
@@ -309,4 +311,49 @@ func TestTagVersion(t *testing.T) {
 			t.Errorf("tagVersion(%s) = %d, want %d", tt.tag, got, tt.want)
 		}
 	}
+}
+
+// FuzzDecodeMergePatch feeds arbitrary bodies to the PATCH /items/{id}
+// reader: it never panics, refuses with an invalid error (a 400), and what
+// it accepts is one JSON object with only the item's fields, none null,
+// each in range, and decoded as they are written.
+func FuzzDecodeMergePatch(f *testing.F) {
+	for _, seed := range []string{`{"stock":3}`, `{"name":"x","price_cents":1}`, `{}`, `{"stock":null}`, `null`, `[{}]`, `{"colour":1}`, `{"stock":-1}`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := decodeMergePatch(strings.NewReader(string(body)))
+		if err != nil {
+			if apperr.CodeOf(err) != apperr.Invalid {
+				t.Fatalf("decodeMergePatch(%q) = %v, want an invalid error", body, err)
+			}
+			return
+		}
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(body, &members); err != nil || members == nil {
+			t.Fatalf("decodeMergePatch accepted %q, which is not one JSON object: %v", body, err)
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("decodeMergePatch(%q) = %+v, which fails Validate: %v", body, p, err)
+		}
+		for k, v := range members {
+			if string(v) == "null" {
+				t.Fatalf("decodeMergePatch accepted %q with %q null", body, k)
+			}
+			var field any
+			switch strings.ToLower(k) { // encoding/json matches names case-insensitively
+			case "name":
+				field = p.Name
+			case "price_cents":
+				field = p.PriceCents
+			case "stock":
+				field = p.Stock
+			default:
+				t.Fatalf("decodeMergePatch accepted %q with the unknown member %q", body, k)
+			}
+			if field == nil || reflect.ValueOf(field).IsNil() {
+				t.Fatalf("decodeMergePatch(%q) = %+v, which lost the member %q", body, p, k)
+			}
+		}
+	})
 }
