@@ -188,6 +188,13 @@ func (p *upRun) do(t *testing.T, method, path, auth string, body []byte) respons
 // means "not yet".
 func (p *upRun) try(t *testing.T, method, path, auth string, body []byte) (response, error) {
 	t.Helper()
+	return p.tryWith(t, method, path, auth, body, nil)
+}
+
+// tryWith is try with the headers of header added, or replacing the
+// Content-Type try sets.
+func (p *upRun) tryWith(t *testing.T, method, path, auth string, body []byte, header map[string]string) (response, error) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, p.base+path, bytes.NewReader(body))
 	if err != nil {
 		return response{}, err
@@ -197,6 +204,9 @@ func (p *upRun) try(t *testing.T, method, path, auth string, body []byte) (respo
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	res, err := client.Do(req)
 	if err != nil {

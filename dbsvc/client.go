@@ -26,8 +26,15 @@ const DefaultClientTimeout = 5 * time.Second
 // request fails in a way the caller's client should hear about:
 // apperr.Unavailable when no dbsvc is running, it did not answer in time, or
 // nc is not connected; and the code the service answered with otherwise
-// (not_found, invalid, unavailable, internal). A not_found answer also
-// matches ErrNotFound with errors.Is.
+// (not_found, invalid, precondition_failed, unavailable, internal). A
+// not_found answer also matches ErrNotFound with errors.Is, and a
+// precondition_failed one ErrVersionMismatch.
+//
+// The item writes take their precondition as ifMatch: the versions
+// (Item.Version) the item may have for the write to happen, as the
+// gateway reads them from If-Match. None means any version: the write is
+// unconditional. An item at another version is answered
+// precondition_failed and nothing is written.
 type Client struct {
 	// mux takes the replies on dbsvc's own reply inbox, where no other
 	// role may publish (natsconn.ReplyInbox).
@@ -64,10 +71,26 @@ func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, er
 	return call[Item](ctx, c, wire.DBItemGet, requestID, itemGetRequest{ID: id})
 }
 
-// UpdateItem replaces the name, price and stock of item id and returns the
-// updated item. An update that fails ItemUpdate.Validate is answered invalid.
-func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u ItemUpdate) (Item, error) {
-	return call[Item](ctx, c, wire.DBItemUpdate, requestID, itemUpdateRequest{ID: id, ItemUpdate: u})
+// CreateItem creates an item with version 1 and returns it with the id
+// the database chose. An item that fails ItemUpdate.Validate is answered
+// invalid.
+func (c *Client) CreateItem(ctx context.Context, requestID string, u ItemUpdate) (Item, error) {
+	return call[Item](ctx, c, wire.DBItemCreate, requestID, u.fields())
+}
+
+// UpdateItem replaces the name, price and stock of item id, if its version
+// is allowed by ifMatch, and returns the updated item. An update that fails
+// ItemUpdate.Validate is answered invalid.
+func (c *Client) UpdateItem(ctx context.Context, requestID string, id int64, u ItemUpdate, ifMatch ...int64) (Item, error) {
+	return call[Item](ctx, c, wire.DBItemUpdate, requestID, itemWriteRequest{ID: id, IfMatch: ifMatch, ItemFields: u.fields()})
+}
+
+// PatchItem sets the fields p holds on item id and keeps the others, in
+// one transaction, if its version is allowed by ifMatch; it returns the
+// item as it then is. A field that fails ItemFields.Validate is answered
+// invalid. An empty p writes nothing.
+func (c *Client) PatchItem(ctx context.Context, requestID string, id int64, p ItemFields, ifMatch ...int64) (Item, error) {
+	return call[Item](ctx, c, wire.DBItemPatch, requestID, itemWriteRequest{ID: id, IfMatch: ifMatch, ItemFields: p})
 }
 
 // ListItems returns up to limit items with ids above afterID, lowest id
@@ -82,10 +105,11 @@ func (c *Client) ListItems(ctx context.Context, requestID string, afterID int64,
 	return call[ItemPage](ctx, c, wire.DBItemList, requestID, req)
 }
 
-// DeleteItem deletes item id and its sales. An unknown id is answered
-// not_found (matching ErrNotFound), so a second delete of the same id fails.
-func (c *Client) DeleteItem(ctx context.Context, requestID string, id int64) error {
-	reply, err := call[itemDeleteReply](ctx, c, wire.DBItemDelete, requestID, itemDeleteRequest{ID: id})
+// DeleteItem deletes item id and its sales, if its version is allowed by
+// ifMatch. An unknown id is answered not_found (matching ErrNotFound), so a
+// second delete of the same id fails.
+func (c *Client) DeleteItem(ctx context.Context, requestID string, id int64, ifMatch ...int64) error {
+	reply, err := call[itemDeleteReply](ctx, c, wire.DBItemDelete, requestID, itemDeleteRequest{ID: id, IfMatch: ifMatch})
 	if err != nil {
 		return err
 	}
@@ -122,6 +146,14 @@ func call[Resp, Req any](ctx context.Context, c *Client, subject, requestID stri
 	return resp, nil
 }
 
+// codeErrors are the sentinel errors a reply's code stands for, so that
+// callers match them with errors.Is whether the error came over NATS or
+// not.
+var codeErrors = map[apperr.Code]error{
+	apperr.NotFound:           ErrNotFound,
+	apperr.PreconditionFailed: ErrVersionMismatch,
+}
+
 // request sends one request and returns the reply's body. It returns an
 // *apperr.Error: unavailable when the request got no reply, or the error
 // the reply carries.
@@ -142,9 +174,8 @@ func (c *Client) request(ctx context.Context, subject, requestID string, data []
 		return nil, natsconn.RequestError("database service", fmt.Errorf("request %s: %w", subject, err))
 	}
 	if err := apperr.FromNATSReply(reply); err != nil {
-		var aerr *apperr.Error
-		if errors.As(err, &aerr) && aerr.Code == apperr.NotFound {
-			aerr.Err = ErrNotFound
+		if aerr, ok := errors.AsType[*apperr.Error](err); ok {
+			aerr.Err = codeErrors[aerr.Code] // nil for the others
 		}
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}

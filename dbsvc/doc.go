@@ -4,25 +4,31 @@
 // What the role owns:
 //
 //   - The file DataDir/scalelab.db (DBFile), in WAL mode, with the tables
-//     items (SeedItems rows), sales (Config.SeedRows rows, the big table that
-//     the data report aggregates), users (name, bcrypt hash, scopes; see
-//     users.go) and meta (schema version and seed facts). The schema and seed data are created on first start only, in
-//     one transaction; later starts keep the data.
+//     items (SeedItems rows, each with a version that every write raises),
+//     sales (Config.SeedRows rows, the big table that the data report
+//     aggregates), users (name, bcrypt hash, scopes; see users.go) and meta
+//     (schema version and seed facts). The schema and seed data are created
+//     on first start only, in one transaction; later starts keep the data,
+//     and migrate a database an older version wrote (store.go, migrations).
 //   - The NATS micro service "dbsvc" (wire.DBService), queue group "q", with the
 //     endpoints wire.DBData ("db.data"), wire.DBItemGet ("db.items.get"),
-//     wire.DBItemUpdate ("db.items.update"), wire.DBItemList
-//     ("db.items.list", an ItemPage in id order) and wire.DBItemDelete
-//     ("db.items.delete", the item and its sales), wire.DBUserPut
-//     ("db.users.put") and wire.DBUserGet ("db.users.get"), which carry
-//     bcrypt hashes, never passwords. Errors are micro error replies
-//     carrying an apperr code.
+//     wire.DBItemCreate ("db.items.create"), wire.DBItemUpdate
+//     ("db.items.update", every field), wire.DBItemPatch ("db.items.patch",
+//     some fields), wire.DBItemList ("db.items.list", an ItemPage in id
+//     order) and wire.DBItemDelete ("db.items.delete", the item and its
+//     sales), wire.DBUserPut ("db.users.put") and wire.DBUserGet
+//     ("db.users.get"), which carry bcrypt hashes, never passwords. The item
+//     writes may be conditional on the item's version (items.go), checked
+//     in the write's transaction. Errors are micro error replies carrying
+//     an apperr code.
 //   - The HTTP routes (default address :5002):
 //     GET /db (the data Report, the lab's endpoint), GET /items?after_id=&limit=
 //     (an ItemPage), GET /items/{id} (one Item), and the ops routes
 //     GET /healthz, /readyz (NATS and the database answer) and /metrics.
 //   - The metrics scalelab_db_queries_total{query} and
 //     scalelab_db_query_seconds{query}, query being data, item_get,
-//     item_update, item_list, item_delete, user_put or user_get.
+//     item_create, item_update, item_patch, item_list, item_delete,
+//     user_put or user_get.
 //
 // The data report is the expensive query the gateway caches: it reads every
 // row of sales (on the order of 100 ms for the default 300,000 rows) and returns

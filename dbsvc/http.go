@@ -21,8 +21,8 @@ import (
 //	GET /items/{id}                one item
 //	GET /healthz, /readyz, /metrics
 //
-// Writes (update, delete) are NATS only. Anything else gets the house JSON
-// error body, 404 or 405.
+// Writes (create, update, patch, delete) are NATS only. Anything else gets
+// the house JSON error body, 404 or 405.
 func newHandler(st *store, reg *prometheus.Registry, ready ops.ReadyFunc, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	route(mux, "GET /db", st, log, noInput, report)

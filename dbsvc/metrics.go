@@ -20,11 +20,11 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		queries: ops.NewCounterVec(reg, "scalelab_db_queries_total",
-			"Database queries run by dbsvc, by query (data, item_get, item_update, item_list, item_delete, user_put, user_get).", "query"),
+			"Database queries run by dbsvc, by query (data, item_get, item_create, item_update, item_patch, item_list, item_delete, user_put, user_get).", "query"),
 		seconds: ops.NewHistogramVec(reg, "scalelab_db_query_seconds", "Duration of database queries run by dbsvc, by query.",
 			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "query"),
 	}
-	for _, q := range []string{queryData, queryItemGet, queryItemUpdate, queryItemList, queryItemDelete, queryUserPut, queryUserGet} {
+	for _, q := range []string{queryData, queryItemGet, queryItemCreate, queryItemUpdate, queryItemPatch, queryItemList, queryItemDelete, queryUserPut, queryUserGet} {
 		m.queries.WithLabelValues(q)
 		m.seconds.WithLabelValues(q)
 	}

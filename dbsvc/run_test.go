@@ -133,7 +133,8 @@ func TestRunServesNATS(t *testing.T) {
 		if err != nil {
 			t.Fatalf("UpdateItem(7) = %v, want nil error", err)
 		}
-		want := Item{ID: 7, Name: u.Name, PriceCents: u.PriceCents, Stock: u.Stock, UpdatedAt: got.UpdatedAt}
+		// Seeded at version 1; the update makes it 2.
+		want := Item{ID: 7, Name: u.Name, PriceCents: u.PriceCents, Stock: u.Stock, Version: 2, UpdatedAt: got.UpdatedAt}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("UpdateItem(7) mismatch (-want +got):\n%s", diff)
 		}

@@ -53,7 +53,8 @@ func (r itemListRequest) limit() (int, error) {
 
 // itemDeleteRequest is the body of a wire.DBItemDelete request.
 type itemDeleteRequest struct {
-	ID int64 `json:"id"`
+	ID      int64   `json:"id"`
+	IfMatch []int64 `json:"if_match,omitempty"`
 }
 
 // itemDeleteReply is the reply to a wire.DBItemDelete request.
@@ -62,10 +63,13 @@ type itemDeleteReply struct {
 	Deleted bool  `json:"deleted"`
 }
 
-// itemUpdateRequest is the body of a wire.DBItemUpdate request.
-type itemUpdateRequest struct {
-	ID int64 `json:"id"`
-	ItemUpdate
+// itemWriteRequest is the body of a wire.DBItemUpdate or wire.DBItemPatch
+// request: the item, the precondition (the versions it may have; none: any)
+// and the fields, all of them for an update.
+type itemWriteRequest struct {
+	ID      int64   `json:"id"`
+	IfMatch []int64 `json:"if_match,omitempty"`
+	ItemFields
 }
 
 // service answers the NATS endpoints.
@@ -110,7 +114,9 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 	}{
 		{queryData, wire.DBData, endpoint(st, noInput, report)},
 		{queryItemGet, wire.DBItemGet, endpoint(st, decodeBody[itemGetRequest], getItem)},
-		{queryItemUpdate, wire.DBItemUpdate, endpoint(st, decodeBody[itemUpdateRequest], updateItem)},
+		{queryItemCreate, wire.DBItemCreate, endpoint(st, decodeBody[ItemFields], createItem)},
+		{queryItemUpdate, wire.DBItemUpdate, endpoint(st, decodeBody[itemWriteRequest], updateItem)},
+		{queryItemPatch, wire.DBItemPatch, endpoint(st, decodeBody[itemWriteRequest], patchItem)},
 		{queryItemList, wire.DBItemList, endpoint(st, decodeBody[itemListRequest], listItems)},
 		{queryItemDelete, wire.DBItemDelete, endpoint(st, decodeBody[itemDeleteRequest], deleteItem)},
 		{queryUserPut, wire.DBUserPut, endpoint(st, decodeBody[UserPut], putUser)},
@@ -235,16 +241,50 @@ func getItem(ctx context.Context, st *store, in itemGetRequest) (Item, error) {
 	return it, itemError(in.ID, err)
 }
 
-// updateItem replaces an item's name, price and stock (wire.DBItemUpdate).
-func updateItem(ctx context.Context, st *store, in itemUpdateRequest) (Item, error) {
+// createItem creates an item from all of its fields (wire.DBItemCreate).
+func createItem(ctx context.Context, st *store, in ItemFields) (Item, error) {
+	u, err := wholeItem(in)
+	if err != nil {
+		return Item{}, err
+	}
+	return st.CreateItem(ctx, u)
+}
+
+// updateItem replaces all of an item's fields (wire.DBItemUpdate).
+func updateItem(ctx context.Context, st *store, in itemWriteRequest) (Item, error) {
 	if err := checkID(in.ID); err != nil {
 		return Item{}, err
 	}
-	if err := in.ItemUpdate.Validate(); err != nil {
+	u, err := wholeItem(in.ItemFields)
+	if err != nil {
+		return Item{}, err
+	}
+	it, err := st.UpdateItem(ctx, in.ID, u, in.IfMatch...)
+	return it, itemError(in.ID, err)
+}
+
+// patchItem changes the fields of an item that the request holds
+// (wire.DBItemPatch).
+func patchItem(ctx context.Context, st *store, in itemWriteRequest) (Item, error) {
+	if err := checkID(in.ID); err != nil {
+		return Item{}, err
+	}
+	if err := in.ItemFields.Validate(); err != nil {
 		return Item{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
 	}
-	it, err := st.UpdateItem(ctx, in.ID, in.ItemUpdate)
+	it, err := st.PatchItem(ctx, in.ID, in.ItemFields, in.IfMatch...)
 	return it, itemError(in.ID, err)
+}
+
+// wholeItem returns f as an ItemUpdate if it holds every field, each in
+// range (ItemFields.Complete); else an invalid error whose message says
+// which field and why.
+func wholeItem(f ItemFields) (ItemUpdate, error) {
+	u, err := f.Complete()
+	if err != nil {
+		return ItemUpdate{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
+	}
+	return u, nil
 }
 
 // listItems reads one page of items (wire.DBItemList, GET /items).
@@ -261,7 +301,7 @@ func deleteItem(ctx context.Context, st *store, in itemDeleteRequest) (itemDelet
 	if err := checkID(in.ID); err != nil {
 		return itemDeleteReply{}, err
 	}
-	if err := st.DeleteItem(ctx, in.ID); err != nil {
+	if err := st.DeleteItem(ctx, in.ID, in.IfMatch...); err != nil {
 		return itemDeleteReply{}, itemError(in.ID, err)
 	}
 	return itemDeleteReply{ID: in.ID, Deleted: true}, nil
@@ -279,11 +319,15 @@ func checkID(id int64) error {
 	return nil
 }
 
-// itemError gives ErrNotFound the code not_found; other errors, and nil,
-// pass through unchanged.
+// itemError gives ErrNotFound the code not_found and ErrVersionMismatch
+// precondition_failed; other errors, and nil, pass through unchanged.
 func itemError(id int64, err error) error {
-	if errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return apperr.Wrap(err, apperr.NotFound, "item %d not found", id)
+	case errors.Is(err, ErrVersionMismatch):
+		return apperr.Wrap(err, apperr.PreconditionFailed,
+			"item %d has changed since the version If-Match names (or If-Match is not one of its ETags); nothing was written: read it again for its current ETag", id)
 	}
 	return err
 }

@@ -29,15 +29,21 @@ const ReportMessage = "Fetched fresh data from DB"
 // Item is one row of the items table, as served by GET /items/{id} and the
 // wire.DBItemGet endpoint.
 type Item struct {
-	ID         int64     `json:"id"`
-	Name       string    `json:"name"`
-	PriceCents int64     `json:"price_cents"`
-	Stock      int64     `json:"stock"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	ID         int64  `json:"id"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Stock      int64  `json:"stock"`
+	// Version is 1 for a new item and goes up by one with every write, so
+	// a writer can say which state it read (the gateway's ETag and
+	// If-Match). It is part of the JSON the caches hold, so a cached read
+	// has it without asking the database.
+	Version   int64     `json:"version"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// ItemUpdate is the new state of an item: the body of the gateway's
-// PUT /items/{id}, and of a wire.DBItemUpdate request (with the id).
+// ItemUpdate is the complete new state of an item: what POST /items
+// creates and PUT /items/{id} replaces, once ItemFields.Complete has found
+// every field in the body.
 type ItemUpdate struct {
 	Name       string `json:"name"`
 	PriceCents int64  `json:"price_cents"`
@@ -66,19 +72,10 @@ const MaxListLimit = 100
 // MaxNameLen is the longest item name ItemUpdate.Validate accepts, in bytes.
 const MaxNameLen = 200
 
-// Validate reports the first problem with u, or nil.
+// Validate reports the first problem with u, or nil: the range checks of
+// ItemFields.Validate, on every field.
 func (u ItemUpdate) Validate() error {
-	switch {
-	case u.Name == "":
-		return errors.New("name must not be empty")
-	case len(u.Name) > MaxNameLen:
-		return fmt.Errorf("name must be at most %d bytes", MaxNameLen)
-	case u.PriceCents < 0:
-		return errors.New("price_cents must be >= 0")
-	case u.Stock < 0:
-		return errors.New("stock must be >= 0")
-	}
-	return nil
+	return u.fields().Validate()
 }
 
 // Report is the result of the expensive query, "the data report": sales
@@ -127,14 +124,25 @@ const SeedItems = 1000
 const (
 	queryData       = "data"
 	queryItemGet    = "item_get"
+	queryItemCreate = "item_create"
 	queryItemUpdate = "item_update"
+	queryItemPatch  = "item_patch"
 	queryItemList   = "item_list"
 	queryItemDelete = "item_delete"
 )
 
-// schemaVersion is stored in meta; bump it with a migration when the schema
-// changes.
-const schemaVersion = 1
+// schemaVersion is stored in meta; bump it with a migration (migrations)
+// when the schema changes.
+const schemaVersion = 2
+
+// migrations[v] takes a database of schema version v to v+1, within the
+// transaction of migrate; schema creates a new database at schemaVersion
+// directly. So a ./data written by an older scalelab keeps its data.
+var migrations = map[int][]string{
+	// 2: items get a version (Item.Version), 1 for every existing item. It
+	// is the last column, as in schema.
+	1: {`ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)`},
+}
 
 // schema creates the tables. The sales table deliberately has no index besides
 // its primary key: the report must scan it, which is what makes it expensive.
@@ -148,7 +156,8 @@ var schema = []string{
 		name        TEXT    NOT NULL,
 		price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
 		stock       INTEGER NOT NULL CHECK (stock >= 0),
-		updated_at  TEXT    NOT NULL
+		updated_at  TEXT    NOT NULL,
+		version     INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)
 	)`,
 	`CREATE TABLE IF NOT EXISTS sales (
 		id           INTEGER PRIMARY KEY,
@@ -272,6 +281,12 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (*store, 
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)") // safe with WAL: a crash loses at most the last commits, never the file
 	q.Add("_pragma", "foreign_keys(1)")
+	// Write transactions take the write lock when they begin, not at their
+	// first write: a transaction that reads an item and then writes it
+	// (the conditional writes) would otherwise fail with SQLITE_BUSY when
+	// another write committed in between, instead of waiting its turn.
+	// Read-only transactions are unaffected.
+	q.Add("_txlock", "immediate")
 	db, err := sql.Open("sqlite", cfg.Path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open db %s: %w", cfg.Path, err)
@@ -348,8 +363,8 @@ func (s *store) migrate(ctx context.Context, seedRows int, log *slog.Logger) (er
 	err = conn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&version)
 	switch {
 	case err == nil:
-		if version != strconv.Itoa(schemaVersion) {
-			return fmt.Errorf("open db %s: schema version %s, want %d", s.path, version, schemaVersion)
+		if err := s.upgrade(ctx, conn, version, log); err != nil {
+			return err
 		}
 		var rows int64
 		if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM sales`).Scan(&rows); err != nil {
@@ -397,6 +412,32 @@ func (s *store) migrate(ctx context.Context, seedRows int, log *slog.Logger) (er
 	s.seeded = true
 	log.Info("database created and seeded", "path", s.path, "items", SeedItems, "sales_rows", seedRows,
 		"took_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// upgrade runs the migrations that take a database of schema version
+// version (as meta holds it) to schemaVersion, on conn, in migrate's
+// transaction. A version it does not know, such as a newer scalelab's, is
+// an error: that database is left as it is.
+func (s *store) upgrade(ctx context.Context, conn *sql.Conn, version string, log *slog.Logger) error {
+	from, err := strconv.Atoi(version)
+	if err != nil || from < 1 || from > schemaVersion {
+		return fmt.Errorf("open db %s: schema version %s, want %d or older", s.path, version, schemaVersion)
+	}
+	if from == schemaVersion {
+		return nil
+	}
+	for v := from; v < schemaVersion; v++ {
+		for _, stmt := range migrations[v] {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate %s from schema version %d: %w", s.path, v, err)
+			}
+		}
+	}
+	if _, err := conn.ExecContext(ctx, `UPDATE meta SET value = ?1 WHERE key = 'schema_version'`, strconv.Itoa(schemaVersion)); err != nil {
+		return fmt.Errorf("migrate %s: write schema version: %w", s.path, err)
+	}
+	log.Info("database migrated", "path", s.path, "from_schema", from, "to_schema", schemaVersion)
 	return nil
 }
 
@@ -494,20 +535,16 @@ func (s *store) Report(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
+// itemColumns are the columns of an item row, in the order scanItem reads
+// them.
+const itemColumns = `id, name, price_cents, stock, version, updated_at`
+
+// itemSQL reads item ?1.
+const itemSQL = `SELECT ` + itemColumns + ` FROM items WHERE id = ?1`
+
 // Item returns the item with the given id, or an error wrapping ErrNotFound.
 func (s *store) Item(ctx context.Context, id int64) (Item, error) {
-	return s.queryItem(ctx, queryItemGet, "get item", id,
-		`SELECT id, name, price_cents, stock, updated_at FROM items WHERE id = ?1`, id)
-}
-
-// UpdateItem replaces the name, price and stock of item id and returns the
-// updated item, or an error wrapping ErrNotFound. The caller validates u.
-func (s *store) UpdateItem(ctx context.Context, id int64, u ItemUpdate) (Item, error) {
-	now := time.Now().UTC().Format(time.RFC3339Nano)
-	return s.queryItem(ctx, queryItemUpdate, "update item", id, `
-UPDATE items SET name = ?2, price_cents = ?3, stock = ?4, updated_at = ?5
-WHERE id = ?1
-RETURNING id, name, price_cents, stock, updated_at`, id, u.Name, u.PriceCents, u.Stock, now)
+	return s.queryItem(ctx, queryItemGet, "get item", id, itemSQL, id)
 }
 
 // queryItem runs sqlText with args, a statement that returns the row of
@@ -529,7 +566,7 @@ func (s *store) ListItems(ctx context.Context, afterID int64, limit int) (ItemPa
 	ctx, end := s.startQuery(ctx, queryItemList)
 	defer end()
 	rows, err := s.db.QueryContext(ctx, `
-SELECT id, name, price_cents, stock, updated_at FROM items
+SELECT `+itemColumns+` FROM items
 WHERE id > ?1
 ORDER BY id
 LIMIT ?2`, afterID, limit)
@@ -554,39 +591,6 @@ LIMIT ?2`, afterID, limit)
 	return page, nil
 }
 
-// DeleteItem deletes item id together with its sales, in one transaction,
-// or returns an error wrapping ErrNotFound. The sales go because they
-// reference the item (foreign keys are on); the data report no longer
-// counts them.
-func (s *store) DeleteItem(ctx context.Context, id int64) error {
-	ctx, end := s.startQuery(ctx, queryItemDelete)
-	defer end()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("delete item %d: %w", id, err)
-	}
-	// After Commit, Rollback does nothing (it returns sql.ErrTxDone).
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM sales WHERE item_id = ?1`, id); err != nil {
-		return fmt.Errorf("delete sales of item %d: %w", id, err)
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM items WHERE id = ?1`, id)
-	if err != nil {
-		return fmt.Errorf("delete item %d: %w", id, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("delete item %d: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("delete item %d: %w", id, ErrNotFound)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit delete of item %d: %w", id, err)
-	}
-	return nil
-}
-
 // rowScanner is what scanItem reads from: a *sql.Row or a *sql.Rows.
 type rowScanner interface {
 	Scan(dest ...any) error
@@ -596,7 +600,7 @@ type rowScanner interface {
 func scanItem(row rowScanner) (Item, error) {
 	var it Item
 	var updated string
-	if err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &updated); err != nil {
+	if err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.Version, &updated); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return Item{}, ErrNotFound
 		}

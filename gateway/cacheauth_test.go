@@ -42,8 +42,8 @@ func TestCacheAnonymousWriteNotServed(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ method, path, body string }{
-		{http.MethodPost, "/cache/item.v1.42", forged},
-		{http.MethodDelete, "/cache/item.v1.42", ""},
+		{http.MethodPost, "/cache/item.v2.42", forged},
+		{http.MethodDelete, "/cache/item.v2.42", ""},
 		{http.MethodDelete, "/cache", ""},
 	} {
 		r := send(t, tc.method, st.cache+tc.path, "", tc.body, map[string]string{"Content-Type": "application/json"})
@@ -59,8 +59,8 @@ func TestCacheAnonymousWriteNotServed(t *testing.T) {
 	}
 
 	// The same write with cache:write is what a refusal prevents.
-	if r := send(t, http.MethodPost, st.cache+"/cache/item.v1.42", token(t, auth.ScopeCacheWrite), forged, nil); r.status != http.StatusOK {
-		t.Fatalf("POST /cache/item.v1.42 with cache:write = %d %s, want 200", r.status, r.body)
+	if r := send(t, http.MethodPost, st.cache+"/cache/item.v2.42", token(t, auth.ScopeCacheWrite), forged, nil); r.status != http.StatusOK {
+		t.Fatalf("POST /cache/item.v2.42 with cache:write = %d %s, want 200", r.status, r.body)
 	}
 	if got := item(); got != "FORGED" {
 		t.Errorf("GET /items/42 after an authorized write = name %q, want FORGED (the key is the one the gateway serves)", got)

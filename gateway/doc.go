@@ -28,6 +28,13 @@
 // work, and bcrypt runs on at most half the cores (loginthrottle.go,
 // authroute.go, bcrypt.go).
 //
+// The item writes (items.go) are POST /items (create), PUT /items/{id}
+// (replace: every field required), PATCH /items/{id} (JSON Merge Patch)
+// and DELETE. Every item has a version that each write raises; GET answers
+// it as the ETag, cached reads included (read from the cached JSON), and
+// the writes of an existing item honour If-Match, checked by dbsvc in the
+// write's transaction: a stale tag is a 412 and writes nothing.
+//
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes
 // add X-Cache: local, kv or miss.

@@ -16,7 +16,7 @@ import (
 // object with only the schema's fields.
 func FuzzDecodeStrict(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
-		u, err := strictjson.DecodeBody[dbsvc.ItemUpdate](strings.NewReader(string(body)))
+		u, err := strictjson.DecodeBody[dbsvc.ItemFields](strings.NewReader(string(body)))
 		if err != nil {
 			if apperr.CodeOf(err) != apperr.Invalid {
 				t.Fatalf("DecodeBody(%q) = %v, want an invalid error", body, err)

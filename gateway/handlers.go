@@ -28,8 +28,11 @@ type Database interface {
 	Data(ctx context.Context, requestID string) (json.RawMessage, error)
 	ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error)
 	ListItems(ctx context.Context, requestID string, afterID int64, limit int) (dbsvc.ItemPage, error)
-	UpdateItem(ctx context.Context, requestID string, id int64, u dbsvc.ItemUpdate) (dbsvc.Item, error)
-	DeleteItem(ctx context.Context, requestID string, id int64) error
+	CreateItem(ctx context.Context, requestID string, u dbsvc.ItemUpdate) (dbsvc.Item, error)
+	// The writes of an existing item take If-Match's versions (none: any).
+	UpdateItem(ctx context.Context, requestID string, id int64, u dbsvc.ItemUpdate, ifMatch ...int64) (dbsvc.Item, error)
+	PatchItem(ctx context.Context, requestID string, id int64, p dbsvc.ItemFields, ifMatch ...int64) (dbsvc.Item, error)
+	DeleteItem(ctx context.Context, requestID string, id int64, ifMatch ...int64) error
 	UserStore // POST /auth/token
 }
 

@@ -217,8 +217,8 @@ func Table() []Grant {
 		// the login lookup.
 		[]string{
 			wire.ProcessSubject,
-			wire.DBData, wire.DBItemGet, wire.DBItemUpdate, wire.DBItemList,
-			wire.DBItemDelete, wire.DBUserGet,
+			wire.DBData, wire.DBItemGet, wire.DBItemCreate, wire.DBItemUpdate,
+			wire.DBItemPatch, wire.DBItemList, wire.DBItemDelete, wire.DBUserGet,
 		},
 	)
 	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny)

@@ -372,10 +372,12 @@ func TestPermissions(t *testing.T) {
 		}
 	})
 	t.Run("worker cannot call dbsvc", func(t *testing.T) {
-		if err := wkNC.Publish(wire.DBUserGet, []byte(`{}`)); err != nil {
-			t.Fatal(err)
+		for _, s := range []string{wire.DBUserGet, wire.DBItemCreate, wire.DBItemUpdate, wire.DBItemPatch, wire.DBItemDelete} {
+			if err := wkNC.Publish(s, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			wkV.expect(t, s)
 		}
-		wkV.expect(t, wire.DBUserGet)
 	})
 
 	// A responder's reply goes only to an inbox: a requester cannot name

@@ -247,7 +247,12 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 		respond(wkNC, wire.ProcessSubject)
 		respond(wkNC, "$SRV.STATS."+wire.ProcessService)
 		respond(wkNC, "$SRV.PING."+wire.ProcessService)
-		respond(dbNC, wire.DBUserGet)
+		// Every dbsvc endpoint the gateway calls.
+		gatewayDB := []string{wire.DBData, wire.DBItemGet, wire.DBItemCreate, wire.DBItemUpdate,
+			wire.DBItemPatch, wire.DBItemList, wire.DBItemDelete, wire.DBUserGet}
+		for _, s := range gatewayDB {
+			respond(dbNC, s)
+		}
 		respond(dbNC, wire.DBUserPut)
 		respond(dbNC, "$SRV.STATS."+wire.DBService)
 		respond(gwNC, cache.SubjectInvalidate)
@@ -256,16 +261,20 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 		// through their reply inboxes, stats, pings and invalidations
 		// through Gather, admin (the nats CLI, up) through its main inbox.
 		ctx := t.Context()
-		for _, c := range []struct {
+		type call struct {
 			who     string
 			nc      *nats.Conn
 			service string
 			subject string
-		}{
+		}
+		calls := []call{
 			{"gateway", gwNC, wire.ProcessService, wire.ProcessSubject},
-			{"gateway", gwNC, wire.DBService, wire.DBUserGet},
 			{"admin", adminNC, wire.DBService, wire.DBUserPut},
-		} {
+		}
+		for _, s := range gatewayDB {
+			calls = append(calls, call{"gateway", gwNC, wire.DBService, s})
+		}
+		for _, c := range calls {
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			m, err := natsconn.NewReplyMux(c.nc, c.service).Request(rctx, nats.NewMsg(c.subject))
 			cancel()

@@ -18,6 +18,7 @@ targets=(
   "./internal/cache/ FuzzValidKey"       # cache keys (KV keys, subjects)
   "./internal/cache/ FuzzDecode"         # values anyone may put in the cache bucket
   "./gateway/ FuzzDecodeStrict"          # PUT /items/{id} and POST /auth/token bodies
+  "./gateway/ FuzzDecodeMergePatch"      # PATCH /items/{id} bodies (JSON Merge Patch)
   "./internal/strictjson/ FuzzStrictAgreesWithIndependentDecoder" # every body type, against encoding/json
   "./balancer/ FuzzClientBytes"          # what clients send the balancer (the event loops read it)
 )

@@ -27,6 +27,9 @@ const (
 	Unsupported   Code = "unsupported"    // method not allowed on this path: 405
 	Timeout       Code = "timeout"        // the server gave up waiting on the client: 408
 	NotAcceptable Code = "not_acceptable" // unsupported media type: 415
+	// PreconditionFailed: a conditional write (If-Match) named a version
+	// the resource no longer has, so nothing was written: 412.
+	PreconditionFailed Code = "precondition_failed"
 )
 
 // Error is an error with a stable code and a message meant for clients.
@@ -92,6 +95,8 @@ func Status(code Code) int {
 		return http.StatusRequestTimeout
 	case NotAcceptable:
 		return http.StatusUnsupportedMediaType
+	case PreconditionFailed:
+		return http.StatusPreconditionFailed
 	default:
 		return http.StatusInternalServerError
 	}
@@ -119,6 +124,8 @@ func CodeForStatus(status int) Code {
 		return TooLarge
 	case http.StatusUnsupportedMediaType:
 		return NotAcceptable
+	case http.StatusPreconditionFailed:
+		return PreconditionFailed
 	case http.StatusTooManyRequests:
 		return RateLimited
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:

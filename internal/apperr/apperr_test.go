@@ -35,6 +35,7 @@ var allCodes = []struct {
 	{Unsupported, http.StatusMethodNotAllowed},
 	{Timeout, http.StatusRequestTimeout},
 	{NotAcceptable, http.StatusUnsupportedMediaType},
+	{PreconditionFailed, http.StatusPreconditionFailed},
 }
 
 func TestStatusRoundTrip(t *testing.T) {

@@ -12,10 +12,26 @@ const (
 	// DBItemGet reads one item. The request is {"id":N}; the reply is an
 	// Item, or not_found, or invalid for a bad body or an id <= 0.
 	DBItemGet = "db.items.get"
+	// DBItemCreate creates an item. The request is
+	// {"name":...,"price_cents":...,"stock":...}, every field required;
+	// the reply is the new Item (version 1, its id chosen by the
+	// database), or invalid for a missing or out-of-range field.
+	DBItemCreate = "db.items.create"
 	// DBItemUpdate replaces an item's name, price and stock. The request
-	// is {"id":N,"name":...,"price_cents":...,"stock":...}; the reply is the
-	// updated Item, or not_found, or invalid.
+	// is {"id":N,"name":...,"price_cents":...,"stock":...}, every field
+	// required, with an optional "if_match":[V,...], the versions the item
+	// may have for the write to happen; the reply is the updated Item
+	// (version one up), or not_found, or invalid (a missing field is not
+	// taken as zero), or precondition_failed when the item's version is
+	// not in if_match (nothing written).
 	DBItemUpdate = "db.items.update"
+	// DBItemPatch changes some of an item's fields, in one transaction
+	// with the read of the others. The request is {"id":N} with any of
+	// "name", "price_cents", "stock" (an absent or null one is kept) and
+	// the optional "if_match" of DBItemUpdate; the reply and errors are
+	// DBItemUpdate's. A request that names no field writes nothing and
+	// returns the item as it is.
+	DBItemPatch = "db.items.patch"
 	// DBItemList reads one page of items in id order (keyset
 	// pagination). The request is {"after_id":N,"limit":M}, both optional
 	// ({} is the first page of dbsvc.DefaultListLimit items); the reply is
@@ -23,8 +39,9 @@ const (
 	// outside 1..dbsvc.MaxListLimit.
 	DBItemList = "db.items.list"
 	// DBItemDelete deletes an item and its sales. The request is
-	// {"id":N}; the reply is {"id":N,"deleted":true}, or not_found, or
-	// invalid for a bad body or an id <= 0.
+	// {"id":N}, with the optional "if_match" of DBItemUpdate; the reply is
+	// {"id":N,"deleted":true}, or not_found, or invalid for a bad body or
+	// an id <= 0, or precondition_failed.
 	DBItemDelete = "db.items.delete"
 	// The user endpoints carry bcrypt hashes, never passwords: whoever
 	// holds a password hashes it before it reaches NATS (`scalelab users
