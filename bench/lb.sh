@@ -211,13 +211,16 @@ EOF
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 
 # shellcheck disable=SC2086 # SCALELAB_ENV and BASELINE_ENV are lists of VAR=value
-start scalelab env GOMAXPROCS="$WORKERS" ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
+# Each balancer's admin listener on a free port (SCALELAB_ADMIN_ADDR, an
+# environment variable that builds older than the listener ignore): two
+# cannot share the default 127.0.0.1:8001.
+start scalelab env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
 	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 
 targets=(direct nginx haproxy scalelab)
 if [[ -n ${BASELINE:-} ]]; then
 	# shellcheck disable=SC2086
-	start baseline env GOMAXPROCS="$WORKERS" ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
+	start baseline env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
 		--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 	targets+=(baseline)
 fi
