@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -249,6 +250,28 @@ type field struct {
 	name  string // its key, or "" for a struct inlined into its parent
 }
 
+// schemaOf is schema, kept per type: every body of a route has the same
+// type, and walking its fields by reflection on each request cost as much
+// as decoding it.
+func schemaOf(t reflect.Type) (fields []field, rest []int) {
+	if s, ok := schemas.Load(t); ok {
+		c := s.(cachedSchema)
+		return c.fields, c.rest
+	}
+	fields, rest = schema(t)
+	schemas.Store(t, cachedSchema{fields, rest})
+	return fields, rest
+}
+
+// schemas holds schemaOf's results by reflect.Type.
+var schemas sync.Map
+
+// cachedSchema is one entry of schemas.
+type cachedSchema struct {
+	fields []field
+	rest   []int
+}
+
 // schema returns the members struct type t declares, with those of its
 // inlined structs (embedded without a name, or tagged inline), and the
 // index of its map of undeclared members (tagged `json:",inline"` or
@@ -300,7 +323,7 @@ func caseMatch(t reflect.Type, name string) (string, bool) {
 	if t == nil || t.Kind() != reflect.Struct {
 		return "", false
 	}
-	fields, _ := schema(t)
+	fields, _ := schemaOf(t)
 	return foldMatch(fields, name)
 }
 
@@ -346,7 +369,7 @@ func checkOpen(v reflect.Value, ptr jsontext.Pointer) error {
 			}
 		}
 	case reflect.Struct:
-		fields, rest := schema(v.Type())
+		fields, rest := schemaOf(v.Type())
 		if rest != nil {
 			if m := v.FieldByIndex(rest); m.Kind() == reflect.Map {
 				for _, k := range sortedKeys(m) {
