@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -259,4 +260,43 @@ func TestShutdownRequeuesInterruptedTask(t *testing.T) {
 		t.Errorf("handler calls by Attempt mismatch (-want +got):\n%s", diff)
 	}
 	e.waitStreamEmpty(t, 5*time.Second)
+}
+
+// TestDeliveriesThatNeverRanCostNoAttempt: a task whose first deliveries
+// were handed back before any worker ran it (in production: a record that
+// could not be written while NATS failed over, a pull lost with a worker
+// that stopped) still has all its attempts. With one attempt allowed and
+// two deliveries naked unrun, it runs once and succeeds, attempts 1; it
+// is not buried as if two runs had died with their workers.
+func TestDeliveriesThatNeverRanCostNoAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := testConfig("A")
+	cfg.MaxAttempts = 1
+	// A first worker creates the durable consumer, then leaves.
+	first := startWorker(t, e.ns, cfg)
+	var cons jetstream.Consumer
+	testutil.Eventually(t, 10*time.Second, func() (err error) {
+		cons, err = e.js.Consumer(t.Context(), task.Stream, task.Consumer)
+		return err
+	})
+	first.stop(t)
+
+	id := e.submit(t, "noop", `{"task":"noop"}`)
+	for range 2 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("Next() = %v", err)
+		}
+		if err := msg.Nak(); err != nil {
+			t.Fatalf("Nak() = %v", err)
+		}
+	}
+
+	cfg.ID = "B"
+	startWorker(t, e.ns, cfg)
+	rec := e.waitState(t, id, task.Succeeded, 30*time.Second)
+	if rec.Attempts != 1 || rec.Worker != "B" {
+		t.Errorf("record = attempts %d, worker %q; want 1, B", rec.Attempts, rec.Worker)
+	}
 }

@@ -18,6 +18,10 @@ import (
 // a redelivery after the outcome was recorded but before the ack landed.
 var errAlreadyDone = errors.New("worker: task already finished")
 
+// errAttemptsUsed is markRunning's refusal to start a task whose record
+// already counts all its attempts.
+var errAttemptsUsed = errors.New("worker: task attempts used up")
+
 // errCancelled is the cause of a running task's context when a client
 // cancels the task, and run's error for a task cancelled while it ran.
 var errCancelled = errors.New("task cancelled")
@@ -53,11 +57,14 @@ func (r *runner) handle(msg jetstream.Msg) {
 // delivery is one delivery of a task as claim reads it; run and settle
 // get it once claim has marked the task running.
 type delivery struct {
-	msg     jetstream.Msg
-	env     task.Envelope
-	attempt int // 1 on the first delivery
-	limit   int // the task type's attempts
-	handler Handler
+	msg jetstream.Msg
+	env task.Envelope
+	// delivered is the message's delivery count (JetStream's
+	// NumDelivered); attempt is the run this is by the record (see
+	// markRunning), which a delivery that never ran does not count.
+	delivered, attempt int
+	limit              int // the task type's attempts
+	handler            Handler
 	// running is the record as this worker wrote it: success writes from
 	// it, without reading the record again, unless someone wrote since.
 	running *task.Version
@@ -76,11 +83,12 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		_ = msg.TermWithReason("malformed task message")
 		return nil
 	}
-	d := &delivery{msg: msg, env: env, attempt: 1, limit: r.cfg.maxAttempts(env.Type)}
+	d := &delivery{msg: msg, env: env, delivered: 1, limit: r.cfg.maxAttempts(env.Type)}
 	if meta, err := msg.Metadata(); err == nil {
-		d.attempt = int(meta.NumDelivered)
+		d.delivered = int(meta.NumDelivered)
 	}
-	d.log = r.log.With("task_id", env.ID, "task_type", env.Type, "attempt", d.attempt,
+	d.attempt = d.delivered // until the record says which run this is
+	d.log = r.log.With("task_id", env.ID, "task_type", env.Type, "delivery", d.delivered,
 		"request_id", msg.Headers().Get(reqid.Header))
 
 	h, ok := r.handlers[env.Type]
@@ -89,17 +97,18 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		return nil
 	}
 	d.handler = h
-	if d.attempt > d.limit {
-		// The previous attempt died with its worker; don't run it again.
-		r.bury(d, d.attempt-1, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", d.limit), d.log)
-		return nil
-	}
 
 	var err error
 	d.running, err = r.markRunning(d)
 	switch {
 	case err == nil:
+		d.log = d.log.With("attempt", d.attempt)
 		return d
+	case errors.Is(err, errAttemptsUsed):
+		// Every attempt the task had started and died with its worker
+		// (it was running, and no outcome was recorded): don't run it
+		// again.
+		r.bury(d, d.attempt, fmt.Errorf("gave up after %d attempts (the last one died with its worker)", d.limit), d.log)
 	case errors.Is(err, errAlreadyDone):
 		d.log.Info("task already finished, dropping duplicate delivery")
 		_ = msg.Ack()
@@ -113,30 +122,47 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		_ = msg.Nak()
 	default:
 		d.log.Warn("cannot mark task running, retrying later", "err", err)
-		_ = msg.NakWithDelay(r.backoff(d.attempt))
+		_ = msg.NakWithDelay(r.backoff(d.delivered))
 	}
 	return nil
 }
 
-// markRunning marks the task's record running by this attempt and returns
-// the version it wrote. A first delivery writes from the record the
-// gateway created, which the message carries; a redelivery reads it, as an
-// earlier attempt wrote since.
+// markRunning marks the task's record running by a new attempt and
+// returns the version it wrote; d.attempt becomes that attempt's number.
+// An attempt is a run the record saw start, not a delivery: a delivery
+// that never got this far (its record could not be written while NATS
+// failed over, its pull was lost with a worker that stopped) costs the
+// task nothing, so a task is never buried without having run its
+// attempts. It returns errAttemptsUsed, writing nothing, when the record
+// already counts d.limit attempts (each died with its worker).
 //
-// The gateway writes the record before it publishes the task, so a task
-// without a record is either expired or a read that missed a fresh write
-// (a lagging replica): markRunning looks again after each of recordRetries
-// before it returns task.ErrNotFound (a Nak would cost the task one of its
-// attempts). It returns errAlreadyDone for a finished task, and
-// context.Canceled when shutdown's grace runs out during that wait.
+// A first delivery writes from the record the gateway created, which the
+// message carries; a redelivery reads it, as an earlier attempt wrote
+// since. The gateway writes the record before it publishes the task, so a
+// task without a record is either expired or a read that missed a fresh
+// write (a lagging replica): markRunning looks again after each of
+// recordRetries before it returns task.ErrNotFound. It returns
+// errAlreadyDone for a finished task, and context.Canceled when shutdown's
+// grace runs out during that wait.
 func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 	from := d.env.Created()
-	if d.attempt > 1 {
+	if d.delivered > 1 {
 		from = nil
 	}
 	for i := 0; ; i++ {
-		v, err := r.updateLive(d.env.ID, from, func(rec *task.Record, now time.Time) {
-			rec.State, rec.Attempts, rec.Worker, rec.StartedAt = task.Running, d.attempt, r.cfg.ID, &now
+		v, err := r.updateFrom(d.env.ID, from, func(rec *task.Record) error {
+			switch {
+			case rec.State.Terminal():
+				return errAlreadyDone
+			case rec.Attempts >= d.limit:
+				d.attempt = rec.Attempts
+				return errAttemptsUsed
+			}
+			now := time.Now().UTC()
+			rec.Attempts++
+			d.attempt = rec.Attempts
+			rec.State, rec.Worker, rec.StartedAt = task.Running, r.cfg.ID, &now
+			return nil
 		})
 		if !errors.Is(err, task.ErrNotFound) || i == len(recordRetries) {
 			return v, err
