@@ -375,6 +375,32 @@ func TestStoreMigratesVersion1(t *testing.T) {
 	}
 }
 
+// TestStoreCreatesItemCreates: a version 2 database written before
+// version 2 had item_creates (by the unreleased code of the same version)
+// gets the table when it is opened: schema's CREATE ... IF NOT EXISTS runs
+// on every open.
+func TestStoreCreatesItemCreates(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old := openTestStore(t, dir)
+	if _, err := old.db.ExecContext(t.Context(), `DROP TABLE item_creates`); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := openTestStore(t, dir)
+	key := CreateKey{Key: "after-reopen", BodyHash: bodyHash("x")}
+	u := ItemUpdate{Name: "x", PriceCents: 1, Stock: 1}
+	first, err := st.CreateItem(t.Context(), u, key)
+	if err != nil {
+		t.Fatalf("CreateItem(key) on the reopened database = %v", err)
+	}
+	if again, err := st.CreateItem(t.Context(), u, key); err != nil || !again.Replayed || again.ID != first.ID {
+		t.Errorf("CreateItem(key) again = %+v, %v; want item %d replayed", again, err, first.ID)
+	}
+}
+
 // TestStoreRefusesNewerSchema: a database of a schema version this code
 // does not know (a newer scalelab's) is refused and left as it is.
 func TestStoreRefusesNewerSchema(t *testing.T) {
