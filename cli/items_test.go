@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,6 +164,7 @@ func TestUpItemWritesRefused(t *testing.T) {
 		{"POST without price", "POST", "/items", `{"name":"x","stock":1}`, nil, 400, "invalid"},
 		{"POST with a null name", "POST", "/items", `{"name":null,"price_cents":1,"stock":1}`, nil, 400, "invalid"},
 		{"POST with an id", "POST", "/items", `{"id":5,"name":"x","price_cents":1,"stock":1}`, nil, 400, "invalid"},
+		{"POST with a bad Idempotency-Key", "POST", "/items", whole, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}, 400, "invalid"},
 		{"PATCH as JSON", "PATCH", path, `{"stock":1}`, nil, 415, "not_acceptable"},
 		{"PATCH null stock", "PATCH", path, `{"stock":null}`, mergePatch, 400, "invalid"},
 		{"PATCH unknown member", "PATCH", path, `{"colour":"red"}`, mergePatch, 400, "invalid"},
@@ -206,6 +208,50 @@ func TestUpItemWritesRefused(t *testing.T) {
 	// And the current tag does write.
 	if r := p.doWith(t, "DELETE", path, bearer, nil, ifMatch(tag, nil)); r.status != http.StatusNoContent {
 		t.Errorf("DELETE %s with If-Match %s = %d %s, want 204", path, tag, r.status, r.body)
+	}
+	p.stop(t)
+}
+
+// TestUpItemCreateIdempotencyKey: POST /items with an Idempotency-Key
+// through the balancer (which may retry such a POST on another gateway):
+// the same key and body twice make one item, the second answer replayed;
+// the key with another body is a 409 that writes nothing.
+func TestUpItemCreateIdempotencyKey(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	bearer := "Bearer " + p.token
+	key := map[string]string{"Idempotency-Key": "e2e-create-1"}
+	const body = `{"name":"Once","price_cents":990,"stock":3}`
+	const path = "/items/1001" // the first new id: dbsvc.SeedItems+1
+
+	var first upItem
+	for i, want := range []string{"", "true"} {
+		r := p.doWith(t, "POST", "/items", bearer, []byte(body), key)
+		got := decodeJSON[upItem](t, r)
+		if r.status != http.StatusCreated || got.ID != dbsvc.SeedItems+1 || r.header.Get("Location") != path ||
+			r.header.Get("ETag") != `"1"` || r.header.Get("Idempotent-Replayed") != want {
+			t.Fatalf("POST /items with a key, %d: %d %s Location %q ETag %q Idempotent-Replayed %q (from %s); want 201, item %d, ETag \"1\", Idempotent-Replayed %q",
+				i+1, r.status, r.body, r.header.Get("Location"), r.header.Get("ETag"), r.header.Get("Idempotent-Replayed"), r.servedBy, dbsvc.SeedItems+1, want)
+		}
+		if i == 0 {
+			first = got
+		} else if got != first {
+			t.Errorf("the repeat answered %+v, want the first create's %+v", got, first)
+		}
+	}
+	readsShow(t, p, bearer, path, "two keyed POSTs", first, 4)
+
+	r := p.doWith(t, "POST", "/items", bearer, []byte(`{"name":"Twice","price_cents":990,"stock":3}`), key)
+	e := decodeJSON[struct {
+		Error struct{ Code, Message string }
+	}](t, r)
+	if r.status != http.StatusConflict || e.Error.Code != "conflict" || !strings.Contains(e.Error.Message, "Idempotency-Key") {
+		t.Errorf("the key with another body = %d %s, want 409 conflict naming Idempotency-Key", r.status, r.body)
+	}
+	readsShow(t, p, bearer, path, "the refused POST", first, 4)
+	// Nothing was created by the repeat nor the refusal: the next id follows.
+	r = p.do(t, "POST", "/items", bearer, []byte(body))
+	if got := decodeJSON[upItem](t, r); r.status != http.StatusCreated || got.ID != dbsvc.SeedItems+2 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("POST /items without a key after them = %d %s, want 201 with id %d, not replayed", r.status, r.body, dbsvc.SeedItems+2)
 	}
 	p.stop(t)
 }

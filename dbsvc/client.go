@@ -26,9 +26,10 @@ const DefaultClientTimeout = 5 * time.Second
 // request fails in a way the caller's client should hear about:
 // apperr.Unavailable when no dbsvc is running, it did not answer in time, or
 // nc is not connected; and the code the service answered with otherwise
-// (not_found, invalid, precondition_failed, unavailable, internal). A
-// not_found answer also matches ErrNotFound with errors.Is, and a
-// precondition_failed one ErrVersionMismatch.
+// (not_found, invalid, precondition_failed, conflict, unavailable,
+// internal). A not_found answer also matches ErrNotFound with errors.Is, a
+// precondition_failed one ErrVersionMismatch, and a conflict one
+// ErrKeyReused.
 //
 // The item writes take their precondition as ifMatch: the versions
 // (Item.Version) the item may have for the write to happen, as the
@@ -72,10 +73,17 @@ func (c *Client) Item(ctx context.Context, requestID string, id int64) (Item, er
 }
 
 // CreateItem creates an item with version 1 and returns it with the id
-// the database chose. An item that fails ItemUpdate.Validate is answered
-// invalid.
-func (c *Client) CreateItem(ctx context.Context, requestID string, u ItemUpdate) (Item, error) {
-	return call[Item](ctx, c, wire.DBItemCreate, requestID, u.fields())
+// the database chose. An item that fails ItemUpdate.Validate, or a key
+// that fails CreateKey.Validate, is answered invalid.
+//
+// With a key (not the zero CreateKey) the create is repeatable: the first
+// one with the key creates the item; a repeat with the same key and body
+// hash returns that item as it is now, with Replayed set, and writes
+// nothing. A repeat with another body hash is answered conflict (matching
+// ErrKeyReused), one whose item was deleted since not_found (matching
+// ErrNotFound); neither writes anything.
+func (c *Client) CreateItem(ctx context.Context, requestID string, u ItemUpdate, key CreateKey) (CreatedItem, error) {
+	return call[CreatedItem](ctx, c, wire.DBItemCreate, requestID, itemCreateRequest{ItemFields: u.fields(), CreateKey: key})
 }
 
 // UpdateItem replaces the name, price and stock of item id, if its version
@@ -152,6 +160,7 @@ func call[Resp, Req any](ctx context.Context, c *Client, subject, requestID stri
 var codeErrors = map[apperr.Code]error{
 	apperr.NotFound:           ErrNotFound,
 	apperr.PreconditionFailed: ErrVersionMismatch,
+	apperr.Conflict:           ErrKeyReused,
 }
 
 // request sends one request and returns the reply's body. It returns an

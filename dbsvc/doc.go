@@ -6,8 +6,10 @@
 //   - The file DataDir/scalelab.db (DBFile), in WAL mode, with the tables
 //     items (SeedItems rows, each with a version that every write raises),
 //     sales (Config.SeedRows rows, the big table that the data report
-//     aggregates), users (name, bcrypt hash, scopes; see users.go) and meta
-//     (schema version and seed facts). The schema and seed data are created
+//     aggregates), users (name, bcrypt hash, scopes; see users.go),
+//     item_creates (the keys of repeatable creates, CreateKey, each with
+//     its body's hash and its item, kept after the item is deleted) and
+//     meta (schema version and seed facts). The schema and seed data are created
 //     on first start only, in one transaction; later starts keep the data,
 //     and migrate a database an older version wrote (store.go, migrations).
 //   - The NATS micro service "dbsvc" (wire.DBService), queue group "q", with the
@@ -19,7 +21,8 @@
 //     sales), wire.DBUserPut ("db.users.put") and wire.DBUserGet
 //     ("db.users.get"), which carry bcrypt hashes, never passwords. The item
 //     writes may be conditional on the item's version (items.go), checked
-//     in the write's transaction. Errors are micro error replies carrying
+//     in the write's transaction; a create with a CreateKey happens once
+//     per key, its repeats answering the item it made. Errors are micro error replies carrying
 //     an apperr code.
 //   - The HTTP routes (default address :5002):
 //     GET /db (the data Report, the lab's endpoint), GET /items?after_id=&limit=

@@ -80,10 +80,11 @@ func TestRunCreatesItems(t *testing.T) {
 	ctx := t.Context()
 
 	u := ItemUpdate{Name: "New Widget", PriceCents: 2500, Stock: 3}
-	got, err := db.client.CreateItem(ctx, "req-create", u)
-	if err != nil {
-		t.Fatalf("CreateItem(%+v) = %v, want nil error", u, err)
+	created, err := db.client.CreateItem(ctx, "req-create", u, CreateKey{})
+	if err != nil || created.Replayed {
+		t.Fatalf("CreateItem(%+v) = %+v, %v; want a new item, nil error", u, created, err)
 	}
+	got := created.Item
 	// The seeded ids are 1..SeedItems: the next one is the new item's.
 	want := Item{ID: SeedItems + 1, Name: u.Name, PriceCents: u.PriceCents, Stock: u.Stock, Version: 1, UpdatedAt: got.UpdatedAt}
 	if diff := cmp.Diff(want, got); diff != "" || got.UpdatedAt.IsZero() {
@@ -302,17 +303,20 @@ func TestStoreConcurrentWrites(t *testing.T) {
 }
 
 // TestStoreMigratesVersion1 opens a database as schema version 1 left it
-// (items without a version): it is migrated in place, its data kept, every
-// item at version 1, and the writes work.
+// (items without a version, no item_creates): it is migrated in place, its
+// data kept, every item at version 1, and the writes work, keyed creates
+// included.
 func TestStoreMigratesVersion1(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	old := openTestStore(t, dir)
 	ctx := t.Context()
 	// Schema version 1, as the code before the migration wrote it: the same
-	// tables, without items.version. A rename marks an item to find again.
+	// tables, without items.version and without item_creates. A rename
+	// marks an item to find again.
 	for _, stmt := range []string{
 		`ALTER TABLE items DROP COLUMN version`,
+		`DROP TABLE item_creates`,
 		`UPDATE meta SET value = '1' WHERE key = 'schema_version'`,
 		`UPDATE items SET name = 'from version 1' WHERE id = 3`,
 	} {
@@ -350,8 +354,50 @@ func TestStoreMigratesVersion1(t *testing.T) {
 	if it, err := st.UpdateItem(ctx, 3, ItemUpdate{Name: "migrated", PriceCents: 1, Stock: 1}, 1); err != nil || it.Version != 2 {
 		t.Errorf("UpdateItem(3, if 1) after the migration = %+v, %v; want version 2", it, err)
 	}
-	if it, err := st.CreateItem(ctx, ItemUpdate{Name: "new", PriceCents: 1, Stock: 1}); err != nil || it.Version != 1 {
+	if it, err := st.CreateItem(ctx, ItemUpdate{Name: "new", PriceCents: 1, Stock: 1}, CreateKey{}); err != nil || it.Version != 1 {
 		t.Errorf("CreateItem() after the migration = %+v, %v; want version 1", it, err)
+	}
+	// Version 2's table of create keys is there: a keyed create, its
+	// replay, and a delete that marks its key.
+	key := CreateKey{Key: "migrated-key", BodyHash: bodyHash(`{"name":"keyed"}`)}
+	first, err := st.CreateItem(ctx, ItemUpdate{Name: "keyed", PriceCents: 1, Stock: 1}, key)
+	if err != nil || first.Replayed {
+		t.Fatalf("CreateItem(key) after the migration = %+v, %v; want a new item", first, err)
+	}
+	if again, err := st.CreateItem(ctx, ItemUpdate{Name: "keyed", PriceCents: 1, Stock: 1}, key); err != nil || !again.Replayed || again.ID != first.ID {
+		t.Errorf("CreateItem(key) again after the migration = %+v, %v; want item %d replayed", again, err, first.ID)
+	}
+	if err := st.DeleteItem(ctx, first.ID); err != nil {
+		t.Errorf("DeleteItem(%d) after the migration = %v", first.ID, err)
+	}
+	if _, err := st.CreateItem(ctx, ItemUpdate{Name: "keyed", PriceCents: 1, Stock: 1}, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("CreateItem(key) after its item's delete = %v, want ErrNotFound", err)
+	}
+}
+
+// TestStoreCreatesItemCreates: a version 2 database written before
+// version 2 had item_creates (by the unreleased code of the same version)
+// gets the table when it is opened: schema's CREATE ... IF NOT EXISTS runs
+// on every open.
+func TestStoreCreatesItemCreates(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old := openTestStore(t, dir)
+	if _, err := old.db.ExecContext(t.Context(), `DROP TABLE item_creates`); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := openTestStore(t, dir)
+	key := CreateKey{Key: "after-reopen", BodyHash: bodyHash("x")}
+	u := ItemUpdate{Name: "x", PriceCents: 1, Stock: 1}
+	first, err := st.CreateItem(t.Context(), u, key)
+	if err != nil {
+		t.Fatalf("CreateItem(key) on the reopened database = %v", err)
+	}
+	if again, err := st.CreateItem(t.Context(), u, key); err != nil || !again.Replayed || again.ID != first.ID {
+		t.Errorf("CreateItem(key) again = %+v, %v; want item %d replayed", again, err, first.ID)
 	}
 }
 

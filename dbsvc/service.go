@@ -63,6 +63,13 @@ type itemDeleteReply struct {
 	Deleted bool  `json:"deleted"`
 }
 
+// itemCreateRequest is the body of a wire.DBItemCreate request: every
+// field of the item and, for a repeatable create, its CreateKey.
+type itemCreateRequest struct {
+	ItemFields
+	CreateKey
+}
+
 // itemWriteRequest is the body of a wire.DBItemUpdate or wire.DBItemPatch
 // request: the item, the precondition (the versions it may have; none: any)
 // and the fields, all of them for an update.
@@ -114,7 +121,7 @@ func (s *service) register(nc *nats.Conn) (micro.Service, error) {
 	}{
 		{queryData, wire.DBData, endpoint(st, noInput, report)},
 		{queryItemGet, wire.DBItemGet, endpoint(st, decodeBody[itemGetRequest], getItem)},
-		{queryItemCreate, wire.DBItemCreate, endpoint(st, decodeBody[ItemFields], createItem)},
+		{queryItemCreate, wire.DBItemCreate, endpoint(st, decodeBody[itemCreateRequest], createItem)},
 		{queryItemUpdate, wire.DBItemUpdate, endpoint(st, decodeBody[itemWriteRequest], updateItem)},
 		{queryItemPatch, wire.DBItemPatch, endpoint(st, decodeBody[itemWriteRequest], patchItem)},
 		{queryItemList, wire.DBItemList, endpoint(st, decodeBody[itemListRequest], listItems)},
@@ -241,13 +248,34 @@ func getItem(ctx context.Context, st *store, in itemGetRequest) (Item, error) {
 	return it, itemError(in.ID, err)
 }
 
-// createItem creates an item from all of its fields (wire.DBItemCreate).
-func createItem(ctx context.Context, st *store, in ItemFields) (Item, error) {
-	u, err := wholeItem(in)
+// createItem creates an item from all of its fields (wire.DBItemCreate),
+// once per CreateKey: a repeat with the key returns the item it created.
+func createItem(ctx context.Context, st *store, in itemCreateRequest) (CreatedItem, error) {
+	u, err := wholeItem(in.ItemFields)
 	if err != nil {
-		return Item{}, err
+		return CreatedItem{}, err
 	}
-	return st.CreateItem(ctx, u)
+	if err := in.CreateKey.Validate(); err != nil {
+		return CreatedItem{}, apperr.Wrap(err, apperr.Invalid, "%v", err)
+	}
+	it, err := st.CreateItem(ctx, u, in.CreateKey)
+	return it, createError(err)
+}
+
+// createError gives the errors of a repeated create their codes and says
+// what happened in the client's terms (the create key is its
+// Idempotency-Key): ErrKeyReused conflict, a deleted item not_found.
+// Other errors, and nil, pass through unchanged.
+func createError(err error) error {
+	if deleted, ok := errors.AsType[*createdDeletedError](err); ok {
+		return apperr.Wrap(err, apperr.NotFound,
+			"the item created with this Idempotency-Key, item %d, was deleted since; nothing was written (a new key creates a new item)", deleted.id)
+	}
+	if errors.Is(err, ErrKeyReused) {
+		return apperr.Wrap(err, apperr.Conflict,
+			"Idempotency-Key was already used with a different body; nothing was written (a new key creates a new item)")
+	}
+	return err
 }
 
 // updateItem replaces all of an item's fields (wire.DBItemUpdate).

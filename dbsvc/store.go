@@ -140,9 +140,36 @@ const schemaVersion = 2
 // directly. So a ./data written by an older scalelab keeps its data.
 var migrations = map[int][]string{
 	// 2: items get a version (Item.Version), 1 for every existing item. It
-	// is the last column, as in schema.
-	1: {`ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)`},
+	// is the last column, as in schema. And the table of the keys of
+	// repeatable creates, with its index (empty: no create had a key).
+	// migrate runs schema's CREATE ... IF NOT EXISTS before the migrations,
+	// so on a version 1 database these two find the table and index made;
+	// they are here so that the step says all that version 2 adds.
+	1: {
+		`ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)`,
+		itemCreatesTableSQL,
+		itemCreatesIndexSQL,
+	},
 }
+
+// itemCreatesTableSQL creates the table of the keys of repeatable creates
+// (CreateKey, store.CreateItem), one row per key: the hash of the body it
+// created an item from, that item's id, and when the item was deleted, if
+// it was (NULL while it exists). The row outlives its item, so that a
+// repeat after a delete is told so rather than creating the item again,
+// and deleted_at tells a deleted item from a new one that SQLite gave the
+// same id (it reuses the highest id once that item is deleted).
+const itemCreatesTableSQL = `CREATE TABLE IF NOT EXISTS item_creates (
+		key        TEXT    PRIMARY KEY,
+		body_hash  TEXT    NOT NULL,
+		item_id    INTEGER NOT NULL,
+		created_at TEXT    NOT NULL,
+		deleted_at TEXT
+	)`
+
+// itemCreatesIndexSQL indexes item_creates by item, for DeleteItem, which
+// marks the rows of the item it deletes.
+const itemCreatesIndexSQL = `CREATE INDEX IF NOT EXISTS item_creates_item ON item_creates (item_id)`
 
 // schema creates the tables. The sales table deliberately has no index besides
 // its primary key: the report must scan it, which is what makes it expensive.
@@ -168,6 +195,8 @@ var schema = []string{
 		sold_at      TEXT    NOT NULL
 	)`,
 	usersTableSQL,
+	itemCreatesTableSQL,
+	itemCreatesIndexSQL,
 }
 
 // seedItemsSQL inserts SeedItems items with names and prices derived from

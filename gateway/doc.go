@@ -15,11 +15,11 @@
 // A task belongs to the token subject that submitted it (the record's
 // owner): the task routes answer 404 for another subject's task unless the
 // token has tasks:admin (taskowner.go, which also derives the ids of
-// Idempotency-Key submissions). A submission (POST /longtask) goes
-// through submit.go's steps in order: validate, create the record (or
-// replay the first one of a repeated key), publish (deleting the record
-// if that fails), answer, at once or after ?wait=. The other task routes
-// (GET with ?wait=, DELETE) are in tasks.go.
+// Idempotency-Key submissions and item creates). A submission (POST
+// /longtask) goes through submit.go's steps in order: validate, create the
+// record (or replay the first one of a repeated key), publish (deleting
+// the record if that fails), answer, at once or after ?wait=. The other
+// task routes (GET with ?wait=, DELETE) are in tasks.go.
 //
 // The client's address, for the per-IP rate limit and the login throttle,
 // is the connection's peer, or the X-Forwarded-For entry the balancer
@@ -33,7 +33,9 @@
 // and DELETE. Every item has a version that each write raises; GET answers
 // it as the ETag, cached reads included (read from the cached JSON), and
 // the writes of an existing item honour If-Match, checked by dbsvc in the
-// write's transaction: a stale tag is a 412 and writes nothing.
+// write's transaction: a stale tag is a 412 and writes nothing. A create
+// with an Idempotency-Key happens once: dbsvc keeps the key with the item,
+// and a repeat answers that item with Idempotent-Replayed: true.
 //
 // Every response carries X-Request-ID and X-Served-By: <gateway id>, so a
 // person with curl can watch the balancer spread requests; cached routes

@@ -28,7 +28,8 @@ type Database interface {
 	Data(ctx context.Context, requestID string) (json.RawMessage, error)
 	ItemJSON(ctx context.Context, requestID string, id int64) (json.RawMessage, error)
 	ListItems(ctx context.Context, requestID string, afterID int64, limit int) (dbsvc.ItemPage, error)
-	CreateItem(ctx context.Context, requestID string, u dbsvc.ItemUpdate) (dbsvc.Item, error)
+	// A create with a key (not the zero CreateKey) is repeatable.
+	CreateItem(ctx context.Context, requestID string, u dbsvc.ItemUpdate, key dbsvc.CreateKey) (dbsvc.CreatedItem, error)
 	// The writes of an existing item take If-Match's versions (none: any).
 	UpdateItem(ctx context.Context, requestID string, id int64, u dbsvc.ItemUpdate, ifMatch ...int64) (dbsvc.Item, error)
 	PatchItem(ctx context.Context, requestID string, id int64, p dbsvc.ItemFields, ifMatch ...int64) (dbsvc.Item, error)

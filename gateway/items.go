@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -106,22 +108,60 @@ func queryInt(c echo.Context, name string, def int64) (int64, error) {
 
 // handleCreateItem creates an item from a body that holds all of its
 // fields: 201 with the item, its Location and ETag.
-func handleCreateItem(c Cache, db Database, log *slog.Logger) echo.HandlerFunc {
+//
+// With an Idempotency-Key the create is repeatable (a retry by the
+// balancer after a timeout, or by the client): dbsvc stores the key's
+// idempotentID under idKey for the token's subject with the new item, and
+// a repeat with the same key and body answers that item as it is now,
+// with the same 201, Location and its current ETag, and
+// Idempotent-Replayed: true, instead of creating a second one. The same
+// key with another body is a 409 (conflict), and once the item was
+// deleted a 404; neither writes anything. Bodies are compared in
+// canonical form (createKey).
+func handleCreateItem(c Cache, db Database, log *slog.Logger, idKey []byte) echo.HandlerFunc {
 	return func(ec echo.Context) error {
-		u, err := decodeWholeItem(ec.Request().Body, "")
+		var body bytes.Buffer
+		u, err := decodeWholeItem(io.TeeReader(ec.Request().Body, &body), "")
 		if err != nil {
 			return err
 		}
-		it, err := db.CreateItem(ec.Request().Context(), requestID(ec), u)
+		key, err := createKey(ec, idKey, body.Bytes())
+		if err != nil {
+			return err
+		}
+		res, err := db.CreateItem(ec.Request().Context(), requestID(ec), u, key)
 		if err != nil {
 			return err
 		}
 		// The new id may have been read before (a deleted item's, which
-		// SQLite can hand out again) and its absence cached.
-		invalidate(ec, c, log, itemCacheKey(it.ID))
-		ec.Response().Header().Set(echo.HeaderLocation, "/items/"+strconv.FormatInt(it.ID, 10))
-		return writeItem(ec, http.StatusCreated, it)
+		// SQLite can hand out again) and its absence cached. On a replay
+		// too: the first request may have failed after dbsvc created the
+		// item, before it got here.
+		invalidate(ec, c, log, itemCacheKey(res.ID))
+		if res.Replayed {
+			ec.Response().Header().Set(replayedHeader, "true")
+		}
+		ec.Response().Header().Set(echo.HeaderLocation, "/items/"+strconv.FormatInt(res.ID, 10))
+		return writeItem(ec, http.StatusCreated, res.Item)
 	}
+}
+
+// createKey is the dbsvc.CreateKey of a POST /items whose body, as the
+// client sent it, is body (decoded): none without an Idempotency-Key;
+// else the key's idempotentID for the token's subject (idempotencyID) and
+// the SHA-256 of the body's canonical form, so that a repeat that differs
+// only in spacing, member order or string escapes is the same body.
+func createKey(ec echo.Context, idKey, body []byte) (dbsvc.CreateKey, error) {
+	id, err := idempotencyID(ec, idKey, claimsOf(ec).Subject)
+	if err != nil || id == "" {
+		return dbsvc.CreateKey{}, err
+	}
+	canon, err := strictjson.Canonical(body)
+	if err != nil {
+		return dbsvc.CreateKey{}, err // the body decoded: a bug
+	}
+	sum := sha256.Sum256(canon)
+	return dbsvc.CreateKey{Key: id, BodyHash: hex.EncodeToString(sum[:])}, nil
 }
 
 // handlePutItem replaces an item with a body that holds all of its fields:

@@ -30,7 +30,7 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/data", handleGetData(d.cache, d.db), api(auth.ScopeDataRead)...)
 	e.GET("/items", handleListItems(d.db), api(auth.ScopeItemsRead)...)
 	e.GET("/items/:id", handleGetItem(d.cache, d.db), api(auth.ScopeItemsRead)...)
-	e.POST("/items", handleCreateItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
+	e.POST("/items", handleCreateItem(d.cache, d.db, d.log, itemCreateKey(d.cfg.JWT.Secret)), api(auth.ScopeItemsWrite)...)
 	e.PUT("/items/:id", handlePutItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.PATCH("/items/:id", handlePatchItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.DELETE("/items/:id", handleDeleteItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)

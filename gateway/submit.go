@@ -17,11 +17,13 @@ import (
 	"github.com/scalelab/scalelab/internal/task"
 )
 
-// idempotencyHeader names the header that makes a submission repeatable.
+// idempotencyHeader names the header that makes a submission (POST
+// /longtask) or a create (POST /items) repeatable.
 const idempotencyHeader = "Idempotency-Key"
 
-// replayedHeader marks the answer to a repeated keyed submission: the task
-// is the one the first submission created.
+// replayedHeader marks the answer to a repeated keyed request: the task
+// (POST /longtask) or item (POST /items) is the one the first request
+// created.
 const replayedHeader = "Idempotent-Replayed"
 
 // handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
@@ -113,14 +115,27 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 // Idempotency-Key, derived from the key and the owner so that a repeat
 // finds the first submission's record.
 func submissionID(c echo.Context, idKey []byte, owner string) (string, error) {
+	id, err := idempotencyID(c, idKey, owner)
+	if err != nil || id != "" {
+		return id, err
+	}
+	return task.NewID(), nil
+}
+
+// idempotencyID reads the request's Idempotency-Key: "" without one, a 400
+// (invalid) for one validIdempotencyKey refuses, else the key's
+// idempotentID for subject under idKey, so that the subject's repeat finds
+// what the first request stored, and another subject's same key does not.
+// POST /longtask and POST /items read the header with it.
+func idempotencyID(c echo.Context, idKey []byte, subject string) (string, error) {
 	key := c.Request().Header.Get(idempotencyHeader)
 	if key == "" {
-		return task.NewID(), nil
+		return "", nil
 	}
 	if !validIdempotencyKey(key) {
 		return "", apperr.New(apperr.Invalid, "%s must be 1-255 printable ASCII characters", idempotencyHeader)
 	}
-	return idempotentID(idKey, owner, key), nil
+	return idempotentID(idKey, subject, key), nil
 }
 
 // create stores the record and returns its revision. A record already

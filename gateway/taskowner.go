@@ -11,29 +11,43 @@ import (
 	"github.com/scalelab/scalelab/internal/task"
 )
 
-// taskIDLabel names what the key of idempotentID is for. Changing it (v2)
-// changes every idempotency-derived id, like a secret rotation does.
-const taskIDLabel = "scalelab task id v1"
+// The labels of the keys of idempotentID, one per use, so that one
+// caller's Idempotency-Key gives a task id and an item create key that
+// have nothing in common. Changing one (v2) changes every id derived under
+// it, like a secret rotation does.
+const (
+	taskIDLabel     = "scalelab task id v1"
+	itemCreateLabel = "scalelab item create key v1"
+)
 
-// taskIDKey derives the key of idempotentID from the gateways' HS256
-// secret. Every gateway has that secret (auth.Keys requires it even when
-// tokens are also verified with a JWKS), so every gateway derives the same
-// ids with nothing new to distribute; the derivation keeps the key
-// separate from the one that signs tokens. Rotating the secret changes
-// every derived id: a retry that crosses a rotation creates a new task
-// instead of replaying the old one.
-func taskIDKey(secret []byte) []byte {
+// taskIDKey derives the key of idempotentID for task ids (POST /longtask)
+// from the gateways' HS256 secret (deriveIDKey).
+func taskIDKey(secret []byte) []byte { return deriveIDKey(secret, taskIDLabel) }
+
+// itemCreateKey derives the key of idempotentID for the create keys of
+// POST /items (dbsvc.CreateKey) from the gateways' HS256 secret (deriveIDKey).
+func itemCreateKey(secret []byte) []byte { return deriveIDKey(secret, itemCreateLabel) }
+
+// deriveIDKey derives a key of idempotentID, for the use label names, from the
+// gateways' HS256 secret. Every gateway has that secret (auth.Keys
+// requires it even when tokens are also verified with a JWKS), so every
+// gateway derives the same ids with nothing new to distribute; the
+// derivation keeps the key separate from the one that signs tokens.
+// Rotating the secret changes every derived id: a retry that crosses a
+// rotation creates a new task or item instead of replaying the old one.
+func deriveIDKey(secret []byte, label string) []byte {
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(taskIDLabel))
+	m.Write([]byte(label))
 	return m.Sum(nil)
 }
 
-// idempotentID derives a task id from the caller and its Idempotency-Key:
-// the same pair always gives the same id. It is a keyed hash (HMAC-SHA256
-// with taskIDKey), not a plain one, so somebody who knows or guesses a
-// subject and a key still cannot compute the id; and the subject is part
-// of the input, so two callers with the same key get different tasks.
-// Like task.NewID, it is 16 bytes in hex.
+// idempotentID derives an id (a task's, an item create's) from the caller
+// and its Idempotency-Key: the same pair always gives the same id. It is a
+// keyed hash (HMAC-SHA256 with taskIDKey or itemCreateKey), not a plain
+// one, so somebody who knows or guesses a subject and a key still cannot
+// compute the id; and the subject is part of the input, so two callers
+// with the same key get different tasks (or items). Like task.NewID, it is
+// 16 bytes in hex.
 func idempotentID(key []byte, subject, idemKey string) string {
 	m := hmac.New(sha256.New, key)
 	// The subject's length first, so that no other (subject, key) pair

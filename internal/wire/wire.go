@@ -15,7 +15,12 @@ const (
 	// DBItemCreate creates an item. The request is
 	// {"name":...,"price_cents":...,"stock":...}, every field required;
 	// the reply is the new Item (version 1, its id chosen by the
-	// database), or invalid for a missing or out-of-range field.
+	// database), or invalid for a missing or out-of-range field. With
+	// "create_key" and "body_hash" (dbsvc.CreateKey, the two together)
+	// the create is repeatable: a repeat with the same key and hash
+	// answers the item the key created, as it is now, with
+	// "replayed":true added, and writes nothing; with another hash it is
+	// conflict, and not_found once that item was deleted.
 	DBItemCreate = "db.items.create"
 	// DBItemUpdate replaces an item's name, price and stock. The request
 	// is {"id":N,"name":...,"price_cents":...,"stock":...}, every field
