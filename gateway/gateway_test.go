@@ -437,6 +437,14 @@ func TestIdempotencyKey(t *testing.T) {
 	if r := send(t, "POST", base+"/longtask", alice, `{"task":"noop"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}); r.status != 400 {
 		t.Errorf("256-character key = %d, want 400", r.status)
 	}
+	// The older header name is the same key (the balancer retries a POST
+	// that carries it); both, different, are refused.
+	if old := send(t, "POST", base+"/longtask", alice, `{"task":"sleep","duration_ms":5}`, map[string]string{"X-Idempotency-Key": "order-42"}); taskID(t, old) != id || old.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("X-Idempotency-Key with the same key: task_id = %q (replayed %q), want %q, replayed", taskID(t, old), old.header.Get("Idempotent-Replayed"), id)
+	}
+	if r := send(t, "POST", base+"/longtask", alice, `{"task":"noop"}`, map[string]string{"Idempotency-Key": "a", "X-Idempotency-Key": "b"}); r.status != 400 || errorCode(t, r) != "invalid" {
+		t.Errorf("two different keys = %d %s, want 400 invalid", r.status, r.body)
+	}
 
 	js, err := jetstream.New(nc)
 	if err != nil {

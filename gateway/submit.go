@@ -21,6 +21,10 @@ import (
 // /longtask) or a create (POST /items) repeatable.
 const idempotencyHeader = "Idempotency-Key"
 
+// idempotencyHeaderAlt is its older name, read when idempotencyHeader is
+// absent.
+const idempotencyHeaderAlt = "X-Idempotency-Key"
+
 // replayedHeader marks the answer to a repeated keyed request: the task
 // (POST /longtask) or item (POST /items) is the one the first request
 // created.
@@ -129,6 +133,15 @@ func submissionID(c echo.Context, idKey []byte, owner string) (string, error) {
 // POST /longtask and POST /items read the header with it.
 func idempotencyID(c echo.Context, idKey []byte, subject string) (string, error) {
 	key := c.Request().Header.Get(idempotencyHeader)
+	// The older X-Idempotency-Key is honoured too: the balancer retries a
+	// POST that carries either (balancer.isIdempotent), so a key the
+	// gateway ignored would let a retry run the request twice.
+	switch alt := c.Request().Header.Get(idempotencyHeaderAlt); {
+	case key == "":
+		key = alt
+	case alt != "" && alt != key:
+		return "", apperr.New(apperr.Invalid, "%s and %s differ: send one", idempotencyHeader, idempotencyHeaderAlt)
+	}
 	if key == "" {
 		return "", nil
 	}
