@@ -14,17 +14,19 @@ import (
 	"github.com/scalelab/scalelab/internal/task"
 )
 
-// errAlreadyDone stops a record update for a task that already finished:
-// a redelivery after the outcome was recorded but before the ack landed.
-var errAlreadyDone = errors.New("worker: task already finished")
-
-// errAttemptsUsed is markRunning's refusal to start a task whose record
-// already counts all its attempts.
-var errAttemptsUsed = errors.New("worker: task attempts used up")
-
-// errCancelled is the cause of a running task's context when a client
-// cancels the task, and run's error for a task cancelled while it ran.
-var errCancelled = errors.New("task cancelled")
+// The reasons a step stops short of its work.
+var (
+	// errAlreadyDone stops a record update for a task that already
+	// finished: a redelivery after the outcome was recorded but before
+	// the ack landed.
+	errAlreadyDone = errors.New("worker: task already finished")
+	// errAttemptsUsed is markRunning's refusal to start a task whose
+	// record already counts all its attempts.
+	errAttemptsUsed = errors.New("worker: task attempts used up")
+	// errCancelled is the cause of a running task's context when a client
+	// cancels the task, and run's error for a task cancelled while it ran.
+	errCancelled = errors.New("task cancelled")
+)
 
 // recordTimeout bounds each task record read or write.
 const recordTimeout = 5 * time.Second
