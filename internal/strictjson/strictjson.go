@@ -21,20 +21,19 @@ import (
 // ErrTrailingData is returned (wrapped) when something follows the value.
 var ErrTrailingData = errors.New("strictjson: data after the JSON value")
 
-// options are the rules of the one strict reading. Most are the defaults of
+// strict are the rules of the one strict reading. Most are the defaults of
 // github.com/go-json-experiment/json (encoding/json/v2 upstream); they are
 // spelled out because they are the contract, not a library default that
 // may change: duplicate keys, invalid UTF-8 and keys that match a field
 // only when case is ignored are all refused, where encoding/json takes the
 // last duplicate, replaces bad bytes and matches case-insensitively.
-func options() json.Options {
-	return json.JoinOptions(
-		json.RejectUnknownMembers(true),
-		json.MatchCaseInsensitiveNames(false),
-		jsontext.AllowDuplicateNames(false),
-		jsontext.AllowInvalidUTF8(false),
-	)
-}
+// Joined once: every request body reads with them.
+var strict = json.JoinOptions(
+	json.RejectUnknownMembers(true),
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(false),
+)
 
 // Decode reads one JSON value from r into v, strictly: no duplicate keys
 // in any object, keys matched to fields exactly (case-sensitively), no
@@ -49,8 +48,8 @@ func options() json.Options {
 // field's only in case is refused as unknown: a case-insensitive reader
 // (encoding/json, and others) would take it for that field.
 func Decode(r io.Reader, v any) error {
-	dec := jsontext.NewDecoder(r, options())
-	if err := json.UnmarshalDecode(dec, v, options()); err != nil {
+	dec := jsontext.NewDecoder(r, strict)
+	if err := json.UnmarshalDecode(dec, v, strict); err != nil {
 		return err
 	}
 	switch _, err := dec.ReadToken(); {
@@ -103,7 +102,7 @@ func DecodeBody[T any](r io.Reader) (T, error) {
 // invalid UTF-8 included).
 func Canonical(data []byte) ([]byte, error) {
 	v := jsontext.Value(bytes.Clone(data))
-	if err := v.Format(options(), jsontext.ReorderRawObjects(true)); err != nil {
+	if err := v.Format(strict, jsontext.ReorderRawObjects(true)); err != nil {
 		return nil, err
 	}
 	return v, nil
