@@ -30,12 +30,13 @@ func (q streamQueue) Enqueue(ctx context.Context, env task.Envelope, requestID s
 	if err != nil {
 		return fmt.Errorf("encode task %s: %w", env.ID, err)
 	}
-	msg := nats.NewMsg(task.Subject(env.Type))
+	queue := env.QueueOrDefault()
+	msg := nats.NewMsg(task.Subject(queue, env.Type))
 	stream := task.Stream
 	if !runAt.IsZero() {
 		msg.Subject, stream = task.DelayedAtPrefix+env.ID, task.DelayedStream
 		msg.Header.Set("Nats-Schedule", "@at "+runAt.UTC().Format(time.RFC3339))
-		msg.Header.Set("Nats-Schedule-Target", task.DelayedDuePrefix+env.Type)
+		msg.Header.Set("Nats-Schedule-Target", task.DelayedDuePrefix+queue+"."+env.Type)
 	}
 	msg.Data = data
 	msg.Header.Set(reqid.Header, requestID)

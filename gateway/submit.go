@@ -106,7 +106,7 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 		return nil, err
 	}
 	s := &submission{wait: wait, rec: &task.Record{
-		ID: id, Type: sub.Type, State: task.Queued, Payload: sub.Payload,
+		ID: id, Type: sub.Type, Queue: sub.Queue, State: task.Queued, Payload: sub.Payload,
 		RequestID: requestID(c), Owner: owner, CreatedAt: now, UpdatedAt: now,
 	}}
 	if !runAt.IsZero() {
@@ -244,7 +244,7 @@ func (s *submission) accepted(c echo.Context, store TaskStore, id string) error 
 
 // envelope returns the message that queues rec, stored at revision rev.
 func envelope(rec *task.Record, rev uint64) task.Envelope {
-	env := task.Envelope{ID: rec.ID, Type: rec.Type, Payload: rec.Payload}
+	env := task.Envelope{ID: rec.ID, Type: rec.Type, Queue: rec.Queue, Payload: rec.Payload}
 	if len(rec.Payload) <= task.MaxInlinePayload {
 		env.Record, env.Revision = rec, rev // the worker then needs not read it
 	}

@@ -72,7 +72,7 @@ func TestBalancerPermissions(t *testing.T) {
 
 	// Each of these is a publish the server refuses.
 	for _, tc := range []struct{ name, subject string }{
-		{"cannot submit a task", task.Subject("noop")},
+		{"cannot submit a task", task.Subject(task.DefaultQueue, "noop")},
 		{"cannot delete a stream", "$JS.API.STREAM.DELETE." + task.Stream},
 		{"cannot purge a stream", "$JS.API.STREAM.PURGE." + task.Stream},
 		{"cannot create a consumer", "$JS.API.CONSUMER.CREATE." + task.Stream + ".thief"},

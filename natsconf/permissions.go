@@ -89,6 +89,26 @@ func kvAccess(bucket string) []string {
 	}
 }
 
+// kvWatch is what a client that watches or lists the keys of bucket needs
+// beyond kvAccess: the ordered push consumer nats.go creates for a watch
+// (and for ListKeys), recreates and deletes, with its flow control.
+func kvWatch(bucket string) []string {
+	stream := "KV_" + bucket
+	return []string{
+		jsAPI("CONSUMER.CREATE." + stream), jsAPI("CONSUMER.CREATE." + stream + ".>"),
+		jsAPI("CONSUMER.INFO." + stream + ".*"), jsAPI("CONSUMER.DELETE." + stream + ".*"),
+		"$JS.FC." + stream + ".>", "$JS.FC.*.*." + stream + ".>",
+	}
+}
+
+// useRegistry is what a role that reads the task-type registry, and writes
+// types, queues and workers into it, needs (internal/task.Registry): both
+// buckets, read, written, listed and watched.
+var useRegistry = concat(
+	kvAccess(task.RegistryBucket), kvWatch(task.RegistryBucket),
+	kvAccess(task.WorkersBucket), kvWatch(task.WorkersBucket),
+)
+
 // microService is what a micro service instance named name subscribes to:
 // its control subjects ($SRV.PING|INFO|STATS, each bare, by name and by
 // instance id).
@@ -201,6 +221,7 @@ func Table() []Grant {
 		// requests of cachesvc and the dashboard.
 		repliesTo(cache.ServiceName, RoleGateway, RoleCacheSvc, RoleBalancer),
 		useTasks,
+		useRegistry,
 		// Submit (now, or as a schedule on the delayed stream) and cancel.
 		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
@@ -231,6 +252,8 @@ func Table() []Grant {
 		// dashboard.
 		repliesTo(wire.ProcessService, RoleGateway, RoleBalancer),
 		useTasks,
+		// Announce the types it serves and itself as alive.
+		useRegistry,
 		// The shared durable consumer: create or update it, look it up,
 		// pull, and ack/nak/in-progress/term.
 		[]string{

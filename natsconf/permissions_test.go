@@ -251,7 +251,7 @@ func TestPermissions(t *testing.T) {
 	if err := w.Stop(); err != nil {
 		t.Errorf("gateway: stop watch = %v", err)
 	}
-	if _, err := gwJS.Publish(ctx, task.Subject("noop"), []byte(`{}`)); err != nil {
+	if _, err := gwJS.Publish(ctx, task.Subject(task.DefaultQueue, "noop"), []byte(`{}`)); err != nil {
 		t.Fatalf("gateway: publish a task = %v", err)
 	}
 	cons, err := wkJS.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
@@ -408,7 +408,7 @@ func TestPermissions(t *testing.T) {
 	})
 
 	t.Run("dbsvc only answers", func(t *testing.T) {
-		for _, s := range []string{"$KV.cache.k", "$KV.tasks.k", "$JS.API.INFO", task.Subject("noop"), wire.ProcessSubject} {
+		for _, s := range []string{"$KV.cache.k", "$KV.tasks.k", "$JS.API.INFO", task.Subject(task.DefaultQueue, "noop"), wire.ProcessSubject} {
 			if err := dbNC.Publish(s, nil); err != nil {
 				t.Fatal(err)
 			}

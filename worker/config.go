@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -45,8 +46,11 @@ type Config struct {
 	// be sized; their provisioner (admin) sizes them, and Run warns when
 	// they differ (task.Open).
 	Provision task.ProvisionConfig
-	// Handlers adds or replaces task handlers by type; tests use it.
+	// Handlers adds or replaces task handlers by type, for the worker
+	// role's Run; tests use it. A program of its own uses Handle.
 	Handlers map[string]Handler
+	// Logger receives the worker's logs; nil is slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults of DESIGN.md.
@@ -128,6 +132,29 @@ func (c Config) maxAttempts(typ string) int {
 		return n
 	}
 	return c.MaxAttempts
+}
+
+// attemptsOf is the attempt limit of the task rec: the operator's
+// --max-attempts-by-type for its type, else its type's registered limit
+// (copied into the record at submission), else --max-attempts.
+func (c Config) attemptsOf(rec *task.Record) int {
+	if n, ok := c.AttemptsByType[rec.Type]; ok {
+		return n
+	}
+	if rec.MaxAttempts > 0 {
+		return rec.MaxAttempts
+	}
+	return c.MaxAttempts
+}
+
+// timeoutOf is how long one attempt of the task rec may run: its type's
+// registered timeout (copied into the record at submission), else
+// --task-timeout.
+func (c Config) timeoutOf(rec *task.Record) time.Duration {
+	if rec != nil && rec.TimeoutMS > 0 {
+		return time.Duration(rec.TimeoutMS) * time.Millisecond
+	}
+	return c.TaskTimeout
 }
 
 // parseAttempts parses "type=N,type=N".

@@ -16,8 +16,9 @@ type Handler func(ctx context.Context, t *Task) (any, error)
 
 // Task is what a handler sees of the task it runs.
 type Task struct {
-	ID   string
-	Type string
+	ID    string
+	Type  string
+	Queue string
 	// Payload is the body posted to /longtask, in the canonical form the
 	// gateway stored after validating it (task.Parse). Handlers read it
 	// with the same strict reader (strictjson.DecodeBody, as

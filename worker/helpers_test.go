@@ -164,7 +164,7 @@ func (e *env) publish(t *testing.T, env task.Envelope) {
 	if err != nil {
 		t.Fatalf("json.Marshal(%+v) = %v", env, err)
 	}
-	e.publishRaw(t, task.Subject(env.Type), data, env.ID)
+	e.publishRaw(t, task.Subject(task.DefaultQueue, env.Type), data, env.ID)
 }
 
 // publishRaw publishes data to subject on the TASKS stream.

@@ -19,24 +19,51 @@ import (
 	"github.com/scalelab/scalelab/internal/wire"
 )
 
-// Run serves the process service and runs tasks until ctx is cancelled,
-// then stops taking work, lets running tasks finish within
-// cfg.ShutdownTimeout, hands the rest back to the queue, and returns.
-// The caller owns nc and drains it after Run returns.
+// Run is the worker role: it serves the built-in task types (and
+// cfg.Handlers) and the process service until ctx is cancelled (see
+// Worker.Run). The caller owns nc and drains it after Run returns.
 func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
-	log = log.With("role", "worker", "worker", cfg.ID)
+	cfg.Logger = log
+	w := New(nc, cfg)
+	w.builtin = true
+	builtins := builtinHandlers(w.cfg)
+	for _, d := range task.BuiltinTypes() {
+		w.handle(d, builtins[d.Name])
+	}
+	for typ, h := range cfg.Handlers {
+		w.handle(task.TypeDef{Name: typ}, h)
+	}
+	return w.Run(ctx)
+}
+
+// Run serves the task types given to Handle (and, for the worker role, the
+// process service) until ctx is cancelled, then stops taking work, lets
+// running tasks finish within the configured ShutdownTimeout, hands the
+// rest back to the queue, and returns. It announces the types it serves to
+// the task-type registry before it takes work, and itself as alive while
+// it runs. The caller owns the connection and drains it after Run returns.
+func (w *Worker) Run(ctx context.Context) error {
+	cfg, nc := w.cfg, w.nc
+	log := w.cfg.Logger.With("role", "worker", "worker", cfg.ID)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
 	var store *task.Store
 	var cons jetstream.Consumer
+	var reg *task.Registry
 	// The task streams are admin's to provision (up, or `scalelab tasks
 	// provision`): wait for them rather than create them. The shared
 	// consumer is the workers' own.
 	err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
 		var err error
 		if store, err = task.Open(ctx, js, cfg.Provision, log); err != nil {
+			return err
+		}
+		if reg, err = task.OpenRegistry(ctx, js); err != nil {
+			return err
+		}
+		if err = w.register(ctx, reg); err != nil {
 			return err
 		}
 		cons, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
@@ -49,19 +76,24 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		return fmt.Errorf("worker: %w", err)
 	}
 
-	reg := ops.NewRegistry()
-	r := newRunner(cfg, js, cons, store, newMetrics(reg), log)
+	metricsReg := ops.NewRegistry()
+	r := newRunner(cfg, js, cons, store, w.handlers, newMetrics(metricsReg), log)
 
-	svc, err := addProcessService(nc, cfg.ID, r.stats, log)
-	if err != nil {
-		return fmt.Errorf("worker: %w", err)
+	// The process service is the worker role's, not a program's own.
+	stopService := func() error { return nil }
+	if w.builtin {
+		svc, err := addProcessService(nc, cfg.ID, r.stats, log)
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		stopService = svc.Stop
 	}
 	// Every worker hears every cancel notice; the one running the task acts.
 	cancelSub, err := nc.Subscribe(task.CancelSubjectPrefix+"*", func(m *nats.Msg) {
 		r.cancelRunning(m.Subject[len(task.CancelSubjectPrefix):])
 	})
 	if err != nil {
-		_ = svc.Stop()
+		_ = stopService()
 		return fmt.Errorf("worker: subscribe to cancel notices: %w", err)
 	}
 	log.Info("worker started", "stream", task.Stream, "consumer", task.Consumer,
@@ -72,18 +104,19 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: 5 * time.Second}
 		ln, err := httpserver.Listen(hc)
 		if err != nil {
-			_ = svc.Stop()
+			_ = stopService()
 			_ = cancelSub.Unsubscribe()
 			return fmt.Errorf("worker: %w", err)
 		}
-		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(reg, ops.NATSReady(nc)), log) })
+		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(metricsReg, ops.NATSReady(nc)), log) })
 	}
 	r.start()
+	g.Go(func() error { return w.announce(gctx, reg, log) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking work first: no new process requests, no new pulls.
 		r.stopTaking()
-		if err := svc.Stop(); err != nil {
+		if err := stopService(); err != nil {
 			log.Warn("stop process service", "err", err)
 		}
 		r.finish(cfg.ShutdownTimeout)
@@ -141,11 +174,7 @@ type runner struct {
 	counts taskCounts
 }
 
-func newRunner(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store *task.Store, m *metrics, log *slog.Logger) *runner {
-	handlers := builtinHandlers(cfg)
-	for typ, h := range cfg.Handlers {
-		handlers[typ] = h
-	}
+func newRunner(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store *task.Store, handlers map[string]Handler, m *metrics, log *slog.Logger) *runner {
 	pullCtx, stopTaking := context.WithCancel(context.Background())
 	taskCtx, cancelTask := context.WithCancel(context.Background())
 	return &runner{

@@ -153,6 +153,7 @@ func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 	}
 	for i := 0; ; i++ {
 		v, err := r.updateFrom(d.env.ID, from, func(rec *task.Record) error {
+			d.limit = r.cfg.attemptsOf(rec)
 			switch {
 			case rec.State.Terminal():
 				return errAlreadyDone
@@ -184,14 +185,14 @@ func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 // ran (DELETE /tasks/{id}) returns errCancelled, whatever its handler did.
 func (r *runner) run(d *delivery) (any, error) {
 	ctx, cancelCause := context.WithCancelCause(r.taskCtx)
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.TaskTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.timeoutOf(d.running.Record))
 	defer cancel()
 	r.running.Store(d.env.ID, cancelCause)
 	defer r.running.Delete(d.env.ID)
 	go keepAlive(ctx, d.msg, max(r.cfg.AckWait/3, 100*time.Millisecond))
 
 	result, err := callHandler(ctx, d.handler, &Task{
-		ID: d.env.ID, Type: d.env.Type, Payload: d.env.Payload, Attempt: d.attempt,
+		ID: d.env.ID, Type: d.env.Type, Queue: d.env.QueueOrDefault(), Payload: d.env.Payload, Attempt: d.attempt,
 		progress: func(pct int, text string) { r.recordProgress(d, pct, text) },
 	})
 	if errors.Is(context.Cause(ctx), errCancelled) {

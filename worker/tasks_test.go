@@ -312,7 +312,7 @@ func TestUndeliverable(t *testing.T) {
 		{
 			name: "not JSON",
 			send: func(t *testing.T, e *env) string {
-				e.publishRaw(t, task.Subject("count"), []byte("not json"), "")
+				e.publishRaw(t, task.Subject(task.DefaultQueue, "count"), []byte("not json"), "")
 				return ""
 			},
 		},

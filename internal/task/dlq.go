@@ -104,7 +104,7 @@ func RetryDead(ctx context.Context, js jetstream.JetStream, store *Store, id str
 		if err != nil {
 			return fmt.Errorf("retry task %s: encode: %w", id, err)
 		}
-		msg := nats.NewMsg(Subject(env.Type))
+		msg := nats.NewMsg(Subject(env.QueueOrDefault(), env.Type))
 		msg.Data = data
 		msg.Header.Set(HeaderTaskID, id)
 		msgID := fmt.Sprintf("retry-%s-%d", id, d.Seq)

@@ -85,12 +85,17 @@ const minRecordBytes = 4 * MaxPayloadBytes
 // returns a Store over the bucket. Only their provisioner calls it, as
 // admin: `scalelab up` before the roles start, `scalelab tasks provision`
 // elsewhere (compose runs it once, before the gateways and workers). The
-// roles themselves only Open them. It is idempotent.
+// roles themselves only Open them. It also provisions the task-type
+// registry (RegistryBucket, WorkersBucket) with the built-in queues and
+// types. It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
 	for _, want := range streamConfigs(cfg) {
 		if err := ensureStream(ctx, js, want); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := provisionRegistry(ctx, js, cfg); err != nil {
+		return nil, err
 	}
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
 		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 && sameLimit(bucketMaxBytes(st), cfg.MaxRecordBytes) {

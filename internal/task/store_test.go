@@ -108,8 +108,8 @@ func TestProvision(t *testing.T) {
 	}
 
 	// A task published on its subject lands in the stream.
-	if _, err := js.Publish(t.Context(), Subject("noop"), []byte(`{}`)); err != nil {
-		t.Errorf("js.Publish(%q) = %v, want nil", Subject("noop"), err)
+	if _, err := js.Publish(t.Context(), Subject(DefaultQueue, "noop"), []byte(`{}`)); err != nil {
+		t.Errorf("js.Publish(%q) = %v, want nil", Subject(DefaultQueue, "noop"), err)
 	}
 }
 
@@ -181,7 +181,7 @@ func TestProvisionIdempotent(t *testing.T) {
 	if _, err := first.Create(t.Context(), newRecord("keep")); err != nil {
 		t.Fatalf("Create() = %v", err)
 	}
-	if _, err := js.Publish(t.Context(), Subject("report"), []byte(`{}`)); err != nil {
+	if _, err := js.Publish(t.Context(), Subject(DefaultQueue, "report"), []byte(`{}`)); err != nil {
 		t.Fatalf("js.Publish() = %v", err)
 	}
 	second := provision(t, js)

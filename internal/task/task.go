@@ -19,10 +19,21 @@ import (
 const (
 	// Stream is the work-queue stream that holds submitted tasks.
 	Stream = "TASKS"
-	// SubjectPrefix prefixes a task's type to make its subject: tasks.report.
+	// SubjectPrefix prefixes a task's queue and type to make its subject:
+	// tasks.default.report (Subject).
 	SubjectPrefix = "tasks."
-	// Consumer is the durable pull consumer shared by all workers.
+	// Consumer is the durable pull consumer that all workers shared before
+	// tasks had queues (filter "tasks.>"). The provisioner deletes it: on
+	// a work-queue stream it would overlap the per-queue consumers
+	// (QueueConsumer).
 	Consumer = "workers"
+	// QueueConsumerPrefix prefixes a queue's name to make the durable pull
+	// consumer that the workers serving that queue share.
+	QueueConsumerPrefix = "workers-"
+	// DefaultQueue is the queue of a task whose submission and type name
+	// none. A message on a subject of the layout before queues
+	// (tasks.<type>) belongs to it.
+	DefaultQueue = "default"
 	// Bucket is the KV bucket of task records, keyed by task id.
 	Bucket = "tasks"
 	// DelayedStream holds delayed tasks as schedule messages (nats-server
@@ -63,8 +74,59 @@ func DLQSubject(typ string) string { return DLQSubjectPrefix + typ }
 // CancelSubject returns the subject that cancels the running task id.
 func CancelSubject(id string) string { return CancelSubjectPrefix + id }
 
-// Subject returns the subject a task of type typ is published to.
-func Subject(typ string) string { return SubjectPrefix + typ }
+// Subject returns the subject a task of type typ is published to on queue:
+// tasks.<queue>.<type>.
+func Subject(queue, typ string) string { return SubjectPrefix + queue + "." + typ }
+
+// QueueSubjects are the subjects of queue's tasks, the filter of its
+// consumer: tasks.<queue>.>, and for the default queue also tasks.*, the
+// layout before queues, so that a task queued by an older build runs.
+func QueueSubjects(queue string) []string {
+	if queue == DefaultQueue {
+		return []string{SubjectPrefix + queue + ".>", SubjectPrefix + "*"}
+	}
+	return []string{SubjectPrefix + queue + ".>"}
+}
+
+// QueueConsumer returns the name of the durable consumer of queue.
+func QueueConsumer(queue string) string { return QueueConsumerPrefix + queue }
+
+// SplitSubject returns the queue and type of a task subject, either
+// tasks.<queue>.<type> or the older tasks.<type> (DefaultQueue). ok is
+// false for anything else.
+func SplitSubject(subject string) (queue, typ string, ok bool) {
+	rest, found := strings.CutPrefix(subject, SubjectPrefix)
+	if !found {
+		return "", "", false
+	}
+	queue, typ, two := strings.Cut(rest, ".")
+	if !two {
+		queue, typ = DefaultQueue, rest
+	}
+	if !ValidName(queue) || !ValidName(typ) {
+		return "", "", false
+	}
+	return queue, typ, true
+}
+
+// MaxNameLen bounds the name of a task type or queue.
+const MaxNameLen = 64
+
+// ValidName reports whether s can name a task type or a queue: 1 to
+// MaxNameLen letters, digits, '_' and '-'. A name is one token of a NATS
+// subject and a KV key, so it can never carry a dot, a wildcard or a space.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // State is where a task is in its life.
 type State string
@@ -91,10 +153,17 @@ func (s State) Terminal() bool {
 // Record is a task's status as stored in the bucket and returned by
 // GET /tasks/{id}.
 type Record struct {
-	ID              string          `json:"id"`
-	Type            string          `json:"type"`
-	State           State           `json:"state"`
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Queue string `json:"queue,omitempty"`
+	State State  `json:"state"`
+	// Attempts is how many runs of the task have started. MaxAttempts
+	// and TimeoutMS, when set, are its type's limits as registered when
+	// it was submitted (TypeDef); a worker uses them over its own
+	// defaults, so every worker, in any language, applies the same.
 	Attempts        int             `json:"attempts"`
+	MaxAttempts     int             `json:"max_attempts,omitempty"`
+	TimeoutMS       int64           `json:"timeout_ms,omitempty"`
 	Progress        int             `json:"progress"`
 	ProgressMessage string          `json:"progress_message,omitempty"`
 	Payload         json.RawMessage `json:"payload,omitempty"`
@@ -116,6 +185,7 @@ type Record struct {
 type Envelope struct {
 	ID      string          `json:"id"`
 	Type    string          `json:"type"`
+	Queue   string          `json:"queue,omitempty"`
 	Payload json.RawMessage `json:"payload"`
 	// Record and Revision, when set, are the task's record as the gateway
 	// created it and its revision in the bucket: a worker that finds the
@@ -126,6 +196,15 @@ type Envelope struct {
 	// (MaxInlinePayload), which they would carry twice.
 	Record   *Record `json:"record,omitempty"`
 	Revision uint64  `json:"revision,omitempty"`
+}
+
+// QueueOrDefault is the envelope's queue, DefaultQueue when it names none
+// (a message queued before tasks had queues).
+func (e Envelope) QueueOrDefault() string {
+	if e.Queue == "" {
+		return DefaultQueue
+	}
+	return e.Queue
 }
 
 // MaxInlinePayload is the largest payload whose record a task message
@@ -193,6 +272,7 @@ var Types = []string{"noop", "report", "sleep"}
 // a declared one only in case, such as "Task").
 type head struct {
 	Task  *string                    `json:"task"`
+	Queue *string                    `json:"queue"`
 	RunAt *string                    `json:"run_at"`
 	Delay *string                    `json:"delay"`
 	Rest  map[string]json.RawMessage `json:",inline"`
@@ -209,6 +289,9 @@ type sleepBody struct {
 type Submission struct {
 	// Type is the task's type, one of Types.
 	Type string
+	// Queue is the body's "queue", or "" when it names none (the type's
+	// default queue then, else DefaultQueue).
+	Queue string
 	// Payload is the body in canonical form (strictjson.Canonical): what
 	// the record and the task message carry, and so exactly what the
 	// worker reads. Two bodies that read the same (whitespace, member
@@ -244,12 +327,18 @@ func Parse(body []byte) (*Submission, error) {
 			return nil, err
 		}
 	}
+	var queue string
+	if h.Queue != nil {
+		if queue = *h.Queue; !ValidName(queue) {
+			return nil, fmt.Errorf(`%w: "queue" must be 1-%d letters, digits, '_' or '-'`, ErrInvalid, MaxNameLen)
+		}
+	}
 	payload, err := strictjson.Canonical(body)
 	if err != nil {
 		// Unreachable: the strict reader accepted body.
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return &Submission{Type: typ, Payload: payload, runAt: h.RunAt, delay: h.Delay}, nil
+	return &Submission{Type: typ, Queue: queue, Payload: payload, runAt: h.RunAt, delay: h.Delay}, nil
 }
 
 // Validate checks a /longtask body (see Parse) and returns its task type.

@@ -295,8 +295,25 @@ func TestValidID(t *testing.T) {
 func TestSubject(t *testing.T) {
 	t.Parallel()
 	for _, typ := range Types {
-		if got, want := Subject(typ), "tasks."+typ; got != want {
-			t.Errorf("Subject(%q) = %q, want %q", typ, got, want)
+		if got, want := Subject("low", typ), "tasks.low."+typ; got != want {
+			t.Errorf("Subject(low, %q) = %q, want %q", typ, got, want)
+		}
+	}
+	tests := []struct {
+		subject, queue, typ string
+		ok                  bool
+	}{
+		{"tasks.critical.report", "critical", "report", true},
+		{"tasks.report", DefaultQueue, "report", true}, // the layout before queues
+		{"tasks.a.b.c", "", "", false},
+		{"tasks.", "", "", false},
+		{"dlq.tasks.report", "", "", false},
+		{"tasks.q.", "", "", false},
+	}
+	for _, tt := range tests {
+		q, typ, ok := SplitSubject(tt.subject)
+		if q != tt.queue || typ != tt.typ || ok != tt.ok {
+			t.Errorf("SplitSubject(%q) = %q, %q, %v, want %q, %q, %v", tt.subject, q, typ, ok, tt.queue, tt.typ, tt.ok)
 		}
 	}
 	if !slices.IsSorted(Types) {

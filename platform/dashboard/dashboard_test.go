@@ -146,7 +146,7 @@ func (e *natsEnv) submit(t *testing.T, typ string) {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(task.Envelope{ID: id, Type: typ, Payload: json.RawMessage(`{}`)})
-	if _, err := e.js.Publish(t.Context(), task.Subject(typ), data, jetstream.WithMsgID(id)); err != nil {
+	if _, err := e.js.Publish(t.Context(), task.Subject(task.DefaultQueue, typ), data, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
 }
