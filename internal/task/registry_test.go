@@ -1,0 +1,129 @@
+package task
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestProvisionRegistersBuiltins: after Provision, the built-in queues and
+// types are registered, and provisioning again changes nothing.
+func TestProvisionRegistersBuiltins(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	provision(t, js)
+	reg, err := OpenRegistry(t.Context(), js)
+	if err != nil {
+		t.Fatalf("OpenRegistry() = %v", err)
+	}
+	types, err := reg.Types(t.Context())
+	if err != nil {
+		t.Fatalf("Types() = %v", err)
+	}
+	var names []string
+	for _, d := range types {
+		names = append(names, d.Name)
+	}
+	if want := []string{"noop", "report", "sleep"}; !slices.Equal(names, want) {
+		t.Errorf("Types() = %v, want %v", names, want)
+	}
+	queues, err := reg.Queues(t.Context())
+	if err != nil {
+		t.Fatalf("Queues() = %v", err)
+	}
+	var qnames []string
+	for _, q := range queues {
+		qnames = append(qnames, q.Name)
+	}
+	if want := []string{"critical", "default", "low"}; !slices.Equal(qnames, want) {
+		t.Errorf("Queues() = %v, want %v", qnames, want)
+	}
+	before, _ := reg.Type(t.Context(), "sleep")
+	provision(t, js)
+	after, err := reg.Type(t.Context(), "sleep")
+	if err != nil || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Errorf("Type(sleep) after a second Provision = %+v, %v; want it unchanged (updated_at %v)", after, err, before.UpdatedAt)
+	}
+}
+
+// TestRegistryPutType: a type is registered with its queue; registering
+// the same definition again writes nothing; a changed one replaces it;
+// bad definitions are refused.
+func TestRegistryPutType(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	provision(t, js)
+	reg, err := OpenRegistry(t.Context(), js)
+	if err != nil {
+		t.Fatalf("OpenRegistry() = %v", err)
+	}
+	d := TypeDef{Name: "thumbnail", Queue: "media", MaxAttempts: 3, Schema: json.RawMessage(`{"type":"object"}`)}
+	if err := reg.PutType(t.Context(), d); err != nil {
+		t.Fatalf("PutType(%+v) = %v", d, err)
+	}
+	got, err := reg.Type(t.Context(), "thumbnail")
+	if err != nil || got.Queue != "media" || got.MaxAttempts != 3 {
+		t.Fatalf("Type(thumbnail) = %+v, %v; want queue media, 3 attempts", got, err)
+	}
+	if _, err := reg.Queue(t.Context(), "media"); err != nil {
+		t.Errorf("Queue(media) = %v: the type's queue must be registered with it", err)
+	}
+	if err := reg.PutType(t.Context(), d); err != nil {
+		t.Fatalf("PutType again = %v", err)
+	}
+	same, _ := reg.Type(t.Context(), "thumbnail")
+	if !same.UpdatedAt.Equal(got.UpdatedAt) {
+		t.Errorf("PutType of the same definition rewrote it: updated_at %v → %v", got.UpdatedAt, same.UpdatedAt)
+	}
+	d.MaxAttempts = 7
+	if err := reg.PutType(t.Context(), d); err != nil {
+		t.Fatalf("PutType(changed) = %v", err)
+	}
+	if changed, _ := reg.Type(t.Context(), "thumbnail"); changed.MaxAttempts != 7 {
+		t.Errorf("Type(thumbnail) after a change = %+v, want 7 attempts", changed)
+	}
+	for _, bad := range []TypeDef{
+		{Name: ""}, {Name: "a.b"}, {Name: "ok", Queue: "q>"}, {Name: "ok", MaxAttempts: -1},
+		{Name: "ok", Unique: &Unique{}}, {Name: "ok", Schema: json.RawMessage(`{`)},
+	} {
+		if err := reg.PutType(t.Context(), bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("PutType(%+v) = %v, want an error wrapping ErrInvalid", bad, err)
+		}
+	}
+	if _, err := reg.Type(t.Context(), "nope"); !errors.Is(err, ErrUnknownName) {
+		t.Errorf("Type(nope) = %v, want ErrUnknownName", err)
+	}
+	if _, err := reg.Type(t.Context(), "a.>"); !errors.Is(err, ErrUnknownName) {
+		t.Errorf("Type(a.>) = %v, want ErrUnknownName", err)
+	}
+}
+
+// TestRegistryWorkers: an announced worker is listed until it retires.
+func TestRegistryWorkers(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	provision(t, js)
+	reg, err := OpenRegistry(t.Context(), js)
+	if err != nil {
+		t.Fatalf("OpenRegistry() = %v", err)
+	}
+	w := WorkerInfo{ID: "w-1", Types: []string{"noop"}, Queues: []string{DefaultQueue}, Concurrency: 2, StartedAt: time.Now()}
+	if err := reg.Announce(t.Context(), w); err != nil {
+		t.Fatalf("Announce() = %v", err)
+	}
+	ws, err := reg.Workers(t.Context())
+	if err != nil || len(ws) != 1 || ws[0].ID != "w-1" || ws[0].SeenAt.IsZero() {
+		t.Fatalf("Workers() = %+v, %v; want w-1 with its seen_at", ws, err)
+	}
+	if err := reg.Retire(t.Context(), "w-1"); err != nil {
+		t.Fatalf("Retire() = %v", err)
+	}
+	if ws, err := reg.Workers(t.Context()); err != nil || len(ws) != 0 {
+		t.Errorf("Workers() after Retire = %+v, %v; want none", ws, err)
+	}
+	if err := reg.Announce(t.Context(), WorkerInfo{ID: "bad id"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Announce(bad id) = %v, want ErrInvalid", err)
+	}
+}
