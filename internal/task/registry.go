@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -266,15 +267,15 @@ func (r *Registry) Queues(ctx context.Context) ([]QueueDef, error) {
 
 // Announce records that the worker w is alive (see WorkersBucket).
 func (r *Registry) Announce(ctx context.Context, w WorkerInfo) error {
-	if !ValidName(w.ID) {
-		return fmt.Errorf("%w: worker id %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, truncate(w.ID, 40), MaxNameLen)
+	if w.ID == "" || len(w.ID) > 255 {
+		return fmt.Errorf("%w: a worker id must be 1-255 bytes", ErrInvalid)
 	}
 	w.SeenAt = time.Now().UTC()
 	b, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("announce worker %s: %w", w.ID, err)
 	}
-	if _, err := r.workers.Put(ctx, w.ID, b); err != nil {
+	if _, err := r.workers.Put(ctx, WorkerKey(w.ID), b); err != nil {
 		return fmt.Errorf("announce worker %s: %w", w.ID, err)
 	}
 	return nil
@@ -282,10 +283,30 @@ func (r *Registry) Announce(ctx context.Context, w WorkerInfo) error {
 
 // Retire forgets the worker id at once, as it stops.
 func (r *Registry) Retire(ctx context.Context, id string) error {
-	if err := r.workers.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := r.workers.Delete(ctx, WorkerKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("retire worker %s: %w", id, err)
 	}
 	return nil
+}
+
+// WorkerKey is the key of the worker id in WorkersBucket: the id itself
+// when it is a ValidName, else the id with every other byte replaced by
+// '_' and an FNV-1a hash of the whole id appended, so that ids such as
+// "host.example:8080/worker-1" stay readable in `nats kv ls task_workers`
+// and two ids never share a key by accident.
+func WorkerKey(id string) string {
+	if ValidName(id) {
+		return id
+	}
+	b := []byte(id)
+	for i, c := range b {
+		if !ValidName(string(c)) {
+			b[i] = '_'
+		}
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return fmt.Sprintf("%.200s-%08x", b, h.Sum32())
 }
 
 // Workers returns the live workers, sorted by id.

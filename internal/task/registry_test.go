@@ -123,7 +123,18 @@ func TestRegistryWorkers(t *testing.T) {
 	if ws, err := reg.Workers(t.Context()); err != nil || len(ws) != 0 {
 		t.Errorf("Workers() after Retire = %+v, %v; want none", ws, err)
 	}
-	if err := reg.Announce(t.Context(), WorkerInfo{ID: "bad id"}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Announce(bad id) = %v, want ErrInvalid", err)
+	// up's worker ids carry a host name, a port and a slash.
+	odd := WorkerInfo{ID: "host.example:8080/worker-1"}
+	if err := reg.Announce(t.Context(), odd); err != nil {
+		t.Fatalf("Announce(%q) = %v", odd.ID, err)
+	}
+	if ws, err := reg.Workers(t.Context()); err != nil || len(ws) != 1 || ws[0].ID != odd.ID {
+		t.Errorf("Workers() = %+v, %v; want %q", ws, err, odd.ID)
+	}
+	if err := reg.Retire(t.Context(), odd.ID); err != nil {
+		t.Errorf("Retire(%q) = %v", odd.ID, err)
+	}
+	if err := reg.Announce(t.Context(), WorkerInfo{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Announce(no id) = %v, want ErrInvalid", err)
 	}
 }
