@@ -61,14 +61,75 @@ type catalogType struct {
 // compiledSchema is a type's schema, compiled once: an entry replaced by an
 // update that changes neither UpdatedAt nor the schema keeps it.
 type compiledSchema struct {
-	once   sync.Once
-	schema *jsonschema.Schema // nil: no schema, any object
-	err    error
+	once     sync.Once
+	schema   *jsonschema.Schema // nil: no schema, any object
+	declared declared           // the members its "properties" name
+	err      error
 }
 
+// declared are the members a schema names in "properties", and theirs in
+// turn: the members a payload must spell exactly as declared.
+type declared map[string]declared
+
+// declaredOf reads the "properties" of a schema document, nested.
+func declaredOf(doc any) declared {
+	m, _ := doc.(map[string]any)
+	props, _ := m["properties"].(map[string]any)
+	if len(props) == 0 {
+		return nil
+	}
+	d := make(declared, len(props))
+	for k, sub := range props {
+		d[k] = declaredOf(sub)
+	}
+	return d
+}
+
+// checkCase refuses a member of v whose name differs from a declared one
+// only in case, as the strict reader does for the reserved members: Go's
+// encoding/json (a worker's HandleJSON, say) matches names regardless of
+// case, so {"Duration_ms":1e9}, which the schema does not look at, would
+// reach such a worker as duration_ms, past the schema's bounds.
+func (d declared) checkCase(v any, at []string) error {
+	m, ok := v.(map[string]any)
+	if !ok || len(d) == 0 {
+		return nil
+	}
+	for k, sub := range m {
+		if inner, ok := d[k]; ok {
+			if err := inner.checkCase(sub, append(at, k)); err != nil {
+				return err
+			}
+			continue
+		}
+		for name := range d {
+			if strings.EqualFold(name, k) {
+				return fmt.Errorf("%w: payload: %sunknown field %q (keys are case-sensitive: the field is %q)",
+					ErrInvalid, pointerPrefix(at), k, name)
+			}
+		}
+	}
+	return nil
+}
+
+// pointerPrefix is "" at the payload's top, else the JSON pointer of at
+// and ": ".
+func pointerPrefix(at []string) string {
+	if len(at) == 0 {
+		return ""
+	}
+	return jsonPointer(at) + ": "
+}
+
+// catalogLoadTimeout bounds how long opening a catalog waits for the
+// registry's current values.
+const catalogLoadTimeout = 5 * time.Second
+
 // OpenCatalog opens the registry's buckets and watches RegistryBucket
-// until ctx ends or Stop is called. It returns once the catalog holds the
-// registry as it is now. Its error wraps ErrNotProvisioned while the
+// until Stop is called (or the connection closes). It returns once the
+// catalog holds the registry as it is now, waiting at most 5 s. ctx must
+// last as long as the watch: the watch's consumer is recreated under it
+// when the bus fails over. Its error wraps ErrNotProvisioned while the
 // buckets do not exist.
 func OpenCatalog(ctx context.Context, js jetstream.JetStream) (*Catalog, error) {
 	reg, err := OpenRegistry(ctx, js)
@@ -78,8 +139,7 @@ func OpenCatalog(ctx context.Context, js jetstream.JetStream) (*Catalog, error) 
 	return NewCatalog(ctx, reg)
 }
 
-// NewCatalog watches reg's definitions until ctx ends or Stop is called,
-// and returns once it holds them as they are now (or ctx ends first).
+// NewCatalog watches reg's definitions, as OpenCatalog does.
 func NewCatalog(ctx context.Context, reg *Registry) (*Catalog, error) {
 	w, err := reg.defs.WatchAll(ctx)
 	if err != nil {
@@ -95,8 +155,11 @@ func NewCatalog(ctx context.Context, reg *Registry) (*Catalog, error) {
 	case <-c.done:
 		return nil, fmt.Errorf("watch bucket %s: ended before the current values", RegistryBucket)
 	case <-ctx.Done():
-		_ = w.Stop()
+		c.Stop()
 		return nil, fmt.Errorf("watch bucket %s: %w", RegistryBucket, ctx.Err())
+	case <-time.After(catalogLoadTimeout):
+		c.Stop()
+		return nil, fmt.Errorf("watch bucket %s: no current values within %v", RegistryBucket, catalogLoadTimeout)
 	}
 }
 
@@ -291,7 +354,7 @@ func (c *Catalog) Resolve(ctx context.Context, s *Submission) (Resolved, error) 
 	} else if r.Queue = d.Queue; r.Queue == "" {
 		r.Queue = DefaultQueue
 	}
-	schema, err := t.compiled()
+	schema, decl, err := t.compiled()
 	if err != nil {
 		return Resolved{}, err
 	}
@@ -305,6 +368,9 @@ func (c *Catalog) Resolve(ctx context.Context, s *Submission) (Resolved, error) 
 			for _, k := range Reserved {
 				delete(m, k)
 			}
+		}
+		if err := decl.checkCase(doc, nil); err != nil {
+			return Resolved{}, err
 		}
 		if err := schema.Validate(doc); err != nil {
 			return Resolved{}, fmt.Errorf("%w: payload: %s", ErrInvalid, describeInvalid(err))
@@ -362,39 +428,39 @@ func (r Resolved) UniqueKey(now time.Time) string {
 	return string(b)
 }
 
-// compiled returns the type's schema, compiled on first use; nil when the
-// type has none.
-func (t *catalogType) compiled() (*jsonschema.Schema, error) {
+// compiled returns the type's schema, compiled on first use, and the
+// members it declares; nil when the type has none.
+func (t *catalogType) compiled() (*jsonschema.Schema, declared, error) {
 	t.comp.once.Do(func() {
 		if len(t.def.Schema) == 0 {
 			return
 		}
-		t.comp.schema, t.comp.err = compileSchema(t.def.Name, t.def.Schema)
+		t.comp.schema, t.comp.declared, t.comp.err = compileSchema(t.def.Name, t.def.Schema)
 	})
-	return t.comp.schema, t.comp.err
+	return t.comp.schema, t.comp.declared, t.comp.err
 }
 
 // compileSchema compiles the schema of the type name: draft 2020-12 unless
 // it says otherwise, formats not asserted. It loads nothing: a $ref to a
 // file or a URL is an error, or a worker's schema could make the gateway
 // read its files or call out.
-func compileSchema(name string, raw json.RawMessage) (*jsonschema.Schema, error) {
+func compileSchema(name string, raw json.RawMessage) (*jsonschema.Schema, declared, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
 	}
 	comp := jsonschema.NewCompiler()
 	comp.DefaultDraft(jsonschema.Draft2020)
 	comp.UseLoader(noLoader{})
 	url := "urn:scalelab:task-type:" + name
 	if err := comp.AddResource(url, doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
 	}
 	s, err := comp.Compile(url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrBadSchema, name, err)
 	}
-	return s, nil
+	return s, declaredOf(doc), nil
 }
 
 // noLoader refuses to load any schema a schema refers to.
@@ -409,7 +475,7 @@ func (noLoader) Load(url string) (any, error) {
 // gateway will compile it: a worker can check its schema before
 // registering it. Its error wraps ErrBadSchema.
 func CheckSchema(name string, raw json.RawMessage) error {
-	_, err := compileSchema(name, raw)
+	_, _, err := compileSchema(name, raw)
 	return err
 }
 
@@ -422,7 +488,11 @@ var schemaPrinter = message.NewPrinter(language.English)
 func kindMessage(k jsonschema.ErrorKind) string {
 	switch k := k.(type) {
 	case *kind.Type:
-		return fmt.Sprintf("must be %s, not %s", strings.Join(k.Want, " or "), k.Got)
+		want := make([]string, len(k.Want))
+		for i, w := range k.Want {
+			want[i] = jsonTypeName(w)
+		}
+		return fmt.Sprintf("must be %s, not %s", strings.Join(want, " or "), jsonTypeName(k.Got))
 	case *kind.Minimum:
 		return "must be >= " + ratString(k.Want)
 	case *kind.Maximum:
@@ -447,6 +517,17 @@ func kindMessage(k jsonschema.ErrorKind) string {
 		return fmt.Sprintf("must have at most %d members", k.Want)
 	}
 	return k.LocalizedString(schemaPrinter)
+}
+
+// jsonTypeName is a JSON Schema type with its article: "an integer".
+func jsonTypeName(t string) string {
+	switch t {
+	case "null":
+		return t
+	case "integer", "object", "array":
+		return "an " + t
+	}
+	return "a " + t
 }
 
 // ratString writes a schema's bound as JSON would: an integer as one, else

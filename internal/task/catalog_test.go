@@ -44,6 +44,7 @@ func TestCatalogResolve(t *testing.T) {
 		TypeDef{Name: "broken", Schema: json.RawMessage(`{"type":"nonsense"}`)},
 		TypeDef{Name: "reads-files", Schema: json.RawMessage(`{"$ref":"file:///etc/passwd"}`)},
 		TypeDef{Name: "free"},
+		TypeDef{Name: "nested", Schema: json.RawMessage(`{"type":"object","properties":{"a":{"properties":{"b":{}}}}}`)},
 	)
 	tests := []struct {
 		body, want, queue string // want: "" accepted, else the error's text after "task: invalid: "
@@ -54,18 +55,22 @@ func TestCatalogResolve(t *testing.T) {
 		{`{"task":"strict","to":"bob","run_at":"2030-01-01T00:00:00Z"}`, "", "low"},
 		{`{"task":"strict","to":"bob","queue":"default"}`, "", DefaultQueue},
 		{`{"task":"free","anything":[1,{"x":null}]}`, "", DefaultQueue},
-		{`{"task":"nope"}`, `unknown task type "nope", want one of broken, free, noop, reads-files, report, sleep, strict`, ""},
-		{`{"task":"a.b"}`, `unknown task type "a.b", want one of broken, free, noop, reads-files, report, sleep, strict`, ""},
+		{`{"task":"nope"}`, `unknown task type "nope", want one of broken, free, nested, noop, reads-files, report, sleep, strict`, ""},
+		{`{"task":"a.b"}`, `unknown task type "a.b", want one of broken, free, nested, noop, reads-files, report, sleep, strict`, ""},
 		{`{"task":"noop","queue":"nope"}`, `unknown queue "nope", want one of critical, default, low`, ""},
 		{`{"task":"sleep","duration_ms":600001}`, "payload: /duration_ms: must be <= 600000", ""},
 		{`{"task":"sleep","duration_ms":-1}`, "payload: /duration_ms: must be >= 0", ""},
 		{`{"task":"sleep","duration_ms":1e30}`, "payload: /duration_ms: must be <= 600000", ""},
-		{`{"task":"sleep","duration_ms":"5"}`, "payload: /duration_ms: must be integer, not string", ""},
-		{`{"task":"sleep","duration_ms":1.5}`, "payload: /duration_ms: must be integer, not number", ""},
+		{`{"task":"sleep","duration_ms":"5"}`, "payload: /duration_ms: must be an integer, not a string", ""},
+		{`{"task":"sleep","duration_ms":1.5}`, "payload: /duration_ms: must be an integer, not a number", ""},
 		{`{"task":"strict"}`, "payload: missing property 'to'", ""},
 		{`{"task":"strict","to":"bo"}`, "payload: /to: must be at least 3 characters long", ""},
 		{`{"task":"strict","to":"bob","n":3}`, "payload: /n: must be < 2.5", ""},
 		{`{"task":"strict","to":"bob","x":1}`, "payload: additional properties 'x' not allowed", ""},
+		{`{"task":"sleep","Duration_ms":5}`, `payload: unknown field "Duration_ms" (keys are case-sensitive: the field is "duration_ms")`, ""},
+		{`{"task":"sleep","duration_ms":1,"DURATION_MS":99999999}`, `payload: unknown field "DURATION_MS" (keys are case-sensitive: the field is "duration_ms")`, ""},
+		{`{"task":"nested","a":{"B":1}}`, `payload: /a: unknown field "B" (keys are case-sensitive: the field is "b")`, ""},
+		{`{"task":"nested","a":{"b":1,"c":2},"Note":1}`, "", DefaultQueue},
 	}
 	for _, tt := range tests {
 		r, err := c.Resolve(t.Context(), mustParse(t, tt.body))
