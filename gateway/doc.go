@@ -10,16 +10,20 @@
 //     the shared bucket "cache"; --cache off|kv|kv+local picks them;
 //   - the worker's process service (svc.process) for GET /process;
 //   - the stream TASKS (publish) and bucket "tasks" (records) for tasks,
-//     which admin provisions: the gateway waits for them (task.Open).
+//     and the task-type registry (buckets "task_registry", watched by a
+//     task.Catalog, and "task_workers"), which admin provisions: the
+//     gateway waits for them (task.Open, task.OpenCatalog).
 //
 // A task belongs to the token subject that submitted it (the record's
 // owner): the task routes answer 404 for another subject's task unless the
 // token has tasks:admin (taskowner.go, which also derives the ids of
 // Idempotency-Key submissions and item creates). A submission (POST
-// /longtask) goes through submit.go's steps in order: validate, create the
-// record (or replay the first one of a repeated key), publish (deleting
-// the record if that fails), answer, at once or after ?wait=. The other
-// task routes (GET with ?wait=, DELETE) are in tasks.go.
+// /longtask) goes through submit.go's steps in order: validate (against
+// the registry: type, queue, the type's JSON Schema), create the record
+// (or replay the first one of a repeated key or unique task), publish
+// (deleting the record if that fails), answer, at once or after ?wait=.
+// The other task routes (GET with ?wait=, DELETE) are in tasks.go; GET
+// /task-types is in tasktypes.go.
 //
 // The client's address, for the per-IP rate limit and the login throttle,
 // is the connection's peer, or the X-Forwarded-For entry the balancer

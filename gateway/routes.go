@@ -35,7 +35,8 @@ func routes(e *echo.Echo, d deps) {
 	e.PATCH("/items/:id", handlePatchItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.DELETE("/items/:id", handleDeleteItem(d.cache, d.db, d.log), api(auth.ScopeItemsWrite)...)
 	e.GET("/process", handleProcess(d.process), api(auth.ScopeDataRead)...)
-	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue, taskIDKey(d.cfg.JWT.Secret)), api(auth.ScopeTasksWrite)...)
+	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue, d.catalog, taskIDKey(d.cfg.JWT.Secret)), api(auth.ScopeTasksWrite)...)
+	e.GET("/task-types", handleListTaskTypes(d.catalog), api(auth.ScopeTasksRead)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
 	e.DELETE("/tasks/:id", handleCancelTask(d.tasks, d.nc, d.log), api(auth.ScopeTasksWrite)...)
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,

@@ -35,6 +35,7 @@ type deps struct {
 	process  Processor
 	tasks    TaskStore
 	queue    TaskQueue
+	catalog  *task.Catalog
 	metrics  *metrics
 	ops      http.Handler
 	log      *slog.Logger
@@ -46,9 +47,13 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	log = log.With("role", "gateway", "gateway", cfg.ID)
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
 	var c *cache.Cache // closed once the server has stopped
+	var catalog *task.Catalog
 	defer func() {
 		if c != nil {
 			c.Close()
+		}
+		if catalog != nil {
+			catalog.Stop()
 		}
 	}()
 	err := httpserver.Run(ctx, hc, log, func(ctx context.Context) (http.Handler, error) {
@@ -57,10 +62,15 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			return nil, fmt.Errorf("jetstream: %w", err)
 		}
 		var store *task.Store
-		// The task streams are admin's to provision (up, or `scalelab tasks
-		// provision`): wait for them rather than create them.
-		err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
-			store, err = task.Open(ctx, js, cfg.Provision, log)
+		// The task streams and the registry's buckets are admin's to
+		// provision (up, or `scalelab tasks provision`): wait for them
+		// rather than create them. The catalog watches the registry for
+		// as long as the server runs (ctx).
+		err = natsconn.Retry(ctx, log, "open task streams", func(rctx context.Context) error {
+			if store, err = task.Open(rctx, js, cfg.Provision, log); err != nil {
+				return err
+			}
+			catalog, err = task.OpenCatalog(ctx, js)
 			return err
 		})
 		if err != nil {
@@ -78,7 +88,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
 			cache: c, db: db,
 			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-			tasks:   store, queue: streamQueue{js: js},
+			tasks:   store, queue: streamQueue{js: js}, catalog: catalog,
 			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
 		}), nil
 	})

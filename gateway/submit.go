@@ -30,6 +30,11 @@ const idempotencyHeaderAlt = "X-Idempotency-Key"
 // created.
 const replayedHeader = "Idempotent-Replayed"
 
+// uniqueDuplicateHeader marks the answer to a submission of a unique task
+// type (task.TypeDef.Unique) that matched one made in the same window: the
+// task id is the first's.
+const uniqueDuplicateHeader = "Scalelab-Unique-Duplicate"
+
 // handleSubmitTask is the lab's /longtask: validate, record, enqueue, 202.
 // The record is created before the message is published, so a worker never
 // sees a task without a record.
@@ -45,9 +50,17 @@ const replayedHeader = "Idempotent-Replayed"
 //
 // The record stores that canonical form, not the client's bytes: what the
 // worker reads is what task.Parse validated.
-func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.HandlerFunc {
+//
+// The body's type must be registered and its payload valid against the
+// type's schema (task.Catalog.Resolve, against the registry as the catalog
+// watches it). A task of a unique type without an Idempotency-Key gets the
+// id of its unique key (task.Resolved.UniqueKey) the same way, so a second
+// submission in the window finds the first's record: it answers that id,
+// with uniqueDuplicateHeader, and publishes nothing unless that task is
+// still queued (replay).
+func handleSubmitTask(store TaskStore, queue TaskQueue, catalog *task.Catalog, idKey []byte) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		s, err := newSubmission(c, idKey)
+		s, err := newSubmission(c, catalog, idKey)
 		if err != nil {
 			return err
 		}
@@ -59,7 +72,11 @@ func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.Handl
 			if err != nil {
 				return err
 			}
-			c.Response().Header().Set(replayedHeader, "true")
+			if s.unique {
+				c.Response().Header().Set(uniqueDuplicateHeader, "true")
+			} else {
+				c.Response().Header().Set(replayedHeader, "true")
+			}
 			return s.accepted(c, store, id)
 		case err != nil:
 			return err
@@ -77,12 +94,17 @@ func handleSubmitTask(store TaskStore, queue TaskQueue, idKey []byte) echo.Handl
 type submission struct {
 	rec  *task.Record  // the record to create, under its final id
 	wait time.Duration // ?wait=: 0 answers 202 at once
+	// unique: the id is the type's unique key's (no Idempotency-Key), so
+	// a record already under it is the same task, whatever its body.
+	unique bool
 }
 
-// newSubmission reads and validates the request: the task body, ?wait=,
-// the run time and the Idempotency-Key. Its errors are invalid (400),
-// except a body over the limit (echo's 413).
-func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
+// newSubmission reads and validates the request: the task body against
+// the registry (its type, queue and schema), ?wait=, the run time and the
+// Idempotency-Key. Its errors are invalid (400), except a body over the
+// limit (echo's 413), a registry that does not answer and a type
+// registered with a schema that does not compile (503: resolveError).
+func newSubmission(c echo.Context, catalog *task.Catalog, idKey []byte) (*submission, error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		return nil, err // body limit: echo's 413
@@ -90,6 +112,10 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 	sub, err := task.Parse(body)
 	if err != nil {
 		return nil, invalidTask(err)
+	}
+	resolved, err := catalog.Resolve(c.Request().Context(), sub)
+	if err != nil {
+		return nil, resolveError(c.Response().Header(), sub.Type, err)
 	}
 	wait, err := taskWait(c)
 	if err != nil {
@@ -101,12 +127,13 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 		return nil, invalidTask(err)
 	}
 	owner := claimsOf(c).Subject
-	id, err := submissionID(c, idKey, owner)
+	id, unique, err := submissionID(c, idKey, owner, resolved.UniqueKey(now))
 	if err != nil {
 		return nil, err
 	}
-	s := &submission{wait: wait, rec: &task.Record{
-		ID: id, Type: sub.Type, Queue: sub.Queue, State: task.Queued, Payload: sub.Payload,
+	s := &submission{wait: wait, unique: unique, rec: &task.Record{
+		ID: id, Type: sub.Type, Queue: resolved.Queue, State: task.Queued, Payload: sub.Payload,
+		MaxAttempts: resolved.MaxAttempts, TimeoutMS: resolved.TimeoutMS,
 		RequestID: requestID(c), Owner: owner, CreatedAt: now, UpdatedAt: now,
 	}}
 	if !runAt.IsZero() {
@@ -117,13 +144,28 @@ func newSubmission(c echo.Context, idKey []byte) (*submission, error) {
 
 // submissionID is the id of a new task of owner: random, or, with an
 // Idempotency-Key, derived from the key and the owner so that a repeat
-// finds the first submission's record.
-func submissionID(c echo.Context, idKey []byte, owner string) (string, error) {
-	id, err := idempotencyID(c, idKey, owner)
-	if err != nil || id != "" {
-		return id, err
+// finds the first submission's record; else, for a unique type
+// (uniqueKey, task.Resolved.UniqueKey, not ""), derived from uniqueKey
+// and the owner the same way, so that a submission with the same key finds
+// the first's record (unique is then true). An Idempotency-Key wins: the
+// client asked for that repeat, by name.
+//
+// A unique task is unique per owner: the owner is part of the hash, as for
+// an Idempotency-Key. Were it not, a second user submitting the same
+// payload would be answered with the first user's task id, which tells
+// them that somebody submitted it, and when; the record itself stays
+// hidden (visibleTo), but the id alone leaks. Across users, two tasks run.
+func submissionID(c echo.Context, idKey []byte, owner, uniqueKey string) (id string, unique bool, err error) {
+	id, err = idempotencyID(c, idKey, owner)
+	switch {
+	case err != nil || id != "":
+		return id, false, err
+	case uniqueKey != "":
+		// uniqueKey starts with a NUL, which no Idempotency-Key holds: the
+		// two never give the same id.
+		return idempotentID(idKey, owner, uniqueKey), true, nil
 	}
-	return task.NewID(), nil
+	return task.NewID(), false, nil
 }
 
 // idempotencyID reads the request's Idempotency-Key: "" without one, a 400
@@ -170,7 +212,9 @@ func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error
 
 // replay answers a repeated keyed submission with the id of the record the
 // first one stored, publishing it again if it is still queued. A record of
-// another owner or with another body is a 409.
+// another owner or with another body is a 409, except for a unique task
+// (s.unique), whose duplicate may differ in the members its type does not
+// compare: it is the first task all the same.
 func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueue) (string, error) {
 	prev, prevRev, err := store.Get(ctx, s.rec.ID)
 	if err != nil {
@@ -180,7 +224,7 @@ func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueu
 	// owners existed, under the old unkeyed id); another subject's key
 	// gives another id. Answered like a reused key: no more is said about
 	// a task that is not the caller's.
-	if prev.Owner != s.rec.Owner || !samePayload(prev.Payload, s.rec.Payload) {
+	if prev.Owner != s.rec.Owner || (!s.unique && !samePayload(prev.Payload, s.rec.Payload)) {
 		return "", apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
 	}
 	if prev.State == task.Queued {
@@ -264,10 +308,35 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-// invalidTask is the 400 of a task body that task.Validate or task.RunAt
-// refused, with the message stripped of its package prefix.
+// invalidTask is the 400 of a task body that task.Parse, task.RunAt or
+// task.Catalog.Resolve refused, with the message stripped of its package
+// prefix.
 func invalidTask(err error) error {
 	return apperr.Wrap(err, apperr.Invalid, "%s", strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "))
+}
+
+// badSchemaRetryAfter is the Retry-After of a submission refused because
+// its type's schema does not compile: until a worker registers a valid
+// one, which is a deploy, not a blip.
+const badSchemaRetryAfter = "30"
+
+// resolveError answers a submission of type typ that the catalog did not
+// resolve: the body's fault is a 400 (invalidTask). A schema that does not
+// compile is the fault of the worker that registered it, not of the
+// client: the type is unavailable until a worker registers a valid one, a
+// 503 that says so (with a Retry-After of badSchemaRetryAfter, set on h),
+// logged in full; not a 500, whose message the client never sees, nor a
+// 400, which would blame a body nobody can fix. Anything else is the
+// registry's bucket not answering: 503.
+func resolveError(h http.Header, typ string, err error) error {
+	switch {
+	case errors.Is(err, task.ErrInvalid):
+		return invalidTask(err)
+	case errors.Is(err, task.ErrBadSchema):
+		h.Set("Retry-After", badSchemaRetryAfter)
+		return apperr.Wrap(err, apperr.Unavailable, "task type %q is registered with an invalid JSON Schema: it takes no tasks until its workers register a valid one", typ)
+	}
+	return apperr.Wrap(err, apperr.Unavailable, "task registry is not available")
 }
 
 // samePayload reports whether a repeated keyed submission's payload, cur

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -263,9 +262,6 @@ type SleepPayload struct {
 	DurationMS int64 `json:"duration_ms"`
 }
 
-// Types lists the shipped task types, sorted.
-var Types = []string{"noop", "report", "sleep"}
-
 // head is what every /longtask body may declare. The other members are
 // the task's payload, free: an open schema (strictjson keeps them in the
 // inline map, and still refuses duplicates and a member that differs from
@@ -287,7 +283,8 @@ type sleepBody struct {
 
 // Submission is a /longtask body that Parse accepted.
 type Submission struct {
-	// Type is the task's type, one of Types.
+	// Type is the task's type, as the body names it: Catalog.Resolve
+	// checks that it is registered.
 	Type string
 	// Queue is the body's "queue", or "" when it names none (the type's
 	// default queue then, else DefaultQueue).
@@ -303,10 +300,12 @@ type Submission struct {
 }
 
 // Parse reads a /longtask body with the one strict reader (strictjson: one
-// JSON object, no duplicate keys, keys matched exactly) and validates it:
-// its "task" member names a shipped type, and the type's members are in
-// bounds; the other members are the type's payload. Its errors wrap
-// ErrInvalid and say what is wrong in JSON's terms.
+// JSON object, no duplicate keys, keys matched exactly) and checks its
+// reserved members: "task" names a type (a string, not empty), "queue" is
+// a queue's name; the other members are the type's payload. It is
+// syntactic: whether the type and queue are registered, and the payload
+// valid against the type's schema, is Catalog.Resolve's to say. Its errors
+// wrap ErrInvalid and say what is wrong in JSON's terms.
 func Parse(body []byte) (*Submission, error) {
 	if len(body) > MaxPayloadBytes {
 		return nil, fmt.Errorf("%w: body is over %d bytes", ErrInvalid, MaxPayloadBytes)
@@ -316,17 +315,9 @@ func Parse(body []byte) (*Submission, error) {
 		return nil, invalidJSON("", err)
 	}
 	if h.Task == nil || *h.Task == "" {
-		return nil, fmt.Errorf(`%w: "task" is required, one of %s`, ErrInvalid, strings.Join(Types, ", "))
+		return nil, fmt.Errorf(`%w: "task" is required: the name of a task type (GET /task-types lists them)`, ErrInvalid)
 	}
 	typ := *h.Task
-	if !slices.Contains(Types, typ) {
-		return nil, fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, truncate(typ, 40), strings.Join(Types, ", "))
-	}
-	if typ == "sleep" {
-		if _, err := DecodeSleep(body); err != nil {
-			return nil, err
-		}
-	}
 	var queue string
 	if h.Queue != nil {
 		if queue = *h.Queue; !ValidName(queue) {
@@ -341,7 +332,7 @@ func Parse(body []byte) (*Submission, error) {
 	return &Submission{Type: typ, Queue: queue, Payload: payload, runAt: h.RunAt, delay: h.Delay}, nil
 }
 
-// Validate checks a /longtask body (see Parse) and returns its task type.
+// Validate checks a /longtask body as Parse does and returns its task type.
 func Validate(body []byte) (string, error) {
 	s, err := Parse(body)
 	if err != nil {
@@ -386,8 +377,9 @@ func (s *Submission) RunAt(now time.Time) (time.Time, error) {
 }
 
 // DecodeSleep decodes and bounds a sleep payload, with the strict reader
-// the gateway validated it with: the gateway (through Parse) and the
-// worker read the same bytes the same way.
+// the gateway read it with (Parse). The gateway checks the same bounds
+// against the sleep type's schema (BuiltinTypes); the worker checks them
+// again here, since a task may reach it without a gateway.
 func DecodeSleep(body []byte) (time.Duration, error) {
 	p, err := strictjson.DecodeBody[sleepBody](bytes.NewReader(body))
 	if err != nil {
