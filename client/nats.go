@@ -40,7 +40,11 @@ type NATSClient struct {
 	kv    jetstream.KeyValue
 	reg   *task.Registry
 
-	// resolve checks a submission and says where its task goes.
+	// resolve checks a submission body and says where its task goes:
+	// resolveRegistered for now. Issue #25's registry catalog replaces
+	// it at merge with task.Parse, Submission.RunAt and
+	// (*task.Catalog).Resolve (which also checks the type's schema), so
+	// that a NATS submission is validated exactly as POST /longtask.
 	resolve func(ctx context.Context, c *NATSClient, body []byte, now time.Time) (resolved, error)
 }
 

@@ -157,6 +157,16 @@ func TestWordcountAgainstUp(t *testing.T) {
 		if err != nil || got.State != client.Succeeded {
 			t.Fatalf("Wait = %+v, %v; want succeeded", got, err)
 		}
+		again, err := c.Submit(ctx, "sleep", map[string]int{"duration_ms": 1}, client.WithIdempotencyKey("k-"+sub.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repeat, err := c.Submit(ctx, "sleep", map[string]int{"duration_ms": 1}, client.WithIdempotencyKey("k-"+sub.ID)); err != nil || repeat.ID != again.ID {
+			t.Errorf("a keyed repeat = %v, %v; want the first task %s", repeat, err, again.ID)
+		}
+		if _, err := c.Submit(ctx, "sleep", map[string]int{"duration_ms": 2}, client.WithIdempotencyKey("k-"+sub.ID)); !client.IsCode(err, "conflict") {
+			t.Errorf("the key with another payload = %v, want a conflict", err)
+		}
 		if _, err := c.Cancel(ctx, sub.ID); !client.IsCode(err, "conflict") {
 			t.Errorf("Cancel of a finished task = %v, want a conflict", err)
 		}
