@@ -22,10 +22,10 @@ const module = "github.com/scalelab/scalelab"
 // the layers under it; never of a layer above. The test fails on any
 // import that goes up, so the folders keep telling the architecture.
 const (
-	layerPrograms = iota // the binary (.) and the bench programs (bench/...)
+	layerPrograms = iota // the binary (.), the bench programs (bench/...) and the examples (examples/...)
 	layerCommands        // cli: the command line, one function per command
 	layerWiring          // platform/...: starts the roles together (up, bench, drills)
-	layerRoles           // balancer, gateway, worker, cachesvc, dbsvc
+	layerRoles           // balancer, gateway, worker, cachesvc, dbsvc; client, the SDK beside them
 	layerConfig          // natsconf: the bus's configuration tables
 	layerPlumbing        // internal/...: what two or more roles share
 )
@@ -45,13 +45,13 @@ var roleClients = map[string][]string{
 func layerOf(dir string) (layer int, top string) {
 	top, _, _ = strings.Cut(dir, "/")
 	switch top {
-	case ".", "bench":
+	case ".", "bench", "examples":
 		return layerPrograms, top
 	case "cli":
 		return layerCommands, top
 	case "platform":
 		return layerWiring, top
-	case "balancer", "gateway", "worker", "cachesvc", "dbsvc":
+	case "balancer", "gateway", "worker", "cachesvc", "dbsvc", "client":
 		return layerRoles, top
 	case "natsconf":
 		return layerConfig, top

@@ -100,6 +100,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		NATS: p.NATSURL, Workers: cfg.Workers, DataDir: cfg.DataDir,
 		Token: token, Expires: exp, GeneratedSecret: generated,
 		NATSContext: p.NATSContext, NATSUser: string(natsconf.RoleAdmin), NATSPassword: p.Passwords[natsconf.RoleAdmin],
+		WorkerPassword: p.Passwords[natsconf.RoleWorker], ClientPassword: p.Passwords[natsconf.RoleClient],
 	})
 	err = p.Wait()
 	log.Info("scalelab stopped")
@@ -133,6 +134,11 @@ type bannerInfo struct {
 	// NATSContext is the nats CLI context file of the operator user
 	// NATSUser, whose password is NATSPassword.
 	NATSContext, NATSUser, NATSPassword string
+	// WorkerPassword and ClientPassword are the passwords of the NATS
+	// users "worker" (a worker program of your own: examples/wordcount)
+	// and "client" (a program that submits tasks over NATS: client.NewNATS);
+	// least privilege, unlike the operator's.
+	WorkerPassword, ClientPassword string
 	// Admin is the balancer's admin listener: its /-/ routes and the
 	// dashboard.
 	Admin string
@@ -171,6 +177,10 @@ curl -si -H 'Authorization: Bearer %s' %s/process
 curl -si -X POST -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"task":"report"}' %s/longtask
 echo 'choose a long password' | go run . users add alice%s && curl -s -X POST -d '{"username":"alice","password":"choose a long password"}' %s/auth/token
 
+Serve a task type of your own (README: "Build your own task type") as NATS user worker:
+SCALELAB_NATS_URL=%s SCALELAB_NATS_USER=worker SCALELAB_NATS_PASSWORD=%s go run ./examples/wordcount
+(A program that submits tasks over NATS, client.NewNATS, logs in as user client, password %s.)
+
 Inspect the bus:
 go tool nats stream ls
 go tool nats consumer info TASKS workers
@@ -180,5 +190,6 @@ Ctrl-C drains and stops everything.
 `, b.Balancer, b.Admin, b.Admin, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
 		b.NATSUser, b.NATSContext, b.NATSContext, b.NATSUser, b.NATSPassword,
-		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer)
+		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer,
+		b.NATS, b.WorkerPassword, b.ClientPassword)
 }

@@ -28,6 +28,11 @@ const (
 	// RoleBalancer is the balancer's live dashboard (/-/dashboard): it
 	// only reads figures, so it may only ask for statistics.
 	RoleBalancer Role = "balancer"
+	// RoleClient is for programs inside the cluster that submit tasks
+	// over NATS instead of HTTP (the client package's NewNATS): it may
+	// create, read and cancel task records, read the registry and publish
+	// tasks, and nothing else: no pulling, no cache, no database.
+	RoleClient Role = "client"
 	// RoleAdmin is for operators: the nats CLI, `scalelab tasks` and
 	// `scalelab users add`, and `up`'s own provisioning connection.
 	RoleAdmin Role = "admin"
@@ -35,7 +40,7 @@ const (
 
 // Roles returns every role, in the order of the permission table.
 func Roles() []Role {
-	return []Role{RoleGateway, RoleWorker, RoleDBSvc, RoleCacheSvc, RoleBalancer, RoleAdmin}
+	return []Role{RoleGateway, RoleWorker, RoleDBSvc, RoleCacheSvc, RoleBalancer, RoleClient, RoleAdmin}
 }
 
 // PasswordEnv returns the environment variable that holds role's password
@@ -108,6 +113,12 @@ var useRegistry = concat(
 	kvAccess(task.RegistryBucket), kvWatch(task.RegistryBucket),
 	kvAccess(task.WorkersBucket), kvWatch(task.WorkersBucket),
 )
+
+// readKV is what a client that only reads bucket needs: bind to it and
+// get keys (kvAccess without the writes under $KV.<bucket>).
+func readKV(bucket string) []string {
+	return slices.DeleteFunc(kvAccess(bucket), func(s string) bool { return strings.HasPrefix(s, "$KV.") })
+}
 
 // microService is what a micro service instance named name subscribes to:
 // its control subjects ($SRV.PING|INFO|STATS, each bare, by name and by
@@ -315,11 +326,29 @@ func Table() []Grant {
 	bal.PubDeny = concat(adminOnly, consumeTasks, []string{task.SubjectPrefix + ">", "$KV.>", "db.>", anyInbox}, provisionAny)
 	bal.SubAllow = []string{inbox(RoleBalancer)}
 
+	// An in-cluster client submits as the gateway does (the record in the
+	// tasks bucket, then the message, now or as a schedule), reads and
+	// lists records (List: a KV key listing, an ordered consumer on the
+	// bucket), validates against the registry (read only: it binds both
+	// of its buckets) and cancels. It neither pulls tasks nor writes the
+	// registry, and has no business with the cache or the database.
+	cl := Grant{Role: RoleClient}
+	cl.PubAllow = concat(
+		useTasks,
+		kvWatch(task.Bucket),
+		readKV(task.RegistryBucket), readKV(task.WorkersBucket),
+		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
+	)
+	cl.PubDeny = concat(adminOnly, consumeTasks, provisionAny, cacheBucket,
+		[]string{"db.>", "$KV." + task.RegistryBucket + ".>", "$KV." + task.WorkersBucket + ".>", anyInbox})
+	cl.SubAllow = []string{inbox(RoleClient)}
+	cl.SubDeny = []string{task.SubjectPrefix + ">", "$KV." + cache.Bucket + ".>"}
+
 	// Operators can do anything: inspect and repair streams, retry dead
 	// letters, add users.
 	admin := Grant{Role: RoleAdmin, PubAllow: []string{">"}, SubAllow: []string{">"}}
 
-	return []Grant{gateway, wk, db, cs, bal, admin}
+	return []Grant{gateway, wk, db, cs, bal, cl, admin}
 }
 
 func concat(lists ...[]string) []string {

@@ -49,7 +49,7 @@ add_secret() { # name value
   fi
 }
 add_secret SCALELAB_JWT_SECRET "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-for role in GATEWAY WORKER DBSVC CACHESVC BALANCER ADMIN; do
+for role in GATEWAY WORKER DBSVC CACHESVC BALANCER CLIENT ADMIN; do
   add_secret "SCALELAB_NATS_${role}_PASSWORD" "p$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 done
 # The cluster's routes (natsconf/cluster.conf): it goes into route URLs, so
