@@ -103,8 +103,8 @@ func TestNATSSubmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if now.State != client.Queued || now.Owner != "tester" || now.Queue != "" || now.RunAt != nil {
-		t.Errorf("task = %+v, want queued, owner tester, no queue, no run_at", now)
+	if now.State != client.Queued || now.Owner != "tester" || now.Queue != task.DefaultQueue || now.RunAt != nil {
+		t.Errorf("task = %+v, want queued, owner tester, the default queue, no run_at", now)
 	}
 	if got := string(now.Payload); got != `{"a":"x","b":1,"task":"noop"}` {
 		t.Errorf("payload = %s, want the canonical body", got)

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/apperr"
-	"github.com/scalelab/scalelab/internal/strictjson"
 	"github.com/scalelab/scalelab/internal/task"
 )
 
@@ -34,18 +33,12 @@ type NATSClient struct {
 	nc    *nats.Conn
 	owner string
 
-	mu    sync.Mutex // guards the handles below, bound on first use
-	js    jetstream.JetStream
-	store *task.Store
-	kv    jetstream.KeyValue
-	reg   *task.Registry
-
-	// resolve checks a submission body and says where its task goes:
-	// resolveRegistered for now. Issue #25's registry catalog replaces
-	// it at merge with task.Parse, Submission.RunAt and
-	// (*task.Catalog).Resolve (which also checks the type's schema), so
-	// that a NATS submission is validated exactly as POST /longtask.
-	resolve func(ctx context.Context, c *NATSClient, body []byte, now time.Time) (resolved, error)
+	mu          sync.Mutex // guards the handles below, bound on first use
+	js          jetstream.JetStream
+	store       *task.Store
+	kv          jetstream.KeyValue
+	cat         *task.Catalog
+	stopCatalog context.CancelFunc
 }
 
 // NewNATS returns a client over nc that submits tasks as owner (the
@@ -53,7 +46,7 @@ type NATSClient struct {
 // binds the tasks bucket and the registry on first use, so it needs the
 // platform provisioned by then.
 func NewNATS(nc *nats.Conn, owner string) *NATSClient {
-	return &NATSClient{nc: nc, owner: owner, resolve: resolveRegistered}
+	return &NATSClient{nc: nc, owner: owner}
 }
 
 var _ Tasks = (*NATSClient)(nil)
@@ -66,84 +59,83 @@ type resolved struct {
 	runAt       time.Time       // zero: now
 	maxAttempts int
 	timeoutMS   int64
+	uniqueKey   string // task.Resolved.UniqueKey: "" unless the type is unique
 }
 
-// resolveRegistered is resolve until the registry's catalog
-// ((*task.Catalog).Resolve) is wired here: the body in canonical form,
-// the type and the queue registered, the type's queue and limits.
-// It does not check the payload against the type's schema.
-func resolveRegistered(ctx context.Context, c *NATSClient, body []byte, now time.Time) (resolved, error) {
-	var head struct {
-		Task  string `json:"task"`
-		Queue string `json:"queue"`
-		RunAt string `json:"run_at"`
-		Delay string `json:"delay"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		return resolved{}, apperr.Wrap(err, apperr.Invalid, "task body: %v", err)
-	}
-	payload, err := strictjson.Canonical(body)
-	if err != nil {
-		return resolved{}, apperr.Wrap(err, apperr.Invalid, "task body: %v", err)
-	}
-	if len(payload) > task.MaxPayloadBytes {
+// resolve checks a submission body exactly as POST /longtask does, with
+// the same catalog of the registry (task.Parse, then the type, its queue
+// and its schema: task.Catalog.Resolve, then the run time), and says where
+// its task goes.
+func (c *NATSClient) resolve(ctx context.Context, body []byte, now time.Time) (resolved, error) {
+	if len(body) > task.MaxPayloadBytes {
 		return resolved{}, apperr.New(apperr.TooLarge, "task body is over %d bytes", task.MaxPayloadBytes)
 	}
-	reg, err := c.registry(ctx)
+	sub, err := task.Parse(body)
+	if err != nil {
+		return resolved{}, invalid(err)
+	}
+	cat, err := c.catalog(ctx)
 	if err != nil {
 		return resolved{}, err
 	}
-	def, err := reg.Type(ctx, head.Task)
-	if errors.Is(err, task.ErrUnknownName) {
-		return resolved{}, apperr.New(apperr.Invalid, "unknown task type %q: no worker registered it", head.Task)
-	}
-	if err != nil {
+	res, err := cat.Resolve(ctx, sub)
+	switch {
+	case errors.Is(err, task.ErrInvalid):
+		return resolved{}, invalid(err)
+	case errors.Is(err, task.ErrBadSchema):
+		return resolved{}, apperr.Wrap(err, apperr.Unavailable, "task type %s is registered with a schema that does not compile: %v", sub.Type, err)
+	case err != nil:
 		return resolved{}, apperr.Wrap(err, apperr.Unavailable, "task registry is not available")
 	}
-	r := resolved{typ: def.Name, queue: head.Queue, payload: payload, maxAttempts: def.MaxAttempts, timeoutMS: def.TimeoutMS}
-	if r.queue == "" {
-		r.queue = def.Queue
+	at, err := sub.RunAt(now)
+	if err != nil {
+		return resolved{}, invalid(err)
 	}
-	if r.queue != "" {
-		if _, err := reg.Queue(ctx, r.queue); errors.Is(err, task.ErrUnknownName) {
-			return resolved{}, apperr.New(apperr.Invalid, "unknown queue %q", r.queue)
-		} else if err != nil {
-			return resolved{}, apperr.Wrap(err, apperr.Unavailable, "task registry is not available")
-		}
-	}
-	if r.runAt, err = runAt(head.RunAt, head.Delay, now); err != nil {
-		return resolved{}, err
-	}
-	return r, nil
+	return resolved{
+		typ: sub.Type, queue: res.Queue, payload: sub.Payload, runAt: at,
+		maxAttempts: res.MaxAttempts, timeoutMS: res.TimeoutMS, uniqueKey: res.UniqueKey(now),
+	}, nil
 }
 
-// runAt is when a task whose body says runAtText or delayText asks to
-// run, as the gateway reads them (task.Submission.RunAt).
-func runAt(runAtText, delayText string, now time.Time) (time.Time, error) {
-	var at time.Time
-	switch {
-	case runAtText != "":
-		t, err := time.Parse(time.RFC3339, runAtText)
+// invalid is the 400 of a body that task.Parse, Catalog.Resolve or RunAt
+// refused, with the message stripped of its package prefix, as the
+// gateway words it.
+func invalid(err error) error {
+	return apperr.Wrap(err, apperr.Invalid, "%s", strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "))
+}
+
+// catalog opens the registry's catalog once: a watch of its bucket, kept
+// until Close, so that a submission is checked from memory.
+func (c *NATSClient) catalog(ctx context.Context) (*task.Catalog, error) {
+	js, _, err := c.bind(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cat == nil {
+		// The watch outlives this call: its context ends with Close.
+		wctx, cancel := context.WithCancel(context.Background())
+		cat, err := task.OpenCatalog(wctx, js)
 		if err != nil {
-			return time.Time{}, apperr.New(apperr.Invalid, `"run_at" must be an RFC 3339 time such as 2030-01-02T15:04:05Z`)
+			cancel()
+			return nil, apperr.Wrap(err, apperr.Unavailable, "task registry is not available: %v", err)
 		}
-		at = t
-	case delayText != "":
-		d, err := time.ParseDuration(delayText)
-		if err != nil || d < 0 {
-			return time.Time{}, apperr.New(apperr.Invalid, `"delay" must be a duration such as "90s" or "5m"`)
-		}
-		at = now.Add(d)
-	default:
-		return time.Time{}, nil
+		c.cat, c.stopCatalog = cat, cancel
 	}
-	if at.Sub(now) > task.MaxDelay {
-		return time.Time{}, apperr.New(apperr.Invalid, "a task can be scheduled at most %v ahead", task.MaxDelay)
+	return c.cat, nil
+}
+
+// Close stops the client's watch of the task-type registry. The
+// connection is the caller's: Close leaves it open.
+func (c *NATSClient) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cat != nil {
+		c.cat.Stop()
+		c.stopCatalog()
+		c.cat = nil
 	}
-	if !at.After(now) {
-		return time.Time{}, nil
-	}
-	return at.UTC(), nil
 }
 
 // bind binds the jetstream context and the tasks bucket, once.
@@ -163,24 +155,6 @@ func (c *NATSClient) bind(ctx context.Context) (jetstream.JetStream, *task.Store
 	}
 	c.js, c.kv, c.store = js, kv, task.NewStore(kv)
 	return c.js, c.store, nil
-}
-
-// registry binds the task-type registry, once.
-func (c *NATSClient) registry(ctx context.Context) (*task.Registry, error) {
-	js, _, err := c.bind(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.reg == nil {
-		reg, err := task.OpenRegistry(ctx, js)
-		if err != nil {
-			return nil, apperr.Wrap(err, apperr.Unavailable, "task registry is not available: %v", err)
-		}
-		c.reg = reg
-	}
-	return c.reg, nil
 }
 
 // Submit creates the task's record (state queued) and publishes it, as
@@ -203,15 +177,21 @@ func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts .
 		return nil, publicError(err)
 	}
 	now := time.Now().UTC()
-	res, err := c.resolve(ctx, c, body, now)
+	res, err := c.resolve(ctx, body, now)
 	if err != nil {
 		return nil, publicError(err)
 	}
 	id := task.NewID()
-	if o.idempotencyKey != "" {
+	unique := false
+	switch {
+	case o.idempotencyKey != "":
 		if id, err = c.idempotentID(o.idempotencyKey); err != nil {
 			return nil, publicError(err)
 		}
+	case res.uniqueKey != "":
+		// A unique type (task.Unique): the key's id, as the gateway's,
+		// per owner; it starts with a NUL, so no idempotency key gives it.
+		id, unique = c.keyID(res.uniqueKey), true
 	}
 	rec := &task.Record{
 		ID: id, Type: res.typ, Queue: res.queue, State: task.Queued, Payload: res.payload,
@@ -224,7 +204,7 @@ func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts .
 	rev, err := store.Create(ctx, rec)
 	switch {
 	case errors.Is(err, task.ErrExists):
-		return c.replay(ctx, js, store, rec)
+		return c.replay(ctx, js, store, rec, unique)
 	case errors.Is(err, task.ErrFull):
 		return nil, publicError(apperr.Wrap(err, apperr.Unavailable, "task store is full: try again later"))
 	case err != nil:
@@ -240,12 +220,15 @@ func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts .
 // replay answers a repeated keyed submission, cur, with the record the
 // first one stored, publishing it again if it is still queued (its id is
 // the message id: a message that did go out is stored once).
-func (c *NATSClient) replay(ctx context.Context, js jetstream.JetStream, store *task.Store, cur *task.Record) (*Task, error) {
+//
+// A unique task's repeat (unique) may differ from the first in the members
+// its type does not compare: it is no conflict.
+func (c *NATSClient) replay(ctx context.Context, js jetstream.JetStream, store *task.Store, cur *task.Record, unique bool) (*Task, error) {
 	prev, rev, err := store.Get(ctx, cur.ID)
 	if err != nil {
 		return nil, publicError(apperr.Wrap(err, apperr.Unavailable, "task store is not available"))
 	}
-	if prev.Owner != cur.Owner || string(prev.Payload) != string(cur.Payload) {
+	if prev.Owner != cur.Owner || (!unique && string(prev.Payload) != string(cur.Payload)) {
 		return nil, &Error{Status: 409, Code: string(apperr.Conflict), Message: "the idempotency key was already used with a different payload"}
 	}
 	if prev.State == task.Queued {
@@ -270,8 +253,13 @@ func (c *NATSClient) idempotentID(key string) (string, error) {
 	if len(key) == 0 || len(key) > 255 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
 		return "", apperr.New(apperr.Invalid, "an idempotency key must be 1-255 printable ASCII characters")
 	}
+	return c.keyID(key), nil
+}
+
+// keyID is the task id of the owner's submissions with key.
+func (c *NATSClient) keyID(key string) string {
 	sum := sha256.Sum256([]byte("scalelab-client-idempotency\x00" + c.owner + "\x00" + key))
-	return hex.EncodeToString(sum[:task.IDBytes]), nil
+	return hex.EncodeToString(sum[:task.IDBytes])
 }
 
 // Get reads the task's record from the bucket.

@@ -336,7 +336,7 @@ func Table() []Grant {
 	cl.PubAllow = concat(
 		useTasks,
 		kvWatch(task.Bucket),
-		readKV(task.RegistryBucket), readKV(task.WorkersBucket),
+		readKV(task.RegistryBucket), kvWatch(task.RegistryBucket), readKV(task.WorkersBucket),
 		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
 	)
 	cl.PubDeny = concat(adminOnly, consumeTasks, provisionAny, cacheBucket,

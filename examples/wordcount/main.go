@@ -74,7 +74,7 @@ const Schema = `{
 type Payload struct {
 	Text string `json:"text"`
 	// Top is how many of the most frequent words the result names; 0 is 5.
-	Top int `json:"top"`
+	Top int `json:"top,omitempty"`
 }
 
 // Result is what a wordcount task returns: the task record's "result".
