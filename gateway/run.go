@@ -45,7 +45,9 @@ type deps struct {
 func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error {
 	log = log.With("role", "gateway", "gateway", cfg.ID)
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
-	var c *cache.Cache // closed once the server has stopped
+	var c *cache.Cache           // closed once the server has stopped
+	var schedules scheduleRunner // schedules_run.go: ticks into tasks
+	defer schedules.stop()
 	defer func() {
 		if c != nil {
 			c.Close()
@@ -66,6 +68,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		if err != nil {
 			return nil, err
 		}
+		schedules.start(ctx, js, store, streamQueue{js: js}, cfg.JWT.Secret, log)
 		if c, err = cache.New(nc, cfg.ID, cfg.Cache, log); err != nil {
 			return nil, err
 		}
