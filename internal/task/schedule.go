@@ -154,10 +154,15 @@ func ParseSpec(spec, zone string) (*Spec, error) {
 	if len(spec) > maxSpecLen {
 		return nil, fmt.Errorf("%w: schedule is over %d characters", ErrInvalid, maxSpecLen)
 	}
+	// Both travel as header values: a control character (a newline)
+	// would end the header.
+	if !printable(spec) {
+		return nil, fmt.Errorf("%w: schedule has a control character", ErrInvalid)
+	}
 	var loc *time.Location
 	if zone != "" {
 		l, err := time.LoadLocation(zone)
-		if err != nil || strings.ContainsAny(zone, " \r\n") {
+		if err != nil || !printable(zone) || strings.Contains(zone, " ") {
 			return nil, fmt.Errorf("%w: unknown time zone %q (an IANA name such as Europe/Paris)", ErrInvalid, truncate(zone, 40))
 		}
 		loc = l
@@ -200,6 +205,11 @@ func ParseSpec(spec, zone string) (*Spec, error) {
 		return nil, fmt.Errorf("%w: cron %q never fires in the next 5 years", ErrInvalid, truncate(spec, 60))
 	}
 	return s, nil
+}
+
+// printable reports whether s has no ASCII control character.
+func printable(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // Every is the interval of an @every spec, 0 for a cron spec.

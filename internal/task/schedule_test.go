@@ -42,6 +42,9 @@ func TestParseSpec(t *testing.T) {
 		{"x * * * * *", "", false},
 		{"@hourly", "Not/AZone", false},
 		{"", "", false},
+		{"0 * * * *\n*", "", false},   // a newline would end the header
+		{"0 * * * * *\tx", "", false}, // control character
+		{"@hourly", "Europe/Paris\n", false},
 	} {
 		_, err := ParseSpec(tc.spec, tc.zone)
 		if (err == nil) != tc.ok {
