@@ -155,3 +155,35 @@ func TestUpSchedules(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestSchedulesUsage: what `scalelab schedules` refuses before any
+// request (exit 2).
+func TestSchedulesUsage(t *testing.T) {
+	t.Parallel()
+	tok := env(map[string]string{"SCALELAB_TOKEN": "t"})
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		getenv func(string) string
+	}{
+		{"no subcommand", []string{"schedules"}, tok},
+		{"unknown subcommand", []string{"schedules", "edit"}, tok},
+		{"no token", []string{"schedules", "ls"}, env(nil)},
+		{"bad url", []string{"schedules", "ls", "--url", "localhost:8000"}, tok},
+		{"neither cron nor every", []string{"schedules", "add", `{"task":"noop"}`}, tok},
+		{"both cron and every", []string{"schedules", "add", "--cron", "@hourly", "--every", "1m", `{"task":"noop"}`}, tok},
+		{"no task", []string{"schedules", "add", "--every", "1m"}, tok},
+		{"task not JSON", []string{"schedules", "add", "--every", "1m", "noop"}, tok},
+		{"rm without id", []string{"schedules", "rm"}, tok},
+		{"ls with arguments", []string{"schedules", "ls", "x"}, tok},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(t.Context(), tc.args, tc.getenv, &stdout, &stderr); !errors.Is(err, ErrUsage) {
+			t.Errorf("%s: %v = %v, want a usage error", tc.name, tc.args, err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"schedules", "--help"}, env(nil), &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "schedules add") {
+		t.Errorf("schedules --help = %v, %q", err, stdout.String())
+	}
+}

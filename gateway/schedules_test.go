@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -278,5 +280,100 @@ func TestScheduleRoutes(t *testing.T) {
 	}
 	if got := list(admin); len(got) != 0 {
 		t.Errorf("admin's list after the deletes = %v, want none", got)
+	}
+}
+
+// startStoppableGateway is startGateway (the streams provisioned already),
+// returning the running gateway so that the test can stop it.
+func startStoppableGateway(t *testing.T, nc *nats.Conn, id string) (string, *testutil.Running) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Listener, cfg.JWT = id, ln, testKeys
+	cfg.RequestTimeout, cfg.ShutdownTimeout = 2*time.Second, 2*time.Second
+	run := testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
+	base := "http://" + ln.Addr().String()
+	testutil.Eventually(t, 10*time.Second, func() error { return ready(t, base) })
+	return base, run
+}
+
+// TestScheduleTicksCollapseWithoutGateways: while NATS runs and no
+// gateway does, a schedule's ticks do not pile up: the stream keeps one
+// message per subject, so each tick replaces the one before, and a
+// gateway that comes back makes one task for the whole gap.
+func TestScheduleTicksCollapseWithoutGateways(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	nc := testutil.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	if _, err := task.Provision(t.Context(), js, DefaultConfig().Provision); err != nil {
+		t.Fatal(err)
+	}
+	base, gw := startStoppableGateway(t, testutil.Connect(t, ns), "gw-1")
+	tok := tokenFor(t, "alice", auth.ScopeTasksWrite, auth.ScopeTasksRead)
+	s := postSchedule(t, base, tok, `{"every":"1s","task":{"task":"noop"}}`)
+	testutil.Eventually(t, 15*time.Second, func() error {
+		if _, by := tickTasks(t, nc, s.ID); len(by) < 1 {
+			return fmt.Errorf("no tick task yet")
+		}
+		return nil
+	})
+	if err := gw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(t.Context(), task.ScheduleStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := func() uint64 {
+		info, err := stream.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	stoppedAt := lastSeq()
+	// Three more ticks with no gateway: still one waiting.
+	var gapEnd uint64
+	testutil.Eventually(t, 15*time.Second, func() error {
+		if gapEnd = lastSeq(); gapEnd < stoppedAt+3 {
+			return fmt.Errorf("last sequence %d, want %d", gapEnd, stoppedAt+3)
+		}
+		return nil
+	})
+	cons, err := stream.Consumer(t.Context(), task.ScheduleConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 1 {
+		t.Errorf("ticks waiting after %d ticks without a gateway = %d, want 1", gapEnd-stoppedAt, info.NumPending)
+	}
+
+	startStoppableGateway(t, testutil.Connect(t, ns), "gw-2")
+	testutil.Eventually(t, 15*time.Second, func() error {
+		_, by := tickTasks(t, nc, s.ID)
+		for seq := range by {
+			if seq > gapEnd {
+				return nil
+			}
+		}
+		return fmt.Errorf("no tick after the gap made a task yet")
+	})
+	_, by := tickTasks(t, nc, s.ID)
+	var gap []uint64
+	for seq := range by {
+		if seq > stoppedAt && seq <= gapEnd {
+			gap = append(gap, seq)
+		}
+	}
+	if len(gap) > 1 {
+		t.Errorf("ticks %v of the gap (%d..%d) made a task each, want one at most", gap, stoppedAt+1, gapEnd)
 	}
 }
