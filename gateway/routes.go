@@ -39,7 +39,7 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
 	e.DELETE("/tasks/:id", handleCancelTask(d.tasks, d.nc, d.log), api(auth.ScopeTasksWrite)...)
 	schedules := newScheduleBook(d.nc) // schedules.go
-	e.POST("/schedules", handleCreateSchedule(schedules), api(auth.ScopeTasksWrite)...)
+	e.POST("/schedules", handleCreateSchedule(schedules, deriveIDKey(d.cfg.JWT.Secret, scheduleIDLabel)), api(auth.ScopeTasksWrite)...)
 	e.GET("/schedules", handleListSchedules(schedules), api(auth.ScopeTasksRead)...)
 	e.GET("/schedules/:id", handleGetSchedule(schedules), api(auth.ScopeTasksRead)...)
 	e.DELETE("/schedules/:id", handleDeleteSchedule(schedules), api(auth.ScopeTasksWrite)...)

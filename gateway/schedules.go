@@ -146,6 +146,9 @@ func (b *scheduleBook) create(ctx context.Context, sc *task.Schedule) (*storedSc
 	ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(task.ScheduleStream), jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		var apiErr *jetstream.APIError
+		if wrongLastSeq(err) {
+			return nil, errScheduleExists
+		}
 		if errors.As(err, &apiErr) && scheduleRefused(apiErr.ErrorCode) {
 			// The server refused the schedule itself: ParseSpec should
 			// have, so say what the server said.
@@ -154,6 +157,19 @@ func (b *scheduleBook) create(ctx context.Context, sc *task.Schedule) (*storedSc
 		return nil, scheduleStoreDown(err)
 	}
 	return &storedSchedule{Schedule: *sc, seq: ack.Sequence, storedAt: time.Now().UTC()}, nil
+}
+
+// errScheduleExists is a create under an id that has a message already: a
+// repeated Idempotency-Key.
+var errScheduleExists = errors.New("gateway: schedule id taken")
+
+// wrongLastSeq reports the server refusing a publish whose expected last
+// sequence on its subject is not the subject's (on one server and on a
+// replicated stream).
+func wrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // scheduleRefused reports one of the server's refusals of a schedule
@@ -180,9 +196,7 @@ func (b *scheduleBook) remove(ctx context.Context, sc *storedSchedule) error {
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	_, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(task.ScheduleStream),
 		jetstream.WithExpectLastSequencePerSubject(sc.seq), jetstream.WithMsgTTL(task.ScheduleTombstoneTTL))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if wrongLastSeq(err) {
 		return errNoSchedule
 	}
 	if err != nil {
@@ -332,27 +346,70 @@ func newSchedule(ctx context.Context, body []byte, owner string) (*task.Schedule
 	}, nil
 }
 
+// scheduleIDLabel labels the key of the ids of schedules made with an
+// Idempotency-Key (see deriveIDKey).
+const scheduleIDLabel = "scalelab schedule id v1"
+
 // handleCreateSchedule is POST /schedules: validate, store the schedule
 // message (the server fires it from then on), 201 with the schedule and
 // its Location. The owner is the token's subject.
-func handleCreateSchedule(book *scheduleBook) echo.HandlerFunc {
+//
+// With an Idempotency-Key (the balancer retries a POST that carries one)
+// the id derives from the key and the subject (idempotencyID under
+// idKey), so a repeat finds the first request's schedule: the same body
+// answers it again, 201 with Idempotent-Replayed: true; another body is a
+// 409; a schedule deleted since is a 404 while its marker lasts (a
+// minute), after which the key makes a new one.
+func handleCreateSchedule(book *scheduleBook, idKey []byte) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := io.ReadAll(c.Request().Body)
 		if err != nil {
 			return err // body limit: echo's 413
 		}
 		ctx := c.Request().Context()
-		sc, err := newSchedule(ctx, body, claimsOf(c).Subject)
+		owner := claimsOf(c).Subject
+		sc, err := newSchedule(ctx, body, owner)
 		if err != nil {
 			return err
+		}
+		keyed, err := idempotencyID(c, idKey, owner)
+		if err != nil {
+			return err
+		}
+		if keyed != "" {
+			sc.ID = keyed
 		}
 		stored, err := book.create(ctx, sc)
-		if err != nil {
+		if errors.Is(err, errScheduleExists) && keyed != "" {
+			stored, err = replaySchedule(ctx, book, sc)
+			if err != nil {
+				return err
+			}
+			c.Response().Header().Set(replayedHeader, "true")
+		} else if err != nil {
 			return err
 		}
-		c.Response().Header().Set(echo.HeaderLocation, "/schedules/"+sc.ID)
+		c.Response().Header().Set(echo.HeaderLocation, "/schedules/"+stored.ID)
 		return c.JSON(http.StatusCreated, scheduleView{Schedule: stored.Schedule, NextRun: book.nextRun(ctx, stored, time.Now())})
 	}
+}
+
+// replaySchedule answers a repeated keyed POST /schedules with the
+// schedule the first one stored, if it asked for the same: a 409 if not,
+// a 404 if it was deleted since.
+func replaySchedule(ctx context.Context, book *scheduleBook, sc *task.Schedule) (*storedSchedule, error) {
+	prev, err := book.get(ctx, sc.ID)
+	if errors.Is(err, errNoSchedule) {
+		return nil, apperr.New(apperr.NotFound, "the schedule of this %s was deleted", idempotencyHeader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if prev.Owner != sc.Owner || prev.Spec != sc.Spec || prev.TimeZone != sc.TimeZone || prev.Queue != sc.Queue ||
+		!bytes.Equal(prev.Task, sc.Task) {
+		return nil, apperr.New(apperr.Conflict, "%s was already used with a different body", idempotencyHeader)
+	}
+	return prev, nil
 }
 
 // handleListSchedules is GET /schedules: the caller's schedules, or every

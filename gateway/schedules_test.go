@@ -377,3 +377,42 @@ func TestScheduleTicksCollapseWithoutGateways(t *testing.T) {
 		t.Errorf("ticks %v of the gap (%d..%d) made a task each, want one at most", gap, stoppedAt+1, gapEnd)
 	}
 }
+
+// TestScheduleIdempotencyKey: a repeated POST /schedules with the same
+// Idempotency-Key (the balancer's retry, a client's) makes one schedule.
+func TestScheduleIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns))
+	alice := tokenFor(t, "alice", auth.ScopeTasksWrite, auth.ScopeTasksRead)
+	bob := tokenFor(t, "bob", auth.ScopeTasksWrite, auth.ScopeTasksRead)
+	key := map[string]string{"Idempotency-Key": "nightly-1"}
+	body := `{"cron":"@daily","task":{"task":"report"}}`
+
+	first := send(t, http.MethodPost, base+"/schedules", alice, body, key)
+	again := send(t, http.MethodPost, base+"/schedules", alice, `{"task":{"task":"report"}, "cron":"@daily"}`, key)
+	if first.status != http.StatusCreated || again.status != http.StatusCreated {
+		t.Fatalf("POST twice = %d %s, %d %s; want 201 twice", first.status, first.body, again.status, again.body)
+	}
+	if first.header.Get("Location") != again.header.Get("Location") || again.header.Get(replayedHeader) != "true" || first.header.Get(replayedHeader) != "" {
+		t.Errorf("repeat: Location %q then %q, Idempotent-Replayed %q then %q; want the same schedule, replayed the second time",
+			first.header.Get("Location"), again.header.Get("Location"), first.header.Get(replayedHeader), again.header.Get(replayedHeader))
+	}
+	if r := send(t, http.MethodPost, base+"/schedules", alice, `{"cron":"@hourly","task":{"task":"report"}}`, key); r.status != http.StatusConflict {
+		t.Errorf("same key, other body = %d %s, want 409", r.status, r.body)
+	}
+	if r := send(t, http.MethodPost, base+"/schedules", bob, body, key); r.status != http.StatusCreated || r.header.Get("Location") == first.header.Get("Location") {
+		t.Errorf("bob's same key = %d, Location %q; want 201 and another schedule", r.status, r.header.Get("Location"))
+	}
+	if r := send(t, http.MethodDelete, base+first.header.Get("Location"), alice, "", nil); r.status != http.StatusOK {
+		t.Fatalf("DELETE = %d %s", r.status, r.body)
+	}
+	if r := send(t, http.MethodPost, base+"/schedules", alice, body, key); r.status != http.StatusNotFound {
+		t.Errorf("the key of a deleted schedule = %d %s, want 404", r.status, r.body)
+	}
+	var out struct{ Schedules []scheduleOut }
+	r := get(t, base+"/schedules", alice)
+	if err := json.Unmarshal(r.body, &out); err != nil || len(out.Schedules) != 0 {
+		t.Errorf("alice's schedules = %s, want none", r.body)
+	}
+}
