@@ -43,6 +43,7 @@ Usage:
   scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
   scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
   scalelab tasks provision           create or update the task streams (as admin)
+  scalelab schedules ls|add|rm       recurring tasks, over HTTP with a token (SCALELAB_TOKEN)
   scalelab users add <name> [--scope S]   create or update a user; password from stdin
   scalelab probe     URL       exit 0 if GET URL answers 2xx (container health checks)
   scalelab bench     <scenario>   run an experiment (cache, scale, async, balance, all) and write a report with charts
@@ -68,6 +69,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runToken(rest, getenv, stdout, stderr)
 	case "tasks":
 		return runTasks(ctx, rest, getenv, stdout, stderr)
+	case "schedules":
+		return runSchedules(ctx, rest, getenv, stdout, stderr)
 	case "users":
 		return runUsers(ctx, rest, getenv, stdin, stdout, stderr)
 	case "probe":

@@ -39,6 +39,11 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/task-types", handleListTaskTypes(d.catalog), api(auth.ScopeTasksRead)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
 	e.DELETE("/tasks/:id", handleCancelTask(d.tasks, d.nc, d.log), api(auth.ScopeTasksWrite)...)
+	schedules := newScheduleBook(d.nc, d.catalog) // schedules.go
+	e.POST("/schedules", handleCreateSchedule(schedules, deriveIDKey(d.cfg.JWT.Secret, scheduleIDLabel)), api(auth.ScopeTasksWrite)...)
+	e.GET("/schedules", handleListSchedules(schedules), api(auth.ScopeTasksRead)...)
+	e.GET("/schedules/:id", handleGetSchedule(schedules), api(auth.ScopeTasksRead)...)
+	e.DELETE("/schedules/:id", handleDeleteSchedule(schedules), api(auth.ScopeTasksWrite)...)
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,
 	// which it writes as JSON like every other error.
 }

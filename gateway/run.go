@@ -48,6 +48,8 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	hc := httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener, ShutdownTimeout: cfg.ShutdownTimeout}
 	var c *cache.Cache // closed once the server has stopped
 	var catalog *task.Catalog
+	var schedules scheduleRunner // schedules_run.go: ticks into tasks
+	defer schedules.stop()
 	defer func() {
 		if c != nil {
 			c.Close()
@@ -76,6 +78,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		if err != nil {
 			return nil, err
 		}
+		schedules.start(ctx, js, store, streamQueue{js: js}, catalog, cfg.JWT.Secret, log)
 		if c, err = cache.New(nc, cfg.ID, cfg.Cache, log); err != nil {
 			return nil, err
 		}

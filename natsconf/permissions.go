@@ -174,6 +174,11 @@ var adminOnly = []string{
 	jsAPI("STREAM.PURGE." + task.DelayedStream),
 	jsAPI("STREAM.PURGE." + task.DLQStream),
 	jsAPI("STREAM.PURGE." + kvTasks),
+	// A gateway deletes one schedule by a roll-up on its subject (see
+	// useSchedules), never by a purge, whose subject filter the table
+	// cannot bound.
+	jsAPI("CONSUMER.DELETE." + task.ScheduleStream + ".>"),
+	jsAPI("STREAM.PURGE." + task.ScheduleStream),
 	// Users are created by `scalelab users add`, never by a role.
 	wire.DBUserPut,
 }
@@ -186,6 +191,28 @@ var consumeTasks = []string{
 	jsAPI("CONSUMER.DURABLE.CREATE." + task.Stream + ".>"),
 	jsAPI("CONSUMER.MSG.NEXT." + task.Stream + ".>"),
 	"$JS.ACK." + task.Stream + ".>", "$JS.ACK.*.*." + task.Stream + ".>",
+}
+
+// useSchedules is what a gateway needs of the recurring schedules
+// (gateway/schedules.go, schedules_run.go) beyond the stream's
+// STREAM.INFO (useTasks): read a schedule or a tick (STREAM.MSG.GET: the
+// stream has no direct gets), write a schedule, and take the ticks from
+// the shared consumer that admin provisions with the stream (look it up,
+// pull, ack). A schedule is deleted with a Nats-Rollup published to its
+// own subject, which purges it (the server drops its timer with it) and
+// leaves a marker that expires (Nats-TTL); not with STREAM.PURGE, which
+// stays admin-only (adminOnly): a purge request's subject filter is in
+// its body, which no permission can bound, so the grant would let a
+// gateway empty the stream. Ticks (schedules.fire.*) are written by the
+// server's scheduler only: publishing one is denied, so no role can forge
+// a tick, which becomes a task owned by the schedule's owner.
+var useSchedules = []string{
+	jsAPI("STREAM.MSG.GET." + task.ScheduleStream),
+	task.ScheduleDefPrefix + "*",
+	jsAPI("CONSUMER.INFO." + task.ScheduleStream + "." + task.ScheduleConsumer),
+	jsAPI("CONSUMER.MSG.NEXT." + task.ScheduleStream + "." + task.ScheduleConsumer),
+	"$JS.ACK." + task.ScheduleStream + "." + task.ScheduleConsumer + ".>",
+	"$JS.ACK.*.*." + task.ScheduleStream + "." + task.ScheduleConsumer + ".>",
 }
 
 // cacheBucket is every subject that reads, writes or administers the
@@ -205,7 +232,7 @@ var cacheBucket = []string{
 // (RenderAuthorization). Subjects come from the constants of the packages
 // that own them.
 func Table() []Grant {
-	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, kvTasks}
+	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, task.ScheduleStream, kvTasks}
 	// The task streams and bucket are provisioned by admin (`up` before
 	// the roles start, `scalelab tasks provision` elsewhere, with
 	// internal/task.Provision). Gateways and workers only use them: they
@@ -235,6 +262,8 @@ func Table() []Grant {
 		useRegistry,
 		// Submit (now, or as a schedule on the delayed stream) and cancel.
 		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
+		// Recurring schedules and their ticks.
+		useSchedules,
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
 		// ordered push consumer, recreated and deleted by the client, with
 		// flow control), and invalidation broadcasts with their peer view.
@@ -253,7 +282,7 @@ func Table() []Grant {
 			wire.DBItemPatch, wire.DBItemList, wire.DBItemDelete, wire.DBUserGet,
 		},
 	)
-	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny)
+	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny, []string{task.ScheduleFirePrefix + ">"})
 	gateway.SubAllow = concat([]string{inbox(RoleGateway), cache.SubjectInvalidate}, microService(cache.ServiceName))
 	gateway.SubDeny = []string{task.SubjectPrefix + ">"}
 

@@ -97,6 +97,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if _, err := provisionRegistry(ctx, js, cfg); err != nil {
 		return nil, err
 	}
+	if err := provisionSchedules(ctx, js); err != nil {
+		return nil, err
+	}
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
 		if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.Retention && st.History() == 1 && sameLimit(bucketMaxBytes(st), cfg.MaxRecordBytes) {
 			return leaderReads(ctx, js) // as wanted: no update (see ensureStream)
@@ -156,7 +159,8 @@ func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 }
 
 // streamConfigs are the streams of the task pipeline, in the order they
-// must be created: TASKS sources TASKS_DELAYED.
+// must be created: TASKS sources TASKS_DELAYED. SCHEDULES (schedule.go)
+// stands alone.
 func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
@@ -203,6 +207,7 @@ func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 			Discard:     jetstream.DiscardOld,
 			Duplicates:  cfg.DedupeWindow,
 		},
+		scheduleStreamConfig(cfg),
 	}
 }
 
@@ -252,7 +257,8 @@ func sameStreamConfig(cur, want jetstream.StreamConfig) bool {
 		cur.MaxAge == want.MaxAge && limit(cur.MaxBytes, want.MaxBytes) &&
 		limit(int64(cur.MaxMsgSize), int64(want.MaxMsgSize)) && limit(cur.MaxMsgs, want.MaxMsgs) &&
 		cur.Discard == want.Discard && (cur.Duplicates == want.Duplicates || want.Duplicates == 0) &&
-		cur.AllowMsgSchedules == want.AllowMsgSchedules && slices.Equal(sources(cur.Sources), sources(want.Sources))
+		cur.AllowMsgSchedules == want.AllowMsgSchedules && cur.AllowMsgTTL == want.AllowMsgTTL &&
+		limit(cur.MaxMsgsPerSubject, want.MaxMsgsPerSubject) && slices.Equal(sources(cur.Sources), sources(want.Sources))
 }
 
 // sameLimit compares two byte or message limits, where any value under 1
