@@ -205,6 +205,8 @@ func TestScheduleRoutes(t *testing.T) {
 		{"bad payload", `{"every":"1m","task":{"task":"sleep","duration_ms":-1}}`},
 		{"task with delay", `{"every":"1m","task":{"task":"noop","delay":"5s"}}`},
 		{"bad queue", `{"every":"1m","queue":"a.b","task":{"task":"noop"}}`},
+		{"unknown queue", `{"every":"1m","queue":"nosuchqueue","task":{"task":"noop"}}`},
+		{"payload against the schema", `{"every":"1m","task":{"task":"sleep","duration_ms":"soon"}}`},
 		{"queues differ", `{"every":"1m","queue":"low","task":{"task":"noop","queue":"critical"}}`},
 		{"unknown member", `{"every":"1m","task":{"task":"noop"},"extra":1}`},
 		{"not JSON", `every minute`},
