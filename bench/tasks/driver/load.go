@@ -38,6 +38,10 @@ type loadConfig struct {
 	TaskBody string
 	Client   string // HTTP client for submissions: fasthttp or net/http
 	Observe  string // how outcomes are learnt: after or watch
+	// Submit is how tasks are submitted: http (POST /longtask through the
+	// balancer) or sdk-nats (the Go SDK's NATS client, client.NewNATS: no
+	// HTTP, for programs inside the cluster).
+	Submit string
 }
 
 func runLoad(args []string) error {
@@ -60,8 +64,12 @@ func runLoad(args []string) error {
 	fs.StringVar(&cfg.Client, "client", "fasthttp", "HTTP client for submissions: fasthttp (lighter: it shares the machine with the system under test) or net/http")
 	fs.StringVar(&cfg.Observe, "observe", "after", "how the driver learns outcomes: after (read the stored records once the queue is drained: "+
 		"no load on the system while it is measured) or watch (watch the tasks bucket live; also gives the watcher's lag)")
+	fs.StringVar(&cfg.Submit, "submit", "http", "how tasks are submitted: http (POST /longtask through the balancer) or sdk-nats (the Go SDK's NATS client, no HTTP)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.Submit != "http" && cfg.Submit != "sdk-nats" {
+		return fmt.Errorf("run: -submit %q: want http or sdk-nats", cfg.Submit)
 	}
 	if cfg.URL == "" || cfg.Token == "" || cfg.NATS == "" || cfg.N < 1 || cfg.C < 1 {
 		return errors.New("run: -url, -token, -nats are required; -n and -c must be positive")
@@ -113,6 +121,14 @@ func runLoad(args []string) error {
 	sub := submitter{post: netHTTPPost(hc, cfg.URL+"/longtask", cfg.Token, []byte(cfg.TaskBody))}
 	if cfg.Client == "fasthttp" {
 		sub.post = fastHTTPPost(2*cfg.C, cfg.URL+"/longtask", cfg.Token, []byte(cfg.TaskBody))
+	}
+	if cfg.Submit == "sdk-nats" {
+		direct, err := sdkNATSSubmit(nc, []byte(cfg.TaskBody))
+		if err != nil {
+			return err
+		}
+		defer direct.Close()
+		sub.direct = direct.submit
 	}
 
 	if cfg.Warmup > 0 {
@@ -185,10 +201,12 @@ func runLoad(args []string) error {
 	return nil
 }
 
-// submitter POSTs tasks to /longtask.
+// submitter POSTs tasks to /longtask, or submits them directly.
 type submitter struct {
 	// post sends one task and returns the answer's status and body.
 	post func(ctx context.Context) (status int, body []byte, err error)
+	// direct, when set, submits one task without HTTP and returns its id.
+	direct func(ctx context.Context) (string, error)
 }
 
 // run submits ph's tasks with c requests in flight (paced at rate per
@@ -209,6 +227,9 @@ func (s submitter) run(ctx context.Context, ph *phase, c int, start time.Time, r
 }
 
 func (s submitter) submit(ctx context.Context) (string, error) {
+	if s.direct != nil {
+		return s.direct(ctx)
+	}
 	status, b, err := s.post(ctx)
 	if err != nil {
 		return "", err
