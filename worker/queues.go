@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalelab/scalelab/internal/task"
 )
@@ -42,6 +43,8 @@ type queueSource struct {
 	emptyUntil atomic.Int64
 	// waiting counts the slots blocked in a pull on this queue.
 	waiting atomic.Int32
+	// running is the queue's series of scalelab_worker_queue_running.
+	running prometheus.Gauge
 }
 
 // queueSet is the queues a worker serves and how a free slot picks one.
@@ -206,7 +209,7 @@ func (r *runner) pullQueues(slot int) {
 		case err == nil:
 			backoff = 100 * time.Millisecond
 			sticky, expired = q, nil
-			r.handleFrom(q.name, msg)
+			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
 		case errors.Is(err, nats.ErrTimeout):
@@ -219,12 +222,10 @@ func (r *runner) pullQueues(slot int) {
 	}
 }
 
-// handleFrom runs msg, a task of queue, counting it among the queue's
-// running tasks.
-func (r *runner) handleFrom(queue string, msg jetstream.Msg) {
-	g := r.metrics.queueRunning.WithLabelValues(queue)
-	g.Inc()
-	defer g.Dec()
+// handleFrom runs msg, a task of q, counting it among q's running tasks.
+func (r *runner) handleFrom(q *queueSource, msg jetstream.Msg) {
+	q.running.Inc()
+	defer q.running.Dec()
 	r.handle(msg)
 }
 

@@ -88,7 +88,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	metricsReg := ops.NewRegistry()
-	r := newRunner(cfg, js, &queueSet{queues: sources, strict: cfg.StrictPriority}, store, w.handlers, newMetrics(metricsReg), log)
+	m := newMetrics(metricsReg)
+	for _, q := range sources {
+		q.running = m.queueRunning.WithLabelValues(q.name)
+	}
+	r := newRunner(cfg, js, &queueSet{queues: sources, strict: cfg.StrictPriority}, store, w.handlers, m, log)
 
 	// The process service is the worker role's, not a program's own.
 	stopService := func() error { return nil }
@@ -192,7 +196,7 @@ func (r *runner) start() {
 			defer r.slots.Done()
 			if len(r.queues.queues) == 1 {
 				q := r.queues.queues[0]
-				r.pull(q.name, puller{cons: q.cons, expires: pullExpires})
+				r.pull(q, puller{cons: q.cons, expires: pullExpires})
 				return
 			}
 			r.pullQueues(slot)
@@ -202,14 +206,14 @@ func (r *runner) start() {
 
 // pull is one slot of a worker serving one queue: fetch a task, run it,
 // repeat until stopTaking.
-func (r *runner) pull(queue string, p puller) {
+func (r *runner) pull(q *queueSource, p puller) {
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
 		msg, err := p.next(r.pullCtx)
 		switch {
 		case err == nil:
 			backoff = 100 * time.Millisecond
-			r.handleFrom(queue, msg)
+			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
 		case errors.Is(err, nats.ErrTimeout):
