@@ -173,7 +173,7 @@ echo 'choose a long password' | go run . users add alice%s && curl -s -X POST -d
 
 Inspect the bus:
 go tool nats stream ls
-go tool nats consumer info TASKS workers
+go tool nats consumer info TASKS workers-default
 go tool nats micro ls
 
 Ctrl-C drains and stops everything.
