@@ -19,12 +19,14 @@ import (
 // Timings of a worker that serves several queues.
 const (
 	// emptyFor is how long a queue found empty is not asked again by a
-	// free slot of this worker. Without it a busy default queue would pay
-	// an empty pull on critical (and low) for every task it runs; with it,
-	// at most one per queue per emptyFor. A task on a queue found empty
-	// waits at most this long for a busy worker to look again (a slot
-	// blocked on the queue takes it at once).
-	emptyFor = 5 * time.Millisecond
+	// free slot of this worker; each empty answer in a row doubles it, up
+	// to emptyForMax, and a task found resets it. Without it a busy
+	// default queue would pay an empty pull on critical (and low) for
+	// every task it runs; with it, a few a second. A task on a queue found
+	// empty waits at most that long for a busy worker to look again (a
+	// slot blocked on the queue takes it at once).
+	emptyFor    = 5 * time.Millisecond
+	emptyForMax = 50 * time.Millisecond
 	// idleExpires is how long an idle slot of a worker serving several
 	// queues waits on the queue it last got work from before it looks at
 	// all of them again. Shorter than pullExpires, the single queue's
@@ -45,8 +47,10 @@ type queueSource struct {
 	weight int
 	cons   jetstream.Consumer
 	// emptyUntil (Unix nanoseconds) is when the queue is asked again
-	// after a pull found it empty.
-	emptyUntil atomic.Int64
+	// after a pull found it empty; emptyStreak is how many pulls in a row
+	// found it empty.
+	emptyUntil  atomic.Int64
+	emptyStreak atomic.Int32
 	// waiting counts the slots blocked in a pull on this queue.
 	waiting atomic.Int32
 	// running is the queue's series of scalelab_worker_queue_running.
@@ -121,6 +125,14 @@ func (q *queueSource) fetchNoWait() (jetstream.Msg, error) {
 	return nil, b.Error()
 }
 
+// emptyBackoff counts one more empty answer from q and returns how long
+// q is not asked again: emptyFor, doubled for each empty answer before it
+// in a row, up to emptyForMax.
+func (q *queueSource) emptyBackoff() time.Duration {
+	n := q.emptyStreak.Add(1)
+	return min(emptyFor<<min(max(n-1, 0), 4), emptyForMax) // max: a streak that wrapped
+}
+
 // order returns the queues in the order a free slot asks them: priority
 // order (strict), or a random order drawn by weight, so that each queue
 // comes first in proportion to its weight. Queues found empty within
@@ -162,9 +174,10 @@ func (s *queueSet) take(buf []*queueSource) (jetstream.Msg, *queueSource, error)
 		case err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout):
 			return nil, nil, fmt.Errorf("queue %s: %w", q.name, err)
 		case msg != nil:
+			q.emptyStreak.Store(0)
 			return msg, q, nil
 		}
-		q.emptyUntil.Store(time.Now().Add(emptyFor).UnixNano())
+		q.emptyUntil.Store(time.Now().Add(q.emptyBackoff()).UnixNano())
 	}
 	return nil, nil, nil
 }
@@ -220,6 +233,7 @@ func (r *runner) pullQueues(slot int) {
 		case err == nil:
 			backoff = 100 * time.Millisecond
 			sticky, expired = q, nil
+			q.emptyStreak.Store(0)
 			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
