@@ -50,10 +50,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
-	if err := validateQueues(w.cfg.Queues); err != nil {
+	queues := w.served()
+	if err := validateQueues(queues); err != nil {
 		return err
 	}
-	queues := w.served()
 	var store *task.Store
 	var reg *task.Registry
 	sources := make([]*queueSource, len(queues))
