@@ -183,7 +183,7 @@ SCALELAB_NATS_URL=%s SCALELAB_NATS_USER=worker SCALELAB_NATS_PASSWORD=%s go run 
 
 Inspect the bus:
 go tool nats stream ls
-go tool nats consumer info TASKS workers
+go tool nats consumer info TASKS workers-default
 go tool nats micro ls
 
 Ctrl-C drains and stops everything.

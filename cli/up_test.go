@@ -716,8 +716,8 @@ func TestUpOperators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Consumer(t.Context(), task.Stream, task.Consumer); err != nil {
-		t.Errorf("as the context's user: consumer info TASKS workers = %v", err)
+	if _, err := js.Consumer(t.Context(), task.Stream, task.QueueConsumer(task.DefaultQueue)); err != nil {
+		t.Errorf("as the context's user: consumer info TASKS workers-default = %v", err)
 	}
 
 	// users add with the banner's environment, then a login.

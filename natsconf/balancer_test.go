@@ -25,7 +25,8 @@ func TestBalancerPermissions(t *testing.T) {
 		t.Fatalf("admin: task.Provision = %v", err)
 	}
 	if _, err := adminJS.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
-		Durable: task.Consumer, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: task.SubjectPrefix + ">",
+		Durable: task.QueueConsumer(task.DefaultQueue), AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubjects: task.QueueSubjects(task.DefaultQueue),
 	}); err != nil {
 		t.Fatalf("admin: create consumer = %v", err)
 	}
@@ -61,8 +62,20 @@ func TestBalancerPermissions(t *testing.T) {
 				t.Errorf("Stream(%s) = %v", s, err)
 			}
 		}
-		if _, err := js.Consumer(ctx, task.Stream, task.Consumer); err != nil {
-			t.Errorf("Consumer(TASKS, workers) = %v", err)
+		if _, err := js.Consumer(ctx, task.Stream, task.QueueConsumer(task.DefaultQueue)); err != nil {
+			t.Errorf("Consumer(TASKS, workers-default) = %v", err)
+		}
+		s, err := js.Stream(ctx, task.Stream)
+		if err != nil {
+			t.Fatalf("Stream(TASKS) = %v", err)
+		}
+		var names []string
+		infos := s.ListConsumers(ctx)
+		for ci := range infos.Info() {
+			names = append(names, ci.Name)
+		}
+		if err := infos.Err(); err != nil || len(names) != 1 || names[0] != task.QueueConsumer(task.DefaultQueue) {
+			t.Errorf("ListConsumers(TASKS) = %v, %v; want [workers-default]", names, err)
 		}
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
@@ -76,7 +89,8 @@ func TestBalancerPermissions(t *testing.T) {
 		{"cannot delete a stream", "$JS.API.STREAM.DELETE." + task.Stream},
 		{"cannot purge a stream", "$JS.API.STREAM.PURGE." + task.Stream},
 		{"cannot create a consumer", "$JS.API.CONSUMER.CREATE." + task.Stream + ".thief"},
-		{"cannot pull tasks", "$JS.API.CONSUMER.MSG.NEXT." + task.Stream + "." + task.Consumer},
+		{"cannot pull tasks", "$JS.API.CONSUMER.MSG.NEXT." + task.Stream + "." + task.QueueConsumer(task.DefaultQueue)},
+		{"cannot read task messages", "$JS.API.STREAM.MSG.GET." + task.Stream},
 		{"cannot read cache values", "$JS.API.DIRECT.GET.KV_" + cache.Bucket + ".$KV." + cache.Bucket + ".k"},
 		{"cannot write cache values", "$KV." + cache.Bucket + ".k"},
 		{"cannot read task records", "$JS.API.STREAM.INFO.KV_" + task.Bucket},

@@ -294,16 +294,23 @@ func Table() []Grant {
 		useTasks,
 		// Announce the types it serves and itself as alive.
 		useRegistry,
-		// The shared durable consumer: create or update it, look it up,
-		// pull, and ack/nak/in-progress/term.
+		// The queues' durable consumers (task.QueueConsumer: workers-<queue>):
+		// create or update them, look them up, pull, and
+		// ack/nak/in-progress/term; and read the oldest message of a
+		// queue (its age, for the metrics). Any consumer name on TASKS,
+		// not workers-*: queue names are open (a program's WithQueue),
+		// and a subject wildcard only stands for whole tokens. A worker
+		// already takes every task, so this gives it nothing over them;
+		// deleting a consumer stays admin's (adminOnly).
 		[]string{
-			jsAPI("CONSUMER.CREATE." + task.Stream + "." + task.Consumer),
-			jsAPI("CONSUMER.CREATE." + task.Stream + "." + task.Consumer + ".>"),
-			jsAPI("CONSUMER.DURABLE.CREATE." + task.Stream + "." + task.Consumer),
-			jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
-			jsAPI("CONSUMER.MSG.NEXT." + task.Stream + "." + task.Consumer),
-			"$JS.ACK." + task.Stream + "." + task.Consumer + ".>",
-			"$JS.ACK.*.*." + task.Stream + "." + task.Consumer + ".>",
+			jsAPI("CONSUMER.CREATE." + task.Stream + ".*"),
+			jsAPI("CONSUMER.CREATE." + task.Stream + ".*.>"),
+			jsAPI("CONSUMER.DURABLE.CREATE." + task.Stream + ".*"),
+			jsAPI("CONSUMER.INFO." + task.Stream + ".*"),
+			jsAPI("CONSUMER.MSG.NEXT." + task.Stream + ".*"),
+			jsAPI("STREAM.MSG.GET." + task.Stream),
+			"$JS.ACK." + task.Stream + ".*.>",
+			"$JS.ACK.*.*." + task.Stream + ".*.>",
 			task.DLQSubjectPrefix + ">",
 		},
 	)
@@ -342,14 +349,17 @@ func Table() []Grant {
 
 	// The balancer's dashboard reads figures and nothing else: the stats
 	// of the micro services (dbsvc's queries, the workers' tasks, the
-	// gateways' cache tiers) and the info of the task streams, the shared
-	// consumer and the cache bucket's stream (its size, not its keys).
+	// gateways' cache tiers) and the info of the task streams, the queues'
+	// consumers (listed: any queue a worker serves) and the cache bucket's
+	// stream (its size, not its keys). The age of a queue's oldest task
+	// comes from the workers' stats: reading it here would mean reading
+	// task messages.
 	// No responder rights, no JetStream writes, no KV.
 	bal := Grant{Role: RoleBalancer}
 	bal.PubAllow = []string{
 		"$SRV.STATS." + wire.DBService, "$SRV.STATS." + wire.ProcessService, "$SRV.STATS." + cache.ServiceName,
 		jsAPI("STREAM.INFO." + task.Stream), jsAPI("STREAM.INFO." + task.DLQStream),
-		jsAPI("CONSUMER.INFO." + task.Stream + "." + task.Consumer),
+		jsAPI("CONSUMER.LIST." + task.Stream), jsAPI("CONSUMER.INFO." + task.Stream + ".*"),
 		jsAPI("STREAM.INFO." + kvCache),
 	}
 	bal.PubDeny = concat(adminOnly, consumeTasks, []string{task.SubjectPrefix + ">", "$KV.>", "db.>", anyInbox}, provisionAny)

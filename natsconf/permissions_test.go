@@ -254,11 +254,25 @@ func TestPermissions(t *testing.T) {
 	if _, err := gwJS.Publish(ctx, task.Subject(task.DefaultQueue, "noop"), []byte(`{}`)); err != nil {
 		t.Fatalf("gateway: publish a task = %v", err)
 	}
+	defaultConsumer := task.QueueConsumer(task.DefaultQueue)
 	cons, err := wkJS.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
-		Durable: task.Consumer, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: task.SubjectPrefix + ">",
+		Durable: defaultConsumer, AckPolicy: jetstream.AckExplicitPolicy, FilterSubjects: task.QueueSubjects(task.DefaultQueue),
 	})
 	if err != nil {
-		t.Fatalf("worker: create consumer %s = %v", task.Consumer, err)
+		t.Fatalf("worker: create consumer %s = %v", defaultConsumer, err)
+	}
+	// A worker serving another queue creates its consumer too (one
+	// filter: the filter is in the API subject), and reads a queue's
+	// oldest message for its age.
+	if _, err := wkJS.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
+		Durable: task.QueueConsumer("critical"), AckPolicy: jetstream.AckExplicitPolicy, FilterSubjects: task.QueueSubjects("critical"),
+	}); err != nil {
+		t.Fatalf("worker: create consumer %s = %v", task.QueueConsumer("critical"), err)
+	}
+	if wkStream, err := wkJS.Stream(ctx, task.Stream); err != nil {
+		t.Fatalf("worker: Stream(TASKS) = %v", err)
+	} else if _, err := wkStream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(task.QueueSubjects(task.DefaultQueue)[0])); err != nil {
+		t.Fatalf("worker: oldest message of the default queue = %v", err)
 	}
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
@@ -281,23 +295,23 @@ func TestPermissions(t *testing.T) {
 		gwV.expect(t, "$JS.API.CONSUMER.CREATE.TASKS.thief")
 	})
 	t.Run("gateway cannot pull from TASKS", func(t *testing.T) {
-		if _, err := gwNC.Request("$JS.API.CONSUMER.MSG.NEXT.TASKS.workers", []byte(`{"batch":1}`), 500*time.Millisecond); err == nil {
+		if _, err := gwNC.Request("$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-default", []byte(`{"batch":1}`), 500*time.Millisecond); err == nil {
 			t.Fatalf("MSG.NEXT request = nil error, want refused")
 		}
-		gwV.expect(t, "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers")
-		if _, err := gwJS.Consumer(shortCtx(t), task.Stream, task.Consumer); err == nil {
-			t.Errorf("Consumer(TASKS, workers) = nil error, want refused")
+		gwV.expect(t, "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-default")
+		if _, err := gwJS.Consumer(shortCtx(t), task.Stream, defaultConsumer); err == nil {
+			t.Errorf("Consumer(TASKS, workers-default) = nil error, want refused")
 		}
-		gwV.expect(t, "$JS.API.CONSUMER.INFO.TASKS.workers")
+		gwV.expect(t, "$JS.API.CONSUMER.INFO.TASKS.workers-default")
 	})
 	t.Run("gateway cannot ack a task", func(t *testing.T) {
-		if !strings.HasPrefix(msg.Reply(), "$JS.ACK.TASKS.workers.") {
-			t.Fatalf("task reply subject = %q, want $JS.ACK.TASKS.workers.…", msg.Reply())
+		if !strings.HasPrefix(msg.Reply(), "$JS.ACK.TASKS.workers-default.") {
+			t.Fatalf("task reply subject = %q, want $JS.ACK.TASKS.workers-default.…", msg.Reply())
 		}
 		if err := gwNC.Publish(msg.Reply(), []byte("+ACK")); err != nil {
 			t.Fatal(err)
 		}
-		gwV.expect(t, "$JS.ACK.TASKS.workers.")
+		gwV.expect(t, "$JS.ACK.TASKS.workers-default.")
 		info, err := cons.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -429,7 +443,7 @@ func TestPermissions(t *testing.T) {
 		csV.expect(t, "$JS.API.STREAM.INFO.TASKS")
 	})
 	t.Run("admin can delete", func(t *testing.T) {
-		if err := adminJS.DeleteConsumer(ctx, task.Stream, task.Consumer); err != nil {
+		if err := adminJS.DeleteConsumer(ctx, task.Stream, defaultConsumer); err != nil {
 			t.Errorf("admin: delete consumer = %v", err)
 		}
 		if err := adminJS.DeleteStream(ctx, task.DLQStream); err != nil {

@@ -44,6 +44,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative report duration", modify: func(c *worker.Config) { c.ReportDuration = -1 }, want: []string{"--report-duration"}},
 		{name: "negative shutdown timeout", modify: func(c *worker.Config) { c.ShutdownTimeout = -1 }, want: []string{"--shutdown-timeout"}},
 		{name: "zero replicas", modify: func(c *worker.Config) { c.Provision.Replicas = 0 }, want: []string{"--replicas"}},
+		{name: "one queue", modify: func(c *worker.Config) { c.Queues = []worker.Queue{{Name: "emails", Weight: 1}} }},
+		{name: "no queues is the default", modify: func(c *worker.Config) { c.Queues = nil }},
+		{name: "bad queue name", modify: func(c *worker.Config) { c.Queues = []worker.Queue{{Name: "a.b", Weight: 1}} }, want: []string{"--queues"}},
+		{name: "zero weight", modify: func(c *worker.Config) { c.Queues = []worker.Queue{{Name: "a", Weight: 0}} }, want: []string{"--queues"}},
+		{name: "queue twice", modify: func(c *worker.Config) {
+			c.Queues = []worker.Queue{{Name: "a", Weight: 1}, {Name: "a", Weight: 2}}
+		}, want: []string{"--queues"}},
 		{name: "too many replicas", modify: func(c *worker.Config) { c.Provision.Replicas = 6 }, want: []string{"--replicas"}},
 		{
 			name: "everything wrong at once",
@@ -126,6 +133,60 @@ func TestAttemptsByType(t *testing.T) {
 				if diff := cmp.Diff(tt.want, cfg.AttemptsByType); diff != "" {
 					t.Errorf("AttemptsByType mismatch (-want +got):\n%s", diff)
 				}
+			}
+		})
+	}
+}
+
+func TestQueuesFlag(t *testing.T) {
+	t.Parallel()
+	weighted := []worker.Queue{{Name: "critical", Weight: 6}, {Name: "default", Weight: 3}, {Name: "low", Weight: 1}}
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		want       []worker.Queue
+		wantStrict bool
+		wantErr    string
+	}{
+		{name: "default", want: weighted},
+		{name: "strict by syntax", args: []string{"--queues", "critical,default,low"},
+			want: []worker.Queue{{"critical", 1}, {"default", 1}, {"low", 1}}, wantStrict: true},
+		{name: "weights", args: []string{"--queues", "a=3, b=1"}, want: []worker.Queue{{"a", 3}, {"b", 1}}},
+		{name: "weights made strict", args: []string{"--queues", "a=3,b=1", "--strict-priority"},
+			want: []worker.Queue{{"a", 3}, {"b", 1}}, wantStrict: true},
+		{name: "env", env: map[string]string{"SCALELAB_QUEUES": "emails", "SCALELAB_STRICT_PRIORITY": "true"},
+			want: []worker.Queue{{"emails", 1}}, wantStrict: true},
+		{name: "mixed syntax", args: []string{"--queues", "a=3,b"}, wantErr: "every queue a weight"},
+		{name: "zero weight", args: []string{"--queues", "a=0"}, wantErr: "at least 1"},
+		{name: "bad weight", args: []string{"--queues", "a=x"}, wantErr: "whole number"},
+		{name: "bad name", args: []string{"--queues", "a b"}, wantErr: "letters, digits"},
+		{name: "empty", args: []string{"--queues", ""}, wantErr: "letters, digits"},
+		{name: "twice", args: []string{"--queues", "a,a"}, wantErr: "twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			s := envflag.New(fs, func(k string) string { return tt.env[k] })
+			cfg := worker.DefaultConfig()
+			cfg.RegisterFlags(s)
+			err := errors.Join(fs.Parse(tt.args), s.Err())
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("parse %v = %v, want an error containing %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse %v = %v", tt.args, err)
+			}
+			if diff := cmp.Diff(tt.want, cfg.Queues); diff != "" {
+				t.Errorf("Queues mismatch (-want +got):\n%s", diff)
+			}
+			if cfg.StrictPriority != tt.wantStrict {
+				t.Errorf("StrictPriority = %v, want %v", cfg.StrictPriority, tt.wantStrict)
 			}
 		})
 	}

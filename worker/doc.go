@@ -4,9 +4,11 @@
 //     the lab's synchronous /process endpoint, load balanced over workers by
 //     the service's queue group; its stats ($SRV.STATS.process) carry each
 //     worker's task counts (TaskStats) as endpoint data;
-//   - the durable pull consumer "workers" on the stream TASKS: every worker
-//     pulls from the same consumer, so each task goes to exactly one of them
-//     (the stream itself is admin's to provision: the worker waits for it,
+//   - the durable pull consumers "workers-<queue>" on the stream TASKS, one
+//     per queue (task.QueueConsumer): every worker serving a queue pulls
+//     from its consumer, so each task goes to exactly one of them, and a
+//     free slot picks the queue by strict priority or weight (queues.go;
+//     the stream itself is admin's to provision: the worker waits for it,
 //     task.Open);
 //   - the task handlers (report, sleep, noop), registered by type name;
 //   - the lifecycle of a task record while it runs:

@@ -240,12 +240,12 @@ func (e *env) waitStreamEmpty(t *testing.T, within time.Duration) {
 	})
 }
 
-// consumerInfo returns the state of the workers' durable consumer.
+// consumerInfo returns the state of the default queue's durable consumer.
 func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
-	c, err := e.js.Consumer(t.Context(), task.Stream, task.Consumer)
+	c, err := e.js.Consumer(t.Context(), task.Stream, task.QueueConsumer(task.DefaultQueue))
 	if err != nil {
-		t.Fatalf("Consumer(%s, %s) = %v", task.Stream, task.Consumer, err)
+		t.Fatalf("Consumer(%s, %s) = %v", task.Stream, task.QueueConsumer(task.DefaultQueue), err)
 	}
 	info, err := c.Info(t.Context())
 	if err != nil {

@@ -80,3 +80,54 @@ func TestTaskProgressClamps(t *testing.T) {
 	}
 	(&Task{}).Progress(50, "no recorder: must not panic")
 }
+
+func TestEmptyBackoff(t *testing.T) {
+	t.Parallel()
+	var q queueSource
+	var got []time.Duration
+	for range 7 {
+		got = append(got, q.emptyBackoff())
+	}
+	want := []time.Duration{5, 10, 20, 40, 50, 50, 50}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("empty answers in a row → %v, want %v ms", got, want)
+		}
+	}
+	q.emptyStreak.Store(-1 << 31) // wrapped: no negative shift
+	if d := q.emptyBackoff(); d != emptyFor {
+		t.Errorf("after a wrapped streak: %v, want %v", d, emptyFor)
+	}
+}
+
+func TestQueueOrder(t *testing.T) {
+	t.Parallel()
+	a, b, c := &queueSource{name: "a", weight: 6}, &queueSource{name: "b", weight: 3}, &queueSource{name: "c", weight: 1}
+	now := time.Now().UnixNano()
+	b.emptyUntil.Store(now + int64(time.Hour)) // found empty: left out
+	strict := queueSet{queues: []*queueSource{a, b, c}, strict: true}
+	if got := strict.order(now, nil); len(got) != 2 || got[0] != a || got[1] != c {
+		t.Errorf("strict order = %v, want a, c", names(got))
+	}
+	weighted := queueSet{queues: []*queueSource{a, b, c}}
+	first := map[string]int{}
+	for range 7000 {
+		got := weighted.order(now, nil)
+		if len(got) != 2 {
+			t.Fatalf("weighted order = %v, want a and c", names(got))
+		}
+		first[got[0].name]++
+	}
+	// a first 6/7 of the time: 6,000 ± 3 %.
+	if first["a"] < 5820 || first["a"] > 6180 {
+		t.Errorf("a came first %d times in 7,000, want about 6,000 (weights 6:1)", first["a"])
+	}
+}
+
+func names(qs []*queueSource) []string {
+	out := make([]string, len(qs))
+	for i, q := range qs {
+		out[i] = q.name
+	}
+	return out
+}

@@ -11,6 +11,13 @@ type metrics struct {
 	outcomes *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	running  prometheus.Gauge
+	// Per served queue: this worker's running tasks, and, as last read
+	// (every queueSampleEvery), the queue's depth, in-flight tasks (all
+	// workers) and the age of its oldest task.
+	queueRunning  *prometheus.GaugeVec
+	queueDepth    *prometheus.GaugeVec
+	queueInFlight *prometheus.GaugeVec
+	queueOldest   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,5 +27,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duration: ops.NewHistogramVec(reg, "scalelab_worker_task_seconds", "Time spent in task handlers.",
 			prometheus.ExponentialBuckets(0.001, 4, 10), "type"),
 		running: ops.NewGauge(reg, "scalelab_worker_tasks_running", "Tasks running now."),
+		queueRunning: gaugeVec(reg, "scalelab_worker_queue_running",
+			"Tasks of the queue this worker runs now."),
+		queueDepth: gaugeVec(reg, "scalelab_worker_queue_depth",
+			"Tasks on the queue, waiting or running (its consumer's pending plus ack-pending), as last sampled."),
+		queueInFlight: gaugeVec(reg, "scalelab_worker_queue_in_flight",
+			"Tasks of the queue handed to a worker and not yet acked, all workers, as last sampled."),
+		queueOldest: gaugeVec(reg, "scalelab_worker_queue_oldest_age_seconds",
+			"Age of the queue's oldest task, waiting or running (0: none), as last sampled."),
 	}
+}
+
+// gaugeVec returns a gauge with the label queue registered on reg.
+func gaugeVec(reg prometheus.Registerer, name, help string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"queue"})
+	reg.MustRegister(g)
+	return g
 }

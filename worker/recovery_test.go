@@ -277,7 +277,7 @@ func TestDeliveriesThatNeverRanCostNoAttempt(t *testing.T) {
 	first := startWorker(t, e.ns, cfg)
 	var cons jetstream.Consumer
 	testutil.Eventually(t, 10*time.Second, func() (err error) {
-		cons, err = e.js.Consumer(t.Context(), task.Stream, task.Consumer)
+		cons, err = e.js.Consumer(t.Context(), task.Stream, task.QueueConsumer(task.DefaultQueue))
 		return err
 	})
 	first.stop(t)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,12 +50,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: jetstream: %w", err)
 	}
+	queues := w.served()
+	if err := validateQueues(queues); err != nil {
+		return err
+	}
 	var store *task.Store
-	var cons jetstream.Consumer
 	var reg *task.Registry
+	sources := make([]*queueSource, len(queues))
 	// The task streams are admin's to provision (up, or `scalelab tasks
-	// provision`): wait for them rather than create them. The shared
-	// consumer is the workers' own.
+	// provision`): wait for them rather than create them. The consumers
+	// of the queues are the workers' own.
 	err = natsconn.Retry(ctx, log, "open task streams", func(ctx context.Context) error {
 		var err error
 		if store, err = task.Open(ctx, js, cfg.Provision, log); err != nil {
@@ -63,11 +68,17 @@ func (w *Worker) Run(ctx context.Context) error {
 		if reg, err = task.OpenRegistry(ctx, js); err != nil {
 			return err
 		}
-		if err = w.register(ctx, reg); err != nil {
+		if err = w.register(ctx, reg, queues); err != nil {
 			return err
 		}
-		cons, err = js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg))
-		return err
+		for i, q := range queues {
+			cons, err := js.CreateOrUpdateConsumer(ctx, task.Stream, consumerConfig(cfg, q.Name))
+			if err != nil {
+				return fmt.Errorf("consumer of queue %s: %w", q.Name, err)
+			}
+			sources[i] = &queueSource{name: q.Name, weight: q.Weight, cons: cons}
+		}
+		return nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -77,7 +88,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	metricsReg := ops.NewRegistry()
-	r := newRunner(cfg, js, cons, store, w.handlers, newMetrics(metricsReg), log)
+	m := newMetrics(metricsReg)
+	for _, q := range sources {
+		q.running = m.queueRunning.WithLabelValues(q.name)
+	}
+	r := newRunner(cfg, js, &queueSet{queues: sources, strict: cfg.StrictPriority}, store, w.handlers, m, log)
 
 	// The process service is the worker role's, not a program's own.
 	stopService := func() error { return nil }
@@ -96,7 +111,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = stopService()
 		return fmt.Errorf("worker: subscribe to cancel notices: %w", err)
 	}
-	log.Info("worker started", "stream", task.Stream, "consumer", task.Consumer,
+	log.Info("worker started", "stream", task.Stream, "queues", queueNames(queues), "strict_priority", cfg.StrictPriority,
 		"process_subject", wire.ProcessSubject, "concurrency", cfg.Concurrency)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -111,7 +126,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(metricsReg, ops.NATSReady(nc)), log) })
 	}
 	r.start()
-	g.Go(func() error { return w.announce(gctx, reg, log) })
+	g.Go(func() error { return w.announce(gctx, reg, queues, log) })
+	g.Go(func() error { return r.sampleQueues(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking work first: no new process requests, no new pulls.
@@ -127,22 +143,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// consumerConfig is the durable consumer every worker shares.
-func consumerConfig(cfg Config) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       task.Consumer,
-		Description:   "scalelab workers: one queue shared by all workers",
-		FilterSubject: task.SubjectPrefix + ">",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		// Attempts are counted and enforced by the worker (which records
-		// the outcome), not by the server: a server-side limit would strand
-		// a task whose last delivery died with its worker in "running".
-		MaxDeliver:    -1,
-		MaxAckPending: 10_000,
-	}
-}
-
 // runner runs tasks with at most cfg.Concurrency at once.
 //
 // Each of its cfg.Concurrency slots pulls one message only when it is free
@@ -152,7 +152,7 @@ func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 type runner struct {
 	cfg      Config
 	js       jetstream.JetStream
-	cons     jetstream.Consumer
+	queues   *queueSet
 	store    *task.Store
 	handlers map[string]Handler
 	metrics  *metrics
@@ -172,39 +172,48 @@ type runner struct {
 	running sync.Map
 	// counts are the outcomes so far, for the process service's stats.
 	counts taskCounts
+	// queueStats are the served queues as sampleQueues last read them.
+	queueStats atomic.Pointer[[]QueueStats]
 }
 
-func newRunner(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store *task.Store, handlers map[string]Handler, m *metrics, log *slog.Logger) *runner {
+func newRunner(cfg Config, js jetstream.JetStream, queues *queueSet, store *task.Store, handlers map[string]Handler, m *metrics, log *slog.Logger) *runner {
 	pullCtx, stopTaking := context.WithCancel(context.Background())
 	taskCtx, cancelTask := context.WithCancel(context.Background())
 	return &runner{
-		cfg: cfg, js: js, cons: cons, store: store, handlers: handlers, metrics: m, log: log,
+		cfg: cfg, js: js, queues: queues, store: store, handlers: handlers, metrics: m, log: log,
 		pullCtx: pullCtx, stopTaking: stopTaking,
 		taskCtx: taskCtx, cancelTask: cancelTask,
 	}
 }
 
-// start runs the slots; finish stops them.
+// start runs the slots; finish stops them. A worker serving one queue
+// pulls it as it always did (pull); one serving several picks a queue for
+// each free slot (pullQueues).
 func (r *runner) start() {
-	p := puller{cons: r.cons, expires: pullExpires}
-	for range r.cfg.Concurrency {
+	for slot := range r.cfg.Concurrency {
 		r.slots.Add(1)
 		go func() {
 			defer r.slots.Done()
-			r.pull(p)
+			if len(r.queues.queues) == 1 {
+				q := r.queues.queues[0]
+				r.pull(q, puller{cons: q.cons, expires: pullExpires})
+				return
+			}
+			r.pullQueues(slot)
 		}()
 	}
 }
 
-// pull is one slot: fetch a task, run it, repeat until stopTaking.
-func (r *runner) pull(p puller) {
+// pull is one slot of a worker serving one queue: fetch a task, run it,
+// repeat until stopTaking.
+func (r *runner) pull(q *queueSource, p puller) {
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
 		msg, err := p.next(r.pullCtx)
 		switch {
 		case err == nil:
 			backoff = 100 * time.Millisecond
-			r.handle(msg)
+			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
 		case errors.Is(err, nats.ErrTimeout):

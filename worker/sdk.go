@@ -161,8 +161,14 @@ func HandleJSON[T any](w *Worker, typ string, fn func(ctx context.Context, t *Ta
 	}, opts...)
 }
 
-// register announces the types this worker serves to the registry.
-func (w *Worker) register(ctx context.Context, reg *task.Registry) error {
+// register announces the types and queues this worker serves to the
+// registry.
+func (w *Worker) register(ctx context.Context, reg *task.Registry, queues []Queue) error {
+	for _, q := range queues {
+		if err := reg.PutQueue(ctx, q.Name); err != nil {
+			return err
+		}
+	}
 	for _, d := range w.types {
 		if err := reg.PutType(ctx, d); err != nil {
 			return err
@@ -172,14 +178,14 @@ func (w *Worker) register(ctx context.Context, reg *task.Registry) error {
 }
 
 // info is what this worker announces about itself.
-func (w *Worker) info(started time.Time) task.WorkerInfo {
+func (w *Worker) info(started time.Time, queues []Queue) task.WorkerInfo {
 	types := make([]string, 0, len(w.types))
 	for _, d := range w.types {
 		types = append(types, d.Name)
 	}
 	slices.Sort(types)
 	return task.WorkerInfo{
-		ID: w.cfg.ID, Types: types, Queues: []string{task.DefaultQueue}, Concurrency: w.cfg.Concurrency,
+		ID: w.cfg.ID, Types: types, Queues: queueNames(queues), Concurrency: w.cfg.Concurrency,
 		SDK: "go", StartedAt: started,
 	}
 }
@@ -188,8 +194,8 @@ func (w *Worker) info(started time.Time) task.WorkerInfo {
 // ctx ends, then retires it, so GET /task-types counts it among the live
 // workers exactly while it runs. A failed write is logged and tried again
 // at the next tick: the registry is advisory, tasks flow without it.
-func (w *Worker) announce(ctx context.Context, reg *task.Registry, log *slog.Logger) error {
-	info := w.info(time.Now().UTC())
+func (w *Worker) announce(ctx context.Context, reg *task.Registry, queues []Queue, log *slog.Logger) error {
+	info := w.info(time.Now().UTC(), queues)
 	t := time.NewTicker(task.AnnounceEvery)
 	defer t.Stop()
 	for {

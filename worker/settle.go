@@ -184,11 +184,10 @@ func (r *runner) updateFrom(id string, last *task.Version, fn func(*task.Record)
 
 // typeOf is the task type a message's subject names.
 func typeOf(msg jetstream.Msg) string {
-	s := msg.Subject()
-	if len(s) > len(task.SubjectPrefix) {
-		return s[len(task.SubjectPrefix):]
+	if _, typ, ok := task.SplitSubject(msg.Subject()); ok {
+		return typ
 	}
-	return s
+	return msg.Subject()
 }
 
 // truncate cuts s to at most n bytes, for headers and term reasons.

@@ -21,6 +21,8 @@ type TaskStats struct {
 	Dead        uint64 `json:"dead"`
 	Cancelled   uint64 `json:"cancelled"`
 	Interrupted uint64 `json:"interrupted"`
+	// Queues are the queues it serves, as it last read them.
+	Queues []QueueStats `json:"queues,omitempty"`
 }
 
 // outcome is how one attempt of a task ended, as TaskStats and the
@@ -56,8 +58,13 @@ func (r *runner) count(typ string, o outcome) {
 // stats returns the counts now.
 func (r *runner) stats() TaskStats {
 	n := func(o outcome) uint64 { return r.counts.outcomes[o].Load() }
+	var queues []QueueStats
+	if qs := r.queueStats.Load(); qs != nil {
+		queues = *qs
+	}
 	return TaskStats{
-		ID: r.cfg.ID, Running: r.counts.running.Load(),
+		Queues: queues,
+		ID:     r.cfg.ID, Running: r.counts.running.Load(),
 		Succeeded: n(succeeded), Failed: n(failed), Retried: n(retried),
 		Dead: n(dead), Cancelled: n(cancelled), Interrupted: n(interrupted),
 	}

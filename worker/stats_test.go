@@ -3,8 +3,11 @@ package worker_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nats-io/nats.go/micro"
 
@@ -42,8 +45,21 @@ func TestProcessStatsCarryTaskCounts(t *testing.T) {
 			return fmt.Errorf("endpoint data %s: %w", st.Endpoints[0].Data, err)
 		}
 		want := worker.TaskStats{ID: "w-stats", Succeeded: 3}
-		if got != want {
-			return fmt.Errorf("TaskStats = %+v, want %+v", got, want)
+		queues := got.Queues
+		got.Queues = nil
+		if diff := cmp.Diff(want, got); diff != "" {
+			return fmt.Errorf("TaskStats mismatch (-want +got):\n%s", diff)
+		}
+		// The served queues, as sampled: the built-ins, none holding a task.
+		var names []string
+		for _, q := range queues {
+			names = append(names, q.Name)
+			if q.Pending != 0 || q.InFlight != 0 || q.OldestAgeSeconds != 0 {
+				return fmt.Errorf("queue %+v, want it empty", q)
+			}
+		}
+		if !slices.Equal(names, []string{"critical", "default", "low"}) {
+			return fmt.Errorf("TaskStats.Queues names %v, want critical, default, low", names)
 		}
 		return nil
 	})

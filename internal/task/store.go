@@ -87,12 +87,20 @@ const minRecordBytes = 4 * MaxPayloadBytes
 // elsewhere (compose runs it once, before the gateways and workers). The
 // roles themselves only Open them. It also provisions the task-type
 // registry (RegistryBucket, WorkersBucket) with the built-in queues and
-// types. It is idempotent.
+// types, and deletes the consumer the workers shared before queues
+// (Consumer). It is idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Store, error) {
 	for _, want := range streamConfigs(cfg) {
 		if err := ensureStream(ctx, js, want); err != nil {
 			return nil, err
 		}
+	}
+	// The consumer all workers shared before queues (Consumer, on every
+	// subject of TASKS) would overlap the queues' consumers, which the
+	// server refuses on a work-queue stream. The tasks it had not handed
+	// out stay in the stream and go to the queues' consumers.
+	if err := js.DeleteConsumer(ctx, Stream, Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("provision: delete the consumer %s of %s (replaced by one per queue): %w", Consumer, Stream, err)
 	}
 	if _, err := provisionRegistry(ctx, js, cfg); err != nil {
 		return nil, err

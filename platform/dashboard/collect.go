@@ -19,6 +19,7 @@ import (
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/wire"
+	"github.com/scalelab/scalelab/worker"
 )
 
 // Waits of a stats request sent to every instance of a service: how long
@@ -167,7 +168,33 @@ func (c *collector) readNATS(ctx context.Context, nc *nats.Conn, snap *Snapshot,
 	snap.Cache = cacheFigures(cacheRaw, cacheErr, kvInfo, kvErr, r)
 	snap.DB = dbFigures(dbRaw, dbErr, r)
 	snap.Workers = workersFigures(wkRaw, wkErr, r)
+	oldestAges(queue.Queues, snap.Workers.Workers, time.Now())
 	snap.Queue = &queue
+}
+
+// oldestAges sets each queue's oldest task age from the workers' freshest
+// sample of it (worker.QueueStats), aged by the time since: the dashboard
+// may not read task messages itself. An age the sample says is 0 (no
+// task) stays 0.
+func oldestAges(queues []QueueLine, workers []WorkerFigures, now time.Time) {
+	for i := range queues {
+		var best *worker.QueueStats
+		for _, w := range workers {
+			for j, qs := range w.Queues {
+				if qs.Name == queues[i].Name && (best == nil || qs.At.After(best.At)) {
+					best = &w.Queues[j]
+				}
+			}
+		}
+		if best == nil {
+			continue
+		}
+		age := best.OldestAgeSeconds
+		if age > 0 {
+			age += max(now.Sub(best.At).Seconds(), 0)
+		}
+		queues[i].OldestAgeSeconds = &age
+	}
 }
 
 // cacheFigures adds up the gateways' cache tiers. A lookup answered by
@@ -277,15 +304,29 @@ func workersFigures(stats []micro.Stats, err error, r *rates) *WorkersFigures {
 	return f
 }
 
-// readQueue reads the shared consumer and the dead-letter stream.
+// readQueue reads the queues' consumers (every workers-<queue> on TASKS)
+// and the dead-letter stream.
 func (c *collector) readQueue(ctx context.Context) QueueFigures {
-	var q QueueFigures
+	q := QueueFigures{Queues: []QueueLine{}}
 	var errs []string
-	if cons, err := c.js.Consumer(ctx, task.Stream, task.Consumer); err != nil {
-		errs = append(errs, fmt.Sprintf("consumer %s on %s: %v", task.Consumer, task.Stream, err))
+	if s, err := c.js.Stream(ctx, task.Stream); err != nil {
+		errs = append(errs, fmt.Sprintf("stream %s: %v", task.Stream, err))
 	} else {
-		info := cons.CachedInfo()
-		q.Pending, q.InFlight, q.Waiting = info.NumPending, info.NumAckPending, info.NumWaiting
+		list := s.ListConsumers(ctx)
+		for info := range list.Info() {
+			name, ok := strings.CutPrefix(info.Name, task.QueueConsumerPrefix)
+			if !ok {
+				continue
+			}
+			q.Queues = append(q.Queues, QueueLine{Name: name, Pending: info.NumPending, InFlight: info.NumAckPending, Waiting: info.NumWaiting})
+			q.Pending += info.NumPending
+			q.InFlight += info.NumAckPending
+			q.Waiting += info.NumWaiting
+		}
+		if err := list.Err(); err != nil {
+			errs = append(errs, fmt.Sprintf("consumers of %s: %v", task.Stream, err))
+		}
+		slices.SortFunc(q.Queues, func(a, b QueueLine) int { return compareQueues(a.Name, b.Name) })
 	}
 	if s, err := c.js.Stream(ctx, task.DLQStream); err != nil {
 		errs = append(errs, fmt.Sprintf("stream %s: %v", task.DLQStream, err))
@@ -294,6 +335,21 @@ func (c *collector) readQueue(ctx context.Context) QueueFigures {
 	}
 	q.Error = strings.Join(errs, "; ")
 	return q
+}
+
+// compareQueues orders the built-in queues first, in priority order, then
+// the others by name.
+func compareQueues(a, b string) int {
+	ia, ib := slices.Index(task.BuiltinQueues, a), slices.Index(task.BuiltinQueues, b)
+	switch {
+	case ia >= 0 && ib >= 0:
+		return ia - ib
+	case ia >= 0:
+		return -1
+	case ib >= 0:
+		return 1
+	}
+	return strings.Compare(a, b)
 }
 
 // gatherStats asks every instance of the micro service name for its

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -178,9 +179,11 @@ func TestCollectsEveryFigure(t *testing.T) {
 	e := newNATSEnv(t)
 	ctx := t.Context()
 
-	// The queue before any worker: tasks wait.
+	// The default queue before any worker (one made its consumer, then
+	// left): tasks wait.
 	if _, err := e.js.CreateOrUpdateConsumer(ctx, task.Stream, jetstream.ConsumerConfig{
-		Durable: task.Consumer, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: task.SubjectPrefix + ">",
+		Durable: task.QueueConsumer(task.DefaultQueue), AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubjects: task.QueueSubjects(task.DefaultQueue),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +205,9 @@ func TestCollectsEveryFigure(t *testing.T) {
 			return fmt.Errorf("queue: %+v", s.Queue)
 		case s.Queue.Pending != 3 || s.Queue.Dead != 2:
 			return fmt.Errorf("queue pending %d, dead %d; want 3 and 2", s.Queue.Pending, s.Queue.Dead)
+		case len(s.Queue.Queues) != 1 || s.Queue.Queues[0].Name != task.DefaultQueue || s.Queue.Queues[0].Pending != 3 ||
+			s.Queue.Queues[0].OldestAgeSeconds != nil:
+			return fmt.Errorf("queues %+v, want default with 3 pending and no age (no worker sampled it)", s.Queue.Queues)
 		case s.Workers == nil || len(s.Workers.Workers) != 0:
 			return fmt.Errorf("workers %+v, want none yet", s.Workers)
 		}
@@ -251,6 +257,16 @@ func TestCollectsEveryFigure(t *testing.T) {
 		}
 		if s.Queue.Pending != 0 || s.Queue.Dead != 2 {
 			return fmt.Errorf("queue %+v, want 0 pending (the worker ran them) and 2 dead", s.Queue)
+		}
+		var names []string
+		for _, q := range s.Queue.Queues {
+			names = append(names, q.Name)
+			if q.OldestAgeSeconds == nil || *q.OldestAgeSeconds != 0 {
+				return fmt.Errorf("queue %+v, want an oldest age of 0 (sampled by the worker: empty)", q)
+			}
+		}
+		if !slices.Equal(names, task.BuiltinQueues) {
+			return fmt.Errorf("queues %v, want the built-ins in priority order %v", names, task.BuiltinQueues)
 		}
 		if len(s.Workers.Workers) != 1 || s.Workers.Workers[0].ID != "w-1" || s.Workers.Workers[0].Succeeded != 3 {
 			return fmt.Errorf("workers %+v, want w-1 with 3 succeeded", s.Workers)

@@ -12,9 +12,10 @@
 //   - $SRV.STATS.dbsvc: dbsvc's requests per endpoint, i.e. its queries;
 //   - $SRV.STATS.process: each worker's sync calls and task counts
 //     (worker.TaskStats);
-//   - the info of the consumer workers on TASKS (queued and in-flight
-//     tasks), of the stream TASKS_DLQ (dead tasks) and of KV_cache (the
-//     shared cache's size).
+//   - the info of the queues' consumers workers-<queue> on TASKS (queued
+//     and in-flight tasks per queue; the oldest task's age comes from the
+//     workers' stats), of the stream TASKS_DLQ (dead tasks) and of KV_cache
+//     (the shared cache's size).
 //
 // Rates are the difference of two samples' counters over the time between
 // them. Without NATS (no URL, or the server is down) the dashboard still

@@ -101,17 +101,34 @@ type EndpointFigures struct {
 	Rate     float64 `json:"rate"`
 }
 
-// QueueFigures are the task queue: the consumer workers on TASKS, and the
-// dead-letter stream.
+// QueueFigures are the task queues: the queues' consumers on TASKS
+// (workers-<queue>), and the dead-letter stream.
 type QueueFigures struct {
 	// Pending tasks wait for a worker; InFlight were handed to one and not
 	// yet acked; Waiting are the workers' open pull requests (idle slots).
+	// All queues together.
 	Pending  uint64 `json:"pending"`
 	InFlight int    `json:"in_flight"`
 	Waiting  int    `json:"waiting"`
+	// Queues are each queue's, built-in queues first (priority order),
+	// then the others by name.
+	Queues []QueueLine `json:"queues"`
 	// Dead is how many tasks the dead-letter stream holds.
 	Dead  uint64 `json:"dead"`
 	Error string `json:"error,omitempty"`
+}
+
+// QueueLine is one queue: its consumer's figures, and the age of its
+// oldest task as the workers serving it last sampled it.
+type QueueLine struct {
+	Name     string `json:"name"`
+	Pending  uint64 `json:"pending"`
+	InFlight int    `json:"in_flight"`
+	Waiting  int    `json:"waiting"`
+	// OldestAgeSeconds is the age of its oldest task (waiting or running)
+	// now, from the freshest worker sample; nil when no worker of the role
+	// reported the queue.
+	OldestAgeSeconds *float64 `json:"oldest_age_seconds"`
 }
 
 // WorkersFigures are the workers', from the process service's stats.

@@ -595,7 +595,7 @@ func (st *stack) tasksLeaderMoved(t *testing.T, old string) {
 func (st *stack) checkQueueEmpty(t *testing.T) {
 	t.Helper()
 	testutil.Eventually(t, time.Minute, func() error {
-		out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "consumer", "info", task.Stream, task.Consumer, "--json")
+		out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "consumer", "info", task.Stream, task.QueueConsumer(task.DefaultQueue), "--json")
 		if err != nil {
 			return fmt.Errorf("nats consumer info: %w: %s", err, out)
 		}
@@ -607,7 +607,7 @@ func (st *stack) checkQueueEmpty(t *testing.T) {
 			return fmt.Errorf("decode consumer info %q: %w", out, err)
 		}
 		if c.NumPending != 0 || c.NumAckPending != 0 {
-			return fmt.Errorf("consumer workers: %d pending, %d unacked, want 0 and 0", c.NumPending, c.NumAckPending)
+			return fmt.Errorf("consumer workers-default: %d pending, %d unacked, want 0 and 0", c.NumPending, c.NumAckPending)
 		}
 		return nil
 	})

@@ -24,6 +24,12 @@ function esc(s) {
 }
 function short(s, n) { return s.length > n ? "…" + s.slice(s.length - n + 1) : s; }
 function $(id) { return document.getElementById(id); }
+function age(secs) {
+  if (secs < 1) return Math.round(secs * 1000) + " ms";
+  if (secs < 120) return Math.round(secs) + " s";
+  if (secs < 7200) return Math.round(secs / 60) + " min";
+  return Math.round(secs / 3600) + " h";
+}
 function setText(id, text) { const el = $(id); if (el && el.textContent !== text) el.textContent = text; }
 
 // ---- the view: nodes and edges computed from a snapshot ---------------------
@@ -83,7 +89,7 @@ function view(s) {
   const workers = (wk && wk.workers) || [];
   const wkPos = stack(Math.max(workers.length, 1), TOP, 300, 92, 10);
   const queue = { id: "queue", role: "queue", x: 770, y: (TOP + 300) / 2 - 48, w: 166, h: 96, color: "var(--worker)",
-    title: "TASKS queue", sub: "consumer workers",
+    title: "TASKS queues", sub: "consumers workers-*",
     big: q ? count(q.pending) + " queued" : "—",
     small: q ? count(q.in_flight) + " in flight · " + count(q.dead) + " dead" : "no NATS connection", down: !q };
   nodes.push(queue);
@@ -255,6 +261,9 @@ function cards(s) {
   setText("queue-inflight", q ? count(q.in_flight) : "—");
   setText("queue-dead", q ? count(q.dead) : "—");
   setText("task-rate", wk ? rate(wk.task_rate) : "—");
+  setText("queue-lines", q && q.queues && q.queues.length ? q.queues.map(l =>
+    l.name + " " + count(l.pending + l.in_flight) +
+    (l.oldest_age_seconds > 0 ? " (" + age(l.oldest_age_seconds) + ")" : "")).join(" · ") : "no queue served yet");
   push(history.queue, q ? q.pending + q.in_flight : 0);
 
   spark("spark-rate", history.rate, "#2563eb");
