@@ -47,9 +47,10 @@ type Config struct {
 	// they differ (task.Open).
 	Provision task.ProvisionConfig
 	// Queues are the queues this worker serves, in priority order, each
-	// with its weight (ParseQueues reads the --queues syntax). Empty is
-	// DefaultQueues, plus the queue of any type registered with WithQueue
-	// that they do not name (weight 1).
+	// with its weight (ParseQueues reads the --queues syntax). Empty is,
+	// for the worker role, DefaultQueues, and for a program's own Worker
+	// the queues of the types it handles (WithQueue, else the default
+	// queue), weight 1 each.
 	Queues []Queue
 	// StrictPriority makes a free slot take a task from the first queue in
 	// Queues that has one; otherwise it picks a queue at random by weight

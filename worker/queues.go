@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,16 +64,21 @@ type queueSet struct {
 	strict bool
 }
 
-// served returns the queues w serves: cfg.Queues, or DefaultQueues plus
-// the queues of its types that they do not name (weight 1), with zero
-// weights made 1.
+// served returns the queues w serves: cfg.Queues; else, for the worker
+// role, DefaultQueues; else, for a program's own worker, the queues of its
+// types (a type's WithQueue, else the default queue), weight 1 each, so a
+// worker of one type does not pull the built-in types' tasks (it would
+// only hand them back). Zero weights are made 1.
 func (w *Worker) served() []Queue {
 	qs := slices.Clone(w.cfg.Queues)
-	if len(qs) == 0 {
+	if len(qs) == 0 && w.builtin {
 		qs = DefaultQueues()
+	}
+	if len(qs) == 0 {
 		for _, d := range w.types {
-			if d.Queue != "" && !slices.ContainsFunc(qs, func(q Queue) bool { return q.Name == d.Queue }) {
-				qs = append(qs, Queue{Name: d.Queue, Weight: 1})
+			name := cmp.Or(d.Queue, task.DefaultQueue)
+			if !slices.ContainsFunc(qs, func(q Queue) bool { return q.Name == name }) {
+				qs = append(qs, Queue{Name: name, Weight: 1})
 			}
 		}
 	}

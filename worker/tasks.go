@@ -95,7 +95,13 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 
 	h, ok := r.handlers[env.Type]
 	if !ok {
-		r.fail(d, d.attempt, fmt.Errorf("no handler for task type %q", env.Type), d.log)
+		// A queue's consumer hands any of its tasks to any worker serving
+		// the queue, and workers of other programs may serve other types
+		// on it: hand the task back, for one of them, at no cost to its
+		// attempts. A type nobody serves stays queued, visible as such.
+		delay := handBackDelay(d.delivered)
+		d.log.Warn("no handler here for this task type; handed back to the queue", "queue", env.QueueOrDefault(), "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
 		return nil
 	}
 	d.handler = h
@@ -127,6 +133,13 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		_ = msg.NakWithDelay(r.backoff(d.delivered))
 	}
 	return nil
+}
+
+// handBackDelay is how long a task of a type this worker does not serve
+// waits before its delivery number delivered is followed by another: 1 s,
+// doubling to 30 s, so that a type nobody serves costs its queue little.
+func handBackDelay(delivered int) time.Duration {
+	return min(time.Second<<min(max(delivered-1, 0), 5), 30*time.Second)
 }
 
 // markRunning marks the task's record running by a new attempt and

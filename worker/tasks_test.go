@@ -304,12 +304,6 @@ func TestUndeliverable(t *testing.T) {
 		wantErrSub string
 	}{
 		{
-			name:       "unknown type",
-			send:       func(t *testing.T, e *env) string { return e.submit(t, "nosuch", `{"task":"nosuch"}`) },
-			wantState:  task.Failed,
-			wantErrSub: `no handler for task type "nosuch"`,
-		},
-		{
 			name: "not JSON",
 			send: func(t *testing.T, e *env) string {
 				e.publishRaw(t, task.Subject(task.DefaultQueue, "count"), []byte("not json"), "")
@@ -371,6 +365,39 @@ func TestUndeliverable(t *testing.T) {
 					ci.NumRedelivered, ci.NumAckPending, ci.Delivered.Consumer)
 			}
 		})
+	}
+}
+
+// TestUnservedTypeHandedBack: a task of a type this worker has no handler
+// for is handed back to its queue (for a worker that serves it), not
+// failed: its record stays queued with no attempt spent, and the worker
+// goes on with the tasks it serves. Once a worker serving the type starts,
+// the task runs.
+func TestUnservedTypeHandedBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	count := func(_ context.Context, tk *worker.Task) (any, error) { return "ok", nil }
+	cfg := testConfig("w1")
+	cfg.Handlers = map[string]worker.Handler{"count": count}
+	startWorker(t, e.ns, cfg)
+	id := e.submit(t, "other", `{"task":"other"}`)
+	good := e.submit(t, "count", `{"task":"count"}`)
+	e.waitState(t, good, task.Succeeded, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.consumerInfo(t).NumRedelivered == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the unserved task was not delivered again within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the consumer
+	}
+	if rec := e.record(t, id); rec.State != task.Queued || rec.Attempts != 0 || rec.Error != "" {
+		t.Fatalf("record of an unserved task = state %s, attempts %d, error %q; want queued, 0, none", rec.State, rec.Attempts, rec.Error)
+	}
+	other := testConfig("w2")
+	other.Handlers = map[string]worker.Handler{"other": count}
+	startWorker(t, e.ns, other)
+	if rec := e.waitState(t, id, task.Succeeded, 15*time.Second); rec.Worker != "w2" || rec.Attempts != 1 {
+		t.Errorf("record = worker %q, attempts %d; want w2, 1", rec.Worker, rec.Attempts)
 	}
 }
 

@@ -141,7 +141,7 @@ func TestRawWorkerAgainstUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := js.Consumer(t.Context(), task.Stream, task.Consumer); err == nil {
-		t.Skip(`needs the per-queue consumers: the legacy consumer "workers" (tasks.>) overlaps every other consumer on the work-queue stream`)
+		t.Fatalf(`the legacy consumer %q (tasks.>) is there: it overlaps every per-queue consumer on the work-queue stream`, task.Consumer)
 	}
 	startRaw(t, js, p.NATSURL, "worker", p.Passwords[natsconf.RoleWorker])
 	token, _, err := cfg.Keys.Issue("dev", auth.AllScopes, time.Hour, time.Now())

@@ -180,7 +180,7 @@ func TestWordcountAgainstUp(t *testing.T) {
 	startWorker(t, js, p.NATSURL, p.Passwords[natsconf.RoleWorker])
 	t.Run("wordcount", func(t *testing.T) {
 		if _, err := js.Consumer(ctx, task.Stream, task.Consumer); err == nil {
-			t.Skip("needs the per-queue consumers: the legacy consumer \"workers\" hands wordcount tasks to the built-in workers too")
+			t.Fatalf("the legacy consumer %q is there: it would hand wordcount tasks to the built-in workers too", task.Consumer)
 		}
 		sub, err := c.Submit(ctx, TaskType, Payload{Text: text})
 		if err != nil {
