@@ -1,4 +1,4 @@
-package client_test
+package testutil
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 	"github.com/scalelab/scalelab/internal/task"
 )
 
-// newBus starts an embedded JetStream server, provisions the task
+// NewBus starts an embedded JetStream server, provisions the task
 // streams, buckets and registry as `scalelab up` does (without users: the
-// examples and tests connect with every right), and returns a connection
-// and the function that stops it all.
-func newBus() (*nats.Conn, func()) {
-	dir, err := os.MkdirTemp("", "scalelab-client")
+// caller connects with every right), and returns a connection and the
+// function that stops it all. It is for Example functions, which have no
+// *testing.T: it exits the program on failure.
+func NewBus() (*nats.Conn, func()) {
+	dir, err := os.MkdirTemp("", "scalelab-bus")
 	if err != nil {
 		log.Fatal(err)
 	}
