@@ -22,7 +22,9 @@
 #                        built with git archive, as a second `up` on its own
 #                        ports: the systems scalelab_baseline and, with RATE,
 #                        scalelab_baseline_paced run in the same rounds)
-#                        SYSTEMS="scalelab asynq ..." (a subset; default all)
+#                        SYSTEMS="scalelab asynq ..." (a subset; default all:
+#                        scalelab, scalelab_sdk (submitted with the Go SDK
+#                        over NATS), asynq, jetstream, and the ones above)
 #                        CLIENT=fasthttp (the driver's HTTP client; or net/http)
 #                        OBSERVE=after (the driver reads outcomes once the
 #                        queue is drained; watch: watches the bucket live)
@@ -211,10 +213,13 @@ drive() {
 	local -n pid=${up}_PID balancer=${up}_BALANCER nats_url=${up}_NATS token=${up}_TOKEN password=${up}_PASSWORD varz=${up}_VARZ
 	SCALELAB_NATS_PASSWORD=$password timeout 300 "$TMP/driver" run -system "$sys" -url "$balancer" -token "$token" -nats "$nats_url" \
 		-varz "$varz" -pid "$pid" -n "${2:-$N}" -c "$C" -rate "${3:-0}" -round "$1" \
-		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" -observe "${OBSERVE:-after}" ||
+		-out "${4-$RES}" -timeout 4m -client "${CLIENT:-fasthttp}" -observe "${OBSERVE:-after}" -submit "${SUBMIT:-http}" ||
 		say "$sys round $1 failed (see above)"
 }
 run_scalelab_baseline() { drive base scalelab-baseline "$@"; }
+# run_scalelab_sdk ROUND: the same up, tasks submitted with the Go SDK's
+# NATS client (client.NewNATS) instead of POST /longtask: no HTTP.
+run_scalelab_sdk() { SUBMIT=sdk-nats drive up scalelab-sdk "$@"; }
 run_scalelab_baseline_paced() { drive base scalelab-baseline "$1" "$N_PACED" "$RATE"; }
 
 # run_asynq ROUND [N RATE NAME TASK_CHECK_INTERVAL]
@@ -270,7 +275,7 @@ run_jetstream() {
 	fi
 }
 
-systems=(scalelab asynq jetstream)
+systems=(scalelab scalelab_sdk asynq jetstream)
 [[ -n $ASYNQ_TUNED ]] && systems+=(asynq_tuned)
 [[ -n ${BASELINE:-} ]] && systems+=(scalelab_baseline)
 if ((RATE > 0)); then

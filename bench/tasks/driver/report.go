@@ -158,6 +158,8 @@ func report(args []string, w io.Writer) error {
 			return "scalelab end to end (HTTP → balancer → gateway → TASKS → worker → record succeeded)"
 		case sys == "scalelab-baseline":
 			return "scalelab as of BASELINE, end to end (the same path, the same rounds)"
+		case sys == "scalelab-sdk":
+			return "scalelab submitted with the Go SDK over NATS (client.NewNATS → TASKS → worker → record succeeded; no HTTP)"
 		case sys == "asynq":
 			return "Asynq " + *asynqVersion + " on Redis, defaults (enqueue → handler ran)"
 		case strings.HasPrefix(sys, "asynq-poll"):
@@ -215,6 +217,15 @@ func report(args []string, w io.Writer) error {
 		if strings.HasPrefix(sys, "asynq-poll") {
 			fmt.Fprintf(w, "| scalelab / Asynq (TaskCheckInterval %s) | %s |\n", strings.TrimPrefix(sys, "asynq-poll"), ratio(sl, by[sys]))
 		}
+	}
+	if sdk := by["scalelab-sdk"]; len(sdk) > 0 {
+		fmt.Fprintf(w, "| scalelab via the SDK over NATS / Asynq (defaults) | %s |\n", ratio(sdk, aq))
+		for _, sys := range flat {
+			if strings.HasPrefix(sys, "asynq-poll") {
+				fmt.Fprintf(w, "| scalelab via the SDK over NATS / Asynq (TaskCheckInterval %s) | %s |\n", strings.TrimPrefix(sys, "asynq-poll"), ratio(sdk, by[sys]))
+			}
+		}
+		fmt.Fprintf(w, "| scalelab via the SDK over NATS / scalelab over HTTP | %s |\n", ratio(sdk, sl))
 	}
 	fmt.Fprintf(w, "| scalelab / JetStream pub + consume | %s |\n", ratio(sl, pipe))
 	fmt.Fprintf(w, "| scalelab / JetStream consume | %s |\n", ratio(sl, by["jetstream-consume"]))
