@@ -13,13 +13,13 @@ import (
 
 	"github.com/scalelab/scalelab/client"
 	"github.com/scalelab/scalelab/internal/task"
-	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/task/tasktest"
 )
 
 // bus is newBus for a test: stopped at its end.
 func bus(t *testing.T) *client.NATSClient {
 	t.Helper()
-	nc, stop := testutil.NewBus()
+	nc, stop := tasktest.NewBus()
 	t.Cleanup(stop)
 	return client.NewNATS(nc, "tester")
 }
@@ -91,7 +91,7 @@ func TestHTTPErrors(t *testing.T) {
 // message the gateway would make: queued, owned, on its type's queue
 // (or the one asked for), in TASKS now or in TASKS_DELAYED for later.
 func TestNATSSubmit(t *testing.T) {
-	nc, stop := testutil.NewBus()
+	nc, stop := tasktest.NewBus()
 	t.Cleanup(stop)
 	c := client.NewNATS(nc, "tester")
 	ctx := t.Context()

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/scalelab/scalelab/client"
-	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/task/tasktest"
 )
 
 // New talks to the front door with a token: submit a task, then wait for
@@ -51,10 +51,10 @@ func ExampleHTTPClient_Submit() {
 }
 
 // NewNATS submits over NATS, from inside the cluster, as the "client"
-// NATS user; List is its own. (testutil.NewBus starts an
+// NATS user; List is its own. (tasktest.NewBus starts an
 // embedded NATS server and provisions it as `scalelab up` does.)
 func ExampleNewNATS() {
-	nc, stop := testutil.NewBus()
+	nc, stop := tasktest.NewBus()
 	defer stop()
 	c := client.NewNATS(nc, "nightly-script")
 	ctx := context.Background()

@@ -10,18 +10,18 @@ import (
 	"time"
 
 	"github.com/scalelab/scalelab/client"
-	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/internal/task/tasktest"
 	"github.com/scalelab/scalelab/worker"
 )
 
 // A program of your own serves a task type of its own: HandleJSON decodes
 // each task's payload into a Greeting, the schema lets the gateway refuse
 // a bad payload before it is queued, and Run registers the type and pulls
-// its tasks until ctx ends. (testutil.NewBus starts an embedded NATS
+// its tasks until ctx ends. (tasktest.NewBus starts an embedded NATS
 // server and provisions it as `scalelab up` does; against a real platform,
 // connect as the NATS user "worker".)
 func ExampleHandleJSON() {
-	nc, stop := testutil.NewBus()
+	nc, stop := tasktest.NewBus()
 	defer stop()
 
 	type Greeting struct {

@@ -246,9 +246,9 @@ run_asynq_paced() { run_asynq "$1" "$N_PACED" "$RATE"; }
 # consumer with explicit acks. Each round uses fresh streams and removes them.
 run_jetstream() {
 	local r=$1 s=BENCH_R$1
-	if nats -s "$NATS_URL" bench js pub async "bench.r$r" --create --storage file --stream "$s" \
+	if nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" bench js pub async "bench.r$r" --create --storage file --stream "$s" \
 		--msgs "$N" --size 128B --no-progress --csv "$TMP/pub$r.csv" >"$TMP/js$r.log" 2>&1 &&
-		nats -s "$NATS_URL" bench js consume --stream "$s" --msgs "$N" --acks explicit \
+		nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" bench js consume --stream "$s" --msgs "$N" --acks explicit \
 			--no-progress --csv "$TMP/cons$r.csv" >>"$TMP/js$r.log" 2>&1; then
 		"$TMP/driver" natscsv -system jetstream-pub -round "$r" -n "$N" -file "$TMP/pub$r.csv" -out "$RES"
 		"$TMP/driver" natscsv -system jetstream-consume -round "$r" -n "$N" -file "$TMP/cons$r.csv" -out "$RES"
@@ -256,22 +256,22 @@ run_jetstream() {
 		say "jetstream round $r failed:"
 		tail -5 "$TMP/js$r.log" >&2
 	fi
-	nats -s "$NATS_URL" stream rm -f "$s" >/dev/null 2>&1 || true
+	nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" stream rm -f "$s" >/dev/null 2>&1 || true
 	if [[ $JS_DOUBLEACK == 1 ]]; then
 		# What a single serial consumer gets when it waits for each ack
 		# (DoubleAck), one message at a time, as scalelab's workers did
 		# until they switched to a plain ack.
 		s=BENCH_DA_R$r
-		if nats -s "$NATS_URL" bench js pub async "bench.da$r" --create --storage file --stream "$s" \
+		if nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" bench js pub async "bench.da$r" --create --storage file --stream "$s" \
 			--msgs "$N" --size 128B --no-progress >"$TMP/jsda$r.log" 2>&1 &&
-			nats -s "$NATS_URL" bench js consume --stream "$s" --msgs "$N" --acks explicit --doubleack \
+			nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" bench js consume --stream "$s" --msgs "$N" --acks explicit --doubleack \
 				--no-progress --csv "$TMP/consda$r.csv" >>"$TMP/jsda$r.log" 2>&1; then
 			"$TMP/driver" natscsv -system jetstream-consume-doubleack -round "$r" -n "$N" -file "$TMP/consda$r.csv" -out "$RES"
 		else
 			say "jetstream doubleack round $r failed:"
 			tail -5 "$TMP/jsda$r.log" >&2
 		fi
-		nats -s "$NATS_URL" stream rm -f "$s" >/dev/null 2>&1 || true
+		nats -s "$NATS_URL" --user admin --password "$up_PASSWORD" stream rm -f "$s" >/dev/null 2>&1 || true
 	fi
 }
 

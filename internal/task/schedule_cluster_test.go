@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,16 +26,16 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startCluster starts a 3-node JetStream cluster in-process and returns a
-// client URL of each node.
-func startCluster(t *testing.T) []string {
+// startCluster starts a 3-node JetStream cluster in-process and returns
+// its servers.
+func startCluster(t *testing.T) []*server.Server {
 	t.Helper()
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var routes []*url.URL
 	for _, p := range ports {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
 	}
-	var urls []string
+	var servers []*server.Server
 	for i, p := range ports {
 		ns, err := server.NewServer(&server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
@@ -50,19 +51,24 @@ func startCluster(t *testing.T) []string {
 		if !ns.ReadyForConnections(10 * time.Second) {
 			t.Fatal("cluster node not ready")
 		}
-		urls = append(urls, ns.ClientURL())
+		servers = append(servers, ns)
 	}
-	return urls
+	return servers
 }
 
 // TestSchedulesOnACluster: on three nodes (compose's layout) Provision
 // makes SCHEDULES with three replicas, and a schedule ticks there: the
 // server's scheduler on a replicated stream, with one message per subject
-// and tick TTLs.
+// and tick TTLs. It keeps ticking when the node that leads the stream (and
+// so fires its schedules) is lost: a new leader takes the schedule over.
 func TestSchedulesOnACluster(t *testing.T) {
 	t.Parallel()
-	urls := startCluster(t)
-	nc, err := nats.Connect(urls[0])
+	servers := startCluster(t)
+	var urls []string
+	for _, ns := range servers {
+		urls = append(urls, ns.ClientURL())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,24 +99,53 @@ func TestSchedulesOnACluster(t *testing.T) {
 	if r := s.CachedInfo().Config.Replicas; r != 3 {
 		t.Errorf("replicas = %d, want 3", r)
 	}
-	var seqs []uint64
-	testutil.Eventually(t, 20*time.Second, func() error {
-		m, err := s.GetLastMsgForSubject(t.Context(), ScheduleFireSubject(id))
+	// ticks waits for n more ticks of the schedule.
+	ticks := func(n int) {
+		t.Helper()
+		var seqs []uint64
+		testutil.Eventually(t, 30*time.Second, func() error {
+			m, err := s.GetLastMsgForSubject(t.Context(), ScheduleFireSubject(id))
+			if err != nil {
+				return err
+			}
+			if len(seqs) == 0 || seqs[len(seqs)-1] != m.Sequence {
+				seqs = append(seqs, m.Sequence)
+			}
+			if m.Header.Get("Nats-Scheduler") != ScheduleDefSubject(id) || m.Header.Get("Nats-TTL") == "" {
+				return fmt.Errorf("tick headers %v", m.Header)
+			}
+			if len(seqs) < n+1 { // the first seen may be a tick from before
+				return fmt.Errorf("ticks %v", seqs)
+			}
+			return nil
+		})
+	}
+	ticks(3)
+
+	info, err := s.Info(t.Context())
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatalf("stream info = %+v, %v; want its cluster leader", info, err)
+	}
+	leader := info.Cluster.Leader
+	for _, ns := range servers {
+		if ns.Name() == leader {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() error { // a new leader, elected among the two left
+		info, err := s.Info(t.Context())
 		if err != nil {
 			return err
 		}
-		if len(seqs) == 0 || seqs[len(seqs)-1] != m.Sequence {
-			seqs = append(seqs, m.Sequence)
-		}
-		if m.Header.Get("Nats-Scheduler") != ScheduleDefSubject(id) || m.Header.Get("Nats-TTL") == "" {
-			return fmt.Errorf("tick headers %v", m.Header)
-		}
-		if len(seqs) < 3 {
-			return fmt.Errorf("ticks %v", seqs)
+		if info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == leader {
+			return fmt.Errorf("leader %+v", info.Cluster)
 		}
 		return nil
 	})
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(ScheduleFireSubject(id)))
+	ticks(3)
+
+	info, err = s.Info(t.Context(), jetstream.WithSubjectFilter(ScheduleFireSubject(id)))
 	if err != nil {
 		t.Fatal(err)
 	}
