@@ -206,35 +206,43 @@ func (b *scheduleBook) remove(ctx context.Context, sc *storedSchedule) error {
 	return nil
 }
 
-// nextRun is when schedule sc fires next: the Nats-Schedule-Next of its
-// last tick when that is still ahead (exact: the server's own timer),
-// else computed from its spec. nil when unknown.
-func (b *scheduleBook) nextRun(ctx context.Context, sc *storedSchedule, now time.Time) *time.Time {
+// view is the schedule sc as the routes answer it at now: with its next
+// run (the Nats-Schedule-Next of its last tick while that is still ahead,
+// exact: the server's own timer; else computed from its spec; nil when
+// unknown) and, once it has fired, its last (the latest tick's time in
+// the stream).
+func (b *scheduleBook) view(ctx context.Context, sc *storedSchedule, now time.Time) scheduleView {
+	v := scheduleView{Schedule: sc.Schedule}
 	if s, err := b.bind(ctx); err == nil {
 		if m, err := s.GetLastMsgForSubject(ctx, task.ScheduleFireSubject(sc.ID)); err == nil {
+			last := m.Time.UTC()
+			v.LastRun = &last
 			if t, err := time.Parse(time.RFC3339Nano, m.Header.Get(hdrScheduleNext)); err == nil && t.After(now) {
 				t = t.UTC()
-				return &t
+				v.NextRun = &t
+				return v
 			}
 		}
 	}
 	spec, err := task.ParseSpec(sc.Spec, sc.TimeZone)
 	if err != nil {
-		return nil
+		return v
 	}
-	t := spec.NextAfter(sc.storedAt, now)
-	if t.IsZero() {
-		return nil
+	if t := spec.NextAfter(sc.storedAt, now); !t.IsZero() {
+		t = t.UTC()
+		v.NextRun = &t
 	}
-	t = t.UTC()
-	return &t
+	return v
 }
 
 // scheduleView is a schedule as the routes answer it.
 type scheduleView struct {
 	task.Schedule
-	// NextRun is when it fires next (see scheduleBook.nextRun).
+	// NextRun is when it fires next (see scheduleBook.view).
 	NextRun *time.Time `json:"next_run,omitempty"`
+	// LastRun is when it last fired: the time of its latest tick, kept in
+	// the stream SCHEDULES until the next replaces it (or for a day).
+	LastRun *time.Time `json:"last_run,omitempty"`
 }
 
 // scheduleRequest is the body of POST /schedules.
@@ -399,7 +407,7 @@ func handleCreateSchedule(book *scheduleBook, idKey []byte) echo.HandlerFunc {
 			return err
 		}
 		c.Response().Header().Set(echo.HeaderLocation, "/schedules/"+stored.ID)
-		return c.JSON(http.StatusCreated, scheduleView{Schedule: stored.Schedule, NextRun: book.nextRun(ctx, stored, time.Now())})
+		return c.JSON(http.StatusCreated, book.view(ctx, stored, time.Now()))
 	}
 }
 
@@ -434,7 +442,7 @@ func handleListSchedules(book *scheduleBook) echo.HandlerFunc {
 		out := []scheduleView{}
 		for _, sc := range all {
 			if scheduleVisibleTo(claims, &sc.Schedule) {
-				out = append(out, scheduleView{Schedule: sc.Schedule, NextRun: book.nextRun(ctx, sc, now)})
+				out = append(out, book.view(ctx, sc, now))
 			}
 		}
 		return c.JSON(http.StatusOK, map[string]any{"schedules": out})
@@ -449,7 +457,7 @@ func handleGetSchedule(book *scheduleBook) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, scheduleView{Schedule: sc.Schedule, NextRun: book.nextRun(c.Request().Context(), sc, time.Now())})
+		return c.JSON(http.StatusOK, book.view(c.Request().Context(), sc, time.Now()))
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 type scheduleOut struct {
 	task.Schedule
 	NextRun *time.Time `json:"next_run"`
+	LastRun *time.Time `json:"last_run"`
 }
 
 func postSchedule(t *testing.T, base, tok, body string) scheduleOut {
@@ -91,8 +92,8 @@ func TestScheduleTicksBecomeOneTaskEach(t *testing.T) {
 	tok := tokenFor(t, "alice", auth.ScopeTasksWrite, auth.ScopeTasksRead)
 
 	s := postSchedule(t, baseA, tok, `{"every":"1s","task":{"task":"noop","n":1}}`)
-	if s.Owner != "alice" || s.Spec != "@every 1s" || s.NextRun == nil {
-		t.Fatalf("schedule = %+v, want owner alice, spec @every 1s, a next run", s)
+	if s.Owner != "alice" || s.Spec != "@every 1s" || s.NextRun == nil || s.LastRun != nil {
+		t.Fatalf("schedule = %+v, want owner alice, spec @every 1s, a next run, no last run yet", s)
 	}
 	// Three ticks at least: about 3 s.
 	testutil.Eventually(t, 15*time.Second, func() error {
@@ -101,6 +102,11 @@ func TestScheduleTicksBecomeOneTaskEach(t *testing.T) {
 		}
 		return nil
 	})
+	var got scheduleOut
+	if r := send(t, http.MethodGet, baseB+"/schedules/"+s.ID, tok, "", nil); r.status != http.StatusOK || json.Unmarshal(r.body, &got) != nil ||
+		got.LastRun == nil || time.Since(*got.LastRun) > 10*time.Second {
+		t.Errorf("GET /schedules/%s = %d %s, want its last_run within the last seconds", s.ID, r.status, r.body)
+	}
 	if r := send(t, http.MethodDelete, baseB+"/schedules/"+s.ID, tok, "", nil); r.status != http.StatusOK {
 		t.Fatalf("DELETE /schedules/%s = %d %s", s.ID, r.status, r.body)
 	}

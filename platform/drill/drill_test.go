@@ -395,6 +395,11 @@ func (st *stack) drillTasks(t *testing.T) {
 	}
 
 	atLeast(tasks / 4)
+	// A schedule ticking every second (on the low queue, out of the way of
+	// the drill's count) must keep ticking while a node is down: its
+	// last_run, the time of its latest tick in SCHEDULES, moves on.
+	schedID := st.createSchedule(t, `{"every":"1s","queue":"low","task":{"task":"noop"}}`)
+	st.waitScheduleTicks(t, schedID, 2)
 	stoppedAt := time.Now()
 	stopped := parallel(
 		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", node.id) },
@@ -407,6 +412,8 @@ func (st *stack) drillTasks(t *testing.T) {
 		natsVictim, wk.hostname, tasks/4, time.Since(stoppedAt).Round(time.Millisecond))
 	st.tasksLeaderMoved(t, natsVictim)
 	t.Logf("TASKS had a new leader %v after the stop began", time.Since(stoppedAt).Round(time.Millisecond))
+	st.waitScheduleTicks(t, schedID, 3)
+	t.Logf("schedule %s ticked 3 times with %s down, %v after the stop began", schedID, natsVictim, time.Since(stoppedAt).Round(time.Millisecond))
 
 	// Keep them down while another quarter of the tasks comes in (the
 	// stops may take seconds, with submissions going on meanwhile).
@@ -438,6 +445,8 @@ func (st *stack) drillTasks(t *testing.T) {
 	})
 	t.Logf("recovery: %s caught up %v after its restart, the worker healthy after %v",
 		natsVictim, natsBack.Round(time.Millisecond), workerBack.Round(time.Millisecond))
+	st.waitScheduleTicks(t, schedID, 2)
+	st.deleteSchedule(t, schedID)
 
 	wg.Wait()
 	if f := firstFail.Load(); f != nil {
@@ -1009,6 +1018,69 @@ func (st *stack) submit(ctx context.Context, body, idempotencyKey string) (strin
 		return "", fmt.Errorf("POST /longtask answer %q: no task_id (%v)", b, err)
 	}
 	return got.TaskID, nil
+}
+
+// createSchedule posts a schedule through the balancer and returns its id.
+func (st *stack) createSchedule(t *testing.T, body string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.base+"/schedules", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+st.token)
+	res, b, err := st.do(req)
+	if err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /schedules %s = %v, %v %s", body, err, res, b)
+	}
+	var sc struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &sc); err != nil || sc.ID == "" {
+		t.Fatalf("POST /schedules answer %q: no id (%v)", b, err)
+	}
+	return sc.ID
+}
+
+// waitScheduleTicks waits until the schedule id's last_run (its latest
+// tick's time) has moved on n times: n more ticks fired.
+func (st *stack) waitScheduleTicks(t *testing.T, id string, n int) {
+	t.Helper()
+	var seen []string
+	testutil.Eventually(t, time.Minute, func() error {
+		res, b, err := st.get(t.Context(), "/schedules/"+id)
+		if err != nil {
+			return err
+		}
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /schedules/%s = %d %s", id, res.StatusCode, b)
+		}
+		var sc struct {
+			LastRun string `json:"last_run"`
+		}
+		if err := json.Unmarshal(b, &sc); err != nil {
+			return err
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != sc.LastRun {
+			seen = append(seen, sc.LastRun)
+		}
+		if len(seen) <= n {
+			return fmt.Errorf("schedule %s: last runs seen %v, want %d changes", id, seen, n)
+		}
+		return nil
+	})
+}
+
+// deleteSchedule deletes the schedule id through the balancer.
+func (st *stack) deleteSchedule(t *testing.T, id string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, st.base+"/schedules/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+st.token)
+	if res, b, err := st.do(req); err != nil || res.StatusCode != http.StatusOK {
+		t.Errorf("DELETE /schedules/%s = %v, %v %s", id, err, res, b)
+	}
 }
 
 // task reads a task record through the balancer.
