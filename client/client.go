@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/scalelab/scalelab/internal/task"
 )
 
 // Tasks is what both clients do: submit a task, read it, wait for it to
@@ -139,13 +141,21 @@ func WithIdempotencyKey(key string) SubmitOption {
 	return func(o *submitOptions) { o.idempotencyKey = key }
 }
 
-// reserved are the members of a submission body that are options, not
-// payload.
-var reserved = []string{"task", "queue", "run_at", "delay"}
-
 // submissionBody is the POST /longtask body of a task of type typ with
-// payload and o's queue and time: {"task":typ, <payload's members>, ...}.
-func submissionBody(typ string, payload any, o submitOptions) ([]byte, error) {
+// payload and the options opts (its queue and time), and those options.
+func submissionBody(typ string, payload any, opts []SubmitOption) ([]byte, submitOptions, error) {
+	var o submitOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	b, err := encodeSubmission(typ, payload, o)
+	return b, o, err
+}
+
+// encodeSubmission is the body {"task":typ, <payload's members>, ...} of
+// a typ task with payload under options o. The payload may not have the
+// members that are options (task.Reserved).
+func encodeSubmission(typ string, payload any, o submitOptions) ([]byte, error) {
 	members := map[string]json.RawMessage{}
 	if payload != nil {
 		b, err := json.Marshal(payload)
@@ -158,7 +168,7 @@ func submissionBody(typ string, payload any, o submitOptions) ([]byte, error) {
 			}
 		}
 	}
-	for _, k := range reserved {
+	for _, k := range task.Reserved {
 		if _, ok := members[k]; ok {
 			return nil, fmt.Errorf("client: the payload of a %s task has member %q, which is reserved: use the options", typ, k)
 		}

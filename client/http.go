@@ -57,11 +57,7 @@ var _ Tasks = (*HTTPClient)(nil)
 // Submit posts the task to /longtask (see Tasks). With
 // WithIdempotencyKey, a repeat returns the first task.
 func (c *HTTPClient) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Task, error) {
-	var o submitOptions
-	for _, f := range opts {
-		f(&o)
-	}
-	body, err := submissionBody(typ, payload, o)
+	body, o, err := submissionBody(typ, payload, opts)
 	if err != nil {
 		return nil, err
 	}

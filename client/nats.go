@@ -164,11 +164,7 @@ func (c *NATSClient) bind(ctx context.Context) (jetstream.JetStream, *task.Store
 // trusted), and a repeat returns the first task, published again while it
 // is still queued.
 func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Task, error) {
-	var o submitOptions
-	for _, f := range opts {
-		f(&o)
-	}
-	body, err := submissionBody(typ, payload, o)
+	body, o, err := submissionBody(typ, payload, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -302,9 +298,6 @@ func (c *NATSClient) Wait(ctx context.Context, id string) (*Task, error) {
 	}
 }
 
-// errFinal stops a cancel of a task that already finished.
-var errFinal = errors.New("client: task already final")
-
 // Cancel marks the task cancelled and tells the workers, as DELETE
 // /tasks/{id} does: a queued task is dropped by the worker that pulls it,
 // a running one has its context cancelled.
@@ -316,19 +309,11 @@ func (c *NATSClient) Cancel(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, publicError(err)
 	}
-	var final task.State
-	rec, err := store.Update(ctx, id, func(r *task.Record) error {
-		if r.State.Terminal() {
-			final = r.State
-			return errFinal
-		}
-		now := time.Now().UTC()
-		r.State, r.Error, r.FinishedAt = task.Cancelled, "cancelled by client", &now
-		return nil
-	})
+	rec, err := task.MarkCancelled(ctx, store, id, nil)
+	var final *task.FinalError
 	switch {
-	case errors.Is(err, errFinal):
-		return nil, publicError(apperr.New(apperr.Conflict, "task %s already %s", id, final))
+	case errors.As(err, &final):
+		return nil, publicError(apperr.Wrap(err, apperr.Conflict, "%s", final))
 	case err != nil:
 		return nil, publicError(storeError(id, err))
 	}

@@ -83,9 +83,6 @@ func handleGetTask(store TaskStore) echo.HandlerFunc {
 	}
 }
 
-// errFinal stops a cancel of a task that already finished.
-var errFinal = errors.New("gateway: task already final")
-
 // handleCancelTask cancels a queued or running task. A queued task is
 // dropped by the worker that pulls it; a running one has its context
 // cancelled through a notice on task.CancelSubject. Cancelling a finished
@@ -97,23 +94,17 @@ func handleCancelTask(store TaskStore, notify Notifier, log *slog.Logger) echo.H
 		if err != nil {
 			return err
 		}
-		var final task.State
 		claims := claimsOf(c)
-		rec, err := store.Update(c.Request().Context(), id, func(r *task.Record) error {
+		rec, err := task.MarkCancelled(c.Request().Context(), store, id, func(r *task.Record) error {
 			if !visibleTo(claims, r) {
 				return errNotVisible // nothing is written
 			}
-			if r.State.Terminal() {
-				final = r.State
-				return errFinal
-			}
-			now := time.Now().UTC()
-			r.State, r.Error, r.FinishedAt = task.Cancelled, "cancelled by client", &now
 			return nil
 		})
+		var final *task.FinalError
 		switch {
-		case errors.Is(err, errFinal):
-			return apperr.New(apperr.Conflict, "task %s already %s", id, final)
+		case errors.As(err, &final):
+			return apperr.Wrap(err, apperr.Conflict, "%s", final)
 		case err != nil:
 			return taskStoreError(id, err)
 		}
