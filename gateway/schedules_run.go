@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/natsconn"
@@ -90,7 +91,10 @@ func (m *materializer) run(ctx context.Context) {
 			pause = 100 * time.Millisecond
 			m.materialize(ctx, stream, msg)
 			continue
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages):
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, nats.ErrTimeout):
+			// No tick within the pull's life (the server expires the
+			// request just before the deadline: nats.ErrTimeout): the
+			// quiet case, pull again.
 			continue
 		case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrStreamNotFound):
 			m.log.Warn("schedule consumer gone; binding again", "err", err)

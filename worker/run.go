@@ -111,8 +111,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = stopService()
 		return fmt.Errorf("worker: subscribe to cancel notices: %w", err)
 	}
-	log.Info("worker started", "stream", task.Stream, "queues", queueNames(queues), "strict_priority", cfg.StrictPriority,
-		"process_subject", wire.ProcessSubject, "concurrency", cfg.Concurrency)
+	attrs := []any{"stream", task.Stream, "queues", queueNames(queues), "strict_priority", cfg.StrictPriority,
+		"types", len(w.types), "concurrency", cfg.Concurrency}
+	if w.builtin {
+		attrs = append(attrs, "process_subject", wire.ProcessSubject)
+	}
+	log.Info("worker started", attrs...)
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.Addr != "" || cfg.Listener != nil {
