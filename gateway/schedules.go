@@ -104,6 +104,37 @@ func (b *scheduleBook) get(ctx context.Context, id string) (*storedSchedule, err
 	return &storedSchedule{Schedule: sc, seq: m.Sequence, storedAt: m.Time}, nil
 }
 
+// MaxSchedulesPerOwner bounds the schedules of one token subject. Each
+// schedule makes tasks on its own, forever: without a bound, one user
+// could have the platform make thousands of tasks a second from requests
+// it sent once.
+const MaxSchedulesPerOwner = 100
+
+// checkQuota refuses (429) the new schedule sc when its owner already has
+// MaxSchedulesPerOwner schedules; a keyed repeat of one
+// of them (it exists under sc's id) is no new schedule. Two gateways
+// creating at the same moment may let an owner pass the bound by one
+// each: it bounds the load, not a count.
+func (b *scheduleBook) checkQuota(ctx context.Context, sc *task.Schedule) error {
+	all, err := b.list(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, s := range all {
+		if s.ID == sc.ID {
+			return nil // a repeat: answered by replaySchedule
+		}
+		if s.Owner == sc.Owner {
+			n++
+		}
+	}
+	if n >= MaxSchedulesPerOwner {
+		return apperr.New(apperr.RateLimited, "%s has %d schedules, the most one owner may have: delete one first", sc.Owner, n)
+	}
+	return nil
+}
+
 // list reads every schedule, oldest first.
 func (b *scheduleBook) list(ctx context.Context) ([]*storedSchedule, error) {
 	s, err := b.bind(ctx)
@@ -395,6 +426,9 @@ func handleCreateSchedule(book *scheduleBook, idKey []byte) echo.HandlerFunc {
 		}
 		if keyed != "" {
 			sc.ID = keyed
+		}
+		if err := book.checkQuota(ctx, sc); err != nil {
+			return err
 		}
 		stored, err := book.create(ctx, sc)
 		if errors.Is(err, errScheduleExists) && keyed != "" {

@@ -388,6 +388,39 @@ func TestScheduleTicksCollapseWithoutGateways(t *testing.T) {
 
 // TestScheduleIdempotencyKey: a repeated POST /schedules with the same
 // Idempotency-Key (the balancer's retry, a client's) makes one schedule.
+// TestScheduleQuota: an owner has at most MaxSchedulesPerOwner schedules
+// (each makes tasks forever from one request); the next is a 429, another
+// owner is not affected, a keyed repeat of an existing one still answers,
+// and deleting one makes room.
+func TestScheduleQuota(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	base := startGateway(t, testutil.Connect(t, ns))
+	alice := tokenFor(t, "alice", auth.ScopeTasksWrite, auth.ScopeTasksRead)
+	bob := tokenFor(t, "bob", auth.ScopeTasksWrite, auth.ScopeTasksRead)
+	body := `{"cron":"@daily","task":{"task":"noop"}}`
+	key := map[string]string{"Idempotency-Key": "first"}
+	first := send(t, http.MethodPost, base+"/schedules", alice, body, key)
+	if first.status != http.StatusCreated {
+		t.Fatalf("POST /schedules = %d %s", first.status, first.body)
+	}
+	for range MaxSchedulesPerOwner - 1 {
+		postSchedule(t, base, alice, body)
+	}
+	r := send(t, http.MethodPost, base+"/schedules", alice, body, nil)
+	if r.status != http.StatusTooManyRequests || errorCode(t, r) != "rate_limited" {
+		t.Fatalf("schedule %d of alice = %d %s, want 429 rate_limited", MaxSchedulesPerOwner+1, r.status, r.body)
+	}
+	if r := send(t, http.MethodPost, base+"/schedules", alice, body, key); r.status != http.StatusCreated || r.header.Get(replayedHeader) != "true" {
+		t.Errorf("a keyed repeat at the quota = %d %s, want 201 replayed", r.status, r.body)
+	}
+	postSchedule(t, base, bob, body)
+	if r := send(t, http.MethodDelete, base+first.header.Get("Location"), alice, "", nil); r.status != http.StatusOK {
+		t.Fatalf("DELETE = %d %s", r.status, r.body)
+	}
+	postSchedule(t, base, alice, body)
+}
+
 func TestScheduleIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	ns := testutil.StartNATS(t)

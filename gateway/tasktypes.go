@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 )
 
@@ -24,7 +25,9 @@ type taskTypeView struct {
 	Unique      *task.Unique    `json:"unique,omitempty"`
 	UpdatedAt   time.Time       `json:"updated_at"`
 	Workers     int             `json:"workers"`
-	WorkerIDs   []string        `json:"worker_ids"`
+	// WorkerIDs name those workers, for tasks:admin only: a worker's id
+	// carries its host name, which is the operator's business.
+	WorkerIDs []string `json:"worker_ids,omitempty"`
 }
 
 // queueView is one queue as GET /task-types lists it.
@@ -55,6 +58,7 @@ func handleListTaskTypes(catalog *task.Catalog) echo.HandlerFunc {
 				byQueue[q]++
 			}
 		}
+		admin := claimsOf(c).HasScope(auth.ScopeTasksAdmin)
 		types := []taskTypeView{}
 		for _, d := range catalog.Types() {
 			queue := d.Queue
@@ -62,14 +66,18 @@ func handleListTaskTypes(catalog *task.Catalog) echo.HandlerFunc {
 				queue = task.DefaultQueue
 			}
 			ids := byType[d.Name]
-			if ids == nil {
-				ids = []string{}
-			}
-			types = append(types, taskTypeView{
+			v := taskTypeView{
 				Name: d.Name, Description: d.Description, Schema: d.Schema, Queue: queue,
 				MaxAttempts: d.MaxAttempts, TimeoutMS: d.TimeoutMS, Unique: d.Unique, UpdatedAt: d.UpdatedAt,
-				Workers: len(ids), WorkerIDs: ids,
-			})
+				Workers: len(ids),
+			}
+			if admin {
+				v.WorkerIDs = ids
+				if v.WorkerIDs == nil {
+					v.WorkerIDs = []string{}
+				}
+			}
+			types = append(types, v)
 		}
 		queues := []queueView{}
 		for _, q := range catalog.Queues() {

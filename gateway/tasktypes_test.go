@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -138,7 +139,7 @@ func TestTaskRegistry(t *testing.T) {
 				Workers int    `json:"workers"`
 			} `json:"queues"`
 		}
-		r := get(t, base+"/task-types", tok)
+		r := get(t, base+"/task-types", tokenFor(t, "ops", auth.ScopeTasksRead, auth.ScopeTasksAdmin))
 		if r.status != http.StatusOK || json.Unmarshal(r.body, &list) != nil {
 			t.Fatalf("GET /task-types = %d %s, want 200 JSON", r.status, r.body)
 		}
@@ -167,6 +168,12 @@ func TestTaskRegistry(t *testing.T) {
 		}
 		if want := map[string]int{"critical": 0, "default": 2, "images": 1, "low": 0}; fmt.Sprint(queues) != fmt.Sprint(want) {
 			t.Errorf("GET /task-types queues = %v, want %v", queues, want)
+		}
+		// Without tasks:admin, the workers are counted, not named: their
+		// ids carry host names.
+		r = get(t, base+"/task-types", tokenFor(t, "carol", auth.ScopeTasksRead))
+		if r.status != http.StatusOK || bytes.Contains(r.body, []byte("worker_ids")) || !bytes.Contains(r.body, []byte(`"workers":2`)) {
+			t.Errorf("GET /task-types with tasks:read only = %d %s, want the counts without worker_ids", r.status, r.body)
 		}
 		if r := get(t, base+"/task-types", tokenFor(t, "bob", auth.ScopeTasksWrite)); r.status != http.StatusForbidden {
 			t.Errorf("GET /task-types without tasks:read = %d, want 403", r.status)
