@@ -162,7 +162,10 @@ func (c *NATSClient) bind(ctx context.Context) (jetstream.JetStream, *task.Store
 // deleted. With WithIdempotencyKey, the task id is derived from the key
 // and the owner (unkeyed, unlike the gateway's: in-cluster clients are
 // trusted), and a repeat returns the first task, published again while it
-// is still queued.
+// is still queued. A unique type's tasks (worker.WithUnique) are unique
+// among the NATS client's submissions of an owner; an HTTP submission by
+// the same owner derives its id with the gateway's secret key, so the two
+// paths do not find each other's task.
 func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Task, error) {
 	body, o, err := submissionBody(typ, payload, opts)
 	if err != nil {
