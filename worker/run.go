@@ -43,7 +43,15 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 // rest back to the queue, and returns. It announces the types it serves to
 // the task-type registry before it takes work, and itself as alive while
 // it runs. The caller owns the connection and drains it after Run returns.
+// A Worker runs once, and needs at least one type: Run returns an error
+// otherwise, at once.
 func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run called twice")
+	}
+	if len(w.types) == 0 {
+		return errors.New("worker: no task types to serve: call Handle before Run")
+	}
 	cfg, nc := w.cfg, w.nc
 	log := w.cfg.Logger.With("role", "worker", "worker", cfg.ID)
 	js, err := jetstream.New(nc)

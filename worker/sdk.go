@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,8 @@ type Worker struct {
 	types    []task.TypeDef
 	// builtin marks the worker role: it also serves the process service.
 	builtin bool
+	// started is set by Run: the handlers are fixed from then on.
+	started atomic.Bool
 }
 
 // New returns a Worker that will connect through nc, a connection as a
@@ -130,6 +133,9 @@ func (w *Worker) Handle(typ string, h Handler, opts ...TypeOption) {
 }
 
 func (w *Worker) handle(d task.TypeDef, h Handler) {
+	if w.started.Load() {
+		panic(fmt.Sprintf("worker: Handle(%q) after Run: register every type before Run", d.Name))
+	}
 	if err := d.Validate(); err != nil {
 		panic(fmt.Sprintf("worker: Handle(%q): %v", d.Name, strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": ")))
 	}
