@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -56,14 +57,20 @@ func visibleCheck(claims *auth.Claims) func(*task.Record) error {
 // answers 202 for a task it queued. A task in any other state is a 409; a
 // task of another subject is a 404, as a missing one is, unless the token
 // has tasks:admin.
-func handleRetryTask(admin TaskAdmin) echo.HandlerFunc {
+func handleRetryTask(admin TaskAdmin, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id, err := taskIDParam(c)
 		if err != nil {
 			return err
 		}
 		rec, err := admin.Retry(c.Request().Context(), id, visibleCheck(claimsOf(c)))
-		if err != nil {
+		switch {
+		case err != nil && rec != nil:
+			// Queued again: the answer is the retry's. Only its dead
+			// letter stayed behind (`tasks dlq ls` lists it; retrying
+			// it is refused while the task is not dead).
+			log.Warn("retry task: queued again, dead letter not removed", "task_id", id, "request_id", requestID(c), "err", err)
+		case err != nil:
 			return taskAdminError(id, err)
 		}
 		return c.JSON(http.StatusAccepted, rec)
@@ -147,7 +154,7 @@ func handlePurgeTask(admin TaskAdmin) echo.HandlerFunc {
 			return err
 		}
 		if err := admin.Purge(c.Request().Context(), id, visibleCheck(claims)); err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				return apperr.Wrap(err, apperr.Conflict, "task %s changed while it was purged; try again", id)
 			}
 			return taskAdminError(id, err)

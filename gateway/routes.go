@@ -41,7 +41,7 @@ func routes(e *echo.Echo, d deps) {
 	// DELETE cancels; with ?purge=true (tasks:admin) it deletes a
 	// finished task's record (retry.go).
 	e.DELETE("/tasks/:id", handleDeleteTask(handleCancelTask(d.tasks, d.nc, d.log), handlePurgeTask(d.admin)), api(auth.ScopeTasksWrite)...)
-	e.POST("/tasks/:id/retry", handleRetryTask(d.admin), api(auth.ScopeTasksWrite)...)
+	e.POST("/tasks/:id/retry", handleRetryTask(d.admin, d.log), api(auth.ScopeTasksWrite)...)
 	// A static segment wins over :id in echo's router, so /tasks/dlq/retry
 	// never reaches the route above (the ids the gateway and the SDK make
 	// are 32 hex digits, never "dlq").

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -70,7 +71,7 @@ func Retry(ctx context.Context, js jetstream.JetStream, store *Store, id string,
 	if err := enqueue(ctx, js, env, "", time.Time{}, fmt.Sprintf("retry-%s-%d", id, queued.Rev)); err != nil {
 		// Put the record back, unless somebody wrote it since: a queued
 		// record without a message would stay queued for ever.
-		if _, rerr := store.UpdateFrom(ctx, id, queued, func(r *Record) error { *r = before; return nil }); rerr != nil && !errors.Is(rerr, jetstream.ErrKeyRevisionMismatch) {
+		if rerr := store.restore(ctx, &before, queued.Rev); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("retry task %s: restore record: %w", id, rerr))
 		}
 		return nil, err
@@ -81,6 +82,20 @@ func Retry(ctx context.Context, js jetstream.JetStream, store *Store, id string,
 		}
 	}
 	return queued.Record, nil
+}
+
+// restore writes rec back if the record is still at revision rev, and
+// does nothing if somebody wrote it since (their write wins).
+func (s *Store) restore(ctx context.Context, rec *Record, rev uint64) error {
+	rec.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Update(ctx, rec.ID, b, rev); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return err
+	}
+	return nil
 }
 
 // retriedError is a retried record's error: the previous one, said to be
@@ -97,7 +112,7 @@ func retriedError(prev string) string {
 // task's dead letter goes with it. A queued or running task is a
 // *StateError, and nothing is deleted. check is as Retry's. The delete is
 // conditional on the revision read, so a task retried meanwhile is not
-// purged (its error is then jetstream.ErrKeyExists, wrapped).
+// purged (its error then wraps jetstream.ErrKeyRevisionMismatch).
 func Purge(ctx context.Context, js jetstream.JetStream, store *Store, id string, check func(*Record) error) error {
 	rec, rev, err := store.Get(ctx, id)
 	if err != nil {
@@ -146,10 +161,10 @@ func RetryDeadByType(ctx context.Context, js jetstream.JetStream, store *Store, 
 			continue
 		}
 		seen[d.ID] = true
-		if _, err := Retry(ctx, js, store, d.ID, check); err != nil {
+		if rec, err := Retry(ctx, js, store, d.ID, check); err != nil && rec == nil {
 			failed = append(failed, RetryFailure{ID: d.ID, Reason: retryReason(err)})
 			continue
-		}
+		} // else queued again (a dead letter left behind is only a leftover)
 		retried++
 	}
 	return retried, failed, len(letters) > 0, nil
