@@ -28,14 +28,17 @@ type taskAdmin struct {
 	store *task.Store
 }
 
+// Retry is task.Retry.
 func (a taskAdmin) Retry(ctx context.Context, id string, check func(*task.Record) error) (*task.Record, error) {
 	return task.Retry(ctx, a.js, a.store, id, check)
 }
 
+// RetryDeadByType is task.RetryDeadByType.
 func (a taskAdmin) RetryDeadByType(ctx context.Context, typ string, check func(*task.Record) error) (int, []task.RetryFailure, bool, error) {
 	return task.RetryDeadByType(ctx, a.js, a.store, typ, check)
 }
 
+// Purge is task.Purge.
 func (a taskAdmin) Purge(ctx context.Context, id string, check func(*task.Record) error) error {
 	return task.Purge(ctx, a.js, a.store, id, check)
 }
@@ -77,18 +80,16 @@ func handleRetryTask(admin TaskAdmin, log *slog.Logger) echo.HandlerFunc {
 	}
 }
 
-// retryDeadReply is the answer of POST /tasks/dlq/retry.
-type retryDeadReply struct {
-	Type    string              `json:"type"`
-	Retried int                 `json:"retried"`
-	Failed  []task.RetryFailure `json:"failed"`
-}
-
 // handleRetryDead retries every dead task of ?type= (tasks:admin only, by
 // its route): 200 with how many were queued again and which were not, and
 // why. A type that is not a task type's name, or that neither the
 // registry nor the dead-letter queue knows, is a 400.
 func handleRetryDead(admin TaskAdmin, catalog *task.Catalog) echo.HandlerFunc {
+	type reply struct {
+		Type    string              `json:"type"`
+		Retried int                 `json:"retried"`
+		Failed  []task.RetryFailure `json:"failed"`
+	}
 	return func(c echo.Context) error {
 		typ := c.QueryParam("type")
 		if !task.ValidName(typ) {
@@ -101,7 +102,7 @@ func handleRetryDead(admin TaskAdmin, catalog *task.Catalog) echo.HandlerFunc {
 		if !found && !registered(catalog, typ) {
 			return apperr.New(apperr.Invalid, "unknown task type %q", typ)
 		}
-		return c.JSON(http.StatusOK, retryDeadReply{Type: typ, Retried: retried, Failed: failed})
+		return c.JSON(http.StatusOK, reply{Type: typ, Retried: retried, Failed: failed})
 	}
 }
 
@@ -116,12 +117,6 @@ func registered(catalog *task.Catalog, typ string) bool {
 		}
 	}
 	return false
-}
-
-// purgeReply is the answer of DELETE /tasks/{id}?purge=true.
-type purgeReply struct {
-	ID     string `json:"id"`
-	Purged bool   `json:"purged"`
 }
 
 // handleDeleteTask is DELETE /tasks/{id}: a cancel (handleCancelTask), or
@@ -144,6 +139,10 @@ func handleDeleteTask(cancel, purge echo.HandlerFunc) echo.HandlerFunc {
 // answers 200 {"id":…,"purged":true}. It needs tasks:admin (403 without);
 // a queued or running task is a 409.
 func handlePurgeTask(admin TaskAdmin) echo.HandlerFunc {
+	type reply struct {
+		ID     string `json:"id"`
+		Purged bool   `json:"purged"`
+	}
 	return func(c echo.Context) error {
 		claims := claimsOf(c)
 		if claims == nil || !claims.HasScope(auth.ScopeTasksAdmin) {
@@ -159,7 +158,7 @@ func handlePurgeTask(admin TaskAdmin) echo.HandlerFunc {
 			}
 			return taskAdminError(id, err)
 		}
-		return c.JSON(http.StatusOK, purgeReply{ID: id, Purged: true})
+		return c.JSON(http.StatusOK, reply{ID: id, Purged: true})
 	}
 }
 
