@@ -38,7 +38,14 @@ func routes(e *echo.Echo, d deps) {
 	e.POST("/longtask", handleSubmitTask(d.tasks, d.queue, d.catalog, taskIDKey(d.cfg.JWT.Secret)), api(auth.ScopeTasksWrite)...)
 	e.GET("/task-types", handleListTaskTypes(d.catalog), api(auth.ScopeTasksRead)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
-	e.DELETE("/tasks/:id", handleCancelTask(d.tasks, d.nc, d.log), api(auth.ScopeTasksWrite)...)
+	// DELETE cancels; with ?purge=true (tasks:admin) it deletes a
+	// finished task's record (retry.go).
+	e.DELETE("/tasks/:id", handleDeleteTask(handleCancelTask(d.tasks, d.nc, d.log), handlePurgeTask(d.admin)), api(auth.ScopeTasksWrite)...)
+	e.POST("/tasks/:id/retry", handleRetryTask(d.admin, d.log), api(auth.ScopeTasksWrite)...)
+	// A static segment wins over :id in echo's router, so /tasks/dlq/retry
+	// never reaches the route above (the ids the gateway and the SDK make
+	// are 32 hex digits, never "dlq").
+	e.POST("/tasks/dlq/retry", handleRetryDead(d.admin, d.catalog), api(auth.ScopeTasksAdmin)...)
 	schedules := newScheduleBook(d.nc, d.catalog) // schedules.go
 	e.POST("/schedules", handleCreateSchedule(schedules, deriveIDKey(d.cfg.JWT.Secret, scheduleIDLabel)), api(auth.ScopeTasksWrite)...)
 	e.GET("/schedules", handleListSchedules(schedules), api(auth.ScopeTasksRead)...)

@@ -35,6 +35,7 @@ type deps struct {
 	process  Processor
 	tasks    TaskStore
 	queue    TaskQueue
+	admin    TaskAdmin // retry and purge (retry.go)
 	catalog  *task.Catalog
 	metrics  *metrics
 	ops      http.Handler
@@ -91,7 +92,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
 			cache: c, db: db,
 			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-			tasks:   store, queue: streamQueue{js: js}, catalog: catalog,
+			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, admin: taskAdmin{js: js, store: store},
 			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
 		}), nil
 	})

@@ -164,9 +164,11 @@ const anyInbox = "_INBOX.>"
 // Subjects that only admin may publish to.
 var adminOnly = []string{
 	// Deleting streams or messages, and the consumers and contents of the
-	// task pipeline: dead letters are removed only by `tasks dlq retry`.
+	// task pipeline. Dead letters are removed by `tasks dlq retry` and by
+	// the gateway's retry and purge of a dead task, and by nobody else
+	// (gatewayDLQ).
 	jsAPI("STREAM.DELETE.>"),
-	jsAPI("STREAM.MSG.DELETE.>"),
+	msgDeleteAny,
 	jsAPI("CONSUMER.DELETE." + task.Stream + ".>"),
 	jsAPI("CONSUMER.DELETE." + task.DelayedStream + ".>"),
 	jsAPI("CONSUMER.DELETE." + task.DLQStream + ".>"),
@@ -181,6 +183,45 @@ var adminOnly = []string{
 	jsAPI("STREAM.PURGE." + task.ScheduleStream),
 	// Users are created by `scalelab users add`, never by a role.
 	wire.DBUserPut,
+}
+
+// msgDeleteAny is the deletion of one message of any stream: admin's
+// (adminOnly), except gatewayDLQ's.
+var msgDeleteAny = jsAPI("STREAM.MSG.DELETE.>")
+
+// gatewayDLQ is what a gateway needs of TASKS_DLQ beyond its STREAM.INFO
+// (useTasks), for POST /tasks/{id}/retry, POST /tasks/dlq/retry and DELETE
+// /tasks/{id}?purge=true of a dead task (internal/task.Retry, Purge): read
+// the dead letters of a type (STREAM.MSG.GET: the stream has no direct
+// gets) and delete the one of the task it retried or purged
+// (STREAM.MSG.DELETE, on this stream only). That is the narrowest grant
+// that lets the HTTP API own the DLQ, as the issue asks: a gateway could
+// already re-queue any task (it publishes to tasks.>) and delete any
+// record (it writes the tasks bucket), so deleting a dead letter, a copy
+// of a task that ended, gives it nothing more over the pipeline. The
+// deletion of messages of every other stream stays denied to it, by name
+// (gatewayMsgDeleteDeny): a deny wins over an allow, so msgDeleteAny,
+// which would cover this grant too, is not in the gateway's denies.
+var gatewayDLQ = []string{
+	jsAPI("STREAM.MSG.GET." + task.DLQStream),
+	jsAPI("STREAM.MSG.DELETE." + task.DLQStream),
+}
+
+// gatewayMsgDeleteDeny restates adminOnly's msgDeleteAny for the gateway
+// on every stream it uses but TASKS_DLQ.
+var gatewayMsgDeleteDeny = []string{
+	jsAPI("STREAM.MSG.DELETE." + task.Stream),
+	jsAPI("STREAM.MSG.DELETE." + task.DelayedStream),
+	jsAPI("STREAM.MSG.DELETE." + task.ScheduleStream),
+	jsAPI("STREAM.MSG.DELETE." + kvTasks),
+	jsAPI("STREAM.MSG.DELETE." + kvCache),
+	jsAPI("STREAM.MSG.DELETE.KV_" + task.RegistryBucket),
+	jsAPI("STREAM.MSG.DELETE.KV_" + task.WorkersBucket),
+}
+
+// without returns list without the subject s.
+func without(list []string, s string) []string {
+	return slices.DeleteFunc(slices.Clone(list), func(x string) bool { return x == s })
 }
 
 // consumeTasks is everything that takes tasks off TASKS: creating or
@@ -264,6 +305,8 @@ func Table() []Grant {
 		[]string{task.SubjectPrefix + ">", task.DelayedAtPrefix + ">", task.CancelSubjectPrefix + "*"},
 		// Recurring schedules and their ticks.
 		useSchedules,
+		// Retry and purge of dead tasks.
+		gatewayDLQ,
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
 		// ordered push consumer, recreated and deleted by the client, with
 		// flow control), and invalidation broadcasts with their peer view.
@@ -282,7 +325,7 @@ func Table() []Grant {
 			wire.DBItemPatch, wire.DBItemList, wire.DBItemDelete, wire.DBUserGet,
 		},
 	)
-	gateway.PubDeny = concat(adminOnly, consumeTasks, provisionAny, []string{task.ScheduleFirePrefix + ">"})
+	gateway.PubDeny = concat(without(adminOnly, msgDeleteAny), gatewayMsgDeleteDeny, consumeTasks, provisionAny, []string{task.ScheduleFirePrefix + ">"})
 	gateway.SubAllow = concat([]string{inbox(RoleGateway), cache.SubjectInvalidate}, microService(cache.ServiceName))
 	gateway.SubDeny = []string{task.SubjectPrefix + ">"}
 

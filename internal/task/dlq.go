@@ -68,57 +68,16 @@ func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 	}
 }
 
-// RetryDead re-queues the dead task id: its record goes back to queued
-// with a fresh budget of attempts, its message is published to TASKS again,
-// and only then is the dead letter removed (a crash in between leaves a
-// dead letter of a task that runs: visible, and retrying it again is
-// deduplicated by its Nats-Msg-Id). It returns ErrNotFound if id is not in
-// the dead-letter queue.
+// RetryDead re-queues the dead task id with Retry (a fresh budget of
+// attempts, published again, then the dead letter removed), as `scalelab
+// tasks dlq retry` does. It returns ErrNotFound if the task is not dead
+// (not in the dead-letter queue: retried already, or never dead).
 func RetryDead(ctx context.Context, js jetstream.JetStream, store *Store, id string) error {
-	dead, err := ListDead(ctx, js)
-	if err != nil {
-		return err
-	}
-	for _, d := range dead {
-		if d.ID != id {
-			continue
-		}
-		var env Envelope
-		if err := json.Unmarshal(d.envelope, &env); err != nil {
-			return fmt.Errorf("decode dead letter %d: %w", d.Seq, err)
-		}
-		queued, err := store.UpdateFrom(ctx, id, nil, func(r *Record) error {
-			r.State, r.Attempts, r.Progress, r.ProgressMessage = Queued, 0, 0, ""
-			r.Error, r.FinishedAt, r.StartedAt = "retried from the dead-letter queue after: "+d.Error, nil, nil
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("retry task %s: %w", id, err)
-		}
-		// The message carries the record as it is now, not as it was
-		// created, so the worker need not read it (see Envelope.Record).
-		if env.Record != nil {
-			env.Record, env.Revision = queued.Record, queued.Rev
-		}
-		data, err := json.Marshal(env)
-		if err != nil {
-			return fmt.Errorf("retry task %s: encode: %w", id, err)
-		}
-		msg := nats.NewMsg(Subject(env.QueueOrDefault(), env.Type))
-		msg.Data = data
-		msg.Header.Set(HeaderTaskID, id)
-		msgID := fmt.Sprintf("retry-%s-%d", id, d.Seq)
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(Stream)); err != nil {
-			return fmt.Errorf("retry task %s: publish: %w", id, err)
-		}
-		s, err := js.Stream(ctx, DLQStream)
-		if err == nil {
-			err = s.DeleteMsg(ctx, d.Seq)
-		}
-		if err != nil {
-			return fmt.Errorf("retry task %s: remove dead letter %d: %w", id, d.Seq, err)
+	_, err := Retry(ctx, js, store, id, func(r *Record) error {
+		if r.State != Dead {
+			return fmt.Errorf("task %s is %s, not in %s: %w", id, r.State, DLQStream, ErrNotFound)
 		}
 		return nil
-	}
-	return fmt.Errorf("task %s in %s: %w", id, DLQStream, ErrNotFound)
+	})
+	return err
 }

@@ -26,6 +26,12 @@ import (
 // (POST /longtask) and the client package's NATS client both submit
 // through it, so a task is published one way whoever submits it.
 func Enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestID string, runAt time.Time) error {
+	return enqueue(ctx, js, env, requestID, runAt, env.ID)
+}
+
+// enqueue is Enqueue with the message's Nats-Msg-Id: a task's id when it
+// is submitted, another when it is queued again (Retry).
+func enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestID string, runAt time.Time, msgID string) error {
 	data, err := json.Marshal(env)
 	if err != nil {
 		return fmt.Errorf("encode task %s: %w", env.ID, err)
@@ -43,7 +49,7 @@ func Enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestI
 		msg.Header.Set(reqid.Header, requestID)
 	}
 	msg.Header.Set(HeaderTaskID, env.ID)
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(stream)); err != nil {
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(stream)); err != nil {
 		if overLimit(err) {
 			return apperr.Wrap(err, apperr.RateLimited, "task queue is full, try again later")
 		}
