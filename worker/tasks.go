@@ -168,7 +168,9 @@ func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 		v, err := r.updateFrom(d.env.ID, from, func(rec *task.Record) error {
 			d.limit = r.cfg.attemptsOf(rec)
 			switch {
-			case rec.State.Terminal():
+			case rec.State.Terminal(), rec.Generation > d.env.Generation:
+				// Finished, or a message of the task's earlier life
+				// (it was retried since: Record.Generation).
 				return errAlreadyDone
 			case rec.Attempts >= d.limit:
 				d.attempt = rec.Attempts

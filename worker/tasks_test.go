@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -398,6 +399,52 @@ func TestUnservedTypeHandedBack(t *testing.T) {
 	startWorker(t, e.ns, other)
 	if rec := e.waitState(t, id, task.Succeeded, 15*time.Second); rec.Worker != "w2" || rec.Attempts != 1 {
 		t.Errorf("record = worker %q, attempts %d; want w2, 1", rec.Worker, rec.Attempts)
+	}
+}
+
+// TestRetriedTaskRunsOnce: a task cancelled while queued, then retried
+// before any worker pulled it, has two messages in the queue: its first
+// (now of an older generation) and the retry's. It runs once.
+func TestRetriedTaskRunsOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.submit(t, "count", `{"task":"count"}`)
+	if _, err := task.MarkCancelled(t.Context(), e.store, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := task.Retry(t.Context(), e.js, e.store, id, nil)
+	if err != nil || rec.Generation != 1 {
+		t.Fatalf("Retry = %+v, %v; want generation 1", rec, err)
+	}
+	if n := e.streamMsgs(t); n != 2 {
+		t.Fatalf("TASKS holds %d messages, want 2 (the first and the retry's)", n)
+	}
+	// Two slots, and a handler that holds its slot until a second call
+	// comes (or a second passes): were the older message run, the retry's
+	// would be pulled by the other slot meanwhile and run too.
+	var c calls
+	second := make(chan struct{})
+	var once sync.Once
+	cfg := testConfig("w1")
+	cfg.Concurrency = 2
+	cfg.Handlers = map[string]worker.Handler{"count": func(ctx context.Context, tk *worker.Task) (any, error) {
+		c.add(tk)
+		if c.total() > 1 {
+			once.Do(func() { close(second) })
+			return "ok", nil
+		}
+		select {
+		case <-second:
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+		return "ok", nil
+	}}
+	startWorker(t, e.ns, cfg)
+	e.waitState(t, id, task.Succeeded, 10*time.Second)
+	e.waitStreamEmpty(t, 5*time.Second)
+	if n := len(c.of(id)); n != 1 {
+		t.Errorf("handler calls = %d, want 1", n)
 	}
 }
 

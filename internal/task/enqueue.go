@@ -62,7 +62,7 @@ func enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestI
 // rev: the record rides along (Envelope.Record) unless the payload is
 // over MaxInlinePayload.
 func NewEnvelope(rec *Record, rev uint64) Envelope {
-	env := Envelope{ID: rec.ID, Type: rec.Type, Queue: rec.Queue, Payload: rec.Payload}
+	env := Envelope{ID: rec.ID, Type: rec.Type, Queue: rec.Queue, Payload: rec.Payload, Generation: rec.Generation}
 	if len(rec.Payload) <= MaxInlinePayload {
 		env.Record, env.Revision = rec, rev // the worker then needs not read it
 	}

@@ -62,6 +62,7 @@ func Retry(ctx context.Context, js jetstream.JetStream, store *Store, id string,
 		before = *r
 		r.State, r.Attempts, r.Progress, r.ProgressMessage = Queued, 0, 0, ""
 		r.Error, r.FinishedAt, r.StartedAt, r.Worker = retriedError(r.Error), nil, nil, ""
+		r.Generation++
 		return nil
 	})
 	if err != nil {

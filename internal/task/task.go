@@ -160,8 +160,14 @@ type Record struct {
 	// and TimeoutMS, when set, are its type's limits as registered when
 	// it was submitted (TypeDef); a worker uses them over its own
 	// defaults, so every worker, in any language, applies the same.
-	Attempts        int             `json:"attempts"`
-	MaxAttempts     int             `json:"max_attempts,omitempty"`
+	Attempts    int `json:"attempts"`
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Generation counts the times the task was queued again after it
+	// ended (Retry). Its messages carry the generation they queue
+	// (Envelope.Generation): a worker drops a message of an older one, a
+	// leftover of the task's earlier life (a cancelled task's message not
+	// yet pulled), so the retried task runs once.
+	Generation      int             `json:"generation,omitempty"`
 	TimeoutMS       int64           `json:"timeout_ms,omitempty"`
 	Progress        int             `json:"progress"`
 	ProgressMessage string          `json:"progress_message,omitempty"`
@@ -186,6 +192,8 @@ type Envelope struct {
 	Type    string          `json:"type"`
 	Queue   string          `json:"queue,omitempty"`
 	Payload json.RawMessage `json:"payload"`
+	// Generation is the record's Generation when this message queued it.
+	Generation int `json:"generation,omitempty"`
 	// Record and Revision, when set, are the task's record as the gateway
 	// created it and its revision in the bucket: a worker that finds the
 	// record unchanged (a first delivery, nearly always) marks it running
