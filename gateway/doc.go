@@ -22,8 +22,12 @@
 // the registry: type, queue, the type's JSON Schema), create the record
 // (or replay the first one of a repeated key or unique task), publish
 // (deleting the record if that fails), answer, at once or after ?wait=.
-// The other task routes (GET with ?wait=, DELETE) are in tasks.go; GET
-// /task-types is in tasktypes.go.
+// The other task routes (GET with ?wait=, DELETE) are in tasks.go; retry,
+// bulk retry of the dead letters of a type and purge in retry.go; GET
+// /task-types in tasktypes.go. Schedules (/schedules, on the stream
+// SCHEDULES that the server's scheduler fires) are in schedules.go, and
+// the loop that turns their ticks into tasks, on every gateway, in
+// schedules_run.go.
 //
 // The client's address, for the per-IP rate limit and the login throttle,
 // is the connection's peer, or the X-Forwarded-For entry the balancer
