@@ -29,16 +29,17 @@ const (
 	emptyFor    = 5 * time.Millisecond
 	emptyForMax = 50 * time.Millisecond
 	// idleExpires is how long an idle slot of a worker serving several
-	// queues waits on the queue it last got work from before it looks at
-	// all of them again. Shorter than pullExpires, the single queue's
-	// wait, so that slots follow the work to another queue.
-	idleExpires = time.Second
-	// coverExpires is the same wait on any other queue: the wait of a slot
-	// that keeps a pull on a quiet queue so a task there starts at once.
-	// When a burst comes to another queue, the slot joins it within this
-	// time (it cannot be called back sooner: a pull withdrawn early can
-	// lose a task to the ack wait).
-	coverExpires = 200 * time.Millisecond
+	// queues waits on one of them (the one it last got work from, or one
+	// no other idle slot of the worker covers, so a task there starts at
+	// once) before it looks at all of them again. When a burst comes to
+	// another queue, the slot joins it within this time: it cannot be
+	// called back sooner (a pull withdrawn early can lose a task to the
+	// ack wait). It was a second for a slot's own last queue, until the
+	// drain of a burst on default by 4 idle workers of 4 slots
+	// (platform/bench TestScenarioAsync) ran at 1.35× one worker's rate:
+	// only the slots already waiting on default took it for the first
+	// second. An idle worker's slots pull 5 times a second each.
+	idleExpires = 200 * time.Millisecond
 )
 
 // queueSource is one served queue: its consumer and what the slots of
@@ -213,8 +214,7 @@ func (s *queueSet) idleQueue(sticky, after *queueSource) *queueSource {
 // pullQueues is one slot of a worker serving several queues. A free slot
 // asks the queues without waiting, in its order (see order), and runs the
 // first task found; when all are empty it waits on one queue (idleQueue)
-// for up to idleExpires (coverExpires on a queue it did not last get work
-// from), then asks them all again. It still pulls one
+// for up to idleExpires, then asks them all again. It still pulls one
 // task only when it is free (see puller).
 func (r *runner) pullQueues(slot int) {
 	s := r.queues
@@ -227,12 +227,8 @@ func (r *runner) pullQueues(slot int) {
 		if err == nil && msg == nil {
 			// Every queue is empty: wait on one.
 			q = s.idleQueue(sticky, expired)
-			expires := coverExpires
-			if q == sticky {
-				expires = idleExpires
-			}
 			q.waiting.Add(1)
-			msg, err = puller{cons: q.cons, expires: expires}.next(r.pullCtx)
+			msg, err = puller{cons: q.cons, expires: idleExpires}.next(r.pullCtx)
 			q.waiting.Add(-1)
 		}
 		switch {
