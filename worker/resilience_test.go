@@ -83,9 +83,22 @@ func TestNATSRestartKeepsQueuedTasks(t *testing.T) {
 		}
 		return nil
 	})
-	if got := e.streamMsgs(t); got != n {
-		t.Fatalf("TASKS after restart holds %d messages, want %d", got, n)
-	}
+	// JetStream answers once it has recovered the store, which takes a
+	// while on a busy machine: until then a stream lookup times out.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		s, err := e.js.Stream(t.Context(), task.Stream)
+		if err != nil {
+			return fmt.Errorf("Stream(%s) = %w", task.Stream, err)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			return fmt.Errorf("stream Info() = %w", err)
+		}
+		if info.State.Msgs != n {
+			return fmt.Errorf("TASKS after restart holds %d messages, want %d", info.State.Msgs, n)
+		}
+		return nil
+	})
 	startWorker(t, e.ns, testConfig("w1"))
 	for _, id := range ids {
 		e.waitState(t, id, task.Succeeded, 20*time.Second)

@@ -137,9 +137,11 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 
 // handBackDelay is how long a task of a type this worker does not serve
 // waits before its delivery number delivered is followed by another: 1 s,
-// doubling to 30 s, so that a type nobody serves costs its queue little.
+// doubling to 5 s, so that a type nobody serves costs its queue a
+// delivery every 5 s, and one whose worker has just started waits no
+// longer than that for it.
 func handBackDelay(delivered int) time.Duration {
-	return min(time.Second<<min(max(delivered-1, 0), 5), 30*time.Second)
+	return min(time.Second<<min(max(delivered-1, 0), 3), 5*time.Second)
 }
 
 // markRunning marks the task's record running by a new attempt and

@@ -380,7 +380,7 @@ func TestUnservedTypeHandedBack(t *testing.T) {
 	count := func(_ context.Context, tk *worker.Task) (any, error) { return "ok", nil }
 	cfg := testConfig("w1")
 	cfg.Handlers = map[string]worker.Handler{"count": count}
-	startWorker(t, e.ns, cfg)
+	w1 := startWorker(t, e.ns, cfg)
 	id := e.submit(t, "other", `{"task":"other"}`)
 	good := e.submit(t, "count", `{"task":"count"}`)
 	e.waitState(t, good, task.Succeeded, 10*time.Second)
@@ -394,10 +394,13 @@ func TestUnservedTypeHandedBack(t *testing.T) {
 	if rec := e.record(t, id); rec.State != task.Queued || rec.Attempts != 0 || rec.Error != "" {
 		t.Fatalf("record of an unserved task = state %s, attempts %d, error %q; want queued, 0, none", rec.State, rec.Attempts, rec.Error)
 	}
+	// w1 stops, so the next delivery goes to w2 (with both pulling, the
+	// server picks either, and w1 would hand it back again).
+	w1.stop(t)
 	other := testConfig("w2")
 	other.Handlers = map[string]worker.Handler{"other": count}
 	startWorker(t, e.ns, other)
-	if rec := e.waitState(t, id, task.Succeeded, 15*time.Second); rec.Worker != "w2" || rec.Attempts != 1 {
+	if rec := e.waitState(t, id, task.Succeeded, 20*time.Second); rec.Worker != "w2" || rec.Attempts != 1 {
 		t.Errorf("record = worker %q, attempts %d; want w2, 1", rec.Worker, rec.Attempts)
 	}
 }
