@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
 	"strings"
@@ -292,24 +293,14 @@ func (c *Catalog) Types() []TypeDef {
 func (c *Catalog) Queues() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]string, 0, len(c.queues))
-	for q := range c.queues {
-		out = append(out, q)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(c.queues))
 }
 
 // typeNames returns the registered types' names, sorted.
 func (c *Catalog) typeNames() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]string, 0, len(c.types))
-	for name := range c.types {
-		out = append(out, name)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(c.types))
 }
 
 // Resolved is a submission checked against the registry: where it goes
@@ -432,12 +423,21 @@ func (r Resolved) UniqueKey(now time.Time) string {
 // members it declares; nil when the type has none.
 func (t *catalogType) compiled() (*jsonschema.Schema, declared, error) {
 	t.comp.once.Do(func() {
-		if len(t.def.Schema) == 0 {
+		if len(t.def.Schema) == 0 || anyObject(t.def.Schema) {
+			// No schema, or one that Parse already enforces (the body
+			// is a JSON object): no second reading of every payload.
 			return
 		}
 		t.comp.schema, t.comp.declared, t.comp.err = compileSchema(t.def.Name, t.def.Schema)
 	})
 	return t.comp.schema, t.comp.declared, t.comp.err
+}
+
+// anyObject reports whether schema is {"type":"object"} and nothing more
+// (the built-in noop's and report's), which accepts every body Parse does.
+func anyObject(schema json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(schema, &m) == nil && len(m) == 1 && string(bytes.TrimSpace(m["type"])) == `"object"`
 }
 
 // compileSchema compiles the schema of the type name: draft 2020-12 unless
