@@ -36,10 +36,13 @@ type deps struct {
 	tasks    TaskStore
 	queue    TaskQueue
 	admin    TaskAdmin // retry and purge (retry.go)
-	catalog  *task.Catalog
-	metrics  *metrics
-	ops      http.Handler
-	log      *slog.Logger
+	// totals counts tasks per state for GET /queues (queues_routes.go);
+	// nil: the queues are listed without totals.
+	totals  TaskTotals
+	catalog *task.Catalog
+	metrics *metrics
+	ops     http.Handler
+	log     *slog.Logger
 }
 
 // Run serves the API until ctx is cancelled, then finishes in-flight

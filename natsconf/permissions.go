@@ -307,6 +307,13 @@ func Table() []Grant {
 		useSchedules,
 		// Retry and purge of dead tasks.
 		gatewayDLQ,
+		// GET /queues (gateway/queues_routes.go): a queue's depth from its
+		// consumer's info, and its oldest task's age from the first
+		// message on its subjects. Reading a task message gives a gateway
+		// nothing it lacks: it wrote the message, and reads and writes
+		// every task record. It still cannot take tasks (consumeTasks,
+		// denied: no consumer, no pull, no ack).
+		[]string{jsAPI("CONSUMER.INFO." + task.Stream + ".*"), jsAPI("STREAM.MSG.GET." + task.Stream)},
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
 		// ordered push consumer, recreated and deleted by the client, with
 		// flow control), and invalidation broadcasts with their peer view.
