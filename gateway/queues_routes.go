@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
-		"net/http"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
