@@ -314,6 +314,9 @@ func Table() []Grant {
 		// every task record. It still cannot take tasks (consumeTasks,
 		// denied: no consumer, no pull, no ack).
 		[]string{jsAPI("CONSUMER.INFO." + task.Stream + ".*"), jsAPI("STREAM.MSG.GET." + task.Stream)},
+		// The task index (GET /tasks, the event streams) watches the
+		// tasks bucket: an ordered consumer, with flow control.
+		kvWatch(task.Bucket),
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
 		// ordered push consumer, recreated and deleted by the client, with
 		// flow control), and invalidation broadcasts with their peer view.
