@@ -114,20 +114,32 @@ func TestQueuesRoutes(t *testing.T) {
 			if want := []string{"critical", "default", "low", "images"}; !slices.Equal(names, want) {
 				return fmt.Errorf("GET /queues names = %v, want %v", names, want)
 			}
-			if low := queueNamed(t, qs, "low"); low.OldestAgeSeconds <= 0 {
+			low := queueNamed(t, qs, "low")
+			if low.OldestAgeSeconds <= 0 {
 				return fmt.Errorf("low's oldest age = %v, want > 0 (two tasks wait)", low.OldestAgeSeconds)
+			}
+			// alice's own tasks, from the task index (which lags a write).
+			if low.Totals["queued"] != 2 || low.Totals["all"] != 2 || low.Dead == nil || *low.Dead != 0 {
+				return fmt.Errorf("low's totals = %v, dead %v; want alice's 2 queued, 0 dead", low.Totals, low.Dead)
 			}
 			return nil
 		})
 		workers := map[string]int{}
 		for _, q := range qs {
 			workers[q.Name] = q.Workers
-			if q.Paused || q.PausedAt != nil || q.Depth != 0 || q.InFlight != 0 || q.Totals != nil || q.Dead != nil {
-				t.Errorf("queue %+v: want not paused, depth 0 (no consumer), no totals (no index)", q)
+			if q.Paused || q.PausedAt != nil || q.Depth != 0 || q.InFlight != 0 || len(q.Totals) != 7 {
+				t.Errorf("queue %+v: want not paused, depth 0 (no consumer), totals of the 6 states and all", q)
+			}
+			if q.Name != "low" && q.Totals["all"] != 0 {
+				t.Errorf("queue %s totals = %v, want none (alice's tasks are on low)", q.Name, q.Totals)
 			}
 		}
 		if want := map[string]int{"critical": 0, "default": 1, "low": 2, "images": 0}; fmt.Sprint(workers) != fmt.Sprint(want) {
 			t.Errorf("workers per queue = %v, want %v", workers, want)
+		}
+		// Another user's totals are their own: none.
+		if bob := queueNamed(t, listQueues(t, base, tokenFor(t, "bob", auth.ScopeTasksRead)), "low"); bob.Totals["all"] != 0 {
+			t.Errorf("bob's low totals = %v, want none of alice's", bob.Totals)
 		}
 		if r := get(t, base+"/queues", ""); r.status != http.StatusUnauthorized || errorCode(t, r) != "unauthorized" {
 			t.Errorf("GET /queues without a token = %d %s, want 401", r.status, r.body)
@@ -298,8 +310,9 @@ func (stubTotals) Totals(owner, typ, queue string) map[task.State]int {
 	return nil
 }
 
-// TestQueuesTotals: with a task index, each queue carries the caller's
-// totals per state (every owner's with tasks:admin) and its dead count.
+// TestQueuesTotals: each queue carries the caller's totals per state
+// (every owner's with tasks:admin) and its dead count, from the task
+// index (TaskTotals; here one of fixed counts, to see every state).
 func TestQueuesTotals(t *testing.T) {
 	t.Parallel()
 	ns := testutil.StartNATS(t)
