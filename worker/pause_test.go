@@ -30,13 +30,14 @@ func withMetrics(t *testing.T, cfg *worker.Config) string {
 	return "http://" + ln.Addr().String() + "/metrics"
 }
 
+// metricsClient scrapes the workers' /metrics.
+var metricsClient = &http.Client{Timeout: 2 * time.Second}
+
 // scrape returns the body of a /metrics answer.
 func scrape(t *testing.T, url string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	res, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	res, err := metricsClient.Do(req)
 	if err != nil {
 		return "", err
 	}
