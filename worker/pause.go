@@ -51,12 +51,12 @@ func (r *runner) initPause() {
 // served queue. Take it before looking at the queues' paused flags, so a
 // resume in between is not missed.
 func (s *queueSet) changes() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.changed == nil {
-		s.changed = make(chan struct{})
+	if ch := s.changed.Load(); ch != nil {
+		return *ch
 	}
-	return s.changed
+	ch := make(chan struct{})
+	s.changed.CompareAndSwap(nil, &ch)
+	return *s.changed.Load()
 }
 
 // setPaused pauses or resumes the served queue name (ignored when this
@@ -80,10 +80,10 @@ func (r *runner) setPaused(name string, paused bool) {
 			q.pausedGauge.Set(0)
 			r.log.Info("queue resumed", "queue", name)
 		}
-		if s.changed != nil {
-			close(s.changed)
+		next := make(chan struct{})
+		if old := s.changed.Swap(&next); old != nil {
+			close(*old)
 		}
-		s.changed = make(chan struct{})
 	}
 }
 

@@ -72,9 +72,10 @@ type queueSet struct {
 	queues []*queueSource // priority order
 	strict bool
 	// changed is closed, and replaced, when a queue is paused or resumed
-	// (pause.go), to wake the slots waiting for that.
+	// (pause.go), to wake the slots waiting for that. An atomic, not under
+	// mu: every slot reads it before each pull; mu orders the writers.
 	mu      sync.Mutex
-	changed chan struct{}
+	changed atomic.Pointer[chan struct{}]
 }
 
 // served returns the queues w serves: cfg.Queues; else, for the worker
