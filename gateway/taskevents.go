@@ -102,9 +102,10 @@ type listFilter struct {
 	state             task.State
 }
 
-func (f listFilter) match(e *indexEntry) bool {
-	return (f.owner == "" || e.owner == f.owner) && (f.state == "" || e.state == f.state) &&
-		(f.typ == "" || e.typ == f.typ) && (f.queue == "" || e.queue == f.queue)
+// match reports whether f wants e, whose names are in x.
+func (f listFilter) match(x *taskIndex, e *indexEntry) bool {
+	return (f.owner == "" || x.names[e.owner] == f.owner) && (f.state == "" || slotStates[e.state] == f.state) &&
+		(f.typ == "" || x.names[e.typ] == f.typ) && (f.queue == "" || x.names[e.queue] == f.queue)
 }
 
 // listSub is a GET /tasks/events stream.
@@ -129,17 +130,17 @@ func newSubscribers() subscribers {
 }
 
 // changed tells the streams about e, whose record is now value.
-func (s *subscribers) changed(e *indexEntry, value []byte) {
+func (s *subscribers) changed(x *taskIndex, e *indexEntry, value []byte) {
 	for q := range s.byTask[e.id] {
 		q.push(event{rev: e.rev, name: "task", data: value})
 	}
 	var data []byte
 	for l := range s.lists {
-		if !l.filter.match(e) {
+		if !l.filter.match(x, e) {
 			continue
 		}
 		if data == nil {
-			data, _ = json.Marshal(e.summary()) // a summary always encodes
+			data, _ = json.Marshal(x.summary(e)) // a summary always encodes
 		}
 		l.q.push(event{rev: e.rev, name: "task", data: data})
 	}
