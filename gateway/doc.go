@@ -27,7 +27,10 @@
 // /task-types in tasktypes.go. Schedules (/schedules, on the stream
 // SCHEDULES that the server's scheduler fires) are in schedules.go, and
 // the loop that turns their ticks into tasks, on every gateway, in
-// schedules_run.go.
+// schedules_run.go. GET /queues (depth, in flight, oldest age, workers,
+// paused, the caller's totals) and the pause and resume of a queue (the
+// registry's QueueDef.Paused, which workers watch) are in
+// queues_routes.go; queue.go is the publisher of tasks.
 //
 // The client's address, for the per-IP rate limit and the login throttle,
 // is the connection's peer, or the X-Forwarded-For entry the balancer

@@ -56,6 +56,11 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/schedules", handleListSchedules(schedules), api(auth.ScopeTasksRead)...)
 	e.GET("/schedules/:id", handleGetSchedule(schedules), api(auth.ScopeTasksRead)...)
 	e.DELETE("/schedules/:id", handleDeleteSchedule(schedules), api(auth.ScopeTasksWrite)...)
+	// Queues: their state, and pause and resume (queues_routes.go).
+	queues := newQueueBook(d.nc, d.catalog)
+	e.GET("/queues", handleListQueues(queues, d.totals), api(auth.ScopeTasksRead)...)
+	e.POST("/queues/:name/pause", handlePauseQueue(queues, d.totals, true), api(auth.ScopeTasksAdmin)...)
+	e.POST("/queues/:name/resume", handlePauseQueue(queues, d.totals, false), api(auth.ScopeTasksAdmin)...)
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,
 	// which it writes as JSON like every other error.
 }

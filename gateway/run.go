@@ -41,9 +41,12 @@ type deps struct {
 	// stopping is closed when the gateway starts shutting down: its event
 	// streams end then, rather than hold the shutdown.
 	stopping <-chan struct{}
-	metrics  *metrics
-	ops      http.Handler
-	log      *slog.Logger
+	// totals counts tasks per state for GET /queues (queues_routes.go);
+	// nil: the queues are listed without totals.
+	totals  TaskTotals
+	metrics *metrics
+	ops     http.Handler
+	log     *slog.Logger
 }
 
 // Run serves the API until ctx is cancelled, then finishes in-flight
@@ -105,7 +108,8 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
 			cache: c, db: db,
 			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, index: index, stopping: ctx.Done(), admin: taskAdmin{js: js, store: store},
+			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, index: index, stopping: ctx.Done(), totals: index,
+			admin:   taskAdmin{js: js, store: store},
 			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
 		}), nil
 	})

@@ -307,6 +307,13 @@ func Table() []Grant {
 		useSchedules,
 		// Retry and purge of dead tasks.
 		gatewayDLQ,
+		// GET /queues (gateway/queues_routes.go): a queue's depth from its
+		// consumer's info, and its oldest task's age from the first
+		// message on its subjects. Reading a task message gives a gateway
+		// nothing it lacks: it wrote the message, and reads and writes
+		// every task record. It still cannot take tasks (consumeTasks,
+		// denied: no consumer, no pull, no ack).
+		[]string{jsAPI("CONSUMER.INFO." + task.Stream + ".*"), jsAPI("STREAM.MSG.GET." + task.Stream)},
 		// The task index (GET /tasks, the event streams) watches the
 		// tasks bucket: an ordered consumer, with flow control.
 		kvWatch(task.Bucket),

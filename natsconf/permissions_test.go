@@ -299,10 +299,25 @@ func TestPermissions(t *testing.T) {
 			t.Fatalf("MSG.NEXT request = nil error, want refused")
 		}
 		gwV.expect(t, "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-default")
-		if _, err := gwJS.Consumer(shortCtx(t), task.Stream, defaultConsumer); err == nil {
-			t.Errorf("Consumer(TASKS, workers-default) = nil error, want refused")
+		// It may look the queue's consumer up (GET /queues: its depth), and
+		// still not pull through it.
+		gwCons, err := gwJS.Consumer(shortCtx(t), task.Stream, defaultConsumer)
+		if err != nil {
+			t.Fatalf("Consumer(TASKS, workers-default) = %v, want its info (GET /queues)", err)
 		}
-		gwV.expect(t, "$JS.API.CONSUMER.INFO.TASKS.workers-default")
+		if _, err := gwCons.Next(jetstream.FetchMaxWait(500 * time.Millisecond)); err == nil {
+			t.Errorf("gateway: Next through workers-default = nil error, want refused")
+		}
+		gwV.expect(t, "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-default")
+	})
+	t.Run("gateway reads a queue's oldest task", func(t *testing.T) {
+		s, err := gwJS.Stream(shortCtx(t), task.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetMsg(shortCtx(t), 1, jetstream.WithGetMsgSubject(task.SubjectPrefix+">")); err != nil {
+			t.Errorf("gateway: first message on %s> = %v, want it (GET /queues: oldest age)", task.SubjectPrefix, err)
+		}
 	})
 	t.Run("gateway cannot ack a task", func(t *testing.T) {
 		if !strings.HasPrefix(msg.Reply(), "$JS.ACK.TASKS.workers-default.") {

@@ -9,7 +9,9 @@
 //     from its consumer, so each task goes to exactly one of them, and a
 //     free slot picks the queue by strict priority or weight (queues.go;
 //     the stream itself is admin's to provision: the worker waits for it,
-//     task.Open);
+//     task.Open); a queue paused in the task-type registry (the key
+//     queues.<name> of task_registry, which the worker watches) is not
+//     pulled from until it is resumed (pause.go);
 //   - the task handlers (report, sleep, noop), registered by type name;
 //   - the lifecycle of a task record while it runs:
 //     queued → running → succeeded | failed (or back to queued for a retry).
@@ -19,7 +21,10 @@
 // another worker when the ack wait runs out.
 //
 // The worker has no public HTTP; with --addr set it serves /healthz, /readyz
-// and /metrics.
+// and /metrics (metrics.go: task outcomes by type, queue and outcome; per
+// queue its depth, in-flight tasks, oldest task's age and paused state;
+// dead letters per type), on which docs/grafana/scalelab-tasks.json is
+// built.
 //
 // Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
 // tests, other roles as fixtures; it must not import platform/, cli or

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,12 +59,23 @@ type queueSource struct {
 	waiting atomic.Int32
 	// running is the queue's series of scalelab_worker_queue_running.
 	running prometheus.Gauge
+	// paused is set while the queue is paused in the registry (pause.go):
+	// no slot pulls from it. live is the context of its pulls, cancelled
+	// when it is paused; pausedGauge its scalelab_worker_queue_paused.
+	paused      atomic.Bool
+	live        atomic.Pointer[liveCtx]
+	pausedGauge prometheus.Gauge
 }
 
 // queueSet is the queues a worker serves and how a free slot picks one.
 type queueSet struct {
 	queues []*queueSource // priority order
 	strict bool
+	// changed is closed, and replaced, when a queue is paused or resumed
+	// (pause.go), to wake the slots waiting for that. An atomic, not under
+	// mu: every slot reads it before each pull; mu orders the writers.
+	mu      sync.Mutex
+	changed atomic.Pointer[chan struct{}]
 }
 
 // served returns the queues w serves: cfg.Queues; else, for the worker
@@ -143,12 +156,12 @@ func (q *queueSource) emptyBackoff() time.Duration {
 // order returns the queues in the order a free slot asks them: priority
 // order (strict), or a random order drawn by weight, so that each queue
 // comes first in proportion to its weight. Queues found empty within
-// emptyFor are left out.
+// emptyFor, and paused ones, are left out.
 func (s *queueSet) order(now int64, buf []*queueSource) []*queueSource {
 	buf = buf[:0]
 	total := 0
 	for _, q := range s.queues {
-		if q.emptyUntil.Load() <= now {
+		if q.emptyUntil.Load() <= now && !q.paused.Load() {
 			buf = append(buf, q)
 			total += q.weight
 		}
@@ -193,22 +206,30 @@ func (s *queueSet) take(buf []*queueSource) (jetstream.Msg, *queueSource, error)
 // from (sticky), unless some queue has no slot of this worker waiting on
 // it; then that one, the first after `after` in priority order, so that
 // an idle worker has a pull waiting on every queue it serves (as far as
-// its slots go), and a slot that cannot cover them all rotates.
+// its slots go), and a slot that cannot cover them all rotates. A paused
+// queue is never picked: nil when all are paused.
 func (s *queueSet) idleQueue(sticky, after *queueSource) *queueSource {
-	if sticky.waiting.Load() == 0 && after == nil {
+	if sticky.waiting.Load() == 0 && after == nil && !sticky.paused.Load() {
 		return sticky
 	}
 	start := 0
 	if after != nil {
 		start = slices.Index(s.queues, after) + 1
 	}
+	var fallback *queueSource
 	for i := range s.queues {
 		q := s.queues[(start+i)%len(s.queues)]
+		if q.paused.Load() {
+			continue
+		}
 		if q.waiting.Load() == 0 {
 			return q
 		}
+		if fallback == nil || q == sticky {
+			fallback = q
+		}
 	}
-	return sticky
+	return fallback
 }
 
 // pullQueues is one slot of a worker serving several queues. A free slot
@@ -223,15 +244,23 @@ func (r *runner) pullQueues(slot int) {
 	var expired *queueSource
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
+		changes := s.changes()
 		msg, q, err := s.take(buf)
+		var live *liveCtx
 		if err == nil && msg == nil {
-			// Every queue is empty: wait on one.
-			q = s.idleQueue(sticky, expired)
+			// Every queue is empty (or paused): wait on one.
+			if q = s.idleQueue(sticky, expired); q == nil {
+				r.waitChange(changes) // all paused: until one is resumed
+				continue
+			}
+			live = q.live.Load()
 			q.waiting.Add(1)
-			msg, err = puller{cons: q.cons, expires: idleExpires}.next(r.pullCtx)
+			msg, err = puller{cons: q.cons, expires: idleExpires}.next(live.ctx)
 			q.waiting.Add(-1)
 		}
 		switch {
+		case err == nil && q.paused.Load():
+			r.handBackPaused(q, msg)
 		case err == nil:
 			backoff = 100 * time.Millisecond
 			sticky, expired = q, nil
@@ -239,6 +268,8 @@ func (r *runner) pullQueues(slot int) {
 			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
+		case live != nil && live.ctx.Err() != nil:
+			// Its queue was paused while it waited: look again.
 		case errors.Is(err, nats.ErrTimeout):
 			expired = q // nothing came: look elsewhere next
 		default:
@@ -268,6 +299,9 @@ type QueueStats struct {
 	// OldestAgeSeconds is the age of the queue's oldest task (queued or
 	// running), 0 when it has none.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Paused is whether the queue is paused (this worker does not pull
+	// from it).
+	Paused bool `json:"paused,omitempty"`
 	// At is when it was read.
 	At time.Time `json:"at"`
 }
@@ -302,7 +336,7 @@ func (r *runner) sampleOnce(ctx context.Context) {
 	}
 	out := make([]QueueStats, 0, len(r.queues.queues))
 	for _, q := range r.queues.queues {
-		qs := QueueStats{Name: q.name, At: time.Now().UTC()}
+		qs := QueueStats{Name: q.name, Paused: q.paused.Load(), At: time.Now().UTC()}
 		info, err := q.cons.Info(ctx)
 		if err != nil {
 			r.log.Debug("sample queue", "queue", q.name, "err", err)
@@ -318,6 +352,36 @@ func (r *runner) sampleOnce(ctx context.Context) {
 		out = append(out, qs)
 	}
 	r.queueStats.Store(&out)
+	r.sampleDead(ctx)
+}
+
+// sampleDead reads the dead letters per task type (the subject counts of
+// TASKS_DLQ, one STREAM.INFO) into scalelab_worker_dead_tasks.
+func (r *runner) sampleDead(ctx context.Context) {
+	dlq, err := r.js.Stream(ctx, task.DLQStream)
+	if err != nil {
+		r.log.Debug("sample dead letters", "err", err)
+		return
+	}
+	info, err := dlq.Info(ctx, jetstream.WithSubjectFilter(task.DLQSubjectPrefix+">"))
+	if err != nil {
+		r.log.Debug("sample dead letters", "err", err)
+		return
+	}
+	m := r.metrics
+	for typ := range m.deadSeen {
+		m.deadSeen[typ] = false
+	}
+	for subj, n := range info.State.Subjects {
+		typ := strings.TrimPrefix(subj, task.DLQSubjectPrefix)
+		m.deadTasks.WithLabelValues(typ).Set(float64(n))
+		m.deadSeen[typ] = true
+	}
+	for typ, seen := range m.deadSeen {
+		if !seen {
+			m.deadTasks.WithLabelValues(typ).Set(0) // all retried or expired
+		}
+	}
 }
 
 // oldestTask returns when the oldest task on queue's subjects was stored:

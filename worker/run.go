@@ -101,6 +101,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		q.running = m.queueRunning.WithLabelValues(q.name)
 	}
 	r := newRunner(cfg, js, &queueSet{queues: sources, strict: cfg.StrictPriority}, store, w.handlers, m, log)
+	r.initPause()
 
 	// The process service is the worker role's, not a program's own.
 	stopService := func() error { return nil }
@@ -137,9 +138,17 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return httpserver.Serve(gctx, hc, ln, ops.Handler(metricsReg, ops.NATSReady(nc)), log) })
 	}
+	// The queues paused now, before any slot pulls; then every pause and
+	// resume while it runs (pause.go).
+	watchPaused, err := r.watchPaused(ctx, reg)
+	if err != nil {
+		log.Warn("cannot watch the queues' definitions: pausing a queue will not stop this worker", "err", err)
+		watchPaused = func(context.Context) error { return nil }
+	}
 	r.start()
 	g.Go(func() error { return w.announce(gctx, reg, queues, log) })
 	g.Go(func() error { return r.sampleQueues(gctx) })
+	g.Go(func() error { return watchPaused(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking work first: no new process requests, no new pulls.
@@ -221,13 +230,23 @@ func (r *runner) start() {
 func (r *runner) pull(q *queueSource, p puller) {
 	backoff := 100 * time.Millisecond
 	for r.pullCtx.Err() == nil {
-		msg, err := p.next(r.pullCtx)
+		changes := r.queues.changes()
+		live := q.live.Load()
+		if live.ctx.Err() != nil && r.pullCtx.Err() == nil {
+			r.waitChange(changes) // paused: until it is resumed
+			continue
+		}
+		msg, err := p.next(live.ctx)
 		switch {
+		case err == nil && q.paused.Load():
+			r.handBackPaused(q, msg)
 		case err == nil:
 			backoff = 100 * time.Millisecond
 			r.handleFrom(q, msg)
 		case r.pullCtx.Err() != nil:
 			return
+		case live.ctx.Err() != nil:
+			// Paused while it waited: the pull was withdrawn.
 		case errors.Is(err, nats.ErrTimeout):
 			// The pull request expired with nothing queued: pull again.
 		default:

@@ -26,14 +26,14 @@ func (r *runner) settle(d *delivery, log *slog.Logger, result any, err error) {
 		// DELETE /tasks/{id}: the record already says cancelled.
 		log.Info("task cancelled while running")
 		_ = d.msg.TermWithReason("cancelled")
-		r.count(d.env.Type, cancelled)
+		r.count(d, cancelled)
 	case err == nil:
 		r.succeed(d, result, log)
 	case r.taskCtx.Err() != nil:
 		// Shutdown interrupted the task: hand it back now so another
 		// worker starts it at once, not after the ack wait.
 		r.requeue(d, "interrupted by worker shutdown", 0, log)
-		r.count(d.env.Type, interrupted)
+		r.count(d, interrupted)
 	case IsPermanent(err):
 		r.fail(d, d.attempt, err, log)
 	case d.attempt >= d.limit:
@@ -42,7 +42,7 @@ func (r *runner) settle(d *delivery, log *slog.Logger, result any, err error) {
 		delay := r.backoff(d.attempt)
 		log.Warn("task attempt failed, will retry", "err", err, "retry_in", delay)
 		r.requeue(d, err.Error(), delay, log)
-		r.count(d.env.Type, retried)
+		r.count(d, retried)
 	}
 }
 
@@ -73,7 +73,7 @@ func (r *runner) bury(d *delivery, attempts int, cause error, log *slog.Logger) 
 	}
 	log.Error("task dead: attempts used up, moved to "+task.DLQStream, "err", cause)
 	_ = d.msg.TermWithReason("attempts used up")
-	r.count(d.env.Type, dead)
+	r.count(d, dead)
 }
 
 // succeed records the task's result and acks its message. The record is
@@ -108,7 +108,7 @@ func (r *runner) succeed(d *delivery, result any, log *slog.Logger) {
 		log.Warn("ack task", "err", err)
 	}
 	log.Info("task completed")
-	r.count(d.env.Type, succeeded)
+	r.count(d, succeeded)
 }
 
 // fail records a final failure and terminates the message. An attempt of
@@ -130,7 +130,7 @@ func (r *runner) fail(d *delivery, attempt int, cause error, log *slog.Logger) {
 		return
 	default:
 		log.Error("task failed", "err", cause)
-		r.count(typeOf(msg), failed)
+		r.count(d, failed)
 	}
 	_ = msg.TermWithReason(truncate(cause.Error(), 200))
 }
@@ -180,14 +180,6 @@ func (r *runner) updateFrom(id string, last *task.Version, fn func(*task.Record)
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
 	return r.store.UpdateFrom(ctx, id, last, fn)
-}
-
-// typeOf is the task type a message's subject names.
-func typeOf(msg jetstream.Msg) string {
-	if _, typ, ok := task.SplitSubject(msg.Subject()); ok {
-		return typ
-	}
-	return msg.Subject()
 }
 
 // truncate cuts s to at most n bytes, for headers and term reasons.

@@ -50,8 +50,8 @@ type taskCounts struct {
 }
 
 // count records an attempt's outcome in the metrics and the counts.
-func (r *runner) count(typ string, o outcome) {
-	r.metrics.outcomes.WithLabelValues(typ, outcomeNames[o]).Inc()
+func (r *runner) count(d *delivery, o outcome) {
+	r.metrics.outcomes.WithLabelValues(d.env.Type, d.queue, outcomeNames[o]).Inc()
 	r.counts.outcomes[o].Add(1)
 }
 

@@ -66,7 +66,10 @@ type delivery struct {
 	// markRunning), which a delivery that never ran does not count.
 	delivered, attempt int
 	limit              int // the task type's attempts
-	handler            Handler
+	// queue is the queue the task was pulled from: the queue label of its
+	// outcome in scalelab_worker_tasks_total.
+	queue   string
+	handler Handler
 	// running is the record as this worker wrote it: success writes from
 	// it, without reading the record again, unless someone wrote since.
 	running *task.Version
@@ -85,7 +88,10 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		_ = msg.TermWithReason("malformed task message")
 		return nil
 	}
-	d := &delivery{msg: msg, env: env, delivered: 1, limit: r.cfg.maxAttempts(env.Type)}
+	d := &delivery{msg: msg, env: env, delivered: 1, limit: r.cfg.maxAttempts(env.Type), queue: env.QueueOrDefault()}
+	if queue, _, ok := task.SplitSubject(msg.Subject()); ok {
+		d.queue = queue // the queue it was pulled from, whatever the envelope says
+	}
 	if meta, err := msg.Metadata(); err == nil {
 		d.delivered = int(meta.NumDelivered)
 	}

@@ -80,6 +80,12 @@ type Unique struct {
 type QueueDef struct {
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// Paused, set by SetPaused (POST /queues/{name}/pause), tells every
+	// worker to stop pulling from the queue: its tasks stay queued, and
+	// submissions to it are still accepted, until it is resumed. Tasks
+	// already running finish. PausedAt is when it was paused.
+	Paused   bool       `json:"paused,omitempty"`
+	PausedAt *time.Time `json:"paused_at,omitempty"`
 }
 
 // WorkerInfo is what a live worker announces about itself.
@@ -253,6 +259,65 @@ func (r *Registry) Queue(ctx context.Context, name string) (*QueueDef, error) {
 		return nil, err
 	}
 	return &q, nil
+}
+
+// SetPaused pauses (paused true) or resumes the queue name and returns
+// its definition as written. It compares and sets: the definition is
+// read, changed and written only if nobody wrote it since (else it is
+// read again), so a pause never undoes a concurrent change. A queue
+// already in that state is returned as it is, unwritten. It returns an
+// error wrapping ErrUnknownName for a queue that is not registered.
+func (r *Registry) SetPaused(ctx context.Context, name string, paused bool) (*QueueDef, error) {
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%s%q: %w", QueueKeyPrefix, truncate(name, 40), ErrUnknownName)
+	}
+	key := QueueKeyPrefix + name
+	var lastErr error
+	for range maxUpdateTries {
+		e, err := r.defs.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%s: %w", key, ErrUnknownName)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		var q QueueDef
+		if err := json.Unmarshal(e.Value(), &q); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", key, err)
+		}
+		if q.Paused == paused {
+			return &q, nil
+		}
+		q.Paused, q.PausedAt = paused, nil
+		if paused {
+			now := time.Now().UTC()
+			q.PausedAt = &now
+		}
+		b, err := json.Marshal(q)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", key, err)
+		}
+		_, err = r.defs.Update(ctx, key, b, e.Revision())
+		if err == nil {
+			return &q, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("write %s: %w", key, err)
+		}
+		lastErr = err // written by someone else since the read: read it again
+	}
+	return nil, fmt.Errorf("write %s: gave up after %d conflicting writes: %w", key, maxUpdateTries, lastErr)
+}
+
+// WatchQueues watches the queues' definitions (the keys queues.*): the
+// current ones first, then a nil entry, then every change. Workers watch
+// it to stop pulling from a paused queue at once.
+func (r *Registry) WatchQueues(ctx context.Context) (jetstream.KeyWatcher, error) {
+	w, err := r.defs.Watch(ctx, QueueKeyPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("watch %s%s: %w", RegistryBucket, "/"+QueueKeyPrefix+"*", err)
+	}
+	return w, nil
 }
 
 // Types returns every registered type, sorted by name.

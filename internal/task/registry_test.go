@@ -138,3 +138,67 @@ func TestRegistryWorkers(t *testing.T) {
 		t.Errorf("Announce(no id) = %v, want ErrInvalid", err)
 	}
 }
+
+// TestRegistrySetPaused: a queue is paused and resumed, each change
+// written once and seen by a watch of the queues; an unknown queue is
+// ErrUnknownName; provisioning again (which registers the built-in queues)
+// leaves a paused queue paused.
+func TestRegistrySetPaused(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	provision(t, js)
+	reg, err := OpenRegistry(t.Context(), js)
+	if err != nil {
+		t.Fatalf("OpenRegistry() = %v", err)
+	}
+	w, err := reg.WatchQueues(t.Context())
+	if err != nil {
+		t.Fatalf("WatchQueues() = %v", err)
+	}
+	defer func() { _ = w.Stop() }()
+	// The current queues, then the marker.
+	var initial []string
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		initial = append(initial, e.Key())
+	}
+	if want := []string{"queues.critical", "queues.default", "queues.low"}; !slices.Equal(initial, want) {
+		t.Errorf("WatchQueues current keys = %v, want %v", initial, want)
+	}
+
+	q, err := reg.SetPaused(t.Context(), "low", true)
+	if err != nil || !q.Paused || q.PausedAt == nil || q.Name != "low" || q.CreatedAt.IsZero() {
+		t.Fatalf("SetPaused(low, true) = %+v, %v; want low paused, with paused_at and its created_at", q, err)
+	}
+	select {
+	case e := <-w.Updates():
+		var got QueueDef
+		if e == nil || e.Key() != "queues.low" || json.Unmarshal(e.Value(), &got) != nil || !got.Paused {
+			t.Errorf("watch after the pause = %v, want queues.low paused", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch saw no change 5 s after the pause")
+	}
+	again, err := reg.SetPaused(t.Context(), "low", true)
+	if err != nil || !again.PausedAt.Equal(*q.PausedAt) {
+		t.Errorf("SetPaused(low, true) again = %+v, %v; want it unchanged", again, err)
+	}
+	provision(t, js)
+	if got, err := reg.Queue(t.Context(), "low"); err != nil || !got.Paused {
+		t.Errorf("Queue(low) after Provision again = %+v, %v; want still paused", got, err)
+	}
+	q, err = reg.SetPaused(t.Context(), "low", false)
+	if err != nil || q.Paused || q.PausedAt != nil {
+		t.Errorf("SetPaused(low, false) = %+v, %v; want resumed, no paused_at", q, err)
+	}
+	if got, _ := reg.Queue(t.Context(), "low"); got == nil || got.Paused {
+		t.Errorf("Queue(low) after resume = %+v, want not paused", got)
+	}
+	for _, name := range []string{"nope", "a.b", ""} {
+		if _, err := reg.SetPaused(t.Context(), name, true); !errors.Is(err, ErrUnknownName) {
+			t.Errorf("SetPaused(%q) = %v, want ErrUnknownName", name, err)
+		}
+	}
+}

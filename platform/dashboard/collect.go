@@ -175,7 +175,7 @@ func (c *collector) readNATS(ctx context.Context, nc *nats.Conn, snap *Snapshot,
 // oldestAges sets each queue's oldest task age from the workers' freshest
 // sample of it (worker.QueueStats), aged by the time since: the dashboard
 // may not read task messages itself. An age the sample says is 0 (no
-// task) stays 0.
+// task) stays 0. Whether the queue is paused comes from the same sample.
 func oldestAges(queues []QueueLine, workers []WorkerFigures, now time.Time) {
 	for i := range queues {
 		var best *worker.QueueStats
@@ -194,6 +194,7 @@ func oldestAges(queues []QueueLine, workers []WorkerFigures, now time.Time) {
 			age += max(now.Sub(best.At).Seconds(), 0)
 		}
 		queues[i].OldestAgeSeconds = &age
+		queues[i].Paused = best.Paused
 	}
 }
 

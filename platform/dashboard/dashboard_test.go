@@ -285,6 +285,23 @@ func TestCollectsEveryFigure(t *testing.T) {
 		}
 		return nil
 	})
+	// A queue paused in the registry: the worker (as the worker NATS user)
+	// sees it, and its sample says so.
+	reg, err := task.OpenRegistry(ctx, e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.SetPaused(ctx, "low", true); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, func() error {
+		for _, q := range state(t, srv).Queue.Queues {
+			if q.Name == "low" && q.Paused {
+				return nil
+			}
+		}
+		return fmt.Errorf("queue low not shown paused")
+	})
 }
 
 // TestWithoutNATS: with no NATS the balancer's figures still come, and the

@@ -129,6 +129,9 @@ type QueueLine struct {
 	// now, from the freshest worker sample; nil when no worker of the role
 	// reported the queue.
 	OldestAgeSeconds *float64 `json:"oldest_age_seconds"`
+	// Paused is whether the queue is paused (POST /queues/{name}/pause),
+	// as the freshest worker sample says.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // WorkersFigures are the workers', from the process service's stats.

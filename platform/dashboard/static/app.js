@@ -262,7 +262,7 @@ function cards(s) {
   setText("queue-dead", q ? count(q.dead) : "—");
   setText("task-rate", wk ? rate(wk.task_rate) : "—");
   setText("queue-lines", q && q.queues && q.queues.length ? q.queues.map(l =>
-    l.name + " " + count(l.pending + l.in_flight) +
+    l.name + (l.paused ? " (paused)" : "") + " " + count(l.pending + l.in_flight) +
     (l.oldest_age_seconds > 0 ? " (" + age(l.oldest_age_seconds) + ")" : "")).join(" · ") : "no queue served yet");
   push(history.queue, q ? q.pending + q.in_flight : 0);
 
