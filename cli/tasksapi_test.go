@@ -140,6 +140,7 @@ func TestUpTasksCLI(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("alice's tasks ls:\n%s", out)
 	for _, want := range []string{"ID", "TYPE", "QUEUE", "STATE", "ATTEMPTS", "PROGRESS", "AGE", "ERROR", "4 tasks shown", "all 4", "3/3"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("tasks ls printed\n%s\nwant %q in it", out, want)

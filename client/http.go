@@ -206,9 +206,9 @@ type ListOptions struct {
 // Page is one page of GET /tasks: its tasks, newest first, and where the
 // next one starts.
 type Page struct {
-	// Tasks are the page's tasks as the listing summarizes them: every
-	// field of the record but Payload, Result and Worker (Get reads the
-	// whole record).
+	// Tasks are the page's tasks as the listing summarizes them: ID,
+	// Type, Queue, State, Attempts, Progress, Error, Owner and the times,
+	// not the payload or the result (Get reads the whole record).
 	Tasks []*Task `json:"tasks"`
 	// NextCursor is the ListOptions.Cursor of the next page, "" on the
 	// last one.
