@@ -543,7 +543,9 @@ func (b *bench) fill(ctx context.Context, nc *nats.Conn) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if _, err := js.PublishAsync("$KV."+task.Bucket+"."+rec.ID, body); err != nil {
+		// At -pending unacknowledged, a publish waits for room: up to
+		// 30 s, not nats.go's 200 ms, which a busy machine outlasts.
+		if _, err := js.PublishAsync("$KV."+task.Bucket+"."+rec.ID, body, jetstream.WithStallWait(30*time.Second)); err != nil {
 			return 0, fmt.Errorf("publish record %d: %w", i, err)
 		}
 		if time.Since(lastSay) >= 5*time.Second {
