@@ -10,8 +10,9 @@
 // The records look like a day of real use: -owners owners of which
 // "alice" has 10 %, the built-in types and queues, 80 % succeeded, 10 %
 // failed, 5 % dead, 3 % queued, 2 % cancelled, created over the bucket's
-// retention (24 h) but its last hour. They are written as a worker leaves them, not run:
-// the queued ones have no message, so the workers stay idle.
+// retention (24 h) but its last hour. They are written as a worker leaves
+// them, not run: the queued ones have no message, so the workers stay
+// idle.
 //
 //	go run ./bench/tasklist -n 20000                  # a quick try
 //	bench/tasklist/run.sh                             # the 1,000,000 run, into bench/tasklist/result.md
