@@ -232,7 +232,7 @@ func runTasksAPI(ctx context.Context, sub string, args []string, getenv func(str
 		t, err = c.Retry(ctx, id)
 	}
 	if err != nil {
-		return fmt.Errorf("tasks %s %s: %w", sub, id, err)
+		return apiErr("tasks "+sub+" "+id, err)
 	}
 	switch sub {
 	case "get":
@@ -243,6 +243,30 @@ func runTasksAPI(ctx context.Context, sub string, args []string, getenv func(str
 		fmt.Fprintf(stdout, "task %s %s again (generation %d)\n", t.ID, t.State, t.Generation)
 	}
 	return nil
+}
+
+// apiError is an error the API answered, as the task commands print it:
+// what was asked, the API's code and message, the HTTP status. It
+// unwraps to the *sdk.Error.
+type apiError struct {
+	what string
+	err  *sdk.Error
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s: %s: %s (HTTP %d)", e.what, e.err.Code, e.err.Message, e.err.Status)
+}
+
+func (e *apiError) Unwrap() error { return e.err }
+
+// apiErr is err of the request what: an *apiError when the API answered
+// it, else err (no answer: a refused connection, a timeout) wrapped.
+func apiErr(what string, err error) error {
+	var e *sdk.Error
+	if errors.As(err, &e) {
+		return &apiError{what: what, err: e}
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // parseInterspersed parses args on fs, allowing flags after the
@@ -267,13 +291,13 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (positional []string, he
 func tasksList(ctx context.Context, c *sdk.HTTPClient, opts sdk.ListOptions, all, asJSON bool, stdout io.Writer) error {
 	page, err := c.List(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("tasks ls: %w", err)
+		return apiErr("tasks ls", err)
 	}
 	for all && page.NextCursor != "" {
 		opts.Cursor = page.NextCursor
 		next, err := c.List(ctx, opts)
 		if err != nil {
-			return fmt.Errorf("tasks ls: page after %d tasks: %w", len(page.Tasks), err)
+			return apiErr(fmt.Sprintf("tasks ls: the page after %d tasks", len(page.Tasks)), err)
 		}
 		// The first page's totals stand: they count the same tasks.
 		page.Tasks, page.NextCursor = append(page.Tasks, next.Tasks...), next.NextCursor

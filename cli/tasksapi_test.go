@@ -207,6 +207,9 @@ func TestUpTasksCLI(t *testing.T) {
 	// A task not finished cannot be retried; cancel it, then retry it.
 	_, err = tasksCLI(t, p, alice, "retry", long)
 	wantAPIError(t, "tasks retry of a task not finished", err, 409, "conflict")
+	if err != nil && !strings.HasPrefix(err.Error(), "tasks retry "+long+": conflict: ") || !strings.HasSuffix(fmt.Sprint(err), "(HTTP 409)") {
+		t.Errorf("tasks retry of a task not finished printed %q, want what, the code, the message and the status", err)
+	}
 	if out := mustTasksCLI(t, p, alice, "cancel", long); out != "task "+long+" cancelled\n" {
 		t.Errorf("tasks cancel printed %q", out)
 	}
