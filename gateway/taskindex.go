@@ -2,14 +2,17 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/btree"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/task"
@@ -60,20 +63,21 @@ var slotStates = [...]task.State{task.Queued, task.Running, task.Succeeded, task
 // the start; the task's page reads the record).
 const maxIndexedError = 256
 
-// indexEntry is one task as the index holds it: what a listing shows,
-// small. Strings of names are interned. It is changed in place, under the
-// index's write lock, when only its progress or counters change.
+// indexEntry is one task as the index holds it: what a listing shows, in
+// 80 bytes (a million records take about 200 MB with the map and trees
+// around them; see bench/tasklist). Owners, types and queues are numbers
+// into the index's table of names (0: none, or "any" in a key); the state
+// is its slot. It is changed in place, under the index's write lock, when
+// only its progress or counters change.
 type indexEntry struct {
-	id                string
-	owner, typ, queue string
-	state             task.State
-	attempts          int32
-	maxAttempts       int32
-	generation        int32
-	progress          int32
-	errMsg            string
-	created, updated  int64 // Unix nanoseconds
-	rev               uint64
+	id                                string
+	errMsg                            string
+	created, updated                  int64 // Unix nanoseconds
+	rev                               uint64
+	owner, typ, queue                 uint32
+	attempts, maxAttempts, generation uint16
+	progress                          uint8
+	state                             uint8 // stateSlot
 }
 
 // less orders entries newest first: created descending, then id
@@ -102,11 +106,12 @@ type taskSummary struct {
 	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
-func (e *indexEntry) summary() taskSummary {
+// summary is e as a listing shows it.
+func (x *taskIndex) summary(e *indexEntry) taskSummary {
 	return taskSummary{
-		ID: e.id, Type: e.typ, Queue: e.queue, State: e.state,
+		ID: e.id, Type: x.names[e.typ], Queue: x.names[e.queue], State: slotStates[e.state],
 		Attempts: int(e.attempts), MaxAttempts: int(e.maxAttempts), Generation: int(e.generation),
-		Progress: int(e.progress), Error: e.errMsg, Owner: e.owner,
+		Progress: int(e.progress), Error: e.errMsg, Owner: x.names[e.owner],
 		CreatedAt: time.Unix(0, e.created).UTC(), UpdatedAt: time.Unix(0, e.updated).UTC(),
 	}
 }
@@ -128,15 +133,15 @@ type recordHead struct {
 	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
-// treeKey names a tree: an owner ("" for every owner) and a state ("" for
-// every state).
+// treeKey names a tree: an owner (0 for every owner) and a state (its
+// slot + 1; 0 for every state).
 type treeKey struct {
-	owner string
-	state task.State
+	owner uint32
+	state uint8
 }
 
-// totalsKey names a set of counters; "" is "any".
-type totalsKey struct{ owner, typ, queue string }
+// totalsKey names a set of counters: owner, type and queue, 0 for "any".
+type totalsKey struct{ owner, typ, queue uint32 }
 
 // stateCounts counts tasks per state, in stateSlot's order.
 type stateCounts [len(slotStates)]int
@@ -153,7 +158,8 @@ type taskIndex struct {
 	byID   map[string]*indexEntry
 	trees  map[treeKey]*btree.BTreeG[*indexEntry]
 	totals map[totalsKey]*stateCounts
-	names  map[string]string // interned owners, types, queues
+	names  []string          // owners, types and queues by number; names[0] is ""
+	nums   map[string]uint32 // names' inverse
 	subs   subscribers       // taskevents.go
 
 	ready   atomic.Bool
@@ -168,10 +174,32 @@ func newTaskIndex(ttl time.Duration, log *slog.Logger) *taskIndex {
 		byID:    make(map[string]*indexEntry),
 		trees:   make(map[treeKey]*btree.BTreeG[*indexEntry]),
 		totals:  make(map[totalsKey]*stateCounts),
-		names:   make(map[string]string),
+		names:   []string{""},
+		nums:    map[string]uint32{"": 0},
 		subs:    newSubscribers(),
 		stopped: make(chan struct{}),
 	}
+}
+
+// TaskIndex is an index of task records that several gateways of one
+// process share (Config.TaskIndex): each would otherwise follow the tasks
+// bucket on its own, reading every write of every task once per gateway.
+type TaskIndex struct{ x *taskIndex }
+
+// StartTaskIndex follows the tasks bucket over nc into an index until ctx
+// ends. nc's user needs what a gateway's has (natsconf: a watch of the
+// bucket). It returns once the watch is set up; the index loads in the
+// background.
+func StartTaskIndex(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*TaskIndex, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	x, err := startTaskIndex(ctx, js, log)
+	if err != nil {
+		return nil, fmt.Errorf("watch the tasks bucket: %w", err)
+	}
+	return &TaskIndex{x: x}, nil
 }
 
 // startTaskIndex watches the tasks bucket into a new index until ctx
@@ -225,14 +253,23 @@ func (x *taskIndex) follow(ctx context.Context, w jetstream.KeyWatcher) {
 	}
 }
 
-// intern returns the index's copy of s, so that a million records of one
-// type share one string.
-func (x *taskIndex) intern(s string) string {
-	if v, ok := x.names[s]; ok {
-		return v
+// num returns the number of the name s, giving it one if it has none,
+// so that a million records of one type share one string.
+func (x *taskIndex) num(s string) uint32 {
+	if n, ok := x.nums[s]; ok {
+		return n
 	}
-	x.names[s] = s
-	return s
+	n := uint32(len(x.names))
+	x.names = append(x.names, s)
+	x.nums[s] = n
+	return n
+}
+
+// lookup returns the number of the name s, and false if no record ever
+// had it (nothing can match it). "" is 0, "any".
+func (x *taskIndex) lookup(s string) (uint32, bool) {
+	n, ok := x.nums[s]
+	return n, ok
 }
 
 // apply records the value of the record id at revision rev, or its
@@ -240,7 +277,10 @@ func (x *taskIndex) intern(s string) string {
 func (x *taskIndex) apply(id string, value []byte, rev uint64, deleted bool) {
 	var h recordHead
 	if !deleted {
-		if err := json.Unmarshal(value, &h); err != nil || h.ID != id {
+		// json v2 (go-json-experiment, as internal/strictjson): it reads
+		// a record in about half the time of encoding/json, and this runs
+		// for every write of every task.
+		if err := jsonv2.Unmarshal(value, &h); err != nil || h.ID != id {
 			return // not a record: nothing to list
 		}
 		if _, known := stateSlot[h.State]; !known {
@@ -265,10 +305,15 @@ func (x *taskIndex) apply(id string, value []byte, rev uint64, deleted bool) {
 		h.Queue = task.DefaultQueue
 	}
 	e := &indexEntry{
-		id: id, owner: x.intern(h.Owner), typ: x.intern(h.Type), queue: x.intern(h.Queue), state: h.State,
-		attempts: int32(h.Attempts), maxAttempts: int32(h.MaxAttempts), generation: int32(h.Generation),
-		progress: int32(h.Progress), errMsg: truncateUTF8(h.Error, maxIndexedError),
+		owner: x.num(h.Owner), typ: x.num(h.Type), queue: x.num(h.Queue), state: uint8(stateSlot[h.State]),
+		attempts: clampU16(h.Attempts), maxAttempts: clampU16(h.MaxAttempts), generation: clampU16(h.Generation),
+		progress: uint8(min(max(h.Progress, 0), 100)), errMsg: truncateUTF8(h.Error, maxIndexedError),
 		created: h.CreatedAt.UnixNano(), updated: h.UpdatedAt.UnixNano(), rev: rev,
+	}
+	if old != nil {
+		e.id = old.id
+	} else {
+		e.id = strings.Clone(id) // not the watch's subject it is cut from
 	}
 	switch {
 	case old == nil:
@@ -281,13 +326,14 @@ func (x *taskIndex) apply(id string, value []byte, rev uint64, deleted bool) {
 		x.remove(old)
 		x.insert(e)
 	}
-	x.subs.changed(e, value)
+	x.subs.changed(x, e, value)
 }
 
 // insert adds e to the map, its trees and the counters.
 func (x *taskIndex) insert(e *indexEntry) {
 	x.byID[e.id] = e
-	for _, k := range e.trees() {
+	keys, n := e.trees()
+	for _, k := range keys[:n] {
 		t := x.trees[k]
 		if t == nil {
 			t = btree.NewG(32, (*indexEntry).less)
@@ -295,21 +341,22 @@ func (x *taskIndex) insert(e *indexEntry) {
 		}
 		t.ReplaceOrInsert(e)
 	}
-	slot := stateSlot[e.state]
-	for _, k := range e.totalsKeys() {
+	tk, tn := e.totalsKeys()
+	for _, k := range tk[:tn] {
 		c := x.totals[k]
 		if c == nil {
 			c = new(stateCounts)
 			x.totals[k] = c
 		}
-		c[slot]++
+		c[e.state]++
 	}
 }
 
 // remove takes e out of the map, its trees and the counters.
 func (x *taskIndex) remove(e *indexEntry) {
 	delete(x.byID, e.id)
-	for _, k := range e.trees() {
+	keys, n := e.trees()
+	for _, k := range keys[:n] {
 		if t := x.trees[k]; t != nil {
 			t.Delete(e)
 			if t.Len() == 0 {
@@ -317,10 +364,10 @@ func (x *taskIndex) remove(e *indexEntry) {
 			}
 		}
 	}
-	slot := stateSlot[e.state]
-	for _, k := range e.totalsKeys() {
+	tk, tn := e.totalsKeys()
+	for _, k := range tk[:tn] {
 		if c := x.totals[k]; c != nil {
-			c[slot]--
+			c[e.state]--
 			if *c == (stateCounts{}) {
 				delete(x.totals, k)
 			}
@@ -330,32 +377,38 @@ func (x *taskIndex) remove(e *indexEntry) {
 
 // trees names the trees e is in: every task's and its state's, for every
 // owner and for its own (a record without an owner has only the first
-// two: only tasks:admin sees it).
-func (e *indexEntry) trees() []treeKey {
-	ks := []treeKey{{"", ""}, {"", e.state}}
-	if e.owner != "" {
-		ks = append(ks, treeKey{e.owner, ""}, treeKey{e.owner, e.state})
+// two: only tasks:admin sees it). Arrays, not slices: apply runs for every
+// write of every task.
+func (e *indexEntry) trees() ([4]treeKey, int) {
+	st := e.state + 1
+	keys := [4]treeKey{{0, 0}, {0, st}, {e.owner, 0}, {e.owner, st}}
+	if e.owner == 0 {
+		return keys, 2
 	}
-	return ks
+	return keys, 4
 }
 
 // totalsKeys names the counters e counts in: each of owner, type and
 // queue, or "any".
-func (e *indexEntry) totalsKeys() []totalsKey {
-	ks := make([]totalsKey, 0, 8)
-	owners := []string{""}
-	if e.owner != "" {
-		owners = append(owners, e.owner)
-	}
-	for _, o := range owners {
-		for _, t := range [2]string{"", e.typ} {
-			for _, q := range [2]string{"", e.queue} {
-				ks = append(ks, totalsKey{o, t, q})
+func (e *indexEntry) totalsKeys() ([8]totalsKey, int) {
+	var ks [8]totalsKey
+	n := 0
+	for _, o := range [2]uint32{0, e.owner} {
+		for _, t := range [2]uint32{0, e.typ} {
+			for _, q := range [2]uint32{0, e.queue} {
+				ks[n] = totalsKey{o, t, q}
+				n++
 			}
 		}
+		if e.owner == 0 {
+			break
+		}
 	}
-	return ks
+	return ks, n
 }
+
+// clampU16 keeps n in a uint16 (attempts and generations are small).
+func clampU16(n int) uint16 { return uint16(min(max(n, 0), 65535)) }
 
 // sweep drops the entries whose records the bucket has expired: last
 // written more than its TTL ago (with a minute's slack for clocks). An
@@ -409,10 +462,11 @@ func (x *taskIndex) sweep(now time.Time) {
 // typ and on queue ("" for any), for GET /queues.
 func (x *taskIndex) Totals(owner, typ, queue string) map[task.State]int {
 	x.mu.RLock()
-	c := x.totals[totalsKey{owner, typ, queue}]
 	var counts stateCounts
-	if c != nil {
-		counts = *c
+	if k, ok := x.totalsKey(owner, typ, queue); ok {
+		if c := x.totals[k]; c != nil {
+			counts = *c
+		}
 	}
 	x.mu.RUnlock()
 	out := make(map[task.State]int, len(slotStates))
@@ -420,6 +474,15 @@ func (x *taskIndex) Totals(owner, typ, queue string) map[task.State]int {
 		out[s] = counts[i]
 	}
 	return out
+}
+
+// totalsKey returns the key of the counters of owner, typ and queue, and
+// false when one of them is a name no record had.
+func (x *taskIndex) totalsKey(owner, typ, queue string) (totalsKey, bool) {
+	o, ok1 := x.lookup(owner)
+	t, ok2 := x.lookup(typ)
+	q, ok3 := x.lookup(queue)
+	return totalsKey{o, t, q}, ok1 && ok2 && ok3
 }
 
 // listQuery is a page GET /tasks asks for.
@@ -447,10 +510,18 @@ func (x *taskIndex) list(q listQuery) (listPage, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var page listPage
-	if c := x.totals[totalsKey{q.owner, q.typ, q.queue}]; c != nil {
+	key, known := x.totalsKey(q.owner, q.typ, q.queue)
+	if !known {
+		return page, nil // a name no record had: nothing matches
+	}
+	if c := x.totals[key]; c != nil {
 		page.totals = *c
 	}
-	t := x.trees[treeKey{q.owner, q.state}]
+	tk := treeKey{owner: key.owner}
+	if q.state != "" {
+		tk.state = uint8(stateSlot[q.state]) + 1
+	}
+	t := x.trees[tk]
 	if t == nil {
 		return page, nil
 	}
@@ -466,8 +537,8 @@ func (x *taskIndex) list(q listQuery) (listPage, error) {
 			return false
 		}
 		last = e
-		if (q.typ == "" || e.typ == q.typ) && (q.queue == "" || e.queue == q.queue) {
-			page.tasks = append(page.tasks, e.summary())
+		if (key.typ == 0 || e.typ == key.typ) && (key.queue == 0 || e.queue == key.queue) {
+			page.tasks = append(page.tasks, x.summary(e))
 			return true
 		}
 		if budget--; budget == 0 {
