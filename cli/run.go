@@ -41,6 +41,7 @@ Usage:
   scalelab cachesvc  [flags]   the shared cache (:5004)
   scalelab dbsvc     [flags]   the SQLite database service (:5002)
   scalelab token     [flags]   print a token signed with SCALELAB_JWT_SECRET
+  scalelab tasks ls|get|cancel|retry list and steer tasks over HTTP with a token (SCALELAB_TOKEN)
   scalelab tasks dlq ls|retry <id>   list or re-queue dead tasks
   scalelab tasks provision           create or update the task streams (as admin)
   scalelab schedules ls|add|rm       recurring tasks, over HTTP with a token (SCALELAB_TOKEN)

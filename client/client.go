@@ -72,11 +72,14 @@ type Task struct {
 	Worker          string          `json:"worker,omitempty"`
 	RequestID       string          `json:"request_id,omitempty"`
 	Owner           string          `json:"owner,omitempty"`
-	RunAt           *time.Time      `json:"run_at,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
-	StartedAt       *time.Time      `json:"started_at,omitempty"`
-	FinishedAt      *time.Time      `json:"finished_at,omitempty"`
+	// Generation counts the times the task was queued again after it
+	// ended (Retry): 0 until its first retry.
+	Generation int        `json:"generation,omitempty"`
+	RunAt      *time.Time `json:"run_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 // DecodeResult decodes the task's result into v.

@@ -229,3 +229,63 @@ func TestNATSGetWaitCancelList(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPListAndRetry: List sends the options as GET /tasks's query (none
+// for zero fields) and decodes the page; Retry posts to
+// /tasks/{id}/retry; both answer the API's refusals as *client.Error.
+func TestHTTPListAndRetry(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/tasks" && r.URL.RawQuery == "":
+			_, _ = w.Write([]byte(`{"tasks":[{"id":"a1","type":"noop","queue":"default","state":"failed","attempts":3,` +
+				`"max_attempts":3,"progress":0,"error":"boom","owner":"alice","created_at":"2026-12-07T08:00:00Z",` +
+				`"updated_at":"2026-12-07T08:00:01Z","generation":2}],"next_cursor":"c2",` +
+				`"totals":{"queued":0,"running":0,"succeeded":4,"failed":1,"dead":0,"cancelled":0,"all":5}}`))
+		case r.Method == http.MethodGet && r.URL.Path == "/tasks":
+			q := r.URL.Query()
+			want := map[string]string{"state": "dead", "type": "noop", "queue": "low", "owner": "bob", "limit": "7", "cursor": "c2"}
+			for k, v := range want {
+				if q.Get(k) != v {
+					t.Errorf("GET /tasks ?%s = %q, want %q (query %s)", k, q.Get(k), v, r.URL.RawQuery)
+				}
+			}
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":{"code":"invalid","message":"bad cursor"}}`))
+		case r.Method == http.MethodPost && r.URL.Path == "/tasks/a1/retry":
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte(`{"id":"a1","type":"noop","state":"queued","attempts":0,"generation":3,` +
+				`"created_at":"2026-12-07T08:00:00Z","updated_at":"2026-12-07T08:05:00Z"}`))
+		case r.Method == http.MethodPost && r.URL.Path == "/tasks/r1/retry":
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"error":{"code":"conflict","message":"task r1 is running"}}`))
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL)
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL, "tok")
+	ctx := t.Context()
+
+	p, err := c.List(ctx, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Tasks) != 1 || p.Tasks[0].ID != "a1" || p.Tasks[0].State != client.Failed || p.Tasks[0].Generation != 2 ||
+		p.Tasks[0].Error != "boom" || p.NextCursor != "c2" {
+		t.Errorf("page = %+v (first %+v), want task a1 failed, generation 2, next cursor c2", p, p.Tasks[0])
+	}
+	if p.Totals[client.Succeeded] != 4 || p.Totals["all"] != 5 {
+		t.Errorf("totals = %v, want succeeded 4, all 5", p.Totals)
+	}
+	_, err = c.List(ctx, client.ListOptions{State: client.Dead, Type: "noop", Queue: "low", Owner: "bob", Limit: 7, Cursor: "c2"})
+	wantError(t, "List with a bad cursor", err, 400, "invalid")
+
+	got, err := c.Retry(ctx, "a1")
+	if err != nil || got.State != client.Queued || got.Generation != 3 {
+		t.Errorf("Retry = %+v, %v; want queued, generation 3", got, err)
+	}
+	_, err = c.Retry(ctx, "r1")
+	wantError(t, "Retry of a running task", err, 409, "conflict")
+}

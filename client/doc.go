@@ -7,14 +7,18 @@
 //   - New talks HTTP to the front door (the balancer, or a gateway) with a
 //     bearer token, exactly as curl does: POST /longtask, GET /tasks/{id}
 //     (with ?wait= long polls), DELETE /tasks/{id}. Use it from anywhere.
+//     Beyond Tasks it lists tasks a page at a time over the gateway's
+//     index (List, GET /tasks: ListOptions in, a Page with a cursor and
+//     totals out) and retries a finished task (Retry, POST
+//     /tasks/{id}/retry).
 //   - NewNATS talks to NATS directly, for programs inside the cluster:
 //     it creates the task's record in the tasks bucket and publishes the
 //     task as the gateway does (internal/task.Enqueue), and reads records
 //     from the bucket. Its NATS user is natsconf's "client" role, which
-//     may submit, read and cancel tasks and nothing else. It alone has
-//     List: there is no HTTP listing of tasks yet (issue #26 brings GET
-//     /tasks with an index); List scans the bucket, O(records), for
-//     scripts.
+//     may submit, read and cancel tasks and nothing else. Its List (with
+//     a Filter, not ListOptions) scans the bucket, O(records), with no
+//     index and no pages: for scripts on small platforms; the HTTP List
+//     is the one that stays fast with a million records.
 //
 // Every error the platform answers is a *Error with the HTTP status and the
 // API's code and message ({"error":{"code","message"}}); the NATS client

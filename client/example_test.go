@@ -50,6 +50,33 @@ func ExampleHTTPClient_Submit() {
 	fmt.Println(t.ID, t.State)
 }
 
+// List pages through GET /tasks: here every failed task the token may
+// see (all of them with tasks:admin), 100 a page, then retries them. The
+// first page's totals count the tasks by state.
+func ExampleHTTPClient_List() {
+	c := client.New("http://127.0.0.1:8000", os.Getenv("TOKEN"))
+	ctx := context.Background()
+	opts := client.ListOptions{State: client.Failed, Limit: 100}
+	for {
+		page, err := c.List(ctx, opts)
+		if err != nil {
+			log.Fatal(err) // e.g. a 400 "invalid" for a type that is not registered
+		}
+		if opts.Cursor == "" {
+			fmt.Println("failed:", page.Totals[client.Failed], "of", page.Totals["all"])
+		}
+		for _, t := range page.Tasks {
+			if _, err := c.Retry(ctx, t.ID); err != nil && !client.IsCode(err, "conflict") {
+				log.Fatal(err) // a conflict: retried by someone else meanwhile
+			}
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		opts.Cursor = page.NextCursor
+	}
+}
+
 // NewNATS submits over NATS, from inside the cluster, as the "client"
 // NATS user; List is its own. (tasktest.NewBus starts an
 // embedded NATS server and provisions it as `scalelab up` does.)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -180,4 +181,83 @@ func apiError(resp *http.Response, body []byte) *Error {
 	}
 	return &Error{Status: resp.StatusCode, Code: string(apperr.CodeForStatus(resp.StatusCode)), Message: msg,
 		RequestID: resp.Header.Get("X-Request-ID")}
+}
+
+// ListOptions select and page the tasks HTTPClient.List returns; a zero
+// field selects any. (NATSClient.List takes a Filter instead: it scans
+// the bucket, with no pages.)
+type ListOptions struct {
+	// State, Type and Queue narrow the list to tasks in that state, of
+	// that registered type, on that registered queue: an unknown type or
+	// queue is a 400 (Code "invalid").
+	State State
+	Type  string
+	Queue string
+	// Owner narrows the list to one owner's tasks; it needs a token with
+	// tasks:admin (403 otherwise). Without tasks:admin a token lists only
+	// its own subject's tasks.
+	Owner string
+	// Limit is the most tasks of one page, 1 to 200: 50 when 0.
+	Limit int
+	// Cursor is the Page.NextCursor of the page before; "" for the first.
+	Cursor string
+}
+
+// Page is one page of GET /tasks: its tasks, newest first, and where the
+// next one starts.
+type Page struct {
+	// Tasks are the page's tasks as the listing summarizes them: ID,
+	// Type, Queue, State, Attempts, Progress, Error, Owner and the times,
+	// not the payload or the result (Get reads the whole record).
+	Tasks []*Task `json:"tasks"`
+	// NextCursor is the ListOptions.Cursor of the next page, "" on the
+	// last one.
+	NextCursor string `json:"next_cursor,omitempty"`
+	// Totals count the tasks the caller may list that match the
+	// options' Type, Queue and Owner, by state, whatever the State asked
+	// for; the key "all" is their sum.
+	Totals map[State]int `json:"totals"`
+}
+
+// List reads one page of GET /tasks: the caller's own tasks, or everyone's
+// with a tasks:admin token, newest first. Follow Page.NextCursor for the
+// next page. Right after a gateway starts, while it loads its index, the
+// answer is a 503 (Code "unavailable"): retry it a little later.
+func (c *HTTPClient) List(ctx context.Context, opts ListOptions) (*Page, error) {
+	q := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("state", string(opts.State))
+	set("type", opts.Type)
+	set("queue", opts.Queue)
+	set("owner", opts.Owner)
+	if opts.Limit != 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	set("cursor", opts.Cursor)
+	path := "/tasks"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var p Page
+	if err := c.do(ctx, http.MethodGet, path, nil, nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Retry sends POST /tasks/{id}/retry: a failed, dead or cancelled task is
+// queued again with a fresh budget of attempts (a dead task's dead letter
+// goes away), and Retry returns its record, queued, with Generation one
+// up. A task in another state is a 409 (Code "conflict"); another
+// subject's task is a 404, unless the token has tasks:admin.
+func (c *HTTPClient) Retry(ctx context.Context, id string) (*Task, error) {
+	var t Task
+	if err := c.do(ctx, http.MethodPost, "/tasks/"+url.PathEscape(id)+"/retry", nil, nil, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
 }

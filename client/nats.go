@@ -326,7 +326,8 @@ func (c *NATSClient) Cancel(ctx context.Context, id string) (*Task, error) {
 	return toTask(rec)
 }
 
-// Filter selects the tasks List returns; a zero field selects any.
+// Filter selects the tasks NATSClient.List returns; a zero field selects
+// any. (HTTPClient.List takes ListOptions, which also page.)
 type Filter struct {
 	Owner string
 	Type  string
@@ -338,8 +339,9 @@ type Filter struct {
 
 // List returns tasks matching f, newest first. It reads every record of
 // the tasks bucket, O(records), so it is for scripts and small
-// platforms, not for a hot path: issue #26 brings GET /tasks over an
-// index. A record deleted or expired while List reads is skipped.
+// platforms, not for a hot path: HTTPClient.List pages GET /tasks over
+// the gateway's index. A record deleted or expired while List reads is
+// skipped.
 func (c *NATSClient) List(ctx context.Context, f Filter) ([]*Task, error) {
 	if _, _, err := c.bind(ctx); err != nil {
 		return nil, publicError(err)
