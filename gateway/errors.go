@@ -34,7 +34,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if (code == apperr.RateLimited || code == apperr.Unavailable) && c.Response().Header().Get("Retry-After") == "" {
 			c.Response().Header().Set("Retry-After", "1")
 		}
-		if code == apperr.Internal || code == apperr.Unavailable {
+		// The index loading at start is expected, and logged once when it
+		// is done (taskindex.go): not an error per request.
+		if (code == apperr.Internal || code == apperr.Unavailable) && !errors.Is(err, errIndexLoading) {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path,
 				"code", code, "request_id", requestID(c), "err", err)
 		}

@@ -220,6 +220,7 @@ func startTaskIndex(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 		return nil, err
 	}
 	idx := newTaskIndex(st.TTL(), log)
+	log.Info("task index loading", "records", st.Values())
 	go idx.follow(ctx, w)
 	return idx, nil
 }

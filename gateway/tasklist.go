@@ -80,7 +80,7 @@ func handleListTasks(idx *taskIndex, catalog *task.Catalog) echo.HandlerFunc {
 // indexLoading is the 503 of a listing asked for while the gateway reads
 // the bucket at start.
 func indexLoading() error {
-	return apperr.New(apperr.Unavailable, "the task index is loading; try again in a moment")
+	return apperr.Wrap(errIndexLoading, apperr.Unavailable, "the task index is loading; try again in a moment")
 }
 
 // parseListFilter reads the filters of GET /tasks and GET /tasks/events,
