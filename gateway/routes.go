@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"net/http"
+
 	"github.com/labstack/echo/v4"
 
+	"github.com/scalelab/scalelab/gateway/console"
 	"github.com/scalelab/scalelab/internal/auth"
 )
 
@@ -51,6 +54,13 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/schedules", handleListSchedules(schedules), api(auth.ScopeTasksRead)...)
 	e.GET("/schedules/:id", handleGetSchedule(schedules), api(auth.ScopeTasksRead)...)
 	e.DELETE("/schedules/:id", handleDeleteSchedule(schedules), api(auth.ScopeTasksWrite)...)
+	// The task console (gateway/console): static files, so no token; every
+	// call the page makes goes to the routes above with the user's token.
+	// Served by the gateway, not the balancer's admin listener, so that it
+	// is same-origin with the API. Only /console redirects: the page links
+	// its assets relatively, which resolve under /console/ alone.
+	e.GET("/console", func(c echo.Context) error { return c.Redirect(http.StatusFound, console.Prefix) })
+	e.GET("/console/*", echo.WrapHandler(console.Handler()))
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,
 	// which it writes as JSON like every other error.
 }
