@@ -221,6 +221,7 @@ $("login-form").addEventListener("submit", async e => {
     if (!body.token) throw new Error("the answer has no token");
     start(body.token);
   } catch (err) {
+    $("password").value = "";
     setText("login-error", "Login failed: " + err.message);
   } finally {
     $("login-btn").disabled = false;
@@ -253,6 +254,7 @@ function route() {
   $("dlq-view").hidden = h !== "#/dlq";
   $("nav-tasks").classList.toggle("active", !m && h !== "#/dlq");
   $("nav-dlq").classList.toggle("active", h === "#/dlq");
+  if (!m) refreshCatalog();
   if (m) showTask(decodeURIComponent(m[1]), view.signal);
   else if (h === "#/dlq") dlqLoop(view.signal);
   else listLoop(view.signal);
@@ -268,16 +270,22 @@ function setLive(id, state, text) {
 
 // ---- task types and queues for the filters ----------------------------------
 
+// loadCatalog fills the filters now and every 30 s: new types register
+// while the console is open (route() also asks again on each view).
 async function loadCatalog(signal) {
   while (!signal.aborted) {
-    try {
-      const d = await api("GET", "/task-types");
-      fillSelect($("f-type"), (d.task_types || []).map(t => t.name));
-      fillSelect($("dlq-type"), (d.task_types || []).map(t => t.name));
-      fillSelect($("f-queue"), (d.queues || []).map(q => q.name));
-    } catch (e) { /* the filters keep what they had; the list shows the API's errors */ }
-    await sleep(30000, signal); // new types register while the console is open
+    await refreshCatalog();
+    await sleep(30000, signal);
   }
+}
+
+async function refreshCatalog() {
+  try {
+    const d = await api("GET", "/task-types");
+    fillSelect($("f-type"), (d.task_types || []).map(t => t.name));
+    fillSelect($("dlq-type"), (d.task_types || []).map(t => t.name));
+    fillSelect($("f-queue"), (d.queues || []).map(q => q.name));
+  } catch (e) { /* the filters keep what they had; the list shows the API's errors */ }
 }
 
 function fillSelect(sel, names) {
@@ -300,11 +308,13 @@ async function queuesLoop(signal) {
       setText("queues-note", "");
       setText("queues-error", "");
       $("queues").dataset.available = "true";
+      $("queue-table").hidden = false;
     } catch (e) {
       if (signal.aborted) return;
       if (e.status === 404) {
         $("queue-rows").replaceChildren();
         $("queues").dataset.available = "false";
+        $("queue-table").hidden = true;
         setText("queues-note", "This gateway does not serve GET /queues: no queue figures.");
       } else {
         setText("queues-error", "Queues: " + e.message);
@@ -572,7 +582,7 @@ function renderTask(t) {
   $("t-timeline").replaceChildren(...steps.map(([label, iso]) => {
     const since = iso && !isNaN(created) ? (Date.parse(iso) - created) / 1000 : null;
     return el("li", { class: iso ? "done" : "pending", title: iso || "" },
-      el("b", {}, label), " ", iso ? when(iso) : "—",
+      el("b", {}, label), " ", iso ? when(iso) : label === "run at" && t.started_at ? "not delayed" : "—",
       since != null && label !== "created" ? el("span", { class: "muted" }, " (+" + duration(Math.max(0, since)) + ")") : null);
   }));
 
@@ -580,7 +590,8 @@ function renderTask(t) {
   const errs = [];
   if (t.error) {
     errs.push(el("p", { class: "error-line" }, el("b", {}, "attempt " + (t.attempts || "?") +
-      (t.max_attempts ? " of " + t.max_attempts : "")), ": ", el("code", {}, t.error)));
+      (t.max_attempts ? " of " + t.max_attempts : "") + (t.generation ? ", generation " + t.generation : "")),
+    ": ", el("code", {}, t.error)));
   } else {
     errs.push(el("p", { class: "muted" }, "No error recorded."));
   }
