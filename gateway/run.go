@@ -37,6 +37,7 @@ type deps struct {
 	queue    TaskQueue
 	admin    TaskAdmin // retry and purge (retry.go)
 	catalog  *task.Catalog
+	index    *taskIndex // GET /tasks and the event streams (taskindex.go)
 	metrics  *metrics
 	ops      http.Handler
 	log      *slog.Logger
@@ -79,6 +80,13 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		if err != nil {
 			return nil, err
 		}
+		// The index follows the tasks bucket for as long as the server
+		// runs; it loads in the background (GET /tasks answers 503 until
+		// it has).
+		index, err := startTaskIndex(ctx, js, log)
+		if err != nil {
+			return nil, fmt.Errorf("watch the tasks bucket: %w", err)
+		}
 		schedules.start(ctx, js, store, streamQueue{js: js}, catalog, cfg.JWT.Secret, log)
 		if c, err = cache.New(nc, cfg.ID, cfg.Cache, log); err != nil {
 			return nil, err
@@ -92,7 +100,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
 			cache: c, db: db,
 			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, admin: taskAdmin{js: js, store: store},
+			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, index: index, admin: taskAdmin{js: js, store: store},
 			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
 		}), nil
 	})

@@ -307,6 +307,9 @@ func Table() []Grant {
 		useSchedules,
 		// Retry and purge of dead tasks.
 		gatewayDLQ,
+		// The task index (GET /tasks, the event streams) watches the
+		// tasks bucket: an ordered consumer, with flow control.
+		kvWatch(task.Bucket),
 		// The cache tiers: the bucket, the KV watch of the near-cache (an
 		// ordered push consumer, recreated and deleted by the client, with
 		// flow control), and invalidation broadcasts with their peer view.

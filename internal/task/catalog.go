@@ -259,6 +259,20 @@ func (c *Catalog) hasQueue(ctx context.Context, name string) (bool, error) {
 	return c.readMiss(ctx, QueueKeyPrefix+name)
 }
 
+// HasType reports whether the task type name is registered (GET /tasks
+// refuses a filter on a type that is not), reading the bucket when the
+// catalog does not hold it.
+func (c *Catalog) HasType(ctx context.Context, name string) (bool, error) {
+	t, err := c.lookupType(ctx, name)
+	return t != nil, err
+}
+
+// HasQueue reports whether the queue name is registered, reading the
+// bucket when the catalog does not hold it.
+func (c *Catalog) HasQueue(ctx context.Context, name string) (bool, error) {
+	return c.hasQueue(ctx, name)
+}
+
 // readMiss reads key from the bucket into the catalog and reports whether
 // it exists.
 func (c *Catalog) readMiss(ctx context.Context, key string) (bool, error) {
