@@ -92,6 +92,7 @@ type consoleView struct {
 	Queues     []string          `json:"queues"`
 	QueuesOK   string            `json:"queues_ok"`
 	QueueError string            `json:"queue_error"`
+	Paused     map[string]string `json:"paused"`
 	Task       struct {
 		Visible  bool   `json:"visible"`
 		ID       string `json:"id"`
@@ -101,7 +102,9 @@ type consoleView struct {
 		Error    string `json:"error"`
 		Progress string `json:"progress"`
 		Payload  string `json:"payload"`
+		Result   string `json:"result"`
 		Retry    bool   `json:"retry"`
+		Live     string `json:"live"`
 	} `json:"task"`
 	DLQ struct {
 		Visible bool              `json:"visible"`
@@ -128,9 +131,10 @@ const readConsole = `(() => {
     totals: Object.fromEntries([...document.querySelectorAll("#totals .chip")].map(c => [c.dataset.state, c.querySelector("b").textContent])),
     queues: [...document.querySelectorAll("#queue-rows tr")].map(r => r.dataset.queue),
     queues_ok: $("queues").dataset.available || "", queue_error: text("queues-error"),
+    paused: Object.fromEntries([...document.querySelectorAll("#queue-rows tr")].map(r => [r.dataset.queue, r.dataset.paused])),
     task: { visible: shown("task-view"), id: tv.dataset.id || "", state: tv.dataset.state || "", errors: text("t-errors"),
       msg: text("task-msg"), error: text("task-error"), progress: text("t-progress"), payload: text("t-payload"),
-      retry: !$("retry-btn").disabled },
+      result: text("t-result"), retry: !$("retry-btn").disabled, live: text("t-live") },
     dlq: { visible: shown("dlq-view"), rows: rows("#dlq-rows tr"), msg: text("dlq-msg"), error: text("dlq-error"),
       types: [...$("dlq-type").options].map(o => o.value) },
     fetched: performance.getEntriesByType("resource").map(e => new URL(e.name).pathname),
@@ -305,6 +309,24 @@ func TestConsoleInBrowser(t *testing.T) {
 		if v.Totals["failed"] != "2" || v.Totals["dead"] != "1" {
 			return fmt.Errorf("totals %v, want 2 failed and 1 dead", v.Totals)
 		}
+		if v.Live != "live" {
+			return fmt.Errorf("list is %q, want live (GET /tasks/events)", v.Live)
+		}
+		return nil
+	})
+	// A state's chip filters the list by it.
+	do("filter failed", chromedp.Click(chromedp.CSS(`#totals .chip[data-state="failed"]`)))
+	until(10*time.Second, func(v consoleView) error {
+		if len(v.Rows) != 2 || v.Rows[failed] != "failed" || v.Rows[failedToo] != "failed" {
+			return fmt.Errorf("rows %v, want the two failed tasks only", v.Rows)
+		}
+		return nil
+	})
+	do("filter all", chromedp.Click(chromedp.CSS(`#totals .chip[data-state="all"]`)))
+	until(10*time.Second, func(v consoleView) error {
+		if v.Rows[done] != "succeeded" || v.Rows[failed] != "failed" {
+			return fmt.Errorf("rows %v, want every task again", v.Rows)
+		}
 		return nil
 	})
 	// The queues, once the route answers (it may not exist on this build).
@@ -312,6 +334,22 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(10*time.Second, func(v consoleView) error {
 			if !containsAll(v.Queues, "default", consoleQueue) || v.QueuesOK != "true" {
 				return fmt.Errorf("queues %v (available %q, error %q), want default and %s", v.Queues, v.QueuesOK, v.QueueError, consoleQueue)
+			}
+			return nil
+		})
+		// Pause and resume from the page.
+		pauseBtn := `#queue-rows tr[data-queue="` + consoleQueue + `"] button`
+		do("pause", chromedp.Click(chromedp.CSS(pauseBtn)))
+		until(10*time.Second, func(v consoleView) error {
+			if v.Paused[consoleQueue] != "true" {
+				return fmt.Errorf("queue %s paused %q (error %q), want true", consoleQueue, v.Paused[consoleQueue], v.QueueError)
+			}
+			return nil
+		})
+		do("resume", chromedp.Click(chromedp.CSS(pauseBtn)))
+		until(10*time.Second, func(v consoleView) error {
+			if v.Paused[consoleQueue] != "false" {
+				return fmt.Errorf("queue %s paused %q (error %q), want false", consoleQueue, v.Paused[consoleQueue], v.QueueError)
 			}
 			return nil
 		})
@@ -335,8 +373,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 	do("retry", chromedp.Click(chromedp.CSS("#retry-btn")))
 	v = until(20*time.Second, func(v consoleView) error {
-		if v.Task.State != "running" || !strings.HasPrefix(v.Task.Progress, "50 %") {
-			return fmt.Errorf("task page %+v, want it running again at 50 %%", v.Task)
+		if v.Task.State != "running" || !strings.HasPrefix(v.Task.Progress, "50 %") || v.Task.Live != "live" {
+			return fmt.Errorf("task page %+v, want it running again at 50 %%, live (GET /tasks/{id}/events)", v.Task)
 		}
 		return nil
 	})
@@ -385,6 +423,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		return nil
 	})
 
+	// The search box opens a task by id.
+	do("search", chromedp.Click(chromedp.CSS("#nav-tasks")), chromedp.SendKeys(chromedp.CSS("#search"), done), chromedp.Click(chromedp.CSS("#search-form button")))
+	until(10*time.Second, func(v consoleView) error {
+		if v.Task.ID != done || v.Task.State != "succeeded" || !strings.Contains(v.Task.Result, `"status": "done"`) {
+			return fmt.Errorf("task page %+v, want %s succeeded with its result", v.Task, done)
+		}
+		return nil
+	})
+
 	// Logging out forgets the token and what it showed.
 	do("log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login-form")))
 	v = read()
@@ -392,6 +439,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("after log out: login %v, app %v, token %v, rows %v, queues %v, dead letters %v; want the login only",
 			v.Login, v.App, v.Token, v.Rows, v.Queues, v.DLQ.Rows)
 	}
+
+	// A pasted token the API refuses (401) leads back to the login.
+	do("paste a bad token", chromedp.Click(chromedp.CSS("#token-box summary")),
+		chromedp.SendKeys(chromedp.CSS("#token-input"), "not-a-token"), chromedp.Click(chromedp.CSS("#token-btn")))
+	until(10*time.Second, func(v consoleView) error {
+		if !v.Login || v.App || v.Token || !strings.Contains(v.LoginError, "refused the token") {
+			return fmt.Errorf("after a bad token: login %v, app %v, token %v, error %q; want the login, saying why", v.Login, v.App, v.Token, v.LoginError)
+		}
+		return nil
+	})
 }
 
 // containsAll reports whether list holds every one of want.

@@ -34,6 +34,10 @@ function el(tag, props, ...children) {
 
 function setText(id, s) { const e = $(id); if (e.textContent !== s) e.textContent = s; }
 
+// showErr shows an error of the API, unless it only says the user logged
+// out while the call was in flight.
+function showErr(id, msg, err) { if (!err || err.code !== "logged_out") setText(id, msg); }
+
 // sleep resolves after ms, or at once when signal aborts.
 function sleep(ms, signal) {
   return new Promise(resolve => {
@@ -94,17 +98,23 @@ function refused(err) {
   logout("The API refused the token (" + err.message + "): log in again.");
 }
 
+// api calls the API with the token. An answer that arrives after a log
+// out is dropped (an error), so nothing is shown without a token.
 async function api(method, path, body) {
+  const sess = session;
   const opts = { method, headers: { Authorization: "Bearer " + token }, cache: "no-store" };
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   let res;
   try { res = await fetch(path, opts); } catch (e) { throw new APIError(0, "network", "network error: " + e.message); }
+  if (session !== sess || !sess) throw new APIError(0, "logged_out", "logged out");
   if (!res.ok) {
     const err = await errorOf(res);
     if (res.status === 401) refused(err);
     throw err;
   }
-  return res.status === 204 ? null : res.json();
+  const data = res.status === 204 ? null : await res.json();
+  if (session !== sess) throw new APIError(0, "logged_out", "logged out");
+  return data;
 }
 
 // stream reads the server-sent events of path with fetch (EventSource
@@ -317,7 +327,7 @@ async function queuesLoop(signal) {
         $("queue-table").hidden = true;
         setText("queues-note", "This gateway does not serve GET /queues: no queue figures.");
       } else {
-        setText("queues-error", "Queues: " + e.message);
+        showErr("queues-error", "Queues: " + e.message, e);
       }
     }
     await sleep(POLL_MS, signal);
@@ -355,7 +365,7 @@ async function pauseQueue(name, pause, btn) {
     await api("POST", "/queues/" + encodeURIComponent(name) + (pause ? "/pause" : "/resume"));
     btn.textContent = pause ? "Resume" : "Pause"; // the next poll redraws the row
   } catch (e) {
-    setText("queues-error", (pause ? "Pause " : "Resume ") + name + ": " + e.message);
+    showErr("queues-error", (pause ? "Pause " : "Resume ") + name + ": " + e.message, e);
   } finally {
     btn.disabled = false;
   }
@@ -394,7 +404,7 @@ async function loadList() {
     renderRows();
     setText("list-error", "");
   } catch (e) {
-    if (seq === list.seq) setText("list-error", "Tasks: " + e.message);
+    if (seq === list.seq && e.code !== "logged_out") setText("list-error", "Tasks: " + e.message);
   }
 }
 
@@ -517,7 +527,7 @@ async function showTask(id, signal) {
   try {
     renderTask(await api("GET", "/tasks/" + encodeURIComponent(id)));
   } catch (e) {
-    setText("task-error", e.message);
+    showErr("task-error", e.message, e);
     return;
   }
   follow(id, signal);
@@ -541,7 +551,7 @@ async function follow(id, parent) {
     setLive("t-live", "off", "polling every 2 s");
     await sleep(POLL_MS, signal);
     if (signal.aborted) return;
-    try { renderTask(await api("GET", "/tasks/" + encodeURIComponent(id))); } catch (e) { setText("task-error", e.message); }
+    try { renderTask(await api("GET", "/tasks/" + encodeURIComponent(id))); } catch (e) { showErr("task-error", e.message, e); }
   }
   if (!signal.aborted) setLive("t-live", "", "final");
 }
@@ -595,8 +605,9 @@ function renderTask(t) {
   } else {
     errs.push(el("p", { class: "muted" }, "No error recorded."));
   }
-  if ((t.attempts || 0) > 1 || t.generation) {
-    errs.push(el("p", { class: "muted" }, "The task record keeps only the last attempt's error; the earlier attempts' errors are in the worker's log."));
+  if (t.error) {
+    errs.push(el("p", { class: "muted" }, "The task record keeps only the last attempt's error" +
+      ((t.attempts || 0) > 1 || t.generation ? "; the earlier attempts' errors are in the worker's log." : ".")));
   }
   $("t-errors").replaceChildren(...errs);
   setText("t-payload", pretty(t.payload));
@@ -610,7 +621,7 @@ async function taskAction(label, method, path, after) {
     const d = await api(method, path);
     after(d);
   } catch (e) {
-    setText("task-error", label + ": " + e.message);
+    showErr("task-error", label + ": " + e.message, e);
   }
 }
 
@@ -668,7 +679,7 @@ async function dlqLoop(signal) {
       $("dlq-empty").hidden = rows.length > 0;
       setText("dlq-error", "");
     } catch (e) {
-      if (!signal.aborted) setText("dlq-error", "Dead letters: " + e.message);
+      if (!signal.aborted) showErr("dlq-error", "Dead letters: " + e.message, e);
     }
     await sleep(POLL_MS, signal);
   }
@@ -691,7 +702,7 @@ $("dlq-retry").addEventListener("click", async () => {
     setText("dlq-msg", "Retried " + d.retried + " dead task(s) of type " + d.type + "." +
       (failed.length ? " Not retried: " + failed.map(f => (f.id || "?") + " (" + (f.reason || "?") + ")").join(", ") : ""));
   } catch (e) {
-    setText("dlq-error", "Retry all of " + typ + ": " + e.message);
+    showErr("dlq-error", "Retry all of " + typ + ": " + e.message, e);
   }
 });
 
