@@ -88,6 +88,8 @@ type consoleView struct {
 	Rows       map[string]string `json:"rows"` // task id -> state, as the list shows them
 	ListError  string            `json:"list_error"`
 	Live       string            `json:"live"`
+	Older      bool              `json:"older"`  // the button is enabled
+	Newest     bool              `json:"newest"` // the button is enabled
 	Totals     map[string]string `json:"totals"`
 	Queues     []string          `json:"queues"`
 	QueuesOK   string            `json:"queues_ok"`
@@ -128,6 +130,7 @@ const readConsole = `(() => {
     login: shown("login"), app: shown("app"), token: sessionStorage.getItem("scalelab.console.token") !== null,
     login_error: text("login-error"),
     rows: rows("#task-rows tr"), list_error: text("list-error"), live: text("live"),
+    older: !$("older").disabled, newest: !$("newest").disabled,
     totals: Object.fromEntries([...document.querySelectorAll("#totals .chip")].map(c => [c.dataset.state, c.querySelector("b").textContent])),
     queues: [...document.querySelectorAll("#queue-rows tr")].map(r => r.dataset.queue),
     queues_ok: $("queues").dataset.available || "", queue_error: text("queues-error"),
@@ -428,6 +431,39 @@ func TestConsoleInBrowser(t *testing.T) {
 	until(10*time.Second, func(v consoleView) error {
 		if v.Task.ID != done || v.Task.State != "succeeded" || !strings.Contains(v.Task.Result, `"status": "done"`) {
 			return fmt.Errorf("task page %+v, want %s succeeded with its result", v.Task, done)
+		}
+		return nil
+	})
+
+	// Pages: 51 more noop tasks, the list filtered by type noop (52 of
+	// them): a page of 50, then the oldest 2, then the newest again.
+	for range 51 {
+		if r := p.do(t, "POST", "/longtask", bearer, []byte(`{"task":"noop"}`)); r.status != http.StatusAccepted {
+			t.Fatalf("POST /longtask = %d %s", r.status, r.body)
+		}
+	}
+	do("filter noop", chromedp.Click(chromedp.CSS("#back")), chromedp.WaitVisible(chromedp.CSS("#f-type")),
+		chromedp.SetValue(chromedp.CSS("#f-type"), "noop"))
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById("f-type").dispatchEvent(new Event("change"))`)); err != nil {
+		t.Fatalf("filter noop: %v", err)
+	}
+	until(20*time.Second, func(v consoleView) error {
+		if len(v.Rows) != 50 || !v.Older || v.Newest || v.Totals["all"] != "52" {
+			return fmt.Errorf("%d rows, older %v, newest %v, totals %v; want the newest 50 noop tasks of 52", len(v.Rows), v.Older, v.Newest, v.Totals)
+		}
+		return nil
+	})
+	do("older", chromedp.Click(chromedp.CSS("#older")))
+	until(10*time.Second, func(v consoleView) error {
+		if len(v.Rows) != 2 || v.Rows[done] != "succeeded" || v.Older || !v.Newest {
+			return fmt.Errorf("rows %v, older %v, newest %v; want the oldest 2 noop tasks, %s among them", v.Rows, v.Older, v.Newest, done)
+		}
+		return nil
+	})
+	do("newest", chromedp.Click(chromedp.CSS("#newest")))
+	until(10*time.Second, func(v consoleView) error {
+		if len(v.Rows) != 50 || v.Rows[done] != "" {
+			return fmt.Errorf("%d rows (%s among them: %q); want the newest 50 again", len(v.Rows), done, v.Rows[done])
 		}
 		return nil
 	})

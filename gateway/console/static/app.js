@@ -185,6 +185,7 @@ function showLogin(message) {
 function start(tok) {
   const c = claims(tok);
   if (c && c.exp && c.exp * 1000 < Date.now()) { showLogin("That token has expired."); return; }
+  if (session) session.abort();
   token = tok;
   sessionStorage.setItem(TOKEN_KEY, tok);
   session = new AbortController();
@@ -211,8 +212,13 @@ function logout(message) {
   view = null;
   for (const id of ["queue-rows", "task-rows", "totals", "dlq-rows", "t-fields", "t-timeline", "t-errors"]) $(id).replaceChildren();
   for (const id of ["t-payload", "t-result", "t-id", "t-state", "t-progress", "task-msg", "task-error", "list-error",
-    "dlq-msg", "dlq-error", "queues-error", "queues-note", "page-info"]) setText(id, "");
+    "dlq-msg", "dlq-error", "dlq-count", "queues-error", "queues-note", "page-info", "who"]) setText(id, "");
+  $("t-bar").style.width = "0";
+  $("t-live").hidden = true;
+  for (const k of ["id", "state", "generation"]) delete $("task-view").dataset[k];
   list.rows = [];
+  list.cursors = [""];
+  list.next = "";
   cur = null;
   showLogin(message);
 }
@@ -677,6 +683,8 @@ async function dlqLoop(signal) {
         el("td", {}, t.owner || "—"), el("td", { title: t.finished_at || "" }, when(t.finished_at))));
       $("dlq-rows").replaceChildren(...rows);
       $("dlq-empty").hidden = rows.length > 0;
+      const total = (d.totals || {}).dead ?? rows.length;
+      setText("dlq-count", total > rows.length ? "the newest " + rows.length + " of " + total : total + " dead");
       setText("dlq-error", "");
     } catch (e) {
       if (!signal.aborted) showErr("dlq-error", "Dead letters: " + e.message, e);
