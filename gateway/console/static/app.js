@@ -145,6 +145,7 @@ async function stream(path, signal, onEvent, onOpen) {
         buf = buf.slice(nl + 1);
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") { // a blank line ends an event
+          if (signal.aborted) return; // the view changed: no more events for it
           if (ev.data.length) onEvent({ event: ev.event || "message", data: ev.data.join("\n"), id: ev.id });
           ev = { event: "", data: [], id: "" };
           continue;
