@@ -158,6 +158,7 @@ scalelab is up
   balancer  %s   (the front door)
   admin     %s   (the balancer's /-/ routes; drain needs the token below)
   dashboard %s/-/dashboard
+  console   %s/console/   (tasks: log in with a user, or paste the token below)
   gateways  %s
   workers   %d
   dbsvc     %s/db
@@ -187,7 +188,7 @@ go tool nats consumer info TASKS workers-default
 go tool nats micro ls
 
 Ctrl-C drains and stops everything.
-`, b.Balancer, b.Admin, b.Admin, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
+`, b.Balancer, b.Admin, b.Admin, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
 		b.NATSUser, b.NATSContext, b.NATSContext, b.NATSUser, b.NATSPassword,
 		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer,

@@ -92,4 +92,7 @@ func TestUpAdminListener(t *testing.T) {
 	if !strings.Contains(p.stdout.String(), p.adminURL+"/-/dashboard") {
 		t.Errorf("the banner does not link the dashboard %s/-/dashboard:\n%s", p.adminURL, p.stdout)
 	}
+	if !strings.Contains(p.stdout.String(), p.base+"/console/") {
+		t.Errorf("the banner does not link the task console %s/console/:\n%s", p.base, p.stdout)
+	}
 }

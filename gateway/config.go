@@ -57,6 +57,12 @@ type Config struct {
 	// things on purpose: a slow instance behind the balancer, as in
 	// `scalelab bench balance`. Zero, the default, adds nothing.
 	InjectLatency time.Duration
+	// TaskIndex, when set, is the index of task records this gateway
+	// lists from and streams events from (GET /tasks, the event
+	// streams), shared with the other gateways of its process
+	// (StartTaskIndex). Nil: the gateway follows the tasks bucket itself.
+	// Not a flag: `up` sets it.
+	TaskIndex *TaskIndex
 
 	// dummyHash, when set, replaces the package's dummyHash for unknown
 	// users. Tests only: one that checks a login's answers, not its

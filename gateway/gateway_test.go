@@ -33,6 +33,14 @@ var testKeys = auth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef"), Iss
 // edit, if given, changes the test config first.
 func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
 	t.Helper()
+	base, _ := startGatewayRunning(t, nc, edit...)
+	return base
+}
+
+// startGatewayRunning is startGateway, also returning the running gateway
+// for a test that stops it.
+func startGatewayRunning(t *testing.T, nc *nats.Conn, edit ...func(*Config)) (string, *testutil.Running) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -55,10 +63,10 @@ func startGateway(t *testing.T, nc *nats.Conn, edit ...func(*Config)) string {
 	if _, err := task.Provision(t.Context(), js, cfg.Provision); err != nil {
 		t.Fatalf("task.Provision() = %v", err)
 	}
-	testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
+	r := testutil.Start(t, func(ctx context.Context) error { return Run(ctx, cfg, nc, testutil.QuietLog()) })
 	base := "http://" + ln.Addr().String()
 	testutil.Eventually(t, 10*time.Second, func() error { return ready(t, base) })
-	return base
+	return base, r
 }
 
 // ready asks base's /readyz once. A server still starting (a dbsvc seeding

@@ -43,8 +43,8 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/tasks", handleListTasks(d.index, d.catalog), api(auth.ScopeTasksRead)...)
 	// Server-sent events (taskevents.go); /tasks/events, static, wins
 	// over /tasks/:id.
-	e.GET("/tasks/events", handleTasksEvents(d.index, d.catalog), api(auth.ScopeTasksRead)...)
-	e.GET("/tasks/:id/events", handleTaskEvents(d.index, d.tasks), api(auth.ScopeTasksRead)...)
+	e.GET("/tasks/events", handleTasksEvents(d.index, d.catalog, d.stopping), api(auth.ScopeTasksRead)...)
+	e.GET("/tasks/:id/events", handleTaskEvents(d.index, d.tasks, d.stopping), api(auth.ScopeTasksRead)...)
 	e.GET("/tasks/:id", handleGetTask(d.tasks), api(auth.ScopeTasksRead)...)
 	// DELETE cancels; with ?purge=true (tasks:admin) it deletes a
 	// finished task's record (retry.go).

@@ -38,6 +38,9 @@ type deps struct {
 	admin    TaskAdmin // retry and purge (retry.go)
 	catalog  *task.Catalog
 	index    *taskIndex // GET /tasks and the event streams (taskindex.go)
+	// stopping is closed when the gateway starts shutting down: its event
+	// streams end then, rather than hold the shutdown.
+	stopping <-chan struct{}
 	metrics  *metrics
 	ops      http.Handler
 	log      *slog.Logger
@@ -83,8 +86,10 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		// The index follows the tasks bucket for as long as the server
 		// runs; it loads in the background (GET /tasks answers 503 until
 		// it has).
-		index, err := startTaskIndex(ctx, js, log)
-		if err != nil {
+		var index *taskIndex
+		if cfg.TaskIndex != nil {
+			index = cfg.TaskIndex.x
+		} else if index, err = startTaskIndex(ctx, js, log); err != nil {
 			return nil, fmt.Errorf("watch the tasks bucket: %w", err)
 		}
 		schedules.start(ctx, js, store, streamQueue{js: js}, catalog, cfg.JWT.Secret, log)
@@ -100,7 +105,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 			cfg: cfg, nc: nc, verifier: auth.NewVerifier(cfg.JWT),
 			cache: c, db: db,
 			process: worker.NewProcessClient(nc, cfg.RequestTimeout),
-			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, index: index, admin: taskAdmin{js: js, store: store},
+			tasks:   store, queue: streamQueue{js: js}, catalog: catalog, index: index, stopping: ctx.Done(), admin: taskAdmin{js: js, store: store},
 			metrics: newMetrics(reg), ops: ops.Handler(reg, ops.NATSReady(nc)), log: log,
 		}), nil
 	})

@@ -312,7 +312,7 @@ func (s *sseWriter) flush() error {
 // handleTaskEvents streams the changes of one task: the record now, then
 // each change, then "end" once it is final (or "end" after "deleted").
 // A task the caller may not see is a 404, as for GET /tasks/{id}.
-func handleTaskEvents(idx *taskIndex, store TaskStore) echo.HandlerFunc {
+func handleTaskEvents(idx *taskIndex, store TaskStore, stopping <-chan struct{}) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id, err := taskIDParam(c)
 		if err != nil {
@@ -349,7 +349,7 @@ func handleTaskEvents(idx *taskIndex, store TaskStore) echo.HandlerFunc {
 			return nil
 		}
 		last := rev
-		return pump(c, s, q, func(ev event) bool {
+		return pump(c, s, q, stopping, func(ev event) bool {
 			if ev.rev <= last {
 				return true // read before the first event was sent
 			}
@@ -373,9 +373,10 @@ func (s *sseWriter) end() {
 }
 
 // pump sends q's events through each until it returns false (then "end"),
-// the client leaves, the queue overflows ("overflow") or the index stops.
+// the client leaves, the queue overflows ("overflow"), the gateway stops
+// (stopping) or the index does.
 // It pings an idle stream.
-func pump(c echo.Context, s *sseWriter, q *eventQueue, each func(event) bool) error {
+func pump(c echo.Context, s *sseWriter, q *eventQueue, stopping <-chan struct{}, each func(event) bool) error {
 	ctx := c.Request().Context()
 	ping := time.NewTicker(eventPing)
 	defer ping.Stop()
@@ -385,6 +386,8 @@ func pump(c echo.Context, s *sseWriter, q *eventQueue, each func(event) bool) er
 			return nil
 		case <-q.closed:
 			return nil
+		case <-stopping:
+			return nil // the gateway is shutting down: the client reconnects to another
 		case <-ping.C:
 			s.ping()
 		case <-q.notify:
@@ -410,7 +413,7 @@ func pump(c echo.Context, s *sseWriter, q *eventQueue, each func(event) bool) er
 // handleTasksEvents streams the changes of the caller's tasks (every
 // task's with tasks:admin) that the filters of GET /tasks match: a summary
 // per change, as in a listing. It never ends by itself.
-func handleTasksEvents(idx *taskIndex, catalog *task.Catalog) echo.HandlerFunc {
+func handleTasksEvents(idx *taskIndex, catalog *task.Catalog, stopping <-chan struct{}) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if idx == nil {
 			return indexLoading()
@@ -426,7 +429,7 @@ func handleTasksEvents(idx *taskIndex, catalog *task.Catalog) echo.HandlerFunc {
 		}
 		defer unsubscribe()
 		s := startSSE(c)
-		return pump(c, s, q, func(ev event) bool { _ = s.send(ev); return true })
+		return pump(c, s, q, stopping, func(ev event) bool { _ = s.send(ev); return true })
 	}
 }
 

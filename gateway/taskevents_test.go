@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -220,4 +222,54 @@ func TestTasksEventStream(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSharedIndexAndShutdown: two gateways share one TaskIndex (as `up`'s
+// do); a gateway that shuts down ends its event streams at once rather
+// than wait out its shutdown timeout, and the other lists on from the
+// same index.
+func TestSharedIndexAndShutdown(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	nc := testutil.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig()); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := StartTaskIndex(t.Context(), testutil.Connect(t, ns), testutil.QuietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := func(c *Config) { c.TaskIndex, c.ShutdownTimeout = idx, 20*time.Second }
+	first, running := startGatewayRunning(t, nc, shared)
+	second := startGateway(t, testutil.Connect(t, ns), shared)
+	alice := tokenFor(t, "alice", auth.ScopeTasksRead, auth.ScopeTasksWrite)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if r := get(t, first+"/tasks", alice); r.status != http.StatusOK {
+			return fmt.Errorf("GET /tasks = %d %s", r.status, r.body)
+		}
+		return nil
+	})
+	s := openEvents(t, first+"/tasks/events", alice)
+	id := taskID(t, send(t, "POST", second+"/longtask", alice, `{"task":"noop"}`, nil))
+	if ev, err := s.next(10 * time.Second); err != nil || !strings.Contains(ev.data, id) {
+		t.Fatalf("first gateway's stream = %+v, %v; want the task submitted through the second", ev, err)
+	}
+	start := time.Now()
+	if err := running.Stop(); err != nil {
+		t.Fatalf("stop the first gateway: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the gateway took %v to stop with a stream open, want it to end its streams at once", took)
+	}
+	if _, err := s.next(5 * time.Second); err == nil {
+		t.Error("the stream went on after its gateway stopped")
+	}
+	r, b := listTasks(t, second, alice, "")
+	if r.status != http.StatusOK || len(b.Tasks) != 1 || b.Tasks[0].ID != id {
+		t.Errorf("second gateway's listing = %d %s, want the task", r.status, r.body)
+	}
 }

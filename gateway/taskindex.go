@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/btree"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/task"
@@ -177,6 +179,27 @@ func newTaskIndex(ttl time.Duration, log *slog.Logger) *taskIndex {
 		subs:    newSubscribers(),
 		stopped: make(chan struct{}),
 	}
+}
+
+// TaskIndex is an index of task records that several gateways of one
+// process share (Config.TaskIndex): each would otherwise follow the tasks
+// bucket on its own, reading every write of every task once per gateway.
+type TaskIndex struct{ x *taskIndex }
+
+// StartTaskIndex follows the tasks bucket over nc into an index until ctx
+// ends. nc's user needs what a gateway's has (natsconf: a watch of the
+// bucket). It returns once the watch is set up; the index loads in the
+// background.
+func StartTaskIndex(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*TaskIndex, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	x, err := startTaskIndex(ctx, js, log)
+	if err != nil {
+		return nil, fmt.Errorf("watch the tasks bucket: %w", err)
+	}
+	return &TaskIndex{x: x}, nil
 }
 
 // startTaskIndex watches the tasks bucket into a new index until ctx

@@ -61,6 +61,9 @@ func handleListTasks(idx *taskIndex, catalog *task.Catalog) echo.HandlerFunc {
 			return indexLoading()
 		}
 		out := listResponse{Tasks: page.tasks, Totals: make(map[string]int, len(slotStates)+1)}
+		if out.Tasks == nil {
+			out.Tasks = []taskSummary{} // [], not null: a page with nothing on it
+		}
 		all := 0
 		for i, s := range slotStates {
 			out.Totals[string(s)] = page.totals[i]

@@ -205,6 +205,7 @@ type Platform struct {
 	lns     []net.Listener // every listener, closed by teardown
 	ns      *server.Server // the embedded NATS server
 	cancel  context.CancelFunc
+	indexNC *nats.Conn      // the gateways' shared task index's (gateway.StartTaskIndex)
 	stopped <-chan struct{} // closed when the platform must stop: ctx ended, Stop, or a role failed
 	roles   errgroup.Group  // the running roles
 	gwStop  []context.CancelFunc
@@ -305,7 +306,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 		return nil, err
 	}
 
-	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn, adminLn)
+	// One task index for every gateway of the process (gateway.TaskIndex),
+	// on a connection of its own as the gateway user: each gateway would
+	// otherwise follow the tasks bucket itself, reading every write of
+	// every task once per gateway.
+	p.indexNC, err = natsconn.Connect(ctx, natsconn.Options{URL: p.NATSURL, Name: "scalelab-taskindex",
+		User: string(natsconf.RoleGateway), Password: p.Passwords[natsconf.RoleGateway], InProcess: p.ns}, log)
+	if err != nil {
+		return nil, err
+	}
+	index, err := gateway.StartTaskIndex(ctx, p.indexNC, log.With("role", "gateway"))
+	if err != nil {
+		return nil, fmt.Errorf("up: %w", err)
+	}
+
+	roles, balCfg, err := cfg.roles(dbLn, cacheLn, gwLns, balLn, adminLn, index)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -398,6 +413,9 @@ func (p *Platform) teardown() error {
 	if p.Admin != nil {
 		p.Admin.Close()
 	}
+	if p.indexNC != nil {
+		p.indexNC.Close()
+	}
 	if p.ns != nil {
 		p.ns.Shutdown()
 		p.ns.WaitForShutdown()
@@ -408,7 +426,7 @@ func (p *Platform) teardown() error {
 
 // roles lists every role of cfg, and the balancer's config, over the
 // listeners Start bound.
-func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn, adminLn net.Listener) ([]role, balancer.Config, error) {
+func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn, adminLn net.Listener, index *gateway.TaskIndex) ([]role, balancer.Config, error) {
 	var roles []role
 	var errs []error
 	dbCfg := dbsvc.DefaultConfig()
@@ -436,6 +454,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	}
 	var backends []string
 	for i, gwCfg := range cfg.gatewayConfigs(gwLns) {
+		gwCfg.TaskIndex = index
 		errs = append(errs, gwCfg.Validate())
 		backends = append(backends, "http://"+gwLns[i].Addr().String())
 		roles = append(roles, role{name: fmt.Sprintf("gateway-%d", i+1), user: natsconf.RoleGateway,

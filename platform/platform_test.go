@@ -82,7 +82,7 @@ func TestBalancerLeavesPsToTheOtherRoles(t *testing.T) {
 	}
 	defer ln.Close()
 	cfg := testConfig(t)
-	_, balCfg, err := cfg.roles(nil, nil, []net.Listener{ln}, nil, nil)
+	_, balCfg, err := cfg.roles(nil, nil, []net.Listener{ln}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
