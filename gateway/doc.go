@@ -52,6 +52,10 @@
 // person with curl can watch the balancer spread requests; cached routes
 // add X-Cache: local, kv or miss.
 //
+// The task console (package gateway/console) is served at /console/
+// without a token: it is three static files, and every call the page makes
+// is to the API above, with the token of the user who logged in on it.
+//
 // Layer: roles (docs/ARCHITECTURE.md). It may import internal/ and, in its
 // tests, other roles as fixtures; it must not import platform/, cli or
 // natsconf, nor another role except a client API allowed in layout_test.go

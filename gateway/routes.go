@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"net/http"
+
 	"github.com/labstack/echo/v4"
 
+	"github.com/scalelab/scalelab/gateway/console"
 	"github.com/scalelab/scalelab/internal/auth"
 )
 
@@ -61,6 +64,13 @@ func routes(e *echo.Echo, d deps) {
 	e.GET("/queues", handleListQueues(queues, d.totals), api(auth.ScopeTasksRead)...)
 	e.POST("/queues/:name/pause", handlePauseQueue(queues, d.totals, true), api(auth.ScopeTasksAdmin)...)
 	e.POST("/queues/:name/resume", handlePauseQueue(queues, d.totals, false), api(auth.ScopeTasksAdmin)...)
+	// The task console (gateway/console): static files, so no token; every
+	// call the page makes goes to the routes above with the user's token.
+	// Served by the gateway, not the balancer's admin listener, so that it
+	// is same-origin with the API. Only /console redirects: the page links
+	// its assets relatively, which resolve under /console/ alone.
+	e.GET("/console", func(c echo.Context) error { return c.Redirect(http.StatusFound, console.Prefix) })
+	e.GET("/console/*", echo.WrapHandler(console.Handler()))
 	// Unknown paths and methods reach errorHandler as echo's 404 and 405,
 	// which it writes as JSON like every other error.
 }
