@@ -44,9 +44,6 @@ const (
 	queueStatsTimeout = 3 * time.Second
 )
 
-// taskStates are the states a queue's totals count, in their order.
-var taskStates = []task.State{task.Queued, task.Running, task.Succeeded, task.Failed, task.Dead, task.Cancelled}
-
 // queueStatusView is one queue as GET /queues and the pause and resume
 // routes answer it.
 type queueStatusView struct {
@@ -239,9 +236,12 @@ func (s queueStats) view(claims *auth.Claims, totals TaskTotals) queueStatusView
 		owner = ""
 	}
 	counts := totals.Totals(owner, "", s.def.Name)
-	v.Totals = make(map[string]int, len(taskStates)+1)
+	if counts == nil {
+		return v // the index is loading: no totals yet
+	}
+	v.Totals = make(map[string]int, len(slotStates)+1)
 	all := 0
-	for _, st := range taskStates {
+	for _, st := range slotStates {
 		v.Totals[string(st)] = counts[st]
 		all += counts[st]
 	}

@@ -189,6 +189,7 @@ func (s *subscribers) release(subject string) {
 
 // subscribeTask opens a stream of the changes of task id for subject.
 func (x *taskIndex) subscribeTask(id, subject string) (*eventQueue, func(), error) {
+	x.use() // its changes come from the watch: follow the bucket
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.subs.admit(subject); err != nil {
@@ -218,9 +219,6 @@ func (x *taskIndex) subscribeTask(id, subject string) (*eventQueue, func(), erro
 
 // subscribeList opens a stream of the changes of the tasks f matches.
 func (x *taskIndex) subscribeList(f listFilter, subject string) (*eventQueue, func(), error) {
-	if !x.ready.Load() {
-		return nil, nil, errIndexLoading
-	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.subs.admit(subject); err != nil {
@@ -422,6 +420,11 @@ func handleTasksEvents(idx *taskIndex, catalog *task.Catalog, stopping <-chan st
 		f, err := parseListFilter(c, catalog, claims, "state", "type", "queue", "owner")
 		if err != nil {
 			return err
+		}
+		// Loaded first: the client lists, then follows, and a change made
+		// while the index loads would be missed.
+		if !idx.awaitLoaded(c.Request().Context(), indexFirstWait) {
+			return indexLoading()
 		}
 		q, unsubscribe, err := idx.subscribeList(f, claims.Subject)
 		if err != nil {

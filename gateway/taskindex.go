@@ -150,35 +150,64 @@ type stateCounts [len(slotStates)]int
 var errIndexLoading = errors.New("gateway: the task index is loading")
 
 // taskIndex is the gateway's index of task records.
+//
+// It follows the bucket only while it is used: the first listing, event
+// stream or totals read starts the watch (the index loads, answering
+// errIndexLoading meanwhile), and indexIdleAfter without any, and with no
+// stream open, stops it and drops what it held (idleAfter). Following costs every
+// task's writes a delivery and a decode in each index (about 45 µs of CPU
+// a task on `up`, 12 %; bench/tasks/README.md), which a platform nobody
+// is looking at should not pay.
 type taskIndex struct {
-	ttl time.Duration // the bucket's; 0: records are kept until deleted
-	log *slog.Logger
+	ttl   time.Duration // the bucket's; 0: records are kept until deleted
+	log   *slog.Logger
+	watch func(context.Context) (jetstream.KeyWatcher, error)
 
-	mu     sync.RWMutex
-	byID   map[string]*indexEntry
-	trees  map[treeKey]*btree.BTreeG[*indexEntry]
-	totals map[totalsKey]*stateCounts
-	names  []string          // owners, types and queues by number; names[0] is ""
-	nums   map[string]uint32 // names' inverse
-	subs   subscribers       // taskevents.go
+	mu       sync.RWMutex
+	byID     map[string]*indexEntry
+	trees    map[treeKey]*btree.BTreeG[*indexEntry]
+	totals   map[totalsKey]*stateCounts
+	names    []string          // owners, types and queues by number; names[0] is ""
+	nums     map[string]uint32 // names' inverse
+	subs     subscribers       // taskevents.go
+	loadedCh chan struct{}     // closed once the current watch has loaded
 
-	ready   atomic.Bool
-	loaded  atomic.Int64 // entries applied, for the loading message
-	stopped chan struct{}
+	ready    atomic.Bool
+	loaded   atomic.Int64 // entries applied, for the loading message
+	lastUsed atomic.Int64 // Unix ns of the last use
+	wake     chan struct{}
+
+	// idleAfter is how long the index goes unused before it stops
+	// following the bucket; idleCheck how often it looks.
+	idleAfter, idleCheck time.Duration
 }
 
-// newTaskIndex returns an empty index; watch fills it.
+// The defaults of taskIndex.idleAfter and idleCheck.
+const (
+	indexIdleAfter = 10 * time.Minute
+	indexIdleCheck = 30 * time.Second
+)
+
+// newTaskIndex returns an empty index, not following anything: run does.
 func newTaskIndex(ttl time.Duration, log *slog.Logger) *taskIndex {
-	return &taskIndex{
-		ttl: ttl, log: log,
-		byID:    make(map[string]*indexEntry),
-		trees:   make(map[treeKey]*btree.BTreeG[*indexEntry]),
-		totals:  make(map[totalsKey]*stateCounts),
-		names:   []string{""},
-		nums:    map[string]uint32{"": 0},
-		subs:    newSubscribers(),
-		stopped: make(chan struct{}),
+	x := &taskIndex{ttl: ttl, log: log, wake: make(chan struct{}, 1), idleAfter: indexIdleAfter, idleCheck: indexIdleCheck}
+	x.clear()
+	return x
+}
+
+// clear empties the index, under its write lock or before it is shared.
+func (x *taskIndex) clear() {
+	x.byID = make(map[string]*indexEntry)
+	x.trees = make(map[treeKey]*btree.BTreeG[*indexEntry])
+	x.totals = make(map[totalsKey]*stateCounts)
+	x.names = []string{""}
+	x.nums = map[string]uint32{"": 0}
+	if x.subs.byTask == nil {
+		x.subs = newSubscribers()
 	}
+	x.loadedCh = make(chan struct{})
+	x.ready.Store(false)
+	x.loaded.Store(0)
 }
 
 // TaskIndex is an index of task records that several gateways of one
@@ -186,10 +215,9 @@ func newTaskIndex(ttl time.Duration, log *slog.Logger) *taskIndex {
 // bucket on its own, reading every write of every task once per gateway.
 type TaskIndex struct{ x *taskIndex }
 
-// StartTaskIndex follows the tasks bucket over nc into an index until ctx
-// ends. nc's user needs what a gateway's has (natsconf: a watch of the
-// bucket). It returns once the watch is set up; the index loads in the
-// background.
+// StartTaskIndex makes an index of the tasks bucket over nc, which
+// follows the bucket while it is used, until ctx ends. nc's user needs
+// what a gateway's has (natsconf: a watch of the bucket).
 func StartTaskIndex(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*TaskIndex, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -197,16 +225,19 @@ func StartTaskIndex(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Task
 	}
 	x, err := startTaskIndex(ctx, js, log)
 	if err != nil {
-		return nil, fmt.Errorf("watch the tasks bucket: %w", err)
+		return nil, fmt.Errorf("bind the tasks bucket: %w", err)
 	}
 	return &TaskIndex{x: x}, nil
 }
 
-// startTaskIndex watches the tasks bucket into a new index until ctx
-// ends, when it also ends every event stream. It returns once the watch is
-// set up; the index answers errIndexLoading until it has read every record
-// the bucket held then.
+// startTaskIndex binds the tasks bucket and runs an index of it until ctx
+// ends, when it also ends every event stream.
 func startTaskIndex(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*taskIndex, error) {
+	return startTaskIndexIdle(ctx, js, log, indexIdleAfter, indexIdleCheck)
+}
+
+// startTaskIndexIdle is startTaskIndex with its idle times (tests).
+func startTaskIndexIdle(ctx context.Context, js jetstream.JetStream, log *slog.Logger, idleAfter, idleCheck time.Duration) (*taskIndex, error) {
 	kv, err := js.KeyValue(ctx, task.Bucket)
 	if err != nil {
 		return nil, err
@@ -215,36 +246,114 @@ func startTaskIndex(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, err
-	}
-	idx := newTaskIndex(st.TTL(), log)
-	log.Info("task index loading", "records", st.Values())
-	go idx.follow(ctx, w)
-	return idx, nil
+	x := newTaskIndex(st.TTL(), log)
+	x.idleAfter, x.idleCheck = idleAfter, idleCheck
+	x.watch = func(ctx context.Context) (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx) }
+	go x.run(ctx)
+	return x, nil
 }
 
-// follow applies the watch's updates until ctx ends.
-func (x *taskIndex) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	defer close(x.stopped)
-	defer x.subs.closeAll()
-	defer func() { _ = w.Stop() }()
+// use notes a use of the index, and wakes it if it sleeps.
+func (x *taskIndex) use() {
+	x.lastUsed.Store(time.Now().UnixNano())
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+// awaitLoaded notes a use and waits up to wait (or ctx) for the index to
+// have loaded; it reports whether it has. A first listing after a quiet
+// spell waits here while a small bucket loads, rather than get a 503.
+func (x *taskIndex) awaitLoaded(ctx context.Context, wait time.Duration) bool {
+	x.use()
+	if x.ready.Load() {
+		return true
+	}
+	x.mu.RLock()
+	ch := x.loadedCh
+	x.mu.RUnlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return x.ready.Load()
+}
+
+// run follows the bucket whenever the index is used, until ctx ends.
+func (x *taskIndex) run(ctx context.Context) {
+	defer func() {
+		x.mu.Lock()
+		x.subs.closeAll()
+		x.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.wake:
+		}
+		x.follow(ctx)
+		x.mu.RLock()
+		open := x.subs.n
+		x.mu.RUnlock()
+		if open > 0 {
+			x.use() // the watch ended under open streams: follow again at once
+		}
+	}
+}
+
+// follow applies a watch's updates until ctx ends, the watch fails, or
+// the index goes unused for indexIdleAfter with no stream open; then it
+// empties the index.
+func (x *taskIndex) follow(ctx context.Context) {
 	start := time.Now()
+	w, err := x.watch(ctx)
+	if err != nil {
+		x.log.Warn("task index: watch the tasks bucket", "err", err)
+		select { // again at the next use, but not in a tight loop
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		return
+	}
+	x.log.Info("task index loading")
+	defer func() {
+		_ = w.Stop()
+		x.mu.Lock()
+		x.clear()
+		x.mu.Unlock()
+	}()
 	sweep := time.NewTicker(indexSweepEvery)
 	defer sweep.Stop()
+	idle := time.NewTicker(x.idleCheck)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-sweep.C:
 			x.sweep(now)
+		case now := <-idle.C:
+			if x.unused(now) {
+				x.log.Info("task index unused: it stops following the tasks bucket until the next use", "idle", x.idleAfter)
+				return
+			}
+		case <-x.wake: // a use while following: lastUsed says it
 		case e, ok := <-w.Updates():
 			if !ok {
+				x.log.Warn("task index: the watch of the tasks bucket ended; it starts again at the next use")
 				return
 			}
 			if e == nil { // the marker after the values the bucket held
 				if !x.ready.Swap(true) {
+					x.mu.Lock()
+					close(x.loadedCh)
+					x.mu.Unlock()
 					x.log.Info("task index loaded", "tasks", x.loaded.Load(), "took", time.Since(start).Round(time.Millisecond))
 				}
 				continue
@@ -252,6 +361,15 @@ func (x *taskIndex) follow(ctx context.Context, w jetstream.KeyWatcher) {
 			x.apply(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
 		}
 	}
+}
+
+// unused reports whether nobody has used the index for indexIdleAfter
+// and no event stream is open.
+func (x *taskIndex) unused(now time.Time) bool {
+	x.mu.RLock()
+	open := x.subs.n
+	x.mu.RUnlock()
+	return open == 0 && now.Sub(time.Unix(0, x.lastUsed.Load())) > x.idleAfter
 }
 
 // num returns the number of the name s, giving it one if it has none,
@@ -460,8 +578,13 @@ func (x *taskIndex) sweep(now time.Time) {
 }
 
 // Totals counts the tasks per state of owner ("" for every owner), of type
-// typ and on queue ("" for any), for GET /queues.
+// typ and on queue ("" for any), for GET /queues; nil while the index
+// loads.
 func (x *taskIndex) Totals(owner, typ, queue string) map[task.State]int {
+	x.use()
+	if !x.ready.Load() {
+		return nil // loading: no counts yet
+	}
 	x.mu.RLock()
 	var counts stateCounts
 	if k, ok := x.totalsKey(owner, typ, queue); ok {

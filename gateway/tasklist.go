@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -18,6 +19,11 @@ import (
 // GET /tasks: the caller's tasks (every task with tasks:admin), newest
 // first, a page at a time, with totals per state. Served from the task
 // index (taskindex.go).
+
+// indexFirstWait is how long a listing or stream waits for an index
+// that is loading (the first use after a quiet spell starts it) before it
+// answers 503: a small bucket loads within it.
+const indexFirstWait = 3 * time.Second
 
 // List limits.
 const (
@@ -55,6 +61,9 @@ func handleListTasks(idx *taskIndex, catalog *task.Catalog) echo.HandlerFunc {
 			if q.after, err = decodeCursor(s, f); err != nil {
 				return err
 			}
+		}
+		if !idx.awaitLoaded(c.Request().Context(), indexFirstWait) {
+			return indexLoading()
 		}
 		page, err := idx.list(q)
 		if err != nil {

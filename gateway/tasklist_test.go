@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -224,3 +226,83 @@ func TestTaskIndexOrderAndBudget(t *testing.T) {
 
 // errNoEvent is what nextEvent returns when the stream ended.
 var errNoEvent = errors.New("stream ended")
+
+// TestTaskIndexFollowsWhileUsed: the index follows the bucket (one
+// consumer on its stream) only while it is used: not before the first
+// listing, not once unused for its idle time with no stream open, and
+// again, with what was written meanwhile, at the next use. An open event
+// stream keeps it following.
+func TestTaskIndexFollowsWhileUsed(t *testing.T) {
+	t.Parallel()
+	ns := testutil.StartNATS(t)
+	js, err := jetstream.New(testutil.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(id string) {
+		now := time.Now().UTC()
+		if _, err := store.Create(t.Context(), &task.Record{ID: id, Type: "noop", State: task.Queued, Owner: "alice", CreatedAt: now, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumers := func() int {
+		s, err := js.Stream(t.Context(), "KV_"+task.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	listed := func(x *taskIndex) int {
+		if !x.awaitLoaded(t.Context(), 10*time.Second) {
+			t.Fatal("the index did not load within 10 s")
+		}
+		p, err := x.list(listQuery{owner: "alice", limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p.tasks)
+	}
+	put("a1")
+	x, err := startTaskIndexIdle(t.Context(), js, testutil.QuietLog(), 300*time.Millisecond, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := consumers(); n != 0 {
+		t.Fatalf("%d consumers on the bucket before any use, want 0", n)
+	}
+	if n := listed(x); n != 1 {
+		t.Fatalf("first listing: %d tasks, want 1", n)
+	}
+	if n := consumers(); n != 1 {
+		t.Errorf("%d consumers while used, want 1", n)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := consumers(); n != 0 || x.ready.Load() {
+			return fmt.Errorf("unused: %d consumers, loaded %v; want it stopped", n, x.ready.Load())
+		}
+		return nil
+	})
+	put("a2")
+	if n := listed(x); n != 2 {
+		t.Fatalf("listing after a quiet spell: %d tasks, want 2 (with the one written meanwhile)", n)
+	}
+
+	_, unsubscribe, err := x.subscribeList(listFilter{owner: "alice"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsubscribe()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); { // 3 idle times
+		if n := consumers(); n != 1 {
+			t.Fatalf("%d consumers with a stream open, want 1: a stream keeps the index following", n)
+		}
+	}
+}
