@@ -7,8 +7,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -154,14 +152,7 @@ const readConsole = `(() => {
 // (console.png, the list; console-task.png, a task's page) in
 // $SCALELAB_SCREENSHOT_DIR (else the test's temp dir).
 func TestConsoleInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the browser test starts the whole platform and Chromium")
-	}
-	browser := findBrowser()
-	if browser == "" {
-		t.Skipf("no Chromium found (looked for %s in PATH): install Debian's chromium package to run the browser test",
-			strings.Join(browserNames, ", "))
-	}
+	browser := requireBrowser(t)
 	p := startUp(t, t.TempDir())
 	const user, password = "ops", "correct horse battery"
 	if err := runStdin(t.Context(), password+"\n", []string{"users", "add", user, "--scope", "tasks:read tasks:write tasks:admin",
@@ -198,41 +189,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		return id
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser),
-		chromedp.WindowSize(1360, 1000),
-		chromedp.NoSandbox, // Chromium refuses to run as root with its sandbox (CI containers).
-		chromedp.Flag("disable-dev-shm-usage", true),
-	)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelBrowser()
-	// Start the browser on bctx, so that the steps' shorter contexts below
-	// do not own it.
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("start %s: %v", browser, err)
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
-		if err != nil {
-			t.Fatalf("screenshot: %v", err)
-		}
-		dir := os.Getenv("SCALELAB_SCREENSHOT_DIR")
-		if dir == "" {
-			dir = t.TempDir()
-		} else if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot of the console: %s", path)
-	}
+	bctx := startBrowser(t, browser, 1360, 1000, 3*time.Minute)
+	screenshot := func(name string) { saveScreenshot(t, bctx, name) }
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(bctx, 20*time.Second)

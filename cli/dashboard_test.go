@@ -102,6 +102,43 @@ func TestBalancerRoleDashboard(t *testing.T) {
 // order: Debian's package, other distributions', Google's.
 var browserNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
 
+// requireBrowser skips the test under -short or without Chromium, and
+// returns Chromium's path.
+func requireBrowser(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: the browser test starts the whole platform and Chromium")
+	}
+	browser := findBrowser()
+	if browser == "" {
+		t.Skipf("no Chromium found (looked for %s in PATH): install Debian's chromium package to run the browser test",
+			strings.Join(browserNames, ", "))
+	}
+	return browser
+}
+
+// startBrowser starts headless Chromium with a window of width × height
+// for at most timeout, and returns its context; it stops at cleanup.
+// Steps run on shorter contexts made from it do not own the browser.
+func startBrowser(t *testing.T, browser string, width, height int, timeout time.Duration) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser),
+		chromedp.WindowSize(width, height),
+		// Chromium refuses to run as root with its sandbox (CI containers).
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc(); cancel() })
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start %s: %v", browser, err)
+	}
+	return bctx
+}
+
 // findBrowser returns the path of a Chromium binary, or "".
 func findBrowser() string {
 	for _, name := range browserNames {
@@ -163,30 +200,11 @@ func number(s string) float64 {
 // figures move while traffic flows through the balancer. It keeps a
 // screenshot in $SCALELAB_SCREENSHOT_DIR (else the test's temp dir).
 func TestDashboardInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the browser test starts the whole platform and Chromium")
-	}
-	browser := findBrowser()
-	if browser == "" {
-		t.Skipf("no Chromium found (looked for %s in PATH): install Debian's chromium package to run the browser test",
-			strings.Join(browserNames, ", "))
-	}
+	browser := requireBrowser(t)
 	p := startUp(t, t.TempDir())
 	bearer := "Bearer " + p.token
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser),
-		chromedp.WindowSize(1360, 1060),
-		// Chromium refuses to run as root with its sandbox (CI containers).
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true),
-	)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelBrowser()
+	bctx := startBrowser(t, browser, 1360, 1060, 2*time.Minute)
 
 	if err := chromedp.Do(bctx,
 		chromedp.Navigate(p.adminURL+"/-/dashboard"),
@@ -298,6 +316,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		traffic(round)
 	}
 
+	saveScreenshot(t, bctx, "dashboard.png")
+}
+
+// saveScreenshot keeps a screenshot of the page as name in
+// $SCALELAB_SCREENSHOT_DIR (CI keeps it as an artifact), else in the
+// test's temp dir.
+func saveScreenshot(t *testing.T, bctx context.Context, name string) {
+	t.Helper()
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -308,9 +334,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "dashboard.png")
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("screenshot of the dashboard: %s", path)
+	t.Logf("screenshot: %s", path)
 }

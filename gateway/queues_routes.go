@@ -190,30 +190,12 @@ func (b *queueBook) read(ctx context.Context, names []string) ([]queueStats, err
 			info := cons.CachedInfo()
 			s.depth, s.inFlight = info.NumPending+uint64(info.NumAckPending), info.NumAckPending
 		}
-		if oldest, ok := oldestOnQueue(ctx, b.stream, name); ok {
+		if oldest, ok := task.OldestOnQueue(ctx, b.stream, name); ok {
 			s.oldestAgeSeconds = max(time.Since(oldest).Seconds(), 0)
 		}
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-// oldestOnQueue returns when the oldest task on queue's subjects was
-// stored, as the worker's oldestTask does: TASKS is a work queue, so the
-// first message on a subject is the oldest not yet acked. ok is false
-// when the queue holds none.
-func oldestOnQueue(ctx context.Context, stream jetstream.Stream, queue string) (time.Time, bool) {
-	var oldest time.Time
-	for _, subj := range task.QueueSubjects(queue) {
-		m, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
-		if err != nil {
-			continue // ErrMsgNotFound: none on subj
-		}
-		if oldest.IsZero() || m.Time.Before(oldest) {
-			oldest = m.Time
-		}
-	}
-	return oldest, !oldest.IsZero()
 }
 
 // queuesDown is the answer when NATS does not answer the reads.

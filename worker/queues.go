@@ -343,7 +343,7 @@ func (r *runner) sampleOnce(ctx context.Context) {
 			continue
 		}
 		qs.Pending, qs.InFlight = info.NumPending, info.NumAckPending
-		if oldest, ok := oldestTask(ctx, stream, q.name); ok {
+		if oldest, ok := task.OldestOnQueue(ctx, stream, q.name); ok {
 			qs.OldestAgeSeconds = max(time.Since(oldest).Seconds(), 0)
 		}
 		r.metrics.queueDepth.WithLabelValues(q.name).Set(float64(qs.Pending) + float64(qs.InFlight))
@@ -382,21 +382,4 @@ func (r *runner) sampleDead(ctx context.Context) {
 			m.deadTasks.WithLabelValues(typ).Set(0) // all retried or expired
 		}
 	}
-}
-
-// oldestTask returns when the oldest task on queue's subjects was stored:
-// TASKS is a work queue, so its first message there is the oldest not yet
-// acked. ok is false when the queue holds none.
-func oldestTask(ctx context.Context, stream jetstream.Stream, queue string) (time.Time, bool) {
-	var oldest time.Time
-	for _, subj := range task.QueueSubjects(queue) {
-		m, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
-		if err != nil {
-			continue // ErrMsgNotFound: none on subj
-		}
-		if oldest.IsZero() || m.Time.Before(oldest) {
-			oldest = m.Time
-		}
-	}
-	return oldest, !oldest.IsZero()
 }
