@@ -342,6 +342,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(v.Task.Msg, "Queued again") {
 		t.Errorf("after Retry the page says %q, want Queued again", v.Task.Msg)
 	}
+	// The error history outlives the retry: attempt 1's failure is still
+	// there while generation 1 runs.
+	if !strings.Contains(v.Task.Errors, "attempt 1") || !strings.Contains(v.Task.Errors, "disk quota exceeded") {
+		t.Errorf("task errors after the retry %q, want attempt 1's failure kept", v.Task.Errors)
+	}
 	screenshot("console-task.png")
 
 	// Back to the list while it runs: every state at once, for the README.

@@ -32,7 +32,7 @@ func (r *runner) settle(d *delivery, log *slog.Logger, result any, err error) {
 	case r.taskCtx.Err() != nil:
 		// Shutdown interrupted the task: hand it back now so another
 		// worker starts it at once, not after the ack wait.
-		r.requeue(d, "interrupted by worker shutdown", 0, log)
+		r.requeue(d, "interrupted by worker shutdown", false, 0, log)
 		r.count(d, interrupted)
 	case IsPermanent(err):
 		r.fail(d, d.attempt, err, log)
@@ -41,7 +41,7 @@ func (r *runner) settle(d *delivery, log *slog.Logger, result any, err error) {
 	default:
 		delay := r.backoff(d.attempt)
 		log.Warn("task attempt failed, will retry", "err", err, "retry_in", delay)
-		r.requeue(d, err.Error(), delay, log)
+		r.requeue(d, err.Error(), true, delay, log)
 		r.count(d, retried)
 	}
 }
@@ -67,6 +67,7 @@ func (r *runner) bury(d *delivery, attempts int, cause error, log *slog.Logger) 
 	}
 	_, err := r.updateLive(d.env.ID, nil, func(rec *task.Record, now time.Time) {
 		rec.State, rec.Error, rec.Attempts, rec.FinishedAt = task.Dead, cause.Error(), attempts, &now
+		rec.AddFailure(attempts, cause.Error(), now)
 	})
 	if err != nil && !errors.Is(err, errAlreadyDone) && !errors.Is(err, task.ErrNotFound) {
 		log.Warn("record dead task", "err", err)
@@ -120,6 +121,7 @@ func (r *runner) fail(d *delivery, attempt int, cause error, log *slog.Logger) {
 		if attempt > 0 {
 			rec.Attempts = attempt
 		}
+		rec.AddFailure(rec.Attempts, cause.Error(), now)
 	})
 	switch {
 	case errors.Is(err, errAlreadyDone):
@@ -136,11 +138,16 @@ func (r *runner) fail(d *delivery, attempt int, cause error, log *slog.Logger) {
 }
 
 // requeue records that the task waits for another attempt and naks it.
-// A delay of 0 hands it back at once.
-func (r *runner) requeue(d *delivery, reason string, delay time.Duration, log *slog.Logger) {
+// failed says the attempt failed (reason is its error, kept in the
+// record's failures); else it was handed back. A delay of 0 hands it back
+// at once.
+func (r *runner) requeue(d *delivery, reason string, failed bool, delay time.Duration, log *slog.Logger) {
 	msg := d.msg
-	_, err := r.updateLive(d.env.ID, nil, func(rec *task.Record, _ time.Time) {
+	_, err := r.updateLive(d.env.ID, nil, func(rec *task.Record, now time.Time) {
 		rec.State, rec.Error = task.Queued, reason
+		if failed {
+			rec.AddFailure(d.attempt, reason, now)
+		}
 	})
 	if errors.Is(err, errAlreadyDone) {
 		log.Info("task was cancelled, not retrying")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -280,6 +281,25 @@ func TestRetries(t *testing.T) {
 			}
 			if rec.FinishedAt == nil {
 				t.Errorf("record finished_at not set on a %s task", rec.State)
+			}
+			// Every failed attempt is in the record's history: all of
+			// them, or all but the last when it succeeded.
+			wantFailed := tt.wantAttempts
+			if tt.wantState == task.Succeeded {
+				wantFailed = wantFailed[:len(wantFailed)-1]
+			}
+			var failed []int
+			for _, f := range rec.Failures {
+				failed = append(failed, f.Attempt)
+				if f.Error == "" || f.At.IsZero() {
+					t.Errorf("failure %+v: want its error and time", f)
+				}
+			}
+			if !slices.Equal(failed, wantFailed) {
+				t.Errorf("record failures by attempt = %v, want %v", failed, wantFailed)
+			}
+			if n := len(rec.Failures); n > 0 && tt.wantState != task.Succeeded && rec.Failures[n-1].Error != rec.Error {
+				t.Errorf("last failure %q, record error %q: want the same", rec.Failures[n-1].Error, rec.Error)
 			}
 			e.waitStreamEmpty(t, 5*time.Second)
 

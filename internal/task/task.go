@@ -174,8 +174,12 @@ type Record struct {
 	Payload         json.RawMessage `json:"payload,omitempty"`
 	Result          json.RawMessage `json:"result,omitempty"`
 	Error           string          `json:"error,omitempty"`
-	Worker          string          `json:"worker,omitempty"`
-	RequestID       string          `json:"request_id,omitempty"`
+	// Failures are the task's failed attempts, oldest first: the last
+	// MaxFailures of them, across retries (each with its generation).
+	// Error is the last one's (or why it waits: a hand-back).
+	Failures  []Failure `json:"failures,omitempty"`
+	Worker    string    `json:"worker,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
 	// Owner is the sub of the token that submitted the task; empty on
 	// records written before tasks had owners.
 	Owner      string     `json:"owner,omitempty"`
@@ -184,6 +188,31 @@ type Record struct {
 	UpdatedAt  time.Time  `json:"updated_at"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Failure is one failed attempt of a task, as its record keeps it.
+type Failure struct {
+	Attempt    int       `json:"attempt"`
+	Generation int       `json:"generation,omitempty"`
+	Error      string    `json:"error"`
+	At         time.Time `json:"at"`
+}
+
+// Bounds of a record's Failures: a task that fails often does not grow
+// its record without end.
+const (
+	MaxFailures     = 10
+	MaxFailureBytes = 1000
+)
+
+// AddFailure records a failed attempt: its error (cut to MaxFailureBytes)
+// and when, dropping the oldest past MaxFailures.
+func (r *Record) AddFailure(attempt int, err string, at time.Time) {
+	f := Failure{Attempt: attempt, Generation: r.Generation, Error: truncate(err, MaxFailureBytes), At: at}
+	r.Failures = append(r.Failures, f)
+	if n := len(r.Failures) - MaxFailures; n > 0 {
+		r.Failures = append(r.Failures[:0:0], r.Failures[n:]...)
+	}
 }
 
 // Envelope is the body of a task message.

@@ -345,3 +345,30 @@ func TestStateTerminal(t *testing.T) {
 		})
 	}
 }
+
+// TestAddFailureBounded: a record keeps its last MaxFailures failures,
+// oldest first, each error cut to MaxFailureBytes, with the generation it
+// failed in.
+func TestAddFailureBounded(t *testing.T) {
+	var r Record
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for i := 1; i <= MaxFailures+3; i++ {
+		if i == 5 {
+			r.Generation = 1
+		}
+		r.AddFailure(i, strings.Repeat("x", MaxFailureBytes+i), at.Add(time.Duration(i)*time.Second))
+	}
+	if len(r.Failures) != MaxFailures {
+		t.Fatalf("%d failures kept, want %d", len(r.Failures), MaxFailures)
+	}
+	if first, last := r.Failures[0], r.Failures[MaxFailures-1]; first.Attempt != 4 || last.Attempt != MaxFailures+3 ||
+		first.Generation != 0 || last.Generation != 1 {
+		t.Errorf("kept attempts %d (gen %d) … %d (gen %d), want 4 (gen 0) … %d (gen 1)",
+			first.Attempt, first.Generation, last.Attempt, last.Generation, MaxFailures+3)
+	}
+	for _, f := range r.Failures {
+		if len(f.Error) > MaxFailureBytes+len("…") {
+			t.Fatalf("failure of %d bytes kept, want at most %d", len(f.Error), MaxFailureBytes)
+		}
+	}
+}

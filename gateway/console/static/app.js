@@ -603,19 +603,21 @@ function renderTask(t) {
       since != null && label !== "created" ? el("span", { class: "muted" }, " (+" + duration(Math.max(0, since)) + ")") : null);
   }));
 
-  // The record keeps the last attempt's error only: say so, with the count.
+  // The error history: the record's failures, one line per failed
+  // attempt (the last ten, across retries), then the current error when
+  // it is not the last failure's (a hand-back, a retry's note).
   const errs = [];
-  if (t.error) {
-    errs.push(el("p", { class: "error-line" }, el("b", {}, "attempt " + (t.attempts || "?") +
-      (t.max_attempts ? " of " + t.max_attempts : "") + (t.generation ? ", generation " + t.generation : "")),
-    ": ", el("code", {}, t.error)));
-  } else {
-    errs.push(el("p", { class: "muted" }, "No error recorded."));
+  const failures = Array.isArray(t.failures) ? t.failures : [];
+  for (const f of failures) {
+    errs.push(el("p", { class: "error-line" }, el("b", {}, "attempt " + f.attempt +
+      (t.max_attempts ? " of " + t.max_attempts : "") + (f.generation ? ", generation " + f.generation : "")),
+    " ", el("span", { class: "muted" }, when(f.at)), ": ", el("code", {}, f.error)));
   }
-  if (t.error) {
-    errs.push(el("p", { class: "muted" }, "The task record keeps only the last attempt's error" +
-      ((t.attempts || 0) > 1 || t.generation ? "; the earlier attempts' errors are in the worker's log." : ".")));
+  const lastFailure = failures.length ? failures[failures.length - 1].error : "";
+  if (t.error && t.error !== lastFailure) {
+    errs.push(el("p", { class: "error-line" }, el("b", {}, "now"), ": ", el("code", {}, t.error)));
   }
+  if (!errs.length) errs.push(el("p", { class: "muted" }, "No error recorded."));
   $("t-errors").replaceChildren(...errs);
   setText("t-payload", pretty(t.payload));
   setText("t-result", pretty(t.result));
