@@ -398,6 +398,38 @@ func TestConsoleInBrowser(t *testing.T) {
 		return nil
 	})
 
+	// Cancel a running task from its page, then delete its record
+	// (tasks:admin; a second click confirms).
+	long := submit(`{"task":"sleep","duration_ms":60000}`)
+	do("back to the list", chromedp.Click(chromedp.CSS("#back")), chromedp.WaitVisible(chromedp.CSS("#search")))
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(document.getElementById("search").value = "", true)`)); err != nil {
+		t.Fatalf("clear the search box: %v", err)
+	}
+	do("open the long task", chromedp.SendKeys(chromedp.CSS("#search"), long), chromedp.Click(chromedp.CSS("#search-form button")))
+	until(20*time.Second, func(v consoleView) error {
+		if v.Task.ID != long || v.Task.State != "running" {
+			return fmt.Errorf("task page %+v, want %s running", v.Task, long)
+		}
+		return nil
+	})
+	do("cancel", chromedp.Click(chromedp.CSS("#cancel-btn")))
+	until(10*time.Second, func(v consoleView) error {
+		if v.Task.State != "cancelled" || !strings.Contains(v.Task.Msg, "Cancelled") {
+			return fmt.Errorf("task page %+v, want it cancelled", v.Task)
+		}
+		return nil
+	})
+	do("delete, and confirm", chromedp.Click(chromedp.CSS("#delete-btn")), chromedp.Click(chromedp.CSS("#delete-btn")))
+	until(10*time.Second, func(v consoleView) error {
+		if !strings.Contains(v.Task.Msg, "Deleted") {
+			return fmt.Errorf("task page %+v, want it deleted", v.Task)
+		}
+		return nil
+	})
+	if r := p.do(t, "GET", "/tasks/"+long, bearer, nil); r.status != http.StatusNotFound {
+		t.Errorf("GET /tasks/%s after Delete = %d %s, want 404", long, r.status, r.body)
+	}
+
 	// Pages: 51 more noop tasks, the list filtered by type noop (52 of
 	// them): a page of 50, then the oldest 2, then the newest again.
 	for range 51 {
