@@ -73,7 +73,7 @@ func Handler() http.Handler {
 		rid := h.Get(reqid.Header)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			h.Set("Allow", "GET, HEAD")
-			apperr.WriteCode(w, http.StatusMethodNotAllowed, apperr.Invalid, "the console only answers GET", rid)
+			apperr.WriteCode(w, http.StatusMethodNotAllowed, apperr.Unsupported, "the console only answers GET", rid)
 			return
 		}
 		name, ok := strings.CutPrefix(r.URL.Path, Prefix)

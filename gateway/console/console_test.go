@@ -104,9 +104,9 @@ func TestConsoleUnknownPaths(t *testing.T) {
 			t.Errorf("GET %s body %s, want a JSON not_found error (%v)", path, body, err)
 		}
 	}
-	res, _ := get(t, http.MethodPost, "/console/", nil)
-	if res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD" {
-		t.Errorf("POST /console/ = %d Allow %q, want 405 GET, HEAD", res.StatusCode, res.Header.Get("Allow"))
+	res, body := get(t, http.MethodPost, "/console/", nil)
+	if res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD" || !strings.Contains(string(body), `"unsupported"`) {
+		t.Errorf("POST /console/ = %d Allow %q %s, want 405 GET, HEAD, code unsupported", res.StatusCode, res.Header.Get("Allow"), body)
 	}
 }
 
