@@ -11,7 +11,9 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,6 +123,27 @@ type Soak struct {
 	// NotFlat names every metric that grew more than FlatTolerance.
 	NotFlat []string  `json:"not_flat"`
 	Tasks   SoakTasks `json:"tasks"`
+	// HeapProfiles are the heap profiles written next to the report, at
+	// the end of warm-up and at the end.
+	HeapProfiles []string `json:"heap_profiles,omitempty"`
+}
+
+// writeHeapProfile writes this process's heap profile to dir/name and
+// returns name, or "" when it could not (logged: the run goes on).
+func writeHeapProfile(dir, name string, log *slog.Logger) string {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("soak: heap profile", "err", err)
+		return ""
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err == nil {
+		err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+	}
+	if err != nil {
+		log.Warn("soak: heap profile", "err", err)
+		return ""
+	}
+	return name
 }
 
 // SoakSample is the process and the platform at one moment of the run,
@@ -376,6 +399,14 @@ func RunSoak(ctx context.Context, opts SoakOptions) (*Report, error) {
 			break
 		}
 		s.Samples = append(s.Samples, e.sample(t, js, counts, time.Since(began)))
+		// A heap profile at the end of warm-up and one at the end say
+		// what a growing heap holds: go tool pprof -base heap-warmup.pprof heap-end.pprof.
+		if i == max(1, int(opts.WarmUp*float64(n))) {
+			s.HeapProfiles = append(s.HeapProfiles, writeHeapProfile(opts.Out, "heap-warmup.pprof", opts.Log))
+		}
+		if i == n {
+			s.HeapProfiles = append(s.HeapProfiles, writeHeapProfile(opts.Out, "heap-end.pprof", opts.Log))
+		}
 	}
 	stopLoad()
 	<-loaded
