@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ const benchUsage = `scalelab bench: run the lab's experiments and write a report
 
   scalelab bench [flags] <scenario>|all     run one scenario (or every one)
   scalelab bench compare A/report.json B/report.json
+  scalelab bench soak [flags]              a long steady load; resources sampled (soak -h)
 
 Scenarios:
 %s
@@ -38,6 +40,9 @@ Flags:
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "compare" {
 		return runBenchCompare(args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "soak" {
+		return runBenchSoak(ctx, args[1:], getenv, stdout, stderr)
 	}
 	var list strings.Builder
 	for _, s := range bench.Scenarios() {
@@ -166,4 +171,97 @@ func runBenchCompare(args []string, stdout io.Writer) error {
 		return err
 	}
 	return bench.Compare(stdout, a, b)
+}
+
+const soakUsage = `scalelab bench soak: run up's platform in this process under a steady mixed
+load for --duration and report whether its resources stay flat.
+
+  scalelab bench soak [flags]
+
+The load goes through the balancer: GET /items/{id}, GET /data, PUT and
+PATCH /items/{id}, POST /longtask (10 ms tasks). Every --sample it records
+the process's RSS, heap in use, goroutines and open file descriptors, the
+JetStream store size, the answers by status and the tasks accepted and
+finished. The report (report.md, report.json, a chart in --out) gives each
+metric's growth from the end of warm-up to the end, flags any over 10 %,
+and counts the tasks lost (accepted but not final after --drain).
+
+Flags:
+`
+
+// runBenchSoak runs `scalelab bench soak`.
+func runBenchSoak(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, s := newFlags("scalelab bench soak", soakUsage, getenv, stderr)
+	var (
+		out, logLevel string
+		noProgress    bool
+		opts          = bench.SoakOptions{WarmUp: bench.DefaultSoakWarmUp}
+	)
+	s.String(&out, "out", "SCALELAB_BENCH_OUT", "", "report directory (default bench-results/soak-<time>)")
+	s.Duration(&opts.Duration, "duration", "SCALELAB_SOAK_DURATION", 30*time.Minute, "how long the steady load runs")
+	s.Duration(&opts.Sample, "sample", "SCALELAB_SOAK_SAMPLE", time.Minute, "time between two samples")
+	s.Int(&opts.Rate, "rate", "SCALELAB_SOAK_RATE", 0, "requests/s of the steady load (0: measure the peak for --peak-for, then run at half of it)")
+	s.Duration(&opts.PeakFor, "peak-for", "SCALELAB_SOAK_PEAK_FOR", 20*time.Second, "with --rate 0: how long the peak is measured")
+	s.Func("warm-up", "SCALELAB_SOAK_WARM_UP", fmt.Sprintf("share of the run that is warm-up, growth counts from its end (default %g)", bench.DefaultSoakWarmUp),
+		func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			opts.WarmUp = f
+			return err
+		})
+	s.Duration(&opts.Drain, "drain", "SCALELAB_SOAK_DRAIN", 2*time.Minute, "how long unfinished tasks are waited for at the end before they count as lost")
+	s.Int(&opts.Connections, "connections", "SCALELAB_BENCH_CONNECTIONS", 64, "requests in flight at most")
+	s.Int(&opts.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", dbsvc.DefaultConfig().SeedRows, "rows seeded for /data")
+	s.Bool(&noProgress, "no-progress", "", false, "no progress bar")
+	s.String(&logLevel, "log-level", "SCALELAB_LOG_LEVEL", "warn", "level of the platform's logs, written to <out>/platform.log")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if err := s.Err(); err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usageErr(fmt.Errorf("bench soak: unexpected arguments %q", fs.Args()))
+	}
+	if out == "" {
+		out = filepath.Join("bench-results", "soak-"+time.Now().Format("20060102-150405"))
+	}
+	opts.Out = out
+	if err := opts.Validate(); err != nil {
+		return usageErr(err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return usageErr(fmt.Errorf("bench soak: --log-level %q: want debug, info, warn or error", logLevel))
+	}
+	if !noProgress {
+		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			opts.Progress = stderr
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("bench soak: %w", err)
+	}
+	opts.BcryptSlots = platform.ReserveLoopProcs(getenv)
+	logFile, err := os.Create(filepath.Join(out, "platform.log"))
+	if err != nil {
+		return fmt.Errorf("bench soak: %w", err)
+	}
+	defer logFile.Close()
+	if opts.Log, err = newLogger(logFile, logFormatJSON, level); err != nil {
+		return usageErr(err)
+	}
+	fmt.Fprintf(stdout, "bench soak: %v of steady mixed load, a sample every %v\n", opts.Duration, opts.Sample)
+	r, err := bench.RunSoak(ctx, opts)
+	if errors.Is(err, bench.ErrOptions) {
+		return usageErr(err)
+	}
+	if err != nil {
+		return err
+	}
+	for _, f := range r.Findings {
+		fmt.Fprintf(stdout, "  - %s\n", f)
+	}
+	fmt.Fprintf(stdout, "  report: %s\n", filepath.Join(out, "report.md"))
+	return nil
 }

@@ -208,6 +208,11 @@ func (r *runner) markRunning(d *delivery) (*task.Version, error) {
 // ran (DELETE /tasks/{id}) returns errCancelled, whatever its handler did.
 func (r *runner) run(d *delivery) (any, error) {
 	ctx, cancelCause := context.WithCancelCause(r.taskCtx)
+	// Released when the attempt ends: until cancelled, a child stays in
+	// r.taskCtx's list of children for the worker's life, one per task
+	// ever run (the soak found ~470 bytes a task). A cancel notice that
+	// came first keeps its cause.
+	defer cancelCause(nil)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.timeoutOf(d.running.Record))
 	defer cancel()
 	r.running.Store(d.env.ID, cancelCause)

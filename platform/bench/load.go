@@ -38,6 +38,11 @@ type Load struct {
 	// own goroutine: a scenario stops a gateway with it.
 	During      func()
 	DuringAfter time.Duration
+	// OnAnswer, when set, sees every answer as it is counted, with up to
+	// 4 KiB of its body (otherwise bodies are not read): the soak counts
+	// outcomes per sample and keeps the ids of the tasks it submitted.
+	// It runs on the run's own goroutine, so it must be quick.
+	OnAnswer func(*vegeta.Result)
 }
 
 // Result is what one Load measured: the raw figures of the JSON report.
@@ -231,6 +236,9 @@ func (l Load) run(ctx context.Context, progress io.Writer) Result {
 		vegeta.Connections(conns), vegeta.MaxConnections(conns), vegeta.KeepAlive(true), vegeta.HTTP2(false),
 		vegeta.Timeout(30 * time.Second), vegeta.MaxBody(0), vegeta.Redirects(vegeta.NoFollow),
 	}
+	if l.OnAnswer != nil {
+		opts = append(opts, vegeta.MaxBody(4<<10)) // a task id, not a /data page
+	}
 	pace := vegeta.Rate{Freq: l.Rate, Per: time.Second}
 	if l.Rate <= 0 {
 		// Closed loop: exactly conns requests in flight, each worker
@@ -263,6 +271,9 @@ func (l Load) run(ctx context.Context, progress io.Writer) Result {
 				return r
 			}
 			t.add(res.Timestamp, res.Latency, int(res.Code), res.Error, res.Headers.Get("X-Cache"), res.Headers.Get("X-Served-By"))
+			if l.OnAnswer != nil {
+				l.OnAnswer(res)
+			}
 		case <-tick.C:
 			bar.set(time.Since(began))
 		}

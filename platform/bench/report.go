@@ -29,6 +29,8 @@ type Report struct {
 	Findings []string `json:"findings"`
 	// Charts are the PNG files written next to the report.
 	Charts []Chart `json:"charts"`
+	// Soak is a soak run's samples and verdicts (scalelab bench soak).
+	Soak *Soak `json:"soak,omitempty"`
 
 	specs []chartSpec // the charts to draw, asked for by the scenario
 }
@@ -129,6 +131,9 @@ func (r *Report) markdown(w io.Writer) {
 	}
 	for _, c := range r.Charts {
 		fmt.Fprintf(w, "![%s](%s)\n\n", c.Title, c.File)
+	}
+	if r.Soak != nil {
+		r.Soak.markdown(w)
 	}
 	fmt.Fprintf(w, "## Results\n\nLatency percentiles are from an HDR histogram of every request, in ms. req/s counts 2xx answers.\n\n")
 	fmt.Fprintf(w, "| run | load | req/s | p50 | p90 | p99 | p99.9 | max | requests | errors | hit ratio | per gateway |\n")
