@@ -426,7 +426,7 @@ func (x *taskIndex) apply(id string, value []byte, rev uint64, deleted bool) {
 	e := &indexEntry{
 		owner: x.num(h.Owner), typ: x.num(h.Type), queue: x.num(h.Queue), state: uint8(stateSlot[h.State]),
 		attempts: clampU16(h.Attempts), maxAttempts: clampU16(h.MaxAttempts), generation: clampU16(h.Generation),
-		progress: uint8(min(max(h.Progress, 0), 100)), errMsg: truncateUTF8(h.Error, maxIndexedError),
+		progress: uint8(min(max(h.Progress, 0), 100)), errMsg: task.Truncate(h.Error, maxIndexedError),
 		created: h.CreatedAt.UnixNano(), updated: h.UpdatedAt.UnixNano(), rev: rev,
 	}
 	if old != nil {
@@ -680,15 +680,4 @@ func (x *taskIndex) list(q listQuery) (listPage, error) {
 		page.next = &indexEntry{created: page.next.created, id: page.next.id} // a copy: the entry may change
 	}
 	return page, nil
-}
-
-// truncateUTF8 cuts s to at most n bytes without splitting a character.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
 }

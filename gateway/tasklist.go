@@ -105,7 +105,7 @@ func parseListFilter(c echo.Context, catalog *task.Catalog, claims *auth.Claims,
 			ok = ok || a == name
 		}
 		if !ok {
-			return f, apperr.New(apperr.Invalid, "unknown query parameter %q (this route takes %v)", truncateUTF8(name, 40), allowed)
+			return f, apperr.New(apperr.Invalid, "unknown query parameter %q (this route takes %v)", task.Truncate(name, 40), allowed)
 		}
 		if len(vs) > 1 {
 			return f, apperr.New(apperr.Invalid, "query parameter %q is given %d times", name, len(vs))

@@ -344,7 +344,7 @@ func (c *Catalog) Resolve(ctx context.Context, s *Submission) (Resolved, error) 
 		return Resolved{}, err
 	}
 	if t == nil {
-		return Resolved{}, fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, truncate(s.Type, 40), listNames(c.typeNames()))
+		return Resolved{}, fmt.Errorf("%w: unknown task type %q, want one of %s", ErrInvalid, Truncate(s.Type, 40), listNames(c.typeNames()))
 	}
 	d := t.def
 	r := Resolved{Type: d, Queue: s.Queue, MaxAttempts: d.MaxAttempts, TimeoutMS: d.TimeoutMS}
@@ -354,7 +354,7 @@ func (c *Catalog) Resolve(ctx context.Context, s *Submission) (Resolved, error) 
 			return Resolved{}, err
 		}
 		if !ok {
-			return Resolved{}, fmt.Errorf("%w: unknown queue %q, want one of %s", ErrInvalid, truncate(r.Queue, 40), listNames(c.Queues()))
+			return Resolved{}, fmt.Errorf("%w: unknown queue %q, want one of %s", ErrInvalid, Truncate(r.Queue, 40), listNames(c.Queues()))
 		}
 	} else if r.Queue = d.Queue; r.Queue == "" {
 		r.Queue = DefaultQueue

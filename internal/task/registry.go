@@ -207,9 +207,9 @@ func (r *Registry) PutType(ctx context.Context, d TypeDef) error {
 func (d TypeDef) Validate() error {
 	switch {
 	case !ValidName(d.Name):
-		return fmt.Errorf("%w: task type name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, truncate(d.Name, 40), MaxNameLen)
+		return fmt.Errorf("%w: task type name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, Truncate(d.Name, 40), MaxNameLen)
 	case d.Queue != "" && !ValidName(d.Queue):
-		return fmt.Errorf("%w: task type %s: queue name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, d.Name, truncate(d.Queue, 40), MaxNameLen)
+		return fmt.Errorf("%w: task type %s: queue name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, d.Name, Truncate(d.Queue, 40), MaxNameLen)
 	case d.MaxAttempts < 0 || d.TimeoutMS < 0:
 		return fmt.Errorf("%w: task type %s: max_attempts and timeout_ms must not be negative", ErrInvalid, d.Name)
 	case d.Unique != nil && d.Unique.WindowMS <= 0:
@@ -240,7 +240,7 @@ func (r *Registry) Type(ctx context.Context, name string) (*TypeDef, error) {
 // PutQueue registers the queue name; registering it again changes nothing.
 func (r *Registry) PutQueue(ctx context.Context, name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("%w: queue name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, truncate(name, 40), MaxNameLen)
+		return fmt.Errorf("%w: queue name %q must be 1-%d letters, digits, '_' or '-'", ErrInvalid, Truncate(name, 40), MaxNameLen)
 	}
 	b, err := json.Marshal(QueueDef{Name: name, CreatedAt: time.Now().UTC()})
 	if err != nil {
@@ -269,7 +269,7 @@ func (r *Registry) Queue(ctx context.Context, name string) (*QueueDef, error) {
 // error wrapping ErrUnknownName for a queue that is not registered.
 func (r *Registry) SetPaused(ctx context.Context, name string, paused bool) (*QueueDef, error) {
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%s%q: %w", QueueKeyPrefix, truncate(name, 40), ErrUnknownName)
+		return nil, fmt.Errorf("%s%q: %w", QueueKeyPrefix, Truncate(name, 40), ErrUnknownName)
 	}
 	key := QueueKeyPrefix + name
 	var lastErr error
@@ -382,7 +382,7 @@ func (r *Registry) Workers(ctx context.Context) ([]WorkerInfo, error) {
 // get reads the value of prefix+name into v.
 func (r *Registry) get(ctx context.Context, prefix, name string, v any) error {
 	if !ValidName(name) {
-		return fmt.Errorf("%s%q: %w", prefix, truncate(name, 40), ErrUnknownName)
+		return fmt.Errorf("%s%q: %w", prefix, Truncate(name, 40), ErrUnknownName)
 	}
 	e, err := r.defs.Get(ctx, prefix+name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

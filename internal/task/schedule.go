@@ -163,7 +163,7 @@ func ParseSpec(spec, zone string) (*Spec, error) {
 	if zone != "" {
 		l, err := time.LoadLocation(zone)
 		if err != nil || !printable(zone) || strings.Contains(zone, " ") {
-			return nil, fmt.Errorf("%w: unknown time zone %q (an IANA name such as Europe/Paris)", ErrInvalid, truncate(zone, 40))
+			return nil, fmt.Errorf("%w: unknown time zone %q (an IANA name such as Europe/Paris)", ErrInvalid, Truncate(zone, 40))
 		}
 		loc = l
 	}
@@ -195,14 +195,14 @@ func ParseSpec(spec, zone string) (*Spec, error) {
 	}
 	c, err := parseCronSpec(expr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: cron %q: %v (6 fields: second minute hour day-of-month month day-of-week, or @hourly, @daily, @weekly, @monthly, @yearly)", ErrInvalid, truncate(spec, 60), err)
+		return nil, fmt.Errorf("%w: cron %q: %v (6 fields: second minute hour day-of-month month day-of-week, or @hourly, @daily, @weekly, @monthly, @yearly)", ErrInvalid, Truncate(spec, 60), err)
 	}
 	if loc == nil {
 		loc = time.UTC
 	}
 	s := &Spec{cron: c, loc: loc}
 	if s.Next(time.Now()).IsZero() {
-		return nil, fmt.Errorf("%w: cron %q never fires in the next 5 years", ErrInvalid, truncate(spec, 60))
+		return nil, fmt.Errorf("%w: cron %q never fires in the next 5 years", ErrInvalid, Truncate(spec, 60))
 	}
 	return s, nil
 }

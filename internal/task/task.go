@@ -208,7 +208,7 @@ const (
 // AddFailure records a failed attempt: its error (cut to MaxFailureBytes)
 // and when, dropping the oldest past MaxFailures.
 func (r *Record) AddFailure(attempt int, err string, at time.Time) {
-	f := Failure{Attempt: attempt, Generation: r.Generation, Error: truncate(err, MaxFailureBytes), At: at}
+	f := Failure{Attempt: attempt, Generation: r.Generation, Error: Truncate(err, MaxFailureBytes), At: at}
 	r.Failures = append(r.Failures, f)
 	if n := len(r.Failures) - MaxFailures; n > 0 {
 		r.Failures = append(r.Failures[:0:0], r.Failures[n:]...)
@@ -438,9 +438,15 @@ func invalidJSON(prefix string, err error) error {
 	return fmt.Errorf("%w: %s%s", ErrInvalid, prefix, msg)
 }
 
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, without splitting a character, and
+// marks the cut with "…": for text from clients or handlers kept in a
+// record, an index or an error message.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
 	}
 	return s[:n] + "…"
 }
