@@ -116,16 +116,20 @@ func TestScheduleTicksBecomeOneTaskEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every tick taken and settled.
-	testutil.Eventually(t, 10*time.Second, func() error {
-		info, err := cons.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("ticks pending %d, unacked %d", info.NumPending, info.NumAckPending)
-		}
-		return nil
-	})
+	settled := func() {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			info, err := cons.Info(t.Context())
+			if err != nil {
+				return err
+			}
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				return fmt.Errorf("ticks pending %d, unacked %d", info.NumPending, info.NumAckPending)
+			}
+			return nil
+		})
+	}
+	settled()
 	// Another schedule's two ticks take over a second: time for a tick
 	// of the deleted one, had it any.
 	other := postSchedule(t, baseB, tok, `{"every":"1s","task":{"task":"noop"}}`)
@@ -135,6 +139,13 @@ func TestScheduleTicksBecomeOneTaskEach(t *testing.T) {
 		}
 		return nil
 	})
+	// Stop the other schedule too and let its last tick settle, so that
+	// the counts below are of one still picture (the other schedule went
+	// on ticking while they were read, once, and the counts disagreed).
+	if r := send(t, http.MethodDelete, baseB+"/schedules/"+other.ID, tok, "", nil); r.status != http.StatusOK {
+		t.Fatalf("DELETE /schedules/%s = %d %s", other.ID, r.status, r.body)
+	}
+	settled()
 
 	all, bySeq := tickTasks(t, nc, s.ID)
 	_, otherSeqs := tickTasks(t, nc, other.ID)
