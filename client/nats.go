@@ -205,7 +205,9 @@ func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts .
 	case errors.Is(err, task.ErrExists):
 		return c.replay(ctx, js, store, rec, unique)
 	case errors.Is(err, task.ErrFull):
-		return nil, publicError(apperr.Wrap(err, apperr.Unavailable, "task store is full: try again later"))
+		return nil, publicError(apperr.Wrap(err, apperr.StoreFull, "task store is full: try again later"))
+	case errors.Is(err, task.ErrNoSpace):
+		return nil, publicError(apperr.Wrap(err, apperr.StoreFull, task.NoSpaceMessage))
 	case err != nil:
 		return nil, publicError(apperr.Wrap(err, apperr.Unavailable, "task store is not available"))
 	}

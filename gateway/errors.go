@@ -31,12 +31,17 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		code := apperr.CodeOf(err)
 		// A default, unless whoever refused knows better (the rate limits
 		// and the login throttle say how long).
-		if (code == apperr.RateLimited || code == apperr.Unavailable) && c.Response().Header().Get("Retry-After") == "" {
-			c.Response().Header().Set("Retry-After", "1")
+		if c.Response().Header().Get("Retry-After") == "" {
+			switch code {
+			case apperr.RateLimited, apperr.Unavailable:
+				c.Response().Header().Set("Retry-After", "1")
+			case apperr.StoreFull:
+				c.Response().Header().Set("Retry-After", storeFullRetryAfter)
+			}
 		}
 		// The index loading at start is expected, and logged once when it
 		// is done (taskindex.go): not an error per request.
-		if (code == apperr.Internal || code == apperr.Unavailable) && !errors.Is(err, errIndexLoading) {
+		if (code == apperr.Internal || code == apperr.Unavailable || code == apperr.StoreFull) && !errors.Is(err, errIndexLoading) {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path,
 				"code", code, "request_id", requestID(c), "err", err)
 		}
@@ -47,3 +52,8 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		apperr.WriteHTTP(c.Response(), err, requestID(c))
 	}
 }
+
+// storeFullRetryAfter is the Retry-After of a write refused for want of
+// space (store_full): space comes back when tasks finish and expire or an
+// operator frees the disk, not within the second of a blip.
+const storeFullRetryAfter = "5"

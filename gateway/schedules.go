@@ -546,11 +546,15 @@ func scheduleError(id string, err error) error {
 	return err
 }
 
-// scheduleStoreDown is the 503 of a schedule stream that did not answer.
+// scheduleStoreDown is the 503 of a schedule stream that did not answer,
+// or that refused a write for want of space (store_full: task.NoSpace).
 func scheduleStoreDown(err error) error {
 	var ae *apperr.Error
-	if errors.As(err, &ae) {
+	switch {
+	case errors.As(err, &ae):
 		return err
+	case task.NoSpace(err):
+		return apperr.Wrap(err, apperr.StoreFull, "the schedule store is out of space (the JetStream store is at its limit): nothing was stored; try again later")
 	}
 	return apperr.Wrap(err, apperr.Unavailable, "schedule store is not available")
 }

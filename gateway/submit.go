@@ -195,7 +195,8 @@ func idempotencyID(c echo.Context, idKey []byte, subject string) (string, error)
 
 // create stores the record and returns its revision. A record already
 // stored under its id (a repeated keyed submission) is task.ErrExists,
-// unwrapped, for replay; any other failure is unavailable (503).
+// unwrapped, for replay; a full tasks bucket or JetStream store is
+// store_full (503), any other failure unavailable (503).
 func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error) {
 	rev, err := store.Create(ctx, s.rec)
 	switch {
@@ -204,7 +205,9 @@ func (s *submission) create(ctx context.Context, store TaskStore) (uint64, error
 	case errors.Is(err, task.ErrFull):
 		// Refused before anything is stored or queued: the client
 		// gets no task id, and no task is lost.
-		return 0, apperr.Wrap(err, apperr.Unavailable, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
+		return 0, apperr.Wrap(err, apperr.StoreFull, "task store is full: the tasks bucket holds its limit of task records (--max-task-bytes); try again later")
+	case errors.Is(err, task.ErrNoSpace):
+		return 0, apperr.Wrap(err, apperr.StoreFull, task.NoSpaceMessage)
 	default:
 		return 0, taskStoreDown(err)
 	}

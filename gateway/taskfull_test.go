@@ -43,9 +43,9 @@ func TestTaskBucketFull(t *testing.T) {
 		}
 		accepted = append(accepted, taskID(t, r))
 	}
-	if full.status != http.StatusServiceUnavailable || errorCode(t, full) != "unavailable" ||
+	if full.status != http.StatusServiceUnavailable || errorCode(t, full) != "store_full" ||
 		!strings.Contains(string(full.body), "tasks bucket") || full.header.Get("Retry-After") == "" {
-		t.Fatalf("POST /longtask on a full bucket = %d %s (Retry-After %q), want 503 unavailable naming the tasks bucket, with Retry-After",
+		t.Fatalf("POST /longtask on a full bucket = %d %s (Retry-After %q), want 503 store_full naming the tasks bucket, with Retry-After",
 			full.status, full.body, full.header.Get("Retry-After"))
 	}
 	if len(accepted) == 0 {

@@ -137,7 +137,11 @@ func taskStoreError(id string, err error) error {
 	return taskStoreDown(err)
 }
 
-// taskStoreDown is the 503 of a task store that did not answer.
+// taskStoreDown is the 503 of a task store that did not answer, or that
+// refused a write for want of space (store_full: task.NoSpace).
 func taskStoreDown(err error) error {
+	if task.NoSpace(err) {
+		return apperr.Wrap(err, apperr.StoreFull, task.NoSpaceMessage)
+	}
 	return apperr.Wrap(err, apperr.Unavailable, "task store is not available")
 }

@@ -30,6 +30,12 @@ const (
 	// PreconditionFailed: a conditional write (If-Match) named a version
 	// the resource no longer has, so nothing was written: 412.
 	PreconditionFailed Code = "precondition_failed"
+	// StoreFull: a write was refused because the storage behind it (the
+	// JetStream store, the tasks bucket, the SQLite file) is full; nothing
+	// was written, reads still work, and the same request succeeds once
+	// space returns: 503, like Unavailable, but a client can tell "back
+	// off for a while" from "a dependency is down".
+	StoreFull Code = "store_full"
 )
 
 // Error is an error with a stable code and a message meant for clients.
@@ -85,7 +91,7 @@ func Status(code Code) int {
 		return http.StatusConflict
 	case TooLarge:
 		return http.StatusRequestEntityTooLarge
-	case Unavailable:
+	case Unavailable, StoreFull:
 		return http.StatusServiceUnavailable
 	case RateLimited:
 		return http.StatusTooManyRequests

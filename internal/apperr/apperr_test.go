@@ -58,6 +58,19 @@ func TestStatusRoundTrip(t *testing.T) {
 	}
 }
 
+// TestStoreFullStatus: store_full is the one code that shares its status
+// (503, with unavailable), so it is not in allCodes; a library's 503 is
+// not known to be a full store, and maps to unavailable.
+func TestStoreFullStatus(t *testing.T) {
+	t.Parallel()
+	if got := Status(StoreFull); got != http.StatusServiceUnavailable {
+		t.Errorf("Status(%q) = %d, want %d", StoreFull, got, http.StatusServiceUnavailable)
+	}
+	if got := CodeForStatus(http.StatusServiceUnavailable); got != Unavailable {
+		t.Errorf("CodeForStatus(503) = %q, want %q", got, Unavailable)
+	}
+}
+
 func TestStatusUnknownCode(t *testing.T) {
 	t.Parallel()
 	for _, c := range []Code{"", "bogus", "NOT_FOUND"} {

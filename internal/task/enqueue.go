@@ -22,7 +22,8 @@ import (
 //
 // Its errors are apperr's: RateLimited (429) when the stream is full
 // (DiscardNew: back-pressure; the server's "maximum messages exceeded"),
-// Unavailable (503) otherwise. The gateway
+// StoreFull (503) when JetStream's store is (NoSpace), Unavailable (503)
+// otherwise. The gateway
 // (POST /longtask) and the client package's NATS client both submit
 // through it, so a task is published one way whoever submits it.
 func Enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestID string, runAt time.Time) error {
@@ -53,10 +54,18 @@ func enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestI
 		if overLimit(err) {
 			return apperr.Wrap(err, apperr.RateLimited, "task queue is full, try again later")
 		}
+		if NoSpace(err) {
+			return apperr.Wrap(err, apperr.StoreFull, NoSpaceMessage)
+		}
 		return apperr.Wrap(err, apperr.Unavailable, "task queue is not available")
 	}
 	return nil
 }
+
+// NoSpaceMessage is what a client is told when JetStream's store is full
+// (NoSpace, ErrNoSpace): the gateway and the client package say it the
+// same way.
+const NoSpaceMessage = "the task store is out of space (the JetStream store is at its limit, kept under what its disk holds): nothing was stored; try again later"
 
 // NewEnvelope returns the message that queues rec, stored at revision
 // rev: the record rides along (Envelope.Record) unless the payload is

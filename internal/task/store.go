@@ -25,6 +25,31 @@ var ErrExists = errors.New("task: already exists")
 // bytes of records as it takes new ones (see ProvisionConfig.MaxRecordBytes).
 var ErrFull = errors.New("task: the tasks bucket is full")
 
+// ErrNoSpace is returned by Store.Create when JetStream refuses the write
+// for want of storage: the server's or the account's store limit, which
+// `scalelab up` keeps under what its disk holds (natsconf.GuardStore).
+// Unlike ErrFull it is not the tasks bucket's own limit, and it passes
+// once space returns, without a restart.
+var ErrNoSpace = errors.New("task: the JetStream store is out of space")
+
+// NoSpace reports whether err is JetStream refusing a write because its
+// storage is exhausted: the server's store limit ("insufficient
+// resources", 10023), the account's ("resource limits exceeded for
+// account", 10002), no room to reserve a stream's bytes ("insufficient
+// storage resources available", 10047), or a store error that is a full
+// disk. A stream's own byte or message limit is not one (overLimit).
+func NoSpace(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10002, 10023, 10047:
+		return true
+	}
+	return strings.Contains(apiErr.Description, "no space left")
+}
+
 // ProvisionConfig sizes the stream and bucket.
 type ProvisionConfig struct {
 	// Replicas is 1 on a single server and 3 on a cluster.
@@ -304,9 +329,9 @@ const usageMaxAge = time.Second
 func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Create stores a new record and returns its revision. It returns
-// ErrExists if the id is taken, and ErrFull if the bucket holds its limit
+// ErrExists if the id is taken, ErrFull if the bucket holds its limit
 // of records for new tasks (half its byte limit) or refuses the write as
-// over that limit.
+// over that limit, and ErrNoSpace if JetStream's store is full.
 func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -322,6 +347,9 @@ func (s *Store) Create(ctx context.Context, rec *Record) (uint64, error) {
 		}
 		if overLimit(err) {
 			return 0, fmt.Errorf("create task %s: %w: %w", rec.ID, ErrFull, err)
+		}
+		if NoSpace(err) {
+			return 0, fmt.Errorf("create task %s: %w: %w", rec.ID, ErrNoSpace, err)
 		}
 		return 0, fmt.Errorf("create task %s: %w", rec.ID, err)
 	}
