@@ -28,6 +28,11 @@ type Embedded struct {
 	// StoreDir is the JetStream file store. Keeping it across runs keeps
 	// queued tasks and buckets.
 	StoreDir string
+	// MaxStore is the server's JetStream file store limit in bytes (its
+	// max_file_store). 0 leaves the server's default: 75 % of the disk's
+	// free space at start. `up` sets GuardMaxStore and runs GuardStore,
+	// whose limit follows the disk.
+	MaxStore int64
 	// Passwords, when not nil, turn on authorization: one user per role
 	// with the permissions of Table (see Users). A role without a
 	// password cannot log in. Nil means no authentication, for tests
@@ -56,6 +61,8 @@ func StartEmbedded(cfg Embedded, log *slog.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   dir,
 		MaxPayload: 1 << 20,
+		// 0 is the server's default.
+		JetStreamMaxStore: cfg.MaxStore,
 		// Only main handles signals: Ctrl-C must drain the roles before
 		// the server goes away.
 		NoSigs: true,
