@@ -38,6 +38,12 @@ type Config struct {
 	QueryTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish.
 	ShutdownTimeout time.Duration
+	// MaxDBBytes caps the database file (SQLite's max_page_count, in pages
+	// of pageSize); 0 is no cap but the disk's. Past it, or on a full
+	// disk, a write answers store_full (503) and writes nothing, while
+	// reads go on; writes succeed again once rows are deleted (SQLite
+	// reuses their pages) or the cap is raised.
+	MaxDBBytes int64
 	// Queries, when set, is incremented once for every database query the
 	// role runs (data report, item read, item update). It is not a flag: tests
 	// in other packages use it to check, for example, that a cached read did
@@ -65,6 +71,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", c.SeedRows, "rows in the sales table when the database is first created")
 	s.Duration(&c.QueryTimeout, "query-timeout", "SCALELAB_QUERY_TIMEOUT", c.QueryTimeout, "maximum duration of one database query")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "time allowed for in-flight requests at shutdown")
+	s.Int64(&c.MaxDBBytes, "max-db-bytes", "SCALELAB_MAX_DB_BYTES", c.MaxDBBytes, "most bytes of the database file; past it item writes answer 503 store_full and reads go on (0: no cap but the disk's)")
 }
 
 // Validate reports every bad setting at once.
@@ -89,6 +96,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("dbsvc: --shutdown-timeout must be > 0"))
+	}
+	if c.MaxDBBytes < 0 {
+		errs = append(errs, errors.New("dbsvc: --max-db-bytes must be >= 0"))
 	}
 	return errors.Join(errs...)
 }

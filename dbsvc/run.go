@@ -57,6 +57,7 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 		SeedRows:     cfg.SeedRows,
 		QueryTimeout: cfg.QueryTimeout,
 		MaxOpenConns: maxOpenConns,
+		MaxBytes:     cfg.MaxDBBytes,
 		Queries:      cfg.Queries,
 		Metrics:      newMetrics(reg),
 	}, log)

@@ -361,12 +361,19 @@ func itemError(id int64, err error) error {
 }
 
 // publicError gives a query that ran over its timeout the code unavailable
-// (the database is overloaded: a client may retry). Other errors keep their
+// (the database is overloaded: a client may retry), and a write SQLite
+// refused as full (SQLITE_FULL: fullError) store_full. Other errors keep their
 // code; those without one are internal, so the client sees a generic
 // message and the log gets the details.
 func publicError(err error) error {
-	if apperr.CodeOf(err) == apperr.Internal && errors.Is(err, context.DeadlineExceeded) {
+	if apperr.CodeOf(err) != apperr.Internal {
+		return err
+	}
+	switch err = fullError(err); {
+	case errors.Is(err, context.DeadlineExceeded):
 		return apperr.Wrap(err, apperr.Unavailable, "database query timed out")
+	case errors.Is(err, errFull):
+		return apperr.Wrap(err, apperr.StoreFull, "the database is full (its --max-db-bytes or its disk): nothing was written; reads still work; try again later")
 	}
 	return err
 }
@@ -377,7 +384,7 @@ func logFailure(log *slog.Logger, err error) {
 	switch apperr.CodeOf(err) {
 	case apperr.Internal:
 		log.Error("request failed", "err", err)
-	case apperr.Unavailable:
+	case apperr.Unavailable, apperr.StoreFull:
 		log.Warn("request failed", "err", err)
 	}
 }

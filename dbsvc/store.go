@@ -16,7 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the pure-Go driver "sqlite", so CGO_ENABLED=0 builds work
+	"modernc.org/sqlite" // registers the pure-Go driver "sqlite", so CGO_ENABLED=0 builds work
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrNotFound is returned (wrapped) when an item does not exist. The service
@@ -283,12 +284,33 @@ type store struct {
 	metrics *metrics // nil: no metrics
 }
 
+// pageSize is the page size of the databases dbsvc creates: SQLite's
+// default, which it never changes. MaxBytes is counted in these pages.
+const pageSize = 4096
+
+// errFull is the cause of a write SQLite refused because the database is
+// full (SQLITE_FULL): at its max_page_count (Config.MaxDBBytes), or on a
+// disk with no space left.
+var errFull = errors.New("dbsvc: the database is full")
+
+// fullError returns err wrapped with errFull if SQLite refused it as
+// SQLITE_FULL, else err. The statement was rolled back: nothing of it is
+// written, and the connection stays usable.
+func fullError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return fmt.Errorf("%w: %w", errFull, err)
+	}
+	return err
+}
+
 // storeConfig holds what openStore needs.
 type storeConfig struct {
 	Path         string
 	SeedRows     int
 	QueryTimeout time.Duration
 	MaxOpenConns int
+	MaxBytes     int64         // Config.MaxDBBytes; 0: no cap
 	Queries      *atomic.Int64 // nil: a counter of the store's own
 	Metrics      *metrics      // nil: no metrics
 }
@@ -310,6 +332,11 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (*store, 
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)") // safe with WAL: a crash loses at most the last commits, never the file
 	q.Add("_pragma", "foreign_keys(1)")
+	if cfg.MaxBytes > 0 {
+		// Per connection, so in the DSN, which every new connection
+		// runs. SQLite never lowers it under the file's current size.
+		q.Add("_pragma", fmt.Sprintf("max_page_count(%d)", max(cfg.MaxBytes/pageSize, 1)))
+	}
 	// Write transactions take the write lock when they begin, not at their
 	// first write: a transaction that reads an item and then writes it
 	// (the conditional writes) would otherwise fail with SQLITE_BUSY when

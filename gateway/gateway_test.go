@@ -553,6 +553,13 @@ type stack struct {
 // both are ready, without touching any cache key.
 func startStack(t *testing.T, seedRows int) stack {
 	t.Helper()
+	return startStackWith(t, seedRows, nil)
+}
+
+// startStackWith is startStack with dbsvc's config changed by edit (nil:
+// not changed) before it starts.
+func startStackWith(t *testing.T, seedRows int, edit func(*dbsvc.Config)) stack {
+	t.Helper()
 	ns := testutil.StartNATS(t)
 	var queries atomic.Int64
 	dbLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -561,6 +568,9 @@ func startStack(t *testing.T, seedRows int) stack {
 	}
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.Queries = dbLn, t.TempDir(), seedRows, &queries
+	if edit != nil {
+		edit(&dbCfg)
+	}
 	dbNC := testutil.Connect(t, ns)
 	testutil.Start(t, func(ctx context.Context) error { return dbsvc.Run(ctx, dbCfg, dbNC, testutil.QuietLog()) })
 	cacheLn, err := net.Listen("tcp", "127.0.0.1:0")
