@@ -36,6 +36,13 @@ import (
 	"github.com/scalelab/scalelab/worker"
 )
 
+// DefaultStoreReserve is --store-reserve: 256 MiB of the disk kept free by
+// JetStream, for what its message bytes do not count (indexes, deleted
+// messages not yet compacted), for the writes of one guard interval and
+// for the SQLite file next to it, which then fills the disk alone and
+// answers its own 503 store_full (dbsvc).
+const DefaultStoreReserve = 256 << 20
+
 // DrainTimeout bounds the final drain of a role's NATS connection.
 const DrainTimeout = 10 * time.Second
 
@@ -49,18 +56,28 @@ const NATSContextFile = "nats-context.json"
 
 // Config is the configuration of a platform (the flags of `scalelab up`).
 type Config struct {
-	DataDir        string
-	BalancerAddr   string
-	AdminAddr      string
-	GatewayAddrs   string
-	DBAddr         string
-	CacheAddr      string
-	Workers        int
-	Concurrency    int
-	Gateways       int
-	Policy         string
-	MaxQueue       int64
-	MaxTaskBytes   int64
+	DataDir      string
+	BalancerAddr string
+	AdminAddr    string
+	GatewayAddrs string
+	DBAddr       string
+	CacheAddr    string
+	Workers      int
+	Concurrency  int
+	Gateways     int
+	Policy       string
+	MaxQueue     int64
+	MaxTaskBytes int64
+	// StoreReserve is the free space, in bytes, the embedded JetStream
+	// leaves on its disk (natsconf.GuardStore); 0 turns the guard off
+	// (the server's own limit: 75 % of the free space at start).
+	StoreReserve int64
+	// MaxDBBytes is dbsvc's --max-db-bytes: the database file's cap (0:
+	// the disk's).
+	MaxDBBytes int64
+	// GuardInterval is how often the guard looks at the disk (0:
+	// natsconf.DefaultGuardInterval). Not a flag: tests shorten it.
+	GuardInterval  time.Duration
 	NATSHost       string
 	NATSPort       int
 	NATSHTTPPort   int
@@ -114,6 +131,8 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Policy, "policy", "SCALELAB_POLICY", balancer.PolicyRoundRobin, "balancer policy: round_robin, weighted_round_robin, least_connections, p2c")
 	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
 	s.Int64(&c.MaxTaskBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", task.DefaultProvisionConfig().MaxRecordBytes, "most bytes of task records kept; past half of it POST /longtask answers 503")
+	s.Int64(&c.StoreReserve, "store-reserve", "SCALELAB_STORE_RESERVE", DefaultStoreReserve, "bytes of the data directory's disk that JetStream leaves free: past it task submissions answer 503 store_full until space returns (0: no guard)")
+	s.Int64(&c.MaxDBBytes, "max-db-bytes", "SCALELAB_MAX_DB_BYTES", 0, "most bytes of the SQLite database file; past it item writes answer 503 store_full and reads go on (0: no cap but the disk's)")
 	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")
 	s.String(&c.NATSHost, "nats-host", "SCALELAB_NATS_HOST", "127.0.0.1", "embedded NATS listen host")
 	s.Int(&c.NATSPort, "nats-port", "SCALELAB_NATS_PORT", 4222, "embedded NATS client port (-1: any free port)")
@@ -167,6 +186,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATSHTTPPort < -1 || c.NATSHTTPPort > 65535 {
 		errs = append(errs, fmt.Errorf("up: --nats-http-port must be a port, 0 or -1, got %d", c.NATSHTTPPort))
+	}
+	if c.StoreReserve < 0 {
+		errs = append(errs, fmt.Errorf("up: --store-reserve must not be negative, got %d", c.StoreReserve))
 	}
 	return errors.Join(errs...)
 }
@@ -274,9 +296,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
+	storeDir := filepath.Join(cfg.DataDir, "nats")
+	var maxStore int64 // the server's default, unguarded
+	if cfg.StoreReserve > 0 {
+		maxStore = natsconf.GuardMaxStore
+	}
 	p.ns, err = natsconf.StartEmbedded(natsconf.Embedded{
 		Host: cfg.NATSHost, Port: cfg.NATSPort, HTTPPort: cfg.NATSHTTPPort,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"), Passwords: p.Passwords,
+		StoreDir: storeDir, MaxStore: maxStore, Passwords: p.Passwords,
 	}, log)
 	if err != nil {
 		return nil, err
@@ -348,12 +375,30 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 	if err := waitReady(ctx, p.Admin, readyURLs, log); err != nil {
 		return nil, err
 	}
+	if cfg.StoreReserve > 0 {
+		// Once the roles have provisioned what they own (cachesvc its
+		// bucket): the guard's limit also caps the bytes a new stream
+		// may reserve.
+		p.guardStore(ctx, natsconf.StoreGuard{Dir: storeDir, Reserve: cfg.StoreReserve, Interval: cfg.GuardInterval})
+	}
 	select {
 	case <-p.stopped: // stopped, or a role failed, before it was up
 		return nil, ctx.Err()
 	default:
 	}
 	return p, nil
+}
+
+// guardStore runs natsconf.GuardStore until the platform stops. Without
+// it (an OS whose free space it cannot read) the platform runs on, with a
+// warning: the guard protects the store, nothing depends on it.
+func (p *Platform) guardStore(ctx context.Context, g natsconf.StoreGuard) {
+	p.roles.Go(func() error {
+		if err := natsconf.GuardStore(ctx, p.ns, g, p.log); err != nil {
+			p.log.Warn("the jetstream store is not guarded: a full disk may stop it until a restart", "err", err)
+		}
+		return nil
+	})
 }
 
 // startRoles starts the balancer and every role on its own NATS
@@ -431,6 +476,7 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	var errs []error
 	dbCfg := dbsvc.DefaultConfig()
 	dbCfg.Listener, dbCfg.DataDir, dbCfg.SeedRows, dbCfg.ShutdownTimeout = dbLn, cfg.DataDir, cfg.SeedRows, cfg.ShutdownTime
+	dbCfg.MaxDBBytes = cfg.MaxDBBytes
 	cacheCfg := cachesvc.DefaultConfig()
 	cacheCfg.Listener, cacheCfg.ShutdownTimeout, cacheCfg.JWT = cacheLn, cfg.ShutdownTime, cfg.Keys
 	roles = append(roles,

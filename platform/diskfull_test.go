@@ -1,0 +1,238 @@
+package platform
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scalelab/scalelab/dbsvc"
+	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/testutil"
+)
+
+// TestDiskFull runs `up` with its data directory (the JetStream store and
+// the SQLite file) on a real 48 MiB disk, and fills that disk with a file
+// while tasks and items are written through the balancer: task
+// submissions, then item writes, answer 503 store_full with Retry-After,
+// while reads go on. Then the file is removed, and with nothing restarted
+// submissions and writes succeed again, and every task that got a 202
+// succeeds. Root only (a tmpfs); skipped elsewhere.
+func TestDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts the whole platform")
+	}
+	disk := testutil.MountTmpfs(t, 48<<20)
+	cfg := testConfig(t)
+	cfg.DataDir = filepath.Join(disk, "data")
+	cfg.StoreReserve, cfg.GuardInterval = 4<<20, 20*time.Millisecond
+	var logs lockedBuffer
+	p, err := Start(t.Context(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
+	tok, _, err := cfg.Keys.Issue("alice", auth.AllScopes, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	call := func(method, path, body string) (int, http.Header, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, p.BalancerURL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, res.Header, b
+	}
+	storeFull := func(what string, status int, h http.Header, body []byte) error {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if status != http.StatusServiceUnavailable || json.Unmarshal(body, &e) != nil || e.Error.Code != "store_full" || h.Get("Retry-After") == "" {
+			return fmt.Errorf("%s = %d %s (Retry-After %q), want 503 store_full with Retry-After", what, status, body, h.Get("Retry-After"))
+		}
+		return nil
+	}
+	var accepted []string
+	submit := func() (int, http.Header, []byte) {
+		status, h, body := call("POST", "/longtask", `{"task":"sleep","duration_ms":10}`)
+		if status == http.StatusAccepted {
+			var sub struct {
+				TaskID string `json:"task_id"`
+			}
+			if err := json.Unmarshal(body, &sub); err != nil || sub.TaskID == "" {
+				t.Fatalf("POST /longtask = 202 %s, want a task_id", body)
+			}
+			accepted = append(accepted, sub.TaskID)
+		}
+		return status, h, body
+	}
+	item := `{"name":"` + strings.Repeat("n", dbsvc.MaxNameLen) + `","price_cents":100,"stock":1}`
+	for range 5 {
+		if status, _, body := submit(); status != http.StatusAccepted {
+			t.Fatalf("POST /longtask = %d %s, want 202", status, body)
+		}
+		if status, _, body := call("POST", "/items", item); status != http.StatusCreated {
+			t.Fatalf("POST /items = %d %s, want 201", status, body)
+		}
+	}
+
+	// A steady load of task submissions and item writes runs while
+	// something else takes the disk, but for 256 KiB: under the reserve,
+	// so JetStream takes no more writes; SQLite fills the rest. Each
+	// answer is counted by status and error code.
+	load := startLoad(t, hc, p.BalancerURL, tok, item)
+	ballast := testutil.FillDisk(t, disk, 256<<10)
+	testutil.Eventually(t, 20*time.Second, func() error {
+		status, h, body := submit()
+		return storeFull("POST /longtask on a full disk", status, h, body)
+	})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		status, h, body := call("POST", "/items", item)
+		return storeFull("POST /items on a full disk", status, h, body)
+	})
+	if status, _, body := call("GET", fmt.Sprintf("/items?after_id=%d&limit=5", dbsvc.SeedItems), ""); status != http.StatusOK {
+		t.Errorf("GET /items on a full disk = %d %s, want 200", status, body)
+	}
+	if status, _, body := call("GET", "/tasks/"+accepted[0], ""); status != http.StatusOK {
+		t.Errorf("GET /tasks/%s on a full disk = %d %s, want 200", accepted[0], status, body)
+	}
+
+	full := time.Now()
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if status, _, body := submit(); status != http.StatusAccepted {
+			return fmt.Errorf("POST /longtask once space returned = %d %s, want 202", status, body)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if status, _, body := call("POST", "/items", item); status != http.StatusCreated {
+			return fmt.Errorf("POST /items once space returned = %d %s, want 201", status, body)
+		}
+		return nil
+	})
+	loadAccepted, answers := load.stop()
+	t.Logf("answers during the fill and after: %v", answers)
+	for k := range answers {
+		if k != "202" && k != "201" && k != "503 store_full" {
+			t.Errorf("%d answers %q during the fill, want only 202, 201 and 503 store_full", answers[k], k)
+		}
+	}
+	if answers["503 store_full"] == 0 {
+		t.Error("the load saw no 503 store_full while the disk was full")
+	}
+	accepted = append(accepted, loadAccepted...)
+	for _, id := range accepted {
+		testutil.Eventually(t, 60*time.Second, func() error {
+			status, _, body := call("GET", "/tasks/"+id+"?wait=5s", "")
+			var rec struct {
+				State string `json:"state"`
+			}
+			if status != http.StatusOK || json.Unmarshal(body, &rec) != nil {
+				return fmt.Errorf("GET /tasks/%s = %d %s", id, status, body)
+			}
+			if rec.State != "succeeded" {
+				return fmt.Errorf("task %s is %s, want succeeded", id, rec.State)
+			}
+			return nil
+		})
+	}
+	restarted := strings.Contains(logs.String(), "jetstream restarted after a full disk")
+	t.Logf("%d tasks accepted, all succeeded %v after space returned; JetStream restarted by the guard: %v",
+		len(accepted), time.Since(full).Round(time.Millisecond), restarted)
+}
+
+// load submits sleep tasks and creates items through the balancer, one
+// after the other, until stopped, counting the answers by status and
+// error code.
+type load struct {
+	done     chan struct{}
+	finished chan struct{}
+	accepted []string
+	answers  map[string]int
+}
+
+// startLoad starts a load with tok against base; stop ends it.
+func startLoad(t *testing.T, hc *http.Client, base, tok, item string) *load {
+	t.Helper()
+	l := &load{done: make(chan struct{}), finished: make(chan struct{}), answers: map[string]int{}}
+	go func() {
+		defer close(l.finished)
+		for i := 0; ; i++ {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			path, body := "/longtask", `{"task":"sleep","duration_ms":10}`
+			if i%2 == 1 {
+				path, body = "/items", item
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), "POST", base+path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res, err := hc.Do(req)
+			if err != nil {
+				l.answers["error: "+err.Error()]++
+				continue
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			var ans struct {
+				TaskID string                `json:"task_id"`
+				Error  struct{ Code string } `json:"error"`
+			}
+			_ = json.Unmarshal(b, &ans)
+			key := fmt.Sprint(res.StatusCode)
+			if ans.Error.Code != "" {
+				key += " " + ans.Error.Code
+			}
+			l.answers[key]++
+			if res.StatusCode == http.StatusAccepted {
+				l.accepted = append(l.accepted, ans.TaskID)
+			}
+		}
+	}()
+	return l
+}
+
+// stop ends the load and returns the ids of the tasks it got a 202 for,
+// and its answers.
+func (l *load) stop() ([]string, map[string]int) {
+	close(l.done)
+	<-l.finished
+	return l.accepted, l.answers
+}
+
+// lockedBuffer is a bytes.Buffer the platform's logger and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
