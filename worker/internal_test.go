@@ -34,6 +34,20 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// TestStoreFullDelay: a task handed back because the store is full
+// waits 1 s, doubling, never more than 30 s, whatever its deliveries.
+func TestStoreFullDelay(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		delivered int
+		want      time.Duration
+	}{{0, time.Second}, {1, time.Second}, {2, 2 * time.Second}, {5, 16 * time.Second}, {6, 30 * time.Second}, {1000, 30 * time.Second}} {
+		if got := storeFullDelay(tt.delivered); got != tt.want {
+			t.Errorf("storeFullDelay(%d) = %v, want %v", tt.delivered, got, tt.want)
+		}
+	}
+}
+
 // TestBackoffLongRetryDelay: Validate accepts any RetryDelay ≥ 0 and any
 // MaxAttempts ≥ 1, so a long delay with many attempts must still give a
 // sane (capped) delay.

@@ -134,11 +134,28 @@ func (r *runner) claim(msg jetstream.Msg) *delivery {
 		// the task back now, as for a task it interrupts.
 		d.log.Info("task handed back: worker shutting down")
 		_ = msg.Nak()
+	case task.NoSpace(err):
+		// The store is full: nothing can be recorded until space
+		// returns, which the task should not wait out by the attempts'
+		// backoff (up to 5 min).
+		delay := storeFullDelay(d.delivered)
+		d.log.Warn("task store full: task handed back until space returns", "retry_in", delay, "err", err)
+		_ = msg.NakWithDelay(delay)
 	default:
 		d.log.Warn("cannot mark task running, retrying later", "err", err)
 		_ = msg.NakWithDelay(r.backoff(d.delivered))
 	}
 	return nil
+}
+
+// storeFullDelay is how long a task that could not be recorded as running
+// because the store is full (task.NoSpace) waits before its delivery
+// number delivered is followed by another: 1 s, doubling to 30 s. So a
+// task runs at most 30 s after space returns, and while the store is
+// full, each queued task costs its queue a delivery (a read and a refused
+// write) every 30 s.
+func storeFullDelay(delivered int) time.Duration {
+	return min(time.Second<<min(max(delivered-1, 0), 5), 30*time.Second)
 }
 
 // handBackDelay is how long a task of a type this worker does not serve
