@@ -19,7 +19,6 @@ import (
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
-	"github.com/scalelab/scalelab/worker"
 )
 
 // limitStore sets the JetStream store limit of ns's global account to max
@@ -94,25 +93,12 @@ func TestJetStreamStoreFull(t *testing.T) {
 		t.Errorf("GET /tasks/%s on a full store = %d %s, want 200: reads go on", accepted[0], r.status, r.body)
 	}
 	// Only accepted tasks are queued: a refused submission queued nothing.
+	wantQueued(t, ns, len(accepted))
+	startQuickWorker(t, ns, "w-storefull", nil)
 	js, err := jetstream.New(testutil.Connect(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(t.Context(), task.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.Info(t.Context()); err != nil || info.State.Msgs != uint64(len(accepted)) {
-		t.Fatalf("TASKS holds %v messages (%v), want the %d accepted", info.State.Msgs, err, len(accepted))
-	}
-
-	cfg := worker.DefaultConfig()
-	cfg.ID, cfg.ReportDuration, cfg.AckWait, cfg.RetryDelay = "w-storefull", 50*time.Millisecond, 2*time.Second, 10*time.Millisecond
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	wnc := testutil.Connect(t, ns)
-	testutil.Start(t, func(ctx context.Context) error { return worker.Run(ctx, cfg, wnc, testutil.QuietLog()) })
 	// The worker pulls, fails to record the task as running, and hands it
 	// back: the record still says queued, with no attempt spent.
 	testutil.Eventually(t, 10*time.Second, func() error {

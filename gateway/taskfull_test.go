@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/auth"
@@ -53,26 +54,8 @@ func TestTaskBucketFull(t *testing.T) {
 	}
 	// The refused submission left nothing behind: only accepted tasks are
 	// queued.
-	js, err := jetstream.New(testutil.Connect(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(t.Context(), task.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.Info(t.Context()); err != nil || info.State.Msgs != uint64(len(accepted)) {
-		t.Fatalf("TASKS holds %v messages (%v), want the %d accepted", info.State.Msgs, err, len(accepted))
-	}
-
-	cfg := worker.DefaultConfig()
-	cfg.ID, cfg.ReportDuration, cfg.AckWait, cfg.RetryDelay = "w-full", 50*time.Millisecond, 2*time.Second, 10*time.Millisecond
-	cfg.Provision.MaxRecordBytes = limit
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	wnc := testutil.Connect(t, ns)
-	testutil.Start(t, func(ctx context.Context) error { return worker.Run(ctx, cfg, wnc, testutil.QuietLog()) })
+	wantQueued(t, ns, len(accepted))
+	startQuickWorker(t, ns, "w-full", func(c *worker.Config) { c.Provision.MaxRecordBytes = limit })
 
 	for _, id := range accepted {
 		testutil.Eventually(t, 30*time.Second, func() error {
@@ -90,6 +73,38 @@ func TestTaskBucketFull(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// wantQueued fails unless the TASKS stream holds n messages.
+func wantQueued(t *testing.T, ns *server.Server, n int) {
+	t.Helper()
+	js, err := jetstream.New(testutil.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), task.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(t.Context()); err != nil || info.State.Msgs != uint64(n) {
+		t.Fatalf("TASKS holds %v messages (%v), want the %d accepted", info.State.Msgs, err, n)
+	}
+}
+
+// startQuickWorker runs a worker on ns whose report takes 50 ms and whose
+// retries wait 10 ms, with its config changed by edit (nil: none).
+func startQuickWorker(t *testing.T, ns *server.Server, id string, edit func(*worker.Config)) {
+	t.Helper()
+	cfg := worker.DefaultConfig()
+	cfg.ID, cfg.ReportDuration, cfg.AckWait, cfg.RetryDelay = id, 50*time.Millisecond, 2*time.Second, 10*time.Millisecond
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	wnc := testutil.Connect(t, ns)
+	testutil.Start(t, func(ctx context.Context) error { return worker.Run(ctx, cfg, wnc, testutil.QuietLog()) })
 }
 
 // stateError is a task not yet in the wanted state, to poll again.

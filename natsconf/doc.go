@@ -11,6 +11,11 @@
 //     include, with passwords from $SCALELAB_NATS_<ROLE>_PASSWORD
 //     (regenerate with go generate ./natsconf; a test fails while it is
 //     stale).
+//   - embedded.go and storeguard.go: the server `up` embeds, and
+//     GuardStore, which keeps its JetStream store from filling the disk
+//     (an account store limit that follows the free space, less a
+//     reserve) and restarts JetStream in place if a full disk broke it
+//     anyway (docs/SECURITY.md, "When the disk fills").
 //   - cluster.conf: the three nodes of compose.yaml's JetStream cluster,
 //     each named by NATS_SERVER_NAME; compose-context.json is the nats CLI
 //     context for that cluster. Both are copied into the image (Dockerfile).

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -138,7 +137,7 @@ func TestGuardStoreRefusesBeforeTheDiskFills(t *testing.T) {
 func TestGuardStoreRestartsJetStreamAfterENOSPC(t *testing.T) {
 	t.Parallel()
 	dir := testutil.MountTmpfs(t, 8<<20)
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	ns, js := startGuarded(t, dir, log)
 	for range 10 {
@@ -192,22 +191,4 @@ func TestGuardStoreRestartsJetStreamAfterENOSPC(t *testing.T) {
 	if !strings.Contains(logs.String(), "jetstream restarted after a full disk") {
 		t.Errorf("guard log %q does not say it restarted JetStream", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a logger and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

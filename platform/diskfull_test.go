@@ -1,7 +1,6 @@
 package platform
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,20 +19,52 @@ import (
 
 // TestDiskFull runs `up` with its data directory (the JetStream store and
 // the SQLite file) on a real 48 MiB disk, and fills that disk with a file
-// while tasks and items are written through the balancer: task
-// submissions, then item writes, answer 503 store_full with Retry-After,
-// while reads go on. Then the file is removed, and with nothing restarted
+// while a load of task submissions and item writes goes through the
+// balancer. Then the file is removed, and with nothing restarted by hand
 // submissions and writes succeed again, and every task that got a 202
-// succeeds. Root only (a tmpfs); skipped elsewhere.
+// succeeds. Root only (a tmpfs); skipped elsewhere. Two cases:
+//
+//   - with a reserve (--store-reserve, as `up` runs): JetStream refuses
+//     writes before the disk is full, so submissions answer 503 store_full
+//     with Retry-After; SQLite fills the rest and item writes answer the
+//     same; reads go on;
+//   - without one (a reserve of 1 byte, looked at every 2 s, and a disk
+//     filled to the last byte): unless the guard looks first, a JetStream
+//     write meets ENOSPC, a stream latches it (submissions time out: 503
+//     unavailable), and the guard restarts JetStream once the file is
+//     gone. Which one happened is logged; the restart itself is asserted
+//     by natsconf's TestGuardStoreRestartsJetStreamAfterENOSPC.
 func TestDiskFull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts the whole platform")
 	}
-	disk := testutil.MountTmpfs(t, 48<<20)
-	cfg := testConfig(t)
-	cfg.DataDir = filepath.Join(disk, "data")
-	cfg.StoreReserve, cfg.GuardInterval = 4<<20, 20*time.Millisecond
-	var logs lockedBuffer
+	for _, tc := range []struct {
+		name     string
+		reserve  int64         // --store-reserve
+		interval time.Duration // how often the guard looks
+		leave    int64         // bytes the file leaves free
+		restart  bool          // JetStream may meet ENOSPC, and the guard restart it
+	}{
+		{name: "reserve", reserve: 4 << 20, interval: 20 * time.Millisecond, leave: 256 << 10},
+		{name: "enospc", reserve: 1, interval: 2 * time.Second, leave: 0, restart: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := testutil.MountTmpfs(t, 48<<20)
+			cfg := testConfig(t)
+			cfg.DataDir = filepath.Join(disk, "data")
+			cfg.StoreReserve, cfg.GuardInterval = tc.reserve, tc.interval
+			fillDisk(t, cfg, disk, tc.leave, tc.restart)
+		})
+	}
+}
+
+// fillDisk is one case of TestDiskFull: `up` with cfg, its data directory
+// on disk, filled until leave bytes are free; restart says whether
+// JetStream may meet ENOSPC (and the guard restart it) or refuses writes
+// before.
+func fillDisk(t *testing.T, cfg Config, disk string, leave int64, restart bool) {
+	t.Helper()
+	var logs testutil.LogBuffer
 	p, err := Start(t.Context(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -91,15 +121,27 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	// A steady load of task submissions and item writes runs while
-	// something else takes the disk, but for 256 KiB: under the reserve,
-	// so JetStream takes no more writes; SQLite fills the rest. Each
+	// something else takes the disk: with a reserve, all but less than it,
+	// so JetStream takes no more writes and SQLite fills the rest. Each
 	// answer is counted by status and error code.
 	load := startLoad(t, hc, p.BalancerURL, tok, item)
-	ballast := testutil.FillDisk(t, disk, 256<<10)
-	testutil.Eventually(t, 20*time.Second, func() error {
-		status, h, body := submit()
-		return storeFull("POST /longtask on a full disk", status, h, body)
-	})
+	ballast := testutil.FillDisk(t, disk, leave)
+	if restart {
+		// Whichever comes first: a write meets ENOSPC before the guard
+		// looks, or the guard looks first and refuses cleanly.
+		testutil.Eventually(t, 20*time.Second, func() error {
+			if strings.Contains(logs.String(), "jetstream store broken by a full disk") {
+				return nil
+			}
+			status, h, body := submit()
+			return storeFull("POST /longtask on a full disk", status, h, body)
+		})
+	} else {
+		testutil.Eventually(t, 20*time.Second, func() error {
+			status, h, body := submit()
+			return storeFull("POST /longtask on a full disk", status, h, body)
+		})
+	}
 	testutil.Eventually(t, 20*time.Second, func() error {
 		status, h, body := call("POST", "/items", item)
 		return storeFull("POST /items on a full disk", status, h, body)
@@ -130,7 +172,10 @@ func TestDiskFull(t *testing.T) {
 	loadAccepted, answers := load.stop()
 	t.Logf("answers during the fill and after: %v", answers)
 	for k := range answers {
-		if k != "202" && k != "201" && k != "503 store_full" {
+		switch {
+		case k == "202", k == "201", k == "503 store_full":
+		case k == "503 unavailable" && restart: // a latched stream times out
+		default:
 			t.Errorf("%d answers %q during the fill, want only 202, 201 and 503 store_full", answers[k], k)
 		}
 	}
@@ -154,6 +199,9 @@ func TestDiskFull(t *testing.T) {
 		})
 	}
 	restarted := strings.Contains(logs.String(), "jetstream restarted after a full disk")
+	if broken := strings.Contains(logs.String(), "jetstream store broken by a full disk"); broken && !restarted {
+		t.Error("JetStream met ENOSPC, and the guard did not say it restarted it")
+	}
 	t.Logf("%d tasks accepted, all succeeded %v after space returned; JetStream restarted by the guard: %v",
 		len(accepted), time.Since(full).Round(time.Millisecond), restarted)
 }
@@ -217,22 +265,4 @@ func (l *load) stop() ([]string, map[string]int) {
 	close(l.done)
 	<-l.finished
 	return l.accepted, l.answers
-}
-
-// lockedBuffer is a bytes.Buffer the platform's logger and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -37,11 +37,21 @@ func MountTmpfs(t testing.TB, size int64) string {
 	return dir
 }
 
-// FillDisk writes the file ballast in dir's filesystem until the disk is
-// full (ENOSPC), then gives back leave bytes of it, so that about leave
-// bytes are free. Removing ballast returns the space.
+// FillDisk writes the file ballast in dir's filesystem until about leave
+// bytes are free: with leave 0, until the disk is full (ENOSPC); else up to
+// the free space less leave, so that a writer running meanwhile does not
+// meet ENOSPC (unless it writes more than leave while the file grows).
+// Removing ballast returns the space.
 func FillDisk(t testing.TB, dir string, leave int64) (ballast string) {
 	t.Helper()
+	want := int64(-1) // until ENOSPC
+	if leave > 0 {
+		var fs syscall.Statfs_t
+		if err := syscall.Statfs(dir, &fs); err != nil {
+			t.Fatalf("statfs %s: %v", dir, err)
+		}
+		want = max(int64(fs.Bavail)*int64(fs.Bsize)-leave, 0)
+	}
 	ballast = filepath.Join(dir, "ballast")
 	f, err := os.OpenFile(ballast, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -49,19 +59,24 @@ func FillDisk(t testing.TB, dir string, leave int64) (ballast string) {
 	}
 	defer f.Close()
 	chunk := make([]byte, 4<<10)
-	var size int64
-	for {
-		n, err := f.Write(chunk)
-		size += int64(n)
+	for size := int64(0); want < 0 || size < want; {
+		n := int64(len(chunk))
+		if want >= 0 {
+			n = min(n, want-size)
+		}
+		w, err := f.Write(chunk[:n])
+		size += int64(w)
 		if errors.Is(err, syscall.ENOSPC) {
+			// Full (with leave > 0, something else wrote meanwhile):
+			// give leave back.
+			if err := f.Truncate(max(size-leave, 0)); err != nil {
+				t.Fatalf("give back %d bytes of %s: %v", leave, ballast, err)
+			}
 			break
 		}
 		if err != nil {
 			t.Fatalf("fill %s: %v", ballast, err)
 		}
-	}
-	if err := f.Truncate(max(size-leave, 0)); err != nil {
-		t.Fatalf("give back %d bytes of %s: %v", leave, ballast, err)
 	}
 	return ballast
 }

@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,3 +72,25 @@ func Eventually(t testing.TB, within time.Duration, check func() error) {
 
 // QuietLog returns a logger that discards everything.
 func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// LogBuffer collects what a logger writes (slog.NewJSONHandler(&buf,
+// nil)) for a test to read while the code under test still logs: a
+// bytes.Buffer behind a mutex.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
