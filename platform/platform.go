@@ -56,18 +56,24 @@ const NATSContextFile = "nats-context.json"
 
 // Config is the configuration of a platform (the flags of `scalelab up`).
 type Config struct {
-	DataDir      string
-	BalancerAddr string
-	AdminAddr    string
-	GatewayAddrs string
-	DBAddr       string
-	CacheAddr    string
-	Workers      int
-	Concurrency  int
-	Gateways     int
-	Policy       string
-	MaxQueue     int64
-	MaxTaskBytes int64
+	DataDir        string
+	BalancerAddr   string
+	AdminAddr      string
+	GatewayAddrs   string
+	DBAddr         string
+	CacheAddr      string
+	Workers        int
+	Concurrency    int
+	Gateways       int
+	Policy         string
+	MaxQueue       int64
+	MaxTaskBytes   int64
+	NATSHost       string
+	NATSPort       int
+	NATSHTTPPort   int
+	ReportDuration time.Duration
+	SeedRows       int
+	ShutdownTime   time.Duration
 	// StoreReserve is the free space, in bytes, the embedded JetStream
 	// leaves on its disk (natsconf.GuardStore); 0 turns the guard off
 	// (the server's own limit: 75 % of the free space at start).
@@ -77,13 +83,7 @@ type Config struct {
 	MaxDBBytes int64
 	// GuardInterval is how often the guard looks at the disk (0:
 	// natsconf.DefaultGuardInterval). Not a flag: tests shorten it.
-	GuardInterval  time.Duration
-	NATSHost       string
-	NATSPort       int
-	NATSHTTPPort   int
-	ReportDuration time.Duration
-	SeedRows       int
-	ShutdownTime   time.Duration
+	GuardInterval time.Duration
 	// Cache is every gateway's cache config (--cache off|kv|kv+local, ...).
 	Cache cache.Config
 	// Limits are every gateway's rate limits.
@@ -130,7 +130,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.Gateways, "gateways", "SCALELAB_GATEWAYS", 0, "number of gateways: the --gateway-addrs, then any free port for the rest (0: one per --gateway-addrs)")
 	s.String(&c.Policy, "policy", "SCALELAB_POLICY", balancer.PolicyRoundRobin, "balancer policy: round_robin, weighted_round_robin, least_connections, p2c")
 	s.Int64(&c.MaxQueue, "max-queue", "SCALELAB_MAX_QUEUE", 0, "most tasks queued at once; past it POST /longtask answers 429 (0: no limit)")
-	s.Int64(&c.MaxTaskBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", task.DefaultProvisionConfig().MaxRecordBytes, "most bytes of task records kept; past half of it POST /longtask answers 503")
+	s.Int64(&c.MaxTaskBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", task.DefaultProvisionConfig().MaxRecordBytes, "most bytes of task records kept; past half of it POST /longtask answers 503 store_full")
 	s.Int64(&c.StoreReserve, "store-reserve", "SCALELAB_STORE_RESERVE", DefaultStoreReserve, "bytes of the data directory's disk that JetStream leaves free: past it task submissions answer 503 store_full until space returns (0: no guard)")
 	s.Int64(&c.MaxDBBytes, "max-db-bytes", "SCALELAB_MAX_DB_BYTES", 0, "most bytes of the SQLite database file; past it item writes answer 503 store_full and reads go on (0: no cap but the disk's)")
 	s.Int(&c.Concurrency, "worker-concurrency", "SCALELAB_CONCURRENCY", worker.DefaultConfig().Concurrency, "tasks each worker runs at once")

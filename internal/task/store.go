@@ -83,7 +83,7 @@ func DefaultProvisionConfig() ProvisionConfig {
 // otherwise (see Open).
 func (p *ProvisionConfig) RegisterFlags(s *envflag.Set) {
 	s.Int64(&p.MaxQueueMsgs, "max-queue", "SCALELAB_MAX_QUEUE", p.MaxQueueMsgs, "most tasks the TASKS stream holds; past it POST /longtask answers 429 (0: no limit; applied by scalelab tasks provision and up, checked by gateways and workers)")
-	s.Int64(&p.MaxRecordBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", p.MaxRecordBytes, "most bytes of task records the tasks bucket holds; past half of it POST /longtask answers 503, the rest is kept for accepted tasks to finish (applied by scalelab tasks provision and up; gateways read it from the bucket)")
+	s.Int64(&p.MaxRecordBytes, "max-task-bytes", "SCALELAB_MAX_TASK_BYTES", p.MaxRecordBytes, "most bytes of task records the tasks bucket holds; past half of it POST /longtask answers 503 store_full, the rest is kept for accepted tasks to finish (applied by scalelab tasks provision and up; gateways read it from the bucket)")
 	s.Int(&p.Replicas, "replicas", "SCALELAB_REPLICAS", p.Replicas, "JetStream replicas of the task streams and bucket (3 on a cluster; applied by scalelab tasks provision, checked by gateways and workers)")
 }
 
