@@ -66,7 +66,8 @@ type StoreGuard struct {
 //     disk filled between two looks, or something else filled it), and the
 //     free space is above Reserve again, JetStream is restarted in place
 //     (ShutdownJetStream, EnableJetStream with its config: streams and
-//     consumers are read back from disk, connections stay open).
+//     consumers are read back from disk, connections stay open); at most
+//     once every 30 s, in case the cause is not space.
 func GuardStore(ctx context.Context, ns *server.Server, g StoreGuard, log *slog.Logger) error {
 	if g.Interval <= 0 {
 		g.Interval = DefaultGuardInterval
@@ -103,6 +104,7 @@ type guard struct {
 	log   *slog.Logger
 	cfg   server.JetStreamConfig // to enable JetStream again with
 	limit int64                  // the account limit last set; 0: none yet
+	last  time.Time              // the last restart
 	full  bool                   // the limit stops writes now (logged once per episode)
 	wait  bool                   // broken, waiting for space (logged once per episode)
 }
@@ -125,11 +127,19 @@ func (gd *guard) check() {
 			}
 			return
 		}
+		if time.Since(gd.last) < minRestartGap {
+			return // broken by something else than space, it seems
+		}
 		gd.restart(broken)
 	}
 	gd.wait = false
 	gd.setLimit(room)
 }
+
+// minRestartGap is the least time between two restarts: a stream broken
+// by something space does not cure (a permission, an I/O error) must not
+// have JetStream restarted every Interval.
+const minRestartGap = 30 * time.Second
 
 // broken says why JetStream cannot write any more, or "" when it can.
 func (gd *guard) broken() string {
@@ -161,7 +171,7 @@ func (gd *guard) restart(cause string) {
 		gd.log.Error("jetstream store guard: enable jetstream again", "err", err)
 		return
 	}
-	gd.limit = 0 // a new account: set its limit again
+	gd.limit, gd.last = 0, time.Now() // a new account: set its limit again
 	gd.log.Warn("jetstream restarted after a full disk: space is free again", "cause", cause,
 		"took", time.Since(start).String())
 }

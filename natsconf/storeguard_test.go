@@ -71,17 +71,17 @@ func TestGuardStoreRefusesBeforeTheDiskFills(t *testing.T) {
 	t.Parallel()
 	dir := testutil.MountTmpfs(t, 16<<20)
 	ns, js := startGuarded(t, dir, testutil.QuietLog())
-	const reserve = 2 << 20
+	const reserve = 4 << 20
 	testutil.Start(t, func(ctx context.Context) error {
 		return GuardStore(ctx, ns, StoreGuard{Dir: dir, Reserve: reserve, Interval: 10 * time.Millisecond}, testutil.QuietLog())
 	})
 
 	var stored int
 	for {
-		err := publish(t, js, 32<<10)
+		err := publish(t, js, 16<<10)
 		if err == nil {
-			if stored++; stored > 16<<20/(32<<10) {
-				t.Fatalf("%d messages of 32 KiB stored on a 16 MiB disk, want a refusal long before", stored)
+			if stored++; stored > 16<<20/(16<<10) {
+				t.Fatalf("%d messages of 16 KiB stored on a 16 MiB disk, want a refusal long before", stored)
 			}
 			continue
 		}
@@ -100,7 +100,7 @@ func TestGuardStoreRefusesBeforeTheDiskFills(t *testing.T) {
 	if free <= 0 || len(writeErrors(ns)) > 0 {
 		t.Fatalf("after the refusal: %d bytes free, write errors %v; want free space left and none", free, writeErrors(ns))
 	}
-	t.Logf("refused after %d messages of 32 KiB, %d bytes still free (reserve %d)", stored, free, reserve)
+	t.Logf("refused after %d messages of 16 KiB, %d bytes still free (reserve %d)", stored, free, reserve)
 
 	if err := js.DeleteStream(t.Context(), "S"); err != nil {
 		t.Fatalf("DeleteStream(S) = %v", err)
