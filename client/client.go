@@ -93,7 +93,9 @@ func (t *Task) DecodeResult(v any) error {
 // Error is an error the platform answered: the HTTP status and the body
 // {"error":{"code","message"}}. Code is one of the API's codes: invalid
 // (400), unauthorized (401), forbidden (403), not_found (404), conflict
-// (409), too_large (413), rate_limited (429), unavailable (503), ...
+// (409), too_large (413), rate_limited (429), unavailable (503),
+// store_full (503: a submission refused because the task store or its disk
+// is full; nothing was stored, retry after Retry-After), ...
 type Error struct {
 	Status  int
 	Code    string
