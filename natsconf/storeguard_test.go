@@ -110,7 +110,15 @@ func TestGuardStoreRefusesBeforeTheDiskFills(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, func() error { return publish(t, js, 32<<10) })
 
-	// Something else fills the disk to under the reserve.
+	// The deleted stream's files go once the server closes them: wait for
+	// their space, then something else fills the disk to under the
+	// reserve.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if free, err := diskFree(dir); err != nil || free < 12<<20 {
+			return fmt.Errorf("%d bytes free (%v), want the deleted stream's space back", free, err)
+		}
+		return nil
+	})
 	ballast := testutil.FillDisk(t, dir, reserve/2)
 	testutil.Eventually(t, 10*time.Second, func() error {
 		if err := publish(t, js, 1<<10); !task.NoSpace(err) {
