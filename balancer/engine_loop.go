@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -118,61 +117,6 @@ type eventLoop struct {
 	src     bytes.Reader
 	br      *bufio.Reader
 	out     []byte // what is being written
-}
-
-// loopClient is a client connection on an event loop.
-type loopClient struct {
-	l  *eventLoop
-	c  gnet.Conn
-	ip netip.Addr
-	// slot is its place under the caps on client connections; it goes
-	// with the connection when the connection leaves the loop.
-	slot *connSlot
-	req  fasthttp.Request // the request being proxied, kept for retries
-	ex   *exchange        // the request being proxied; nil between requests
-	gw   gnet.Conn        // the gateway connection of the current attempt, once open
-	// dialing is the gateway connection being dialed for the current
-	// attempt.
-	dialing *loopGateway
-	// since is when the connection last went idle, or when the request
-	// now arriving began to.
-	since   time.Time
-	partial bool // part of a request is in (or none yet on a new connection)
-	// body: the header of the request arriving is in, its body is not;
-	// got is how much of it was in at the last progress (since).
-	body bool
-	got  int
-	// blocked: requests are in, but the answers to earlier ones are still
-	// to be sent (maxPendingOutput); the sweep resumes it.
-	blocked bool
-	// fr, scanned and headLen frame the request arriving (scanHead):
-	// the framer's state over its first scanned bytes, and its header
-	// block's length once that is all in.
-	fr      framer
-	scanned int
-	headLen int
-	// closing: close once what was written has gone.
-	closing bool
-	// streaming: a goroutine streams the answer and will take the
-	// connection off the loop (see streamAnswer).
-	streaming bool
-	// away: the connection left the loop (or is leaving it); its close
-	// there is bookkeeping only.
-	away      bool
-	closed    bool
-	inTraffic bool // fromClient is running for it
-}
-
-// loopGateway is a connection to a gateway on an event loop.
-type loopGateway struct {
-	b     *backend
-	lc    *loopClient // the client whose attempt it carries; nil when idle
-	since time.Time   // idle since
-	start time.Time   // the start of the attempt it carries
-	// headLen and size are the answer's header length and body size, once
-	// its header is in.
-	headLen, size int
-	away          bool // streamed by a goroutine; closed on the loop
 }
 
 // loopsUsable reports whether the event loops can serve cfg: they speak
@@ -409,38 +353,6 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		lc.partial, lc.body = false, false
 		lc.fr, lc.scanned, lc.headLen = framer{}, 0, 0 // the next request
 		f.serve(lc)
-	}
-}
-
-// scanHead runs the framer over the bytes of buf, the request arriving,
-// that it has not seen yet, and returns the header block's length once it
-// is all in (0 before), or errFraming. The framer's state is kept between
-// read events, so a header that arrives a byte at a time is scanned once,
-// not once per event (which costs quadratic time in the header's length),
-// and a body that arrives slowly rescans nothing.
-func (lc *loopClient) scanHead(buf []byte) (int, error) {
-	if lc.headLen > 0 {
-		return lc.headLen, nil
-	}
-	for i := lc.scanned; i < len(buf); i++ {
-		if !lc.fr.step(buf[i]) {
-			return 0, errFraming
-		}
-		if lc.fr.headDone {
-			lc.headLen = i + 1
-			return lc.headLen, nil
-		}
-	}
-	lc.scanned = len(buf)
-	return 0, nil
-}
-
-// waitBody records that the body of lc's request is not all in: got
-// bytes of the request are. Each byte more is progress, which restarts
-// the wait of ClientBodyTimeout.
-func (lc *loopClient) waitBody(got int) {
-	if !lc.body || got > lc.got {
-		lc.partial, lc.body, lc.got, lc.since = true, true, got, time.Now()
 	}
 }
 
@@ -799,44 +711,6 @@ func (f *front) gatewayClosed(gc gnet.Conn, g *loopGateway, err error) {
 	}
 	f.attemptFailed(lc, fmt.Errorf("the gateway closed the connection: %w", err))
 	f.resume(lc)
-}
-
-// park keeps gc, now idle, for the next request to its backend, unless
-// the loop has MaxIdleConnsPerHost idle ones already or the backend is
-// gone. It reports whether gc was kept.
-func (l *eventLoop) park(gc gnet.Conn, g *loopGateway) bool {
-	idle := l.idle[g.b]
-	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.removed.Load() || l.f.draining.Load() {
-		return false
-	}
-	g.since = time.Now()
-	l.idle[g.b] = append(idle, gc)
-	return true
-}
-
-// unpark returns the most recently used idle connection to bk, or nil.
-func (l *eventLoop) unpark(bk *backend) gnet.Conn {
-	idle := l.idle[bk]
-	if len(idle) == 0 {
-		return nil
-	}
-	gc := idle[len(idle)-1]
-	l.idle[bk] = idle[:len(idle)-1]
-	return gc
-}
-
-// forget drops gc from the idle connections.
-func (l *eventLoop) forget(gc gnet.Conn, g *loopGateway) {
-	idle := l.idle[g.b]
-	for i, c := range idle {
-		if c == gc {
-			l.idle[g.b] = append(idle[:i], idle[i+1:]...)
-			break
-		}
-	}
-	if len(l.idle[g.b]) == 0 {
-		delete(l.idle, g.b)
-	}
 }
 
 // sweepEvery sweeps every loop every sweepInterval until ctx ends.
