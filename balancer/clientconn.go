@@ -13,7 +13,13 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// loopClient is a client connection on an event loop.
+// This file is the client side of a connection: loopClient on the event
+// loops, whose lifecycle state is one connState (exchange.go), and
+// clientConn, the connection the goroutine engine reads.
+
+// loopClient is a client connection on an event loop. Only its loop
+// touches it (a goroutine that takes it off the loop does so through
+// the loop: see takeOff).
 type loopClient struct {
 	l  *eventLoop
 	c  gnet.Conn
@@ -21,39 +27,58 @@ type loopClient struct {
 	// slot is its place under the caps on client connections; it goes
 	// with the connection when the connection leaves the loop.
 	slot *connSlot
-	req  fasthttp.Request // the request being proxied, kept for retries
-	ex   *exchange        // the request being proxied; nil between requests
-	gw   gnet.Conn        // the gateway connection of the current attempt, once open
-	// dialing is the gateway connection being dialed for the current
-	// attempt.
+	// state is where the connection is in the lifecycle of its requests;
+	// only to changes it.
+	state connState
+	req   fasthttp.Request // the request being proxied, kept for retries
+	// ex is the request being proxied (stPending to stStreaming); gw the
+	// gateway connection of its current attempt (stWaiting, stReading),
+	// and dialing the one being dialed for it (stDialing).
+	ex      *exchange
+	gw      gnet.Conn
 	dialing *loopGateway
 	// since is when the connection last went idle, or when the request
-	// now arriving began to.
-	since   time.Time
-	partial bool // part of a request is in (or none yet on a new connection)
-	// body: the header of the request arriving is in, its body is not;
-	// got is how much of it was in at the last progress (since).
-	body bool
-	got  int
-	// blocked: requests are in, but the answers to earlier ones are still
-	// to be sent (maxPendingOutput); the sweep resumes it.
-	blocked bool
+	// now arriving began to, or made progress (stBody), or was blocked.
+	since time.Time
+	// got is how much of the request arriving was in at the last
+	// progress (stBody).
+	got int
 	// fr, scanned and headLen frame the request arriving (scanHead):
 	// the framer's state over its first scanned bytes, and its header
 	// block's length once that is all in.
 	fr      framer
 	scanned int
 	headLen int
-	// closing: close once what was written has gone.
-	closing bool
-	// streaming: a goroutine streams the answer and will take the
-	// connection off the loop (see streamAnswer).
-	streaming bool
-	// away: the connection left the loop (or is leaving it); its close
-	// there is bookkeeping only.
-	away      bool
-	closed    bool
-	inTraffic bool // fromClient is running for it
+	// inTraffic is set while fromClient runs for the connection: a
+	// request answered within it (a 503, say) must not start fromClient
+	// again from inside itself (see resume). It is about the loop's call
+	// stack, not the connection's state.
+	inTraffic bool
+}
+
+// transitionsRefused counts the events an engine sent that could not
+// happen in their connection's state (see loopClient.to): bugs, which
+// the tests look for.
+var transitionsRefused atomic.Int64
+
+// to moves lc to the state that event e leads to (see step). An event
+// that cannot happen in lc's state is a bug in the engine: it is logged,
+// and the connection is closed rather than left in a state that nothing
+// may end.
+func (lc *loopClient) to(e connEvent) {
+	next, err := step(lc.state, e)
+	if err != nil {
+		lc.refused(err)
+		return
+	}
+	lc.state = next
+}
+
+// refused handles an event that lc's state refused (see to).
+func (lc *loopClient) refused(err error) {
+	transitionsRefused.Add(1)
+	lc.l.f.b.log.Error("client connection lifecycle", "err", err)
+	_ = lc.c.Close()
 }
 
 // scanHead runs the framer over the bytes of buf, the request arriving,
@@ -83,8 +108,9 @@ func (lc *loopClient) scanHead(buf []byte) (int, error) {
 // bytes of the request are. Each byte more is progress, which restarts
 // the wait of ClientBodyTimeout.
 func (lc *loopClient) waitBody(got int) {
-	if !lc.body || got > lc.got {
-		lc.partial, lc.body, lc.got, lc.since = true, true, got, time.Now()
+	if lc.state != stBody || got > lc.got {
+		lc.to(evHeader)
+		lc.got, lc.since = got, time.Now()
 	}
 }
 

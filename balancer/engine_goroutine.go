@@ -9,24 +9,24 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 )
 
+// This file is the goroutine engine's side of the lifecycle (exchange.go):
+// fasthttp's server reads a request on the connection's goroutine, calls
+// serveProxy, and writes what it leaves in the response, a streamed body
+// included. Every request on the goroutine engine, and every connection
+// the event loops hand over (handoff.go), is served here.
+
 // serveProxy proxies one request and records it. With no ready backend it
-// answers 503 at once: there is nothing to wait for.
+// answers 503 at once: there is nothing to wait for. The exchange ends in
+// one place, here, unless its answer streams: then the server's close of
+// the body ends it (upstreamBody.Close).
 func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	ex := newExchange(b, ctx)
 	req := &ctx.Request
-	if !ex.begin(&req.Header) {
-		setOverloaded(&ctx.Response, ex.requestID)
-		exchanges.Put(ex)
-		return
-	}
-	ex.backend = b.pool.pick()
-	if ex.backend == nil {
-		ex.status = fasthttp.StatusServiceUnavailable
-		writeError(ctx, ex.status, apperr.Unavailable, msgNoBackend, ex.requestID)
+	if !ex.admit(&req.Header) {
+		ex.refusal(&ctx.Response)
 		ex.end()
 		return
 	}
-	b.budget.request(ex.start)
 	var ip netip.Addr
 	if addr, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		ip = addr.Unmap()
@@ -37,28 +37,29 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	err := ex.takeBody(ctx, b.cfg.ClientBodyTimeout)
 	if err == nil {
 		ex.prepare(req, ip, ctx.IsTLS())
-		err = b.forwarder.forward(ex, req, &ctx.Response)
+		err = ex.forward(req, &ctx.Response)
 	}
-	if err != nil {
-		var be *bodyError
-		if errors.As(err, &be) {
-			b.refuseBody(ex, be)
-			ex.end()
-			return
-		}
+	var be *bodyError
+	switch {
+	case errors.As(err, &be):
+		b.refuseBody(ex, be)
+	case err != nil:
 		if ex.unreadBody() {
 			ex.closeAsked = true // what is left of the body is not read
 		}
 		b.fail(ex, err)
-		return
-	}
-	if ex.unreadBody() {
-		ex.closeAsked = true
-		if cc, ok := ctx.Conn().(*clientConn); ok {
-			cc.lingerOnClose()
+	default:
+		if ex.unreadBody() {
+			ex.closeAsked = true
+			if cc, ok := ctx.Conn().(*clientConn); ok {
+				cc.lingerOnClose()
+			}
 		}
+		b.respond(ex)
 	}
-	b.respond(ex)
+	if !ex.streaming {
+		ex.end()
+	}
 }
 
 // respond gives the client the gateway's answer, which roundTrip read
@@ -74,7 +75,6 @@ func (b *balancer) respond(ex *exchange) {
 	ctx := ex.ctx
 	ex.rewriteAnswer(&ctx.Response.Header, ex.closeAsked)
 	if !ex.streaming {
-		ex.end()
 		return
 	}
 	size := -1 // no known length: chunked to the client, flushed as it comes
@@ -85,21 +85,18 @@ func (b *balancer) respond(ex *exchange) {
 }
 
 // fail answers a request that no gateway could serve: 502 with the house
-// error body.
+// error body, or 499 when its client hung up.
 func (b *balancer) fail(ex *exchange, err error) {
 	ctx := ex.ctx
-	if ex.failed(err) == statusClientClosed {
-		ctx.Response.Reset()
-		ctx.SetStatusCode(statusClientClosed)
-		ctx.SetConnectionClose()
-		ex.end()
-		return
-	}
 	// A failed attempt may have left part of a gateway's header.
 	ctx.Response.Reset()
+	if ex.failed(err) == statusClientClosed {
+		ctx.SetStatusCode(statusClientClosed)
+		ctx.SetConnectionClose()
+		return
+	}
 	writeError(ctx, ex.status, apperr.Unavailable, msgBadGateway, ex.requestID)
 	if ex.closeAsked {
 		ctx.SetConnectionClose()
 	}
-	ex.end()
 }

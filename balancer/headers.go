@@ -11,6 +11,10 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 )
 
+// This file rewrites requests on their way to a gateway and answers on
+// their way back (see "Headers" in doc.go), and makes the balancer's own
+// error answers.
+
 // Canonical header names, as fasthttp stores them.
 const (
 	hdrConnection      = "Connection"

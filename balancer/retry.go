@@ -9,6 +9,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// This file is the retry policy of the lifecycle (exchange.go): which
+// failed attempts are sent again, to which gateway, within which budget.
+
 // forwarder sends a request to the backend the balancer picked and, when
 // that fails, to other ready backends:
 //
@@ -49,10 +52,6 @@ const replayLimit = 64 << 10
 // returns the error of the last attempt when no attempt got an answer;
 // with nil, resp holds the answer and ex.backend the gateway that gave it.
 func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
-	ex.idempotent = isIdempotent(req)
-	// A streamed body (body.go) is not in memory: once any of it was sent
-	// it cannot be sent again.
-	ex.replayable = ex.bodyRest == nil && len(req.Body()) <= replayLimit
 	b := ex.backend
 	for {
 		start := f.starting(ex, req, b)
@@ -79,6 +78,14 @@ func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.
 // attempt fails or, when it gets an answer, until the exchange ends: the
 // response body is still to be copied.
 func (f *forwarder) starting(ex *exchange, req *fasthttp.Request, b *backend) time.Time {
+	if ex.attempts == 0 {
+		// Whether a failed attempt may be sent again (see forwarder). A
+		// streamed body (body.go) is not in memory: once any of it was
+		// sent it cannot be sent again. The loops take bodies up to
+		// replayLimit only.
+		ex.idempotent = isIdempotent(req)
+		ex.replayable = ex.bodyRest == nil && len(req.Body()) <= replayLimit
+	}
 	ex.backend = b
 	ex.tried[ex.attempts] = b
 	ex.attempts++

@@ -20,6 +20,11 @@ import (
 	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
 
+// This file is the gateway side of a request: the connections to a
+// gateway, as the goroutine engine takes them from its backend's fasthttp
+// pool (upstream.roundTrip, gatewayConn, upstreamBody) and as each event
+// loop keeps its own (loopGateway, park and unpark).
+
 // loopGateway is a connection to a gateway on an event loop.
 type loopGateway struct {
 	b     *backend
@@ -37,7 +42,7 @@ type loopGateway struct {
 // gone. It reports whether gc was kept.
 func (l *eventLoop) park(gc gnet.Conn, g *loopGateway) bool {
 	idle := l.idle[g.b]
-	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.removed.Load() || l.f.draining.Load() {
+	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.retired() || l.f.draining.Load() {
 		return false
 	}
 	g.since = time.Now()
@@ -196,8 +201,10 @@ type upstream struct {
 //
 // It returns a *dialError when no connection could be made (nothing was
 // sent) and any other error when the exchange broke after the request may
-// have been sent.
-func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error {
+// have been sent. Once a connection is taken, every way out gives it back
+// in one place (the deferred giveBack), unless the body streams: then the
+// body's Close does.
+func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) (err error) {
 	hc := b.client
 	now := time.Now()
 	cc, err := hc.AcquireConn(0, false)
@@ -213,6 +220,24 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	}
 	conn := cc.Conn()
 	gc := gatewayConnOf(conn)
+	var br *bufio.Reader
+	// keep: the connection may serve another request once this one is
+	// done; streamed: the body's Close gives it back instead.
+	keep, streamed := false, false
+	defer func() {
+		if streamed {
+			return
+		}
+		if br != nil {
+			hc.ReleaseReader(br)
+		}
+		gc.release()
+		if err == nil && u.keepIdle(hc, keep) {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+	}()
 	var headerDeadline time.Time
 	if u.responseHeaderTimeout > 0 {
 		headerDeadline = now.Add(u.responseHeaderTimeout)
@@ -227,12 +252,10 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = conn.SetReadDeadline(nextCheck(now, headerDeadline))
 	}
 	if err != nil {
-		gc.release()
-		hc.CloseConn(cc)
 		return err
 	}
-	streamed := ex.bodyRest != nil
-	if gc != nil && !streamed {
+	uploading := ex.bodyRest != nil
+	if gc != nil && !uploading {
 		gc.holdRequest()
 	}
 	bw := hc.AcquireWriter(conn)
@@ -241,12 +264,10 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
-	if streamed {
+	if uploading {
 		if body := ex.bodyRest; body.err != nil {
 			// The client's upload failed (too slow, broken off, too large):
 			// the gateway got part of a request, and its connection goes.
-			gc.release()
-			hc.CloseConn(cc)
 			return &bodyError{err: body.err}
 		}
 		if gc != nil && u.responseHeaderTimeout > 0 {
@@ -262,17 +283,12 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	// write: its answer, if it came, is the one to pass on.
 	writeErr := err
 	if writeErr != nil && !peerHungUp(writeErr) {
-		gc.release()
-		hc.CloseConn(cc)
 		return ex.cause(writeErr)
 	}
 	resp.Reset()
 	resp.SkipBody = true // read below, or streamed
-	br := hc.AcquireReader(conn)
+	br = hc.AcquireReader(conn)
 	if err := resp.ReadLimitBody(br, 0); err != nil {
-		hc.ReleaseReader(br)
-		gc.release()
-		hc.CloseConn(cc)
 		if writeErr != nil {
 			return ex.cause(writeErr)
 		}
@@ -286,13 +302,13 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	size := resp.Header.ContentLength()
 	// A 101 hands the connection over to another protocol (Upgrade is not
 	// passed on, so a gateway should not send one).
-	keep := writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
+	keep = writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
 		status != fasthttp.StatusSwitchingProtocols
-	whole := true // the answer is in resp: the connection is done with
 	switch {
 	case head || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
 		// No body: the connection is ready for the next request already.
 		resp.SkipBody = head
+		return nil
 	case size >= 0 && br.Buffered() >= size:
 		// The whole body came with the headers, as small answers do: pass
 		// it on whole.
@@ -300,26 +316,14 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		body, _ := br.Peek(size)
 		resp.SetBody(body)
 		_, _ = br.Discard(size)
-	default:
-		resp.SkipBody = false
-		whole = false
-	}
-	// Past maxIdle idle connections the gateway has more than the load
-	// needs: the connection is closed rather than kept. The streamed body
-	// calls release when it ends; a whole answer, here and now (the closure
-	// is made only for a streamed body, so a whole answer allocates none).
-	if whole {
-		hc.ReleaseReader(br)
-		gc.release()
-		if keep && hc.IdleConnsCount() < u.maxIdle {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
-		}
 		return nil
 	}
+	// The body streams. The closure is made only here, so that a whole
+	// answer allocates none.
+	resp.SkipBody = false
+	streamed = true
 	release := func(reuse bool) {
-		if reuse && hc.IdleConnsCount() < u.maxIdle {
+		if u.keepIdle(hc, reuse) {
 			hc.ReleaseConn(cc)
 		} else {
 			hc.CloseConn(cc)
@@ -340,6 +344,13 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	}
 	ex.streaming = true
 	return nil
+}
+
+// keepIdle reports whether a connection to hc's gateway that may be
+// reused goes back to the pool: past maxIdle idle connections the gateway
+// has more than the load needs, and it is closed instead.
+func (u *upstream) keepIdle(hc *fasthttp.HostClient, reuse bool) bool {
+	return reuse && hc.IdleConnsCount() < u.maxIdle
 }
 
 // peerHungUp reports whether err, a failed write, says that the gateway
