@@ -26,7 +26,7 @@ const (
 // The proxy engines, the values of --engine.
 const (
 	// EngineLoop serves client connections on event loops, one per core,
-	// as nginx's workers do (see front.go); what the loops do not handle
+	// as nginx's workers do (see engine_loop.go); what the loops do not handle
 	// goes to the goroutine engine.
 	EngineLoop = "loop"
 	// EngineGoroutine serves each client connection on a goroutine of its

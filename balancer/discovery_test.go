@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -172,6 +173,36 @@ func TestDiscoveryNotReadyUntilFound(t *testing.T) {
 	}
 	if res, _ := get(t, c, base+"/data"); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("GET /data = %d, want 503", res.StatusCode)
+	}
+}
+
+// TestRefusedRequestClosesWhenAsked checks that a request answered 503 at
+// once, no gateway being ready, gets Connection: close and a closed
+// connection when its client asked for that, and keeps the connection
+// otherwise, on both engines alike.
+func TestRefusedRequestClosesWhenAsked(t *testing.T) {
+	t.Parallel()
+	dns := &fakeDNS{host: "gateway"}
+	dns.answer(&net.DNSError{Err: "no such host", Name: "gateway", IsNotFound: true})
+	cfg := testConfig()
+	cfg.Backends = nil
+	cfg.Discover = "gateway:5000"
+	cfg.DiscoverInterval = time.Hour
+	base := startBalancerWith(t, cfg, dns.lookup)
+
+	c := dialRaw(t, base)
+	c.send(getReq("/kept"))
+	if res, _ := c.read(http.MethodGet); res.StatusCode != http.StatusServiceUnavailable || res.Close {
+		t.Fatalf("GET /kept = %d, close %v; want 503 on a kept connection", res.StatusCode, res.Close)
+	}
+	c.send("GET /closed HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+	res, _ := c.read(http.MethodGet)
+	if res.StatusCode != http.StatusServiceUnavailable || !res.Close {
+		t.Errorf("GET /closed with Connection: close = %d, close %v; want 503 with Connection: close",
+			res.StatusCode, res.Close)
+	}
+	if n, err := c.br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer to Connection: close, read %q, %v; want EOF", n, err)
 	}
 }
 

@@ -57,6 +57,24 @@
 // retries and their budget, the rewriting of requests and answers, the
 // metrics and GET /-/balancer. The tests run once per engine.
 //
+// # Lifecycle
+//
+// Every proxied request, on either engine, is one exchange (exchange.go),
+// which owns each of its steps: admit (request ID, --max-inflight, the
+// gateway picked, the retry budget), an attempt, the answer or the
+// failure, a retry (retry.go decides whether and where), and end, the one
+// place it is released (in-flight counts, metrics, the debug log). The
+// engines are I/O layers that call it, and never touch the pool, the
+// retry budget or a gateway's health: engine_goroutine.go over fasthttp's
+// server, engine_loop.go over the event loops. On the loops each client
+// connection is in one state at a time (connState: idle, head, body,
+// blocked, pending, dialing, waiting, reading, streaming, closing, away,
+// closed), and one transition function (step) takes it from one to the
+// next; an event its state cannot have is refused and the connection
+// closed. The client side of a connection is in clientconn.go, the
+// gateway side (the fasthttp pool's connections, and the loops' own idle
+// ones) in upstreamconn.go, the rewriting of headers in headers.go.
+//
 // # Routes
 //
 // Everything under /-/ belongs to the balancer; every other path, with any

@@ -28,8 +28,15 @@ const testEngineEnv = "SCALELAB_TEST_ENGINE"
 // (the event loops), then, in a child process, on the goroutine engine,
 // which serves what the loops hand over and every connection with
 // --engine goroutine.
+//
+// Any event an engine sent that its connection's state refused (see
+// loopClient.to) fails the run, whichever test caused it.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if n := transitionsRefused.Load(); n > 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "balancer: %d client connection events refused by their state (see the log)\n", n)
+		code = 1
+	}
 	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
 	if code != 0 || os.Getenv(testEngineEnv) != "" || fuzzing {
 		os.Exit(code)

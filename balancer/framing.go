@@ -23,7 +23,7 @@ import (
 //   - more than one Content-Length, or one that is not all digits.
 //
 // The event loops run it over each request's header block
-// (loopClient.frameHead, which keeps its state between read events); the
+// (loopClient.scanHead, which keeps its state between read events); the
 // goroutine engine runs it over every byte it reads from a client
 // (clientConn.Read), bodies included, so that it knows where each header
 // block starts.

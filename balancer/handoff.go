@@ -126,6 +126,14 @@ func fileConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
+// leave marks lc, whose answer was streamed or which handOff gave away
+// already, as off the loop: the loop's close of it is bookkeeping.
+func (lc *loopClient) leave() {
+	if lc.state == stStreaming {
+		lc.to(evHandOff)
+	}
+}
+
 // takeOff takes lc off its loop, once what was written to it has gone
 // (or clientWriteTimeout has passed: the client is then cut off). It runs
 // off the loop.
@@ -141,17 +149,17 @@ func (f *front) takeOff(lc *loopClient) (net.Conn, error) {
 		res := make(chan result, 1)
 		err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			switch {
-			case lc.closed:
+			case lc.state == stClosed:
 				res <- result{err: errClientGone, done: true}
 			case lc.c.OutboundBuffered() > 0 && time.Now().Before(deadline):
 				res <- result{}
 			case lc.c.OutboundBuffered() > 0:
-				lc.away = true
+				lc.leave()
 				_ = el.Close(lc.c)
 				res <- result{err: errSlowClient, done: true}
 			default:
 				conn, err := detach(lc.c)
-				lc.away = true
+				lc.leave()
 				_ = el.Close(lc.c)
 				res <- result{conn: conn, err: err, done: true}
 			}
@@ -180,7 +188,8 @@ func (f *front) stream(gc gnet.Conn, g *loopGateway, lc *loopClient, buf []byte)
 	pending := bytes.Clone(buf)
 	_, _ = gc.Discard(len(buf))
 	g.lc, g.away = nil, true
-	lc.gw, lc.streaming = nil, true
+	lc.gw = nil
+	lc.to(evStream)
 	f.streams.Add(1)
 	go f.streamAnswer(lc, ex, fd, pending, g.headLen, g.size)
 	return gnet.Close

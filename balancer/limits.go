@@ -87,3 +87,24 @@ func remoteIP(c net.Conn) netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// bufferSize is the size of the buffers request and response bodies are
+// written through.
+const bufferSize = 32 << 10
+
+// maxHeaderBytes bounds a request's header (431 past it), as nginx's
+// default buffers do (4 × 8 KiB). fasthttp's server reads a header into one
+// buffer of this size, held by every request it reads on the goroutine
+// engine: with 64 KiB, 1,000 clients that send a header and stall cost
+// about 80 MiB; with 32 KiB, half.
+const maxHeaderBytes = 32 << 10
+
+// maxAnswerHeaderBytes bounds a gateway answer's header. The gateways are
+// trusted, their answers few at a time: it stays at net/http's old
+// MaxHeaderBytes.
+const maxAnswerHeaderBytes = 64 << 10
+
+// maxRequestBody bounds a request body. The balancer reads a body whole
+// before it sends it on (so that a retry can send it again); the gateways
+// take at most 64 KiB (task.MaxPayloadBytes), so this leaves ample room.
+const maxRequestBody = 8 << 20

@@ -74,6 +74,10 @@ func (b *backend) state() string {
 	return stateHealthy
 }
 
+// retired reports whether the backend is no longer discovered: a
+// connection to it is not kept for another request.
+func (b *backend) retired() bool { return b.removed.Load() }
+
 // available reports whether the backend may get new requests.
 func (b *backend) available() bool {
 	return b.healthy.Load() && !b.ejected.Load() && !b.draining.Load() && !b.removed.Load()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -45,14 +44,16 @@ import (
 //     a slow client slows its gateway down instead of filling memory; the
 //     client connection then goes to the goroutine engine.
 //
-// The policies, health checks, ejection, retries and their budget, metrics
-// and the rewriting of requests and answers are the goroutine engine's
-// (forwarder, exchange). Each loop keeps its own idle connections to each
-// gateway, so a request never waits for another loop.
+// The loops are I/O: every step of a request's lifecycle (admission, the
+// gateway, retries and their budget, health, metrics, the rewriting of
+// requests and answers) is the exchange's, shared with the goroutine
+// engine (exchange.go), and each client connection moves through one
+// connState at a time, by step. Each loop keeps its own idle connections
+// to each gateway (upstreamconn.go), so a request never waits for another
+// loop.
 type front struct {
 	gnet.BuiltinEventEngine
 	b      *balancer
-	fw     *forwarder
 	engine *gnet.Client
 	dialer *net.Dialer
 	slow   *handoffListener // the goroutine engine's listener
@@ -120,61 +121,6 @@ type eventLoop struct {
 	out     []byte // what is being written
 }
 
-// loopClient is a client connection on an event loop.
-type loopClient struct {
-	l  *eventLoop
-	c  gnet.Conn
-	ip netip.Addr
-	// slot is its place under the caps on client connections; it goes
-	// with the connection when the connection leaves the loop.
-	slot *connSlot
-	req  fasthttp.Request // the request being proxied, kept for retries
-	ex   *exchange        // the request being proxied; nil between requests
-	gw   gnet.Conn        // the gateway connection of the current attempt, once open
-	// dialing is the gateway connection being dialed for the current
-	// attempt.
-	dialing *loopGateway
-	// since is when the connection last went idle, or when the request
-	// now arriving began to.
-	since   time.Time
-	partial bool // part of a request is in (or none yet on a new connection)
-	// body: the header of the request arriving is in, its body is not;
-	// got is how much of it was in at the last progress (since).
-	body bool
-	got  int
-	// blocked: requests are in, but the answers to earlier ones are still
-	// to be sent (maxPendingOutput); the sweep resumes it.
-	blocked bool
-	// fr, scanned and headLen frame the request arriving (scanHead):
-	// the framer's state over its first scanned bytes, and its header
-	// block's length once that is all in.
-	fr      framer
-	scanned int
-	headLen int
-	// closing: close once what was written has gone.
-	closing bool
-	// streaming: a goroutine streams the answer and will take the
-	// connection off the loop (see streamAnswer).
-	streaming bool
-	// away: the connection left the loop (or is leaving it); its close
-	// there is bookkeeping only.
-	away      bool
-	closed    bool
-	inTraffic bool // fromClient is running for it
-}
-
-// loopGateway is a connection to a gateway on an event loop.
-type loopGateway struct {
-	b     *backend
-	lc    *loopClient // the client whose attempt it carries; nil when idle
-	since time.Time   // idle since
-	start time.Time   // the start of the attempt it carries
-	// headLen and size are the answer's header length and body size, once
-	// its header is in.
-	headLen, size int
-	away          bool // streamed by a goroutine; closed on the loop
-}
-
 // loopsUsable reports whether the event loops can serve cfg: they speak
 // plain HTTP to gateways only.
 func loopsUsable(cfg Config) bool {
@@ -194,7 +140,6 @@ func loopsUsable(cfg Config) bool {
 func newFront(b *balancer, slow *handoffListener) (*front, error) {
 	f := &front{
 		b:      b,
-		fw:     b.forwarder,
 		dialer: &net.Dialer{Timeout: b.cfg.DialTimeout, KeepAlive: 30 * time.Second},
 		slow:   slow,
 		loops:  map[gnet.EventLoop]*eventLoop{},
@@ -282,7 +227,7 @@ func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		l := f.loopOf(c.EventLoop())
 		// A new connection has ClientHeaderTimeout to send its first
 		// request, as on the goroutine engine.
-		v.l, v.c, v.since, v.partial = l, c, time.Now(), true
+		v.l, v.c, v.since, v.state = l, c, time.Now(), stHead
 		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			v.ip = a.AddrPort().Addr().Unmap()
 		}
@@ -300,6 +245,7 @@ func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			return nil, gnet.Close
 		}
 		lc.dialing, lc.gw = nil, c
+		lc.to(evSend)
 		return l.request(lc), gnet.None
 	}
 	return nil, gnet.Close
@@ -338,7 +284,7 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 	defer func() { lc.inTraffic = false }()
 	c := lc.c
 	for {
-		if lc.ex != nil || lc.away || lc.closing {
+		if !lc.state.reads() {
 			if c.InboundBuffered() > maxPendingInput {
 				return gnet.Close
 			}
@@ -349,12 +295,12 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			return gnet.None
 		}
 		if c.OutboundBuffered() > maxPendingOutput {
-			if !lc.blocked {
-				lc.blocked, lc.since = true, time.Now()
+			if lc.state != stBlocked {
+				lc.to(evBacklog)
+				lc.since = time.Now()
 			}
 			return gnet.None
 		}
-		lc.blocked = false
 		// The framer finds the header block's end, as the goroutine
 		// engine's does (framing.go); a request it refuses goes to the
 		// goroutine engine, whose framer refuses it too and answers 400.
@@ -366,8 +312,9 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 			if len(buf) > maxHeaderBytes {
 				return f.handOff(lc) // the goroutine engine answers 431
 			}
-			if !lc.partial {
-				lc.partial, lc.since = true, time.Now()
+			if lc.state != stHead {
+				lc.to(evBytes)
+				lc.since = time.Now()
 			}
 			return gnet.None
 		}
@@ -406,41 +353,8 @@ func (f *front) fromClient(lc *loopClient) gnet.Action {
 		}
 		req.SetBody(buf[head:total])
 		_, _ = c.Discard(total)
-		lc.partial, lc.body = false, false
 		lc.fr, lc.scanned, lc.headLen = framer{}, 0, 0 // the next request
 		f.serve(lc)
-	}
-}
-
-// scanHead runs the framer over the bytes of buf, the request arriving,
-// that it has not seen yet, and returns the header block's length once it
-// is all in (0 before), or errFraming. The framer's state is kept between
-// read events, so a header that arrives a byte at a time is scanned once,
-// not once per event (which costs quadratic time in the header's length),
-// and a body that arrives slowly rescans nothing.
-func (lc *loopClient) scanHead(buf []byte) (int, error) {
-	if lc.headLen > 0 {
-		return lc.headLen, nil
-	}
-	for i := lc.scanned; i < len(buf); i++ {
-		if !lc.fr.step(buf[i]) {
-			return 0, errFraming
-		}
-		if lc.fr.headDone {
-			lc.headLen = i + 1
-			return lc.headLen, nil
-		}
-	}
-	lc.scanned = len(buf)
-	return 0, nil
-}
-
-// waitBody records that the body of lc's request is not all in: got
-// bytes of the request are. Each byte more is progress, which restarts
-// the wait of ClientBodyTimeout.
-func (lc *loopClient) waitBody(got int) {
-	if !lc.body || got > lc.got {
-		lc.partial, lc.body, lc.got, lc.since = true, true, got, time.Now()
 	}
 }
 
@@ -457,7 +371,7 @@ func loopTakes(h *fasthttp.RequestHeader) bool {
 // sent that was not read. It is called from fromClient, whose connection
 // the loop then closes: the engine has its own copy of the socket.
 func (f *front) handOff(lc *loopClient) gnet.Action {
-	lc.away = true
+	lc.to(evHandOff)
 	if lc.c.OutboundBuffered() > 0 {
 		// An answer is still being written: the socket can change hands
 		// only once it is out.
@@ -480,31 +394,20 @@ func (f *front) handOff(lc *loopClient) gnet.Action {
 	return gnet.Close
 }
 
-// serve proxies the request in lc.req.
+// serve proxies the request in lc.req, which is whole.
 func (f *front) serve(lc *loopClient) {
-	b := f.b
-	ex := newExchange(b, nil)
+	lc.to(evRequest)
+	ex := newExchange(f.b, nil)
 	req := &lc.req
-	if !ex.begin(&req.Header) {
-		r := lc.l.errorAnswer()
-		setOverloaded(r, ex.requestID)
-		closing := req.Header.ConnectionClose() || f.draining.Load()
-		ok := lc.l.answer(lc, r, closing)
-		exchanges.Put(ex)
-		f.after(lc, ok, closing)
-		return
-	}
 	lc.ex = ex
-	ex.backend = b.pool.pick()
-	if ex.backend == nil {
-		ex.status = fasthttp.StatusServiceUnavailable
-		f.answerError(lc, ex.status, msgNoBackend)
+	if !ex.admit(&req.Header) {
+		ex.closeAsked = req.Header.ConnectionClose()
+		r := lc.l.errorAnswer()
+		ex.refusal(r)
+		f.answer(lc, r)
 		return
 	}
-	b.budget.request(ex.start)
 	ex.prepare(req, lc.ip, false)
-	ex.idempotent = isIdempotent(req)
-	ex.replayable = true // the loops take bodies up to replayLimit only
 	f.attempt(lc, ex.backend)
 }
 
@@ -512,27 +415,25 @@ func (f *front) serve(lc *loopClient) {
 // the loop's or a new one.
 func (f *front) attempt(lc *loopClient, bk *backend) {
 	ex, l := lc.ex, lc.l
-	ex.headerDeadline = time.Time{} // set once the request is written
-	start := f.fw.starting(ex, &lc.req, bk)
+	start := ex.startAttempt(&lc.req, bk)
 	if gc := l.unpark(bk); gc != nil {
 		g := gc.Context().(*loopGateway)
 		g.lc, g.start = lc, start
 		lc.gw = gc
+		lc.to(evSend)
 		_, _ = gc.Write(l.request(lc)) // a failed write closes gc: see gatewayClosed
 		return
 	}
 	g := &loopGateway{b: bk, lc: lc, start: start}
 	lc.dialing = g
+	lc.to(evDial)
 	f.dial(l, g)
 }
 
 // request returns lc's request as it goes to the gateway, and starts the
 // wait for its answer.
 func (l *eventLoop) request(lc *loopClient) []byte {
-	ex := lc.ex
-	if t := l.f.b.cfg.ResponseHeaderTimeout; t > 0 {
-		ex.headerDeadline = time.Now().Add(t)
-	}
+	lc.ex.sent(time.Now())
 	out := lc.req.Header.AppendBytes(l.out[:0])
 	out = append(out, lc.req.Body()...)
 	l.out = out
@@ -614,8 +515,8 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 			break
 		}
 		status := h.StatusCode()
-		f.fw.answered(ex, g.start, status)
-		ex.headerDeadline = time.Time{}
+		ex.gotAnswer(g.start, status)
+		lc.to(evAnswerHead)
 		g.size = h.ContentLength()
 		if string(ex.method) == fasthttp.MethodHead || status < 200 ||
 			status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
@@ -642,21 +543,26 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 	l.out = out
 	_, _ = gc.Discard(total)
 	g.lc, g.headLen = nil, 0
-	lc.ex, lc.gw = nil, nil
-	_, werr := lc.c.Write(out) // a failed write closes the client: see clientClosed
-	ex.end()
-	f.after(lc, werr == nil, closing)
+	f.write(lc, out, closing)
 	if reuse && l.park(gc, g) {
 		return gnet.None
 	}
 	return gnet.Close
 }
 
-// after follows an answer written (ok) or not to lc: the connection is
-// closed if it must be, and its next request, if one is in, is served.
-func (f *front) after(lc *loopClient, ok, closing bool) {
+// write writes out, the answer to lc's request, ends the request's
+// exchange, and goes on with the connection: it is closed if it must be
+// (closing), and its next request, if one is in, is served.
+func (f *front) write(lc *loopClient, out []byte, closing bool) {
+	ex := lc.ex
+	lc.ex, lc.gw, lc.dialing = nil, nil, nil
+	// The state changes before the write: a write that fails closes the
+	// client at once (see clientClosed), which finds it idle.
+	lc.to(evAnswered)
+	_, werr := lc.c.Write(out)
+	ex.end()
 	lc.since = time.Now()
-	if !ok || lc.closed {
+	if werr != nil || lc.state == stClosed {
 		return
 	}
 	if closing {
@@ -669,10 +575,10 @@ func (f *front) after(lc *loopClient, ok, closing bool) {
 // resume serves what lc sent while its last request was proxied, unless
 // fromClient is running for lc already (it will).
 func (f *front) resume(lc *loopClient) {
-	if lc.inTraffic || lc.closed || lc.away || lc.ex != nil || lc.c.InboundBuffered() == 0 {
+	if lc.inTraffic || !lc.state.reads() || lc.c.InboundBuffered() == 0 {
 		return
 	}
-	if f.fromClient(lc) == gnet.Close && !lc.closed {
+	if f.fromClient(lc) == gnet.Close && lc.state != stClosed {
 		_ = lc.l.el.Close(lc.c)
 	}
 }
@@ -680,7 +586,7 @@ func (f *front) resume(lc *loopClient) {
 // closeClient closes lc once what was written to it has gone: closing a
 // socket with unsent bytes would lose them.
 func (f *front) closeClient(lc *loopClient) {
-	lc.closing = true
+	lc.to(evClosing)
 	if lc.c.OutboundBuffered() == 0 {
 		_ = lc.c.Close() // asynchronous: safe from any callback
 	}
@@ -698,35 +604,25 @@ func (f *front) brokenAttempt(lc *loopClient, g *loopGateway, err error) gnet.Ac
 }
 
 // attemptFailed retries lc's request after a failed attempt, or answers
-// it with 502 (see forwarder for which failures are retried).
+// it with 502 (the exchange decides: see exchange.attemptFailed).
 func (f *front) attemptFailed(lc *loopClient, err error) {
-	ex := lc.ex
-	if ex.holding {
-		// The gateway's header was in, its body was not: the answer broke.
-		// Nothing was sent to the client yet; it is told so.
-		ex.failed(err)
-		f.answerError(lc, fasthttp.StatusBadGateway, msgBadGateway)
-		return
-	}
-	if next := f.fw.retry(ex, err); next != nil {
+	if next := lc.ex.attemptFailed(err); next != nil {
 		f.attempt(lc, next)
 		return
 	}
-	f.answerError(lc, ex.failed(err), msgBadGateway)
+	r := lc.l.errorAnswer()
+	setError(r, lc.ex.status, apperr.Unavailable, msgBadGateway, lc.ex.requestID)
+	f.answer(lc, r)
 }
 
-// answerError answers lc's request with the house error body and ends its
-// exchange.
-func (f *front) answerError(lc *loopClient, status int, msg string) {
-	ex := lc.ex
-	ex.status = status
-	lc.ex, lc.gw = nil, nil
-	r := lc.l.errorAnswer()
-	setError(r, status, apperr.Unavailable, msg, ex.requestID)
-	closing := ex.closeAsked || f.draining.Load()
-	ok := lc.l.answer(lc, r, closing)
-	ex.end()
-	f.after(lc, ok, closing)
+// answer answers lc's request with r, an answer of the balancer's own,
+// and ends its exchange.
+func (f *front) answer(lc *loopClient, r *fasthttp.Response) {
+	closing := lc.ex.closeAsked || f.draining.Load()
+	if closing {
+		r.SetConnectionClose()
+	}
+	f.write(lc, lc.l.appendAnswer(r), closing)
 }
 
 // errorAnswer returns the loop's answer for errors, reset.
@@ -736,28 +632,24 @@ func (l *eventLoop) errorAnswer() *fasthttp.Response {
 	return &l.errResp
 }
 
-// answer writes r to lc, with Connection: close when closing, and reports
-// whether the write went (or is queued).
-func (l *eventLoop) answer(lc *loopClient, r *fasthttp.Response, closing bool) bool {
-	if closing {
-		r.SetConnectionClose()
-	}
+// appendAnswer returns r as it goes to a client, in the loop's buffer.
+func (l *eventLoop) appendAnswer(r *fasthttp.Response) []byte {
 	r.Header.SetContentLength(len(r.Body()))
 	out := r.Header.AppendBytes(l.out[:0])
 	out = append(out, r.Body()...)
 	l.out = out
-	_, err := lc.c.Write(out)
-	return err == nil
+	return out
 }
 
 // clientClosed ends the exchange of a client that hung up: its gateway
 // connection is closed (the answer is nobody's) and the request recorded
 // as 499.
 func (f *front) clientClosed(lc *loopClient) {
-	lc.closed = true
+	was := lc.state
+	lc.to(evClosed)
 	delete(lc.l.clients, lc)
 	f.clients.Add(-1)
-	if lc.away || lc.streaming {
+	if was == stAway || was == stStreaming {
 		return // the slot went with the connection
 	}
 	lc.slot.release()
@@ -765,7 +657,6 @@ func (f *front) clientClosed(lc *loopClient) {
 	if ex == nil {
 		return
 	}
-	ex.gone = true
 	lc.ex = nil
 	if g := lc.dialing; g != nil {
 		g.lc, lc.dialing = nil, nil
@@ -775,11 +666,7 @@ func (f *front) clientClosed(lc *loopClient) {
 		lc.gw = nil
 		_ = lc.l.el.Close(gc)
 	}
-	if !ex.holding {
-		f.fw.retry(ex, errClientGone) // releases the backend; no retry for a gone client
-	}
-	ex.failed(errClientGone)
-	ex.end()
+	ex.abandon()
 }
 
 // gatewayClosed fails the attempt a closed gateway connection carried, or
@@ -799,44 +686,6 @@ func (f *front) gatewayClosed(gc gnet.Conn, g *loopGateway, err error) {
 	}
 	f.attemptFailed(lc, fmt.Errorf("the gateway closed the connection: %w", err))
 	f.resume(lc)
-}
-
-// park keeps gc, now idle, for the next request to its backend, unless
-// the loop has MaxIdleConnsPerHost idle ones already or the backend is
-// gone. It reports whether gc was kept.
-func (l *eventLoop) park(gc gnet.Conn, g *loopGateway) bool {
-	idle := l.idle[g.b]
-	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.removed.Load() || l.f.draining.Load() {
-		return false
-	}
-	g.since = time.Now()
-	l.idle[g.b] = append(idle, gc)
-	return true
-}
-
-// unpark returns the most recently used idle connection to bk, or nil.
-func (l *eventLoop) unpark(bk *backend) gnet.Conn {
-	idle := l.idle[bk]
-	if len(idle) == 0 {
-		return nil
-	}
-	gc := idle[len(idle)-1]
-	l.idle[bk] = idle[:len(idle)-1]
-	return gc
-}
-
-// forget drops gc from the idle connections.
-func (l *eventLoop) forget(gc gnet.Conn, g *loopGateway) {
-	idle := l.idle[g.b]
-	for i, c := range idle {
-		if c == gc {
-			l.idle[g.b] = append(idle[:i], idle[i+1:]...)
-			break
-		}
-	}
-	if len(l.idle[g.b]) == 0 {
-		delete(l.idle, g.b)
-	}
 }
 
 // sweepEvery sweeps every loop every sweepInterval until ctx ends.
@@ -875,13 +724,12 @@ func (l *eventLoop) sweep(now time.Time) {
 	f := l.f
 	draining := f.draining.Load()
 	for lc := range l.clients {
-		switch {
-		case lc.away || lc.streaming:
-		case lc.closing:
+		switch lc.state {
+		case stClosing:
 			if lc.c.OutboundBuffered() == 0 || now.Sub(lc.since) > clientWriteTimeout {
 				_ = l.el.Close(lc.c)
 			}
-		case lc.ex != nil:
+		case stWaiting:
 			if d := lc.ex.headerDeadline; !d.IsZero() && now.After(d) {
 				if gc := lc.gw; gc != nil {
 					gc.Context().(*loopGateway).lc = nil
@@ -891,39 +739,47 @@ func (l *eventLoop) sweep(now time.Time) {
 				f.attemptFailed(lc, errHeaderTimeout)
 				f.resume(lc)
 			}
-		case lc.blocked:
+		case stBlocked:
 			switch {
 			case lc.c.OutboundBuffered() <= maxPendingOutput:
 				f.resume(lc)
 			case now.Sub(lc.since) > clientWriteTimeout:
 				_ = l.el.Close(lc.c) // it does not read its answers
 			}
-		case lc.partial && draining && lc.c.InboundBuffered() == 0:
-			f.closeClient(lc) // a new connection that sent nothing yet
-		case lc.partial:
+		case stHead, stBody:
+			if draining && lc.c.InboundBuffered() == 0 {
+				f.closeClient(lc) // a new connection that sent nothing yet
+				break
+			}
 			limit := f.b.cfg.ClientHeaderTimeout
-			if lc.body {
+			if lc.state == stBody {
 				limit = f.b.cfg.ClientBodyTimeout
 			}
 			if now.Sub(lc.since) > limit {
 				r := l.errorAnswer()
 				setError(r, fasthttp.StatusRequestTimeout, apperr.CodeForStatus(fasthttp.StatusRequestTimeout),
 					"the request was not sent in time", "")
-				l.answer(lc, r, true)
-				f.closeClient(lc)
+				r.SetConnectionClose()
+				_, _ = lc.c.Write(l.appendAnswer(r))
+				if lc.state != stClosed {
+					f.closeClient(lc)
+				}
 			}
-		case draining || now.Sub(lc.since) > clientIdleTimeout:
-			if lc.c.InboundBuffered() == 0 {
+		case stIdle:
+			if (draining || now.Sub(lc.since) > clientIdleTimeout) && lc.c.InboundBuffered() == 0 {
 				f.closeClient(lc)
 			}
 		}
+		// stDialing and stReading wait on their gateway connection (the
+		// dial timeout, its close); stAway and stStreaming are off the
+		// loop.
 	}
 	idle := f.b.cfg.IdleConnTimeout
 	var stale []gnet.Conn
 	for bk, conns := range l.idle {
 		for _, gc := range conns {
 			g := gc.Context().(*loopGateway)
-			if draining || bk.removed.Load() || idle > 0 && now.Sub(g.since) > idle {
+			if draining || bk.retired() || idle > 0 && now.Sub(g.since) > idle {
 				stale = append(stale, gc)
 			}
 		}

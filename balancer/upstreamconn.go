@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http/httputil"
@@ -15,10 +14,66 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/scalelab/scalelab/balancer/internal/rawconn"
 )
+
+// This file is the gateway side of a request: the connections to a
+// gateway, as the goroutine engine takes them from its backend's fasthttp
+// pool (upstream.roundTrip, gatewayConn, upstreamBody) and as each event
+// loop keeps its own (loopGateway, park and unpark).
+
+// loopGateway is a connection to a gateway on an event loop.
+type loopGateway struct {
+	b     *backend
+	lc    *loopClient // the client whose attempt it carries; nil when idle
+	since time.Time   // idle since
+	start time.Time   // the start of the attempt it carries
+	// headLen and size are the answer's header length and body size, once
+	// its header is in.
+	headLen, size int
+	away          bool // streamed by a goroutine; closed on the loop
+}
+
+// park keeps gc, now idle, for the next request to its backend, unless
+// the loop has MaxIdleConnsPerHost idle ones already or the backend is
+// gone. It reports whether gc was kept.
+func (l *eventLoop) park(gc gnet.Conn, g *loopGateway) bool {
+	idle := l.idle[g.b]
+	if len(idle) >= l.f.b.cfg.MaxIdleConnsPerHost || g.b.retired() || l.f.draining.Load() {
+		return false
+	}
+	g.since = time.Now()
+	l.idle[g.b] = append(idle, gc)
+	return true
+}
+
+// unpark returns the most recently used idle connection to bk, or nil.
+func (l *eventLoop) unpark(bk *backend) gnet.Conn {
+	idle := l.idle[bk]
+	if len(idle) == 0 {
+		return nil
+	}
+	gc := idle[len(idle)-1]
+	l.idle[bk] = idle[:len(idle)-1]
+	return gc
+}
+
+// forget drops gc from the idle connections.
+func (l *eventLoop) forget(gc gnet.Conn, g *loopGateway) {
+	idle := l.idle[g.b]
+	for i, c := range idle {
+		if c == gc {
+			l.idle[g.b] = append(idle[:i], idle[i+1:]...)
+			break
+		}
+	}
+	if len(l.idle[g.b]) == 0 {
+		delete(l.idle, g.b)
+	}
+}
 
 // newBackendClient returns the connection pool to one gateway. The balancer uses
 // only its pool (AcquireConn, ReleaseConn, CloseConn and its buffer pools):
@@ -96,6 +151,7 @@ func dial(dialer *net.Dialer, custom func(context.Context, string) (net.Conn, er
 type dialError struct{ err error }
 
 func (e *dialError) Error() string { return "dial gateway: " + e.err.Error() }
+
 func (e *dialError) Unwrap() error { return e.err }
 
 // isDialError reports whether err is a failure to connect: refused, timed
@@ -145,8 +201,10 @@ type upstream struct {
 //
 // It returns a *dialError when no connection could be made (nothing was
 // sent) and any other error when the exchange broke after the request may
-// have been sent.
-func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error {
+// have been sent. Once a connection is taken, every way out gives it back
+// in one place (the deferred giveBack), unless the body streams: then the
+// body's Close does.
+func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) (err error) {
 	hc := b.client
 	now := time.Now()
 	cc, err := hc.AcquireConn(0, false)
@@ -162,6 +220,24 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	}
 	conn := cc.Conn()
 	gc := gatewayConnOf(conn)
+	var br *bufio.Reader
+	// keep: the connection may serve another request once this one is
+	// done; streamed: the body's Close gives it back instead.
+	keep, streamed := false, false
+	defer func() {
+		if streamed {
+			return
+		}
+		if br != nil {
+			hc.ReleaseReader(br)
+		}
+		gc.release()
+		if err == nil && u.keepIdle(hc, keep) {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+	}()
 	var headerDeadline time.Time
 	if u.responseHeaderTimeout > 0 {
 		headerDeadline = now.Add(u.responseHeaderTimeout)
@@ -176,12 +252,10 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = conn.SetReadDeadline(nextCheck(now, headerDeadline))
 	}
 	if err != nil {
-		gc.release()
-		hc.CloseConn(cc)
 		return err
 	}
-	streamed := ex.bodyRest != nil
-	if gc != nil && !streamed {
+	uploading := ex.bodyRest != nil
+	if gc != nil && !uploading {
 		gc.holdRequest()
 	}
 	bw := hc.AcquireWriter(conn)
@@ -190,12 +264,10 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
-	if streamed {
+	if uploading {
 		if body := ex.bodyRest; body.err != nil {
 			// The client's upload failed (too slow, broken off, too large):
 			// the gateway got part of a request, and its connection goes.
-			gc.release()
-			hc.CloseConn(cc)
 			return &bodyError{err: body.err}
 		}
 		if gc != nil && u.responseHeaderTimeout > 0 {
@@ -211,17 +283,12 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	// write: its answer, if it came, is the one to pass on.
 	writeErr := err
 	if writeErr != nil && !peerHungUp(writeErr) {
-		gc.release()
-		hc.CloseConn(cc)
 		return ex.cause(writeErr)
 	}
 	resp.Reset()
 	resp.SkipBody = true // read below, or streamed
-	br := hc.AcquireReader(conn)
+	br = hc.AcquireReader(conn)
 	if err := resp.ReadLimitBody(br, 0); err != nil {
-		hc.ReleaseReader(br)
-		gc.release()
-		hc.CloseConn(cc)
 		if writeErr != nil {
 			return ex.cause(writeErr)
 		}
@@ -235,13 +302,13 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	size := resp.Header.ContentLength()
 	// A 101 hands the connection over to another protocol (Upgrade is not
 	// passed on, so a gateway should not send one).
-	keep := writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
+	keep = writeErr == nil && !req.Header.ConnectionClose() && !resp.ConnectionClose() &&
 		status != fasthttp.StatusSwitchingProtocols
-	whole := true // the answer is in resp: the connection is done with
 	switch {
 	case head || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
 		// No body: the connection is ready for the next request already.
 		resp.SkipBody = head
+		return nil
 	case size >= 0 && br.Buffered() >= size:
 		// The whole body came with the headers, as small answers do: pass
 		// it on whole.
@@ -249,26 +316,14 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 		body, _ := br.Peek(size)
 		resp.SetBody(body)
 		_, _ = br.Discard(size)
-	default:
-		resp.SkipBody = false
-		whole = false
-	}
-	// Past maxIdle idle connections the gateway has more than the load
-	// needs: the connection is closed rather than kept. The streamed body
-	// calls release when it ends; a whole answer, here and now (the closure
-	// is made only for a streamed body, so a whole answer allocates none).
-	if whole {
-		hc.ReleaseReader(br)
-		gc.release()
-		if keep && hc.IdleConnsCount() < u.maxIdle {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
-		}
 		return nil
 	}
+	// The body streams. The closure is made only here, so that a whole
+	// answer allocates none.
+	resp.SkipBody = false
+	streamed = true
 	release := func(reuse bool) {
-		if reuse && hc.IdleConnsCount() < u.maxIdle {
+		if u.keepIdle(hc, reuse) {
 			hc.ReleaseConn(cc)
 		} else {
 			hc.CloseConn(cc)
@@ -289,6 +344,13 @@ func (u *upstream) roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.R
 	}
 	ex.streaming = true
 	return nil
+}
+
+// keepIdle reports whether a connection to hc's gateway that may be
+// reused goes back to the pool: past maxIdle idle connections the gateway
+// has more than the load needs, and it is closed instead.
+func (u *upstream) keepIdle(hc *fasthttp.HostClient, reuse bool) bool {
+	return reuse && hc.IdleConnsCount() < u.maxIdle
 }
 
 // peerHungUp reports whether err, a failed write, says that the gateway
@@ -505,144 +567,4 @@ func peerClosed(conn net.Conn) bool {
 		closed = n == 0 && err == nil || err != nil && !errors.Is(err, syscall.EAGAIN)
 	})
 	return closed
-}
-
-// forwarder sends a request to the backend the balancer picked and, when
-// that fails, to other ready backends:
-//
-//   - A failure to connect is retried for any method: nothing of the
-//     request left the balancer.
-//   - A failure after the request was sent (reset, broken connection,
-//     timeout waiting for headers) is retried only for an idempotent
-//     request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or any method with an
-//     Idempotency-Key header) whose body is at most replayLimit bytes. A
-//     POST that reached a gateway is never sent twice.
-//   - An answer is never retried, 5xx included: the gateway answered, and
-//     its answer (perhaps streamed already) goes to the client.
-//
-// Each request is retried at most maxRetries times, each time on a backend
-// it has not tried, and only while the retry budget allows.
-type forwarder struct {
-	rt         roundTripper
-	pool       *pool
-	budget     *retryBudget
-	maxRetries int
-	metrics    *metrics
-	log        *slog.Logger
-}
-
-// roundTripper makes one attempt; upstream is the real one, tests use
-// fakes.
-type roundTripper interface {
-	roundTrip(b *backend, req *fasthttp.Request, resp *fasthttp.Response, ex *exchange) error
-}
-
-// replayLimit is the largest request body a retry after a failed exchange
-// sends again. Bodies are held in memory whole, so any could be; the limit
-// keeps a large upload from being sent to several gateways (a failed
-// connection is still retried: then nothing was sent).
-const replayLimit = 64 << 10
-
-// forward sends req, aimed by ex.aim, and retries as described above. It
-// returns the error of the last attempt when no attempt got an answer;
-// with nil, resp holds the answer and ex.backend the gateway that gave it.
-func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
-	ex.idempotent = isIdempotent(req)
-	// A streamed body (body.go) is not in memory: once any of it was sent
-	// it cannot be sent again.
-	ex.replayable = ex.bodyRest == nil && len(req.Body()) <= replayLimit
-	b := ex.backend
-	for {
-		start := f.starting(ex, req, b)
-		err := f.rt.roundTrip(b, req, resp, ex)
-		if err == nil {
-			f.answered(ex, start, resp.StatusCode())
-			return nil
-		}
-		var be *bodyError
-		if errors.As(err, &be) {
-			// The client's failure, not the gateway's: not counted against
-			// it, not retried.
-			b.inFlight.Add(-1)
-			return err
-		}
-		if b = f.retry(ex, err); b == nil {
-			return err
-		}
-	}
-}
-
-// starting records the start of an attempt of ex on b, aims req at b, and
-// returns the time it starts. b's in-flight count is raised until the
-// attempt fails or, when it gets an answer, until the exchange ends: the
-// response body is still to be copied.
-func (f *forwarder) starting(ex *exchange, req *fasthttp.Request, b *backend) time.Time {
-	ex.backend = b
-	ex.tried[ex.attempts] = b
-	ex.attempts++
-	ex.aim(req, b)
-	b.requests.Add(1)
-	b.inFlight.Add(1)
-	return time.Now()
-}
-
-// answered records that the attempt of ex begun at start got an answer
-// with status: the exchange holds the backend, its latency is recorded,
-// and the pool hears of it (a 5xx counts as a failure for ejection).
-func (f *forwarder) answered(ex *exchange, start time.Time, status int) {
-	b := ex.backend
-	now := time.Now()
-	b.latency.record(now, now.Sub(start))
-	ex.holding = true
-	f.pool.observe(b, status >= 500)
-}
-
-// retry records that the attempt of ex on ex.backend failed with err and
-// returns the backend to try next, or nil when the request is not retried
-// (see forwarder for when it is).
-func (f *forwarder) retry(ex *exchange, err error) *backend {
-	b := ex.backend
-	b.inFlight.Add(-1)
-	if ex.gone {
-		// The client hung up: not the gateway's fault, nobody to retry for.
-		return nil
-	}
-	b.errors.Add(1)
-	b.metrics.errors.Inc()
-	f.pool.observe(b, true)
-	connect := isDialError(err)
-	if !connect && (!ex.idempotent || !ex.replayable) {
-		return nil
-	}
-	if ex.attempts > f.maxRetries {
-		return nil
-	}
-	next := f.pool.pickRetry(ex.tried[:ex.attempts])
-	if next == nil {
-		return nil
-	}
-	if !f.budget.allow(time.Now()) {
-		f.metrics.retriesDenied.Inc()
-		f.log.Warn("retry budget spent, not retrying", "upstream", b.label, "err", err, "request_id", ex.requestID)
-		return nil
-	}
-	reason := retryAfterSend
-	if connect {
-		reason = retryConnect
-	}
-	f.metrics.retries[reason].Inc()
-	f.log.Warn("retrying on another gateway", "upstream", b.label, "next", next.label,
-		"reason", retryReasons[reason], "err", err, "request_id", ex.requestID)
-	return next
-}
-
-// isIdempotent reports whether req may be sent twice: its method is
-// idempotent by RFC 9110, or the client vouched for it with an
-// Idempotency-Key (the header net/http's own transport honours too).
-func isIdempotent(req *fasthttp.Request) bool {
-	switch string(req.Header.Method()) {
-	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
-		return true
-	}
-	return len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0
 }
