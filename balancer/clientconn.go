@@ -125,6 +125,9 @@ type clientConn struct {
 	// the first request it refused, which every read after returns.
 	fr    framer
 	frErr error
+	// tunneled is set once the connection is upgraded (upgrade.go): its
+	// bytes are another protocol's, read as they come.
+	tunneled bool
 }
 
 // Read reads what the client sent, up to the first byte of a request
@@ -134,6 +137,9 @@ type clientConn struct {
 // reading the request (and answers it) rather than taking the connection
 // as closed between two requests.
 func (c *clientConn) Read(p []byte) (int, error) {
+	if c.tunneled {
+		return c.Conn.Read(p) // another protocol now: not HTTP's framing
+	}
 	if c.frErr != nil {
 		return 0, c.frErr
 	}
@@ -201,3 +207,7 @@ func syscallConnOf(c net.Conn) (syscall.RawConn, error) {
 	}
 	return sc.SyscallConn()
 }
+
+// tunnelFromNow makes the connection's reads raw: it was upgraded to
+// another protocol (upgrade.go).
+func (c *clientConn) tunnelFromNow() { c.tunneled = true }

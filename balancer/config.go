@@ -213,6 +213,13 @@ type Config struct {
 	// unfinished without sending any of it: a body that makes no progress
 	// for that long is cut (408 when an answer can still be sent).
 	ClientBodyTimeout time.Duration
+	// StreamIdleTimeout bounds the silence of what lives past its
+	// request: a streamed answer (server-sent events, a long download)
+	// whose gateway sends nothing for that long is cut, and so is an
+	// upgraded connection (WebSocket) on which neither side sends
+	// anything. It replaces ResponseHeaderTimeout once an answer has
+	// begun. Zero means no limit.
+	StreamIdleTimeout time.Duration
 
 	// envErr is a list from the environment that did not parse. envflag
 	// reports the other variables through its Err, which lists cannot
@@ -253,6 +260,7 @@ func DefaultConfig() Config {
 		MaxConnsPerIP:       2048,
 		ClientHeaderTimeout: 10 * time.Second,
 		ClientBodyTimeout:   10 * time.Second,
+		StreamIdleTimeout:   5 * time.Minute,
 	}
 }
 
@@ -294,6 +302,7 @@ const (
 	envMaxConnsPerIP       = "SCALELAB_MAX_CONNS_PER_IP"
 	envClientHeaderTimeout = "SCALELAB_CLIENT_HEADER_TIMEOUT"
 	envClientBodyTimeout   = "SCALELAB_CLIENT_BODY_TIMEOUT"
+	envStreamIdleTimeout   = "SCALELAB_STREAM_IDLE_TIMEOUT"
 )
 
 // RegisterFlags defines the balancer's flags on s. The current values of c
@@ -399,6 +408,8 @@ func (c *Config) registerLimitFlags(s *envflag.Set) {
 		"client connections open at once from one IP address; past it new ones are closed at once (0: no limit)")
 	s.Duration(&c.ClientHeaderTimeout, "client-header-timeout", envClientHeaderTimeout, c.ClientHeaderTimeout,
 		"time a client has to send a request's header block (408 past it)")
+	s.Duration(&c.StreamIdleTimeout, "stream-idle-timeout", envStreamIdleTimeout, c.StreamIdleTimeout,
+		"silence after which a streamed answer (events) or an upgraded connection (WebSocket) is cut (0: no limit)")
 	s.Duration(&c.ClientBodyTimeout, "client-body-timeout", envClientBodyTimeout, c.ClientBodyTimeout,
 		"time a request body may go without progress before it is cut (408)")
 }
@@ -559,6 +570,7 @@ func (c Config) validateLimits() []error {
 	}
 	positive(bad, "--client-header-timeout", c.ClientHeaderTimeout)
 	positive(bad, "--client-body-timeout", c.ClientBodyTimeout)
+	notNegative(bad, "--stream-idle-timeout", c.StreamIdleTimeout)
 	return errs
 }
 

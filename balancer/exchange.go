@@ -228,6 +228,9 @@ type serverSide struct {
 	bodyRest   *clientBody
 	clientBody clientBody
 	bodyHead   bytes.Reader
+	// tunnel is the gateway's connection of an upgrade it answered with
+	// 101 (upgrade.go), until the tunnel takes it.
+	tunnel net.Conn
 }
 
 // loopSide is what an exchange on the event loops keeps besides.

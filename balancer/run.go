@@ -217,6 +217,11 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 			err = ferr
 		}
 	}
+	// Upgraded connections (WebSocket) are the balancer's own once
+	// hijacked: they get the same grace as requests in flight.
+	if terr := b.tunnels.wait(sctx); terr != nil && err == nil {
+		err = terr
+	}
 	if err != nil {
 		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)
 	}
@@ -278,6 +283,8 @@ type balancer struct {
 	inFlight atomic.Int64
 	// limits caps the client connections (limits.go); nil: no caps.
 	limits *connLimiter
+	// tunnels are the upgraded connections open (upgrade.go).
+	tunnels tunnels
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
