@@ -60,6 +60,9 @@ type Config struct {
 	// tests bind ports themselves so they know the real address. It is not a
 	// flag. Run owns it from then on and closes it before returning.
 	Listener net.Listener
+	// TLS terminates HTTPS on a listener of its own (tls.go); its zero
+	// value serves none.
+	TLS TLSConfig
 	// Dial, when set, connects to a gateway's host:port (as in its URL)
 	// instead of a TCP dial, for proxied requests and health checks alike.
 	// `up` sets it to reach its own gateways over Unix sockets: the same
@@ -255,6 +258,7 @@ func DefaultConfig() Config {
 		AdminAddr:             "127.0.0.1:8001",
 		Admin:                 true,
 		ShutdownTimeout:       10 * time.Second,
+		TLS:                   TLSConfig{Addr: ":8443"},
 
 		MaxConns:            10000,
 		MaxConnsPerIP:       2048,
@@ -397,6 +401,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", envShutdownTimeout, c.ShutdownTimeout,
 		"grace period for in-flight requests on shutdown")
 	c.registerLimitFlags(s)
+	c.TLS.registerFlags(s)
 }
 
 // registerLimitFlags defines the flags of the limits on client
@@ -428,6 +433,7 @@ func (c Config) Validate() error {
 	if c.Addr == "" && c.Listener == nil {
 		bad("--addr is required")
 	}
+	c.TLS.validate(bad)
 	if c.AdminListener == nil {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			bad("--admin-addr: %q is not host:port", c.AdminAddr)

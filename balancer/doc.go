@@ -53,6 +53,18 @@
 //   - goroutine: fasthttp's server, a goroutine per connection. It is also
 //     the engine of gateways reached over https.
 //
+// HTTPS (--tls-cert, --tls-key; tls.go) is a listener of its own,
+// --tls-addr (:8443). Each handshake runs on a goroutine of its own under
+// the header timeout (tlsFront); ALPN then gives an HTTP/1.1 connection to
+// the goroutine engine, the TLS layer between the raw socket and the
+// balancer's client connection, and an h2 one to the HTTP/2 server
+// (h2.go). The plain port speaks HTTP/2 too, to a connection whose first
+// bytes are the HTTP/2 preface (h2c with prior knowledge; either engine
+// hands it over). HTTP/2's framing is golang.org/x/net/http2's; each
+// stream becomes a fasthttp request served by the same handler as every
+// other, so policies, health, retries, limits and headers are the same.
+// The certificate is read again when its files change (internal/certs).
+//
 // Both share everything else: the policies, health checks, ejection,
 // retries and their budget, the rewriting of requests and answers, the
 // metrics and GET /-/balancer. The tests run once per engine.

@@ -55,9 +55,7 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	default:
 		if ex.unreadBody() {
 			ex.closeAsked = true
-			if cc, ok := ctx.Conn().(*clientConn); ok {
-				cc.lingerOnClose()
-			}
+			lingerClient(ctx)
 		}
 		b.respond(ex)
 	}

@@ -124,7 +124,8 @@ type eventLoop struct {
 // loopsUsable reports whether the event loops can serve cfg: they speak
 // plain HTTP to gateways only.
 func loopsUsable(cfg Config) bool {
-	if cfg.Engine != EngineLoop {
+	if cfg.Engine != EngineLoop || cfg.TLS.Redirect {
+		// Redirected plain requests are answered by the handler.
 		return false
 	}
 	for _, raw := range cfg.Backends {

@@ -32,6 +32,9 @@ type handoffListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// h2 takes over the connections that begin with the HTTP/2 preface
+	// (clientConn.h2).
+	h2 *h2Server
 }
 
 // newHandoffListener returns a listener that says it listens on addr.
@@ -44,10 +47,16 @@ func newHandoffListener(addr net.Addr) *handoffListener {
 // goes with it. It blocks until one or the other: call it from a
 // goroutine, never from a loop.
 func (h *handoffListener) give(c net.Conn, slot *connSlot) {
-	conn := &clientConn{Conn: c, slot: slot}
+	conn := &clientConn{Conn: c, slot: slot, h2: h.h2}
 	if _, ok := c.(*replayConn); !ok {
 		conn.Conn = rawconn.Wrap(c)
 	}
+	h.giveConn(conn)
+}
+
+// giveConn is give of a connection that is ready to serve as it is (a
+// TLS one, from tlsFront).
+func (h *handoffListener) giveConn(conn net.Conn) {
 	select {
 	case h.conns <- conn:
 	case <-h.done:

@@ -3,6 +3,7 @@ package balancer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,14 +12,17 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/net/http2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/certs"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/ops"
@@ -42,7 +46,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) error {
 	log = log.With("role", "balancer")
 	closeGiven := func() {
-		for _, l := range []net.Listener{cfg.Listener, cfg.AdminListener} {
+		for _, l := range []net.Listener{cfg.Listener, cfg.AdminListener, cfg.TLS.Listener} {
 			if l != nil {
 				_ = l.Close()
 			}
@@ -61,7 +65,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	adminLn, err := httpserver.Listen(httpserver.Config{Addr: cfg.AdminAddr, Listener: cfg.AdminListener})
 	if err != nil {
 		_ = ln.Close()
+		if cfg.TLS.Listener != nil {
+			_ = cfg.TLS.Listener.Close()
+		}
 		return fmt.Errorf("balancer: admin listener: %w", err)
+	}
+	var tlsLn net.Listener
+	var cert *certs.Reloader
+	if cfg.TLS.On() {
+		if cert, err = certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile); err == nil {
+			tlsLn, err = httpserver.Listen(httpserver.Config{Addr: cfg.TLS.Addr, Listener: cfg.TLS.Listener})
+		}
+		if err != nil {
+			_, _ = ln.Close(), adminLn.Close()
+			if cfg.TLS.Listener != nil {
+				_ = cfg.TLS.Listener.Close()
+			}
+			return fmt.Errorf("balancer: https listener: %w", err)
+		}
+		b.httpsPort = portOf(tlsLn.Addr())
 	}
 	if b.verifier == nil && cfg.Admin {
 		log.Warn("no JWT keys (" + auth.EnvSecret + "): the admin listener refuses drain and undrain")
@@ -94,7 +116,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	// listener could not be drained.
 	g, gctx := errgroup.WithContext(ctx)
 	b.opsCtx = gctx
-	g.Go(func() error { return b.serve(gctx, ln) })
+	g.Go(func() error { return b.serve(gctx, ln, nil) })
+	if cert != nil {
+		leaf := cert.Leaf()
+		log.Info("https", "addr", tlsLn.Addr().String(), "cert", cfg.TLS.CertFile, "dns", leaf.DNSNames, "ips", leaf.IPAddresses,
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "redirect_http", cfg.TLS.Redirect)
+		discovery.Go(func() { cert.Watch(bctx, certCheckInterval, log) })
+		g.Go(func() error { return b.serve(gctx, tlsLn, certs.ServerConfig(cert, http2.NextProtoTLS, "http/1.1")) })
+	}
 	g.Go(func() error {
 		return httpserver.Serve(gctx, httpserver.Config{ShutdownTimeout: cfg.ShutdownTimeout}, adminLn, admin, log.With("listener", "admin"))
 	})
@@ -113,7 +142,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 // server, httputil.ReverseProxy and http.Transport cost about three times
 // nginx's CPU (see bench/README.md), almost none of it the balancer's own
 // work. fasthttp reuses its request, response and buffers across requests.
-func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
+//
+// With tlsCfg, ln is the HTTPS listener: every connection is TLS, and
+// served by the goroutine engine.
+func (b *balancer) serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
 	// As httpserver.Serve: a shutdown closes connections that never sent a
 	// request. fasthttp reports a connection active only once its first
 	// request is read whole, so during a shutdown a first request that takes
@@ -157,21 +189,33 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// Tell keep-alive clients to go while shutting down.
 		CloseOnShutdown: true,
 	}
-	b.limits = newConnLimiter(b.cfg)
-	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits}
-	var f *front
-	acceptc := make(chan error, 1)
-	if loopsUsable(b.cfg) {
+	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits, h2: b.h2}
+	// f, when set, accepts from ln and gives the goroutine engine what it
+	// does not serve itself: the event loops, or the TLS handshakes.
+	var f acceptor
+	switch {
+	case tlsCfg != nil:
 		slow := newHandoffListener(ln.Addr())
-		var err error
-		if f, err = newFront(b, slow); err != nil {
+		f, served = newTLSFront(b, tlsCfg, slow), slow
+	case loopsUsable(b.cfg):
+		slow := newHandoffListener(ln.Addr())
+		slow.h2 = b.h2
+		loops, err := newFront(b, slow)
+		if err != nil {
 			_ = ln.Close()
 			return err
 		}
-		served = slow
+		f, served = loops, slow
+	}
+	acceptc := make(chan error, 1)
+	if f != nil {
 		go func() { acceptc <- f.accept(ln) }()
 	}
-	b.log.Info("http listening", "addr", ln.Addr().String(), "engine", b.cfg.Engine)
+	engine := b.cfg.Engine
+	if tlsCfg != nil {
+		engine = EngineGoroutine
+	}
+	b.log.Info("http listening", "addr", ln.Addr().String(), "engine", engine, "tls", tlsCfg != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(served) }()
 	select {
@@ -202,6 +246,9 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		f.drain()
 	}
 	stopClosing := silent.CloseWhile(httpserver.SilentQuiet)
+	// HTTP/2 connections (h2c here, h2 on the TLS listener) are the
+	// balancer's own, not fasthttp's: told to go at the same time.
+	b.h2.drain()
 	err := srv.ShutdownWithContext(sctx)
 	stopClosing()
 	// fasthttp's shutdown closes the listeners Serve has registered; one
@@ -217,16 +264,31 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 			err = ferr
 		}
 	}
-	// Upgraded connections (WebSocket) are the balancer's own once
-	// hijacked: they get the same grace as requests in flight.
+	// Upgraded connections (WebSocket) and HTTP/2 ones are the
+	// balancer's own, not fasthttp's: they get the same grace as requests
+	// in flight.
 	if terr := b.tunnels.wait(sctx); terr != nil && err == nil {
 		err = terr
+	}
+	if herr := b.h2.wait(sctx); herr != nil && err == nil {
+		err = herr
 	}
 	if err != nil {
 		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)
 	}
 	b.log.Info("http stopped", "addr", ln.Addr().String())
 	return nil
+}
+
+// acceptor accepts a listener's connections before the goroutine engine:
+// the event loops (front) or the TLS handshakes (tlsFront).
+type acceptor interface {
+	// accept accepts until ln is closed.
+	accept(ln net.Listener) error
+	// drain starts a shutdown: connections are asked to finish.
+	drain()
+	// wait waits for the connections it serves to end, or ctx.
+	wait(ctx context.Context) error
 }
 
 // handleBadRequest answers a request the server could not read, with the
@@ -249,9 +311,7 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 	b.log.Debug("bad request", "status", status, "err", err)
 	writeError(ctx, status, apperr.CodeForStatus(status), msg, "")
 	ctx.SetConnectionClose()
-	if cc, ok := ctx.Conn().(*clientConn); ok {
-		cc.lingerOnClose() // the client may still be sending what was not read
-	}
+	lingerClient(ctx) // the client may still be sending what was not read
 }
 
 // balancer is the balancer's HTTP handler: the /-/ routes and the proxy.
@@ -285,6 +345,11 @@ type balancer struct {
 	limits *connLimiter
 	// tunnels are the upgraded connections open (upgrade.go).
 	tunnels tunnels
+	// h2 serves the HTTP/2 connections of every listener (h2.go).
+	h2 *h2Server
+	// httpsPort is the port of the HTTPS listener, where --https-redirect
+	// sends plain requests.
+	httpsPort string
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
@@ -307,7 +372,9 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		metrics: newMetrics(reg),
 		budget:  newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
 		opsCtx:  context.Background(),
+		limits:  newConnLimiter(cfg),
 	}
+	b.h2 = newH2Server(b)
 	for i, u := range urls {
 		w := 1
 		if len(cfg.Weights) > 0 {
@@ -408,6 +475,10 @@ func (b *balancer) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		b.serveOps(ctx)
+		return
+	}
+	if b.cfg.TLS.Redirect && !ctx.IsTLS() {
+		redirectToHTTPS(ctx, b.httpsPort)
 		return
 	}
 	b.serveProxy(ctx)

@@ -47,9 +47,7 @@ func (b *balancer) serveUpgrade(ex *exchange, ctx *fasthttp.RequestCtx, ip netip
 		ex.status = fasthttp.StatusBadRequest
 		writeError(ctx, ex.status, apperr.Invalid, "an upgrade request carries no body", ex.requestID)
 		ctx.SetConnectionClose()
-		if cc, ok := ctx.Conn().(*clientConn); ok {
-			cc.lingerOnClose()
-		}
+		lingerClient(ctx)
 		ex.end()
 		return
 	}

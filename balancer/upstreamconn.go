@@ -566,6 +566,9 @@ func isStale(conn net.Conn, now, created, last time.Time) bool {
 // non-blocking peek reads EOF or an error. A connection that cannot be
 // checked (TLS) is taken as open.
 func peerClosed(conn net.Conn) bool {
+	if s, ok := conn.(interface{ gone() bool }); ok {
+		return s.gone() // an HTTP/2 stream (h2.go)
+	}
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()
 	}
