@@ -212,3 +212,36 @@ func TestUpgradeShutdown(t *testing.T) {
 		t.Error("the tunnel is still open after the shutdown")
 	}
 }
+
+// TestWebSocketOverTLS: wss:// through the HTTPS listener, with
+// X-Forwarded-Proto: https on the handshake the gateway sees.
+func TestWebSocketOverTLS(t *testing.T) {
+	gw := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) {
+		_ = websocket.Message.Send(c, c.Request().Header.Get("X-Forwarded-Proto"))
+		var m string
+		if websocket.Message.Receive(c, &m) == nil {
+			_ = websocket.Message.Send(c, m)
+		}
+	}))
+	t.Cleanup(gw.Close)
+	cfg := testConfig(gw.URL)
+	tlsBase, certFile := withTLS(t, &cfg)
+	startBalancer(t, cfg)
+	conf, err := websocket.NewConfig(strings.Replace(tlsBase, "https", "wss", 1)+"/ws", tlsBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.TlsConfig = httpsClient(t, certFile).Transport.(*http.Transport).TLSClientConfig
+	c, err := websocket.DialConfig(conf)
+	if err != nil {
+		t.Fatalf("wss dial: %v", err)
+	}
+	defer c.Close()
+	var proto, echo string
+	if err := websocket.Message.Receive(c, &proto); err != nil || proto != "https" {
+		t.Errorf("gateway saw X-Forwarded-Proto %q (%v), want https", proto, err)
+	}
+	if websocket.Message.Send(c, "over tls") != nil || websocket.Message.Receive(c, &echo) != nil || echo != "over tls" {
+		t.Errorf("echo over wss = %q", echo)
+	}
+}
