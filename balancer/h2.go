@@ -103,6 +103,15 @@ func (s *h2Server) drain() {
 func (s *h2Server) wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	// None open (the last one may be closing): no wait on ctx, which
+	// may have ended already.
+	s.mu.Lock()
+	open := len(s.conns)
+	s.mu.Unlock()
+	if open == 0 {
+		<-done
+		return nil
+	}
 	select {
 	case <-done:
 		return nil

@@ -267,8 +267,8 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Confi
 	// Upgraded connections (WebSocket) and HTTP/2 ones are the
 	// balancer's own, not fasthttp's: they get the same grace as requests
 	// in flight.
-	if terr := b.tunnels.wait(sctx); terr != nil && err == nil {
-		err = terr
+	if n := b.tunnels.wait(sctx); n > 0 {
+		b.log.Info("upgraded connections closed at the end of the shutdown grace", "count", n)
 	}
 	if herr := b.h2.wait(sctx); herr != nil && err == nil {
 		err = herr

@@ -1,14 +1,19 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 var httpsLine = regexp.MustCompile(`https\s+(https://\S+)\s+\(self-signed: curl --cacert (\S+) (\S+)\)`)
@@ -46,6 +51,55 @@ func TestUpTLS(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
 			t.Errorf("GET %s = %d over %v, %s; want 200 over TLS 1.2+", tc.url, resp.StatusCode, resp.TLS != nil, body)
 		}
+	}
+	p.stop(t)
+}
+
+// TestUpTaskEventsWebSocket: a task's events as a WebSocket, through up's
+// front door (the balancer's tunnel to a gateway), from queued to the end.
+func TestUpTaskEventsWebSocket(t *testing.T) {
+	p := startUp(t, t.TempDir())
+	sub := p.do(t, "POST", "/longtask", "Bearer "+p.token, []byte(`{"task":"sleep","duration_ms":300}`))
+	var queued struct {
+		TaskID string `json:"task_id"`
+	}
+	if sub.status != http.StatusAccepted || json.Unmarshal(sub.body, &queued) != nil {
+		t.Fatalf("POST /longtask = %d %s", sub.status, sub.body)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, strings.Replace(p.base, "http", "ws", 1)+"/tasks/"+queued.TaskID+"/events",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + p.token}}})
+	if err != nil {
+		t.Fatalf("WebSocket through the balancer: %v (%v)", err, resp)
+	}
+	defer c.CloseNow()
+	var last string
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %s: %v", last, err)
+		}
+		var m struct {
+			Event string `json:"event"`
+			Data  struct {
+				State string `json:"state"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("message %q: %v", b, err)
+		}
+		if m.Event == "end" {
+			break
+		}
+		last = m.Data.State
+	}
+	if last != "succeeded" {
+		t.Errorf("last state before end = %q, want succeeded", last)
+	}
+	// The gateway closes after end; a client answers its close.
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Errorf("after end: %v, want a normal closure", err)
 	}
 	p.stop(t)
 }
