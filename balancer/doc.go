@@ -244,8 +244,14 @@
 //   - Hop-by-hop headers (Connection and the headers it names, Keep-Alive,
 //     Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE but
 //     "TE: trailers", Trailer, Transfer-Encoding, Upgrade) are dropped in
-//     both directions, and so are Expect and trailers. Upgrades (WebSocket)
-//     are not proxied.
+//     both directions, and so are Expect and trailers, except on an
+//     upgrade (upgrade.go): a request with Connection: Upgrade (a
+//     WebSocket) keeps its Upgrade, and once the gateway answers 101 the
+//     two connections are joined in a tunnel, bytes copied both ways until
+//     a side closes or both are silent for --stream-idle-timeout.
+//   - Once an answer's headers are in, its body is bounded by
+//     --stream-idle-timeout (silence), not by the response header timeout:
+//     server-sent events live as long as they talk.
 //
 // # Bodies
 //
