@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -224,6 +225,15 @@ type Config struct {
 	// begun. Zero means no limit.
 	StreamIdleTimeout time.Duration
 
+	// AccessLog writes one JSON line per request to AccessLogOutput
+	// (accesslog.go); AccessLogSample, when above 1, logs one request in
+	// that many (and every 5xx).
+	AccessLog       bool
+	AccessLogSample int
+	// AccessLogOutput is where the access log goes; nil: standard output.
+	// Not a flag.
+	AccessLogOutput io.Writer
+
 	// envErr is a list from the environment that did not parse. envflag
 	// reports the other variables through its Err, which lists cannot
 	// reach, so Validate reports this one.
@@ -265,6 +275,7 @@ func DefaultConfig() Config {
 		ClientHeaderTimeout: 10 * time.Second,
 		ClientBodyTimeout:   10 * time.Second,
 		StreamIdleTimeout:   5 * time.Minute,
+		AccessLogSample:     1,
 	}
 }
 
@@ -307,6 +318,8 @@ const (
 	envClientHeaderTimeout = "SCALELAB_CLIENT_HEADER_TIMEOUT"
 	envClientBodyTimeout   = "SCALELAB_CLIENT_BODY_TIMEOUT"
 	envStreamIdleTimeout   = "SCALELAB_STREAM_IDLE_TIMEOUT"
+	envAccessLog           = "SCALELAB_ACCESS_LOG"
+	envAccessLogSample     = "SCALELAB_ACCESS_LOG_SAMPLE"
 )
 
 // RegisterFlags defines the balancer's flags on s. The current values of c
@@ -413,6 +426,10 @@ func (c *Config) registerLimitFlags(s *envflag.Set) {
 		"client connections open at once from one IP address; past it new ones are closed at once (0: no limit)")
 	s.Duration(&c.ClientHeaderTimeout, "client-header-timeout", envClientHeaderTimeout, c.ClientHeaderTimeout,
 		"time a client has to send a request's header block (408 past it)")
+	s.Bool(&c.AccessLog, "access-log", envAccessLog, c.AccessLog,
+		"write one JSON line per request to standard output (method, path, status, bytes, duration, gateway, retries, request id)")
+	s.Int(&c.AccessLogSample, "access-log-sample", envAccessLogSample, c.AccessLogSample,
+		"with --access-log: log one request in this many (every 5xx whatever it says)")
 	s.Duration(&c.StreamIdleTimeout, "stream-idle-timeout", envStreamIdleTimeout, c.StreamIdleTimeout,
 		"silence after which a streamed answer (events) or an upgraded connection (WebSocket) is cut (0: no limit)")
 	s.Duration(&c.ClientBodyTimeout, "client-body-timeout", envClientBodyTimeout, c.ClientBodyTimeout,
@@ -577,6 +594,7 @@ func (c Config) validateLimits() []error {
 	positive(bad, "--client-header-timeout", c.ClientHeaderTimeout)
 	positive(bad, "--client-body-timeout", c.ClientBodyTimeout)
 	notNegative(bad, "--stream-idle-timeout", c.StreamIdleTimeout)
+	positive(bad, "--access-log-sample", c.AccessLogSample)
 	return errs
 }
 

@@ -539,6 +539,7 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 	reuse := !h.ConnectionClose() && len(buf) == total
 	closing := ex.closeAsked || f.draining.Load()
 	ex.rewriteAnswer(h, closing)
+	ex.bodyBytes = int64(g.size)
 	out := h.AppendBytes(l.out[:0])
 	out = append(out, buf[g.headLen:total]...)
 	l.out = out
@@ -623,6 +624,7 @@ func (f *front) answer(lc *loopClient, r *fasthttp.Response) {
 	if closing {
 		r.SetConnectionClose()
 	}
+	lc.ex.bodyBytes = int64(len(r.Body()))
 	f.write(lc, lc.l.appendAnswer(r), closing)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -206,6 +207,10 @@ type exchange struct {
 	closeAsked bool
 	// gone is set once the client was found to have hung up.
 	gone bool
+	// client is the client's address and bodyBytes the bytes of the
+	// answer's body sent to it, for the access log.
+	client    netip.Addr
+	bodyBytes int64
 	// Whether a failed attempt may be sent again (see forwarder).
 	idempotent, replayable bool
 
@@ -462,6 +467,12 @@ func (ex *exchange) end() {
 	if !ex.overloaded { // counted in metrics.overloaded instead
 		b.metrics.observe(ex.backend, ex.status, d)
 	}
+	if b.access != nil {
+		if ex.ctx != nil && !ex.streaming {
+			ex.bodyBytes = int64(len(ex.ctx.Response.Body()))
+		}
+		b.access.log(ex, d)
+	}
 	// Checked first so that a busy balancer at info level does not build
 	// attributes nobody will see.
 	if !ex.overloaded && b.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -480,6 +491,7 @@ func (ex *exchange) end() {
 		)
 	}
 	ex.peer = nil
+	ex.client, ex.bodyBytes = netip.Addr{}, 0
 	ex.ctx, ex.b, ex.backend, ex.tried = nil, nil, nil, [maxRetriesLimit + 1]*backend{}
 	ex.body = upstreamBody{}
 	ex.bodyRest, ex.clientBody = nil, clientBody{}

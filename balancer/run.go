@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 
 	// Health checks and discovery outlive ctx until the server has drained:
 	// requests finishing during shutdown still need an accurate pool.
+	out := cfg.AccessLogOutput
+	if out == nil {
+		out = os.Stdout
+	}
+	b.access = newAccessLog(cfg, out)
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var discovery, dashboard sync.WaitGroup
 	defer func() {
@@ -99,6 +105,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 		discovery.Wait()
 		dashboard.Wait()
 		b.pool.close()
+		b.access.close() // after the last request
 	}()
 	if cfg.Dashboard != nil {
 		dashboard.Go(func() { cfg.Dashboard.Run(bctx) })
@@ -345,6 +352,8 @@ type balancer struct {
 	limits *connLimiter
 	// tunnels are the upgraded connections open (upgrade.go).
 	tunnels tunnels
+	// access is the access log (accesslog.go); nil when it is off.
+	access *accessLog
 	// h2 serves the HTTP/2 connections of every listener (h2.go).
 	h2 *h2Server
 	// httpsPort is the port of the HTTPS listener, where --https-redirect

@@ -551,6 +551,7 @@ func (u *upstreamBody) Close() error {
 	u.hc.ReleaseReader(u.br)
 	u.gc.release()
 	u.release(u.eof && u.keep)
+	ex.bodyBytes = u.read
 	ex.end()
 	return nil
 }
