@@ -225,6 +225,14 @@ type Config struct {
 	// begun. Zero means no limit.
 	StreamIdleTimeout time.Duration
 
+	// ConfigFile, when set, is a JSON file of backends, weights, policy
+	// and limits (reload.go), read at start over the flags' values and
+	// again at each reload.
+	ConfigFile string
+	// Reload, when set, makes the balancer read ConfigFile again at each
+	// receive (the balancer command sends on SIGHUP). Not a flag.
+	Reload <-chan struct{}
+
 	// AccessLog writes one JSON line per request to AccessLogOutput
 	// (accesslog.go); AccessLogSample, when above 1, logs one request in
 	// that many (and every 5xx).
@@ -319,6 +327,7 @@ const (
 	envClientBodyTimeout   = "SCALELAB_CLIENT_BODY_TIMEOUT"
 	envStreamIdleTimeout   = "SCALELAB_STREAM_IDLE_TIMEOUT"
 	envAccessLog           = "SCALELAB_ACCESS_LOG"
+	envConfigFile          = "SCALELAB_BALANCER_CONFIG"
 	envAccessLogSample     = "SCALELAB_ACCESS_LOG_SAMPLE"
 )
 
@@ -426,6 +435,8 @@ func (c *Config) registerLimitFlags(s *envflag.Set) {
 		"client connections open at once from one IP address; past it new ones are closed at once (0: no limit)")
 	s.Duration(&c.ClientHeaderTimeout, "client-header-timeout", envClientHeaderTimeout, c.ClientHeaderTimeout,
 		"time a client has to send a request's header block (408 past it)")
+	s.String(&c.ConfigFile, "config", envConfigFile, c.ConfigFile,
+		"JSON file of backends, weights, policy and limits, read at start and again on SIGHUP or POST /-/reload")
 	s.Bool(&c.AccessLog, "access-log", envAccessLog, c.AccessLog,
 		"write one JSON line per request to standard output (method, path, status, bytes, duration, gateway, retries, request id)")
 	s.Int(&c.AccessLogSample, "access-log-sample", envAccessLogSample, c.AccessLogSample,

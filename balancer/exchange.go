@@ -361,7 +361,7 @@ func (ex *exchange) begin(h *fasthttp.RequestHeader) bool {
 	} else {
 		ex.requestID = reqid.New()
 	}
-	if max := int64(b.cfg.MaxInFlight); max > 0 {
+	if max := b.maxInFlight.Load(); max > 0 {
 		if b.inFlight.Add(1) > max {
 			b.inFlight.Add(-1)
 			b.metrics.overloaded.Inc()

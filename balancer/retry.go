@@ -31,7 +31,7 @@ type forwarder struct {
 	rt         roundTripper
 	pool       *pool
 	budget     *retryBudget
-	maxRetries int
+	maxRetries atomic.Int32 // changed by a reload (reload.go)
 	metrics    *metrics
 	log        *slog.Logger
 }
@@ -130,7 +130,7 @@ func (f *forwarder) retry(ex *exchange, err error) *backend {
 	if !connect && (!ex.idempotent || !ex.replayable) {
 		return nil
 	}
-	if ex.attempts > f.maxRetries {
+	if ex.attempts > int(f.maxRetries.Load()) {
 		return nil
 	}
 	next := f.pool.pickRetry(ex.tried[:ex.attempts])

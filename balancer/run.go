@@ -53,11 +53,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 			}
 		}
 	}
+	base := cfg
+	if cfg.ConfigFile != "" {
+		var err error
+		if cfg, err = readConfigFile(cfg); err != nil {
+			closeGiven()
+			return err
+		}
+	}
 	b, err := newBalancer(cfg, ops.NewRegistry(), log)
 	if err != nil {
 		closeGiven()
 		return err
 	}
+	b.reloader.base, b.reloader.cur = base, cfg
 	ln, err := httpserver.Listen(httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener})
 	if err != nil {
 		closeGiven()
@@ -99,6 +108,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	}
 	b.access = newAccessLog(cfg, out)
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	b.reloader.checks = bctx
 	var discovery, dashboard sync.WaitGroup
 	defer func() {
 		stop()
@@ -109,6 +119,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	}()
 	if cfg.Dashboard != nil {
 		dashboard.Go(func() { cfg.Dashboard.Run(bctx) })
+	}
+	if cfg.Reload != nil {
+		dashboard.Go(func() {
+			for {
+				select {
+				case <-bctx.Done():
+					return
+				case <-cfg.Reload:
+					if _, err := b.reload(); err != nil {
+						log.Warn("configuration not reloaded; the old one stays", "err", err)
+					}
+				}
+			}
+		})
 	}
 	if cfg.Discover != "" {
 		host, port, _ := net.SplitHostPort(cfg.Discover) // checked by Validate
@@ -346,14 +370,17 @@ type balancer struct {
 	// the admin listener's): Run's ctx, which ends when the shutdown
 	// starts.
 	opsCtx context.Context
-	// inFlight counts the requests being proxied, for MaxInFlight.
-	inFlight atomic.Int64
+	// inFlight counts the requests being proxied, for maxInFlight,
+	// Config.MaxInFlight (changed by a reload).
+	inFlight, maxInFlight atomic.Int64
 	// limits caps the client connections (limits.go); nil: no caps.
 	limits *connLimiter
 	// tunnels are the upgraded connections open (upgrade.go).
 	tunnels tunnels
 	// access is the access log (accesslog.go); nil when it is off.
 	access *accessLog
+	// reloader reloads the configuration file (reload.go).
+	reloader reloader
 	// h2 serves the HTTP/2 connections of every listener (h2.go).
 	h2 *h2Server
 	// httpsPort is the port of the HTTPS listener, where --https-redirect
@@ -402,10 +429,11 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		rt:         &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
 		pool:       b.pool,
 		budget:     b.budget,
-		maxRetries: cfg.MaxRetries,
 		metrics:    b.metrics,
 		log:        log,
 	}
+	b.forwarder.maxRetries.Store(int32(cfg.MaxRetries))
+	b.maxInFlight.Store(int64(cfg.MaxInFlight))
 
 	if cfg.jwtConfigured() {
 		b.verifier = auth.NewVerifier(cfg.JWT)
@@ -434,6 +462,7 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	}
 	if cfg.Admin {
 		b.admin.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
+		b.admin.HandleFunc("POST "+opsPrefix+"/reload", b.handleReload)
 		b.admin.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))
 	}
 	b.admin.HandleFunc(opsPrefix+"/", notFound)
