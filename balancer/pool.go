@@ -29,7 +29,7 @@ var states = [...]string{stateHealthy, stateUnhealthy, stateEjected, stateDraini
 // health checks, ejections and the admin routes change them.
 type backend struct {
 	url    *url.URL
-	label  string // url.String(): the backend label in metrics, logs and admin URLs
+	label  string       // url.String(): the backend label in metrics, logs and admin URLs
 	weight atomic.Int32 // changed by a reload (reload.go)
 	// prefix is url's path, escaped, which every proxied path goes under;
 	// usually empty.

@@ -426,11 +426,11 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	}, policy, b.metrics, newChecker(cfg), log)
 	reg.MustRegister(newPoolCollector(b.pool))
 	b.forwarder = &forwarder{
-		rt:         &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
-		pool:       b.pool,
-		budget:     b.budget,
-		metrics:    b.metrics,
-		log:        log,
+		rt:      &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
+		pool:    b.pool,
+		budget:  b.budget,
+		metrics: b.metrics,
+		log:     log,
 	}
 	b.forwarder.maxRetries.Store(int32(cfg.MaxRetries))
 	b.maxInFlight.Store(int64(cfg.MaxInFlight))

@@ -166,6 +166,10 @@ type tunnels struct {
 	mu   sync.Mutex
 	open map[*tunnel]struct{}
 	wg   sync.WaitGroup
+	// closing is set when a shutdown starts waiting: a tunnel that would
+	// open after it is closed at once (and the wait group never grows
+	// while it is waited for).
+	closing bool
 }
 
 // tunnel is one upgraded connection: the client's (read and written
@@ -183,6 +187,12 @@ func (t *tunnel) close() {
 func (ts *tunnels) run(b *balancer, ex *exchange, t *tunnel, head []byte) {
 	client, gw := t.client, t.gw
 	ts.mu.Lock()
+	if ts.closing {
+		ts.mu.Unlock()
+		t.close()
+		ex.end()
+		return
+	}
 	if ts.open == nil {
 		ts.open = map[*tunnel]struct{}{}
 	}
@@ -250,6 +260,9 @@ var errTunnelIdle = errors.New("nothing sent either way for --stream-idle-timeou
 // wants, and the balancer, which does not speak its protocol, can only
 // give it the grace and then close it (the client reconnects).
 func (ts *tunnels) wait(ctx context.Context) int {
+	ts.mu.Lock()
+	ts.closing = true
+	ts.mu.Unlock()
 	done := make(chan struct{})
 	go func() { ts.wg.Wait(); close(done) }()
 	// None open (the last one may be closing): no wait on ctx, which
