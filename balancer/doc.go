@@ -104,6 +104,7 @@
 //	GET  /-/balancer                     the policy and every gateway: state, in flight, totals, p50/p99
 //	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (token with scope admin)
 //	POST /-/backends/undrain?url=<gw>    send it requests again (token with scope admin)
+//	POST /-/reload                       read --config again (token with scope admin; reload.go)
 //	GET  /-/dashboard                    the live dashboard, when Config.Dashboard is set (404 otherwise)
 //
 // GET /-/balancer answers {"policy","discover","ready","backends":[{"url",
