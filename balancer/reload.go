@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/scalelab/scalelab/internal/apperr"
+	"github.com/scalelab/scalelab/internal/certs"
 	"github.com/scalelab/scalelab/internal/strictjson"
 )
 
@@ -86,10 +87,13 @@ type reloader struct {
 	// checks bounds the health checks of gateways a reload adds, as Run's
 	// own (they outlive the shutdown's start until the drain is done).
 	checks context.Context
+	// cert is the HTTPS certificate, read again by a reload too; nil
+	// without HTTPS.
+	cert *certs.Reloader
 }
 
 // errNoConfigFile answers a reload without --config.
-var errNoConfigFile = errors.New("balancer: nothing to reload: the balancer was started without --config")
+var errNoConfigFile = errors.New("balancer: nothing to reload: the balancer was started without --config or --tls-cert")
 
 // reload reads the configuration file again and puts its settings in
 // force, or returns why not (the old ones stay).
@@ -97,8 +101,17 @@ func (b *balancer) reload() (Config, error) {
 	r := &b.reloader
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.base.ConfigFile == "" {
+	if r.base.ConfigFile == "" && r.cert == nil {
 		return r.cur, errNoConfigFile
+	}
+	if r.cert != nil {
+		// The certificate too, as nginx reloads its own on SIGHUP.
+		if err := r.cert.Reload(); err != nil {
+			return r.cur, err
+		}
+	}
+	if r.base.ConfigFile == "" {
+		return r.cur, nil
 	}
 	next, err := readConfigFile(r.base)
 	if err != nil {

@@ -94,6 +94,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 			return fmt.Errorf("balancer: https listener: %w", err)
 		}
 		b.httpsPort = portOf(tlsLn.Addr())
+		b.reloader.cert = cert
 	}
 	if b.verifier == nil && cfg.Admin {
 		log.Warn("no JWT keys (" + auth.EnvSecret + "): the admin listener refuses drain and undrain")

@@ -388,3 +388,34 @@ func TestHTTP2Shutdown(t *testing.T) {
 		t.Fatal("Run() did not return after a shutdown with an HTTP/2 connection open")
 	}
 }
+
+// TestReloadCertificate: POST /-/reload reads the certificate again (as
+// SIGHUP does), refusing a pair that does not load.
+func TestReloadCertificate(t *testing.T) {
+	gw := echoBackend(t, "gw")
+	cfg := testConfig(gw.URL)
+	tlsBase, certFile := withTLS(t, &cfg)
+	base := startBalancer(t, cfg)
+	keyFile := cfg.TLS.KeyFile
+	newCert, newKey, err := certs.SelfSigned(t.TempDir(), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range [][2]string{{newKey, keyFile}, {newCert, certFile}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status, body := postReload(t, base, adminToken(t, "admin")); status != http.StatusOK {
+		t.Fatalf("POST /-/reload = %d %s", status, body)
+	}
+	if resp, _ := get(t, httpsClient(t, certFile), tlsBase+"/x"); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET with the new certificate trusted = %d", resp.StatusCode)
+	}
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := postReload(t, base, adminToken(t, "admin")); status != http.StatusBadRequest || !strings.Contains(string(body), "tls certificate") {
+		t.Errorf("POST /-/reload with a broken key = %d %s, want 400 naming the certificate", status, body)
+	}
+}

@@ -217,7 +217,7 @@ func balancerRole(s *envflag.Set) roleCommand {
 				}
 			}
 			cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
-			if cfg.ConfigFile != "" {
+			if cfg.ConfigFile != "" || cfg.TLS.On() {
 				cfg.Reload = hangups(ctx)
 			}
 			return balancer.Run(ctx, cfg, log)
