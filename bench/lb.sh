@@ -325,8 +325,9 @@ if [[ -n ${TLS:-} ]]; then
 	for t in nginx-tls haproxy-tls scalelab-tls; do
 		got=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http1.1 -w '%{http_version}' "${url[$t]}")
 		h2=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http2 -w '%{http_version}' "${url[$t]}")
-		suite=$(openssl s_client -connect "${url[$t]#https://}" -servername 127.0.0.1 </dev/null 2>/dev/null |
-			awk '/^New, / {print $2, $NF; exit}' | sed 's/\/.*//; s/,//')
+		hostport=${url[$t]#https://}
+		suite=$(openssl s_client -connect "${hostport%%/*}" -servername 127.0.0.1 </dev/null 2>/dev/null |
+			awk '/^New, / {sub(/,$/, "", $2); print $2, $NF; exit}' || true)
 		log "  ${t%-tls}: $suite, http/$got with --http1.1, http/$h2 with --http2"
 		(( ${h2%%.*} == 2 )) || { log "lb.sh: $t does not speak h2"; exit 1; }
 	done
@@ -387,8 +388,10 @@ h2load_as_wrk() {
 		/^status codes:/ {print "Non-2xx or 3xx responses:", $7 + $9}' <<<"$summary"
 	sort -n -k3 "$logfile" | awk '{v[NR] = $3} END {
 		if (NR == 0) exit
-		printf "50%% %.3fms\n", v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1] / 1000
-		printf "99%% %.3fms\n", v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1] / 1000 }'
+		i = int(NR * 0.50); if (i < 1) i = 1
+		j = int(NR * 0.99); if (j < 1) j = 1
+		printf "50%% %.3fms\n", v[i] / 1000
+		printf "99%% %.3fms\n", v[j] / 1000 }'
 }
 
 cores=$(nproc)
