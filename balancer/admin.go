@@ -41,7 +41,7 @@ func statusOf(b *backend, now time.Time) BackendStatus {
 	return BackendStatus{
 		URL:      b.label,
 		State:    b.state(),
-		Weight:   b.weight,
+		Weight:   int(b.weight.Load()),
 		InFlight: b.inFlight.Load(),
 		Requests: b.requests.Load(),
 		Errors:   b.errors.Load(),
@@ -56,7 +56,7 @@ func statusOf(b *backend, now time.Time) BackendStatus {
 func (b *balancer) status() Status {
 	all := *b.pool.all.Load()
 	s := Status{
-		Policy:   b.cfg.Policy,
+		Policy:   b.pool.ready.Load().policy.name(),
 		Discover: b.cfg.Discover,
 		Ready:    len(b.pool.ready.Load().backends),
 		Backends: make([]BackendStatus, 0, len(all)),

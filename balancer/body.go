@@ -160,9 +160,7 @@ func (b *balancer) refuseBody(ex *exchange, be *bodyError) {
 	ctx.Response.Reset()
 	writeError(ctx, status, apperr.CodeForStatus(status), msg, ex.requestID)
 	ctx.SetConnectionClose()
-	if cc, ok := ctx.Conn().(*clientConn); ok {
-		cc.lingerOnClose() // the client may still be sending
-	}
+	lingerClient(ctx) // the client may still be sending
 }
 
 // opsBodyLimit bounds the body of a request to the balancer's own routes,
@@ -180,8 +178,6 @@ func opsBodyTooLarge(ctx *fasthttp.RequestCtx) bool {
 	status := fasthttp.StatusRequestEntityTooLarge
 	writeError(ctx, status, apperr.CodeForStatus(status), "the request body is too large", "")
 	ctx.SetConnectionClose()
-	if cc, ok := ctx.Conn().(*clientConn); ok {
-		cc.lingerOnClose()
-	}
+	lingerClient(ctx)
 	return true
 }

@@ -125,6 +125,14 @@ type clientConn struct {
 	// the first request it refused, which every read after returns.
 	fr    framer
 	frErr error
+	// tunneled is set once the connection is upgraded (upgrade.go): its
+	// bytes are another protocol's, read as they come.
+	tunneled bool
+	// h2, when set, takes the connection over if it begins with the
+	// HTTP/2 preface (h2c with prior knowledge; see divertH2C). begun is
+	// set at the first read, diverted once h2 has it.
+	h2              *h2Server
+	begun, diverted bool
 }
 
 // Read reads what the client sent, up to the first byte of a request
@@ -134,10 +142,19 @@ type clientConn struct {
 // reading the request (and answers it) rather than taking the connection
 // as closed between two requests.
 func (c *clientConn) Read(p []byte) (int, error) {
+	if c.tunneled {
+		return c.Conn.Read(p) // another protocol now: not HTTP's framing
+	}
 	if c.frErr != nil {
 		return 0, c.frErr
 	}
 	n, err := c.Conn.Read(p)
+	if !c.begun && c.h2 != nil && n > 0 {
+		c.begun = true
+		if n, err = c.divertH2C(p, n, err); c.diverted {
+			return 0, io.EOF
+		}
+	}
 	k, first, ferr := c.fr.scan(p[:n])
 	if ferr == nil {
 		return n, err
@@ -160,6 +177,14 @@ func (c *clientConn) Read(p []byte) (int, error) {
 // does the same (its rstAvoidanceDelay).
 func (c *clientConn) lingerOnClose() { c.linger.Store(true) }
 
+// lingerClient makes the close of the client connection of ctx linger
+// (lingerOnClose), plain or TLS.
+func lingerClient(ctx *fasthttp.RequestCtx) {
+	if cc, ok := ctx.Conn().(interface{ lingerOnClose() }); ok {
+		cc.lingerOnClose()
+	}
+}
+
 // lingerTimeout and lingerMaxBytes bound how long, and how much of the
 // client's request, a lingering close reads and drops.
 const (
@@ -171,6 +196,9 @@ const (
 // written and a FIN at once, and closes once the client has stopped
 // sending or lingerTimeout has passed, in the background.
 func (c *clientConn) Close() error {
+	if c.diverted {
+		return nil // the HTTP/2 server has the socket and the slot
+	}
 	c.slot.release()
 	if !c.linger.Load() {
 		return c.Conn.Close()
@@ -197,7 +225,15 @@ func (c *clientConn) SyscallConn() (syscall.RawConn, error) { return syscallConn
 func syscallConnOf(c net.Conn) (syscall.RawConn, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
+		// A TLS connection: the socket under it.
+		if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			return syscallConnOf(nc.NetConn())
+		}
 		return nil, errors.ErrUnsupported
 	}
 	return sc.SyscallConn()
 }
+
+// tunnelFromNow makes the connection's reads raw: it was upgraded to
+// another protocol (upgrade.go).
+func (c *clientConn) tunnelFromNow() { c.tunneled = true }

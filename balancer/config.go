@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -60,6 +61,9 @@ type Config struct {
 	// tests bind ports themselves so they know the real address. It is not a
 	// flag. Run owns it from then on and closes it before returning.
 	Listener net.Listener
+	// TLS terminates HTTPS on a listener of its own (tls.go); its zero
+	// value serves none.
+	TLS TLSConfig
 	// Dial, when set, connects to a gateway's host:port (as in its URL)
 	// instead of a TCP dial, for proxied requests and health checks alike.
 	// `up` sets it to reach its own gateways over Unix sockets: the same
@@ -213,6 +217,30 @@ type Config struct {
 	// unfinished without sending any of it: a body that makes no progress
 	// for that long is cut (408 when an answer can still be sent).
 	ClientBodyTimeout time.Duration
+	// StreamIdleTimeout bounds the silence of what lives past its
+	// request: a streamed answer (server-sent events, a long download)
+	// whose gateway sends nothing for that long is cut, and so is an
+	// upgraded connection (WebSocket) on which neither side sends
+	// anything. It replaces ResponseHeaderTimeout once an answer has
+	// begun. Zero means no limit.
+	StreamIdleTimeout time.Duration
+
+	// ConfigFile, when set, is a JSON file of backends, weights, policy
+	// and limits (reload.go), read at start over the flags' values and
+	// again at each reload.
+	ConfigFile string
+	// Reload, when set, makes the balancer read ConfigFile again at each
+	// receive (the balancer command sends on SIGHUP). Not a flag.
+	Reload <-chan struct{}
+
+	// AccessLog writes one JSON line per request to AccessLogOutput
+	// (accesslog.go); AccessLogSample, when above 1, logs one request in
+	// that many (and every 5xx).
+	AccessLog       bool
+	AccessLogSample int
+	// AccessLogOutput is where the access log goes; nil: standard output.
+	// Not a flag.
+	AccessLogOutput io.Writer
 
 	// envErr is a list from the environment that did not parse. envflag
 	// reports the other variables through its Err, which lists cannot
@@ -248,11 +276,14 @@ func DefaultConfig() Config {
 		AdminAddr:             "127.0.0.1:8001",
 		Admin:                 true,
 		ShutdownTimeout:       10 * time.Second,
+		TLS:                   TLSConfig{Addr: ":8443"},
 
 		MaxConns:            10000,
 		MaxConnsPerIP:       2048,
 		ClientHeaderTimeout: 10 * time.Second,
 		ClientBodyTimeout:   10 * time.Second,
+		StreamIdleTimeout:   5 * time.Minute,
+		AccessLogSample:     1,
 	}
 }
 
@@ -294,6 +325,10 @@ const (
 	envMaxConnsPerIP       = "SCALELAB_MAX_CONNS_PER_IP"
 	envClientHeaderTimeout = "SCALELAB_CLIENT_HEADER_TIMEOUT"
 	envClientBodyTimeout   = "SCALELAB_CLIENT_BODY_TIMEOUT"
+	envStreamIdleTimeout   = "SCALELAB_STREAM_IDLE_TIMEOUT"
+	envAccessLog           = "SCALELAB_ACCESS_LOG"
+	envConfigFile          = "SCALELAB_BALANCER_CONFIG"
+	envAccessLogSample     = "SCALELAB_ACCESS_LOG_SAMPLE"
 )
 
 // RegisterFlags defines the balancer's flags on s. The current values of c
@@ -388,6 +423,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", envShutdownTimeout, c.ShutdownTimeout,
 		"grace period for in-flight requests on shutdown")
 	c.registerLimitFlags(s)
+	c.TLS.registerFlags(s)
 }
 
 // registerLimitFlags defines the flags of the limits on client
@@ -399,6 +435,14 @@ func (c *Config) registerLimitFlags(s *envflag.Set) {
 		"client connections open at once from one IP address; past it new ones are closed at once (0: no limit)")
 	s.Duration(&c.ClientHeaderTimeout, "client-header-timeout", envClientHeaderTimeout, c.ClientHeaderTimeout,
 		"time a client has to send a request's header block (408 past it)")
+	s.String(&c.ConfigFile, "config", envConfigFile, c.ConfigFile,
+		"JSON file of backends, weights, policy and limits, read at start and again on SIGHUP or POST /-/reload")
+	s.Bool(&c.AccessLog, "access-log", envAccessLog, c.AccessLog,
+		"write one JSON line per request to standard output (method, path, status, bytes, duration, gateway, retries, request id)")
+	s.Int(&c.AccessLogSample, "access-log-sample", envAccessLogSample, c.AccessLogSample,
+		"with --access-log: log one request in this many (every 5xx whatever it says)")
+	s.Duration(&c.StreamIdleTimeout, "stream-idle-timeout", envStreamIdleTimeout, c.StreamIdleTimeout,
+		"silence after which a streamed answer (events) or an upgraded connection (WebSocket) is cut (0: no limit)")
 	s.Duration(&c.ClientBodyTimeout, "client-body-timeout", envClientBodyTimeout, c.ClientBodyTimeout,
 		"time a request body may go without progress before it is cut (408)")
 }
@@ -417,6 +461,7 @@ func (c Config) Validate() error {
 	if c.Addr == "" && c.Listener == nil {
 		bad("--addr is required")
 	}
+	c.TLS.validate(bad)
 	if c.AdminListener == nil {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			bad("--admin-addr: %q is not host:port", c.AdminAddr)
@@ -559,6 +604,8 @@ func (c Config) validateLimits() []error {
 	}
 	positive(bad, "--client-header-timeout", c.ClientHeaderTimeout)
 	positive(bad, "--client-body-timeout", c.ClientBodyTimeout)
+	notNegative(bad, "--stream-idle-timeout", c.StreamIdleTimeout)
+	positive(bad, "--access-log-sample", c.AccessLogSample)
 	return errs
 }
 

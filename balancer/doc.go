@@ -53,6 +53,18 @@
 //   - goroutine: fasthttp's server, a goroutine per connection. It is also
 //     the engine of gateways reached over https.
 //
+// HTTPS (--tls-cert, --tls-key; tls.go) is a listener of its own,
+// --tls-addr (:8443). Each handshake runs on a goroutine of its own under
+// the header timeout (tlsFront); ALPN then gives an HTTP/1.1 connection to
+// the goroutine engine, the TLS layer between the raw socket and the
+// balancer's client connection, and an h2 one to the HTTP/2 server
+// (h2.go). The plain port speaks HTTP/2 too, to a connection whose first
+// bytes are the HTTP/2 preface (h2c with prior knowledge; either engine
+// hands it over). HTTP/2's framing is golang.org/x/net/http2's; each
+// stream becomes a fasthttp request served by the same handler as every
+// other, so policies, health, retries, limits and headers are the same.
+// The certificate is read again when its files change (internal/certs).
+//
 // Both share everything else: the policies, health checks, ejection,
 // retries and their budget, the rewriting of requests and answers, the
 // metrics and GET /-/balancer. The tests run once per engine.
@@ -92,6 +104,7 @@
 //	GET  /-/balancer                     the policy and every gateway: state, in flight, totals, p50/p99
 //	POST /-/backends/drain?url=<gw>      stop sending the gateway new requests (token with scope admin)
 //	POST /-/backends/undrain?url=<gw>    send it requests again (token with scope admin)
+//	POST /-/reload                       read --config again (token with scope admin; reload.go)
 //	GET  /-/dashboard                    the live dashboard, when Config.Dashboard is set (404 otherwise)
 //
 // GET /-/balancer answers {"policy","discover","ready","backends":[{"url",
@@ -232,8 +245,14 @@
 //   - Hop-by-hop headers (Connection and the headers it names, Keep-Alive,
 //     Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE but
 //     "TE: trailers", Trailer, Transfer-Encoding, Upgrade) are dropped in
-//     both directions, and so are Expect and trailers. Upgrades (WebSocket)
-//     are not proxied.
+//     both directions, and so are Expect and trailers, except on an
+//     upgrade (upgrade.go): a request with Connection: Upgrade (a
+//     WebSocket) keeps its Upgrade, and once the gateway answers 101 the
+//     two connections are joined in a tunnel, bytes copied both ways until
+//     a side closes or both are silent for --stream-idle-timeout.
+//   - Once an answer's headers are in, its body is bounded by
+//     --stream-idle-timeout (silence), not by the response header timeout:
+//     server-sent events live as long as they talk.
 //
 // # Bodies
 //

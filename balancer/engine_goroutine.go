@@ -31,6 +31,10 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	if addr, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		ip = addr.Unmap()
 	}
+	if isUpgrade(&req.Header) {
+		b.serveUpgrade(ex, ctx, ip)
+		return
+	}
 	// The body's start (or all of it) is read before the request goes
 	// out, so that a gateway connection is not held for a client that
 	// has sent nothing yet.
@@ -51,9 +55,7 @@ func (b *balancer) serveProxy(ctx *fasthttp.RequestCtx) {
 	default:
 		if ex.unreadBody() {
 			ex.closeAsked = true
-			if cc, ok := ctx.Conn().(*clientConn); ok {
-				cc.lingerOnClose()
-			}
+			lingerClient(ctx)
 		}
 		b.respond(ex)
 	}

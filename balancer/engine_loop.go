@@ -124,7 +124,8 @@ type eventLoop struct {
 // loopsUsable reports whether the event loops can serve cfg: they speak
 // plain HTTP to gateways only.
 func loopsUsable(cfg Config) bool {
-	if cfg.Engine != EngineLoop {
+	if cfg.Engine != EngineLoop || cfg.TLS.Redirect {
+		// Redirected plain requests are answered by the handler.
 		return false
 	}
 	for _, raw := range cfg.Backends {
@@ -538,6 +539,7 @@ func (f *front) fromGateway(gc gnet.Conn, g *loopGateway) gnet.Action {
 	reuse := !h.ConnectionClose() && len(buf) == total
 	closing := ex.closeAsked || f.draining.Load()
 	ex.rewriteAnswer(h, closing)
+	ex.bodyBytes = int64(g.size)
 	out := h.AppendBytes(l.out[:0])
 	out = append(out, buf[g.headLen:total]...)
 	l.out = out
@@ -622,6 +624,7 @@ func (f *front) answer(lc *loopClient, r *fasthttp.Response) {
 	if closing {
 		r.SetConnectionClose()
 	}
+	lc.ex.bodyBytes = int64(len(r.Body()))
 	f.write(lc, lc.l.appendAnswer(r), closing)
 }
 

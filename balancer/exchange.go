@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -206,6 +207,10 @@ type exchange struct {
 	closeAsked bool
 	// gone is set once the client was found to have hung up.
 	gone bool
+	// client is the client's address and bodyBytes the bytes of the
+	// answer's body sent to it, for the access log.
+	client    netip.Addr
+	bodyBytes int64
 	// Whether a failed attempt may be sent again (see forwarder).
 	idempotent, replayable bool
 
@@ -228,6 +233,9 @@ type serverSide struct {
 	bodyRest   *clientBody
 	clientBody clientBody
 	bodyHead   bytes.Reader
+	// tunnel is the gateway's connection of an upgrade it answered with
+	// 101 (upgrade.go), until the tunnel takes it.
+	tunnel net.Conn
 }
 
 // loopSide is what an exchange on the event loops keeps besides.
@@ -353,7 +361,7 @@ func (ex *exchange) begin(h *fasthttp.RequestHeader) bool {
 	} else {
 		ex.requestID = reqid.New()
 	}
-	if max := int64(b.cfg.MaxInFlight); max > 0 {
+	if max := b.maxInFlight.Load(); max > 0 {
 		if b.inFlight.Add(1) > max {
 			b.inFlight.Add(-1)
 			b.metrics.overloaded.Inc()
@@ -459,6 +467,12 @@ func (ex *exchange) end() {
 	if !ex.overloaded { // counted in metrics.overloaded instead
 		b.metrics.observe(ex.backend, ex.status, d)
 	}
+	if b.access != nil {
+		if ex.ctx != nil && !ex.streaming {
+			ex.bodyBytes = int64(len(ex.ctx.Response.Body()))
+		}
+		b.access.log(ex, d)
+	}
 	// Checked first so that a busy balancer at info level does not build
 	// attributes nobody will see.
 	if !ex.overloaded && b.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -477,6 +491,7 @@ func (ex *exchange) end() {
 		)
 	}
 	ex.peer = nil
+	ex.client, ex.bodyBytes = netip.Addr{}, 0
 	ex.ctx, ex.b, ex.backend, ex.tried = nil, nil, nil, [maxRetriesLimit + 1]*backend{}
 	ex.body = upstreamBody{}
 	ex.bodyRest, ex.clientBody = nil, clientBody{}

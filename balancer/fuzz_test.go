@@ -36,6 +36,11 @@ func FuzzClientBytes(f *testing.F) {
 		"BREW /pot HTCPCP/1.0\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
 		"\x00\x01\x02\xff\r\n\r\n",
+		// h2c with prior knowledge: the preface, then an empty SETTINGS
+		// frame, then garbage; and half a preface.
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\xff\xff",
+		"PRI * HTTP/2.0\r\n",
+		"PRI * HTTP/1.1\r\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -32,6 +32,9 @@ type handoffListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// h2 takes over the connections that begin with the HTTP/2 preface
+	// (clientConn.h2).
+	h2 *h2Server
 }
 
 // newHandoffListener returns a listener that says it listens on addr.
@@ -44,10 +47,16 @@ func newHandoffListener(addr net.Addr) *handoffListener {
 // goes with it. It blocks until one or the other: call it from a
 // goroutine, never from a loop.
 func (h *handoffListener) give(c net.Conn, slot *connSlot) {
-	conn := &clientConn{Conn: c, slot: slot}
+	conn := &clientConn{Conn: c, slot: slot, h2: h.h2}
 	if _, ok := c.(*replayConn); !ok {
 		conn.Conn = rawconn.Wrap(c)
 	}
+	h.giveConn(conn)
+}
+
+// giveConn is give of a connection that is ready to serve as it is (a
+// TLS one, from tlsFront).
+func (h *handoffListener) giveConn(conn net.Conn) {
 	select {
 	case h.conns <- conn:
 	case <-h.done:
@@ -249,7 +258,9 @@ func (f *front) streamAnswer(lc *loopClient, ex *exchange, fd int, pending []byt
 		return
 	}
 	src := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pending[headLen:]), gc), bufferSize)
-	if err := copyAnswer(client, h.AppendBytes(nil), src, size); err != nil {
+	n, err := copyAnswer(client, h.AppendBytes(nil), src, size)
+	ex.bodyBytes = n
+	if err != nil {
 		f.b.log.Debug("streaming an answer failed", "upstream", ex.backend.label, "err", err, "request_id", ex.requestID)
 		closing = true
 	}
@@ -264,45 +275,46 @@ func (f *front) streamAnswer(lc *loopClient, ex *exchange, fd int, pending []byt
 // copyAnswer writes head and then the body read from src to dst: size
 // bytes, or when size is negative (-1 chunked, -2 up to the end of src)
 // re-chunked, one chunk per read.
-func copyAnswer(dst io.Writer, head []byte, src *bufio.Reader, size int) error {
+func copyAnswer(dst io.Writer, head []byte, src *bufio.Reader, size int) (body int64, err error) {
 	if _, err := dst.Write(head); err != nil {
-		return err
+		return 0, err
 	}
 	if size >= 0 {
-		_, err := io.CopyN(dst, src, int64(size))
+		n, err := io.CopyN(dst, src, int64(size))
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return err
+		return n, err
 	}
-	var body io.Reader = src
+	var r io.Reader = src
 	if size == -1 {
-		body = httputil.NewChunkedReader(src)
+		r = httputil.NewChunkedReader(src)
 	}
 	cw := httputil.NewChunkedWriter(dst)
 	buf := make([]byte, bufferSize)
 	for {
-		n, err := body.Read(buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			if _, werr := cw.Write(buf[:n]); werr != nil {
-				return werr
+				return body, werr
 			}
+			body += int64(n)
 		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return err
+			return body, err
 		}
 	}
 	if size == -1 {
 		if err := skipTrailer(src); err != nil {
-			return err
+			return body, err
 		}
 	}
 	if err := cw.Close(); err != nil {
-		return err
+		return body, err
 	}
-	_, err := io.WriteString(dst, "\r\n")
-	return err
+	_, err = io.WriteString(dst, "\r\n")
+	return body, err
 }

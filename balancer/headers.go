@@ -52,6 +52,7 @@ func isHopByHop(key []byte) bool {
 // over TLS. aim then sets the Host header and the target for each attempt.
 func (ex *exchange) prepare(req *fasthttp.Request, ip netip.Addr, tls bool) {
 	h := &req.Header
+	ex.client = ip
 	ex.uri = append(ex.uri[:0], h.RequestURI()...)
 	if len(ex.uri) > 0 && ex.uri[0] != '/' && ex.uri[0] != '*' {
 		// Absolute form (GET http://host/path): the gateway gets the path.

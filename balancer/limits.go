@@ -21,12 +21,21 @@ type connLimiter struct {
 	refused    atomic.Int64 // for the tests and the log
 }
 
-// newConnLimiter returns the limiter of cfg, or nil when it sets no cap.
+// newConnLimiter returns the limiter of cfg, or nil when it sets no cap
+// (and has no configuration file, whose reload may set one).
 func newConnLimiter(cfg Config) *connLimiter {
-	if cfg.MaxConns == 0 && cfg.MaxConnsPerIP == 0 {
+	if cfg.MaxConns == 0 && cfg.MaxConnsPerIP == 0 && cfg.ConfigFile == "" {
 		return nil
 	}
 	return &connLimiter{max: cfg.MaxConns, perIP: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}
+}
+
+// setCaps changes the caps (a reload): connections open stay, new ones
+// count against the new caps.
+func (l *connLimiter) setCaps(max, perIP int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max, l.perIP = max, perIP
 }
 
 // connSlot is one client connection's place under the caps. release gives

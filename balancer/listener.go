@@ -19,6 +19,7 @@ type patientListener struct {
 	net.Listener
 	log    *slog.Logger
 	limits *connLimiter // nil: no caps on client connections
+	h2     *h2Server    // h2c with prior knowledge (clientConn.h2)
 }
 
 // maxAcceptPause caps the pause between two failed accepts.
@@ -29,7 +30,7 @@ func (l patientListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return c, err
 	}
-	return &clientConn{Conn: rawconn.Wrap(c), slot: slot}, nil
+	return &clientConn{Conn: rawconn.Wrap(c), slot: slot, h2: l.h2}, nil
 }
 
 // acceptLimited is acceptRaw under the caps on client connections

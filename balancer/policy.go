@@ -12,7 +12,14 @@ import (
 // least_connections, a scan of in-flight counters.
 type picker interface {
 	pick(set *readySet) *backend
+	// name is the policy's --policy value.
+	name() string
 }
+
+func (*roundRobin) name() string         { return PolicyRoundRobin }
+func (*weightedRoundRobin) name() string { return PolicyWeightedRoundRobin }
+func (*leastConnections) name() string   { return PolicyLeastConnections }
+func (powerOfTwo) name() string          { return PolicyPowerOfTwo }
 
 // newPicker returns the policy called name, one of the Policy* constants.
 func newPicker(name string) (picker, error) {
@@ -62,12 +69,12 @@ func smoothWeightedCycle(bs []*backend) []*backend {
 	}
 	g := 0
 	for _, b := range bs {
-		g = gcd(g, max(b.weight, 1))
+		g = gcd(g, max(int(b.weight.Load()), 1))
 	}
 	weights := make([]int, len(bs))
 	total := 0
 	for i, b := range bs {
-		weights[i] = max(b.weight, 1) / g
+		weights[i] = max(int(b.weight.Load()), 1) / g
 		total += weights[i]
 	}
 	current := make([]int, len(bs))

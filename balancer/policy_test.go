@@ -84,7 +84,9 @@ func TestSmoothWeightedCycle(t *testing.T) {
 			t.Parallel()
 			var bs []*backend
 			for i, w := range tt.weights {
-				bs = append(bs, &backend{label: string(rune('a' + i)), weight: w})
+				b := &backend{label: string(rune('a' + i))}
+				b.weight.Store(int32(w))
+				bs = append(bs, b)
 			}
 			var got strings.Builder
 			for _, b := range smoothWeightedCycle(bs) {

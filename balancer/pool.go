@@ -29,8 +29,8 @@ var states = [...]string{stateHealthy, stateUnhealthy, stateEjected, stateDraini
 // health checks, ejections and the admin routes change them.
 type backend struct {
 	url    *url.URL
-	label  string // url.String(): the backend label in metrics, logs and admin URLs
-	weight int
+	label  string       // url.String(): the backend label in metrics, logs and admin URLs
+	weight atomic.Int32 // changed by a reload (reload.go)
 	// prefix is url's path, escaped, which every proxied path goes under;
 	// usually empty.
 	prefix string
@@ -92,6 +92,9 @@ type readySet struct {
 	// cycle is one full cycle of smooth weighted round robin over
 	// backends (weighted_round_robin only).
 	cycle []*backend
+	// policy picks from this set: in the snapshot, so that a reload can
+	// change it without a lock on the hot path.
+	policy picker
 }
 
 // poolConfig is what a pool needs of Config.
@@ -136,7 +139,7 @@ type pool struct {
 
 func newPool(cfg poolConfig, policy picker, m *metrics, health *checker, log *slog.Logger) *pool {
 	p := &pool{cfg: cfg, policy: policy, metrics: m, health: health, log: log}
-	p.ready.Store(&readySet{})
+	p.ready.Store(&readySet{policy: policy})
 	p.all.Store(&[]*backend{})
 	return p
 }
@@ -169,11 +172,13 @@ func (p *pool) set(ctx context.Context, targets []target, initial bool) {
 		label := t.url.String()
 		if b, ok := byLabel[label]; ok {
 			delete(byLabel, label)
+			b.weight.Store(int32(t.weight)) // a reload may change it
 			next = append(next, b)
 			continue
 		}
-		b := &backend{url: t.url, label: label, weight: t.weight, prefix: t.url.EscapedPath(),
+		b := &backend{url: t.url, label: label, prefix: t.url.EscapedPath(),
 			metrics: p.metrics.forBackend(label)}
+		b.weight.Store(int32(t.weight))
 		if p.cfg.newClient != nil {
 			b.client = p.cfg.newClient(t.url)
 		}
@@ -246,7 +251,7 @@ func (p *pool) rebuild() {
 			ready = append(ready, b)
 		}
 	}
-	set := &readySet{backends: ready}
+	set := &readySet{backends: ready, policy: p.policy}
 	if _, ok := p.policy.(*weightedRoundRobin); ok {
 		set.cycle = smoothWeightedCycle(ready)
 	}
@@ -259,7 +264,15 @@ func (p *pool) pick() *backend {
 	if len(set.backends) == 0 {
 		return nil
 	}
-	return p.policy.pick(set)
+	return set.policy.pick(set)
+}
+
+// setPolicy makes policy the pool's from the next pick on.
+func (p *pool) setPolicy(policy picker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.policy = policy
+	p.rebuild()
 }
 
 // pickRetry returns a ready backend not in tried for a retry after

@@ -31,7 +31,7 @@ type forwarder struct {
 	rt         roundTripper
 	pool       *pool
 	budget     *retryBudget
-	maxRetries int
+	maxRetries atomic.Int32 // changed by a reload (reload.go)
 	metrics    *metrics
 	log        *slog.Logger
 }
@@ -52,10 +52,17 @@ const replayLimit = 64 << 10
 // returns the error of the last attempt when no attempt got an answer;
 // with nil, resp holds the answer and ex.backend the gateway that gave it.
 func (f *forwarder) forward(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response) error {
+	return f.forwardWith(ex, req, resp, f.rt.roundTrip)
+}
+
+// forwardWith is forward with attempts made by trip instead of the
+// forwarder's round tripper (an upgrade's: upgrade.go).
+func (f *forwarder) forwardWith(ex *exchange, req *fasthttp.Request, resp *fasthttp.Response,
+	trip func(*backend, *fasthttp.Request, *fasthttp.Response, *exchange) error) error {
 	b := ex.backend
 	for {
 		start := f.starting(ex, req, b)
-		err := f.rt.roundTrip(b, req, resp, ex)
+		err := trip(b, req, resp, ex)
 		if err == nil {
 			f.answered(ex, start, resp.StatusCode())
 			return nil
@@ -123,7 +130,7 @@ func (f *forwarder) retry(ex *exchange, err error) *backend {
 	if !connect && (!ex.idempotent || !ex.replayable) {
 		return nil
 	}
-	if ex.attempts > f.maxRetries {
+	if ex.attempts > int(f.maxRetries.Load()) {
 		return nil
 	}
 	next := f.pool.pickRetry(ex.tried[:ex.attempts])

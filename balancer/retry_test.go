@@ -302,8 +302,8 @@ func TestForwarder(t *testing.T) {
 			if tt.maxRetries > 0 {
 				maxRetries = tt.maxRetries
 			}
-			f := &forwarder{rt: fake, pool: p, budget: newRetryBudget(100, 100),
-				maxRetries: maxRetries, metrics: m, log: testLogger(t)}
+			f := &forwarder{rt: fake, pool: p, budget: newRetryBudget(100, 100), metrics: m, log: testLogger(t)}
+			f.maxRetries.Store(int32(maxRetries))
 
 			// The request target as the client sent it.
 			first := p.byLabel("http://a:1")

@@ -3,22 +3,27 @@ package balancer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/net/http2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/auth"
+	"github.com/scalelab/scalelab/internal/certs"
 	"github.com/scalelab/scalelab/internal/httpserver"
 	"github.com/scalelab/scalelab/internal/logging"
 	"github.com/scalelab/scalelab/internal/ops"
@@ -42,10 +47,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) error {
 	log = log.With("role", "balancer")
 	closeGiven := func() {
-		for _, l := range []net.Listener{cfg.Listener, cfg.AdminListener} {
+		for _, l := range []net.Listener{cfg.Listener, cfg.AdminListener, cfg.TLS.Listener} {
 			if l != nil {
 				_ = l.Close()
 			}
+		}
+	}
+	base := cfg
+	if cfg.ConfigFile != "" {
+		var err error
+		if cfg, err = readConfigFile(cfg); err != nil {
+			closeGiven()
+			return err
 		}
 	}
 	b, err := newBalancer(cfg, ops.NewRegistry(), log)
@@ -53,6 +66,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 		closeGiven()
 		return err
 	}
+	b.reloader.base, b.reloader.cur = base, cfg
 	ln, err := httpserver.Listen(httpserver.Config{Addr: cfg.Addr, Listener: cfg.Listener})
 	if err != nil {
 		closeGiven()
@@ -61,7 +75,26 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	adminLn, err := httpserver.Listen(httpserver.Config{Addr: cfg.AdminAddr, Listener: cfg.AdminListener})
 	if err != nil {
 		_ = ln.Close()
+		if cfg.TLS.Listener != nil {
+			_ = cfg.TLS.Listener.Close()
+		}
 		return fmt.Errorf("balancer: admin listener: %w", err)
+	}
+	var tlsLn net.Listener
+	var cert *certs.Reloader
+	if cfg.TLS.On() {
+		if cert, err = certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile); err == nil {
+			tlsLn, err = httpserver.Listen(httpserver.Config{Addr: cfg.TLS.Addr, Listener: cfg.TLS.Listener})
+		}
+		if err != nil {
+			_, _ = ln.Close(), adminLn.Close()
+			if cfg.TLS.Listener != nil {
+				_ = cfg.TLS.Listener.Close()
+			}
+			return fmt.Errorf("balancer: https listener: %w", err)
+		}
+		b.httpsPort = portOf(tlsLn.Addr())
+		b.reloader.cert = cert
 	}
 	if b.verifier == nil && cfg.Admin {
 		log.Warn("no JWT keys (" + auth.EnvSecret + "): the admin listener refuses drain and undrain")
@@ -70,16 +103,37 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 
 	// Health checks and discovery outlive ctx until the server has drained:
 	// requests finishing during shutdown still need an accurate pool.
+	out := cfg.AccessLogOutput
+	if out == nil {
+		out = os.Stdout
+	}
+	b.access = newAccessLog(cfg, out)
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	b.reloader.checks = bctx
 	var discovery, dashboard sync.WaitGroup
 	defer func() {
 		stop()
 		discovery.Wait()
 		dashboard.Wait()
 		b.pool.close()
+		b.access.close() // after the last request
 	}()
 	if cfg.Dashboard != nil {
 		dashboard.Go(func() { cfg.Dashboard.Run(bctx) })
+	}
+	if cfg.Reload != nil {
+		dashboard.Go(func() {
+			for {
+				select {
+				case <-bctx.Done():
+					return
+				case <-cfg.Reload:
+					if _, err := b.reload(); err != nil {
+						log.Warn("configuration not reloaded; the old one stays", "err", err)
+					}
+				}
+			}
+		})
 	}
 	if cfg.Discover != "" {
 		host, port, _ := net.SplitHostPort(cfg.Discover) // checked by Validate
@@ -94,7 +148,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 	// listener could not be drained.
 	g, gctx := errgroup.WithContext(ctx)
 	b.opsCtx = gctx
-	g.Go(func() error { return b.serve(gctx, ln) })
+	g.Go(func() error { return b.serve(gctx, ln, nil) })
+	if cert != nil {
+		leaf := cert.Leaf()
+		log.Info("https", "addr", tlsLn.Addr().String(), "cert", cfg.TLS.CertFile, "dns", leaf.DNSNames, "ips", leaf.IPAddresses,
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "redirect_http", cfg.TLS.Redirect)
+		discovery.Go(func() { cert.Watch(bctx, certCheckInterval, log) })
+		g.Go(func() error { return b.serve(gctx, tlsLn, certs.ServerConfig(cert, http2.NextProtoTLS, "http/1.1")) })
+	}
 	g.Go(func() error {
 		return httpserver.Serve(gctx, httpserver.Config{ShutdownTimeout: cfg.ShutdownTimeout}, adminLn, admin, log.With("listener", "admin"))
 	})
@@ -113,7 +174,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, lookup lookupFunc) e
 // server, httputil.ReverseProxy and http.Transport cost about three times
 // nginx's CPU (see bench/README.md), almost none of it the balancer's own
 // work. fasthttp reuses its request, response and buffers across requests.
-func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
+//
+// With tlsCfg, ln is the HTTPS listener: every connection is TLS, and
+// served by the goroutine engine.
+func (b *balancer) serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
 	// As httpserver.Serve: a shutdown closes connections that never sent a
 	// request. fasthttp reports a connection active only once its first
 	// request is read whole, so during a shutdown a first request that takes
@@ -157,21 +221,33 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		// Tell keep-alive clients to go while shutting down.
 		CloseOnShutdown: true,
 	}
-	b.limits = newConnLimiter(b.cfg)
-	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits}
-	var f *front
-	acceptc := make(chan error, 1)
-	if loopsUsable(b.cfg) {
+	var served net.Listener = patientListener{Listener: ln, log: b.log, limits: b.limits, h2: b.h2}
+	// f, when set, accepts from ln and gives the goroutine engine what it
+	// does not serve itself: the event loops, or the TLS handshakes.
+	var f acceptor
+	switch {
+	case tlsCfg != nil:
 		slow := newHandoffListener(ln.Addr())
-		var err error
-		if f, err = newFront(b, slow); err != nil {
+		f, served = newTLSFront(b, tlsCfg, slow), slow
+	case loopsUsable(b.cfg):
+		slow := newHandoffListener(ln.Addr())
+		slow.h2 = b.h2
+		loops, err := newFront(b, slow)
+		if err != nil {
 			_ = ln.Close()
 			return err
 		}
-		served = slow
+		f, served = loops, slow
+	}
+	acceptc := make(chan error, 1)
+	if f != nil {
 		go func() { acceptc <- f.accept(ln) }()
 	}
-	b.log.Info("http listening", "addr", ln.Addr().String(), "engine", b.cfg.Engine)
+	engine := b.cfg.Engine
+	if tlsCfg != nil {
+		engine = EngineGoroutine
+	}
+	b.log.Info("http listening", "addr", ln.Addr().String(), "engine", engine, "tls", tlsCfg != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(served) }()
 	select {
@@ -202,6 +278,9 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 		f.drain()
 	}
 	stopClosing := silent.CloseWhile(httpserver.SilentQuiet)
+	// HTTP/2 connections (h2c here, h2 on the TLS listener) are the
+	// balancer's own, not fasthttp's: told to go at the same time.
+	b.h2.drain()
 	err := srv.ShutdownWithContext(sctx)
 	stopClosing()
 	// fasthttp's shutdown closes the listeners Serve has registered; one
@@ -217,11 +296,31 @@ func (b *balancer) serve(ctx context.Context, ln net.Listener) error {
 			err = ferr
 		}
 	}
+	// Upgraded connections (WebSocket) and HTTP/2 ones are the
+	// balancer's own, not fasthttp's: they get the same grace as requests
+	// in flight.
+	if n := b.tunnels.wait(sctx); n > 0 {
+		b.log.Info("upgraded connections closed at the end of the shutdown grace", "count", n)
+	}
+	if herr := b.h2.wait(sctx); herr != nil && err == nil {
+		err = herr
+	}
 	if err != nil {
 		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)
 	}
 	b.log.Info("http stopped", "addr", ln.Addr().String())
 	return nil
+}
+
+// acceptor accepts a listener's connections before the goroutine engine:
+// the event loops (front) or the TLS handshakes (tlsFront).
+type acceptor interface {
+	// accept accepts until ln is closed.
+	accept(ln net.Listener) error
+	// drain starts a shutdown: connections are asked to finish.
+	drain()
+	// wait waits for the connections it serves to end, or ctx.
+	wait(ctx context.Context) error
 }
 
 // handleBadRequest answers a request the server could not read, with the
@@ -244,9 +343,7 @@ func (b *balancer) handleBadRequest(ctx *fasthttp.RequestCtx, err error) {
 	b.log.Debug("bad request", "status", status, "err", err)
 	writeError(ctx, status, apperr.CodeForStatus(status), msg, "")
 	ctx.SetConnectionClose()
-	if cc, ok := ctx.Conn().(*clientConn); ok {
-		cc.lingerOnClose() // the client may still be sending what was not read
-	}
+	lingerClient(ctx) // the client may still be sending what was not read
 }
 
 // balancer is the balancer's HTTP handler: the /-/ routes and the proxy.
@@ -274,10 +371,22 @@ type balancer struct {
 	// the admin listener's): Run's ctx, which ends when the shutdown
 	// starts.
 	opsCtx context.Context
-	// inFlight counts the requests being proxied, for MaxInFlight.
-	inFlight atomic.Int64
+	// inFlight counts the requests being proxied, for maxInFlight,
+	// Config.MaxInFlight (changed by a reload).
+	inFlight, maxInFlight atomic.Int64
 	// limits caps the client connections (limits.go); nil: no caps.
 	limits *connLimiter
+	// tunnels are the upgraded connections open (upgrade.go).
+	tunnels tunnels
+	// access is the access log (accesslog.go); nil when it is off.
+	access *accessLog
+	// reloader reloads the configuration file (reload.go).
+	reloader reloader
+	// h2 serves the HTTP/2 connections of every listener (h2.go).
+	h2 *h2Server
+	// httpsPort is the port of the HTTPS listener, where --https-redirect
+	// sends plain requests.
+	httpsPort string
 }
 
 // newBalancer validates cfg and builds the handler, registering its metrics
@@ -300,7 +409,9 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 		metrics: newMetrics(reg),
 		budget:  newRetryBudget(cfg.RetryBudgetPercent, cfg.RetryBudgetMin),
 		opsCtx:  context.Background(),
+		limits:  newConnLimiter(cfg),
 	}
+	b.h2 = newH2Server(b)
 	for i, u := range urls {
 		w := 1
 		if len(cfg.Weights) > 0 {
@@ -316,13 +427,14 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	}, policy, b.metrics, newChecker(cfg), log)
 	reg.MustRegister(newPoolCollector(b.pool))
 	b.forwarder = &forwarder{
-		rt:         &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
-		pool:       b.pool,
-		budget:     b.budget,
-		maxRetries: cfg.MaxRetries,
-		metrics:    b.metrics,
-		log:        log,
+		rt:      &upstream{responseHeaderTimeout: cfg.ResponseHeaderTimeout, maxIdle: cfg.MaxIdleConnsPerHost},
+		pool:    b.pool,
+		budget:  b.budget,
+		metrics: b.metrics,
+		log:     log,
 	}
+	b.forwarder.maxRetries.Store(int32(cfg.MaxRetries))
+	b.maxInFlight.Store(int64(cfg.MaxInFlight))
 
 	if cfg.jwtConfigured() {
 		b.verifier = auth.NewVerifier(cfg.JWT)
@@ -351,6 +463,7 @@ func newBalancer(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*balan
 	}
 	if cfg.Admin {
 		b.admin.HandleFunc("POST "+opsPrefix+"/backends/drain", b.handleDrain(true))
+		b.admin.HandleFunc("POST "+opsPrefix+"/reload", b.handleReload)
 		b.admin.HandleFunc("POST "+opsPrefix+"/backends/undrain", b.handleDrain(false))
 	}
 	b.admin.HandleFunc(opsPrefix+"/", notFound)
@@ -401,6 +514,10 @@ func (b *balancer) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		b.serveOps(ctx)
+		return
+	}
+	if b.cfg.TLS.Redirect && !ctx.IsTLS() {
+		redirectToHTTPS(ctx, b.httpsPort)
 		return
 	}
 	b.serveProxy(ctx)

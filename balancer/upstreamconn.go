@@ -169,6 +169,10 @@ func isDialError(err error) bool {
 // while it waited for the gateway.
 var errClientGone = errors.New("balancer: the client went away")
 
+// errStreamIdle cuts an answer whose gateway went silent for
+// Config.StreamIdleTimeout.
+var errStreamIdle = errors.New("balancer: the gateway sent nothing for --stream-idle-timeout")
+
 // staleCheckAfter is how long a pooled connection must have been idle
 // before it is checked for a close by the gateway. Below it the check (one
 // non-blocking read) costs more than the rare race it catches.
@@ -390,6 +394,10 @@ type gatewayConn struct {
 	ex             *exchange
 	headerDeadline time.Time // zero once the headers are in
 	deadline       time.Time // the read deadline last set
+	// silentSince is when the gateway last sent something, as far as the
+	// looks at the client tell (zero: it sent something since the last
+	// look); past Config.StreamIdleTimeout of it, a body read fails.
+	silentSince time.Time
 }
 
 // newGatewayConn returns c, a new connection to a gateway, as a gatewayConn.
@@ -434,12 +442,23 @@ func gatewayConnOf(conn net.Conn) *gatewayConn {
 func (c *gatewayConn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(p)
+		if n > 0 && !c.silentSince.IsZero() {
+			c.silentSince = time.Time{}
+		}
 		if err == nil || c.ex == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
 		now := time.Now()
 		if !c.headerDeadline.IsZero() && !now.Before(c.headerDeadline) {
 			return n, err // the response header timeout
+		}
+		if c.headerDeadline.IsZero() {
+			// The answer has begun: its silence is bounded instead.
+			if c.silentSince.IsZero() {
+				c.silentSince = now.Add(-clientCheckInterval) // about when the last look found bytes
+			} else if idle := c.ex.b.cfg.StreamIdleTimeout; idle > 0 && now.Sub(c.silentSince) >= idle {
+				return n, errStreamIdle
+			}
 		}
 		if c.ex.clientGone() {
 			return n, errClientGone
@@ -454,7 +473,7 @@ func (c *gatewayConn) Read(p []byte) (int, error) {
 // pool (or is closed). A nil c is a connection the balancer did not dial.
 func (c *gatewayConn) release() {
 	if c != nil {
-		c.ex = nil
+		c.ex, c.silentSince = nil, time.Time{}
 	}
 }
 
@@ -532,6 +551,7 @@ func (u *upstreamBody) Close() error {
 	u.hc.ReleaseReader(u.br)
 	u.gc.release()
 	u.release(u.eof && u.keep)
+	ex.bodyBytes = u.read
 	ex.end()
 	return nil
 }
@@ -547,6 +567,9 @@ func isStale(conn net.Conn, now, created, last time.Time) bool {
 // non-blocking peek reads EOF or an error. A connection that cannot be
 // checked (TLS) is taken as open.
 func peerClosed(conn net.Conn) bool {
+	if s, ok := conn.(interface{ gone() bool }); ok {
+		return s.gone() // an HTTP/2 stream (h2.go)
+	}
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()
 	}

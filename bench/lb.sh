@@ -15,6 +15,7 @@
 #   BASELINE=HEAD~1 bash bench/lb.sh     # also scalelab as of another commit
 #   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores: about 4.5 minutes
 #   PERFSTAT=1 bash bench/lb.sh          # also count system calls and context switches
+#   TLS=1 bash bench/lb.sh               # also HTTPS: HTTP/1.1 (wrk) and HTTP/2 (h2load) rows
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
@@ -32,6 +33,15 @@
 #   PERFSTAT=1         count the target's system calls and context switches per
 #                      request with perf stat (installs linux-perf; the counting
 #                      slows every target, so compare req/s only within a run)
+#   TLS=1              also each proxy terminating TLS with the same certificate
+#                      (ECDSA P-256, made with openssl) and the same suite (TLS
+#                      1.3, TLS_AES_128_GCM_SHA256: Go's choice, set on nginx and
+#                      HAProxy too), in front of the same plain backends: targets
+#                      <proxy>-tls (HTTP/1.1, wrk over https) and <proxy>-h2
+#                      (HTTP/2 over ALPN h2, h2load with CONNS connections of one
+#                      stream each, so that h2 is measured as the same closed loop
+#                      as wrk's; p50 and p99 from h2load's per-request log).
+#                      Installs nghttp2-client (h2load) when missing, as root
 #   SCALELAB_ENV="GOGC=400"  extra environment of the scalelab balancer (VAR=value
 #   BASELINE_ENV=...         words), and of the baseline: BASELINE=HEAD with
 #                            different environments is an A/B of a setting
@@ -75,6 +85,10 @@ done
 if [[ -n ${PERFSTAT:-} ]] && ! command -v perf >/dev/null 2>&1; then
 	missing+=(linux-perf)
 fi
+if [[ -n ${TLS:-} ]]; then
+	command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+	command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+fi
 if ((${#missing[@]})); then
 	if [[ $(id -u) != 0 ]]; then
 		log "lb.sh: ${missing[*]} missing; run as root to apt-get install them"
@@ -95,7 +109,11 @@ p_scalelab=$((PORT_BASE + 4))
 p_baseline=$((PORT_BASE + 5))
 p_evgnet=$((PORT_BASE + 6))
 p_evfasthttp=$((PORT_BASE + 7))
-for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline" "$p_evgnet" "$p_evfasthttp"; do
+p_nginx_tls=$((PORT_BASE + 8))
+p_haproxy_tls=$((PORT_BASE + 9))
+p_scalelab_tls=$((PORT_BASE + 10))
+for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline" "$p_evgnet" "$p_evfasthttp" \
+	"$p_nginx_tls" "$p_haproxy_tls" "$p_scalelab_tls"; do
 	if ss -ltnH "sport = :$p" | grep -q .; then
 		log "lb.sh: port $p is taken; set PORT_BASE"
 		exit 1
@@ -150,6 +168,38 @@ clk_tck=$(getconf CLK_TCK)
 
 # Backends get the same GOMAXPROCS as scalelab, so no process has more
 # threads than cores to fight with.
+scalelab_tls=()
+if [[ -n ${TLS:-} ]]; then
+	# One certificate and key for the three proxies (HAProxy wants both in
+	# one file).
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+		-addext subjectAltName=IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+	cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
+	nginx_tls="
+	server {
+		listen 127.0.0.1:$p_nginx_tls ssl http2;
+		ssl_certificate $tmp/cert.pem;
+		ssl_certificate_key $tmp/key.pem;
+		ssl_protocols TLSv1.2 TLSv1.3;
+		ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+		location / {
+			proxy_pass http://backends;
+			proxy_http_version 1.1;
+			proxy_set_header Connection \"\";
+			proxy_set_header X-Forwarded-For \$remote_addr;
+			proxy_set_header X-Request-ID \$request_id;
+		}
+	}"
+	haproxy_tls="
+frontend fe_tls
+	bind 127.0.0.1:$p_haproxy_tls ssl crt $tmp/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphersuites TLS_AES_128_GCM_SHA256
+	option forwardfor
+	unique-id-format %{+X}o\\ %ci%cp%fi%fp%Ts%rt%pid
+	unique-id-header X-Request-ID
+	default_backend be"
+	scalelab_tls=(--tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" --tls-addr "127.0.0.1:$p_scalelab_tls")
+fi
+
 start backend1 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend1"
 start backend2 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend2"
 
@@ -181,7 +231,7 @@ http {
 			proxy_set_header X-Forwarded-For \$remote_addr;
 			proxy_set_header X-Request-ID \$request_id;
 		}
-	}
+	}${nginx_tls:-}
 }
 EOF
 start nginx nginx -e "$tmp/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx.conf"
@@ -207,6 +257,7 @@ backend be
 	balance roundrobin
 	server s1 127.0.0.1:$p_backend1
 	server s2 127.0.0.1:$p_backend2
+${haproxy_tls:-}
 EOF
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 
@@ -215,9 +266,10 @@ start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 # environment variable that builds older than the listener ignore): two
 # cannot share the default 127.0.0.1:8001.
 start scalelab env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
-	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
+	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn "${scalelab_tls[@]}"
 
 targets=(direct nginx haproxy scalelab)
+[[ -n ${TLS:-} ]] && targets+=(nginx-tls haproxy-tls scalelab-tls nginx-h2 haproxy-h2 scalelab-h2)
 if [[ -n ${BASELINE:-} ]]; then
 	# shellcheck disable=SC2086
 	start baseline env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
@@ -241,11 +293,17 @@ declare -A url=(
 	[baseline]="http://127.0.0.1:$p_baseline/data"
 	[ev-gnet]="http://127.0.0.1:$p_evgnet/data"
 	[ev-fasthttp]="http://127.0.0.1:$p_evfasthttp/data"
+	[nginx-tls]="https://127.0.0.1:$p_nginx_tls/data"
+	[haproxy-tls]="https://127.0.0.1:$p_haproxy_tls/data"
+	[scalelab-tls]="https://127.0.0.1:$p_scalelab_tls/data"
+	[nginx-h2]="https://127.0.0.1:$p_nginx_tls/data"
+	[haproxy-h2]="https://127.0.0.1:$p_haproxy_tls/data"
+	[scalelab-h2]="https://127.0.0.1:$p_scalelab_tls/data"
 )
 for t in "${targets[@]}"; do
 	ok=
 	for _ in $(seq 100); do
-		if curl -fsS -o /dev/null --max-time 1 "${url[$t]}" 2>/dev/null; then
+		if curl -fsS -o /dev/null --max-time 1 --cacert "$tmp/cert.pem" "${url[$t]}" 2>/dev/null; then
 			ok=1
 			break
 		fi
@@ -260,7 +318,20 @@ done
 
 # --- measure -------------------------------------------------------------------
 # The process whose CPU is measured for each target.
-declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp)
+declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp
+	[nginx-tls]=nginx [haproxy-tls]=haproxy [scalelab-tls]=scalelab [nginx-h2]=nginx [haproxy-h2]=haproxy [scalelab-h2]=scalelab)
+if [[ -n ${TLS:-} ]]; then
+	# Each proxy's TLS must agree: the same version and suite, h2 where asked.
+	for t in nginx-tls haproxy-tls scalelab-tls; do
+		got=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http1.1 -w '%{http_version}' "${url[$t]}")
+		h2=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http2 -w '%{http_version}' "${url[$t]}")
+		hostport=${url[$t]#https://}
+		suite=$(openssl s_client -connect "${hostport%%/*}" -servername 127.0.0.1 </dev/null 2>/dev/null |
+			awk '/^New, / {sub(/,$/, "", $2); print $2, $NF; exit}' || true)
+		log "  ${t%-tls}: $suite, http/$got with --http1.1, http/$h2 with --http2"
+		(( ${h2%%.*} == 2 )) || { log "lb.sh: $t does not speak h2"; exit 1; }
+	done
+fi
 
 # bench runs wrk once against target and appends "rps p50 p99 errors tw
 # cpu idle syscalls switches" to $tmp/<target>.results; cpu is the target's
@@ -272,7 +343,14 @@ bench() {
 	local pid=${pid_of[${proc[$t]}]}
 	read -r idle0 total0 < <(machine_ticks)
 	before=$(cpu_ticks "$pid")
-	if [[ -n ${PERFSTAT:-} ]]; then
+	if [[ $t == *-h2 ]]; then
+		# h2load: the same closed loop as wrk (CONNS connections, one
+		# stream in flight on each); its per-request log gives p50, p99.
+		rm -f "$tmp/h2load.log"
+		local h2out
+		h2out=$(h2load -t"$THREADS" -c"$CONNS" -m1 -D"${DURATION%s}" --log-file="$tmp/h2load.log" "${url[$t]}")
+		out=$(h2load_as_wrk "$h2out" "$tmp/h2load.log")
+	elif [[ -n ${PERFSTAT:-} ]]; then
 		out=$(perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$(pids_of "$pid")" -o "$tmp/perf.out" -- \
 			wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}")
 	else
@@ -302,6 +380,20 @@ bench() {
 		"$t" "$rps" "$p50" "$p99" "$cpu" "$idle" "$errs" "$tw")"
 }
 
+# h2load_as_wrk prints the lines of wrk's output that bench reads, from
+# h2load's summary ($1) and per-request log ($2: start, status, microseconds).
+h2load_as_wrk() {
+	local summary=$1 logfile=$2
+	awk '/^requests:/ {print $6, "requests in"} /^finished in/ {gsub(",", ""); print "Requests/sec:", $4}
+		/^status codes:/ {print "Non-2xx or 3xx responses:", $7 + $9}' <<<"$summary"
+	sort -n -k3 "$logfile" | awk '{v[NR] = $3} END {
+		if (NR == 0) exit
+		i = int(NR * 0.50); if (i < 1) i = 1
+		j = int(NR * 0.99); if (j < 1) j = 1
+		printf "50%% %.3fms\n", v[i] / 1000
+		printf "99%% %.3fms\n", v[j] / 1000 }'
+}
+
 cores=$(nproc)
 log "machine: $(uname -srm), $cores cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
 load=$(cut -d' ' -f1 /proc/loadavg)
@@ -316,7 +408,11 @@ if ((cores <= 4)); then
 fi
 log "warming up ..."
 for t in "${targets[@]}"; do
-	wrk -t"$THREADS" -c"$CONNS" -d2s "${url[$t]}" >/dev/null
+	if [[ $t == *-h2 ]]; then
+		h2load -t"$THREADS" -c"$CONNS" -m1 -D2 "${url[$t]}" >/dev/null
+	else
+		wrk -t"$THREADS" -c"$CONNS" -d2s "${url[$t]}" >/dev/null
+	fi
 done
 for round in $(seq "$ROUNDS"); do
 	log "round $round/$ROUNDS"
@@ -365,6 +461,7 @@ pairs=()
 for other in "${others[@]}"; do
 	pairs+=("scalelab/$other")
 done
+[[ -n ${TLS:-} ]] && pairs+=(scalelab-tls/nginx-tls scalelab-tls/haproxy-tls scalelab-h2/nginx-h2 scalelab-h2/haproxy-h2)
 # The features' cost (the balancer against the bare core of its kind), the
 # architecture's (event loops against goroutines), and the event loops
 # against nginx and HAProxy.

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -215,6 +217,9 @@ func balancerRole(s *envflag.Set) roleCommand {
 				}
 			}
 			cfg.Dashboard = dashboard.New(dashboard.Config{NATS: opts}, log.With("role", "balancer"))
+			if cfg.ConfigFile != "" || cfg.TLS.On() {
+				cfg.Reload = hangups(ctx)
+			}
 			return balancer.Run(ctx, cfg, log)
 		},
 	}
@@ -341,4 +346,27 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	fmt.Fprintln(stdout, tok)
 	return nil
+}
+
+// hangups sends on the channel it returns at each SIGHUP until ctx ends:
+// the balancer's reload (nginx's and HAProxy's signal for it too).
+func hangups(ctx context.Context) <-chan struct{} {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+				select {
+				case out <- struct{}{}:
+				default: // a reload is pending already
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -96,7 +96,7 @@ func runUp(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, p.Stop())
 	}
 	printBanner(stdout, bannerInfo{
-		Balancer: p.BalancerURL, Admin: p.AdminURL, Gateways: p.GatewayURLs, DB: p.DBURL, Cache: p.CacheURL,
+		Balancer: p.BalancerURL, HTTPS: p.HTTPSURL, TLSCert: p.TLSCert, Admin: p.AdminURL, Gateways: p.GatewayURLs, DB: p.DBURL, Cache: p.CacheURL,
 		NATS: p.NATSURL, Workers: cfg.Workers, DataDir: cfg.DataDir,
 		Token: token, Expires: exp, GeneratedSecret: generated,
 		NATSContext: p.NATSContext, NATSUser: string(natsconf.RoleAdmin), NATSPassword: p.Passwords[natsconf.RoleAdmin],
@@ -142,12 +142,19 @@ type bannerInfo struct {
 	// Admin is the balancer's admin listener: its /-/ routes and the
 	// dashboard.
 	Admin string
+	// HTTPS is the balancer's HTTPS (up --tls) and TLSCert the file of its
+	// self-signed certificate; "" without --tls.
+	HTTPS, TLSCert string
 }
 
 func printBanner(w io.Writer, b bannerInfo) {
 	secretNote := "signed with SCALELAB_JWT_SECRET"
 	if b.GeneratedSecret {
 		secretNote = "signed with a random secret made for this run; set SCALELAB_JWT_SECRET (32+ bytes) to keep tokens across restarts"
+	}
+	https := ""
+	if b.HTTPS != "" {
+		https = fmt.Sprintf("  https     %s   (self-signed: curl --cacert %s %s/healthz)\n", b.HTTPS, b.TLSCert, b.HTTPS)
 	}
 	usersNATS := ""
 	if b.NATS != nats.DefaultURL {
@@ -156,7 +163,7 @@ func printBanner(w io.Writer, b bannerInfo) {
 	fmt.Fprintf(w, `
 scalelab is up
   balancer  %s   (the front door)
-  admin     %s   (the balancer's /-/ routes; drain needs the token below)
+%s  admin     %s   (the balancer's /-/ routes; drain needs the token below)
   dashboard %s/-/dashboard
   console   %s/console/   (tasks: log in with a user, or paste the token below)
   gateways  %s
@@ -188,7 +195,7 @@ go tool nats consumer info TASKS workers-default
 go tool nats micro ls
 
 Ctrl-C drains and stops everything.
-`, b.Balancer, b.Admin, b.Admin, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
+`, b.Balancer, https, b.Admin, b.Admin, b.Balancer, strings.Join(b.Gateways, ", "), b.Workers, b.DB, b.Cache, b.NATS, b.DataDir,
 		b.Expires.UTC().Format(time.RFC3339), secretNote, b.Token,
 		b.NATSUser, b.NATSContext, b.NATSContext, b.NATSUser, b.NATSPassword,
 		b.Token, b.Balancer, b.Token, b.Balancer, b.Token, b.Balancer, usersNATS, b.Balancer,

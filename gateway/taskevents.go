@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -245,12 +246,45 @@ func streamError(err error) error {
 	return err
 }
 
+// eventSink is where a stream's events go: server-sent events
+// (sseWriter), or the messages of a WebSocket (wsSink) when the request
+// asks to upgrade. Both get the same events in the same order.
+type eventSink interface {
+	// send queues one event; flush sends what is queued.
+	send(ev event) error
+	flush() error
+	// ping keeps an idle stream alive through proxies.
+	ping()
+	// end sends the last event of a task's stream and flushes.
+	end()
+	// done ends when the client has gone.
+	done() <-chan struct{}
+	// close releases the stream once the handler is done with it.
+	close()
+}
+
+// startStream starts the event stream of c: a WebSocket when the request
+// asks for one, server-sent events otherwise. An upgrade that fails has
+// been answered (4xx) and returns an error.
+func startStream(c echo.Context) (eventSink, error) {
+	if isWebSocket(c.Request()) {
+		return startWebSocket(c)
+	}
+	return startSSE(c), nil
+}
+
 // sseWriter writes server-sent events to a response.
 type sseWriter struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	buf bytes.Buffer
+	ctx context.Context
 }
+
+func (s *sseWriter) done() <-chan struct{} { return s.ctx.Done() }
+
+// close does nothing: the response ends when the handler returns.
+func (s *sseWriter) close() {}
 
 // startSSE sends the headers of an event stream. The read deadline goes:
 // net/http's ReadTimeout would otherwise end the request's context, and
@@ -264,7 +298,7 @@ func startSSE(c echo.Context) *sseWriter {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: rc}
+	s := &sseWriter{w: w, rc: rc, ctx: c.Request().Context()}
 	s.buf.WriteString("retry: 2000\n\n")
 	_ = s.flush()
 	return s
@@ -337,7 +371,11 @@ func handleTaskEvents(idx *taskIndex, store TaskStore, stopping <-chan struct{})
 		if err != nil {
 			return err
 		}
-		s := startSSE(c)
+		s, err := startStream(c)
+		if err != nil {
+			return nil // answered
+		}
+		defer s.close()
 		_ = s.send(event{rev: rev, name: "task", data: first})
 		if rec.State.Terminal() {
 			s.end()
@@ -347,7 +385,7 @@ func handleTaskEvents(idx *taskIndex, store TaskStore, stopping <-chan struct{})
 			return nil
 		}
 		last := rev
-		return pump(c, s, q, stopping, func(ev event) bool {
+		return pump(s, q, stopping, func(ev event) bool {
 			if ev.rev <= last {
 				return true // read before the first event was sent
 			}
@@ -374,13 +412,12 @@ func (s *sseWriter) end() {
 // the client leaves, the queue overflows ("overflow"), the gateway stops
 // (stopping) or the index does.
 // It pings an idle stream.
-func pump(c echo.Context, s *sseWriter, q *eventQueue, stopping <-chan struct{}, each func(event) bool) error {
-	ctx := c.Request().Context()
+func pump(s eventSink, q *eventQueue, stopping <-chan struct{}, each func(event) bool) error {
 	ping := time.NewTicker(eventPing)
 	defer ping.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-s.done():
 			return nil
 		case <-q.closed:
 			return nil
@@ -431,8 +468,12 @@ func handleTasksEvents(idx *taskIndex, catalog *task.Catalog, stopping <-chan st
 			return streamError(err)
 		}
 		defer unsubscribe()
-		s := startSSE(c)
-		return pump(c, s, q, stopping, func(ev event) bool { _ = s.send(ev); return true })
+		s, err := startStream(c)
+		if err != nil {
+			return nil // answered
+		}
+		defer s.close()
+		return pump(s, q, stopping, func(ev event) bool { _ = s.send(ev); return true })
 	}
 }
 

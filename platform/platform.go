@@ -27,6 +27,7 @@ import (
 	"github.com/scalelab/scalelab/gateway"
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/certs"
 	"github.com/scalelab/scalelab/internal/envflag"
 	"github.com/scalelab/scalelab/internal/natsconn"
 	"github.com/scalelab/scalelab/internal/task"
@@ -84,6 +85,11 @@ type Config struct {
 	// GuardInterval is how often the guard looks at the disk (0:
 	// natsconf.DefaultGuardInterval). Not a flag: tests shorten it.
 	GuardInterval time.Duration
+	// TLS serves HTTPS too, on TLSAddr, with a self-signed certificate for
+	// 127.0.0.1 and localhost kept in the data directory (tlsDir), so that
+	// a client told to trust it once goes on trusting it.
+	TLS     bool
+	TLSAddr string
 	// Cache is every gateway's cache config (--cache off|kv|kv+local, ...).
 	Cache cache.Config
 	// Limits are every gateway's rate limits.
@@ -139,6 +145,8 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.NATSHTTPPort, "nats-http-port", "SCALELAB_NATS_HTTP_PORT", 8222, "embedded NATS monitoring port (0: off, -1: any free port)")
 	s.Duration(&c.ReportDuration, "report-duration", "SCALELAB_REPORT_DURATION", worker.DefaultConfig().ReportDuration, "how long the report task works")
 	s.Int(&c.SeedRows, "seed-rows", "SCALELAB_SEED_ROWS", dbsvc.DefaultConfig().SeedRows, "rows seeded for the expensive /data query (first start only)")
+	s.Bool(&c.TLS, "tls", "SCALELAB_TLS", false, "also serve HTTPS on --tls-addr, with a self-signed certificate for 127.0.0.1 and localhost (made once, kept in --data)")
+	s.String(&c.TLSAddr, "tls-addr", "SCALELAB_TLS_ADDR", "127.0.0.1:8443", "balancer HTTPS address, with --tls")
 	s.Duration(&c.ShutdownTime, "shutdown-timeout", "SCALELAB_SHUTDOWN_TIMEOUT", 10*time.Second, "grace period for in-flight requests and tasks on Ctrl-C")
 	c.Cache = cache.DefaultConfig()
 	c.Cache.RegisterFlags(s)
@@ -193,6 +201,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// tlsDir is the directory under the data directory of `up --tls`'s
+// self-signed certificate and key.
+const tlsDir = "tls"
+
 // ErrConfig wraps the errors of a bad Config, so `up` can answer them as
 // usage errors.
 var ErrConfig = errors.New("bad configuration")
@@ -202,6 +214,10 @@ var ErrConfig = errors.New("bad configuration")
 type Platform struct {
 	// BalancerURL is the front door, e.g. http://127.0.0.1:8000.
 	BalancerURL string
+	// HTTPSURL is the front door's HTTPS, e.g. https://127.0.0.1:8443, and
+	// TLSCert the self-signed certificate it shows (PEM), to trust; both
+	// "" without Config.TLS.
+	HTTPSURL, TLSCert string
 	// AdminURL is the balancer's admin listener, e.g.
 	// http://127.0.0.1:8001: its /-/ routes and the dashboard.
 	AdminURL string
@@ -267,10 +283,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 	// Bind every port before starting anything, so a busy port fails
 	// fast with its address, and the balancer learns the gateways' real
 	// addresses (tests pass :0).
-	if p.lns, err = listenAll(append([]string{cfg.BalancerAddr, cfg.AdminAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...)); err != nil {
+	addrs := append([]string{cfg.BalancerAddr, cfg.AdminAddr, cfg.DBAddr, cfg.CacheAddr}, cfg.gatewayAddrs()...)
+	if cfg.TLS {
+		addrs = append(addrs, cfg.TLSAddr)
+	}
+	if p.lns, err = listenAll(addrs); err != nil {
 		return nil, err
 	}
 	balLn, adminLn, dbLn, cacheLn, gwLns := p.lns[0], p.lns[1], p.lns[2], p.lns[3], p.lns[4:]
+	var tlsLn net.Listener
+	if cfg.TLS {
+		tlsLn, gwLns = gwLns[len(gwLns)-1], gwLns[:len(gwLns)-1]
+		p.HTTPSURL = "https://" + tlsLn.Addr().String()
+	}
 	dialGateway, err := gatewaySockets(gwLns)
 	if err != nil {
 		log.Warn("the balancer reaches the gateways over TCP", "err", err)
@@ -353,6 +378,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 	}
 	if balCfg.Dial == nil {
 		balCfg.Dial = dialGateway
+	}
+	if tlsLn != nil {
+		certFile, keyFile, err := certs.SelfSigned(filepath.Join(cfg.DataDir, tlsDir), []string{"127.0.0.1", "::1", "localhost"}, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("up: --tls: %w", err)
+		}
+		balCfg.TLS = balancer.TLSConfig{Listener: tlsLn, CertFile: certFile, KeyFile: keyFile}
+		p.TLSCert = certFile
 	}
 	// The balancer's live dashboard reads the figures over NATS as its own
 	// read-only user, as `scalelab balancer --nats-user balancer` does.
