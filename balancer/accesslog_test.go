@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the balancer's flusher and the
@@ -135,4 +136,22 @@ func TestAccessLogSample(t *testing.T) {
 	if ok != 2 || failed != 1 {
 		t.Errorf("sampled lines: %d of 8 OK, %d of 1 503; want 2 and 1", ok, failed)
 	}
+}
+
+// FuzzAppendJSONString: whatever bytes a path holds, the access log's
+// string is valid JSON, and reads back as the bytes when they are UTF-8.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"/items/42", `/a"b\c`, "/\x00\x1f\x7f", "/caf\xc3\xa9", "/\xff\xfe", "/😀"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		out := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%q gave %s, not a JSON string: %v", s, out, err)
+		}
+		if utf8.Valid(s) && back != string(s) {
+			t.Fatalf("%q read back as %q", s, back)
+		}
+	})
 }
