@@ -153,6 +153,21 @@ func (p *enginePair) run(t testing.TB, data []byte) [2]outcome {
 	return out
 }
 
+// runCompared is run, once more when the engines disagree: on a loaded
+// machine an answer can come after run's quiet window, which looks like a
+// difference; a real one shows again. What the first run left late is
+// dropped first.
+func (p *enginePair) runCompared(t testing.TB, data []byte) [2]outcome {
+	out := p.run(t, data)
+	if sameFraming(out) {
+		return out
+	}
+	for _, r := range p.rec {
+		r.take()
+	}
+	return p.run(t, data)
+}
+
 // sameFraming reports whether the engines did the same with some bytes:
 // the same requests reached their gateways, and they answered the same.
 // One difference is not one of framing: fasthttp refuses a request whose
@@ -225,7 +240,7 @@ func TestEnginesFrameAlike(t *testing.T) {
 	t.Parallel()
 	p := startEnginePair(t)
 	for _, s := range framingSeeds {
-		out := p.run(t, []byte(s))
+		out := p.runCompared(t, []byte(s))
 		if !sameFraming(out) {
 			t.Errorf("%q: the engines disagree:\n\tloop:      %v %v\n\tgoroutine: %v %v", s,
 				out[0].statuses, out[0].reqs, out[1].statuses, out[1].reqs)
@@ -275,7 +290,7 @@ func FuzzEnginesFrameAlike(f *testing.F) {
 	}
 	p := startEnginePair(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out := p.run(t, data)
+		out := p.runCompared(t, data)
 		if !sameFraming(out) {
 			t.Fatalf("%q: the engines disagree:\n\tloop:      %v %s\n\tgoroutine: %v %s", data,
 				out[0].statuses, fmt.Sprint(out[0].reqs), out[1].statuses, fmt.Sprint(out[1].reqs))

@@ -242,8 +242,11 @@ func TestSlowClientsAreCut(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			conn := dialTCP(t, base)
+			// Timed from before the dial: the balancer's clock for a new
+			// connection starts at its accept, which can come before the
+			// dial returns here.
 			start := time.Now()
+			conn := dialTCP(t, base)
 			if _, err := io.WriteString(conn, tt.sent); err != nil {
 				t.Fatalf("write: %v", err)
 			}
