@@ -1,33 +1,14 @@
 package balancer
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/scalelab/scalelab/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the balancer's flusher and the
-// test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // accessLine is one line of the access log.
 type accessLine struct {
@@ -47,7 +28,7 @@ type accessLine struct {
 // sends the requests of do, stops it and returns the log's lines.
 func runWithAccessLog(t *testing.T, cfg Config, do func(base string)) []accessLine {
 	t.Helper()
-	var out lockedBuffer
+	var out testutil.LogBuffer
 	cfg.AccessLog, cfg.AccessLogOutput = true, &out
 	base, cancel, errc := runBalancer(t, cfg)
 	do(base)

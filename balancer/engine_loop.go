@@ -174,26 +174,18 @@ func eventLoops(n int) int {
 // accept takes the connections of ln onto the loops until ln is closed.
 // A connection that is not TCP goes to the goroutine engine.
 func (f *front) accept(ln net.Listener) error {
-	pl := patientListener{Listener: ln, log: f.b.log, limits: f.b.limits}
-	for {
-		c, slot, err := pl.acceptLimited()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
+	return acceptEach(patientListener{Listener: ln, log: f.b.log, limits: f.b.limits}, func(c net.Conn, slot *connSlot) {
 		tc, ok := c.(*net.TCPConn)
 		if !ok || f.draining.Load() {
 			go f.slow.give(c, slot)
-			continue
+			return
 		}
 		// Enroll closes tc: the loop has a copy of the socket.
 		if _, err := f.engine.EnrollContext(tc, &loopClient{slot: slot}); err != nil {
 			slot.release()
 			f.b.log.Warn("an event loop refused a connection", "err", err)
 		}
-	}
+	})
 }
 
 // loopOf returns the state of event loop el, made at its first connection.

@@ -33,6 +33,21 @@ func (l patientListener) Accept() (net.Conn, error) {
 	return &clientConn{Conn: rawconn.Wrap(c), slot: slot, h2: l.h2}, nil
 }
 
+// acceptEach gives each connection l accepts, with its slot, to handle,
+// until l is closed (nil) or fails for good (the error).
+func acceptEach(l patientListener, handle func(net.Conn, *connSlot)) error {
+	for {
+		c, slot, err := l.acceptLimited()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		handle(c, slot)
+	}
+}
+
 // acceptLimited is acceptRaw under the caps on client connections
 // (Config.MaxConns, Config.MaxConnsPerIP): a connection over one is closed
 // at once, unread, and the next one accepted. The slot goes with the

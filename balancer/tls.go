@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -153,17 +152,9 @@ func newTLSFront(b *balancer, cfg *tls.Config, slow *handoffListener) *tlsFront 
 // accept accepts connections from ln, under the caps on client
 // connections, until ln is closed.
 func (t *tlsFront) accept(ln net.Listener) error {
-	pl := patientListener{Listener: ln, log: t.b.log, limits: t.b.limits}
-	for {
-		c, slot, err := pl.acceptLimited()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
+	return acceptEach(patientListener{Listener: ln, log: t.b.log, limits: t.b.limits}, func(c net.Conn, slot *connSlot) {
 		t.handshakes.Go(func() { t.handshake(c, slot) })
-	}
+	})
 }
 
 // handshake runs the TLS handshake of c and hands the connection on by
