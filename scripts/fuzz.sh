@@ -21,6 +21,8 @@ targets=(
   "./gateway/ FuzzDecodeMergePatch"      # PATCH /items/{id} bodies (JSON Merge Patch)
   "./internal/strictjson/ FuzzStrictAgreesWithIndependentDecoder" # every body type, against encoding/json
   "./balancer/ FuzzClientBytes"          # what clients send the balancer (the event loops read it)
+  "./balancer/ FuzzFromHTTP2"            # HTTP/2 requests turned into HTTP/1.1 for the gateways
+  "./balancer/ FuzzAppendJSONString"     # request paths in the access log
 )
 printf '%-24s %-40s %12s\n' package target execs
 for t in "${targets[@]}"; do
