@@ -168,7 +168,7 @@ func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 
 // streamConfigs are the streams of the task pipeline, in the order they
 // must be created: TASKS sources TASKS_DELAYED. SCHEDULES (schedule.go)
-// stands alone.
+// and TASKS_EXEC (exec.go) stand alone.
 func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
@@ -216,6 +216,7 @@ func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 			Duplicates:  cfg.DedupeWindow,
 		},
 		scheduleStreamConfig(cfg),
+		execStreamConfig(cfg),
 	}
 }
 
