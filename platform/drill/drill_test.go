@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
+	"github.com/scalelab/scalelab/platform/bench"
 	"github.com/scalelab/scalelab/platform/compose"
 )
 
@@ -45,6 +47,7 @@ func TestDrill(t *testing.T) {
 	t.Run("balancing", st.drillBalancing)
 	t.Run("tasks_survive_nats_node_and_worker_stop", st.drillTasks)
 	t.Run("gateway_stop_under_load", st.drillGateway)
+	t.Run("chaos", st.drillChaos)
 	st.down(t)
 }
 
@@ -652,6 +655,80 @@ func (st *stack) waitBackendState(t *testing.T, url, state string) {
 		}
 		return nil
 	})
+}
+
+// The short chaos schedule: every fault of `scalelab chaos`, at a load the
+// 2-core CI machine carries next to the stack.
+const (
+	chaosDuration  = 100 * time.Second
+	chaosRateTasks = 40
+	chaosRateHTTP  = 120
+	chaosHold      = 2 * time.Second
+)
+
+// drillChaos runs every fault of the chaos schedule (platform/bench's
+// RunChaos, as `scalelab chaos` does) on the drill's stack under a steady
+// load, and checks issue #30's targets: no task lost, no read-your-writes
+// violation, tasks that ran twice only under a fault that allows it (a
+// worker, or a NATS node, gone between a run and its ack), and every
+// failed request inside its fault's window (bench.FaultSpec: for example
+// at most 1 s after a gateway's kill -9, 5 s after a NATS node's, until
+// the recovery and 5 s more for dbsvc's).
+func (st *stack) drillChaos(t *testing.T) {
+	out := t.TempDir()
+	r, err := bench.RunChaos(t.Context(), st.Stack, bench.ChaosOptions{Out: out, Duration: chaosDuration,
+		RateTasks: chaosRateTasks, RateHTTP: chaosRateHTTP, TaskMillis: 20, Hold: chaosHold, Drain: time.Minute,
+		Progress: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md, err := os.ReadFile(filepath.Join(out, "report.md")); err == nil {
+		t.Logf("report.md:\n%s", md)
+	}
+	c := r.Chaos
+	if got, want := len(c.Faults), len(bench.ChaosFaults()); got != want {
+		t.Fatalf("%d faults injected, want %d", got, want)
+	}
+	tk := c.Tasks
+	if tk.Submitted < chaosRateTasks*int64(chaosDuration/time.Second)/2 {
+		t.Errorf("%d tasks submitted, want at least half of %d/s over %v", tk.Submitted, chaosRateTasks, chaosDuration)
+	}
+	if tk.Lost != 0 {
+		t.Errorf("%d tasks lost (accepted, never final), want 0: %v", tk.Lost, tk.LostIDs)
+	}
+	if tk.RunsCheckErr != "" {
+		t.Errorf("runs per task not read: %s", tk.RunsCheckErr)
+	}
+	if c.ReadYourWrites.Checks == 0 || c.ReadYourWrites.Violations != 0 {
+		t.Errorf("read-your-writes: %d violations in %d checks, want 0 in some: %q",
+			c.ReadYourWrites.Violations, c.ReadYourWrites.Checks, c.ReadYourWrites.Examples)
+	}
+	for _, f := range c.Faults {
+		if f.Err != "" {
+			t.Errorf("%s: %s", f.Name, f.Err)
+		}
+		window := fmt.Sprintf("%v after the fault, %v after the recovery", f.AfterInject, f.AfterRecover)
+		if f.UntilRecovered {
+			window = fmt.Sprintf("until the recovery and %v after it", f.AfterRecover)
+		}
+		if f.Outside != 0 {
+			t.Errorf("%s (%s): %d failed requests outside the window (%s), want 0: %q",
+				f.Name, f.Target, f.Outside, window, f.OutsideSamples)
+		}
+		if f.Duplicates != 0 && !f.FaultSpec.Duplicates {
+			t.Errorf("%s: %d tasks ran twice, want none: no delivery is lost under this fault", f.Name, f.Duplicates)
+		}
+		t.Logf("%s on %s: %d requests, %d failed (%.2f–%.2f s after it; window %s), %d ran twice",
+			f.Name, f.Target, f.Requests, f.Failed, f.FirstFail, f.LastFail, window, f.Duplicates)
+	}
+}
+
+// logWriter writes each line it is given to the test's log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // stack is the drills' compose project: platform/compose's Stack, with
