@@ -129,13 +129,14 @@ var chaosFaults = []FaultSpec{
 		AfterInject: time.Second, AfterRecover: time.Second,
 		Why: "the gateways use the cache bucket over NATS, not cachesvc: no request needs it"},
 	{Name: "kill-nats1", Title: "kill -9 of NATS node nats1", Service: "nats1", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 5 * time.Second, Duplicates: true,
-		Why: "its clients reconnect to the other two; a stream it led elects a new leader"},
+		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
+		Why: "its clients reconnect to the other two and a stream it led elects a new leader (seconds); when it comes back, " +
+			"requests through it time out while it rejoins the cluster and catches up"},
 	{Name: "kill-nats2", Title: "kill -9 of NATS node nats2", Service: "nats2", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 5 * time.Second, Duplicates: true,
+		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
 		Why: "as nats1"},
 	{Name: "kill-nats3", Title: "kill -9 of NATS node nats3", Service: "nats3", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 5 * time.Second, Duplicates: true,
+		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
 		Why: "as nats1"},
 	{Name: "pause-nats", Title: "docker pause of a NATS node (a hung peer)", Service: "nats", Action: "pause",
 		UntilRecovered: true, AfterRecover: 5 * time.Second, Duplicates: true,
@@ -248,6 +249,8 @@ type ChaosTasks struct {
 	Lost        int64    `json:"lost"`
 	LostIDs     []string `json:"lost_ids,omitempty"`
 	LostRecords []string `json:"lost_records,omitempty"`
+	// LostLogs are the stack's log lines that name the first lost tasks.
+	LostLogs []string `json:"lost_logs,omitempty"`
 	// RanMoreThanOnce counts the tasks whose handler recorded more than
 	// one run (task.ExecStream), ExtraRuns their runs beyond the first.
 	RanMoreThanOnce int64    `json:"ran_more_than_once"`
@@ -566,6 +569,16 @@ func RunChaos(ctx context.Context, st *compose.Stack, o ChaosOptions) (*Report, 
 				id, rec.State, rec.Attempts, rec.Worker, rec.CreatedAt.Format(time.TimeOnly), rec.UpdatedAt.Format(time.TimeOnly), rec.Error))
 		} else {
 			c.Tasks.LostRecords = append(c.Tasks.LostRecords, fmt.Sprintf("%s: %v", id, err))
+		}
+	}
+	if len(c.Tasks.LostIDs) > 0 {
+		logs, _ := st.Compose(2*time.Minute, "logs", "--no-color")
+		for line := range strings.Lines(logs) {
+			for _, id := range c.Tasks.LostIDs[:min(3, len(c.Tasks.LostIDs))] {
+				if strings.Contains(line, id) && len(c.Tasks.LostLogs) < 30 {
+					c.Tasks.LostLogs = append(c.Tasks.LostLogs, task.Truncate(strings.TrimSpace(line), 400))
+				}
+			}
 		}
 	}
 	chaosFindings(r, c)
@@ -935,6 +948,9 @@ func (c *Chaos) markdown(w io.Writer) {
 		fmt.Fprintf(w, "Lost: %s.\n\n", strings.Join(tk.LostIDs, ", "))
 		for _, rec := range tk.LostRecords {
 			fmt.Fprintf(w, "- %s\n", rec)
+		}
+		if len(tk.LostLogs) > 0 {
+			fmt.Fprintf(w, "\nThe stack's log lines that name them:\n\n```\n%s\n```\n", strings.Join(tk.LostLogs, "\n"))
 		}
 		fmt.Fprintln(w)
 	}
