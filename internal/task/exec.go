@@ -25,6 +25,13 @@ const (
 	ExecAgainPrefix = "taskexec.again."
 	// ExecRetention is how long a run is remembered.
 	ExecRetention = 24 * time.Hour
+	// execPublishTimeout bounds each publish of RecordExec. A request
+	// whose reply is lost (the node it went through killed mid-request)
+	// waits for its context's deadline, and a handler's is the task
+	// timeout (15 min by default), during which the worker keeps the task
+	// alive: the chaos run saw a task stay running so after a NATS node's
+	// kill -9. Bounded, the run fails and is retried.
+	execPublishTimeout = 5 * time.Second
 )
 
 // Exec is one recorded run of a task: the message body on ExecStream.
@@ -46,6 +53,8 @@ func RecordExec(ctx context.Context, js jetstream.JetStream, e Exec) (again bool
 	if err != nil {
 		return false, fmt.Errorf("record run of task %s: %w", e.Task, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, execPublishTimeout)
+	defer cancel()
 	_, err = js.Publish(ctx, ExecFirstPrefix+e.Task, body, jetstream.WithExpectLastSequencePerSubject(0))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
