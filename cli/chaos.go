@@ -55,7 +55,7 @@ func runChaos(ctx context.Context, args []string, getenv func(string) string, st
 	s.Int(&o.TaskMillis, "task-ms", "", 20, "each task's duration_ms")
 	s.Duration(&o.Hold, "hold", "", 0, "how long each fault lasts before its recovery (0: a quarter of its share of --duration, 1s..10s)")
 	s.String(&faults, "faults", "", "", "comma-separated faults to run, in order (default: all, as listed above)")
-	s.Duration(&o.Drain, "drain", "", 2*time.Minute, "how long unfinished tasks are waited for at the end before they count as lost")
+	s.Duration(&o.Drain, "drain", "", 5*time.Minute, "how long unfinished tasks are waited for at the end (a backlog drains) before they count as lost")
 	s.Int(&gateways, "gateways", "", 2, "gateway replicas")
 	s.Int(&workers, "workers", "", 2, "worker replicas")
 	s.String(&repo, "repo", "", ".", "the repository: compose.yaml and scripts/images.sh")

@@ -381,13 +381,15 @@ func tagVersion(tag string) int64 {
 // write is answered: a read that follows the answer must not find the old
 // value (read-your-writes, through any gateway). While the bucket cannot
 // take the deletion (its stream electing a leader after a NATS node died:
-// seconds), it tries again for up to invalidateFor; a deletion made whose
-// broadcast some peer did not confirm is done (the peers' KV watch drops
-// the key too). The write has happened whatever this does, so a failure
-// after that is logged (and counted by the cache), not returned: stale
-// reads are then bounded by the KV watch or, with KV down, by the entries'
-// TTL. The chaos run of issue #30 saw PUTs answered while the deletion had
-// failed, and the next GET read the value they had replaced.
+// seconds), or while a gateway it knows of has not confirmed dropping the
+// key from its near-cache (a dead one leaves the peer view within seconds;
+// a live one whose KV watch lags would serve the old value from it), it
+// tries again for up to invalidateFor. The write has happened whatever
+// this does, so a failure after that is logged (and counted by the cache),
+// not returned: stale reads are then bounded by the KV watch or, with KV
+// down, by the entries' TTL. The chaos run of issue #30 saw PUTs answered while the deletion had
+// failed, or a gateway had not confirmed, and the next GET read the value
+// they had replaced.
 func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 	// The client hanging up must not leave the cache half-invalidated.
 	ctx := context.WithoutCancel(ec.Request().Context())
@@ -397,11 +399,11 @@ func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, cache.ErrUnconfirmed) || time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			log.Warn("cache invalidation incomplete after a write", "keys", keys, "request_id", requestID(ec), "err", err)
 			return
 		}
-		time.Sleep(invalidateRetryPause) // the bucket's leader election, not a wait for a test
+		time.Sleep(invalidateRetryPause) // the bucket's or the peers' recovery, not a wait for a test
 	}
 }
 

@@ -557,9 +557,10 @@ func RunChaos(ctx context.Context, st *compose.Stack, o ChaosOptions) (*Report, 
 	if err != nil {
 		c.Tasks.RunsCheckErr = err.Error()
 	}
+	ranAgainAt := extraRunTimes(st, l, again, o.Log)
 	c.Skipped = l.skipped.Load()
 	c.ReadYourWrites = l.ryw
-	c.count(l, again, states)
+	c.count(l, again, ranAgainAt, states)
 	for _, id := range c.Tasks.LostIDs {
 		if len(c.Tasks.LostRecords) == 5 {
 			break
@@ -721,9 +722,46 @@ func extraRuns(st *compose.Stack) (map[string]int64, error) {
 	return runs, nil
 }
 
+// extraRunTimes reads, for the first 20 tasks of this run with extra
+// runs, the time of the last run recorded (its message's Exec.At), in
+// seconds since the load began. A task of a backlog runs long after its
+// submission, so the fault a duplicate came with is the one when it ran.
+// A time that cannot be read is left out (logged).
+func extraRunTimes(st *compose.Stack, l *chaosLoad, again map[string]int64, log *slog.Logger) map[string]float64 {
+	out := map[string]float64{}
+	for _, id := range l.tasks {
+		if again[id] == 0 {
+			continue
+		}
+		if len(out) == 20 {
+			break
+		}
+		res, err := st.Compose(time.Minute, "run", "--rm", "-T", "nats", "req", "--raw",
+			"$JS.API.STREAM.MSG.GET."+task.ExecStream, fmt.Sprintf(`{"last_by_subj":%q}`, task.ExecAgainPrefix+id))
+		var msg struct {
+			Message struct {
+				Data []byte `json:"data"`
+			} `json:"message"`
+		}
+		var e task.Exec
+		if err == nil {
+			err = json.Unmarshal(compose.JSONPart(res), &msg)
+		}
+		if err == nil {
+			err = json.Unmarshal(msg.Message.Data, &e)
+		}
+		if err != nil || e.At.IsZero() {
+			log.Warn("chaos: read the last run of a task", "task", id, "err", err, "answer", task.Truncate(res, 200))
+			continue
+		}
+		out[id] = e.At.Sub(l.began).Seconds()
+	}
+	return out
+}
+
 // count fills the totals, each fault's window and the timeline from the
 // requests, and the duplicates from again (the extra runs by task id).
-func (c *Chaos) count(l *chaosLoad, again map[string]int64, states []task.State) {
+func (c *Chaos) count(l *chaosLoad, again map[string]int64, ranAgainAt map[string]float64, states []task.State) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	reqs := slices.Clone(l.reqs)
@@ -775,7 +813,7 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, states []task.State)
 			runStart[i] = q.end
 		}
 		f.LongestRun = max(f.LongestRun, q.end-runStart[i])
-		if !f.allows(q.end) {
+		if !f.allows(q.start, q.end) {
 			f.Outside++
 			if len(f.OutsideSamples) < 5 {
 				f.OutsideSamples = append(f.OutsideSamples, fmt.Sprintf("%s %s at +%.2f s: %s", q.route, code, at, q.msg))
@@ -788,8 +826,8 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, states []task.State)
 		f.InjectAt, f.RecoverAt, f.HealthyAt = round2(f.InjectAt), round2(f.RecoverAt), round2(f.HealthyAt)
 	}
 	// Duplicates: the tasks of this run with extra runs, each put down to
-	// the fault whose slot it was submitted in (a task is short: it runs
-	// within a moment of its submission unless a fault holds it up).
+	// the fault whose slot its last run came in (ranAgainAt), else the one
+	// it was submitted in.
 	for k, id := range l.tasks {
 		if k < len(states) && !states[k].Terminal() {
 			if i := faultAt(l.taskAt[k] + 1); i >= 0 {
@@ -805,7 +843,11 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, states []task.State)
 		if len(c.Tasks.DuplicateIDs) < 20 {
 			c.Tasks.DuplicateIDs = append(c.Tasks.DuplicateIDs, id)
 		}
-		if i := faultAt(l.taskAt[k] + 1); i >= 0 {
+		at, ok := ranAgainAt[id]
+		if !ok {
+			at = l.taskAt[k]
+		}
+		if i := faultAt(at); i >= 0 {
 			c.Faults[i].Duplicates++
 		}
 	}
@@ -837,16 +879,18 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, states []task.State)
 	}
 }
 
-// allows reports whether a failure at t (seconds since the load began)
-// falls inside the fault's window.
-func (f ChaosFault) allows(t float64) bool {
-	if t < f.InjectAt {
+// allows reports whether a failed request that ran from start to end
+// (seconds since the load began) overlaps the fault's window: a request
+// sent inside it may take its timeout (seconds) to fail, and one in
+// flight when the fault came fails with it.
+func (f ChaosFault) allows(start, end float64) bool {
+	if end < f.InjectAt {
 		return false
 	}
-	if t <= f.InjectAt+f.AfterInject.Seconds() || (f.UntilRecovered && t <= f.RecoverAt) {
+	if start <= f.InjectAt+f.AfterInject.Seconds() || (f.UntilRecovered && start <= f.RecoverAt) {
 		return true
 	}
-	return t >= f.RecoverAt && t <= f.RecoverAt+f.AfterRecover.Seconds()
+	return end >= f.RecoverAt && start <= f.RecoverAt+f.AfterRecover.Seconds()
 }
 
 func round2(v float64) float64 { return math.Round(v*100) / 100 }

@@ -10,7 +10,8 @@ import (
 
 // TestChaosCount: each failure is counted against the fault whose slot it
 // ended in, and outside its window when it is neither soon after the fault
-// nor soon after the recovery; tasks that ran twice, tasks lost and
+// nor soon after the recovery (by when it was sent and when it ended);
+// tasks that ran twice, tasks lost and
 // read-your-writes violations go to the fault they came after.
 func TestChaosCount(t *testing.T) {
 	t.Parallel()
@@ -22,20 +23,20 @@ func TestChaosCount(t *testing.T) {
 	}}
 	l := &chaosLoad{
 		reqs: []chaosReq{
-			{start: 5, end: 5.1, route: routeData, code: 503},   // before any fault: baseline
-			{start: 10, end: 10.5, route: routeTask, code: 0},   // gateway: in its first second
-			{start: 11, end: 11.2, route: routeData, code: 200}, // ends the run of failures
-			{start: 11.9, end: 12, route: routeData, code: 502}, // gateway: outside (2 s after, 1 s before the recovery)
-			{start: 13, end: 13.5, route: routeData, code: 503}, // gateway: after its recovery, inside
-			{start: 21, end: 23.9, route: routePut, code: 503},  // dbsvc: until the recovery
-			{start: 24, end: 28.5, route: routePut, code: 503},  // dbsvc: 4.5 s after the recovery
-			{start: 29, end: 29.6, route: routePut, code: 503},  // dbsvc: 5.6 s after: outside
+			{start: 5, end: 5.1, route: routeData, code: 503},    // before any fault: baseline
+			{start: 10, end: 10.5, route: routeTask, code: 0},    // gateway: in its first second
+			{start: 11, end: 11.2, route: routeData, code: 200},  // ends the run of failures
+			{start: 11.9, end: 12, route: routeData, code: 502},  // gateway: outside (2 s after, 1 s before the recovery)
+			{start: 13, end: 13.5, route: routeData, code: 503},  // gateway: after its recovery, inside
+			{start: 21, end: 23.9, route: routePut, code: 503},   // dbsvc: until the recovery
+			{start: 24, end: 28.5, route: routePut, code: 503},   // dbsvc: 4.5 s after the recovery
+			{start: 29.5, end: 30.1, route: routePut, code: 503}, // dbsvc: sent 5.5 s after: outside
 		},
 		tasks:  []string{"a", "b", "c"},
 		taskAt: []float64{9.5, 15, 21},
 		rywAt:  []float64{22},
 	}
-	c.count(l, map[string]int64{"a": 1, "c": 2}, []task.State{task.Succeeded, task.Running, task.Succeeded})
+	c.count(l, map[string]int64{"a": 1, "c": 2}, map[string]float64{"a": 10.2}, []task.State{task.Succeeded, task.Running, task.Succeeded})
 	if c.Requests != 8 || c.Failed != 7 || c.BaselineFailed != 1 {
 		t.Errorf("requests %d, failed %d, baseline %d, want 8, 7, 1", c.Requests, c.Failed, c.BaselineFailed)
 	}
@@ -44,11 +45,11 @@ func TestChaosCount(t *testing.T) {
 		t.Errorf("kill-gateway: failed %d, outside %d, first %v, last %v, longest run %v, want 3, 1, 0.5, 3.5, 1.5",
 			g.Failed, g.Outside, g.FirstFail, g.LastFail, g.LongestRun)
 	}
-	if d.Failed != 3 || d.Outside != 1 || d.LongestRun != 5.7 {
-		t.Errorf("kill-dbsvc: failed %d, outside %d, longest run %v, want 3, 1, 5.7", d.Failed, d.Outside, d.LongestRun)
+	if d.Failed != 3 || d.Outside != 1 || d.LongestRun != 6.2 {
+		t.Errorf("kill-dbsvc: failed %d, outside %d, longest run %v, want 3, 1, 6.2", d.Failed, d.Outside, d.LongestRun)
 	}
-	// a was submitted just before the gateway's kill (a task runs within
-	// a second of it), b after it, c after dbsvc's.
+	// a was submitted before the gateway's kill and ran again after it
+	// (its last run's time), c was submitted after dbsvc's (no time read).
 	if c.Tasks.RanMoreThanOnce != 2 || c.Tasks.ExtraRuns != 3 || g.Duplicates != 1 || d.Duplicates != 1 {
 		t.Errorf("ran more than once %d (extra runs %d), by fault %d and %d, want 2 (3), 1 and 1",
 			c.Tasks.RanMoreThanOnce, c.Tasks.ExtraRuns, g.Duplicates, d.Duplicates)
@@ -56,8 +57,8 @@ func TestChaosCount(t *testing.T) {
 	if g.Lost != 1 || d.Lost != 0 || g.RYWViolations != 0 || d.RYWViolations != 1 {
 		t.Errorf("lost %d and %d, read-your-writes violations %d and %d, want 1, 0, 0, 1", g.Lost, d.Lost, g.RYWViolations, d.RYWViolations)
 	}
-	if len(c.Timeline) != 30 || c.Timeline[10].Errors != 1 || c.Timeline[11].OK != 1 {
-		t.Errorf("timeline: %d seconds, %+v, %+v, want 30, one error at 10 s, one answer at 11 s", len(c.Timeline), c.Timeline[10], c.Timeline[11])
+	if len(c.Timeline) != 31 || c.Timeline[10].Errors != 1 || c.Timeline[11].OK != 1 {
+		t.Errorf("timeline: %d seconds, %+v, %+v, want 31, one error at 10 s, one answer at 11 s", len(c.Timeline), c.Timeline[10], c.Timeline[11])
 	}
 }
 
