@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/cache"
+	"github.com/scalelab/scalelab/internal/natsconn"
 )
 
 // limitMarkerTTL is the bucket's LimitMarkerTTL: how long the marker left
@@ -45,7 +46,7 @@ func provision(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 		Replicas:       cfg.Replicas,
 	})
 	if err == nil {
-		return kv, nil
+		return leaderReads(ctx, js, kv, log), nil
 	}
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
@@ -57,5 +58,25 @@ func provision(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 		return nil, fmt.Errorf("provision bucket %s: %w", cache.Bucket, err)
 	}
 	log.Warn("cache bucket exists but its settings cannot be updated: keeping it as it is", "bucket", cache.Bucket, "err", err)
-	return old, nil
+	return leaderReads(ctx, js, old, log), nil
+}
+
+// leaderReads turns the bucket's direct gets off (natsconn.LeaderReads) and
+// returns it bound again, so that every read goes through the stream's
+// leader: PUT /items returns once the old value is deleted from the
+// bucket, and a follower that has not applied the deletion yet must not
+// serve the old value to the read that follows (the chaos run of issue #30
+// saw it, under load, after NATS faults). If that fails it logs a warning
+// and returns kv as it was: reads work, from any replica.
+func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, log *slog.Logger) jetstream.KeyValue {
+	if err := natsconn.LeaderReads(ctx, js, cache.Bucket); err != nil {
+		log.Warn("cache bucket: reads may come from a lagging replica", "bucket", cache.Bucket, "err", err)
+		return kv
+	}
+	bound, err := js.KeyValue(ctx, cache.Bucket)
+	if err != nil {
+		log.Warn("cache bucket: rebind after turning direct gets off", "bucket", cache.Bucket, "err", err)
+		return kv
+	}
+	return bound
 }

@@ -98,6 +98,39 @@ func TestRunUpgradesOldBucket(t *testing.T) {
 	})
 }
 
+// TestRunReadsThroughLeader: cachesvc turns the bucket's direct gets off,
+// also on a bucket made with them on (nats.go's default, and every
+// CreateOrUpdateKeyValue's), so that no lagging replica answers a read
+// with a value a write has just deleted.
+func TestRunReadsThroughLeader(t *testing.T) {
+	t.Parallel()
+	nc := startNATS(t)
+	js := newJetStream(t, nc)
+	cfg := testConfig()
+	if _, err := js.CreateKeyValue(t.Context(), oldBucketConfig(cfg)); err != nil {
+		t.Fatalf("CreateKeyValue(old config) = %v", err)
+	}
+	in := startCache(t, nc, cfg)
+	s, err := js.Stream(t.Context(), "KV_"+cache.Bucket)
+	if err != nil {
+		t.Fatalf("Stream(KV_%s) = %v", cache.Bucket, err)
+	}
+	if s.CachedInfo().Config.AllowDirect {
+		t.Errorf("bucket %s has direct gets on after Run, want off", cache.Bucket)
+	}
+	var stored map[string]string
+	in.doJSON(t, "POST", "/cache/k", []byte(`{"value":1}`), http.StatusOK, &stored)
+	if got := in.getValue(t, "k"); got != "1" {
+		t.Errorf("GET /cache/k = %s, want 1", got)
+	}
+	// A gateway's cache client reads it too, through the leader.
+	c := newGatewayCache(t, nc, "gw1", cache.ModeKV)
+	res, err := c.Get(t.Context(), "k", func(context.Context) ([]byte, error) { return []byte("2"), nil })
+	if err != nil || string(res.Value) != "1" {
+		t.Errorf("cache.Get(k) = %s, %v, want 1 from the bucket", res.Value, err)
+	}
+}
+
 func TestRunKeepsBucketItCannotUpdate(t *testing.T) {
 	t.Parallel()
 	nc := startNATS(t)

@@ -51,6 +51,7 @@ Usage:
   scalelab probe     URL       exit 0 if GET URL answers 2xx (container health checks)
   scalelab bench     <scenario>   run an experiment (cache, scale, async, balance, all) and write a report with charts
   scalelab bench compare A.json B.json   compare two runs of a scenario
+  scalelab chaos                   faults at load on the compose stack, counted (chaos -h)
 
 Run 'scalelab <command> -h' for the flags of a command.
 `
@@ -80,6 +81,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runProbe(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "chaos":
+		return runChaos(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -376,14 +377,39 @@ func tagVersion(tag string) int64 {
 	return v
 }
 
-// invalidate drops keys from the cache tiers after a write. The write has
-// happened whatever this does, so a failure is logged (and counted by the
-// cache), not returned: stale reads are then bounded by the KV watch
-// (milliseconds) or, with KV down, by the entries' TTL.
+// invalidate drops keys from the cache tiers after a write, before the
+// write is answered: a read that follows the answer must not find the old
+// value (read-your-writes, through any gateway). While the bucket cannot
+// take the deletion (its stream electing a leader after a NATS node died:
+// seconds), or while a gateway it knows of has not confirmed dropping the
+// key from its near-cache (a dead one leaves the peer view within seconds;
+// a live one whose KV watch lags would serve the old value from it), it
+// tries again for up to invalidateFor. The write has happened whatever
+// this does, so a failure after that is logged (and counted by the cache),
+// not returned: stale reads are then bounded by the KV watch or, with KV
+// down, by the entries' TTL. The chaos run of issue #30 saw PUTs answered while the deletion had
+// failed, or a gateway had not confirmed, and the next GET read the value
+// they had replaced.
 func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 	// The client hanging up must not leave the cache half-invalidated.
 	ctx := context.WithoutCancel(ec.Request().Context())
-	if err := c.Invalidate(ctx, keys...); err != nil {
-		log.Warn("cache invalidation incomplete after a write", "keys", keys, "request_id", requestID(ec), "err", err)
+	deadline := time.Now().Add(invalidateFor)
+	for {
+		err := c.Invalidate(ctx, keys...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Warn("cache invalidation incomplete after a write", "keys", keys, "request_id", requestID(ec), "err", err)
+			return
+		}
+		time.Sleep(invalidateRetryPause) // the bucket's or the peers' recovery, not a wait for a test
 	}
 }
+
+// invalidateFor bounds invalidate's tries; invalidateRetryPause is the
+// pause between two.
+const (
+	invalidateFor        = 10 * time.Second
+	invalidateRetryPause = 200 * time.Millisecond
+)

@@ -157,6 +157,7 @@ func TestTaskRegistry(t *testing.T) {
 			"noop":      "queue=default workers=2 [w-1 w-2]",
 			"report":    "queue=default workers=0 []",
 			"sleep":     "queue=default workers=0 []",
+			"tally":     "queue=default workers=0 []",
 			"thumbnail": "queue=images workers=1 [w-1]",
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -273,7 +273,7 @@ var cacheBucket = []string{
 // (RenderAuthorization). Subjects come from the constants of the packages
 // that own them.
 func Table() []Grant {
-	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, task.ScheduleStream, kvTasks}
+	taskStreams := []string{task.DelayedStream, task.Stream, task.DLQStream, task.ScheduleStream, task.ExecStream, kvTasks}
 	// The task streams and bucket are provisioned by admin (`up` before
 	// the roles start, `scalelab tasks provision` elsewhere, with
 	// internal/task.Provision). Gateways and workers only use them: they
@@ -366,6 +366,8 @@ func Table() []Grant {
 			"$JS.ACK.*.*." + task.Stream + ".*.>",
 			task.DLQSubjectPrefix + ">",
 		},
+		// The tally task's record of each of its runs (task.RecordExec).
+		[]string{task.ExecFirstPrefix + ">", task.ExecAgainPrefix + ">"},
 	)
 	// Workers run tasks; they have no business with the cache or the
 	// database.

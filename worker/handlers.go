@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scalelab/scalelab/internal/task"
 )
 
@@ -53,12 +55,13 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// builtinHandlers returns the shipped task types (task.Types).
-func builtinHandlers(cfg Config) map[string]Handler {
+// builtinHandlers returns the shipped task types (task.BuiltinTypes).
+func builtinHandlers(cfg Config, js jetstream.JetStream) map[string]Handler {
 	return map[string]Handler{
 		"noop":   func(context.Context, *Task) (any, error) { return map[string]string{"status": "done"}, nil },
 		"report": reportHandler(cfg.ReportDuration),
 		"sleep":  sleepHandler,
+		"tally":  tallyHandler(js, cfg.ID),
 	}
 }
 
@@ -85,17 +88,44 @@ func reportHandler(d time.Duration) Handler {
 	}
 }
 
-// sleepHandler sleeps for the payload's duration_ms, read as the gateway
-// read it (task.DecodeSleep): a payload it refuses fails for good.
+// sleepHandler sleeps for the payload's duration_ms (sleepFor).
 func sleepHandler(ctx context.Context, t *Task) (any, error) {
-	d, err := task.DecodeSleep(t.Payload)
+	d, err := sleepFor(ctx, t)
 	if err != nil {
-		return nil, Permanent(err)
-	}
-	if err := sleepCtx(ctx, d); err != nil {
 		return nil, err
 	}
 	return map[string]int64{"slept_ms": d.Milliseconds()}, nil
+}
+
+// sleepFor sleeps for the payload's duration_ms, read as the gateway read
+// it (task.DecodeSleep): a payload it refuses fails for good.
+func sleepFor(ctx context.Context, t *Task) (time.Duration, error) {
+	d, err := task.DecodeSleep(t.Payload)
+	if err != nil {
+		return 0, Permanent(err)
+	}
+	return d, sleepCtx(ctx, d)
+}
+
+// tallyHandler sleeps as sleepHandler does (sleepFor), then records the run on
+// task.ExecStream and returns only once the stream has acknowledged it:
+// its one effect is that record, as a real handler's would be its write.
+// A run that could not record fails (and is retried), so every run that
+// succeeded is on the stream, and a second record of a task is a task
+// that ran twice: the count a chaos run reports as executed more than
+// once, from the handler's side rather than from the task record.
+func tallyHandler(js jetstream.JetStream, workerID string) Handler {
+	return func(ctx context.Context, t *Task) (any, error) {
+		d, err := sleepFor(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		again, err := task.RecordExec(ctx, js, task.Exec{Task: t.ID, Attempt: t.Attempt, Worker: workerID, At: time.Now().UTC()})
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"slept_ms": d.Milliseconds(), "ran_before": again}, nil
+	}
 }
 
 // sleepCtx waits for d or until ctx ends, whichever is first.

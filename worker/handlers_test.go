@@ -34,3 +34,27 @@ func TestSleepReadsPayloadStrictly(t *testing.T) {
 		})
 	}
 }
+
+// TestTallyRecordsItsRun: a tally task succeeds only once its run is on
+// the executions stream, under its first-run subject.
+func TestTallyRecordsItsRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.ns, testConfig("w1"))
+	id := e.submit(t, "tally", `{"task":"tally","duration_ms":5}`)
+	rec := e.waitState(t, id, task.Succeeded, 10*time.Second)
+	if !strings.Contains(string(rec.Result), `"ran_before":false`) {
+		t.Errorf("result %s, want ran_before false", rec.Result)
+	}
+	s, err := e.js.Stream(t.Context(), task.ExecStream)
+	if err != nil {
+		t.Fatalf("Stream(%s) = %v", task.ExecStream, err)
+	}
+	msg, err := s.GetLastMsgForSubject(t.Context(), task.ExecFirstPrefix+id)
+	if err != nil {
+		t.Fatalf("the run of %s is not on %s: %v", id, task.ExecStream, err)
+	}
+	if !strings.Contains(string(msg.Data), `"worker":"w1"`) {
+		t.Errorf("run record %s, want worker w1", msg.Data)
+	}
+}

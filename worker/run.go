@@ -27,7 +27,11 @@ func Run(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) error
 	cfg.Logger = log
 	w := New(nc, cfg)
 	w.builtin = true
-	builtins := builtinHandlers(w.cfg)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("worker: jetstream: %w", err)
+	}
+	builtins := builtinHandlers(w.cfg, js)
 	for _, d := range task.BuiltinTypes() {
 		w.handle(d, builtins[d.Name])
 	}

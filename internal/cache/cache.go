@@ -88,6 +88,9 @@ type Cache struct {
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
+	// rebindAt, when set, is when kv is bound again: it was bound while
+	// the bucket still had direct gets on (see bucket).
+	rebindAt time.Time
 }
 
 // New starts a cache client for the process id: its KV watch (kv+local) and
@@ -437,23 +440,37 @@ func DeleteAndBroadcast(ctx context.Context, bucket func(context.Context) (jetst
 }
 
 // bucket binds the bucket on first use, so a gateway may start before
-// cachesvc has provisioned it.
+// cachesvc has provisioned it. cachesvc turns the bucket's direct gets off
+// (natsconn.LeaderReads: a follower that has not applied a deletion yet
+// would serve the value a write just replaced), and a handle decides at
+// bind time whether it reads directly; so a handle bound while direct gets
+// were still on is bound again a few seconds later, until they are off.
 func (c *Cache) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.kv != nil {
+	if c.kv != nil && (c.rebindAt.IsZero() || time.Now().Before(c.rebindAt)) {
 		return c.kv, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	direct := false
+	if s, err := c.js.Stream(ctx, "KV_"+Bucket); err == nil {
+		direct = s.CachedInfo().Config.AllowDirect
+	}
 	kv, err := c.js.KeyValue(ctx, Bucket)
 	if err != nil {
+		if c.kv != nil {
+			return c.kv, nil // the handle before serves until the next try
+		}
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, ErrNoBucket
 		}
 		return nil, fmt.Errorf("bind bucket %s: %w", Bucket, err)
 	}
-	c.kv = kv
+	c.kv, c.rebindAt = kv, time.Time{}
+	if direct {
+		c.rebindAt = time.Now().Add(5 * time.Second)
+	}
 	return kv, nil
 }
 

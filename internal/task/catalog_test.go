@@ -55,8 +55,8 @@ func TestCatalogResolve(t *testing.T) {
 		{`{"task":"strict","to":"bob","run_at":"2030-01-01T00:00:00Z"}`, "", "low"},
 		{`{"task":"strict","to":"bob","queue":"default"}`, "", DefaultQueue},
 		{`{"task":"free","anything":[1,{"x":null}]}`, "", DefaultQueue},
-		{`{"task":"nope"}`, `unknown task type "nope", want one of broken, free, nested, noop, reads-files, report, sleep, strict`, ""},
-		{`{"task":"a.b"}`, `unknown task type "a.b", want one of broken, free, nested, noop, reads-files, report, sleep, strict`, ""},
+		{`{"task":"nope"}`, `unknown task type "nope", want one of broken, free, nested, noop, reads-files, report, sleep, strict, tally`, ""},
+		{`{"task":"a.b"}`, `unknown task type "a.b", want one of broken, free, nested, noop, reads-files, report, sleep, strict, tally`, ""},
 		{`{"task":"noop","queue":"nope"}`, `unknown queue "nope", want one of critical, default, low`, ""},
 		{`{"task":"sleep","duration_ms":600001}`, "payload: /duration_ms: must be <= 600000", ""},
 		{`{"task":"sleep","duration_ms":-1}`, "payload: /duration_ms: must be >= 0", ""},
@@ -175,7 +175,7 @@ func TestCatalogWatch(t *testing.T) {
 		t.Fatalf("OpenCatalog() = %v", err)
 	}
 	t.Cleanup(c.Stop)
-	if got := fmt.Sprint(typeNamesOf(c.Types())); got != "[noop report sleep]" {
+	if got := fmt.Sprint(typeNamesOf(c.Types())); got != "[noop report sleep tally]" {
 		t.Errorf("Types() after open = %s, want the built-ins", got)
 	}
 	if got := fmt.Sprint(c.Queues()); got != "[critical default low]" {

@@ -76,7 +76,7 @@ func FuzzValidate(f *testing.F) {
 			}
 			return
 		}
-		if !slices.Contains([]string{"noop", "report", "sleep"}, r.Type.Name) || !slices.Contains(BuiltinQueues, r.Queue) {
+		if !slices.Contains([]string{"noop", "report", "sleep", "tally"}, r.Type.Name) || !slices.Contains(BuiltinQueues, r.Queue) {
 			t.Errorf("Resolve(%q) = type %q, queue %q, want a built-in type and queue", body, r.Type.Name, r.Queue)
 		}
 		if typ != "sleep" {

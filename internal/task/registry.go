@@ -105,11 +105,14 @@ var BuiltinQueues = []string{"critical", DefaultQueue, "low"}
 // BuiltinTypes are the task types scalelab ships (the worker role's
 // handlers), registered by the provisioner as a worker registers its own.
 func BuiltinTypes() []TypeDef {
+	sleepSchema := json.RawMessage(fmt.Sprintf(
+		`{"type":"object","properties":{"duration_ms":{"type":"integer","minimum":0,"maximum":%d}}}`, MaxSleep.Milliseconds()))
 	return []TypeDef{
 		{Name: "noop", Description: "does nothing and succeeds", Schema: json.RawMessage(`{"type":"object"}`)},
 		{Name: "report", Description: "the lab's long task: works for --report-duration, reporting progress", Schema: json.RawMessage(`{"type":"object"}`)},
-		{Name: "sleep", Description: "sleeps for duration_ms", Schema: json.RawMessage(fmt.Sprintf(
-			`{"type":"object","properties":{"duration_ms":{"type":"integer","minimum":0,"maximum":%d}}}`, MaxSleep.Milliseconds()))},
+		{Name: "sleep", Description: "sleeps for duration_ms", Schema: sleepSchema},
+		{Name: "tally", Description: "sleeps for duration_ms, then records the run on " + ExecStream + " before it returns (chaos runs count runs with it)",
+			Schema: sleepSchema},
 	}
 }
 

@@ -26,7 +26,7 @@ func TestProvisionRegistersBuiltins(t *testing.T) {
 	for _, d := range types {
 		names = append(names, d.Name)
 	}
-	if want := []string{"noop", "report", "sleep"}; !slices.Equal(names, want) {
+	if want := []string{"noop", "report", "sleep", "tally"}; !slices.Equal(names, want) {
 		t.Errorf("Types() = %v, want %v", names, want)
 	}
 	queues, err := reg.Queues(t.Context())

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalelab/scalelab/internal/envflag"
+	"github.com/scalelab/scalelab/internal/natsconn"
 )
 
 // ErrNotFound is returned when no record exists for a task id.
@@ -161,26 +162,15 @@ func bucketMaxBytes(st jetstream.KeyValueStatus) int64 {
 	return -1
 }
 
-// leaderReads turns direct gets off on the bucket's stream and returns a
-// Store bound to it. nats.go creates buckets with direct gets on, so any
-// replica answers a read; on a cluster a follower that has not yet applied
-// a write answers "not found" or an old revision. The task pipeline reads
-// its own writes (the worker reads the record the gateway has just
-// created, and Update is a compare-and-set loop), so it reads through the
-// stream leader instead (nats-io/nats-server#4710). On one server this
-// changes nothing. It returns an error if the stream cannot be read or
-// updated.
+// leaderReads turns direct gets off on the bucket's stream
+// (natsconn.LeaderReads) and returns a Store bound to it. The task
+// pipeline reads its own writes (the worker reads the record the gateway
+// has just created, and Update is a compare-and-set loop), so it reads
+// through the stream leader. It returns an error if the stream cannot be
+// read or updated.
 func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	name := "KV_" + Bucket
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", Bucket, err)
-	}
-	if c := s.CachedInfo().Config; c.AllowDirect {
-		c.AllowDirect = false
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			return nil, fmt.Errorf("provision bucket %s: turn direct gets off: %w", Bucket, err)
-		}
+	if err := natsconn.LeaderReads(ctx, js, Bucket); err != nil {
+		return nil, fmt.Errorf("provision: %w", err)
 	}
 	// Bind after the update: a handle decides at bind time whether it
 	// uses direct gets.
@@ -193,7 +183,7 @@ func leaderReads(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 
 // streamConfigs are the streams of the task pipeline, in the order they
 // must be created: TASKS sources TASKS_DELAYED. SCHEDULES (schedule.go)
-// stands alone.
+// and TASKS_EXEC (exec.go) stand alone.
 func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
@@ -241,6 +231,7 @@ func streamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 			Duplicates:  cfg.DedupeWindow,
 		},
 		scheduleStreamConfig(cfg),
+		execStreamConfig(cfg),
 	}
 }
 

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	"image/color"
+	"math"
 	"path/filepath"
 
 	"gonum.org/v1/plot"
@@ -89,6 +91,46 @@ func lines(xlabel, ylabel string, x []float64, rows []series) func(*plot.Plot) e
 		}
 		p.Y.Min = 0
 		p.Y.Max *= 1.3 // room for the legend
+		return nil
+	}
+}
+
+// mark is a vertical line at x with a label: an event on a timeline.
+type mark struct {
+	x     float64
+	label string
+}
+
+// marked draws the chart draw draws, then a dashed vertical line for each
+// mark across its whole height, labelled at the top.
+func marked(draw func(*plot.Plot) error, marks []mark) func(*plot.Plot) error {
+	return func(p *plot.Plot) error {
+		if err := draw(p); err != nil {
+			return err
+		}
+		top := p.Y.Max
+		var l plotter.XYLabels
+		for _, m := range marks {
+			line, err := plotter.NewLine(plotter.XYs{{X: m.x, Y: p.Y.Min}, {X: m.x, Y: top}})
+			if err != nil {
+				return err
+			}
+			line.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
+			line.Color = color.Gray{Y: 110}
+			p.Add(line)
+			l.XYs = append(l.XYs, plotter.XY{X: m.x, Y: top})
+			l.Labels = append(l.Labels, m.label)
+		}
+		labels, err := plotter.NewLabels(l)
+		if err != nil {
+			return err
+		}
+		for j := range labels.TextStyle {
+			labels.TextStyle[j].Rotation = -math.Pi / 2
+			labels.TextStyle[j].Font.Size = vg.Points(6)
+			labels.TextStyle[j].XAlign = 0.2
+		}
+		p.Add(labels)
 		return nil
 	}
 }

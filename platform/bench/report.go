@@ -31,6 +31,8 @@ type Report struct {
 	Charts []Chart `json:"charts"`
 	// Soak is a soak run's samples and verdicts (scalelab bench soak).
 	Soak *Soak `json:"soak,omitempty"`
+	// Chaos is a chaos run's counts (scalelab chaos).
+	Chaos *Chaos `json:"chaos,omitempty"`
 
 	specs []chartSpec // the charts to draw, asked for by the scenario
 }
@@ -135,9 +137,14 @@ func (r *Report) markdown(w io.Writer) {
 	if r.Soak != nil {
 		r.Soak.markdown(w)
 	}
-	fmt.Fprintf(w, "## Results\n\nLatency percentiles are from an HDR histogram of every request, in ms. req/s counts 2xx answers.\n\n")
-	fmt.Fprintf(w, "| run | load | req/s | p50 | p90 | p99 | p99.9 | max | requests | errors | hit ratio | per gateway |\n")
-	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	if r.Chaos != nil {
+		r.Chaos.markdown(w)
+	}
+	if len(r.Results) > 0 { // a chaos run has its own tables
+		fmt.Fprintf(w, "## Results\n\nLatency percentiles are from an HDR histogram of every request, in ms. req/s counts 2xx answers.\n\n")
+		fmt.Fprintf(w, "| run | load | req/s | p50 | p90 | p99 | p99.9 | max | requests | errors | hit ratio | per gateway |\n")
+		fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	}
 	for _, x := range r.Results {
 		load := fmt.Sprintf("%d conns", x.Connections)
 		if x.Rate > 0 {
@@ -151,7 +158,9 @@ func (r *Report) markdown(w io.Writer) {
 			x.Name, load, x.Throughput, x.Latency.P50, x.Latency.P90, x.Latency.P99, x.Latency.P999, x.Latency.Max,
 			x.Requests, x.Errors, hit, shares(x))
 	}
-	fmt.Fprintln(w)
+	if len(r.Results) > 0 {
+		fmt.Fprintln(w)
+	}
 	var extra []string
 	for _, x := range r.Results {
 		for _, k := range slices.Sorted(maps.Keys(x.Metrics)) {

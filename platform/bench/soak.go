@@ -503,8 +503,18 @@ func finishedTasks(ctx context.Context, t *target) int64 {
 func (e *env) checkTasks(t *target, c *soakCounts, drain time.Duration) SoakTasks {
 	c.mu.Lock()
 	ids := append([]string(nil), c.ids...)
-	out := SoakTasks{Accepted: int64(len(c.ids)) + c.noID, NoID: c.noID, Final: map[string]int64{}}
+	noID := c.noID
 	c.mu.Unlock()
+	out, _ := checkTaskStates(e.ctx, t.url, t.token, ids, noID, drain, e.opts.Log)
+	return out
+}
+
+// checkTaskStates reads the records of ids through the balancer at url
+// until all are final or drain has passed; those still not final are
+// lost, as are noID accepted tasks whose id is unknown. It also returns
+// each task's last state read, in the order of ids.
+func checkTaskStates(ctx context.Context, url, token string, ids []string, noID int64, drain time.Duration, log *slog.Logger) (SoakTasks, []task.State) {
+	out := SoakTasks{Accepted: int64(len(ids)) + noID, NoID: noID, Final: map[string]int64{}}
 	hc := &http.Client{Timeout: 10 * time.Second}
 	states := make([]task.State, len(ids))
 	var failures atomic.Int64
@@ -514,14 +524,14 @@ func (e *env) checkTasks(t *target, c *soakCounts, drain time.Duration) SoakTask
 	for i := range pending {
 		pending[i] = i
 	}
-	for len(pending) > 0 && e.ctx.Err() == nil {
+	for len(pending) > 0 && ctx.Err() == nil {
 		parallel(len(pending), func(k int) {
 			i := pending[k]
-			req, err := http.NewRequestWithContext(e.ctx, http.MethodGet, t.url+"/tasks/"+ids[i], nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/tasks/"+ids[i], nil)
 			if err != nil {
 				return
 			}
-			req.Header.Set("Authorization", "Bearer "+t.token)
+			req.Header.Set("Authorization", "Bearer "+token)
 			res, err := hc.Do(req)
 			if err != nil {
 				failures.Add(1)
@@ -534,7 +544,7 @@ func (e *env) checkTasks(t *target, c *soakCounts, drain time.Duration) SoakTask
 			}
 			if res.StatusCode != http.StatusOK || json.Unmarshal(b, &rec) != nil {
 				failures.Add(1)
-				e.opts.Log.Warn("soak: read task", "id", ids[i], "status", res.StatusCode, "body", string(bytes.TrimSpace(b)))
+				log.Warn("soak: read task", "id", ids[i], "status", res.StatusCode, "body", string(bytes.TrimSpace(b)))
 				return
 			}
 			states[i] = rec.State
@@ -551,7 +561,7 @@ func (e *env) checkTasks(t *target, c *soakCounts, drain time.Duration) SoakTask
 		}
 		select {
 		case <-time.After(500 * time.Millisecond): // the workers' pace, not a test's wait
-		case <-e.ctx.Done():
+		case <-ctx.Done():
 		}
 	}
 	out.DrainSeconds = math.Round(time.Since(began).Seconds()*10) / 10
@@ -567,7 +577,7 @@ func (e *env) checkTasks(t *target, c *soakCounts, drain time.Duration) SoakTask
 		}
 	}
 	out.Lost += out.NoID
-	return out
+	return out, states
 }
 
 // soakFindings states the verdict in sentences.

@@ -5,7 +5,12 @@
 // ports), parts of it are stopped under load, and the test checks that
 // clients see nothing of it: every replica serves, no task is lost or
 // stuck, no idempotent request fails once the balancer has ejected a dead
-// gateway, and `down -v` leaves nothing behind.
+// gateway, and `down -v` leaves nothing behind. On the same stack, a short
+// chaos run (platform/bench's RunChaos, the engine of `scalelab chaos`)
+// injects every fault of the full schedule under load and checks issue
+// #30's targets: no task lost, no read-your-writes violation, duplicate
+// runs only under the faults that allow them, failed requests only inside
+// each fault's window. The stack itself comes from platform/compose.
 //
 // The package has only this test. It needs a Docker engine and compose
 // (`docker compose`, or `docker-compose` 1.29); without them, or with

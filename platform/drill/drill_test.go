@@ -3,29 +3,23 @@ package drill
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
-	"github.com/scalelab/scalelab/natsconf"
+	"github.com/scalelab/scalelab/platform/bench"
+	"github.com/scalelab/scalelab/platform/compose"
 )
 
 // The drill's sizes: small enough for a 2-core machine, big enough that
@@ -47,164 +41,34 @@ func TestDrill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drill: skipped with -short: it builds the image and runs the compose stack for minutes")
 	}
-	st := startStack(t, findCompose(t))
+	st := startStack(t)
 	t.Run("replicas", st.checkReplicas)
 	t.Run("stranger_route_refused", st.checkStrangerRoute)
 	t.Run("balancing", st.drillBalancing)
 	t.Run("tasks_survive_nats_node_and_worker_stop", st.drillTasks)
 	t.Run("gateway_stop_under_load", st.drillGateway)
+	t.Run("chaos", st.drillChaos)
 	st.down(t)
-}
-
-// findCompose returns the compose command this machine has, or skips the
-// test when there is no Docker engine to run the stack on.
-func findCompose(t *testing.T) []string {
-	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("drill: skipped: no docker command on PATH (the drill runs compose.yaml on a Docker engine)")
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
-		t.Skipf("drill: skipped: the Docker engine is not reachable: %v: %s", err, bytes.TrimSpace(out))
-	}
-	if exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}
-	}
-	if _, err := exec.LookPath("docker-compose"); err == nil && exec.CommandContext(ctx, "docker-compose", "version").Run() == nil {
-		return []string{"docker-compose"}
-	}
-	t.Skip("drill: skipped: neither `docker compose` nor `docker-compose` works")
-	return nil
-}
-
-// stack is one running compose project and what the drills need to talk
-// to it.
-type stack struct {
-	compose []string // the compose command with -f and -p
-	env     []string // the environment of every docker command
-	project string
-	base    string // the balancer, http://127.0.0.1:<port>
-	admin   string // its admin listener, http://127.0.0.1:<port>
-	monitor string // nats1's monitoring, http://127.0.0.1:<port>
-	token   string
-	client  *http.Client
-	downed  bool
-}
-
-// startStack builds the image, starts the project and waits until every
-// container is healthy and a task goes through. The project is taken down
-// at cleanup, with its logs in the test output if the test failed.
-func startStack(t *testing.T, composeCmd []string) *stack {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatalf("repository root: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "compose.yaml")); err != nil {
-		t.Fatalf("compose.yaml: %v", err)
-	}
-	secret := randomHex(t, 32)
-	keys := auth.KeysFromEnv(func(k string) string {
-		if k == "SCALELAB_JWT_SECRET" {
-			return secret
-		}
-		return ""
-	})
-	token, _, err := keys.Issue("drill", auth.AllScopes, time.Hour, time.Now())
-	if err != nil {
-		t.Fatalf("issue token: %v", err)
-	}
-	// compose v1 keeps only [a-z0-9] reliably in project names.
-	project := "scalelabdrill" + randomHex(t, 4)
-	apiPort, adminPort, monPort := freePort(t), freePort(t), freePort(t)
-	st := &stack{
-		project: project,
-		// Set here, so that neither the caller's environment nor a .env
-		// in the repository decides the ports, image or secret.
-		env: append(os.Environ(),
-			"SCALELAB_JWT_SECRET="+secret,
-			"SCALELAB_IMAGE=scalelab:dev",
-			"SCALELAB_PORT="+strconv.Itoa(apiPort),
-			"SCALELAB_ADMIN_PORT="+strconv.Itoa(adminPort),
-			"SCALELAB_NATS_MONITOR_PORT="+strconv.Itoa(monPort),
-			"SCALELAB_LOG_LEVEL=info",
-		),
-		compose: append(slices.Clone(composeCmd), "-f", filepath.Join(root, "compose.yaml"), "-p", project),
-		base:    fmt.Sprintf("http://127.0.0.1:%d", apiPort),
-		admin:   fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		monitor: fmt.Sprintf("http://127.0.0.1:%d", monPort),
-		token:   token,
-		client: &http.Client{
-			Timeout:   15 * time.Second,
-			Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second},
-		},
-	}
-	// A NATS password per role (natsconf/permissions.go), as images.sh
-	// would write them to .env: letters and digits, starting with a letter.
-	for _, r := range natsconf.Roles() {
-		st.env = append(st.env, natsconf.PasswordEnv(r)+"=p"+randomHex(t, 16))
-	}
-	st.env = append(st.env, natsconf.RoutePasswordEnv+"=p"+randomHex(t, 16))
-	t.Cleanup(st.client.CloseIdleConnections)
-
-	start := time.Now()
-	if out, err := st.cmd(5*time.Minute, filepath.Join(root, "scripts", "images.sh")); err != nil {
-		t.Fatalf("scripts/images.sh: %v\n%s", err, out)
-	}
-	t.Logf("image built in %v", time.Since(start).Round(time.Millisecond))
-
-	t.Cleanup(func() {
-		if st.downed {
-			return
-		}
-		if t.Failed() {
-			st.dumpLogs(t)
-		}
-		if out, err := st.composeRun(3*time.Minute, "down", "-v", "--remove-orphans"); err != nil {
-			t.Errorf("cleanup: compose down: %v\n%s", err, out)
-		}
-	})
-	start = time.Now()
-	st.mustCompose(t, 3*time.Minute, "up", "-d",
-		"--scale", fmt.Sprintf("gateway=%d", gateways), "--scale", fmt.Sprintf("worker=%d", workers))
-	st.waitHealthy(t, 3*time.Minute)
-	testutil.Eventually(t, 2*time.Minute, func() error {
-		if _, err := st.runTask(t.Context(), `{"task":"noop"}`); err != nil {
-			return err
-		}
-		res, body, err := st.get(t.Context(), "/data")
-		if err != nil {
-			return err
-		}
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /data = %d %s", res.StatusCode, body)
-		}
-		return nil
-	})
-	t.Logf("stack %s up and serving in %v (balancer %s, nats1 monitoring %s)",
-		project, time.Since(start).Round(time.Millisecond), st.base, st.monitor)
-	return st
 }
 
 // checkReplicas checks that every stream and bucket keeps a copy on each of
 // the three nodes.
 func (st *stack) checkReplicas(t *testing.T) {
-	var js jsz
+	var js compose.JSZ
 	testutil.Eventually(t, 30*time.Second, func() error {
 		var err error
-		js, err = st.jsz(t.Context())
+		js, err = st.JSZ(t.Context())
 		if err != nil {
 			return err
 		}
 		for _, name := range []string{task.Stream, task.DelayedStream, task.DLQStream, "KV_" + task.Bucket, "KV_cache"} {
-			if _, ok := js.stream(name); !ok {
+			if _, ok := js.Stream(name); !ok {
 				return fmt.Errorf("stream %s not found yet", name)
 			}
 		}
 		return nil
 	})
-	for _, s := range js.streams() {
+	for _, s := range js.Streams() {
 		if s.Config.Replicas != 3 {
 			t.Errorf("stream %s has %d replicas, want 3", s.Name, s.Config.Replicas)
 		}
@@ -219,16 +83,16 @@ func (st *stack) checkReplicas(t *testing.T) {
 // same image, dials nats1:6222 without the route password. nats1 refuses
 // it, and its /routez lists only the two other nodes.
 func (st *stack) checkStrangerRoute(t *testing.T) {
-	name := st.project + "-stranger"
-	if err := st.docker(t, time.Minute, "run", "-d", "--rm", "--name", name, "--network", st.project+"_default",
+	name := st.Project + "-stranger"
+	if err := st.docker(t, time.Minute, "run", "-d", "--rm", "--name", name, "--network", st.Project+"_default",
 		"--entrypoint", "/nats-server", "scalelab:dev",
 		"--name", "stranger", "-p", "4222", "--cluster_name", "scalelab", "--cluster", "nats://0.0.0.0:6222",
 		"--routes", "nats-route://nats1:6222"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = st.cmd(time.Minute, "docker", "rm", "-f", name) })
+	t.Cleanup(func() { _, _ = st.Cmd(time.Minute, "docker", "rm", "-f", name) })
 	testutil.Eventually(t, time.Minute, func() error {
-		out, err := st.cmd(time.Minute, "docker", "logs", name)
+		out, err := st.Cmd(time.Minute, "docker", "logs", name)
 		if err != nil {
 			return fmt.Errorf("docker logs %s: %w: %s", name, err, out)
 		}
@@ -237,11 +101,11 @@ func (st *stack) checkStrangerRoute(t *testing.T) {
 		}
 		return nil
 	})
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, st.monitor+"/routez", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, st.Monitor+"/routez", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, body, err := st.do(req)
+	res, body, err := st.Do(req)
 	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /routez = %v %s", err, body)
 	}
@@ -269,7 +133,7 @@ func (st *stack) checkStrangerRoute(t *testing.T) {
 func (st *stack) drillBalancing(t *testing.T) {
 	want := map[string]bool{}
 	for _, c := range st.containers(t, "gateway") {
-		want[c.servedBy()] = true
+		want[c.ServedBy()] = true
 	}
 	if len(want) != gateways {
 		t.Fatalf("%d gateway containers running, want %d", len(want), gateways)
@@ -277,14 +141,15 @@ func (st *stack) drillBalancing(t *testing.T) {
 	st.waitServedBy(t, want, 30*time.Second)
 
 	start := time.Now()
-	st.mustCompose(t, 2*time.Minute, "up", "-d", "--no-recreate",
-		"--scale", fmt.Sprintf("gateway=%d", gateways+1), "--scale", fmt.Sprintf("worker=%d", workers))
+	if err := st.Scale(2*time.Minute, gateways+1, workers); err != nil {
+		t.Fatal(err)
+	}
 	gws := st.containers(t, "gateway")
 	if len(gws) != gateways+1 {
 		t.Fatalf("%d gateway containers after scaling out, want %d", len(gws), gateways+1)
 	}
 	for _, c := range gws {
-		want[c.servedBy()] = true
+		want[c.ServedBy()] = true
 	}
 	st.waitServedBy(t, want, 90*time.Second)
 	t.Logf("scale-out: gateway %d served traffic %v after `up --scale gateway=%d`",
@@ -297,7 +162,7 @@ func (st *stack) waitServedBy(t *testing.T, want map[string]bool, limit time.Dur
 	t.Helper()
 	seen := map[string]int{}
 	testutil.Eventually(t, limit, func() error {
-		res, body, err := st.get(t.Context(), "/data")
+		res, body, err := st.Get(t.Context(), "/data")
 		if err != nil {
 			return err
 		}
@@ -345,10 +210,10 @@ func (st *stack) drillTasks(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for i := range next {
-				key := fmt.Sprintf("%s-%d", st.project, i)
+				key := fmt.Sprintf("%s-%d", st.Project, i)
 				deadline := time.Now().Add(2 * time.Minute)
 				for {
-					id, err := st.submit(t.Context(), taskBody, key)
+					id, err := st.Submit(t.Context(), taskBody, key)
 					if err == nil {
 						now := time.Now()
 						mu.Lock()
@@ -402,14 +267,14 @@ func (st *stack) drillTasks(t *testing.T) {
 	st.waitScheduleTicks(t, schedID, 2)
 	stoppedAt := time.Now()
 	stopped := parallel(
-		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", node.id) },
-		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", wk.id) },
+		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", node.ID) },
+		func() error { return st.docker(t, 90*time.Second, "stop", "--time", "30", wk.ID) },
 	)
 	if err := errors.Join(stopped...); err != nil {
 		t.Fatalf("stop %s and a worker: %v", natsVictim, err)
 	}
 	t.Logf("stopped %s (the TASKS leader) and worker %s after %d tasks, in %v",
-		natsVictim, wk.hostname, tasks/4, time.Since(stoppedAt).Round(time.Millisecond))
+		natsVictim, wk.Hostname, tasks/4, time.Since(stoppedAt).Round(time.Millisecond))
 	st.tasksLeaderMoved(t, natsVictim)
 	t.Logf("TASKS had a new leader %v after the stop began", time.Since(stoppedAt).Round(time.Millisecond))
 	st.waitScheduleTicks(t, schedID, 3)
@@ -420,8 +285,8 @@ func (st *stack) drillTasks(t *testing.T) {
 	atLeast(min(accepted.Load()+tasks/4, tasks*9/10))
 	restartedAt := time.Now()
 	if err := errors.Join(parallel(
-		func() error { return st.docker(t, time.Minute, "start", node.id) },
-		func() error { return st.docker(t, time.Minute, "start", wk.id) },
+		func() error { return st.docker(t, time.Minute, "start", node.ID) },
+		func() error { return st.docker(t, time.Minute, "start", wk.ID) },
 	)...); err != nil {
 		t.Fatalf("start %s and the worker again: %v", natsVictim, err)
 	}
@@ -430,13 +295,13 @@ func (st *stack) drillTasks(t *testing.T) {
 	var natsBack, workerBack time.Duration
 	testutil.Eventually(t, 2*time.Minute, func() error {
 		if natsBack == 0 {
-			if err := st.docker(t, 10*time.Second, "exec", node.id, "/scalelab", "probe", "http://127.0.0.1:8222/healthz"); err != nil {
+			if err := st.docker(t, 10*time.Second, "exec", node.ID, "/scalelab", "probe", "http://127.0.0.1:8222/healthz"); err != nil {
 				return fmt.Errorf("%s not caught up yet: %w", natsVictim, err)
 			}
 			natsBack = time.Since(restartedAt)
 		}
 		if workerBack == 0 {
-			if h := st.health(t, wk.id); h != "healthy" {
+			if h := st.health(t, wk.ID); h != "healthy" {
 				return fmt.Errorf("restarted worker is %s", h)
 			}
 			workerBack = time.Since(restartedAt)
@@ -464,7 +329,7 @@ func (st *stack) drillTasks(t *testing.T) {
 	var bad []string
 	finished := func() error {
 		for id := range pending {
-			rec, err := st.task(t.Context(), id)
+			rec, err := st.Task(t.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -524,13 +389,13 @@ func (st *stack) drillTasks(t *testing.T) {
 // record and every log line of the stack that names them.
 func (st *stack) explainTasks(t *testing.T, pending map[string]bool) {
 	t.Helper()
-	logs, _ := st.composeRun(time.Minute, "logs", "--no-color")
+	logs, _ := st.Compose(time.Minute, "logs", "--no-color")
 	n := 0
 	for id := range pending {
 		if n++; n > 3 {
 			break
 		}
-		rec, err := st.task(context.Background(), id)
+		rec, err := st.Task(context.Background(), id)
 		t.Logf("task %s never finished: record %+v (read error: %v)", id, rec, err)
 		for line := range strings.Lines(logs) {
 			if strings.Contains(line, id) {
@@ -549,7 +414,7 @@ func (st *stack) tasksLeaderOffNats1(t *testing.T) string {
 	leader := st.tasksLeader(t)
 	if leader == "nats1" {
 		start := time.Now()
-		if out, err := st.composeRun(time.Minute, "run", "--rm", "nats",
+		if out, err := st.Compose(time.Minute, "run", "--rm", "nats",
 			"stream", "cluster", "step-down", task.Stream, "--preferred", "nats2"); err != nil {
 			t.Fatalf("nats stream cluster step-down: %v\n%s", err, out)
 		}
@@ -569,11 +434,11 @@ func (st *stack) tasksLeader(t *testing.T) string {
 	t.Helper()
 	var leader string
 	testutil.Eventually(t, 30*time.Second, func() error {
-		js, err := st.jsz(t.Context())
+		js, err := st.JSZ(t.Context())
 		if err != nil {
 			return err
 		}
-		s, ok := js.stream(task.Stream)
+		s, ok := js.Stream(task.Stream)
 		if !ok || s.Cluster.Leader == "" {
 			return errors.New("TASKS has no leader")
 		}
@@ -587,11 +452,11 @@ func (st *stack) tasksLeader(t *testing.T) string {
 func (st *stack) tasksLeaderMoved(t *testing.T, old string) {
 	t.Helper()
 	testutil.Eventually(t, time.Minute, func() error {
-		js, err := st.jsz(t.Context())
+		js, err := st.JSZ(t.Context())
 		if err != nil {
 			return err
 		}
-		if s, ok := js.stream(task.Stream); !ok || s.Cluster.Leader == "" || s.Cluster.Leader == old {
+		if s, ok := js.Stream(task.Stream); !ok || s.Cluster.Leader == "" || s.Cluster.Leader == old {
 			return fmt.Errorf("TASKS still led by %q", s.Cluster.Leader)
 		}
 		return nil
@@ -604,7 +469,7 @@ func (st *stack) tasksLeaderMoved(t *testing.T, old string) {
 func (st *stack) checkQueueEmpty(t *testing.T) {
 	t.Helper()
 	testutil.Eventually(t, time.Minute, func() error {
-		out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "consumer", "info", task.Stream, task.QueueConsumer(task.DefaultQueue), "--json")
+		out, err := st.Compose(time.Minute, "run", "--rm", "-T", "nats", "consumer", "info", task.Stream, task.QueueConsumer(task.DefaultQueue), "--json")
 		if err != nil {
 			return fmt.Errorf("nats consumer info: %w: %s", err, out)
 		}
@@ -612,7 +477,7 @@ func (st *stack) checkQueueEmpty(t *testing.T) {
 			NumPending    int `json:"num_pending"`
 			NumAckPending int `json:"num_ack_pending"`
 		}
-		if err := json.Unmarshal(jsonPart(out), &c); err != nil {
+		if err := json.Unmarshal(compose.JSONPart(out), &c); err != nil {
 			return fmt.Errorf("decode consumer info %q: %w", out, err)
 		}
 		if c.NumPending != 0 || c.NumAckPending != 0 {
@@ -620,7 +485,7 @@ func (st *stack) checkQueueEmpty(t *testing.T) {
 		}
 		return nil
 	})
-	out, err := st.composeRun(time.Minute, "run", "--rm", "-T", "nats", "stream", "info", task.DLQStream, "--json")
+	out, err := st.Compose(time.Minute, "run", "--rm", "-T", "nats", "stream", "info", task.DLQStream, "--json")
 	if err != nil {
 		t.Fatalf("nats stream info TASKS_DLQ: %v\n%s", err, out)
 	}
@@ -629,7 +494,7 @@ func (st *stack) checkQueueEmpty(t *testing.T) {
 			Msgs int `json:"messages"`
 		} `json:"state"`
 	}
-	if err := json.Unmarshal(jsonPart(out), &dlq); err != nil {
+	if err := json.Unmarshal(compose.JSONPart(out), &dlq); err != nil {
 		t.Fatalf("decode stream info %q: %v", out, err)
 	}
 	if dlq.State.Msgs != 0 {
@@ -648,7 +513,7 @@ func (st *stack) drillGateway(t *testing.T) {
 		t.Fatalf("%d gateways running, want at least 2", len(gws))
 	}
 	victim := gws[0]
-	victimURL := victim.url()
+	victimURL := victim.URL()
 	st.waitBackendState(t, victimURL, "healthy")
 
 	type failure struct {
@@ -679,7 +544,7 @@ func (st *stack) drillGateway(t *testing.T) {
 				case <-pace.C:
 				}
 				at := time.Now()
-				res, body, err := st.get(t.Context(), path)
+				res, body, err := st.Get(t.Context(), path)
 				sent.Add(1)
 				if err == nil && res.StatusCode != http.StatusOK {
 					err = fmt.Errorf("status %d: %s", res.StatusCode, bytes.TrimSpace(body))
@@ -690,7 +555,7 @@ func (st *stack) drillGateway(t *testing.T) {
 					mu.Unlock()
 					continue
 				}
-				if r := restartedAt.Load(); r != nil && at.After(*r) && res.Header.Get("X-Served-By") == victim.servedBy() {
+				if r := restartedAt.Load(); r != nil && at.After(*r) && res.Header.Get("X-Served-By") == victim.ServedBy() {
 					served.Add(1)
 				}
 			}
@@ -708,7 +573,7 @@ func (st *stack) drillGateway(t *testing.T) {
 			if ejectedAt.Load() != nil {
 				continue
 			}
-			if s, err := st.balancerStatus(t.Context()); err == nil && s.state(victimURL) != "healthy" {
+			if s, err := st.BalancerStatus(t.Context()); err == nil && s.State(victimURL) != "healthy" {
 				now := time.Now()
 				ejectedAt.Store(&now)
 			}
@@ -728,8 +593,8 @@ func (st *stack) drillGateway(t *testing.T) {
 
 	atLeast(200)
 	stoppedAt := time.Now()
-	if err := st.docker(t, 90*time.Second, "stop", "--time", "30", victim.id); err != nil {
-		t.Fatalf("stop gateway %s: %v", victim.hostname, err)
+	if err := st.docker(t, 90*time.Second, "stop", "--time", "30", victim.ID); err != nil {
+		t.Fatalf("stop gateway %s: %v", victim.Hostname, err)
 	}
 	stopTook := time.Since(stoppedAt)
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -743,8 +608,8 @@ func (st *stack) drillGateway(t *testing.T) {
 
 	now := time.Now()
 	restartedAt.Store(&now)
-	if err := st.docker(t, time.Minute, "start", victim.id); err != nil {
-		t.Fatalf("start gateway %s again: %v", victim.hostname, err)
+	if err := st.docker(t, time.Minute, "start", victim.ID); err != nil {
+		t.Fatalf("start gateway %s again: %v", victim.Hostname, err)
 	}
 	// Its address may change with the restart; X-Served-By does not.
 	testutil.Eventually(t, 90*time.Second, func() error {
@@ -767,7 +632,7 @@ func (st *stack) drillGateway(t *testing.T) {
 		}
 	}
 	t.Logf("gateway %s: `docker stop` took %v; ejected %v after the stop began; back in rotation %v after its restart; "+
-		"%d GETs, %d failed before the ejection, %d after", victim.hostname, stopTook.Round(time.Millisecond),
+		"%d GETs, %d failed before the ejection, %d after", victim.Hostname, stopTook.Round(time.Millisecond),
 		ejected.Sub(stoppedAt).Round(time.Millisecond), recovered.Round(time.Millisecond), sent.Load(), len(before), len(after))
 	if len(before) > 0 {
 		t.Logf("failures before the ejection (allowed): %q", first(before, 5))
@@ -781,254 +646,185 @@ func (st *stack) drillGateway(t *testing.T) {
 func (st *stack) waitBackendState(t *testing.T, url, state string) {
 	t.Helper()
 	testutil.Eventually(t, time.Minute, func() error {
-		s, err := st.balancerStatus(t.Context())
+		s, err := st.BalancerStatus(t.Context())
 		if err != nil {
 			return err
 		}
-		if got := s.state(url); got != state {
+		if got := s.State(url); got != state {
 			return fmt.Errorf("balancer lists %s as %q, want %q", url, got, state)
 		}
 		return nil
 	})
 }
 
+// The short chaos schedule: every fault of `scalelab chaos`, at a load the
+// 2-core CI machine carries next to the stack.
+const (
+	chaosDuration  = 100 * time.Second
+	chaosRateTasks = 40
+	chaosRateHTTP  = 120
+	chaosHold      = 2 * time.Second
+)
+
+// drillChaos runs every fault of the chaos schedule (platform/bench's
+// RunChaos, as `scalelab chaos` does) on the drill's stack under a steady
+// load, and checks issue #30's targets: no task lost, no read-your-writes
+// violation, tasks that ran twice only under a fault that allows it (a
+// worker, or a NATS node, gone between a run and its ack), and every
+// failed request inside its fault's window (bench.FaultSpec: for example
+// at most 1 s after a gateway's kill -9, 5 s after a NATS node's, until
+// the recovery and 5 s more for dbsvc's).
+func (st *stack) drillChaos(t *testing.T) {
+	out := t.TempDir()
+	r, err := bench.RunChaos(t.Context(), st.Stack, bench.ChaosOptions{Out: out, Duration: chaosDuration,
+		RateTasks: chaosRateTasks, RateHTTP: chaosRateHTTP, TaskMillis: 20, Hold: chaosHold, Drain: time.Minute,
+		Progress: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md, err := os.ReadFile(filepath.Join(out, "report.md")); err == nil {
+		t.Logf("report.md:\n%s", md)
+	}
+	c := r.Chaos
+	if got, want := len(c.Faults), len(bench.ChaosFaults()); got != want {
+		t.Fatalf("%d faults injected, want %d", got, want)
+	}
+	tk := c.Tasks
+	if tk.Submitted < chaosRateTasks*int64(chaosDuration/time.Second)/2 {
+		t.Errorf("%d tasks submitted, want at least half of %d/s over %v", tk.Submitted, chaosRateTasks, chaosDuration)
+	}
+	if tk.Lost != 0 {
+		t.Errorf("%d tasks lost (accepted, never final), want 0: %v", tk.Lost, tk.LostIDs)
+	}
+	if tk.RunsCheckErr != "" {
+		t.Errorf("runs per task not read: %s", tk.RunsCheckErr)
+	}
+	if c.ReadYourWrites.Checks == 0 || c.ReadYourWrites.Violations != 0 {
+		t.Errorf("read-your-writes: %d violations in %d checks, want 0 in some: %q",
+			c.ReadYourWrites.Violations, c.ReadYourWrites.Checks, c.ReadYourWrites.Examples)
+	}
+	for _, f := range c.Faults {
+		if f.Err != "" {
+			t.Errorf("%s: %s", f.Name, f.Err)
+		}
+		window := fmt.Sprintf("%v after the fault, %v after the recovery", f.AfterInject, f.AfterRecover)
+		if f.UntilRecovered {
+			window = fmt.Sprintf("until the recovery and %v after it", f.AfterRecover)
+		}
+		if f.Outside != 0 {
+			t.Errorf("%s (%s): %d failed requests outside the window (%s), want 0: %q",
+				f.Name, f.Target, f.Outside, window, f.OutsideSamples)
+		}
+		if f.Duplicates != 0 && !f.FaultSpec.Duplicates {
+			t.Errorf("%s: %d tasks ran twice, want none: no delivery is lost under this fault", f.Name, f.Duplicates)
+		}
+		t.Logf("%s on %s: %d requests, %d failed (%.2f–%.2f s after it; window %s), %d ran twice",
+			f.Name, f.Target, f.Requests, f.Failed, f.FirstFail, f.LastFail, window, f.Duplicates)
+	}
+}
+
+// logWriter writes each line it is given to the test's log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// stack is the drills' compose project: platform/compose's Stack, with
+// the test's helpers around it.
+type stack struct {
+	*compose.Stack
+	downed bool
+}
+
+// startStack starts the drills' stack, or skips the test when there is no
+// Docker engine to run it on. It is taken down at cleanup, with its logs
+// in the test output if the test failed.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	cmd, err := compose.Find(t.Context())
+	if errors.Is(err, compose.ErrNoEngine) {
+		t.Skipf("drill: skipped: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatalf("repository root: %v", err)
+	}
+	s, err := compose.Start(t.Context(), compose.Options{Command: cmd, Root: root, Prefix: "scalelabdrill",
+		Gateways: gateways, Workers: workers, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stack{Stack: s}
+	t.Cleanup(func() {
+		st.Client.CloseIdleConnections()
+		if st.downed {
+			return
+		}
+		if t.Failed() {
+			t.Log(st.Logs(40))
+		}
+		if err := st.Down(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return st
+}
+
 // down takes the project down with its volumes and checks that nothing of
-// it is left: no container, volume or network.
+// it is left.
 func (st *stack) down(t *testing.T) {
 	t.Helper()
 	start := time.Now()
 	if t.Failed() {
-		st.dumpLogs(t)
+		t.Log(st.Logs(40))
 	}
-	st.mustCompose(t, 3*time.Minute, "down", "-v", "--remove-orphans")
 	st.downed = true
+	if err := st.Down(); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("down -v took %v", time.Since(start).Round(time.Millisecond))
-	label := "label=com.docker.compose.project=" + st.project
-	for _, q := range [][]string{
-		{"ps", "-aq", "--filter", label},
-		{"volume", "ls", "-q", "--filter", label},
-		{"volume", "ls", "-q", "--filter", "name=" + st.project + "_"},
-		{"network", "ls", "-q", "--filter", label},
-		{"network", "ls", "-q", "--filter", "name=" + st.project + "_"},
-	} {
-		out, err := st.cmd(time.Minute, "docker", q...)
-		if err != nil {
-			t.Fatalf("docker %s: %v\n%s", strings.Join(q, " "), err, out)
-		}
-		if s := strings.TrimSpace(out); s != "" {
-			t.Errorf("after down -v, docker %s lists %q, want nothing", strings.Join(q, " "), s)
-		}
-	}
 }
 
-// dumpLogs puts the tail of every container's log in the test output.
-func (st *stack) dumpLogs(t *testing.T) {
+// containers lists the running containers of a service.
+func (st *stack) containers(t *testing.T, service string) []compose.Container {
 	t.Helper()
-	out, _ := st.composeRun(time.Minute, "ps")
-	t.Logf("compose ps:\n%s", out)
-	out, _ = st.composeRun(time.Minute, "logs", "--no-color", "--tail", "40")
-	t.Logf("compose logs (tail):\n%s", out)
-}
-
-// container is one running container of the project.
-type container struct {
-	id, hostname, ip string
-}
-
-// servedBy is the gateway's X-Served-By: its default id, hostname:port.
-func (c container) servedBy() string { return c.hostname + ":5000" }
-
-// url is the gateway's URL as the balancer discovers it.
-func (c container) url() string { return "http://" + net.JoinHostPort(c.ip, "5000") }
-
-// containers lists the running containers of a service, by compose's
-// labels (which compose v1 and v2 both set, unlike their names).
-func (st *stack) containers(t *testing.T, service string) []container {
-	t.Helper()
-	out, err := st.cmd(time.Minute, "docker", "ps", "-q",
-		"--filter", "label=com.docker.compose.project="+st.project,
-		"--filter", "label=com.docker.compose.service="+service)
+	cs, err := st.Containers(service)
 	if err != nil {
-		t.Fatalf("docker ps: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	ids := strings.Fields(out)
-	if len(ids) == 0 {
-		return nil
-	}
-	out, err = st.cmd(time.Minute, "docker", append([]string{"inspect", "--format",
-		"{{.Id}} {{.Config.Hostname}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"}, ids...)...)
-	if err != nil {
-		t.Fatalf("docker inspect: %v\n%s", err, out)
-	}
-	var cs []container
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			t.Fatalf("docker inspect line %q: want id, hostname and address", line)
-		}
-		cs = append(cs, container{id: f[0], hostname: f[1], ip: f[2]})
-	}
-	slices.SortFunc(cs, func(a, b container) int { return strings.Compare(a.hostname, b.hostname) })
 	return cs
 }
 
-// health returns a container's health status (healthy, starting,
-// unhealthy), or its state when it has no health check or is not running.
+// health returns a container's health status.
 func (st *stack) health(t *testing.T, id string) string {
 	t.Helper()
-	out, err := st.cmd(time.Minute, "docker", "inspect", "--format",
-		"{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id)
+	h, err := st.Health(id)
 	if err != nil {
-		t.Fatalf("docker inspect %s: %v\n%s", id, err, out)
+		t.Fatal(err)
 	}
-	f := strings.Fields(out)
-	if len(f) == 2 && f[0] == "running" {
-		return f[1]
-	}
-	if len(f) == 1 && f[0] == "exited" {
-		code, err := st.cmd(time.Minute, "docker", "inspect", "--format", "{{.State.ExitCode}}", id)
-		if err != nil {
-			t.Fatalf("docker inspect %s: %v\n%s", id, err, code)
-		}
-		return "exited " + strings.TrimSpace(code)
-	}
-	return strings.TrimSpace(out)
-}
-
-// service returns the compose service of container id.
-func (st *stack) service(t *testing.T, id string) string {
-	t.Helper()
-	out, err := st.cmd(time.Minute, "docker", "inspect", "--format", `{{index .Config.Labels "com.docker.compose.service"}}`, id)
-	if err != nil {
-		t.Fatalf("docker inspect %s: %v\n%s", id, err, out)
-	}
-	return strings.TrimSpace(out)
-}
-
-// waitHealthy waits until every container of the project runs and passes
-// its health check.
-func (st *stack) waitHealthy(t *testing.T, limit time.Duration) {
-	t.Helper()
-	testutil.Eventually(t, limit, func() error {
-		out, err := st.cmd(time.Minute, "docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+st.project)
-		if err != nil {
-			return fmt.Errorf("docker ps: %w: %s", err, out)
-		}
-		ids := strings.Fields(out)
-		// The nodes, dbsvc, cachesvc, the balancer, the replicas, and the
-		// one-shot provision step, which must have exited 0.
-		if want := 3 + 3 + gateways + workers + 1; len(ids) != want {
-			return fmt.Errorf("%d containers, want %d", len(ids), want)
-		}
-		for _, id := range ids {
-			if st.service(t, id) == "provision" {
-				if h := st.health(t, id); h != "exited 0" {
-					return fmt.Errorf("provision container %.12s is %s, want exited 0", id, h)
-				}
-				continue
-			}
-			if h := st.health(t, id); h != "healthy" {
-				return fmt.Errorf("container %.12s is %s", id, h)
-			}
-		}
-		return nil
-	})
+	return h
 }
 
 // docker runs a docker command that must succeed.
 func (st *stack) docker(t *testing.T, limit time.Duration, args ...string) error {
 	t.Helper()
-	if out, err := st.cmd(limit, "docker", args...); err != nil {
-		return fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace([]byte(out)))
-	}
-	return nil
-}
-
-// mustCompose runs a compose command and fails the test if it fails.
-func (st *stack) mustCompose(t *testing.T, limit time.Duration, args ...string) {
-	t.Helper()
-	if out, err := st.composeRun(limit, args...); err != nil {
-		t.Fatalf("compose %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// composeRun runs a compose command on the project.
-func (st *stack) composeRun(limit time.Duration, args ...string) (string, error) {
-	return st.cmd(limit, st.compose[0], append(slices.Clone(st.compose[1:]), args...)...)
-}
-
-// cmd runs a command with the stack's environment and returns its
-// combined output. It has its own deadline, not the test's context, so
-// that cleanup can still take the stack down.
-func (st *stack) cmd(limit time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	c := exec.CommandContext(ctx, name, args...)
-	c.Env = st.env
-	out, err := c.CombinedOutput()
-	return string(out), err
-}
-
-// get sends an authenticated GET through the balancer.
-func (st *stack) get(ctx context.Context, path string) (*http.Response, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+path, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+st.token)
-	return st.do(req)
-}
-
-// do sends req and reads the whole answer.
-func (st *stack) do(req *http.Request) (*http.Response, []byte, error) {
-	res, err := st.client.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read %s %s: %w", req.Method, req.URL.Path, err)
-	}
-	return res, body, nil
-}
-
-// submit posts a task and returns its id; anything but a 202 is an error.
-func (st *stack) submit(ctx context.Context, body, idempotencyKey string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.base+"/longtask", strings.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+st.token)
-	req.Header.Set("Content-Type", "application/json")
-	if idempotencyKey != "" {
-		req.Header.Set("Idempotency-Key", idempotencyKey)
-	}
-	res, b, err := st.do(req)
-	if err != nil {
-		return "", err
-	}
-	if res.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("POST /longtask = %d %s", res.StatusCode, bytes.TrimSpace(b))
-	}
-	var got struct {
-		TaskID string `json:"task_id"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil || got.TaskID == "" {
-		return "", fmt.Errorf("POST /longtask answer %q: no task_id (%v)", b, err)
-	}
-	return got.TaskID, nil
+	return st.Docker(limit, args...)
 }
 
 // createSchedule posts a schedule through the balancer and returns its id.
 func (st *stack) createSchedule(t *testing.T, body string) string {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.base+"/schedules", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.Base+"/schedules", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+st.token)
-	res, b, err := st.do(req)
+	req.Header.Set("Authorization", "Bearer "+st.Token)
+	res, b, err := st.Do(req)
 	if err != nil || res.StatusCode != http.StatusCreated {
 		t.Fatalf("POST /schedules %s = %v, %v %s", body, err, res, b)
 	}
@@ -1047,7 +843,7 @@ func (st *stack) waitScheduleTicks(t *testing.T, id string, n int) {
 	t.Helper()
 	var seen []string
 	testutil.Eventually(t, time.Minute, func() error {
-		res, b, err := st.get(t.Context(), "/schedules/"+id)
+		res, b, err := st.Get(t.Context(), "/schedules/"+id)
 		if err != nil {
 			return err
 		}
@@ -1073,149 +869,14 @@ func (st *stack) waitScheduleTicks(t *testing.T, id string, n int) {
 // deleteSchedule deletes the schedule id through the balancer.
 func (st *stack) deleteSchedule(t *testing.T, id string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, st.base+"/schedules/"+id, nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, st.Base+"/schedules/"+id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+st.token)
-	if res, b, err := st.do(req); err != nil || res.StatusCode != http.StatusOK {
+	req.Header.Set("Authorization", "Bearer "+st.Token)
+	if res, b, err := st.Do(req); err != nil || res.StatusCode != http.StatusOK {
 		t.Errorf("DELETE /schedules/%s = %v, %v %s", id, err, res, b)
 	}
-}
-
-// task reads a task record through the balancer.
-func (st *stack) task(ctx context.Context, id string) (*task.Record, error) {
-	res, body, err := st.get(ctx, "/tasks/"+id)
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /tasks/%s = %d %s", id, res.StatusCode, bytes.TrimSpace(body))
-	}
-	var rec task.Record
-	if err := json.Unmarshal(body, &rec); err != nil {
-		return nil, fmt.Errorf("decode task %s: %w", id, err)
-	}
-	return &rec, nil
-}
-
-// runTask submits body and waits for the task to succeed.
-func (st *stack) runTask(ctx context.Context, body string) (*task.Record, error) {
-	id, err := st.submit(ctx, body, "")
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rec, err := st.task(ctx, id)
-		switch {
-		case err != nil:
-		case rec.State == task.Succeeded:
-			return rec, nil
-		case rec.State.Terminal():
-			return nil, fmt.Errorf("task %s ended %s: %s", id, rec.State, rec.Error)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("task %s not done after 30s (last error: %v)", id, err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
-}
-
-// balancerStatus is the part of GET /-/balancer the drills read.
-type balancerStatus struct {
-	Backends []struct {
-		URL   string `json:"url"`
-		State string `json:"state"`
-	} `json:"backends"`
-}
-
-// state returns the state of the gateway at url, or "absent".
-func (s balancerStatus) state(url string) string {
-	for _, b := range s.Backends {
-		if b.URL == url {
-			return b.State
-		}
-	}
-	return "absent"
-}
-
-func (st *stack) balancerStatus(ctx context.Context) (balancerStatus, error) {
-	var s balancerStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.admin+"/-/balancer", nil)
-	if err != nil {
-		return s, err
-	}
-	res, body, err := st.do(req)
-	if err != nil {
-		return s, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("GET /-/balancer = %d %s", res.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, &s); err != nil {
-		return s, fmt.Errorf("decode /-/balancer: %w", err)
-	}
-	return s, nil
-}
-
-// jsz is the part of nats1's /jsz the drills read. Leaders and configs
-// are the cluster's; replica details are only right on a leader, so the
-// drills do not read them here.
-type jsz struct {
-	Meta struct {
-		Leader string `json:"leader"`
-		Size   int    `json:"cluster_size"`
-	} `json:"meta_cluster"`
-	Accounts []struct {
-		Streams []jszStream `json:"stream_detail"`
-	} `json:"account_details"`
-}
-
-type jszStream struct {
-	Name   string `json:"name"`
-	Config struct {
-		Replicas int `json:"num_replicas"`
-	} `json:"config"`
-	Cluster struct {
-		Leader string `json:"leader"`
-	} `json:"cluster"`
-}
-
-func (j jsz) streams() []jszStream {
-	var all []jszStream
-	for _, a := range j.Accounts {
-		all = append(all, a.Streams...)
-	}
-	return all
-}
-
-func (j jsz) stream(name string) (jszStream, bool) {
-	for _, s := range j.streams() {
-		if s.Name == name {
-			return s, true
-		}
-	}
-	return jszStream{}, false
-}
-
-func (st *stack) jsz(ctx context.Context) (jsz, error) {
-	var j jsz
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.monitor+"/jsz?accounts=true&streams=true&config=true", nil)
-	if err != nil {
-		return j, err
-	}
-	res, body, err := st.do(req)
-	if err != nil {
-		return j, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return j, fmt.Errorf("GET /jsz = %d %s", res.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, &j); err != nil {
-		return j, fmt.Errorf("decode /jsz: %w", err)
-	}
-	return j, nil
 }
 
 // parallel runs the functions at once and returns their errors.
@@ -1227,34 +888,6 @@ func parallel(fns ...func() error) []error {
 	}
 	wg.Wait()
 	return errs
-}
-
-// jsonPart drops what compose prints before the command's own output
-// (compose v1 announces the container it creates on the same stream).
-func jsonPart(out string) []byte {
-	if i := strings.IndexByte(out, '{'); i >= 0 {
-		return []byte(out[i:])
-	}
-	return []byte(out)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("random: %v", err)
-	}
-	return hex.EncodeToString(b)
 }
 
 func sum(m map[string]int) int {

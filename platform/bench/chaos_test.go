@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalelab/scalelab/internal/task"
+)
+
+// TestChaosCount: each failure is counted against the fault whose slot it
+// ended in, and outside its window when it is neither soon after the fault
+// nor soon after the recovery (by when it was sent and when it ended);
+// tasks that ran twice, tasks lost and
+// read-your-writes violations go to the fault they came after.
+func TestChaosCount(t *testing.T) {
+	t.Parallel()
+	gw, _ := chaosFault("kill-gateway") // 1 s after the fault, 1 s after the recovery
+	db, _ := chaosFault("kill-dbsvc")   // until the recovery, and 5 s after it
+	c := &Chaos{Faults: []ChaosFault{
+		{FaultSpec: gw, InjectAt: 10, RecoverAt: 13, FirstFail: -1, LastFail: -1},
+		{FaultSpec: db, InjectAt: 20, RecoverAt: 24, FirstFail: -1, LastFail: -1},
+	}}
+	l := &chaosLoad{
+		reqs: []chaosReq{
+			{start: 5, end: 5.1, route: routeData, code: 503},    // before any fault: baseline
+			{start: 10, end: 10.5, route: routeTask, code: 0},    // gateway: in its first second
+			{start: 11, end: 11.2, route: routeData, code: 200},  // ends the run of failures
+			{start: 11.9, end: 12, route: routeData, code: 502},  // gateway: outside (2 s after, 1 s before the recovery)
+			{start: 13, end: 13.5, route: routeData, code: 503},  // gateway: after its recovery, inside
+			{start: 21, end: 23.9, route: routePut, code: 503},   // dbsvc: until the recovery
+			{start: 24, end: 28.5, route: routePut, code: 503},   // dbsvc: 4.5 s after the recovery
+			{start: 29.5, end: 30.1, route: routePut, code: 503}, // dbsvc: sent 5.5 s after: outside
+		},
+		tasks:  []string{"a", "b", "c"},
+		taskAt: []float64{9.5, 15, 21},
+		rywAt:  []float64{22},
+	}
+	c.count(l, map[string]int64{"a": 1, "c": 2}, map[string]float64{"a": 10.2}, []task.State{task.Succeeded, task.Running, task.Succeeded})
+	if c.Requests != 8 || c.Failed != 7 || c.BaselineFailed != 1 {
+		t.Errorf("requests %d, failed %d, baseline %d, want 8, 7, 1", c.Requests, c.Failed, c.BaselineFailed)
+	}
+	g, d := c.Faults[0], c.Faults[1]
+	if g.Failed != 3 || g.Outside != 1 || g.FirstFail != 0.5 || g.LastFail != 3.5 || g.LongestRun != 1.5 {
+		t.Errorf("kill-gateway: failed %d, outside %d, first %v, last %v, longest run %v, want 3, 1, 0.5, 3.5, 1.5",
+			g.Failed, g.Outside, g.FirstFail, g.LastFail, g.LongestRun)
+	}
+	if d.Failed != 3 || d.Outside != 1 || d.LongestRun != 6.2 {
+		t.Errorf("kill-dbsvc: failed %d, outside %d, longest run %v, want 3, 1, 6.2", d.Failed, d.Outside, d.LongestRun)
+	}
+	// a was submitted before the gateway's kill and ran again after it
+	// (its last run's time), c was submitted after dbsvc's (no time read).
+	if c.Tasks.RanMoreThanOnce != 2 || c.Tasks.ExtraRuns != 3 || g.Duplicates != 1 || d.Duplicates != 1 {
+		t.Errorf("ran more than once %d (extra runs %d), by fault %d and %d, want 2 (3), 1 and 1",
+			c.Tasks.RanMoreThanOnce, c.Tasks.ExtraRuns, g.Duplicates, d.Duplicates)
+	}
+	if g.Lost != 1 || d.Lost != 0 || g.RYWViolations != 0 || d.RYWViolations != 1 {
+		t.Errorf("lost %d and %d, read-your-writes violations %d and %d, want 1, 0, 0, 1", g.Lost, d.Lost, g.RYWViolations, d.RYWViolations)
+	}
+	if len(c.Timeline) != 31 || c.Timeline[10].Errors != 1 || c.Timeline[11].OK != 1 {
+		t.Errorf("timeline: %d seconds, %+v, %+v, want 31, one error at 10 s, one answer at 11 s", len(c.Timeline), c.Timeline[10], c.Timeline[11])
+	}
+}
+
+// TestChaosOptionsValidate names every bad option.
+func TestChaosOptionsValidate(t *testing.T) {
+	t.Parallel()
+	o := ChaosOptions{Out: "x", Duration: time.Minute, RateTasks: 1, RateHTTP: 1, Faults: []string{"kill-worker"}}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	o.Duration, o.Faults = time.Second, []string{"nope"}
+	err := o.Validate()
+	for _, want := range []string{"--duration", `no fault "nope"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to name %s", err, want)
+		}
+	}
+}
