@@ -22,6 +22,7 @@ import (
 	"github.com/scalelab/scalelab/internal/apperr"
 	"github.com/scalelab/scalelab/internal/cache"
 	"github.com/scalelab/scalelab/internal/strictjson"
+	"github.com/scalelab/scalelab/internal/task"
 )
 
 // itemCacheKey is the cache key of one item. KV keys cannot hold ':', so
@@ -389,7 +390,8 @@ func tagVersion(tag string) int64 {
 // not returned: stale reads are then bounded by the KV watch or, with KV
 // down, by the entries' TTL. The chaos run of issue #30 saw PUTs answered while the deletion had
 // failed, or a gateway had not confirmed, and the next GET read the value
-// they had replaced.
+// they had replaced. A deletion the store refuses for want of space is not
+// tried again.
 func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 	// The client hanging up must not leave the cache half-invalidated.
 	ctx := context.WithoutCancel(ec.Request().Context())
@@ -399,7 +401,11 @@ func invalidate(ec echo.Context, c Cache, log *slog.Logger, keys ...string) {
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		// A full JetStream store refuses the deletion until space
+		// returns, minutes perhaps: no retry helps, and each would hold
+		// the write 10 s (When the disk fills, README). The near-caches
+		// were told over core NATS; the bucket's copy lives out its TTL.
+		if time.Now().After(deadline) || task.NoSpace(err) {
 			log.Warn("cache invalidation incomplete after a write", "keys", keys, "request_id", requestID(ec), "err", err)
 			return
 		}
