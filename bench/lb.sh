@@ -16,6 +16,7 @@
 #   EVPROXY=1 bash bench/lb.sh           # also bench/evproxy's two bare proxy cores: about 4.5 minutes
 #   PERFSTAT=1 bash bench/lb.sh          # also count system calls and context switches
 #   TLS=1 bash bench/lb.sh               # also HTTPS: HTTP/1.1 (wrk) and HTTP/2 (h2load) rows
+#   COLD=1 bash bench/lb.sh              # also the constant-rate cold-start row (vegeta)
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
@@ -42,6 +43,15 @@
 #                      stream each, so that h2 is measured as the same closed loop
 #                      as wrk's; p50 and p99 from h2load's per-request log).
 #                      Installs nghttp2-client (h2load) when missing, as root
+#   COLD=1             also, after the rounds, a constant-rate cold start per proxy
+#                      and round: the proxy is started afresh, then vegeta sends
+#                      half of nginx's median req/s (from the rounds) for
+#                      COLD_DURATION (10s) with up to 1024 connections, opened as
+#                      it needs them; p50 and p99 of those first seconds, the tail
+#                      issue #27 item 7 is about (needs go, for vegeta).
+#                      COLD_RATE=3600 sets the rate instead: on 2 cores vegeta
+#                      itself cannot send half of wrk's peak without saturating
+#                      the machine (every proxy's p50 then grows)
 #   SCALELAB_ENV="GOGC=400"  extra environment of the scalelab balancer (VAR=value
 #   BASELINE_ENV=...         words), and of the baseline: BASELINE=HEAD with
 #                            different environments is an A/B of a setting
@@ -84,6 +94,10 @@ for tool in wrk nginx haproxy; do
 done
 if [[ -n ${PERFSTAT:-} ]] && ! command -v perf >/dev/null 2>&1; then
 	missing+=(linux-perf)
+fi
+if [[ -n ${COLD:-} ]]; then
+	log "building vegeta ..."
+	GOBIN="$tmp" go install github.com/tsenart/vegeta/v12@v12.13.0
 fi
 if [[ -n ${TLS:-} ]]; then
 	command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
@@ -134,13 +148,21 @@ if [[ -n ${EVPROXY:-} ]]; then
 	(cd "$root/bench/evproxy" && go build -o "$tmp/evproxy" .)
 fi
 
-declare -A pid_of
+declare -A pid_of cmd_of
 start() { # name, command...
 	local name=$1
 	shift
 	"$@" >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 	pid_of[$name]=$!
+	cmd_of[$name]=$(printf '%q ' "$@")
+}
+
+# restart stops a started process and starts it again with its command:
+# a fresh process, for the cold-start row.
+restart() { # name
+	stop TERM "${pid_of[$1]}"
+	eval "start $1 ${cmd_of[$1]}"
 }
 
 # pids_of prints a process and its children (nginx's workers), comma-separated.
@@ -474,4 +496,40 @@ for pair in "${pairs[@]}"; do
 done
 if ((cores <= 4)); then
 	echo "(on $cores cores the load generator competes with the proxies and backends for CPU)"
+fi
+
+# --- the constant-rate cold start (COLD=1) ---------------------------------------
+if [[ -n ${COLD:-} ]]; then
+	cold_targets=(nginx haproxy scalelab)
+	rate=${COLD_RATE:-$(awk -v r="${rps[nginx]}" 'BEGIN {printf "%d", r / 2}')}
+	COLD_DURATION=${COLD_DURATION:-10s}
+	log "cold start: each proxy started afresh, then vegeta at $rate req/s (half of nginx's median) for $COLD_DURATION"
+	for round in $(seq "$ROUNDS"); do
+		for i in "${!cold_targets[@]}"; do
+			t=${cold_targets[$(((i + round - 1) % ${#cold_targets[@]}))]}
+			restart "${proc[$t]}"
+			for _ in $(seq 100); do
+				curl -fsS -o /dev/null --max-time 1 "${url[$t]}" 2>/dev/null && break
+				sleep 0.1 # waiting for the fresh process to bind its port
+			done
+			echo "GET ${url[$t]}" | "$tmp/vegeta" attack -rate="$rate" -duration="$COLD_DURATION" -max-workers=1024 \
+				-max-connections=1024 >"$tmp/cold.bin"
+			"$tmp/vegeta" report -type=json <"$tmp/cold.bin" >"$tmp/cold.json"
+			read -r p50 p99 ok < <(python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print(r["latencies"]["50th"] / 1e6, r["latencies"]["99th"] / 1e6, r["success"])' "$tmp/cold.json")
+			echo "$p50 $p99 $ok" >>"$tmp/$t.cold"
+			log "$(printf '  cold %-9s p50 %7.3f ms  p99 %8.3f ms  success %s' "$t" "$p50" "$p99" "$ok")"
+		done
+	done
+	echo
+	echo "cold start: vegeta -rate=$rate -duration=$COLD_DURATION on a freshly started proxy, medians of $ROUNDS rounds"
+	printf '%-12s %10s %10s\n' target p50_ms p99_ms
+	declare -A cold99
+	for t in "${cold_targets[@]}"; do
+		cold99[$t]=$(median "$tmp/$t.cold" 2)
+		printf '%-12s %10.3f %10.3f\n' "$t" "$(median "$tmp/$t.cold" 1)" "${cold99[$t]}"
+	done
+	printf 'p99 ratio scalelab/nginx %s, scalelab/haproxy %s (issue #27 item 7: at most 1.2)\n' \
+		"$(ratio "${cold99[scalelab]}" "${cold99[nginx]}")" "$(ratio "${cold99[scalelab]}" "${cold99[haproxy]}")"
 fi
