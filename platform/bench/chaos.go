@@ -557,10 +557,10 @@ func RunChaos(ctx context.Context, st *compose.Stack, o ChaosOptions) (*Report, 
 	if err != nil {
 		c.Tasks.RunsCheckErr = err.Error()
 	}
-	ranAgainAt := extraRunTimes(st, l, again, o.Log)
+	runs := extraRunTimes(st, l, again, o.Log)
 	c.Skipped = l.skipped.Load()
 	c.ReadYourWrites = l.ryw
-	c.count(l, again, ranAgainAt, states)
+	c.count(l, again, runs, states)
 	for _, id := range c.Tasks.LostIDs {
 		if len(c.Tasks.LostRecords) == 5 {
 			break
@@ -722,13 +722,18 @@ func extraRuns(st *compose.Stack) (map[string]int64, error) {
 	return runs, nil
 }
 
+// runSpan is when a task that ran more than once first ran and last ran,
+// in seconds since the load began.
+type runSpan struct{ first, last float64 }
+
 // extraRunTimes reads, for the first 20 tasks of this run with extra
-// runs, the time of the last run recorded (its message's Exec.At), in
-// seconds since the load began. A task of a backlog runs long after its
-// submission, so the fault a duplicate came with is the one when it ran.
-// A time that cannot be read is left out (logged).
-func extraRunTimes(st *compose.Stack, l *chaosLoad, again map[string]int64, log *slog.Logger) map[string]float64 {
-	out := map[string]float64{}
+// runs, the times of their first and last recorded runs (the Exec.At of
+// the messages), in seconds since the load began. A duplicate comes from a
+// fault between the two: the run whose ack a fault lost, then the run
+// again, which may come an ack wait (30 s) later, in another fault's
+// slot. A time that cannot be read is left out (logged).
+func extraRunTimes(st *compose.Stack, l *chaosLoad, again map[string]int64, log *slog.Logger) map[string]runSpan {
+	out := map[string]runSpan{}
 	for _, id := range l.tasks {
 		if again[id] == 0 {
 			continue
@@ -736,32 +741,43 @@ func extraRunTimes(st *compose.Stack, l *chaosLoad, again map[string]int64, log 
 		if len(out) == 20 {
 			break
 		}
-		res, err := st.Compose(time.Minute, "run", "--rm", "-T", "nats", "req", "--raw",
-			"$JS.API.STREAM.MSG.GET."+task.ExecStream, fmt.Sprintf(`{"last_by_subj":%q}`, task.ExecAgainPrefix+id))
-		var msg struct {
-			Message struct {
-				Data []byte `json:"data"`
-			} `json:"message"`
-		}
-		var e task.Exec
-		if err == nil {
-			err = json.Unmarshal(compose.JSONPart(res), &msg)
-		}
-		if err == nil {
-			err = json.Unmarshal(msg.Message.Data, &e)
-		}
-		if err != nil || e.At.IsZero() {
-			log.Warn("chaos: read the last run of a task", "task", id, "err", err, "answer", task.Truncate(res, 200))
+		first, err1 := execAt(st, task.ExecFirstPrefix+id)
+		last, err2 := execAt(st, task.ExecAgainPrefix+id)
+		if err := errors.Join(err1, err2); err != nil {
+			log.Warn("chaos: read the runs of a task", "task", id, "err", err)
 			continue
 		}
-		out[id] = e.At.Sub(l.began).Seconds()
+		out[id] = runSpan{first: first.Sub(l.began).Seconds(), last: last.Sub(l.began).Seconds()}
 	}
 	return out
 }
 
+// execAt reads the time of the last run recorded under subject on
+// task.ExecStream.
+func execAt(st *compose.Stack, subject string) (time.Time, error) {
+	res, err := st.Compose(time.Minute, "run", "--rm", "-T", "nats", "req", "--raw",
+		"$JS.API.STREAM.MSG.GET."+task.ExecStream, fmt.Sprintf(`{"last_by_subj":%q}`, subject))
+	var msg struct {
+		Message struct {
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	var e task.Exec
+	if err == nil {
+		err = json.Unmarshal(compose.JSONPart(res), &msg)
+	}
+	if err == nil {
+		err = json.Unmarshal(msg.Message.Data, &e)
+	}
+	if err == nil && e.At.IsZero() {
+		err = fmt.Errorf("no run time in %s", task.Truncate(res, 200))
+	}
+	return e.At, err
+}
+
 // count fills the totals, each fault's window and the timeline from the
 // requests, and the duplicates from again (the extra runs by task id).
-func (c *Chaos) count(l *chaosLoad, again map[string]int64, ranAgainAt map[string]float64, states []task.State) {
+func (c *Chaos) count(l *chaosLoad, again map[string]int64, runs map[string]runSpan, states []task.State) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	reqs := slices.Clone(l.reqs)
@@ -826,8 +842,10 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, ranAgainAt map[strin
 		f.InjectAt, f.RecoverAt, f.HealthyAt = round2(f.InjectAt), round2(f.RecoverAt), round2(f.HealthyAt)
 	}
 	// Duplicates: the tasks of this run with extra runs, each put down to
-	// the fault whose slot its last run came in (ranAgainAt), else the one
-	// it was submitted in.
+	// the last fault that allows duplicates and came between its first run
+	// (less a second: the fault may land as the run ends) and its last;
+	// without one, to the fault whose slot its last run came in; without
+	// the times, to the one it was submitted in.
 	for k, id := range l.tasks {
 		if k < len(states) && !states[k].Terminal() {
 			if i := faultAt(l.taskAt[k] + 1); i >= 0 {
@@ -843,11 +861,17 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, ranAgainAt map[strin
 		if len(c.Tasks.DuplicateIDs) < 20 {
 			c.Tasks.DuplicateIDs = append(c.Tasks.DuplicateIDs, id)
 		}
-		at, ok := ranAgainAt[id]
-		if !ok {
-			at = l.taskAt[k]
+		i := faultAt(l.taskAt[k])
+		if span, ok := runs[id]; ok {
+			i = faultAt(span.last)
+			for j := i; j >= 0 && c.Faults[j].InjectAt >= span.first-1; j-- {
+				if c.Faults[j].FaultSpec.Duplicates {
+					i = j
+					break
+				}
+			}
 		}
-		if i := faultAt(at); i >= 0 {
+		if i >= 0 {
 			c.Faults[i].Duplicates++
 		}
 	}

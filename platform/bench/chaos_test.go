@@ -36,7 +36,7 @@ func TestChaosCount(t *testing.T) {
 		taskAt: []float64{9.5, 15, 21},
 		rywAt:  []float64{22},
 	}
-	c.count(l, map[string]int64{"a": 1, "c": 2}, map[string]float64{"a": 10.2}, []task.State{task.Succeeded, task.Running, task.Succeeded})
+	c.count(l, map[string]int64{"a": 1, "c": 2}, map[string]runSpan{"a": {first: 10.1, last: 10.2}}, []task.State{task.Succeeded, task.Running, task.Succeeded})
 	if c.Requests != 8 || c.Failed != 7 || c.BaselineFailed != 1 {
 		t.Errorf("requests %d, failed %d, baseline %d, want 8, 7, 1", c.Requests, c.Failed, c.BaselineFailed)
 	}
@@ -59,6 +59,27 @@ func TestChaosCount(t *testing.T) {
 	}
 	if len(c.Timeline) != 31 || c.Timeline[10].Errors != 1 || c.Timeline[11].OK != 1 {
 		t.Errorf("timeline: %d seconds, %+v, %+v, want 31, one error at 10 s, one answer at 11 s", len(c.Timeline), c.Timeline[10], c.Timeline[11])
+	}
+}
+
+// TestChaosDuplicateAttribution: a task that ran again an ack wait after
+// a worker was killed mid-run goes to that kill, which allows duplicates,
+// not to the fault in whose slot it ran again; one with no such fault
+// between its runs goes to the slot of its last run (and is a finding).
+func TestChaosDuplicateAttribution(t *testing.T) {
+	t.Parallel()
+	w, _ := chaosFault("kill-worker")
+	cs, _ := chaosFault("kill-cachesvc")
+	c := &Chaos{Faults: []ChaosFault{
+		{FaultSpec: w, InjectAt: 10, RecoverAt: 12, FirstFail: -1, LastFail: -1},
+		{FaultSpec: cs, InjectAt: 40, RecoverAt: 42, FirstFail: -1, LastFail: -1},
+	}}
+	l := &chaosLoad{tasks: []string{"x", "y"}, taskAt: []float64{9, 44}}
+	c.count(l, map[string]int64{"x": 1, "y": 1},
+		map[string]runSpan{"x": {first: 10.3, last: 41}, "y": {first: 45, last: 46}},
+		[]task.State{task.Succeeded, task.Succeeded})
+	if c.Faults[0].Duplicates != 1 || c.Faults[1].Duplicates != 1 {
+		t.Errorf("duplicates by fault: kill-worker %d, kill-cachesvc %d; want 1 and 1", c.Faults[0].Duplicates, c.Faults[1].Duplicates)
 	}
 }
 
