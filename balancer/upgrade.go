@@ -128,15 +128,7 @@ func (b *balancer) upgradeTrip(bk *backend, req *fasthttp.Request, resp *fasthtt
 // dialBackend connects to bk for an upgrade: as the pool's clients do
 // (Config.Dial or TCP, DialTimeout), with TLS for an https gateway.
 func dialBackend(cfg Config, bk *backend) (net.Conn, error) {
-	addr := bk.url.Host
-	if bk.url.Port() == "" {
-		port := "80"
-		if bk.url.Scheme == "https" {
-			port = "443"
-		}
-		addr = net.JoinHostPort(bk.url.Hostname(), port)
-	}
-	conn, err := dial(&net.Dialer{Timeout: cfg.DialTimeout}, cfg.Dial, addr)
+	conn, err := dial(&net.Dialer{Timeout: cfg.DialTimeout}, cfg.Dial, backendAddr(bk.url))
 	if err != nil || bk.url.Scheme != "https" {
 		return conn, err
 	}

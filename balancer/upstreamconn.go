@@ -90,16 +90,8 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 	if idle == 0 {
 		idle = math.MaxInt64 // zero means forever; fasthttp's zero is 10s
 	}
-	addr := u.Host
-	if u.Port() == "" {
-		if u.Scheme == "https" {
-			addr = net.JoinHostPort(u.Hostname(), "443")
-		} else {
-			addr = net.JoinHostPort(u.Hostname(), "80")
-		}
-	}
 	return &fasthttp.HostClient{
-		Addr: addr,
+		Addr: backendAddr(u),
 		// Dial marks its errors, so that a request that could not connect
 		// (and so sent nothing) is told from one that broke after sending.
 		Dial: func(addr string) (net.Conn, error) {
@@ -128,6 +120,19 @@ func newBackendClient(cfg Config, u *url.URL) *fasthttp.HostClient {
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
 	}
+}
+
+// backendAddr is the host:port of the gateway at u, its scheme's default
+// port when u names none.
+func backendAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // dial connects to a gateway at addr (host:port) with custom when it is
