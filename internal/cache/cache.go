@@ -84,6 +84,7 @@ type Cache struct {
 	watching   atomic.Bool
 	reconnects atomic.Uint64
 	noTTL      atomic.Bool
+	leaseUntil atomic.Int64 // unix nanoseconds; see LocalLease
 	n          counters
 
 	mu sync.Mutex
@@ -119,6 +120,8 @@ func New(nc *nats.Conn, id string, cfg Config, log *slog.Logger) (*Cache, error)
 	c.ctx, c.stop = ctx, cancel
 	if c.l1 != nil {
 		go c.watch(ctx)
+		c.background.Add(1)
+		go c.renewLease(ctx)
 	} else {
 		close(c.done)
 	}
@@ -342,11 +345,11 @@ func (c *Cache) keep(key string, res Result, rev, epoch uint64) {
 	c.l1.add(key, localEntry{value: res.Value, notFound: res.NotFound, revision: rev}, epoch)
 }
 
-// localReady reports whether L1 may serve: only while the KV watch runs and
-// the connection is up. A reconnect empties it, since invalidations sent
-// while disconnected never arrived.
+// localReady reports whether L1 may serve: only while the KV watch runs,
+// the connection is up and the lease is current (LocalLease). A reconnect
+// empties it, since invalidations sent while disconnected never arrived.
 func (c *Cache) localReady() bool {
-	if !c.watching.Load() || !c.nc.IsConnected() {
+	if !c.watching.Load() || !c.nc.IsConnected() || !c.leased() {
 		return false
 	}
 	if r := c.nc.Stats().Reconnects; r != c.reconnects.Load() {
@@ -453,7 +456,12 @@ func (c *Cache) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	direct := false
+	// Direct gets only go from on to off (cachesvc creates the bucket with
+	// them on, then turns them off), so the handle bound next reads
+	// directly unless they were already off here. If the stream cannot be
+	// read (not created yet), assume on: the bucket may appear between
+	// this call and the bind.
+	direct := true
 	if s, err := c.js.Stream(ctx, "KV_"+Bucket); err == nil {
 		direct = s.CachedInfo().Config.AllowDirect
 	}
@@ -474,10 +482,40 @@ func (c *Cache) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+// kvGet reads key through kv. A handle bound while direct gets were on
+// asks the direct-get subject, which nobody answers once cachesvc has
+// turned them off (a moment after it created the bucket): on that "no
+// responders" the handle is bound again at once, not at its rebindAt, and
+// asked once more. Without this, every read in the first seconds after
+// cachesvc starts would skip the cache.
 func (c *Cache) kvGet(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	e, err := c.get(ctx, kv, key)
+	if !errors.Is(err, nats.ErrNoResponders) || !c.expireDirect(kv) {
+		return e, err
+	}
+	kv, berr := c.bucket(ctx)
+	if berr != nil {
+		return e, err
+	}
+	return c.get(ctx, kv, key)
+}
+
+func (c *Cache) get(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	return kv.Get(ctx, key)
+}
+
+// expireDirect makes the next bucket call bind again if kv is the current
+// handle and was bound with direct gets on; it reports whether it did.
+func (c *Cache) expireDirect(kv jetstream.KeyValue) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kv != kv || c.rebindAt.IsZero() {
+		return false
+	}
+	c.rebindAt = time.Now().Add(-time.Nanosecond)
+	return true
 }
 
 // create is kv.Create with a per-key TTL where the bucket allows one.

@@ -38,6 +38,10 @@ const peerViewTTL = 2 * time.Second
 // pingStall ends a ping's collection once no reply came for this long.
 const pingStall = 50 * time.Millisecond
 
+// pingRecheck bounds the second ping of known processes that did not
+// answer the first in time.
+const pingRecheck = 250 * time.Millisecond
+
 // Invalidation is the body of a broadcast: keys to drop from L1, or all.
 type Invalidation struct {
 	Keys  []string `json:"keys,omitempty"`
@@ -100,16 +104,21 @@ type Invalidator struct {
 	nc      *nats.Conn
 	timeout time.Duration
 	log     *slog.Logger
+	viewTTL time.Duration // peerViewTTL; a test sets 0 to ping every time
 
 	mu        sync.Mutex
 	peers     map[string]bool
 	refreshed time.Time
+	// gone holds, for each process that stopped answering (a ping or a
+	// broadcast), until when its near-cache may still serve: LocalLease
+	// after it was missed. A broadcast is not done before then.
+	gone map[string]time.Time
 }
 
 // NewInvalidator returns an Invalidator that waits up to timeout for
 // confirmations.
 func NewInvalidator(nc *nats.Conn, timeout time.Duration, log *slog.Logger) *Invalidator {
-	return &Invalidator{nc: nc, timeout: timeout, log: log.With("component", "cache")}
+	return &Invalidator{nc: nc, timeout: timeout, log: log.With("component", "cache"), viewTTL: peerViewTTL}
 }
 
 // ErrUnconfirmed is returned (wrapped) by Broadcast when some instance did
@@ -118,7 +127,13 @@ var ErrUnconfirmed = errors.New("cache: invalidation not confirmed by every proc
 
 // Broadcast sends in to every instance and waits until all it knows of
 // have confirmed, or the timeout passes.
+//
+// A process that stopped answering since it was last seen may still serve
+// from its near-cache until its lease runs out (LocalLease after it was
+// missed); Broadcast returns nil only once that has passed, waiting for it
+// with the caller's ctx.
 func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	peers, err := b.view(ctx)
@@ -141,13 +156,14 @@ func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
 		}
 	}
 	if len(missing) == 0 {
-		return nil
+		return b.outwait(outer)
 	}
 	// Forget them: a process that died is not waited for again; one that
-	// is alive comes back with the next ping.
+	// is alive comes back with the next ping. Until its lease has run out,
+	// though, it may still serve from its near-cache.
 	b.mu.Lock()
 	for id := range missing {
-		delete(b.peers, id)
+		b.depart(id)
 	}
 	b.mu.Unlock()
 	ids := slices.Sorted(maps.Keys(missing))
@@ -162,7 +178,7 @@ func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
 func (b *Invalidator) view(ctx context.Context) (map[string]bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.peers != nil && time.Since(b.refreshed) < peerViewTTL {
+	if b.peers != nil && time.Since(b.refreshed) < b.viewTTL {
 		return maps.Clone(b.peers), nil
 	}
 	subject, err := micro.ControlSubject(micro.PingVerb, ServiceName, "")
@@ -180,8 +196,73 @@ func (b *Invalidator) view(ctx context.Context) (map[string]bool, error) {
 			peers[p.ID] = true
 		}
 	}
+	// A known process that was slow to answer (a busy machine) is asked
+	// once more on its own subject before it counts as gone.
+	recheck, cancel := context.WithTimeout(ctx, pingRecheck)
+	defer cancel()
+	for id := range b.peers {
+		if !peers[id] && b.answers(recheck, id) {
+			peers[id] = true
+		}
+	}
+	for id := range b.peers {
+		if !peers[id] {
+			b.depart(id)
+		}
+	}
+	for id := range peers {
+		delete(b.gone, id)
+	}
 	b.peers, b.refreshed = peers, time.Now()
 	return maps.Clone(peers), nil
+}
+
+// answers reports whether process id answers a ping of its own before ctx
+// ends.
+func (b *Invalidator) answers(ctx context.Context, id string) bool {
+	subject, err := micro.ControlSubject(micro.PingVerb, ServiceName, id)
+	if err != nil {
+		return false
+	}
+	replies, _ := natsconn.Gather(ctx, b.nc, subject, nil, natsconn.GatherOptions{Enough: func(n int) bool { return n > 0 }})
+	return len(replies) > 0
+}
+
+// depart records that process id was missed just now: its near-cache may
+// serve for LocalLease more. The caller holds b.mu.
+func (b *Invalidator) depart(id string) {
+	delete(b.peers, id)
+	if b.gone == nil {
+		b.gone = make(map[string]time.Time)
+	}
+	b.gone[id] = time.Now().Add(LocalLease)
+}
+
+// outwait waits until every departed process's lease has run out, or ctx
+// ends (then the broadcast is unconfirmed).
+func (b *Invalidator) outwait(ctx context.Context) error {
+	b.mu.Lock()
+	var until time.Time
+	for id, t := range b.gone {
+		switch {
+		case !time.Now().Before(t):
+			delete(b.gone, id)
+		case t.After(until):
+			until = t
+		}
+	}
+	b.mu.Unlock()
+	if until.IsZero() {
+		return nil
+	}
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: a process that stopped answering may serve from its near-cache until %s", ErrUnconfirmed, until.Format(time.RFC3339Nano))
+	}
 }
 
 // Stats are one process's cache counters, as its micro service reports them.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -70,8 +71,15 @@ func Eventually(t testing.TB, within time.Duration, check func() error) {
 	}
 }
 
-// QuietLog returns a logger that discards everything.
-func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// QuietLog returns a logger that discards everything, unless
+// SCALELAB_TEST_LOG=1: then it writes every level to stderr, for reading
+// what the code under a failing test did (go test -v -run TestX).
+func QuietLog() *slog.Logger {
+	if os.Getenv("SCALELAB_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 // LogBuffer collects what a logger writes (slog.NewJSONHandler(&buf,
 // nil)) for a test to read while the code under test still logs: a
