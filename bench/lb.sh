@@ -42,6 +42,10 @@
 #                      (HTTP/2 over ALPN h2, h2load with CONNS connections of one
 #                      stream each, so that h2 is measured as the same closed loop
 #                      as wrk's; p50 and p99 from h2load's per-request log).
+#                      Also the Go TLS ceiling, gotls-tls and gotls-h2:
+#                      bench/backend terminating TLS with the balancer's
+#                      libraries and answering itself, no proxying (the most a
+#                      Go front door built on them can reach here).
 #                      Installs nghttp2-client (h2load) when missing, as root
 #   COLD=1             also, after the rounds, a constant-rate cold start per proxy
 #                      and round: the proxy is started afresh, then vegeta sends
@@ -126,8 +130,9 @@ p_evfasthttp=$((PORT_BASE + 7))
 p_nginx_tls=$((PORT_BASE + 8))
 p_haproxy_tls=$((PORT_BASE + 9))
 p_scalelab_tls=$((PORT_BASE + 10))
+p_gotls=$((PORT_BASE + 11))
 for p in "$p_backend1" "$p_backend2" "$p_nginx" "$p_haproxy" "$p_scalelab" "$p_baseline" "$p_evgnet" "$p_evfasthttp" \
-	"$p_nginx_tls" "$p_haproxy_tls" "$p_scalelab_tls"; do
+	"$p_nginx_tls" "$p_haproxy_tls" "$p_scalelab_tls" "$p_gotls"; do
 	if ss -ltnH "sport = :$p" | grep -q .; then
 		log "lb.sh: port $p is taken; set PORT_BASE"
 		exit 1
@@ -224,6 +229,9 @@ fi
 
 start backend1 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend1"
 start backend2 env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_backend2"
+if [[ -n ${TLS:-} ]]; then
+	start gotls env GOMAXPROCS="$WORKERS" "$tmp/backend" -addr "127.0.0.1:$p_gotls" -tls-cert "$tmp/cert.pem" -tls-key "$tmp/key.pem"
+fi
 
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx.conf" <<EOF
@@ -291,7 +299,7 @@ start scalelab env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${SCALE
 	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn "${scalelab_tls[@]}"
 
 targets=(direct nginx haproxy scalelab)
-[[ -n ${TLS:-} ]] && targets+=(nginx-tls haproxy-tls scalelab-tls nginx-h2 haproxy-h2 scalelab-h2)
+[[ -n ${TLS:-} ]] && targets+=(nginx-tls haproxy-tls scalelab-tls gotls-tls nginx-h2 haproxy-h2 scalelab-h2 gotls-h2)
 if [[ -n ${BASELINE:-} ]]; then
 	# shellcheck disable=SC2086
 	start baseline env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
@@ -321,6 +329,8 @@ declare -A url=(
 	[nginx-h2]="https://127.0.0.1:$p_nginx_tls/data"
 	[haproxy-h2]="https://127.0.0.1:$p_haproxy_tls/data"
 	[scalelab-h2]="https://127.0.0.1:$p_scalelab_tls/data"
+	[gotls-tls]="https://127.0.0.1:$p_gotls/data"
+	[gotls-h2]="https://127.0.0.1:$p_gotls/data"
 )
 for t in "${targets[@]}"; do
 	ok=
@@ -341,10 +351,11 @@ done
 # --- measure -------------------------------------------------------------------
 # The process whose CPU is measured for each target.
 declare -A proc=([direct]=backend1 [nginx]=nginx [haproxy]=haproxy [scalelab]=scalelab [baseline]=baseline [ev-gnet]=ev-gnet [ev-fasthttp]=ev-fasthttp
-	[nginx-tls]=nginx [haproxy-tls]=haproxy [scalelab-tls]=scalelab [nginx-h2]=nginx [haproxy-h2]=haproxy [scalelab-h2]=scalelab)
+	[nginx-tls]=nginx [haproxy-tls]=haproxy [scalelab-tls]=scalelab [nginx-h2]=nginx [haproxy-h2]=haproxy [scalelab-h2]=scalelab
+	[gotls-tls]=gotls [gotls-h2]=gotls)
 if [[ -n ${TLS:-} ]]; then
 	# Each proxy's TLS must agree: the same version and suite, h2 where asked.
-	for t in nginx-tls haproxy-tls scalelab-tls; do
+	for t in nginx-tls haproxy-tls scalelab-tls gotls-tls; do
 		got=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http1.1 -w '%{http_version}' "${url[$t]}")
 		h2=$(curl -sS -o /dev/null --cacert "$tmp/cert.pem" --http2 -w '%{http_version}' "${url[$t]}")
 		hostport=${url[$t]#https://}
@@ -483,7 +494,10 @@ pairs=()
 for other in "${others[@]}"; do
 	pairs+=("scalelab/$other")
 done
-[[ -n ${TLS:-} ]] && pairs+=(scalelab-tls/nginx-tls scalelab-tls/haproxy-tls scalelab-h2/nginx-h2 scalelab-h2/haproxy-h2)
+# The Go TLS ceiling against nginx and HAProxy: where it is below 1, no
+# front door on Go's TLS and h2 libraries reaches them here.
+[[ -n ${TLS:-} ]] && pairs+=(scalelab-tls/nginx-tls scalelab-tls/haproxy-tls scalelab-h2/nginx-h2 scalelab-h2/haproxy-h2
+	gotls-tls/nginx-tls gotls-tls/haproxy-tls gotls-h2/nginx-h2 gotls-h2/haproxy-h2 scalelab-tls/gotls-tls scalelab-h2/gotls-h2)
 # The features' cost (the balancer against the bare core of its kind), the
 # architecture's (event loops against goroutines), and the event loops
 # against nginx and HAProxy.

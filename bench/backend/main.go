@@ -4,6 +4,15 @@
 // scalelab.
 //
 //	go run ./bench/backend -addr 127.0.0.1:18081
+//
+// With -tls-cert and -tls-key it is instead the Go TLS ceiling of
+// bench/lb.sh (TLS=1): it terminates TLS as the balancer does (crypto/tls,
+// a goroutine per connection, fasthttp for HTTP/1.1 and
+// golang.org/x/net/http2 for h2 by ALPN) and answers itself. No proxy
+// built on those libraries can be faster than it; its rows show how much
+// of the gap to nginx and HAProxy is theirs.
+//
+//	go run ./bench/backend -addr 127.0.0.1:18091 -tls-cert cert.pem -tls-key key.pem
 package main
 
 import (
@@ -39,12 +48,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:18081", "address to listen on")
+	certFile := fs.String("tls-cert", "", "PEM certificate: serve HTTPS (HTTP/1.1 and h2) instead, as the Go TLS ceiling")
+	keyFile := fs.String("tls-key", "", "PEM key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	if *certFile != "" {
+		return serveTLS(ctx, ln, *certFile, *keyFile)
 	}
 	length := strconv.Itoa(len(body))
 	srv := &http.Server{

@@ -675,15 +675,14 @@ const (
 // at most 1 s after a gateway's kill -9, 5 s after a NATS node's, until
 // the recovery and 5 s more for dbsvc's).
 //
-// It runs only with SCALELAB_DRILL_CHAOS=1: on 2 of 3 CI runs of
-// 2026-12-07 it failed, once on a miscount since fixed (a duplicate put
-// down to the wrong fault), once on a real read-your-writes violation (a
-// gateway's near-cache served an item's older value after NATS faults and
-// a balancer restart) that is not fixed yet. Until it is, CI would fail
-// at random on it; run it on purpose, as `scalelab chaos` runs in full.
+// SCALELAB_DRILL_CHAOS=0 skips it (two minutes saved on a local run). It
+// was off by default while a read-your-writes violation it found was open
+// (a gateway on a hung NATS node kept serving an item's older value from
+// its near-cache); the near-cache lease (internal/cache, LocalLease)
+// fixed that.
 func (st *stack) drillChaos(t *testing.T) {
-	if os.Getenv("SCALELAB_DRILL_CHAOS") == "" {
-		t.Skip("drill: the chaos schedule runs with SCALELAB_DRILL_CHAOS=1 (a read-your-writes race it finds is not fixed yet)")
+	if os.Getenv("SCALELAB_DRILL_CHAOS") == "0" {
+		t.Skip("drill: the chaos schedule is skipped (SCALELAB_DRILL_CHAOS=0)")
 	}
 	out := t.TempDir()
 	r, err := bench.RunChaos(t.Context(), st.Stack, bench.ChaosOptions{Out: out, Duration: chaosDuration,
