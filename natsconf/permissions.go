@@ -326,6 +326,8 @@ func Table() []Grant {
 			jsAPI("CONSUMER.INFO." + kvCache + ".*"), jsAPI("CONSUMER.DELETE." + kvCache + ".*"),
 			"$JS.FC." + kvCache + ".>", "$JS.FC.*.*." + kvCache + ".>",
 			cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName,
+			// A known process slow to answer is pinged again on its own.
+			"$SRV.PING." + cache.ServiceName + ".*",
 		},
 		// Services: the business logic, and dbsvc's reads, item writes and
 		// the login lookup.
@@ -394,7 +396,8 @@ func Table() []Grant {
 		[]string{jsAPI("STREAM.PURGE." + kvCache)},
 		// Broadcast writes to the gateways' near-caches; GET /cache
 		// gathers their stats.
-		[]string{cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName, "$SRV.STATS." + cache.ServiceName},
+		[]string{cache.SubjectInvalidate, "$SRV.PING." + cache.ServiceName, "$SRV.PING." + cache.ServiceName + ".*",
+			"$SRV.STATS." + cache.ServiceName},
 	)
 	// cachesvc owns the cache bucket and provisions it; the task streams
 	// are not its own. It answers nothing.

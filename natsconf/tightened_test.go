@@ -257,6 +257,9 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 		respond(dbNC, "$SRV.STATS."+wire.DBService)
 		respond(gwNC, cache.SubjectInvalidate)
 		respond(gwNC, "$SRV.STATS."+cache.ServiceName)
+		// The second ping of a known process, on its own subject.
+		onePeer := "$SRV.PING." + cache.ServiceName + ".GW1"
+		respond(gwNC, onePeer)
 		// As the clients do: dbsvc's and the process service's clients
 		// through their reply inboxes, stats, pings and invalidations
 		// through Gather, admin (the nats CLI, up) through its main inbox.
@@ -294,6 +297,8 @@ func TestRepliesOnlyToCallers(t *testing.T) {
 			{"cachesvc", csNC, cache.SubjectInvalidate, cache.ServiceName},
 			{"cachesvc", csNC, "$SRV.STATS." + cache.ServiceName, ""},
 			{"gateway", gwNC, cache.SubjectInvalidate, cache.ServiceName},
+			{"gateway", gwNC, onePeer, ""},
+			{"cachesvc", csNC, onePeer, ""},
 		} {
 			replies, err := natsconn.Gather(ctx, c.nc, c.subject, nil, natsconn.GatherOptions{
 				Stall: 2 * time.Second, Enough: func(n int) bool { return n >= 1 }, Service: c.service,

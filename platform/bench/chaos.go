@@ -103,7 +103,7 @@ type FaultSpec struct {
 	// has a single instance (or stalls every caller) while it is out.
 	AfterInject    time.Duration `json:"after_inject_ns"`
 	UntilRecovered bool          `json:"until_recovered"`
-	// AfterRecover is how long after the recovery began requests may
+	// AfterRecover is how long after the recovery requests may
 	// still fail (the service starting, rejoining, being found again).
 	AfterRecover time.Duration `json:"after_recover_ns"`
 	// Duplicates says whether at-least-once delivery may run a task twice
@@ -205,8 +205,11 @@ type ChaosFault struct {
 	Target string `json:"target"`
 	Note   string `json:"note,omitempty"`
 	// InjectAt, RecoverAt and HealthyAt are seconds since the load began:
-	// the fault, the start of its recovery, and when the target was
-	// healthy again.
+	// the fault, its recovery (when the docker command that undoes it
+	// returned: the container running again, or back on the network),
+	// and when the target was healthy again. Docker's own time to start a
+	// container (seconds on a busy 2-core machine) is not the product's
+	// recovery time, so it does not eat into AfterRecover.
 	InjectAt  float64 `json:"inject_at"`
 	RecoverAt float64 `json:"recover_at"`
 	HealthyAt float64 `json:"healthy_at"`
@@ -653,12 +656,12 @@ func injectFault(ctx context.Context, st *compose.Stack, l *chaosLoad, spec Faul
 	case <-time.After(hold):
 	case <-ctx.Done():
 	}
-	f.RecoverAt = l.since()
 	if recover != nil {
 		if err := st.Docker(time.Minute, recover...); err != nil {
 			return fail(err)
 		}
 	}
+	f.RecoverAt = l.since()
 	err = compose.Poll(ctx, 2*time.Minute, func() error {
 		h, err := st.Health(victim.ID)
 		if err != nil {
