@@ -20,8 +20,11 @@
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s THREADS=2 CONNS=64   wrk: rounds, -d, -t, -c
-#   WORKERS=$(nproc)   worker processes of nginx, threads of HAProxy, GOMAXPROCS
-#                      of scalelab: every proxy gets the same number of cores
+#   WORKERS=$(nproc)   worker processes of nginx, threads of HAProxy, event
+#                      loops of scalelab (with GOMAXPROCS twice that, as the
+#                      balancer command sets by itself: a loop per core, and as
+#                      many Ps again for its goroutines): every proxy gets the
+#                      same number of cores
 #   PORT_BASE=18080    ports PORT_BASE..PORT_BASE+7 must be free
 #   BASELINE=<commit>  also run the balancer built from that commit (git
 #                      archive, so uncommitted changes are left out) as the
@@ -291,18 +294,23 @@ ${haproxy_tls:-}
 EOF
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 
+# scalelab's event loops, and its Ps: what `scalelab balancer` does by
+# itself on a machine of WORKERS cores (cli/run.go, reserveLoopProcs). An
+# idle loop holds its P in epoll_wait, so with a loop per P the goroutines
+# (HTTPS, h2) wait for sysmon to free one.
+scalelab_procs=(GOMAXPROCS="$((2 * WORKERS))" SCALELAB_EVENT_LOOPS="$WORKERS")
 # shellcheck disable=SC2086 # SCALELAB_ENV and BASELINE_ENV are lists of VAR=value
 # Each balancer's admin listener on a free port (SCALELAB_ADMIN_ADDR, an
 # environment variable that builds older than the listener ignore): two
 # cannot share the default 127.0.0.1:8001.
-start scalelab env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
+start scalelab env "${scalelab_procs[@]}" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${SCALELAB_ENV:-} "$tmp/scalelab" balancer --addr "127.0.0.1:$p_scalelab" \
 	--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn "${scalelab_tls[@]}"
 
 targets=(direct nginx haproxy scalelab)
 [[ -n ${TLS:-} ]] && targets+=(nginx-tls haproxy-tls scalelab-tls gotls-tls nginx-h2 haproxy-h2 scalelab-h2 gotls-h2)
 if [[ -n ${BASELINE:-} ]]; then
 	# shellcheck disable=SC2086
-	start baseline env GOMAXPROCS="$WORKERS" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
+	start baseline env "${scalelab_procs[@]}" SCALELAB_ADMIN_ADDR=127.0.0.1:0 ${BASELINE_ENV:-} "$tmp/scalelab-baseline" balancer --addr "127.0.0.1:$p_baseline" \
 		--backends "http://127.0.0.1:$p_backend1,http://127.0.0.1:$p_backend2" --log-format json --log-level warn
 	targets+=(baseline)
 fi
@@ -434,7 +442,7 @@ log "load average before the run: $load"
 if awk -v l="$load" -v c="$cores" 'BEGIN {exit !(l > c / 4)}'; then
 	log "warning: the machine is busy (load $load on $cores cores): throughput will suffer; cpu_us/req less so"
 fi
-log "wrk -t$THREADS -c$CONNS -d$DURATION --latency; $ROUNDS rounds; proxies get $WORKERS workers/threads/GOMAXPROCS"
+log "wrk -t$THREADS -c$CONNS -d$DURATION --latency; $ROUNDS rounds; proxies get $WORKERS workers/threads/event loops"
 if ((cores <= 4)); then
 	log "note: only $cores cores: wrk, the proxy and both backends share them, so this compares CPU cost per"
 	log "      request under contention, not capacity; expect noise of several percent between rounds"
