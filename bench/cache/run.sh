@@ -17,6 +17,9 @@
 #                      balancer, gateway, token or cache; no cache tier can
 #                      make a route faster, so ceiling / off bounds what any
 #                      cache could multiply /items' throughput by here
+#   twohop /data       `scalelab balancer` in front of that bench/backend: the
+#                      two-hop ceiling of issue #29, what a cached read through
+#                      the balancer and a gateway that did nothing would cost
 #
 # Every round runs each target once, in a rotating order; the table shows
 # medians over the rounds, with, counted around each run: database queries
@@ -164,7 +167,8 @@ done
 # The floor: a trivial Go HTTP server (bench/backend), for the constant-rate
 # runs to measure what the machine and vegeta alone cost.
 floor_port=$((PORT_BASE + 2900))
-ours=("$floor_port")
+twohop_port=$((PORT_BASE + 2901))
+ours=("$floor_port" "$twohop_port")
 for m in "${modes[@]}"; do
 	ours+=("${bal[$m]}" "${gw1[$m]}" "${gw2[$m]}" "${dbp[$m]}" "${cp[$m]}")
 done
@@ -251,6 +255,10 @@ for m in "${modes[@]}"; do
 done
 
 start floor "$tmp/backend" -addr "127.0.0.1:$floor_port"
+# The two-hop ceiling: the balancer of `up`, as a process of its own, in
+# front of the trivial server.
+start twohop env SCALELAB_ADMIN_ADDR=127.0.0.1:0 "$tmp/scalelab" balancer --addr "127.0.0.1:$twohop_port" \
+	--backends "http://127.0.0.1:$floor_port" --log-format json --log-level warn
 
 # vegeta, for the constant-rate runs, is built while the rest starts.
 vegeta=
@@ -287,6 +295,7 @@ for m in "${modes[@]}"; do
 	done
 done
 wait_http "http://127.0.0.1:$floor_port/data" 60 || die "bench/backend does not answer: $(tail -5 "$tmp/floor.log")"
+wait_http "http://127.0.0.1:$twohop_port/data" 60 || die "the two-hop balancer does not answer: $(tail -5 "$tmp/twohop.log")"
 wait_http http://127.0.0.1:5004/cache/x 60 || die "the lab's cache.py does not answer: $(tail -5 "$tmp/lab-cache.log")"
 wait_http http://127.0.0.1:5002/db 60 || die "the lab's database.py does not answer: $(tail -5 "$tmp/lab-database.log")"
 wait_http http://127.0.0.1:5000/data 60 -H "Authorization: $lab_token" ||
@@ -306,6 +315,10 @@ done
 # make a route faster than that, so ceiling / off is the most a cache could
 # multiply /items' throughput by on this machine.
 targets+=(ceiling:data)
+# The two-hop ceiling (issue #29): the same balancer in front of that
+# trivial server. A cached read goes through the balancer and a gateway;
+# the goal is at least 0.85x this.
+targets+=(twohop:data)
 # wrk_args prints, one per line, the wrk arguments (after the common ones)
 # that reach target t.
 wrk_args() {
@@ -314,6 +327,8 @@ wrk_args() {
 		printf '%s\n' -H "Authorization: $lab_token" http://127.0.0.1:5000/data
 	elif [[ $m == ceiling ]]; then
 		printf '%s\n' "http://127.0.0.1:$floor_port/data"
+	elif [[ $m == twohop ]]; then
+		printf '%s\n' "http://127.0.0.1:$twohop_port/data"
 	elif [[ $r == data ]]; then
 		printf '%s\n' -H "Authorization: Bearer ${token[$m]}" "http://127.0.0.1:${bal[$m]}/data"
 	else
@@ -350,6 +365,10 @@ counters() {
 	fi
 	if [[ $m == ceiling ]]; then
 		echo "0 0 0 0 $(cpu_ticks floor)"
+		return
+	fi
+	if [[ $m == twohop ]]; then
+		echo "0 0 0 0 $(cpu_ticks twohop floor)"
 		return
 	fi
 	q=$(curl -fsS --max-time 5 "http://127.0.0.1:${dbp[$m]}/metrics" |
@@ -669,6 +688,9 @@ for t in "${targets[@]}"; do
 	elif [[ $m == ceiling ]]; then
 		printf '| ceiling: bench/backend, a trivial Go HTTP server, directly | its /data | – | %.0f | %.2f | %.2f | %d | – | – | – | %.0f |\n' \
 			"${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${errs[$t]}" "${cpu[$t]}"
+	elif [[ $m == twohop ]]; then
+		printf '| two-hop ceiling: scalelab balancer → bench/backend | its /data | – | %.0f | %.2f | %.2f | %d | – | – | – | %.0f |\n' \
+			"${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${errs[$t]}" "${cpu[$t]}"
 	else
 		row scalelab "$route" "$m" "$t"
 	fi
@@ -707,6 +729,8 @@ c4=$(ratio "${cpu[off:items]}" "${cpu[kv+local:items]}")
 r5=$(ratio "${rps[kv:items]}" "${rps[off:items]}")
 r6=$(ratio "${rps[kv+local:items]}" "${rps[kv:items]}")
 r7=$(ratio "${rps[ceiling:data]}" "${rps[off:items]}")
+r8=$(ratio "${rps[kv+local:data]}" "${rps[twohop:data]}")
+r9=$(ratio "${rps[kv+local:items]}" "${rps[twohop:data]}")
 half_p99=n/a
 [[ -n ${p99[rate-0.5]:-} ]] && half_p99=$(printf '%.3f' "${p99[rate-0.5]}")
 floor_p99=n/a
@@ -720,6 +744,8 @@ echo "| /data req/s: kv+local / off | ${r3}× | ≥ 20× | $(verdict "$r3" ge 20
 echo "| /data CPU per request: off / kv+local | ${c3}× | (≥ 20×) | $(verdict "$c3" ge 20) |"
 echo "| /items req/s: kv+local / off | ${r4}× | ≥ 20× | $(verdict "$r4" ge 20) |"
 echo "| /items CPU per request: off / kv+local | ${c4}× | (≥ 20×) | $(verdict "$c4" ge 20) |"
+echo "| /data req/s: kv+local / the two-hop ceiling (#29) | ${r8}× | ≥ 0.85× | $(verdict "$r8" ge 0.85) |"
+echo "| /items req/s: kv+local / the two-hop ceiling (#29) | ${r9}× | ≥ 0.85× | $(verdict "$r9" ge 0.85) |"
 echo "| /items req/s: kv / off | ${r5}× | – | |"
 echo "| /items req/s: kv+local / kv | ${r6}× | – | |"
 reach=$(verdict "$r7" ge 20)

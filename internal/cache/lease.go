@@ -6,8 +6,8 @@ import (
 )
 
 // LocalLease is how long a process's near-cache may serve after its last
-// proof that it still hears the cluster: a round trip to the leader of the
-// cache bucket's stream, made every LocalLease/4.
+// proof that its NATS server still answers: a PING/PONG round trip
+// (nats.Conn.Flush), made every LocalLease/4.
 //
 // Without it, a process whose NATS node hangs (docker pause) or is cut off
 // (a partition) stays "connected" until its client's pings give up, which
@@ -18,9 +18,9 @@ import (
 // done (Invalidator.Broadcast).
 const LocalLease = time.Second
 
-// renewLease proves every LocalLease/4 that the cache bucket's stream
-// leader answers, extending the lease to LocalLease after the proof was
-// asked for. A lease that ran out empties L1 before it is granted again:
+// renewLease proves every LocalLease/4 that the process's NATS server
+// answers, extending the lease to LocalLease after the proof was asked
+// for. A lease that ran out empties L1 before it is granted again:
 // invalidations sent meanwhile may never have arrived.
 func (c *Cache) renewLease(ctx context.Context) {
 	defer c.background.Done()
@@ -45,14 +45,23 @@ func (c *Cache) renewLease(ctx context.Context) {
 	}
 }
 
-// proveLive asks the stream leader of the cache bucket for its info: the
-// one round trip that fails when this process's node is hung, cut off from
-// the cluster, or the stream has no leader.
+// proveLive makes a PING/PONG round trip to the process's NATS server: it
+// fails when the server is hung or the network between them is cut, the
+// two faults that leave a connection looking up for minutes.
+//
+// Not a JetStream request (the bucket stream's info, asked of its leader,
+// would also prove the server hears the cluster): four of those a second
+// from every gateway made nats-server's EnableJetStream race its API
+// dispatch when the store guard restarts JetStream after a full disk
+// (natsconf.GuardStore; the race detector caught it in TestDiskFull). A
+// node cut off from its peers but not from its clients keeps the lease; a
+// writer's invalidation then goes unconfirmed and the write waits out its
+// retries (gateway/items.go), the KV watch stalls, and the entry's
+// LocalTTL bounds what it serves.
 func (c *Cache) proveLive(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, LocalLease/2)
 	defer cancel()
-	_, err := c.js.Stream(ctx, "KV_"+Bucket)
-	return err == nil
+	return c.nc.FlushWithContext(ctx) == nil
 }
 
 // leased reports whether the near-cache's lease is current.

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -131,10 +132,21 @@ func testHungNode(t *testing.T, viewTTL time.Duration) {
 	t.Cleanup(func() { _ = b.Close() })
 	warmLocal(t, a, src, key)
 	warmLocal(t, b, src, key)
-	// a knows b before the node hangs (its view is fresh).
-	if err := a.Invalidate(t.Context(), "item.v1.other"); err != nil {
-		t.Fatalf("Invalidate() before the hang = %v", err)
-	}
+	// a knows b before the node hangs: b answered a's last ping. (On a
+	// busy machine b may miss a ping's 50 ms; then the next one.)
+	bID := b.svc.Info().ID
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if err := a.Invalidate(t.Context(), "item.v1.other"); err != nil {
+			return err
+		}
+		a.inv.mu.Lock()
+		defer a.inv.mu.Unlock()
+		if !a.inv.peers[bID] {
+			a.inv.refreshed = time.Time{} // ping again next time
+			return fmt.Errorf("a's view %v lacks b (%s)", a.inv.peers, bID)
+		}
+		return nil
+	})
 	warmLocal(t, b, src, key)
 
 	hung.set(true)

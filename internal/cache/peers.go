@@ -149,11 +149,27 @@ func (b *Invalidator) Broadcast(ctx context.Context, in Invalidation) error {
 		Service: ServiceName,
 	})
 	missing := maps.Clone(peers)
+	var learned []string
 	for _, r := range replies {
 		var cf confirmation
-		if json.Unmarshal(r.Data, &cf) == nil {
+		if json.Unmarshal(r.Data, &cf) == nil && cf.ID != "" {
 			delete(missing, cf.ID)
+			if !peers[cf.ID] {
+				learned = append(learned, cf.ID)
+			}
 		}
+	}
+	// A process that confirmed without being in the view (it missed the
+	// last ping, or started since) is waited for from now on.
+	if len(learned) > 0 {
+		b.mu.Lock()
+		for _, id := range learned {
+			if b.peers != nil {
+				b.peers[id] = true
+			}
+			delete(b.gone, id)
+		}
+		b.mu.Unlock()
 	}
 	if len(missing) == 0 {
 		return b.outwait(outer)
