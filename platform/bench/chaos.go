@@ -204,15 +204,18 @@ type ChaosFault struct {
 	// Note what else was true of it (the JetStream meta leader).
 	Target string `json:"target"`
 	Note   string `json:"note,omitempty"`
-	// InjectAt, RecoverAt and HealthyAt are seconds since the load began:
-	// the fault, its recovery (when the docker command that undoes it
-	// returned: the container running again, or back on the network),
-	// and when the target was healthy again. Docker's own time to start a
-	// container (seconds on a busy 2-core machine) is not the product's
-	// recovery time, so it does not eat into AfterRecover.
-	InjectAt  float64 `json:"inject_at"`
-	RecoverAt float64 `json:"recover_at"`
-	HealthyAt float64 `json:"healthy_at"`
+	// InjectAt, RecoveringAt, RecoverAt and HealthyAt are seconds since
+	// the load began: the fault, when the docker command that undoes it
+	// was sent and when it returned (the container running again, or back
+	// on the network), and when the target was healthy again. The
+	// recovery's window runs from the first to AfterRecover after the
+	// second: the node or service starts (and its callers see it) while
+	// docker's command runs, which took seconds on a busy 2-core machine,
+	// and that time is docker's, so it does not eat into AfterRecover.
+	InjectAt     float64 `json:"inject_at"`
+	RecoveringAt float64 `json:"recovering_at"`
+	RecoverAt    float64 `json:"recover_at"`
+	HealthyAt    float64 `json:"healthy_at"`
 	// Requests, Failed and Codes count the requests that ended from this
 	// fault to the next.
 	Requests int64            `json:"requests"`
@@ -611,6 +614,9 @@ func injectFault(ctx context.Context, st *compose.Stack, l *chaosLoad, spec Faul
 		if f.RecoverAt == 0 {
 			f.RecoverAt = l.since()
 		}
+		if f.RecoveringAt == 0 {
+			f.RecoveringAt = f.RecoverAt
+		}
 		f.HealthyAt = l.since()
 		return f
 	}
@@ -656,6 +662,7 @@ func injectFault(ctx context.Context, st *compose.Stack, l *chaosLoad, spec Faul
 	case <-time.After(hold):
 	case <-ctx.Done():
 	}
+	f.RecoveringAt = l.since()
 	if recover != nil {
 		if err := st.Docker(time.Minute, recover...); err != nil {
 			return fail(err)
@@ -842,7 +849,7 @@ func (c *Chaos) count(l *chaosLoad, again map[string]int64, runs map[string]runS
 	for i := range c.Faults {
 		f := &c.Faults[i]
 		f.FirstFail, f.LastFail, f.LongestRun = round2(f.FirstFail), round2(f.LastFail), round2(f.LongestRun)
-		f.InjectAt, f.RecoverAt, f.HealthyAt = round2(f.InjectAt), round2(f.RecoverAt), round2(f.HealthyAt)
+		f.InjectAt, f.RecoveringAt, f.RecoverAt, f.HealthyAt = round2(f.InjectAt), round2(f.RecoveringAt), round2(f.RecoverAt), round2(f.HealthyAt)
 	}
 	// Duplicates: the tasks of this run with extra runs, each put down to
 	// the last fault that allows duplicates and came between its first run
@@ -917,7 +924,7 @@ func (f ChaosFault) allows(start, end float64) bool {
 	if start <= f.InjectAt+f.AfterInject.Seconds() || (f.UntilRecovered && start <= f.RecoverAt) {
 		return true
 	}
-	return end >= f.RecoverAt && start <= f.RecoverAt+f.AfterRecover.Seconds()
+	return end >= f.RecoveringAt && start <= f.RecoverAt+f.AfterRecover.Seconds()
 }
 
 func round2(v float64) float64 { return math.Round(v*100) / 100 }

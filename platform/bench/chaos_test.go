@@ -98,3 +98,35 @@ func TestChaosOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestChaosWindow: a failed request is inside its fault's window while it
+// overlaps AfterInject after the fault, or the recovery, from the moment
+// docker's command was sent to AfterRecover after it returned (a CI run
+// saw a NATS node's restart take 5.8 s of `docker start`, and its clients
+// fail while it rejoined), or the whole outage of an UntilRecovered fault.
+func TestChaosWindow(t *testing.T) {
+	node := ChaosFault{FaultSpec: FaultSpec{AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second},
+		InjectAt: 113.7, RecoveringAt: 115.8, RecoverAt: 121.5}
+	single := ChaosFault{FaultSpec: FaultSpec{UntilRecovered: true, AfterRecover: 5 * time.Second},
+		InjectAt: 32.2, RecoveringAt: 34.5, RecoverAt: 37.0}
+	for _, tc := range []struct {
+		name       string
+		f          ChaosFault
+		start, end float64
+		want       bool
+	}{
+		{"before the fault", node, 100, 110, false},
+		{"in flight when the fault came", node, 113, 114, true},
+		{"sent just after the fault", node, 118, 119, true},
+		{"while docker starts the node", node, 119.6, 119.7, true},
+		{"after the recovery", node, 130, 131, true},
+		{"past the recovery's window", node, 131.6, 132, false},
+		{"during the outage", single, 36, 36.5, true},
+		{"after the recovery", single, 41.9, 42, true},
+		{"past the window", single, 42.1, 42.2, false},
+	} {
+		if got := tc.f.allows(tc.start, tc.end); got != tc.want {
+			t.Errorf("%s: allows(%v, %v) = %v, want %v", tc.name, tc.start, tc.end, got, tc.want)
+		}
+	}
+}
