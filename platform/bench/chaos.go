@@ -924,7 +924,11 @@ func (f ChaosFault) allows(start, end float64) bool {
 	if start <= f.InjectAt+f.AfterInject.Seconds() || (f.UntilRecovered && start <= f.RecoverAt) {
 		return true
 	}
-	return end >= f.RecoveringAt && start <= f.RecoverAt+f.AfterRecover.Seconds()
+	from := f.RecoveringAt
+	if from == 0 { // a report from before the field: the window began at the return
+		from = f.RecoverAt
+	}
+	return end >= from && start <= f.RecoverAt+f.AfterRecover.Seconds()
 }
 
 func round2(v float64) float64 { return math.Round(v*100) / 100 }
