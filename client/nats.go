@@ -212,7 +212,11 @@ func (c *NATSClient) Submit(ctx context.Context, typ string, payload any, opts .
 		return nil, publicError(apperr.Wrap(err, apperr.Unavailable, "task store is not available"))
 	}
 	if err := enqueue(ctx, js, rec, rev, rec.RequestID); err != nil {
-		_ = store.Delete(context.WithoutCancel(ctx), rec.ID) // best effort: the bus may be down
+		// Only a refused message is undone: one whose publish timed out
+		// may be stored and run, as the gateway's (gateway/submit.go).
+		if task.Refused(err) {
+			_ = store.Delete(context.WithoutCancel(ctx), rec.ID) // best effort: the bus may be down
+		}
 		return nil, publicError(err)
 	}
 	return toTask(rec)

@@ -245,16 +245,24 @@ func (s *submission) replay(ctx context.Context, store TaskStore, queue TaskQueu
 	return prev.ID, nil
 }
 
-// publish queues the new record, stored at revision rev. If that fails the
-// record is deleted: the client gets no task id with the error, so nobody
-// polls it, and a retry with the same key can submit again.
+// publish queues the new record, stored at revision rev. If the stream
+// refused the message (task.Refused) the record is deleted: the client
+// gets no task id with the error, so nobody polls it, and a retry with
+// the same key can submit again. If the publish's outcome is unknown (it
+// timed out: the server may have stored the message and lost its ack in a
+// failover), the record stays: that task may run, and deleting its record
+// let a keyed retry store a new "queued" record whose message the stream
+// dropped as a duplicate, so it stayed queued forever (the compose drill
+// saw it, a NATS node stopped under load). A retry with the same key then
+// replays the record, publishing it again; a client without a key gets
+// the error, and a record queued with no message is left behind.
 func (s *submission) publish(ctx context.Context, store TaskStore, queue TaskQueue, rev uint64) error {
-	if err := s.enqueue(ctx, queue, s.rec, rev); err != nil {
+	err := s.enqueue(ctx, queue, s.rec, rev)
+	if err != nil && task.Refused(err) {
 		// Best effort: the bus may be down.
 		_ = store.Delete(context.WithoutCancel(ctx), s.rec.ID)
-		return err
 	}
-	return nil
+	return err
 }
 
 // enqueue publishes the message of rec, stored at revision rev, for when

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -60,6 +61,16 @@ func enqueue(ctx context.Context, js jetstream.JetStream, env Envelope, requestI
 		return apperr.Wrap(err, apperr.Unavailable, "task queue is not available")
 	}
 	return nil
+}
+
+// Refused reports whether err, from Enqueue, says the message was not
+// stored: JetStream answered with an error, or nothing serves the stream.
+// Any other failure (a timeout, a connection lost while waiting for the
+// ack) leaves it unknown: the server may have stored the message and its
+// ack been lost in a failover, and then the task runs.
+func Refused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // NoSpaceMessage is what a client is told when JetStream's store is full
