@@ -38,15 +38,7 @@ func (q lostAck) Enqueue(ctx context.Context, env task.Envelope, requestID strin
 // stayed queued forever); its record stays, and the task's run settles it.
 func TestPublishUndoesOnlyARefusal(t *testing.T) {
 	t.Parallel()
-	ns := testutil.StartNATS(t)
-	js, err := jetstream.New(testutil.Connect(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store := provisionedTasks(t)
 	refused := &jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeStreamNotFound, Description: "stream not found"}
 	for i, tc := range []struct {
 		name  string
@@ -75,4 +67,20 @@ func TestPublishUndoesOnlyARefusal(t *testing.T) {
 			t.Errorf("%s: Get = %v, want the record deleted (the stream stored nothing)", tc.name, err)
 		}
 	}
+}
+
+// provisionedTasks starts a NATS server with the task streams and bucket
+// provisioned, and returns its JetStream and the task store.
+func provisionedTasks(t *testing.T) (jetstream.JetStream, *task.Store) {
+	t.Helper()
+	ns := testutil.StartNATS(t)
+	js, err := jetstream.New(testutil.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, store
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/scalelab/scalelab/internal/auth"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/internal/testutil"
@@ -234,15 +232,7 @@ var errNoEvent = errors.New("stream ended")
 // stream keeps it following.
 func TestTaskIndexFollowsWhileUsed(t *testing.T) {
 	t.Parallel()
-	ns := testutil.StartNATS(t)
-	js, err := jetstream.New(testutil.Connect(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := task.Provision(t.Context(), js, task.DefaultProvisionConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store := provisionedTasks(t)
 	put := func(id string) {
 		now := time.Now().UTC()
 		if _, err := store.Create(t.Context(), &task.Record{ID: id, Type: "noop", State: task.Queued, Owner: "alice", CreatedAt: now, UpdatedAt: now}); err != nil {
