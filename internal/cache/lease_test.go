@@ -22,6 +22,7 @@ type freezer struct {
 	mu     sync.Mutex
 	frozen bool
 	thaw   *sync.Cond
+	conns  []net.Conn // both ends of every proxied connection, closed at cleanup
 }
 
 func newFreezer(t *testing.T, upstream string) *freezer {
@@ -32,7 +33,17 @@ func newFreezer(t *testing.T, upstream string) *freezer {
 	}
 	f := &freezer{ln: ln}
 	f.thaw = sync.NewCond(&f.mu)
-	t.Cleanup(func() { f.set(false); _ = ln.Close() })
+	// One cleanup closes everything: the accept loop must not call
+	// t.Cleanup, which may run while the test's cleanups already do.
+	t.Cleanup(func() {
+		f.set(false)
+		_ = ln.Close()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, c := range f.conns {
+			_ = c.Close()
+		}
+	})
 	go func() {
 		for {
 			client, err := ln.Accept()
@@ -44,7 +55,9 @@ func newFreezer(t *testing.T, upstream string) *freezer {
 				_ = client.Close()
 				continue
 			}
-			t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+			f.mu.Lock()
+			f.conns = append(f.conns, client, server)
+			f.mu.Unlock()
 			go f.pipe(server, client)
 			go f.pipe(client, server)
 		}
