@@ -396,6 +396,12 @@ func TestReloadCertificate(t *testing.T) {
 	cfg := testConfig(gw.URL)
 	tlsBase, certFile := withTLS(t, &cfg)
 	base := startBalancer(t, cfg)
+	// Run loads the first pair on its own goroutine: replacing the files
+	// before it has would hand it a mismatched pair. An answer over HTTPS
+	// with the first certificate trusted says it has loaded.
+	if resp, _ := get(t, httpsClient(t, certFile), tlsBase+"/x"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET with the first certificate trusted = %d", resp.StatusCode)
+	}
 	keyFile := cfg.TLS.KeyFile
 	newCert, newKey, err := certs.SelfSigned(t.TempDir(), []string{"127.0.0.1"}, time.Now())
 	if err != nil {

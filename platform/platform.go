@@ -115,6 +115,10 @@ type Config struct {
 	// (balancer.Config.Weights, for the weighted round robin policy).
 	// Not a flag.
 	Weights []int
+	// HealthInterval is the balancer's balancer.Config.HealthInterval (0:
+	// its default). Not a flag: `scalelab bench` lengthens it to show
+	// passive ejection alone.
+	HealthInterval time.Duration
 }
 
 // DefaultConfig returns the defaults of the flags, with no keys.
@@ -549,6 +553,9 @@ func (cfg *Config) roles(dbLn, cacheLn net.Listener, gwLns []net.Listener, balLn
 	balCfg.Backends, balCfg.Policy = backends, cfg.Policy
 	balCfg.EventLoops = EventLoops()
 	balCfg.Weights = cfg.Weights
+	if cfg.HealthInterval > 0 {
+		balCfg.HealthInterval = cfg.HealthInterval
+	}
 	return roles, balCfg, errors.Join(append(errs, dbCfg.Validate(), cacheCfg.Validate(), balCfg.Validate())...)
 }
 
