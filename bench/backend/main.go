@@ -5,6 +5,12 @@
 //
 //	go run ./bench/backend -addr 127.0.0.1:18081
 //
+// With -front it is instead the in-process two-hop ceiling of
+// bench/cache/run.sh: `up`'s front door, scalelab's balancer, in front of
+// two of these servers in the same process (front.go).
+//
+//	go run ./bench/backend -addr 127.0.0.1:18082 -front
+//
 // With -tls-cert and -tls-key it is instead the Go TLS ceiling of
 // bench/lb.sh (TLS=1): it terminates TLS as the balancer does (crypto/tls,
 // a goroutine per connection, fasthttp for HTTP/1.1 and
@@ -50,6 +56,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:18081", "address to listen on")
 	certFile := fs.String("tls-cert", "", "PEM certificate: serve HTTPS (HTTP/1.1 and h2) instead, as the Go TLS ceiling")
 	keyFile := fs.String("tls-key", "", "PEM key of -tls-cert")
+	front := fs.Bool("front", false, "serve -addr through scalelab's balancer in this process, as `up`'s front door serves its gateways: the two-hop ceiling of bench/cache/run.sh")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,18 +67,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *certFile != "" {
 		return serveTLS(ctx, ln, *certFile, *keyFile)
 	}
-	length := strconv.Itoa(len(body))
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			// Set directly, skipping canonicalization: the keys are canonical.
-			h := w.Header()
-			h["Content-Type"] = []string{"application/json"}
-			h["Content-Length"] = []string{length}
-			_, _ = io.WriteString(w, body)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       120 * time.Second,
+	handler := trivialHandler()
+	if *front {
+		return serveFront(ctx, ln, handler)
 	}
+	srv := newServer(handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -85,4 +85,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
+}
+
+// trivialHandler answers every request with body.
+func trivialHandler() http.Handler {
+	length := strconv.Itoa(len(body))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Set directly, skipping canonicalization: the keys are canonical.
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Content-Length"] = []string{length}
+		_, _ = io.WriteString(w, body)
+	})
+}
+
+// newServer is the trivial server's http.Server, with handler.
+func newServer(handler http.Handler) *http.Server {
+	return &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 120 * time.Second}
 }

@@ -18,8 +18,13 @@
 #                      make a route faster, so ceiling / off bounds what any
 #                      cache could multiply /items' throughput by here
 #   twohop /data       `scalelab balancer` in front of that bench/backend: the
-#                      two-hop ceiling of issue #29, what a cached read through
-#                      the balancer and a gateway that did nothing would cost
+#                      two-hop ceiling as issue #29 words it, but a process of
+#                      its own over loopback TCP, which `up` is not
+#   front /data        bench/backend -front: `up`'s front door (the balancer in
+#                      the same process, a loop per core, abstract Unix sockets)
+#                      in front of two trivial servers: the two-hop ceiling of
+#                      `up` itself, what a cached read through the balancer and
+#                      a gateway that did nothing would cost
 #
 # Every round runs each target once, in a rotating order; the table shows
 # medians over the rounds, with, counted around each run: database queries
@@ -33,7 +38,8 @@
 # /items/{id}'s peak again (the load on the machine at that moment), then
 # vegeta v12.13.0 sends a constant FRACTIONS of it (wrk has no constant rate
 # and Debian has no wrk2), and right after the same rate to bench/backend, a
-# trivial Go HTTP server: the floor, what vegeta and the machine alone cost.
+# trivial Go HTTP server: the floor, what vegeta and the machine alone cost;
+# then to the two-hop ceiling, whose p99 issue #29 compares with.
 # vegeta spends more CPU per request than wrk, on the same cores, so a
 # fraction of wrk's peak can be nearly all that vegeta and the server manage
 # together; each round therefore also measures the peak vegeta itself
@@ -168,7 +174,8 @@ done
 # runs to measure what the machine and vegeta alone cost.
 floor_port=$((PORT_BASE + 2900))
 twohop_port=$((PORT_BASE + 2901))
-ours=("$floor_port" "$twohop_port")
+front_port=$((PORT_BASE + 2902))
+ours=("$floor_port" "$twohop_port" "$front_port")
 for m in "${modes[@]}"; do
 	ours+=("${bal[$m]}" "${gw1[$m]}" "${gw2[$m]}" "${dbp[$m]}" "${cp[$m]}")
 done
@@ -247,7 +254,7 @@ log "building scalelab ($rev, $dirty modified files) and bench/backend ..."
 for m in "${modes[@]}"; do
 	mkdir -p "$tmp/data-$m"
 	start "up-$m" env SCALELAB_RATE_LIMIT_IP=0 SCALELAB_RATE_LIMIT_SUBJECT=0 \
-		"$tmp/scalelab" up --cache "$m" --addr "127.0.0.1:${bal[$m]}" \
+		"$tmp/scalelab" up --cache "$m" --addr "127.0.0.1:${bal[$m]}" --admin-addr 127.0.0.1:0 \
 		--gateway-addrs "127.0.0.1:${gw1[$m]},127.0.0.1:${gw2[$m]}" \
 		--dbsvc-addr "127.0.0.1:${dbp[$m]}" --cachesvc-addr "127.0.0.1:${cp[$m]}" \
 		--nats-port -1 --nats-http-port 0 --data "$tmp/data-$m" \
@@ -259,6 +266,7 @@ start floor "$tmp/backend" -addr "127.0.0.1:$floor_port"
 # front of the trivial server.
 start twohop env SCALELAB_ADMIN_ADDR=127.0.0.1:0 "$tmp/scalelab" balancer --addr "127.0.0.1:$twohop_port" \
 	--backends "http://127.0.0.1:$floor_port" --log-format json --log-level warn
+start front "$tmp/backend" -addr "127.0.0.1:$front_port" -front
 
 # vegeta, for the constant-rate runs, is built while the rest starts.
 vegeta=
@@ -296,6 +304,7 @@ for m in "${modes[@]}"; do
 done
 wait_http "http://127.0.0.1:$floor_port/data" 60 || die "bench/backend does not answer: $(tail -5 "$tmp/floor.log")"
 wait_http "http://127.0.0.1:$twohop_port/data" 60 || die "the two-hop balancer does not answer: $(tail -5 "$tmp/twohop.log")"
+wait_http "http://127.0.0.1:$front_port/data" 60 || die "bench/backend -front does not answer: $(tail -5 "$tmp/front.log")"
 wait_http http://127.0.0.1:5004/cache/x 60 || die "the lab's cache.py does not answer: $(tail -5 "$tmp/lab-cache.log")"
 wait_http http://127.0.0.1:5002/db 60 || die "the lab's database.py does not answer: $(tail -5 "$tmp/lab-database.log")"
 wait_http http://127.0.0.1:5000/data 60 -H "Authorization: $lab_token" ||
@@ -319,6 +328,9 @@ targets+=(ceiling:data)
 # trivial server. A cached read goes through the balancer and a gateway;
 # the goal is at least 0.85x this.
 targets+=(twohop:data)
+# The same, as `up` runs its front door: the balancer in the process of the
+# servers behind it, over Unix sockets (bench/backend -front).
+targets+=(front:data)
 # wrk_args prints, one per line, the wrk arguments (after the common ones)
 # that reach target t.
 wrk_args() {
@@ -329,6 +341,8 @@ wrk_args() {
 		printf '%s\n' "http://127.0.0.1:$floor_port/data"
 	elif [[ $m == twohop ]]; then
 		printf '%s\n' "http://127.0.0.1:$twohop_port/data"
+	elif [[ $m == front ]]; then
+		printf '%s\n' "http://127.0.0.1:$front_port/data"
 	elif [[ $r == data ]]; then
 		printf '%s\n' -H "Authorization: Bearer ${token[$m]}" "http://127.0.0.1:${bal[$m]}/data"
 	else
@@ -369,6 +383,10 @@ counters() {
 	fi
 	if [[ $m == twohop ]]; then
 		echo "0 0 0 0 $(cpu_ticks twohop floor)"
+		return
+	fi
+	if [[ $m == front ]]; then
+		echo "0 0 0 0 $(cpu_ticks front)"
 		return
 	fi
 	q=$(curl -fsS --max-time 5 "http://127.0.0.1:${dbp[$m]}/metrics" |
@@ -477,6 +495,10 @@ bench() { # target, duration, file
 		alive lab-api_gateway lab-cache lab-database
 	elif [[ ${t%%:*} == ceiling ]]; then
 		alive floor
+	elif [[ ${t%%:*} == twohop ]]; then
+		alive twohop floor
+	elif [[ ${t%%:*} == front ]]; then
+		alive front
 	else
 		alive "up-${t%%:*}"
 	fi
@@ -615,8 +637,30 @@ if [[ -n $vegeta ]]; then
 		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}floor-$f"
 		log "$(printf '  %sfloor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
 			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
+		# The two-hop ceiling at the same rate: issue #29's latency goal
+		# compares the cached read's p99 with it.
+		settle
+		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
+			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+			-targets="$tmp/twohop.targets" >"$tmp/twohop.bin"
+		alive twohop floor
+		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/twohop.bin")
+		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}twohop-$f"
+		log "$(printf '  %stwohop %-3s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (scalelab balancer -> bench/backend)' \
+			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
+		settle
+		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
+			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+			-targets="$tmp/front.targets" >"$tmp/front.bin"
+		alive front
+		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/front.bin")
+		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}front-$f"
+		log "$(printf '  %sfront %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend -front: up'"'"'s front door, trivial gateways)' \
+			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
 	}
 	echo "GET http://127.0.0.1:$floor_port/data" >"$tmp/floor.targets"
+	echo "GET http://127.0.0.1:$twohop_port/data" >"$tmp/twohop.targets"
+	echo "GET http://127.0.0.1:$front_port/data" >"$tmp/front.targets"
 	for round in $(seq "$HALF_ROUNDS"); do
 		bench "$m:items" "$HALF_DURATION" peak
 		peak=$(tail -1 "$tmp/res/peak" | cut -d' ' -f1)
@@ -646,10 +690,14 @@ if [[ -n $vegeta ]]; then
 		summarize "rate-$f" "rate-$f"
 		rate[$f]=$(median "$tmp/res/rate-$f" 10)
 		[[ -s $tmp/res/floor-$f ]] && summarize "floor-$f" "floor-$f"
+		[[ -s $tmp/res/twohop-$f ]] && summarize "twohop-$f" "twohop-$f"
+		[[ -s $tmp/res/front-$f ]] && summarize "front-$f" "front-$f"
 		[[ -s $tmp/res/vrate-$f ]] || continue
 		summarize "vrate-$f" "vrate-$f"
 		rate[v$f]=$(median "$tmp/res/vrate-$f" 10)
 		[[ -s $tmp/res/vfloor-$f ]] && summarize "vfloor-$f" "vfloor-$f"
+		[[ -s $tmp/res/vtwohop-$f ]] && summarize "vtwohop-$f" "vtwohop-$f"
+		[[ -s $tmp/res/vfront-$f ]] && summarize "vfront-$f" "vfront-$f"
 	done
 	[[ -s $tmp/res/vpeak ]] && summarize vpeak vpeak
 fi
@@ -691,6 +739,9 @@ for t in "${targets[@]}"; do
 	elif [[ $m == twohop ]]; then
 		printf '| two-hop ceiling: scalelab balancer → bench/backend | its /data | – | %.0f | %.2f | %.2f | %d | – | – | – | %.0f |\n' \
 			"${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${errs[$t]}" "${cpu[$t]}"
+	elif [[ $m == front ]]; then
+		printf '| two-hop ceiling of up: its front door → trivial gateways, one process (bench/backend -front) | its /data | – | %.0f | %.2f | %.2f | %d | – | – | – | %.0f |\n' \
+			"${rps[$t]}" "${p50[$t]}" "${p99[$t]}" "${errs[$t]}" "${cpu[$t]}"
 	else
 		row scalelab "$route" "$m" "$t"
 	fi
@@ -704,10 +755,22 @@ floor_row() { # key
 		printf '| floor: bench/backend, a trivial Go HTTP server | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
 			"${rps[$1]}" "${p50[$1]}" "${p99[$1]}" "${errs[$1]}"
 }
+# twohop_row prints the two-hop ceilings' rows under key k (twohop-...) and
+# its front-... twin.
+twohop_row() { # key
+	[[ -n ${p99[$1]:-} ]] &&
+		printf '| two-hop ceiling: scalelab balancer → bench/backend | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
+			"${rps[$1]}" "${p50[$1]}" "${p99[$1]}" "${errs[$1]}"
+	local k=${1/twohop/front}
+	[[ -n ${p99[$k]:-} ]] &&
+		printf '| two-hop ceiling of up (bench/backend -front) | its /data at the same constant rate (vegeta) | – | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
+			"${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "${errs[$k]}"
+}
 for f in "${fractions[@]}"; do
 	[[ -n ${rate[$f]:-} ]] || continue
 	row scalelab "/items/{id} at a constant $f of that peak (median ${rate[$f]} req/s asked, vegeta)" kv+local "rate-$f"
 	floor_row "floor-$f"
+	twohop_row "twohop-$f"
 done
 if [[ -n ${rps[vpeak]:-} ]]; then
 	printf '| scalelab | /items/{id}, peak as vegeta reaches it (-rate=0, %s workers) | kv+local | %.0f | %.2f | %.2f | %d | – | – | – | – |\n' \
@@ -716,6 +779,7 @@ if [[ -n ${rps[vpeak]:-} ]]; then
 		[[ -n ${rate[v$f]:-} ]] || continue
 		row scalelab "/items/{id} at a constant $f of vegeta's peak (median ${rate[v$f]} req/s asked, vegeta)" kv+local "vrate-$f"
 		floor_row "vfloor-$f"
+		twohop_row "vtwohop-$f"
 	done
 fi
 echo
@@ -731,6 +795,10 @@ r6=$(ratio "${rps[kv+local:items]}" "${rps[kv:items]}")
 r7=$(ratio "${rps[ceiling:data]}" "${rps[off:items]}")
 r8=$(ratio "${rps[kv+local:data]}" "${rps[twohop:data]}")
 r9=$(ratio "${rps[kv+local:items]}" "${rps[twohop:data]}")
+r12=$(ratio "${rps[kv+local:data]}" "${rps[front:data]}")
+r13=$(ratio "${rps[kv+local:items]}" "${rps[front:data]}")
+c12=$(ratio "${cpu[kv+local:data]}" "${cpu[front:data]}")
+c13=$(ratio "${cpu[kv+local:items]}" "${cpu[front:data]}")
 half_p99=n/a
 [[ -n ${p99[rate-0.5]:-} ]] && half_p99=$(printf '%.3f' "${p99[rate-0.5]}")
 floor_p99=n/a
@@ -746,6 +814,10 @@ echo "| /items req/s: kv+local / off | ${r4}× | ≥ 20× | $(verdict "$r4" ge 2
 echo "| /items CPU per request: off / kv+local | ${c4}× | (≥ 20×) | $(verdict "$c4" ge 20) |"
 echo "| /data req/s: kv+local / the two-hop ceiling (#29) | ${r8}× | ≥ 0.85× | $(verdict "$r8" ge 0.85) |"
 echo "| /items req/s: kv+local / the two-hop ceiling (#29) | ${r9}× | ≥ 0.85× | $(verdict "$r9" ge 0.85) |"
+echo "| /data req/s: kv+local / the two-hop ceiling of up (bench/backend -front) (#29) | ${r12}× | ≥ 0.85× | $(verdict "$r12" ge 0.85) |"
+echo "| /items req/s: kv+local / the two-hop ceiling of up (bench/backend -front) (#29) | ${r13}× | ≥ 0.85× | $(verdict "$r13" ge 0.85) |"
+echo "| /data CPU per request: kv+local / the two-hop ceiling of up | ${c12}× | – | |"
+echo "| /items CPU per request: kv+local / the two-hop ceiling of up | ${c13}× | – | |"
 echo "| /items req/s: kv / off | ${r5}× | – | |"
 echo "| /items req/s: kv+local / kv | ${r6}× | – | |"
 reach=$(verdict "$r7" ge 20)
@@ -753,11 +825,27 @@ reach=${reach/#not met/out of reach}
 echo "| /items req/s: the ceiling (a trivial server, directly) / off: the most any cache could give | ${r7}× | (≥ 20× for the goal to be reachable) | ${reach/#met/reachable} |"
 echo "| /items p99 at half peak (kv+local, constant rate) | ${half_p99} ms | < 2 ms | $(verdict "$half_p99" lt 2) |"
 echo "| the floor: a trivial Go server's p99 at the same rate | ${floor_p99} ms | – | |"
+if [[ -n ${p99[twohop-0.5]:-} ]]; then
+	r10=$(ratio "${p99[rate-0.5]}" "${p99[twohop-0.5]}")
+	echo "| /items p99 at half peak: kv+local / the two-hop ceiling at the same rate (#29) | ${r10}× | ≤ 1.5× | $(verdict "$r10" le 1.5) |"
+fi
+if [[ -n ${p99[front-0.5]:-} ]]; then
+	r14=$(ratio "${p99[rate-0.5]}" "${p99[front-0.5]}")
+	echo "| /items p99 at half peak: kv+local / the two-hop ceiling of up at the same rate (#29) | ${r14}× | ≤ 1.5× | $(verdict "$r14" le 1.5) |"
+fi
 if [[ -n ${p99[vrate-0.5]:-} ]]; then
 	vhalf_p99=$(printf '%.3f' "${p99[vrate-0.5]}")
 	echo "| /items p99 at half of vegeta's own peak (kv+local, constant rate) | ${vhalf_p99} ms | < 2 ms | $(verdict "$vhalf_p99" lt 2) |"
 	[[ -n ${p99[vfloor-0.5]:-} ]] &&
 		echo "| the floor at that rate | $(printf '%.3f' "${p99[vfloor-0.5]}") ms | – | |"
+	if [[ -n ${p99[vtwohop-0.5]:-} ]]; then
+		r11=$(ratio "${p99[vrate-0.5]}" "${p99[vtwohop-0.5]}")
+		echo "| /items p99 at half of vegeta's peak: kv+local / the two-hop ceiling at that rate (#29) | ${r11}× | ≤ 1.5× | $(verdict "$r11" le 1.5) |"
+	fi
+	if [[ -n ${p99[vfront-0.5]:-} ]]; then
+		r15=$(ratio "${p99[vrate-0.5]}" "${p99[vfront-0.5]}")
+		echo "| /items p99 at half of vegeta's peak: kv+local / the two-hop ceiling of up at that rate (#29) | ${r15}× | ≤ 1.5× | $(verdict "$r15" le 1.5) |"
+	fi
 fi
 echo
 if ((${#fractions[@]})); then
