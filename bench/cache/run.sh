@@ -607,10 +607,27 @@ if [[ -n $vegeta ]]; then
 		"$vegeta" report -type=json <"$1" | jq -r \
 			'"\(.throughput) \(.latencies["50th"] / 1e6) \(.latencies["99th"] / 1e6) \(.requests - (.status_codes["200"] // 0)) \(.requests)"'
 	}
+	# plain_rate sends rate req/s for d to the /data of the named target
+	# (floor, twohop or front; its targets file $tmp/<name>.targets), checks
+	# that its processes are alive and appends the result to
+	# res/<prefix><name>-<fraction>.
+	plain_rate() { # name, rate, fraction, result prefix, duration, description, processes...
+		local name=$1 r=$2 f=$3 pre=$4 d=$5 what=$6 tput v50 v99 verrs vn
+		shift 6
+		settle
+		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
+			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
+			-targets="$tmp/$name.targets" >"$tmp/$name.bin"
+		alive "$@"
+		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/$name.bin")
+		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}$name-$f"
+		log "$(printf '  %-8s %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (%s)' \
+			"$pre$name" "$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$what")"
+	}
 	# constant_rate sends rate req/s to kv+local /items/{id}, then the same
 	# to the trivial server (the latency no server on this machine can beat
-	# right now), and appends the results to res/<prefix>rate-<f> and
-	# res/<prefix>floor-<f>.
+	# right now) and to the two-hop ceilings (plain_rate), and appends the
+	# results to res/<prefix>rate-<f>, res/<prefix>floor-<f>, ....
 	constant_rate() { # rate, fraction, result prefix
 		local r=$1 f=$2 pre=$3 before after tput v50 v99 verrs vn qpr1 hit1 l11 cpu1 all
 		local d=$(($(duration_s "$HALF_DURATION") + RATE_WARMUP))s
@@ -629,34 +646,11 @@ if [[ -n $vegeta ]]; then
 		echo "$tput $v50 $v99 $verrs $vn $qpr1 $hit1 $l11 $cpu1 $r" >>"$tmp/res/${pre}rate-$f"
 		log "$(printf '  %srate %-5s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s db/req %s  hit %s  local %s  cpu %6.1f us/req' \
 			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs" "$qpr1" "$hit1" "$l11" "$cpu1")"
-		settle
-		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
-			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
-			-targets="$tmp/floor.targets" >"$tmp/floor.bin"
-		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/floor.bin")
-		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}floor-$f"
-		log "$(printf '  %sfloor %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend, a trivial Go server)' \
-			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
-		# The two-hop ceiling at the same rate: issue #29's latency goal
-		# compares the cached read's p99 with it.
-		settle
-		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
-			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
-			-targets="$tmp/twohop.targets" >"$tmp/twohop.bin"
-		alive twohop floor
-		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/twohop.bin")
-		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}twohop-$f"
-		log "$(printf '  %stwohop %-3s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (scalelab balancer -> bench/backend)' \
-			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
-		settle
-		"$vegeta" attack -rate="$r/s" -duration="$d" -timeout="$WRK_TIMEOUT" \
-			-max-workers="$VEGETA_WORKERS" -max-connections="$VEGETA_WORKERS" \
-			-targets="$tmp/front.targets" >"$tmp/front.bin"
-		alive front
-		read -r tput v50 v99 verrs vn < <(vegeta_steady "$tmp/front.bin")
-		echo "$tput $v50 $v99 $verrs $vn 0 0 0 0 $r" >>"$tmp/res/${pre}front-$f"
-		log "$(printf '  %sfront %-4s %7d/s %7.0f req/s  p50 %8.3f ms  p99 %8.3f ms  errors %-4s (bench/backend -front: up'"'"'s front door, trivial gateways)' \
-			"$pre" "$f" "$r" "$tput" "$v50" "$v99" "$verrs")"
+		# The same rate to the trivial server (the floor), then to the two
+		# two-hop ceilings, whose p99 issue #29's latency goal compares with.
+		plain_rate floor "$r" "$f" "$pre" "$d" "bench/backend, a trivial Go server" floor
+		plain_rate twohop "$r" "$f" "$pre" "$d" "scalelab balancer -> bench/backend" twohop floor
+		plain_rate front "$r" "$f" "$pre" "$d" "bench/backend -front: up's front door, trivial gateways" front
 	}
 	echo "GET http://127.0.0.1:$floor_port/data" >"$tmp/floor.targets"
 	echo "GET http://127.0.0.1:$twohop_port/data" >"$tmp/twohop.targets"
