@@ -114,6 +114,16 @@ type FaultSpec struct {
 	Why string `json:"why"`
 }
 
+// natsFailover is how long after a NATS node's kill requests may fail:
+// the most a stream it led stays without a leader. nats-server's raft
+// followers wait a random 4-9 s after the last heartbeat (sent every 1 s)
+// before they call an election (server/raft.go, minElectionTimeoutDefault,
+// maxElectionTimeoutDefault, hbIntervalDefault), so a stream is leaderless
+// for up to 10 s, plus the vote. It was 5 s: CI's drill failed on 42 task
+// submissions answered 503 at +5.7 s, the `TASKS` stream still without a
+// leader, which the server's timers allow.
+const natsFailover = 11 * time.Second
+
 // chaosFaults is the full schedule, in order.
 var chaosFaults = []FaultSpec{
 	{Name: "kill-worker", Title: "kill -9 of a worker", Service: "worker", Action: "kill",
@@ -129,14 +139,14 @@ var chaosFaults = []FaultSpec{
 		AfterInject: time.Second, AfterRecover: time.Second,
 		Why: "the gateways use the cache bucket over NATS, not cachesvc: no request needs it"},
 	{Name: "kill-nats1", Title: "kill -9 of NATS node nats1", Service: "nats1", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
-		Why: "its clients reconnect to the other two and a stream it led elects a new leader (seconds); when it comes back, " +
+		AfterInject: natsFailover, AfterRecover: 10 * time.Second, Duplicates: true,
+		Why: "its clients reconnect to the other two and a stream it led elects a new leader (up to 10 s: raft's election timers); when it comes back, " +
 			"requests through it time out while it rejoins the cluster and catches up"},
 	{Name: "kill-nats2", Title: "kill -9 of NATS node nats2", Service: "nats2", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
+		AfterInject: natsFailover, AfterRecover: 10 * time.Second, Duplicates: true,
 		Why: "as nats1"},
 	{Name: "kill-nats3", Title: "kill -9 of NATS node nats3", Service: "nats3", Action: "kill",
-		AfterInject: 5 * time.Second, AfterRecover: 10 * time.Second, Duplicates: true,
+		AfterInject: natsFailover, AfterRecover: 10 * time.Second, Duplicates: true,
 		Why: "as nats1"},
 	{Name: "pause-nats", Title: "docker pause of a NATS node (a hung peer)", Service: "nats", Action: "pause",
 		UntilRecovered: true, AfterRecover: 5 * time.Second, Duplicates: true,
