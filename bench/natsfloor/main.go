@@ -214,6 +214,12 @@ func runDesign(ctx context.Context, design string, o options) (result, error) {
 	errc := make(chan error, o.submitters+o.slots)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// fail records err and stops every goroutine: the slots would wait for
+	// tasks a failed submitter never sends.
+	fail := func(err error) {
+		errc <- err
+		cancel()
+	}
 	var next atomic.Int64
 	for range o.submitters {
 		wg.Go(func() {
@@ -225,7 +231,7 @@ func runDesign(ctx context.Context, design string, o options) (result, error) {
 				if design != "message" {
 					rev, err := gkv.Create(ctx, id, rec)
 					if err != nil {
-						errc <- fmt.Errorf("create: %w", err)
+						fail(fmt.Errorf("create: %w", err))
 						return
 					}
 					// The message carries the record's revision, as
@@ -233,7 +239,7 @@ func runDesign(ctx context.Context, design string, o options) (result, error) {
 					msg.Header.Set(revHeader, strconv.FormatUint(rev, 10))
 				}
 				if _, err := gjs.PublishMsg(ctx, msg); err != nil {
-					errc <- fmt.Errorf("publish: %w", err)
+					fail(fmt.Errorf("publish: %w", err))
 					return
 				}
 			}
@@ -247,17 +253,17 @@ func runDesign(ctx context.Context, design string, o options) (result, error) {
 					continue
 				}
 				if err != nil {
-					errc <- fmt.Errorf("next: %w", err)
+					fail(fmt.Errorf("next: %w", err))
 					return
 				}
 				id := msg.Headers().Get(jetstream.MsgIDHeader)
 				rev, _ := strconv.ParseUint(msg.Headers().Get(revHeader), 10, 64)
 				if err := settle(ctx, design, wkv, id, rev, rec); err != nil {
-					errc <- err
+					fail(err)
 					return
 				}
 				if err := msg.Ack(); err != nil {
-					errc <- fmt.Errorf("ack: %w", err)
+					fail(fmt.Errorf("ack: %w", err))
 					return
 				}
 				if done.Add(1) == int64(o.n) {
