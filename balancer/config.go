@@ -67,7 +67,7 @@ type Config struct {
 	// Dial, when set, connects to a gateway's host:port (as in its URL)
 	// instead of a TCP dial, for proxied requests and health checks alike.
 	// `up` sets it to reach its own gateways over Unix sockets: the same
-	// HTTP, without loopback TCP (platform.gatewaySockets). It is not a
+	// HTTP, without loopback TCP (platform.GatewaySockets). It is not a
 	// flag. Its errors count as failures to connect (see Retries).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Backends are the gateways' base URLs (http or https, with a host and

@@ -7,7 +7,7 @@ import (
 
 // killableListener is a gateway's listener that can be killed as a
 // process is by SIGKILL: at once, its port (and its Unix socket, see
-// gatewaySockets) refuses connections and every connection it accepted is
+// GatewaySockets) refuses connections and every connection it accepted is
 // reset (a Unix socket connection is closed: it has no reset), with no
 // response to requests in flight.
 // The server behind it is not told: Accept just blocks until the server

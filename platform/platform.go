@@ -300,7 +300,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Platform, err 
 		tlsLn, gwLns = gwLns[len(gwLns)-1], gwLns[:len(gwLns)-1]
 		p.HTTPSURL = "https://" + tlsLn.Addr().String()
 	}
-	dialGateway, err := gatewaySockets(gwLns)
+	dialGateway, err := GatewaySockets(gwLns)
 	if err != nil {
 		log.Warn("the balancer reaches the gateways over TCP", "err", err)
 	}

@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// gatewaySockets gives each gateway of `up` a second listener, an abstract
-// Unix socket, and returns the dialer that takes the balancer there instead
+// GatewaySockets gives each gateway of `up` a second listener, an abstract
+// Unix socket (it replaces each of gwLns, in place, with one that accepts
+// on both), and returns the dialer that takes the balancer there instead
 // of to the gateway's TCP port: the same HTTP requests over the same kind of
 // byte stream, without the loopback TCP/IP stack (and the host's packet
 // filter) that each request and response otherwise crosses. Under load
@@ -22,7 +23,7 @@ import (
 //
 // The TCP ports stay: they are what a client, a test or another balancer
 // reaches a gateway at, and the balancer still names its gateways by them.
-// Where abstract sockets do not exist (not Linux), gatewaySockets changes
+// Where abstract sockets do not exist (not Linux), GatewaySockets changes
 // nothing and returns a nil dialer: the balancer dials TCP as it would as
 // its own process. Where one cannot be bound, it does the same and also
 // returns why, for the log.
@@ -30,7 +31,10 @@ import (
 // An abstract socket has no file and no permissions: any process on the
 // host (in the same network namespace) can connect to it, exactly as to the
 // gateway's 127.0.0.1 port, which it otherwise is.
-func gatewaySockets(gwLns []net.Listener) (dial func(ctx context.Context, addr string) (net.Conn, error), err error) {
+//
+// Exported for bench/backend -front, which puts the same front door in
+// front of trivial servers.
+func GatewaySockets(gwLns []net.Listener) (dial func(ctx context.Context, addr string) (net.Conn, error), err error) {
 	if runtime.GOOS != "linux" || len(gwLns) == 0 {
 		return nil, nil
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,57 +23,45 @@ const frontGateways = 2
 // trivial server. As in `up`, scalelab's balancer runs in the same process
 // as the servers behind it, with a loop per core and as many Ps again
 // (platform.ReserveLoopProcs, platform.EventLoops), and reaches each of
-// them over an abstract Unix socket rather than loopback TCP. A cached read
-// through `up` can only be slower than this; the difference is the
-// gateway's own work (echo, the token, the near-cache, the answer).
+// them over an abstract Unix socket rather than loopback TCP
+// (platform.GatewaySockets). A cached read through `up` can only be slower
+// than this; the difference is the gateway's own work (echo, the token, the
+// near-cache, the answer).
 //
 // A balancer as a process of its own in front of the trivial server over
 // TCP (bench/cache/run.sh's twohop target) pays a loopback TCP hop and a
 // second process that `up` does not, so it is no ceiling for `up`.
 func serveFront(ctx context.Context, ln net.Listener, handler http.Handler) error {
 	platform.ReserveLoopProcs(os.Getenv)
-	var tag [8]byte
-	if _, err := rand.Read(tag[:]); err != nil {
-		return err
-	}
-	names := make(map[string]string, frontGateways)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := balancer.DefaultConfig()
 	cfg.Listener, cfg.AdminAddr, cfg.Backends = ln, "127.0.0.1:0", nil
 	cfg.EventLoops = platform.EventLoops()
-	var servers []*http.Server
-	errc := make(chan error, 2*frontGateways)
-	for i := range frontGateways {
+	lns := make([]net.Listener, frontGateways)
+	for i := range lns {
 		tcp, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
+			closeAll(lns[:i])
 			return err
 		}
-		name := fmt.Sprintf("@scalelab-bench-%s-front-%d", hex.EncodeToString(tag[:]), i+1)
-		unix, err := net.Listen("unix", name)
-		if err != nil {
-			return fmt.Errorf("unix socket: %w", err)
-		}
-		names[tcp.Addr().String()] = name
+		lns[i] = tcp
 		cfg.Backends = append(cfg.Backends, "http://"+tcp.Addr().String())
-		srv := newServer(handler)
-		servers = append(servers, srv)
-		for _, l := range []net.Listener{tcp, unix} {
-			go func() { errc <- srv.Serve(l) }()
-		}
 	}
-	tcpDialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	var unixDialer net.Dialer
-	cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
-		if name, ok := names[addr]; ok {
-			return unixDialer.DialContext(ctx, "unix", name)
-		}
-		return tcpDialer.DialContext(ctx, "tcp", addr)
+	dial, err := platform.GatewaySockets(lns)
+	if err != nil {
+		log.Warn("the balancer reaches the trivial servers over TCP", "err", err)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Dial = dial
+	servers := make([]*http.Server, len(lns))
+	errc := make(chan error, len(lns))
+	for i, l := range lns {
+		servers[i] = newServer(handler)
+		go func() { errc <- servers[i].Serve(l) }()
+	}
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	balDone := make(chan error, 1)
 	go func() { balDone <- balancer.Run(bctx, cfg, log) }()
-	var err error
 	select {
 	case err = <-balDone: // ctx ended, or the balancer failed
 	case err = <-errc:
@@ -90,4 +76,11 @@ func serveFront(ctx context.Context, ln net.Listener, handler http.Handler) erro
 		}
 	}
 	return err
+}
+
+// closeAll closes lns, on a failed start.
+func closeAll(lns []net.Listener) {
+	for _, l := range lns {
+		_ = l.Close()
+	}
 }
