@@ -51,9 +51,14 @@ func statusOf(b *backend, now time.Time) BackendStatus {
 }
 
 // status reads the policy, how the gateways are found, and each gateway's
-// state and counters. It only reads atomics, so it is cheap enough to
-// poll, and safe from any goroutine.
+// state and counters. It holds the pool's lock while it reads them: a
+// state change stores the gateway's flag and then publishes the ready set
+// under that lock, so a caller that sees a gateway unhealthy (or drained,
+// or ejected) knows that no new request goes to it. Only state changes
+// take the lock, never a request, so it stays cheap enough to poll.
 func (b *balancer) status() Status {
+	b.pool.mu.Lock()
+	defer b.pool.mu.Unlock()
 	all := *b.pool.all.Load()
 	s := Status{
 		Policy:   b.pool.ready.Load().policy.name(),

@@ -186,8 +186,10 @@ func TestNATSGetWaitCancelList(t *testing.T) {
 	wantError(t, "Get of a bad id", err, 400, "invalid")
 
 	// No worker runs here: Wait gives up with the context, with the
-	// record as it last read it.
-	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	// record as it last read it. The deadline leaves room for a first
+	// read under the race detector on a loaded machine (CI once took
+	// longer than 50 ms).
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	last, err := c.Wait(wctx, ids[0])
 	if !errors.Is(err, context.DeadlineExceeded) || last == nil || last.State != client.Queued {

@@ -287,14 +287,18 @@ func (c *NATSClient) Get(ctx context.Context, id string) (*Task, error) {
 // at first, then every 100 ms), or until ctx ends.
 func (c *NATSClient) Wait(ctx context.Context, id string) (*Task, error) {
 	pause := 2 * time.Millisecond
+	var last *Task
 	for {
 		t, err := c.Get(ctx, id)
 		if err != nil {
+			// ctx may end in the middle of a read: the record of the
+			// read before is still the one the caller asked for.
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return last, ctx.Err()
 			}
-			return nil, err
+			return last, err
 		}
+		last = t
 		if t.State.Final() {
 			return t, nil
 		}
