@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -259,6 +260,54 @@ func TestPoolReadySet(t *testing.T) {
 	p.setDraining(b1, false)
 	if diff := cmp.Diff([]string{"http://b0:1", "http://b1:1", "http://b2:1"}, ready()); diff != "" {
 		t.Errorf("ready set after recovery mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestStatusAgreesWithReadySet: one status answer is one moment of the
+// pool. A state change stores the backend's flag and then publishes the
+// ready set; a status read between the two showed a backend unhealthy
+// that still got new requests (CI's round-robin test saw it). Here the
+// flag of b0 flips as fast as it can while status is read: every answer's
+// Ready must count exactly its healthy backends.
+func TestStatusAgreesWithReadySet(t *testing.T) {
+	t.Parallel()
+	// Not the test's logger: every flip logs a line.
+	p := newPool(poolConfig{}, &roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, slog.New(slog.DiscardHandler))
+	var targets []target
+	for i := range 3 {
+		u, _ := url.Parse(fmt.Sprintf("http://b%d:1", i))
+		targets = append(targets, target{url: u, weight: 1})
+	}
+	p.set(t.Context(), targets, true)
+	t.Cleanup(p.close)
+	bal := &balancer{pool: p}
+	b0 := p.byLabel("http://b0:1")
+
+	stop := make(chan struct{})
+	flipped := make(chan struct{})
+	go func() {
+		defer close(flipped)
+		for healthy := false; ; healthy = !healthy {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p.setHealthy(b0, healthy, errors.New("check failed"))
+		}
+	}()
+	defer func() { close(stop); <-flipped }()
+	for deadline, reads := time.Now().Add(time.Second), 0; time.Now().Before(deadline) || reads < 1000; reads++ {
+		s := bal.status()
+		healthy := 0
+		for _, b := range s.Backends {
+			if b.State == stateHealthy {
+				healthy++
+			}
+		}
+		if s.Ready != healthy {
+			t.Fatalf("read %d: status says %d ready but %d healthy: %+v", reads, s.Ready, healthy, s.Backends)
+		}
 	}
 }
 
