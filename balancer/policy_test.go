@@ -228,18 +228,27 @@ func TestNewPicker(t *testing.T) {
 	}
 }
 
-// TestPoolReadySet checks which states keep a backend out of the ready
-// set, and that the ready set follows every change.
-func TestPoolReadySet(t *testing.T) {
-	t.Parallel()
-	p := newPool(poolConfig{}, &roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, testLogger(t))
+// testPool is a round-robin pool of n backends, http://b0:1 and on, all
+// ready, without active checks; cfg sets passive ejection, log the pool's
+// logger.
+func testPool(t *testing.T, n int, cfg poolConfig, log *slog.Logger) *pool {
+	t.Helper()
+	p := newPool(cfg, &roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, log)
 	var targets []target
-	for i := range 3 {
+	for i := range n {
 		u, _ := url.Parse(fmt.Sprintf("http://b%d:1", i))
 		targets = append(targets, target{url: u, weight: 1})
 	}
 	p.set(t.Context(), targets, true)
 	t.Cleanup(p.close)
+	return p
+}
+
+// TestPoolReadySet checks which states keep a backend out of the ready
+// set, and that the ready set follows every change.
+func TestPoolReadySet(t *testing.T) {
+	t.Parallel()
+	p := testPool(t, 3, poolConfig{}, testLogger(t))
 	b0, b1, b2 := p.byLabel("http://b0:1"), p.byLabel("http://b1:1"), p.byLabel("http://b2:1")
 	ready := func() []string {
 		var out []string
@@ -272,14 +281,7 @@ func TestPoolReadySet(t *testing.T) {
 func TestStatusAgreesWithReadySet(t *testing.T) {
 	t.Parallel()
 	// Not the test's logger: every flip logs a line.
-	p := newPool(poolConfig{}, &roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, slog.New(slog.DiscardHandler))
-	var targets []target
-	for i := range 3 {
-		u, _ := url.Parse(fmt.Sprintf("http://b%d:1", i))
-		targets = append(targets, target{url: u, weight: 1})
-	}
-	p.set(t.Context(), targets, true)
-	t.Cleanup(p.close)
+	p := testPool(t, 3, poolConfig{}, slog.New(slog.DiscardHandler))
 	bal := &balancer{pool: p}
 	b0 := p.byLabel("http://b0:1")
 
@@ -330,15 +332,7 @@ func TestEjectionBackoff(t *testing.T) {
 // ready backend: when every gateway fails, their answers go to the client.
 func TestEjectionNeverEmptiesPool(t *testing.T) {
 	t.Parallel()
-	p := newPool(poolConfig{ejectAfter: 1, ejectBackoff: time.Hour, ejectBackoffMax: time.Hour},
-		&roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, testLogger(t))
-	var targets []target
-	for i := range 2 {
-		u, _ := url.Parse(fmt.Sprintf("http://b%d:1", i))
-		targets = append(targets, target{url: u, weight: 1})
-	}
-	p.set(t.Context(), targets, true)
-	t.Cleanup(p.close)
+	p := testPool(t, 2, poolConfig{ejectAfter: 1, ejectBackoff: time.Hour, ejectBackoffMax: time.Hour}, testLogger(t))
 	b0, b1 := p.byLabel("http://b0:1"), p.byLabel("http://b1:1")
 	p.observe(b0, true)
 	p.observe(b1, true)

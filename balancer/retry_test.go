@@ -3,11 +3,9 @@ package balancer
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -365,14 +363,7 @@ func TestForwarder(t *testing.T) {
 // have under round robin, and never back to a backend already tried.
 func TestPickRetry(t *testing.T) {
 	t.Parallel()
-	p := newPool(poolConfig{}, &roundRobin{}, newMetrics(prometheus.NewRegistry()), nil, testLogger(t))
-	var targets []target
-	for i := range 4 {
-		u, _ := url.Parse(fmt.Sprintf("http://b%d:1", i))
-		targets = append(targets, target{url: u, weight: 1})
-	}
-	p.set(t.Context(), targets, true)
-	t.Cleanup(p.close)
+	p := testPool(t, 4, poolConfig{}, testLogger(t))
 	all := *p.all.Load()
 	tests := []struct {
 		name  string
