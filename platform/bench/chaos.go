@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -241,6 +242,9 @@ type ChaosFault struct {
 	// the target is 0.
 	Outside        int64    `json:"outside_window"`
 	OutsideSamples []string `json:"outside_samples,omitempty"`
+	// OutsideLogs are the stack's log lines that name the request ids of
+	// OutsideSamples: which gateway answered, and the error under it.
+	OutsideLogs []string `json:"outside_logs,omitempty"`
 	// FailSamples are the first failures, inside the window or not.
 	FailSamples []string `json:"fail_samples,omitempty"`
 	// Duplicates counts tasks submitted from this fault to the next that
@@ -588,14 +592,13 @@ func RunChaos(ctx context.Context, st *compose.Stack, o ChaosOptions) (*Report, 
 			c.Tasks.LostRecords = append(c.Tasks.LostRecords, fmt.Sprintf("%s: %v", id, err))
 		}
 	}
-	if len(c.Tasks.LostIDs) > 0 {
+	outside := slices.ContainsFunc(c.Faults, func(f ChaosFault) bool { return f.Outside > 0 })
+	if len(c.Tasks.LostIDs) > 0 || outside {
 		logs, _ := st.Compose(2*time.Minute, "logs", "--no-color")
-		for line := range strings.Lines(logs) {
-			for _, id := range c.Tasks.LostIDs[:min(3, len(c.Tasks.LostIDs))] {
-				if strings.Contains(line, id) && len(c.Tasks.LostLogs) < 30 {
-					c.Tasks.LostLogs = append(c.Tasks.LostLogs, task.Truncate(strings.TrimSpace(line), 400))
-				}
-			}
+		c.Tasks.LostLogs = linesNaming(logs, c.Tasks.LostIDs[:min(3, len(c.Tasks.LostIDs))], 30)
+		for i := range c.Faults {
+			f := &c.Faults[i]
+			f.OutsideLogs = linesNaming(logs, requestIDs(f.OutsideSamples), 20)
 		}
 	}
 	chaosFindings(r, c)
@@ -605,6 +608,45 @@ func RunChaos(ctx context.Context, st *compose.Stack, o ChaosOptions) (*Report, 
 		return nil, err
 	}
 	return r, nil
+}
+
+// linesNaming returns the lines of logs that contain one of ids, at most
+// limit of them, each cut to 400 bytes.
+func linesNaming(logs string, ids []string, limit int) []string {
+	var out []string
+	if len(ids) == 0 {
+		return nil
+	}
+	for line := range strings.Lines(logs) {
+		if len(out) == limit {
+			break
+		}
+		for _, id := range ids {
+			if strings.Contains(line, id) {
+				out = append(out, task.Truncate(strings.TrimSpace(line), 400))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// requestIDPattern finds the request id in an error body the roles wrote
+// ({"error":{...,"request_id":"..."}}).
+var requestIDPattern = regexp.MustCompile(`"request_id":"([A-Za-z0-9]+)"`)
+
+// requestIDs returns the request ids that samples (failed requests with
+// their answers) name, each once.
+func requestIDs(samples []string) []string {
+	var ids []string
+	for _, s := range samples {
+		for _, m := range requestIDPattern.FindAllStringSubmatch(s, -1) {
+			if !slices.Contains(ids, m[1]) {
+				ids = append(ids, m[1])
+			}
+		}
+	}
+	return ids
 }
 
 func faultNames(specs []FaultSpec) []string {
@@ -1092,6 +1134,9 @@ func (c *Chaos) markdown(w io.Writer) {
 		}
 		if len(f.OutsideSamples) > 0 {
 			fmt.Fprintf(w, "- %s, failures outside the window: %s\n", f.Name, strings.Join(f.OutsideSamples, "; "))
+		}
+		if len(f.OutsideLogs) > 0 {
+			fmt.Fprintf(w, "\n  The stack's log lines that name them:\n\n  ```\n  %s\n  ```\n\n", strings.Join(f.OutsideLogs, "\n  "))
 		}
 	}
 	fmt.Fprintf(w, "\nWhy each window: \n\n")

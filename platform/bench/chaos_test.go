@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,38 @@ func TestChaosWindow(t *testing.T) {
 		if got := tc.f.allows(tc.start, tc.end); got != tc.want {
 			t.Errorf("%s: allows(%v, %v) = %v, want %v", tc.name, tc.start, tc.end, got, tc.want)
 		}
+	}
+}
+
+// TestOutsideLogs: the log lines kept for failures outside a window are
+// the ones that name their request ids (an answer without one names
+// none), each line once.
+func TestOutsideLogs(t *testing.T) {
+	samples := []string{
+		`POST /longtask 503 at +1.28 s: {"error":{"code":"unavailable","message":"task queue is not available","request_id":"NL3ZM2"}}`,
+		`POST /longtask 503 at +1.28 s: {"error":{"code":"unavailable","message":"task queue is not available","request_id":"HKJEEV"}}`,
+		`POST /longtask 503 at +1.29 s: {"error":{"code":"unavailable","request_id":"NL3ZM2"}}`,
+		`GET /data 0 at +1.30 s: EOF`,
+	}
+	ids := requestIDs(samples)
+	if want := []string{"NL3ZM2", "HKJEEV"}; !slices.Equal(ids, want) {
+		t.Fatalf("requestIDs = %q, want %q", ids, want)
+	}
+	logs := "gateway_1 | {\"msg\":\"request failed\",\"request_id\":\"NL3ZM2\",\"err\":\"nats: no response from stream\"}\n" +
+		"gateway_2 | {\"msg\":\"proxied\",\"request_id\":\"OTHER1\"}\n" +
+		"balancer_1 | {\"msg\":\"proxied\",\"request_id\":\"HKJEEV\",\"upstream\":\"gw2\"}\n"
+	got := linesNaming(logs, ids, 20)
+	want := []string{
+		`gateway_1 | {"msg":"request failed","request_id":"NL3ZM2","err":"nats: no response from stream"}`,
+		`balancer_1 | {"msg":"proxied","request_id":"HKJEEV","upstream":"gw2"}`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("linesNaming = %q, want %q", got, want)
+	}
+	if got := linesNaming(logs, ids, 1); len(got) != 1 {
+		t.Errorf("linesNaming with limit 1 = %d lines", len(got))
+	}
+	if got := linesNaming(logs, nil, 20); got != nil {
+		t.Errorf("linesNaming with no ids = %q, want none", got)
 	}
 }

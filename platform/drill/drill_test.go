@@ -721,8 +721,8 @@ func (st *stack) drillChaos(t *testing.T) {
 			window = fmt.Sprintf("until the recovery and %v after it", f.AfterRecover)
 		}
 		if f.Outside != 0 {
-			t.Errorf("%s (%s): %d failed requests outside the window (%s), want 0: %q",
-				f.Name, f.Target, f.Outside, window, f.OutsideSamples)
+			t.Errorf("%s (%s): %d failed requests outside the window (%s), want 0: %q\nthe stack's log lines that name them:\n%s",
+				f.Name, f.Target, f.Outside, window, f.OutsideSamples, strings.Join(f.OutsideLogs, "\n"))
 		}
 		if f.Duplicates != 0 && !f.FaultSpec.Duplicates {
 			t.Errorf("%s: %d tasks ran twice, want none: no delivery is lost under this fault", f.Name, f.Duplicates)
