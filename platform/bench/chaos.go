@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scalelab/scalelab/internal/reqid"
 	"github.com/scalelab/scalelab/internal/task"
 	"github.com/scalelab/scalelab/platform/compose"
 )
@@ -375,6 +376,11 @@ func (l *chaosLoad) do(ctx context.Context, route, method, path, body string, hd
 			q.msg = err.Error()
 		}
 		q.msg = task.Truncate(strings.TrimSpace(q.msg), 120)
+		// The id ends the body, which the cut may have taken: the
+		// header's, for the log lines that name it (OutsideLogs).
+		if rid := h.Get(reqid.Header); rid != "" && !strings.Contains(q.msg, rid) {
+			q.msg += " (request_id " + rid + ")"
+		}
 	}
 	l.mu.Lock()
 	l.reqs = append(l.reqs, q)
@@ -631,9 +637,10 @@ func linesNaming(logs string, ids []string, limit int) []string {
 	return out
 }
 
-// requestIDPattern finds the request id in an error body the roles wrote
-// ({"error":{...,"request_id":"..."}}).
-var requestIDPattern = regexp.MustCompile(`"request_id":"([A-Za-z0-9]+)"`)
+// requestIDPattern finds a failed request's id in its sample: in the
+// error body the roles wrote ({"error":{...,"request_id":"..."}}), or
+// after it, from the X-Request-ID header, when the body was cut before it.
+var requestIDPattern = regexp.MustCompile(`"request_id":"([A-Za-z0-9]+)"|\(request_id ([A-Za-z0-9]+)\)`)
 
 // requestIDs returns the request ids that samples (failed requests with
 // their answers) name, each once.
@@ -641,8 +648,9 @@ func requestIDs(samples []string) []string {
 	var ids []string
 	for _, s := range samples {
 		for _, m := range requestIDPattern.FindAllStringSubmatch(s, -1) {
-			if !slices.Contains(ids, m[1]) {
-				ids = append(ids, m[1])
+			id := m[1] + m[2] // one of the two is empty
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
 			}
 		}
 	}

@@ -141,9 +141,10 @@ func TestOutsideLogs(t *testing.T) {
 		`POST /longtask 503 at +1.28 s: {"error":{"code":"unavailable","message":"task queue is not available","request_id":"HKJEEV"}}`,
 		`POST /longtask 503 at +1.29 s: {"error":{"code":"unavailable","request_id":"NL3ZM2"}}`,
 		`GET /data 0 at +1.30 s: EOF`,
+		`PUT /items/{id} 503 at +1.31 s: {"error":{"code":"unavailable","message":"database service did not answer in time","re… (request_id CUT123)`,
 	}
 	ids := requestIDs(samples)
-	if want := []string{"NL3ZM2", "HKJEEV"}; !slices.Equal(ids, want) {
+	if want := []string{"NL3ZM2", "HKJEEV", "CUT123"}; !slices.Equal(ids, want) {
 		t.Fatalf("requestIDs = %q, want %q", ids, want)
 	}
 	logs := "gateway_1 | {\"msg\":\"request failed\",\"request_id\":\"NL3ZM2\",\"err\":\"nats: no response from stream\"}\n" +
